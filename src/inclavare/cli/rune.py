@@ -1,0 +1,652 @@
+"""`rune`: the runc-compatible command line.
+
+Flag syntax follows runc (urfave/cli): `--flag value`, `--flag=value`, `-flag value`, short aliases,
+boolean flags with optional `=true|false`; flags stop at the first positional argument, so
+`rune exec ID sh -c ...` passes `-c` to the container. Imports stay minimal: this runs 3-4 times per
+container lifecycle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from inclavare.errors import ConfigError, InclavareError
+
+PROG = "rune"
+
+# name -> (aliases, takes_value, repeatable, help)
+Flag = tuple[tuple[str, ...], bool, bool, str]
+
+GLOBAL_FLAGS: dict[str, Flag] = {
+    "root": ((), True, False, "root directory for container state (default /run/rune)"),
+    "log": ((), True, False, "log file (default: stderr only)"),
+    "log-format": ((), True, False, "log format: text or json"),
+    "debug": ((), False, False, "enable debug logging"),
+    "systemd-cgroup": ((), False, False, "use the systemd cgroup driver (not supported)"),
+    "criu": ((), True, False, "ignored (checkpoint/restore is not supported)"),
+    "rootless": ((), True, False, "ignored: rootless mode is detected (auto|true|false)"),
+    "help": (("h",), False, False, "show help"),
+    "version": (("v",), False, False, "print the version"),
+}
+
+CREATE_FLAGS: dict[str, Flag] = {
+    "bundle": (("b",), True, False, "path to the bundle directory (default: current directory)"),
+    "console-socket": ((), True, False, "unix socket that receives the pty master (terminal: true)"),
+    "pid-file": ((), True, False, "file to write the container process pid to"),
+    "no-pivot": ((), False, False, "use MS_MOVE + chroot instead of pivot_root"),
+    "no-new-keyring": ((), False, False, "do not create a new session keyring"),
+    "preserve-fds": ((), True, False, "number of extra fds (from 3) passed to the container"),
+}
+
+COMMANDS: dict[str, tuple[dict[str, Flag], str, str]] = {
+    "create": (CREATE_FLAGS, "<container-id>", "create a container (its process waits for `start`)"),
+    "start": ({}, "<container-id>", "start the process of a created container"),
+    "run": ({**CREATE_FLAGS, "detach": (("d",), False, False, "detach from the container's process"),
+             "keep": ((), False, False, "do not delete the container after it exits")},
+            "<container-id>", "create and start a container"),
+    "state": ({}, "<container-id>", "print the state of a container (JSON)"),
+    "list": ({"format": (("f",), True, False, "table or json"),
+              "quiet": (("q",), False, False, "print only container ids")}, "", "list containers"),
+    "kill": ({"all": (("a",), False, False, "signal every process of the container")},
+             "<container-id> [signal]", "send a signal (default SIGTERM) to the container"),
+    "delete": ({"force": (("f",), False, False, "kill a running container; exit 0 if it does not exist")},
+               "<container-id>...", "delete containers"),
+    "ps": ({"format": (("f",), True, False, "table or json")}, "<container-id> [ps options]",
+           "list the processes of a container"),
+    "exec": ({
+        "process": (("p",), True, False, "process.json with the process to run"),
+        "tty": (("t",), False, False, "allocate a pseudo-TTY"),
+        "detach": (("d",), False, False, "detach from the process"),
+        "pid-file": ((), True, False, "file to write the process pid to"),
+        "console-socket": ((), True, False, "unix socket that receives the pty master"),
+        "env": (("e",), True, True, "set an environment variable (repeatable)"),
+        "cwd": ((), True, False, "working directory in the container"),
+        "user": (("u",), True, False, "uid[:gid]"),
+        "additional-gids": (("g",), True, True, "additional gid (repeatable)"),
+        "cap": (("c",), True, True, "add a capability (repeatable)"),
+        "no-new-privs": ((), False, False, "set no_new_privs"),
+        "apparmor": ((), True, False, "apparmor profile (not supported here)"),
+        "process-label": ((), True, False, "SELinux label (not supported here)"),
+        "preserve-fds": ((), True, False, "number of extra fds passed to the process"),
+        "cgroup": ((), True, True, "not supported: the process joins the container's cgroup"),
+    }, "<container-id> <command> [args...]", "run a new process in a running container"),
+    "pause": ({}, "<container-id>", "freeze every process of a container"),
+    "resume": ({}, "<container-id>", "thaw a paused container"),
+    "events": ({"stats": ((), False, False, "print one stats event and exit"),
+                "interval": ((), True, False, "stats interval (default 5s)")},
+               "<container-id>", "print container events (stats, oom) as JSON lines"),
+    "update": ({
+        "resources": (("r",), True, False, "JSON file with linux.resources (- for stdin)"),
+        "blkio-weight": ((), True, False, ""), "cpu-period": ((), True, False, ""),
+        "cpu-quota": ((), True, False, ""), "cpu-rt-period": ((), True, False, ""),
+        "cpu-rt-runtime": ((), True, False, ""), "cpu-share": ((), True, False, ""),
+        "cpuset-cpus": ((), True, False, ""), "cpuset-mems": ((), True, False, ""),
+        "kernel-memory": ((), True, False, ""), "kernel-memory-tcp": ((), True, False, ""),
+        "memory": ((), True, False, ""), "memory-reservation": ((), True, False, ""),
+        "memory-swap": ((), True, False, ""), "pids-limit": ((), True, False, ""),
+        "l3-cache-schema": ((), True, False, ""), "mem-bw-schema": ((), True, False, ""),
+    }, "<container-id>", "update a container's resource limits"),
+    "spec": ({"bundle": (("b",), True, False, "where to write config.json"),
+              "rootless": ((), False, False, "a spec for rootless containers")}, "", "write a default config.json"),
+    "features": ({}, "", "print the runtime's features (JSON)"),
+}
+
+
+class UsageError(InclavareError):
+    exit_code = 1
+
+
+def parse_flags(args: list[str], spec: dict[str, Flag], where: str) -> tuple[dict[str, Any], list[str]]:
+    names: dict[str, str] = {}
+    for name, (aliases, _v, _r, _h) in spec.items():
+        names[name] = name
+        for a in aliases:
+            names[a] = name
+    opts: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return opts, args[i + 1:]
+        if not a.startswith("-") or a == "-":
+            return opts, args[i:]
+        key, eq, val = a.lstrip("-").partition("=")
+        name = names.get(key)
+        if name is None:
+            raise UsageError(f"{where}: flag provided but not defined: -{key}")
+        _aliases, takes_value, repeat, _help = spec[name]
+        if takes_value:
+            if not eq:
+                i += 1
+                if i >= len(args):
+                    raise UsageError(f"{where}: flag needs an argument: -{key}")
+                val = args[i]
+            if repeat:
+                opts.setdefault(name, []).append(val)
+            else:
+                opts[name] = val
+        else:
+            if eq and val.lower() not in ("true", "false", "1", "0"):
+                raise UsageError(f"{where}: invalid boolean value {val!r} for -{key}")
+            opts[name] = (val.lower() in ("true", "1")) if eq else True
+        i += 1
+    return opts, []
+
+
+# ------------------------------------------------------------------------------ logging
+
+class Logger:
+    LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "fatal": 50}
+
+    def __init__(self, path: str | None, fmt: str, debug: bool) -> None:
+        if fmt not in ("text", "json"):
+            raise UsageError(f"--log-format: unknown format {fmt!r} (text or json)")
+        self.path, self.fmt = path, fmt
+        self.threshold = 10 if debug else 20
+        self.fd: int | None = None
+
+    def __call__(self, level: str, msg: str) -> None:
+        if self.LEVELS.get(level, 20) < self.threshold:
+            return
+        if self.path is None:
+            if level in ("warning", "debug"):
+                sys.stderr.write(f"{PROG}: {level}: {msg}\n")
+            return
+        from inclavare.runtime.state import now_rfc3339
+
+        now = now_rfc3339()
+        if self.fmt == "json":
+            line = json.dumps({"level": level, "msg": msg, "time": now})
+        else:
+            line = f"time={json.dumps(now)} level={level} msg={json.dumps(msg)}"
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.write(self.fd, (line + "\n").encode())
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def _one_id(cmd: str, pos: list[str]) -> str:
+    if len(pos) < 1:
+        raise UsageError(f'"{cmd}" requires a container id')
+    if len(pos) > 1 and cmd not in ("kill", "ps"):
+        raise UsageError(f'"{cmd}" takes exactly one container id, got {len(pos)} arguments')
+    return pos[0]
+
+
+def _print_json(obj: Any, indent: int | None = 2) -> None:
+    sys.stdout.write(json.dumps(obj, indent=indent) + "\n")
+
+
+_SIZE = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+         "t": 1 << 40, "tb": 1 << 40}
+
+
+def parse_size(flag: str, text: str) -> int:
+    t = text.strip().lower()
+    if t == "-1":
+        return -1
+    num = t.rstrip("bkmgtib")
+    unit = t[len(num):].replace("i", "")
+    try:
+        return int(float(num) * _SIZE[unit])
+    except (ValueError, KeyError):
+        raise UsageError(f"--{flag}: invalid size {text!r}") from None
+
+
+def _int(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"--{flag}: invalid number {text!r}") from None
+
+
+def _interval(text: str) -> float:
+    t = text.strip()
+    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if t.endswith(suffix):
+            try:
+                return float(t[: -len(suffix)]) * mult
+            except ValueError:
+                break
+    try:
+        return float(t)
+    except ValueError:
+        raise UsageError(f"--interval: invalid duration {text!r}") from None
+
+
+def resources_from_flags(opts: dict[str, Any]) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    if "resources" in opts:
+        src = opts["resources"]
+        try:
+            text = sys.stdin.read() if src == "-" else open(src).read()
+            loaded = json.loads(text)
+        except OSError as e:
+            raise UsageError(f"--resources {src}: {e.strerror}") from None
+        except ValueError as e:
+            raise UsageError(f"--resources {src}: invalid JSON: {e}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--resources {src}: must be a JSON object (linux.resources)")
+        res.update(loaded)
+    mem = res.setdefault("memory", {})
+    cpu = res.setdefault("cpu", {})
+    for flag, key in (("memory", "limit"), ("memory-reservation", "reservation"), ("memory-swap", "swap"),
+                      ("kernel-memory", "kernel"), ("kernel-memory-tcp", "kernelTCP")):
+        if flag in opts:
+            mem[key] = parse_size(flag, opts[flag])
+    for flag, key in (("cpu-period", "period"), ("cpu-quota", "quota"), ("cpu-rt-period", "realtimePeriod"),
+                      ("cpu-rt-runtime", "realtimeRuntime"), ("cpu-share", "shares")):
+        if flag in opts:
+            cpu[key] = _int(flag, opts[flag])
+    if "cpuset-cpus" in opts:
+        cpu["cpus"] = opts["cpuset-cpus"]
+    if "cpuset-mems" in opts:
+        cpu["mems"] = opts["cpuset-mems"]
+    if "pids-limit" in opts:
+        res["pids"] = {"limit": _int("pids-limit", opts["pids-limit"])}
+    if "blkio-weight" in opts:
+        res.setdefault("blockIO", {})["weight"] = _int("blkio-weight", opts["blkio-weight"])
+    if "l3-cache-schema" in opts or "mem-bw-schema" in opts:
+        raise UsageError("--l3-cache-schema/--mem-bw-schema: Intel RDT is not supported on this host")
+    return {k: v for k, v in res.items() if v != {}}
+
+
+def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dict[str, Any]:
+    """The process to exec: --process FILE, or the container's process with args and flag overrides."""
+    if "process" in opts:
+        try:
+            with open(opts["process"]) as f:
+                proc = json.load(f)
+        except OSError as e:
+            raise UsageError(f"--process {opts['process']}: {e.strerror}") from None
+        except ValueError as e:
+            raise ConfigError(f"--process {opts['process']}", f"invalid JSON: {e}") from None
+        if not isinstance(proc, dict):
+            raise ConfigError(f"--process {opts['process']}", "must be a JSON object")
+    else:
+        if not pos:
+            raise UsageError('"exec" requires a command to run (or --process FILE)')
+        state, _ = rt.load(cid)
+        base = (state.get("config") or {}).get("process") or {}
+        proc = json.loads(json.dumps(base))
+        proc["args"] = pos
+        proc["terminal"] = bool(opts.get("tty"))
+        proc.pop("consoleSize", None)
+    if opts.get("tty"):
+        proc["terminal"] = True
+    if "env" in opts:
+        proc["env"] = list(proc.get("env") or []) + opts["env"]
+    if "cwd" in opts:
+        proc["cwd"] = opts["cwd"]
+    if "user" in opts:
+        uid, _, gid = opts["user"].partition(":")
+        user = dict(proc.get("user") or {})
+        user["uid"] = _int("user", uid)
+        user["gid"] = _int("user", gid) if gid else 0
+        proc["user"] = user
+    if "additional-gids" in opts:
+        user = dict(proc.get("user") or {})
+        user["additionalGids"] = [_int("additional-gids", g) for g in opts["additional-gids"]]
+        proc["user"] = user
+    if "cap" in opts:
+        caps = dict(proc.get("capabilities") or {})
+        for kind in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+            cur = list(caps.get(kind) or [])
+            for c in opts["cap"]:
+                name = c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper()
+                if name not in cur:
+                    cur.append(name)
+            caps[kind] = cur
+        proc["capabilities"] = caps
+    if opts.get("no-new-privs"):
+        proc["noNewPrivileges"] = True
+    if opts.get("apparmor"):
+        proc["apparmorProfile"] = opts["apparmor"]
+    return proc  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------ commands
+
+def cmd_spec(opts: dict[str, Any]) -> int:
+    from inclavare.formats.oci import default_spec
+
+    path = os.path.join(opts.get("bundle") or ".", "config.json")
+    if os.path.exists(path):
+        raise UsageError(f"{path}: already exists, remove it first")
+    with open(path, "w") as f:
+        json.dump(default_spec(rootless=bool(opts.get("rootless"))), f, indent="\t")
+    return 0
+
+
+def _tty_session(rt: Any, run: Any) -> int:
+    """Foreground container with a terminal and no console socket: rune itself relays the pty."""
+    import socket
+
+    from inclavare.linux.pty import recv_fd
+    from inclavare.runtime.tty import relay
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    result: dict[str, Any] = {}
+    try:
+        pid = run(theirs.fileno())
+        theirs.close()
+        master = recv_fd(ours)
+        result["pid"] = pid
+    finally:
+        ours.close()
+    return relay(master, pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    log: Any = lambda level, msg: None  # noqa: E731
+    try:
+        gopts, rest = parse_flags(args, GLOBAL_FLAGS, PROG)
+        if gopts.get("version"):
+            return cmd_version()
+        if gopts.get("help") or not rest:
+            return cmd_help(rest[0] if rest else None)
+        log = Logger(gopts.get("log"), gopts.get("log-format") or "text", bool(gopts.get("debug")))
+        if gopts.get("systemd-cgroup"):
+            raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported by rune on this host; "
+                             "use the cgroupfs driver (drop the flag, or SystemdCgroup = false in containerd)")
+        cmd, cargs = rest[0], rest[1:]
+        if cmd == "help":
+            return cmd_help(cargs[0] if cargs else None)
+        if cmd not in COMMANDS:
+            raise UsageError(f"unknown command {cmd!r} (see `{PROG} --help`)")
+        if cargs and cargs[0] in ("-h", "--help"):
+            return cmd_help(cmd)
+        opts, pos = parse_flags(cargs, COMMANDS[cmd][0], f"{PROG} {cmd}")
+        return dispatch(cmd, opts, pos, gopts.get("root") or "/run/rune", log)
+    except InclavareError as e:
+        msg = str(e)
+        log("error", msg)
+        sys.stderr.write(f"{PROG}: {msg}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any) -> int:
+    if cmd == "spec":
+        return cmd_spec(opts)
+    if cmd == "features":
+        from inclavare.formats.oci import features
+
+        _print_json(features())
+        return 0
+    from inclavare.runtime.container import Runtime
+
+    rt = Runtime(root, log)
+    if cmd in ("create", "run"):
+        return cmd_create_run(rt, cmd, opts, pos)
+    if cmd == "start":
+        rt.start(_one_id(cmd, pos))
+        return 0
+    if cmd == "state":
+        _print_json(rt.state(_one_id(cmd, pos)))
+        return 0
+    if cmd == "list":
+        return cmd_list(rt, opts)
+    if cmd == "kill":
+        from inclavare.formats.oci import parse_signal
+
+        cid = _one_id(cmd, pos)
+        if len(pos) > 2:
+            raise UsageError('"kill" takes a container id and at most one signal')
+        rt.kill(cid, parse_signal(pos[1]) if len(pos) > 1 else 15, bool(opts.get("all")))
+        return 0
+    if cmd == "delete":
+        if not pos:
+            raise UsageError('"delete" requires a container id')
+        failed = 0
+        for cid in pos:
+            try:
+                rt.delete(cid, bool(opts.get("force")))
+            except InclavareError as e:
+                if len(pos) == 1:
+                    raise
+                log("error", str(e))
+                sys.stderr.write(f"{PROG}: {e}\n")
+                failed = 1
+        return failed
+    if cmd == "ps":
+        return cmd_ps(rt, opts, pos)
+    if cmd == "exec":
+        return cmd_exec(rt, opts, pos)
+    if cmd == "pause":
+        rt.pause(_one_id(cmd, pos))
+        return 0
+    if cmd == "resume":
+        rt.resume(_one_id(cmd, pos))
+        return 0
+    if cmd == "events":
+        return cmd_events(rt, opts, pos)
+    if cmd == "update":
+        rt.update(_one_id(cmd, pos), resources_from_flags(opts))
+        return 0
+    raise UsageError(f"unknown command {cmd!r}")
+
+
+def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> int:
+    cid = _one_id(cmd, pos)
+    preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
+    kw = dict(pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
+              no_pivot=bool(opts.get("no-pivot")), no_new_keyring=bool(opts.get("no-new-keyring")),
+              preserve_fds=preserve)
+    if cmd == "create":
+        rt.create(cid, opts.get("bundle"), **kw)
+        return 0
+    detach = bool(opts.get("detach"))
+    from inclavare.linux.syscalls import set_subreaper
+    from inclavare.runtime.container import wait_child
+
+    if not detach:
+        set_subreaper()
+
+    def run(console_fd: int | None = None) -> int:
+        state = rt.create(cid, opts.get("bundle"), console_fd=console_fd, **kw)
+        try:
+            rt.start(cid)
+        except BaseException:
+            rt.delete(cid, force=True)
+            raise
+        return int(state["pid"])
+
+    needs_relay = False
+    if not detach and not opts.get("console-socket"):
+        from inclavare.formats.oci import load_config
+
+        cfg = load_config(os.path.abspath(opts.get("bundle") or "."))
+        needs_relay = bool(cfg["process"].get("terminal"))
+    try:
+        if needs_relay:
+            status = _tty_session(rt, run)
+        else:
+            pid = run()
+            if detach:
+                return 0
+            status = wait_child(pid)
+    finally:
+        if not detach and not opts.get("keep"):
+            try:
+                rt.delete(cid, force=True)
+            except InclavareError:
+                pass
+    return status
+
+
+def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
+    if not pos:
+        raise UsageError('"exec" requires a container id')
+    cid, rest = pos[0], pos[1:]
+    proc = exec_process(rt, cid, opts, rest)
+    preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
+    detach = bool(opts.get("detach"))
+    from inclavare.linux.syscalls import set_subreaper
+    from inclavare.runtime.container import wait_child
+
+    if not detach:
+        set_subreaper()
+    if proc.get("terminal") and not detach and not opts.get("console-socket"):
+        def run(console_fd: int | None = None) -> int:
+            return rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_fd=console_fd,  # type: ignore[no-any-return]
+                           preserve_fds=preserve)
+
+        return _tty_session(rt, run)
+    pid = rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
+                  preserve_fds=preserve)
+    if detach:
+        return 0
+    return wait_child(pid)
+
+
+def cmd_list(rt: Any, opts: dict[str, Any]) -> int:
+    fmt = opts.get("format", "table")
+    items = rt.list()
+    if opts.get("quiet"):
+        for it in items:
+            sys.stdout.write(it["id"] + "\n")
+        return 0
+    if fmt == "json":
+        _print_json(items, None)
+        return 0
+    if fmt != "table":
+        raise UsageError(f"--format: invalid format {fmt!r} (table or json)")
+    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+    for it in items:
+        rows.append((it["id"], str(it["pid"]), it["status"], it["bundle"], it["created"], it["owner"] or "root"))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        sys.stdout.write("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+    return 0
+
+
+def cmd_ps(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
+    cid = _one_id("ps", pos)
+    pids = rt.pids(cid)
+    fmt = opts.get("format", "table")
+    if fmt == "json":
+        _print_json(pids, None)
+        return 0
+    if fmt != "table":
+        raise UsageError(f"--format: invalid format {fmt!r} (table or json)")
+    import subprocess
+
+    ps_args = pos[1:] or ["-ef"]
+    try:
+        out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise UsageError(f"ps {' '.join(ps_args)}: {e}") from None
+    lines = out.splitlines()
+    if not lines:
+        return 0
+    header = lines[0]
+    cols = header.split()
+    if "PID" not in cols:
+        raise UsageError("ps: the output has no PID column")
+    idx = cols.index("PID")
+    sys.stdout.write(header + "\n")
+    wanted = set(pids)
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > idx and fields[idx].isdigit() and int(fields[idx]) in wanted:
+            sys.stdout.write(line + "\n")
+    return 0
+
+
+def cmd_events(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
+    import time
+
+    cid = _one_id("events", pos)
+    if opts.get("stats"):
+        _print_json({"type": "stats", "id": cid, "data": rt.stats(cid)}, None)
+        return 0
+    interval = _interval(opts.get("interval", "5s"))
+    if interval <= 0:
+        raise UsageError("--interval: must be positive")
+    last_oom = None
+    while True:
+        try:
+            data = rt.stats(cid)
+        except InclavareError:
+            return 0
+        oom = (data.get("memory") or {}).get("raw", {}).get("oom_kill")
+        if last_oom is not None and oom is not None and oom > last_oom:
+            _print_json({"type": "oom", "id": cid}, None)
+        last_oom = oom
+        _print_json({"type": "stats", "id": cid, "data": data}, None)
+        sys.stdout.flush()
+        time.sleep(interval)
+
+
+def cmd_version() -> int:
+    from inclavare import OCI_VERSION, __version__
+
+    commit = _git_commit()
+    sys.stdout.write(f"{PROG} version {__version__}\ncommit: {commit}\nspec: {OCI_VERSION}\n")
+    return 0
+
+
+def _git_commit() -> str:
+    try:
+        from inclavare._build import COMMIT  # type: ignore[import-not-found]
+
+        return str(COMMIT)
+    except ImportError:
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    top = os.path.abspath(os.path.join(here, "..", "..", ".."))
+    head = os.path.join(top, ".git", "HEAD")
+    try:
+        with open(head) as f:
+            ref = f.read().strip()
+        if ref.startswith("ref: "):
+            refpath = os.path.join(top, ".git", ref[5:])
+            if os.path.exists(refpath):
+                with open(refpath) as f:
+                    return f.read().strip()
+            with open(os.path.join(top, ".git", "packed-refs")) as f:
+                for line in f:
+                    if line.rstrip().endswith(ref[5:]):
+                        return line.split()[0]
+            return "unknown"
+        return ref
+    except OSError:
+        return "unknown"
+
+
+def cmd_help(cmd: str | None) -> int:
+    out = sys.stdout
+    if cmd and cmd in COMMANDS:
+        flags, usage, desc = COMMANDS[cmd]
+        out.write(f"usage: {PROG} {cmd} [flags] {usage}\n\n{desc}\n")
+        if flags:
+            out.write("\nflags:\n")
+            for name, (aliases, takes, _rep, help_) in flags.items():
+                names = ", ".join([f"--{name}"] + [f"-{a}" for a in aliases])
+                out.write(f"  {names}{' value' if takes else ''}\n      {help_}\n")
+        return 0
+    out.write(f"usage: {PROG} [global flags] <command> [flags] [args]\n\n"
+              "rune: an OCI runtime (runc-compatible) for ordinary and enclave containers.\n\ncommands:\n")
+    for name, (_f, usage, desc) in COMMANDS.items():
+        out.write(f"  {name:<9} {desc}\n")
+    out.write("\nglobal flags:\n")
+    for name, (aliases, takes, _r, help_) in GLOBAL_FLAGS.items():
+        names = ", ".join([f"--{name}"] + [f"-{a}" for a in aliases])
+        out.write(f"  {names}{' value' if takes else ''}\n      {help_}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

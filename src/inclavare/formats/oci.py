@@ -1,0 +1,1003 @@
+"""OCI runtime-spec config.json: loading, validation, name tables, `spec` defaults and `features`.
+
+Pure module: the only I/O is reading `<bundle>/config.json` and checking that the root filesystem
+exists. Every problem is reported as a `ConfigError` whose field is the JSON path of the offending
+value (e.g. ``process.capabilities.bounding[1]``), so the message points the user at one spot.
+
+Host-dependent checks (is a namespace path really a namespace, is a `net.*` sysctl with a joined
+network namespace really private, does the kernel support time namespaces) belong to the runtime,
+which does the system calls. `linux.seccomp` and `linux.resources` are only checked to be objects;
+their contents are validated by the seccomp and cgroup modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from typing import Any
+
+import inclavare
+from inclavare.errors import ConfigError
+
+__all__ = [
+    "CAPABILITIES",
+    "HOOK_NAMES",
+    "MOUNT_OPTIONS",
+    "NAMESPACE_TYPES",
+    "RLIMITS",
+    "ROOTFS_PROPAGATIONS",
+    "SECCOMP_ACTIONS",
+    "SECCOMP_ARCHS",
+    "SECCOMP_FLAGS_KNOWN",
+    "SECCOMP_FLAGS_SUPPORTED",
+    "SECCOMP_OPERATORS",
+    "capability_number",
+    "default_spec",
+    "features",
+    "load_config",
+    "parse_signal",
+    "validate_config",
+    "validate_container_id",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Name tables
+
+# linux/capability.h, CAP_CHOWN (0) .. CAP_CHECKPOINT_RESTORE (40), in number order.
+_CAP_NAMES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+]
+CAPABILITIES: dict[str, int] = {f"CAP_{name}": number for number, name in enumerate(_CAP_NAMES)}
+
+# asm-generic/resource.h (the numbering used by x86, arm, arm64, riscv, s390, ppc).
+_RLIMIT_NAMES = [
+    "CPU",
+    "FSIZE",
+    "DATA",
+    "STACK",
+    "CORE",
+    "RSS",
+    "NPROC",
+    "NOFILE",
+    "MEMLOCK",
+    "AS",
+    "LOCKS",
+    "SIGPENDING",
+    "MSGQUEUE",
+    "NICE",
+    "RTPRIO",
+    "RTTIME",
+]
+RLIMITS: dict[str, int] = {f"RLIMIT_{name}": number for number, name in enumerate(_RLIMIT_NAMES)}
+
+NAMESPACE_TYPES: tuple[str, ...] = ("cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts")
+
+HOOK_NAMES: tuple[str, ...] = (
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+)
+
+# Mount options the runtime recognises (runtime-spec config.md "Linux mount options"); anything else
+# is passed to mount(2) as filesystem data.
+MOUNT_OPTIONS: tuple[str, ...] = tuple(
+    sorted(
+        [
+            "acl",
+            "async",
+            "atime",
+            "bind",
+            "defaults",
+            "dev",
+            "diratime",
+            "dirsync",
+            "exec",
+            "iversion",
+            "lazytime",
+            "loud",
+            "mand",
+            "noacl",
+            "noatime",
+            "nodev",
+            "nodiratime",
+            "noexec",
+            "noiversion",
+            "nolazytime",
+            "nomand",
+            "norelatime",
+            "nostrictatime",
+            "nosuid",
+            "nosymfollow",
+            "private",
+            "ratime",
+            "rbind",
+            "rdev",
+            "rdiratime",
+            "relatime",
+            "remount",
+            "rexec",
+            "rnoatime",
+            "rnodev",
+            "rnodiratime",
+            "rnoexec",
+            "rnorelatime",
+            "rnostrictatime",
+            "rnosuid",
+            "rnosymfollow",
+            "ro",
+            "rprivate",
+            "rrelatime",
+            "rro",
+            "rrw",
+            "rshared",
+            "rslave",
+            "rstrictatime",
+            "rsuid",
+            "rsymfollow",
+            "runbindable",
+            "rw",
+            "shared",
+            "silent",
+            "slave",
+            "strictatime",
+            "suid",
+            "symfollow",
+            "sync",
+            "tmpcopyup",
+            "unbindable",
+        ]
+    )
+)
+
+ROOTFS_PROPAGATIONS: tuple[str, ...] = (
+    "shared",
+    "slave",
+    "private",
+    "unbindable",
+    "rshared",
+    "rslave",
+    "rprivate",
+    "runbindable",
+)
+
+# Seccomp names from config-linux.md (libseccomp 2.5 vocabulary).
+SECCOMP_ACTIONS: tuple[str, ...] = (
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_TRAP",
+)
+SECCOMP_OPERATORS: tuple[str, ...] = (
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_MASKED_EQ",
+    "SCMP_CMP_NE",
+)
+SECCOMP_ARCHS: tuple[str, ...] = (
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PARISC",
+    "SCMP_ARCH_PARISC64",
+    "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X86_64",
+)
+SECCOMP_FLAGS_KNOWN: tuple[str, ...] = (
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+)
+# WAIT_KILLABLE_RECV needs libseccomp >= 2.6; the platform has 2.5.4.
+SECCOMP_FLAGS_SUPPORTED: tuple[str, ...] = SECCOMP_FLAGS_KNOWN[:3]
+
+# config.json versions accepted: 1.0.0 up to any 1.<_MAX_MINOR>.x (pre-releases of those included).
+_MAX_MINOR = 2
+_SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
+)
+
+_UINT32_MAX = 2**32 - 1
+_UINT64_MAX = 2**64 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_ID_MAPPINGS = 340  # kernel limit on lines in uid_map / gid_map since 4.15
+
+_CAP_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
+_SCHED_POLICIES = (
+    "SCHED_OTHER",
+    "SCHED_FIFO",
+    "SCHED_RR",
+    "SCHED_BATCH",
+    "SCHED_ISO",
+    "SCHED_IDLE",
+    "SCHED_DEADLINE",
+)
+_SCHED_FLAGS = (
+    "SCHED_FLAG_RESET_ON_FORK",
+    "SCHED_FLAG_RECLAIM",
+    "SCHED_FLAG_DL_OVERRUN",
+    "SCHED_FLAG_KEEP_POLICY",
+    "SCHED_FLAG_KEEP_PARAMS",
+    "SCHED_FLAG_UTIL_CLAMP_MIN",
+    "SCHED_FLAG_UTIL_CLAMP_MAX",
+)
+_IOPRIO_CLASSES = ("IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE")
+_TIME_CLOCKS = ("monotonic", "boottime")
+_DEVICE_TYPES = ("c", "b", "u", "p")
+# Sysctls that live in the IPC namespace (besides everything under fs.mqueue.).
+_IPC_SYSCTLS = frozenset(
+    (
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    )
+)
+
+
+def capability_number(name: str) -> int:
+    """Number of capability `name` (e.g. "CAP_KILL" -> 5); ConfigError if unknown."""
+    try:
+        return CAPABILITIES[name]
+    except KeyError:
+        raise ConfigError("capability", f"unknown capability {json.dumps(name)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Signals and container ids
+
+
+def parse_signal(s: str) -> int:
+    """Signal number for "9", "KILL", "SIGKILL", "kill", "SIGRTMIN+3", "RTMAX-1"."""
+    sigmin, sigmax = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
+    if re.fullmatch(r"[0-9]+", s):
+        number = int(s)
+        if number <= sigmax:
+            return number
+        raise ConfigError("signal", f"unknown signal {json.dumps(s)} (valid numbers are 0 to {sigmax})")
+    name = s.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    m = re.fullmatch(r"SIGRT(MIN|MAX)(?:([+-])([0-9]+))?", name)
+    if m:
+        base = sigmin if m.group(1) == "MIN" else sigmax
+        offset = int(m.group(3) or 0)
+        number = base + offset if m.group(2) == "+" else base - offset
+        if sigmin <= number <= sigmax:
+            return number
+    else:
+        member = signal.Signals.__members__.get(name)
+        if member is not None:
+            return int(member)
+    raise ConfigError("signal", f"unknown signal {json.dumps(s)}")
+
+
+# runc's pattern is ^[\w+-\.]+$ (Go RE2, ASCII \w); inside the class "+-\." is the range '+'..'.',
+# so ',' is accepted as well.
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9_+,\-.]+")
+
+
+def validate_container_id(cid: str) -> None:
+    """Raise ConfigError unless `cid` is a container id runc would accept."""
+    if not cid:
+        raise ConfigError("container id", "must not be empty")
+    if cid in (".", "..") or not _CONTAINER_ID.fullmatch(cid):
+        raise ConfigError(f"container id {json.dumps(cid)}", "must match [A-Za-z0-9_+.-]+")
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_config(bundle: str, need_process: bool = True) -> dict[str, Any]:
+    """Read, parse and validate `<bundle>/config.json`; return the parsed document unchanged."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError("config.json", f"not found in bundle {bundle}") from None
+    except OSError as e:
+        raise ConfigError("config.json", f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("config.json", f"not valid UTF-8 at byte {e.start}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            "config.json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    except RecursionError:
+        raise ConfigError("config.json", "invalid JSON: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("config.json", "must be a JSON object")
+    validate_config(doc, bundle, need_process=need_process)
+    return doc
+
+
+def validate_config(doc: dict[str, Any], bundle: str, *, need_process: bool = True) -> None:
+    """Validate a parsed config.json; `bundle` anchors a relative root.path."""
+    _Validator(doc, bundle).run(need_process)
+
+
+# ---- typed accessors: each takes the container, the key and the JSON path of the value -----------
+
+
+def _get(obj: dict[str, Any], key: str) -> Any:
+    """obj[key], with JSON null treated as absent (as Go's encoding/json does)."""
+    return obj.get(key)
+
+
+def _req(obj: dict[str, Any], key: str, field: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        raise ConfigError(field, "required")
+    return value
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(field, "must be an object")
+    return value
+
+
+def _array(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(field, "must be an array")
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(field, "must be a string")
+    if "\x00" in value:
+        raise ConfigError(field, "must not contain a NUL byte")
+    return value
+
+
+def _bool(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(field, "must be a boolean")
+    return value
+
+
+def _int(value: Any, field: str, lo: int, hi: int, what: str = "") -> int:
+    # bool is a subclass of int in Python but never a JSON number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(field, "must be an integer")
+    if not lo <= value <= hi:
+        raise ConfigError(field, what or f"must be between {lo} and {hi}")
+    return value
+
+
+def _uint32(value: Any, field: str) -> int:
+    return _int(value, field, 0, _UINT32_MAX)
+
+
+def _strings(value: Any, field: str) -> list[str]:
+    items = _array(value, field)
+    for i, item in enumerate(items):
+        _string(item, f"{field}[{i}]")
+    return items
+
+
+def _abs_path(value: Any, field: str) -> str:
+    path = _string(value, field)
+    if not path.startswith("/"):
+        raise ConfigError(field, "must be an absolute path")
+    return path
+
+
+def _env(value: Any, field: str) -> None:
+    for i, item in enumerate(_strings(value, field)):
+        name, sep, _ = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{field}[{i}]", f'must be "NAME=VALUE", got {json.dumps(item)}')
+        if not name:
+            raise ConfigError(f"{field}[{i}]", "variable name must not be empty")
+
+
+def _id_mappings(value: Any, field: str) -> list[tuple[int, int, int]]:
+    """Validate a LinuxIDMapping array; return (containerID, hostID, size) triples."""
+    entries = _array(value, field)
+    if len(entries) > _MAX_ID_MAPPINGS:
+        raise ConfigError(field, f"at most {_MAX_ID_MAPPINGS} entries are allowed")
+    ranges: list[tuple[int, int, int]] = []
+    for i, entry in enumerate(entries):
+        f = f"{field}[{i}]"
+        m = _object(entry, f)
+        cid = _uint32(_req(m, "containerID", f"{f}.containerID"), f"{f}.containerID")
+        hid = _uint32(_req(m, "hostID", f"{f}.hostID"), f"{f}.hostID")
+        size = _uint32(_req(m, "size", f"{f}.size"), f"{f}.size")
+        if size == 0:
+            raise ConfigError(f"{f}.size", "must be > 0")
+        if cid + size - 1 > _UINT32_MAX:
+            raise ConfigError(f"{f}.size", "containerID + size exceeds the 32-bit id space")
+        if hid + size - 1 > _UINT32_MAX:
+            raise ConfigError(f"{f}.size", "hostID + size exceeds the 32-bit id space")
+        for j, (ocid, ohid, osize) in enumerate(ranges):
+            if cid < ocid + osize and ocid < cid + size:
+                raise ConfigError(f, f"container id range overlaps {field}[{j}]")
+            if hid < ohid + osize and ohid < hid + size:
+                raise ConfigError(f, f"host id range overlaps {field}[{j}]")
+        ranges.append((cid, hid, size))
+    return ranges
+
+
+def _sysctl_name(key: str) -> str:
+    """sysctl(8) accepts '/' as the separator when the first separator is '/'; normalise to dots."""
+    first = min((i for i in (key.find("."), key.find("/")) if i >= 0), default=-1)
+    if first < 0 or key[first] == ".":
+        return key
+    return key.translate(str.maketrans("./", "/."))
+
+
+class _Validator:
+    def __init__(self, doc: dict[str, Any], bundle: str) -> None:
+        self.doc = doc
+        self.bundle = bundle
+        self.linux: dict[str, Any] = {}
+        self.namespaces: dict[str, str] = {}  # type -> path ("" when a new namespace is created)
+
+    def run(self, need_process: bool) -> None:
+        doc = self.doc
+        self.version()
+        self.root()
+        linux = _get(doc, "linux")
+        if linux is not None:
+            self.linux = _object(linux, "linux")
+            self.linux_namespaces()
+        process = _get(doc, "process")
+        if process is not None:
+            self.process(_object(process, "process"))
+        elif need_process:
+            raise ConfigError("process", "required")
+        self.uts()
+        self.mounts()
+        self.hooks()
+        self.annotations()
+        if linux is not None:
+            self.linux_rest()
+
+    # ---- top level --------------------------------------------------------------------------------
+
+    def version(self) -> None:
+        version = _string(_req(self.doc, "ociVersion", "ociVersion"), "ociVersion")
+        m = _SEMVER.fullmatch(version)
+        if not m:
+            raise ConfigError("ociVersion", f"{json.dumps(version)} is not a SemVer 2.0.0 version")
+        major, minor = int(m.group(1)), int(m.group(2))
+        if major != 1 or minor > _MAX_MINOR:
+            raise ConfigError(
+                "ociVersion",
+                f"unsupported version {json.dumps(version)} (supported 1.0.0 to 1.{_MAX_MINOR}.x)",
+            )
+
+    def root(self) -> None:
+        root = _object(_req(self.doc, "root", "root"), "root")
+        path = _string(_req(root, "path", "root.path"), "root.path")
+        if not path:
+            raise ConfigError("root.path", "must not be empty")
+        readonly = _get(root, "readonly")
+        if readonly is not None:
+            _bool(readonly, "root.readonly")
+        full = os.path.join(self.bundle, path)
+        try:
+            st = os.stat(full)
+        except FileNotFoundError:
+            raise ConfigError("root.path", f"{full} does not exist") from None
+        except OSError as e:
+            raise ConfigError("root.path", f"{full}: {e.strerror}") from None
+        if not _is_dir(st.st_mode):
+            raise ConfigError("root.path", f"{full} is not a directory")
+
+    def uts(self) -> None:
+        for key in ("hostname", "domainname"):
+            value = _get(self.doc, key)
+            if value is None:
+                continue
+            if _string(value, key) and "uts" not in self.namespaces:
+                raise ConfigError(key, "requires a UTS namespace")
+
+    def mounts(self) -> None:
+        mounts = _get(self.doc, "mounts")
+        if mounts is None:
+            return
+        for i, entry in enumerate(_array(mounts, "mounts")):
+            f = f"mounts[{i}]"
+            m = _object(entry, f)
+            _abs_path(_req(m, "destination", f"{f}.destination"), f"{f}.destination")
+            for key in ("type", "source"):
+                if _get(m, key) is not None:
+                    _string(m[key], f"{f}.{key}")
+            options = [] if _get(m, "options") is None else _strings(m["options"], f"{f}.options")
+            uid_maps, gid_maps = _get(m, "uidMappings"), _get(m, "gidMappings")
+            if uid_maps is not None:
+                _id_mappings(uid_maps, f"{f}.uidMappings")
+            if gid_maps is not None:
+                _id_mappings(gid_maps, f"{f}.gidMappings")
+            if uid_maps or gid_maps:
+                if not uid_maps or not gid_maps:
+                    raise ConfigError(f, "id-mapped mounts need both uidMappings and gidMappings")
+                if "bind" not in options and "rbind" not in options:
+                    raise ConfigError(f, "id-mapped mounts must be bind mounts (options bind or rbind)")
+
+    def hooks(self) -> None:
+        hooks = _get(self.doc, "hooks")
+        if hooks is None:
+            return
+        hooks = _object(hooks, "hooks")
+        for kind in HOOK_NAMES:
+            entries = _get(hooks, kind)
+            if entries is None:
+                continue
+            for i, entry in enumerate(_array(entries, f"hooks.{kind}")):
+                f = f"hooks.{kind}[{i}]"
+                h = _object(entry, f)
+                _abs_path(_req(h, "path", f"{f}.path"), f"{f}.path")
+                if _get(h, "args") is not None:
+                    _strings(h["args"], f"{f}.args")
+                if _get(h, "env") is not None:
+                    _env(h["env"], f"{f}.env")
+                if _get(h, "timeout") is not None:
+                    _int(h["timeout"], f"{f}.timeout", 1, _INT64_MAX, "must be > 0")
+
+    def annotations(self) -> None:
+        annotations = _get(self.doc, "annotations")
+        if annotations is None:
+            return
+        for key, value in _object(annotations, "annotations").items():
+            if not key:
+                raise ConfigError("annotations", "keys must not be empty")
+            if not isinstance(value, str):
+                raise ConfigError(f"annotations[{json.dumps(key)}]", "must be a string")
+
+    # ---- process ----------------------------------------------------------------------------------
+
+    def process(self, p: dict[str, Any]) -> None:
+        if _get(p, "terminal") is not None:
+            _bool(p["terminal"], "process.terminal")
+        if _get(p, "consoleSize") is not None:
+            size = _object(p["consoleSize"], "process.consoleSize")
+            for key in ("height", "width"):
+                f = f"process.consoleSize.{key}"
+                _int(_req(size, key, f), f, 0, 65535)
+        if _get(p, "user") is not None:
+            self.user(_object(p["user"], "process.user"))
+        args = _get(p, "args")
+        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+            raise ConfigError("process.args", "must be a non-empty array of strings")
+        for i, arg in enumerate(args):
+            _string(arg, f"process.args[{i}]")
+        if _get(p, "env") is not None:
+            _env(p["env"], "process.env")
+        _abs_path(_req(p, "cwd", "process.cwd"), "process.cwd")
+        if _get(p, "capabilities") is not None:
+            caps = _object(p["capabilities"], "process.capabilities")
+            for cap_set in _CAP_SETS:
+                if _get(caps, cap_set) is None:
+                    continue
+                f = f"process.capabilities.{cap_set}"
+                for i, name in enumerate(_strings(caps[cap_set], f)):
+                    if name not in CAPABILITIES:
+                        raise ConfigError(f"{f}[{i}]", f"unknown capability {json.dumps(name)}")
+        if _get(p, "rlimits") is not None:
+            self.rlimits(p["rlimits"])
+        if _get(p, "noNewPrivileges") is not None:
+            _bool(p["noNewPrivileges"], "process.noNewPrivileges")
+        if _get(p, "oomScoreAdj") is not None:
+            _int(p["oomScoreAdj"], "process.oomScoreAdj", -1000, 1000)
+        if _get(p, "apparmorProfile") is not None and _string(
+            p["apparmorProfile"], "process.apparmorProfile"
+        ):
+            raise ConfigError("process.apparmorProfile", "AppArmor is not supported by this runtime")
+        if _get(p, "selinuxLabel") is not None and _string(p["selinuxLabel"], "process.selinuxLabel"):
+            raise ConfigError("process.selinuxLabel", "SELinux is not supported by this runtime")
+        if _get(p, "scheduler") is not None:
+            self.scheduler(_object(p["scheduler"], "process.scheduler"))
+        if _get(p, "ioPriority") is not None:
+            io = _object(p["ioPriority"], "process.ioPriority")
+            cls = _string(_req(io, "class", "process.ioPriority.class"), "process.ioPriority.class")
+            if cls not in _IOPRIO_CLASSES:
+                raise ConfigError("process.ioPriority.class", f"must be one of {', '.join(_IOPRIO_CLASSES)}")
+            _int(_req(io, "priority", "process.ioPriority.priority"), "process.ioPriority.priority", 0, 7)
+
+    def user(self, u: dict[str, Any]) -> None:
+        for key in ("uid", "gid"):
+            _uint32(_req(u, key, f"process.user.{key}"), f"process.user.{key}")
+        if _get(u, "umask") is not None:
+            _int(u["umask"], "process.user.umask", 0, 0o777)
+        if _get(u, "additionalGids") is not None:
+            for i, gid in enumerate(_array(u["additionalGids"], "process.user.additionalGids")):
+                _uint32(gid, f"process.user.additionalGids[{i}]")
+
+    def rlimits(self, value: Any) -> None:
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(_array(value, "process.rlimits")):
+            f = f"process.rlimits[{i}]"
+            r = _object(entry, f)
+            kind = _string(_req(r, "type", f"{f}.type"), f"{f}.type")
+            if kind not in RLIMITS:
+                raise ConfigError(f"{f}.type", f"unknown rlimit {json.dumps(kind)}")
+            if kind in seen:
+                raise ConfigError(
+                    f"{f}.type", f"duplicate rlimit {json.dumps(kind)} (see process.rlimits[{seen[kind]}])"
+                )
+            seen[kind] = i
+            soft = _int(_req(r, "soft", f"{f}.soft"), f"{f}.soft", 0, _UINT64_MAX)
+            hard = _int(_req(r, "hard", f"{f}.hard"), f"{f}.hard", 0, _UINT64_MAX)
+            if soft > hard:
+                raise ConfigError(f"{f}.soft", f"must not exceed hard ({soft} > {hard})")
+
+    def scheduler(self, s: dict[str, Any]) -> None:
+        f = "process.scheduler"
+        policy = _string(_req(s, "policy", f"{f}.policy"), f"{f}.policy")
+        if policy not in _SCHED_POLICIES:
+            raise ConfigError(f"{f}.policy", f"unknown policy {json.dumps(policy)}")
+        if _get(s, "nice") is not None:
+            _int(s["nice"], f"{f}.nice", -20, 19)
+        if _get(s, "priority") is not None:
+            prio = _int(s["priority"], f"{f}.priority", -(2**31), 2**31 - 1)
+            if prio and policy not in ("SCHED_FIFO", "SCHED_RR"):
+                raise ConfigError(f"{f}.priority", "only allowed with SCHED_FIFO or SCHED_RR")
+        for key in ("runtime", "deadline", "period"):
+            if _get(s, key) is not None:
+                value = _int(s[key], f"{f}.{key}", 0, _UINT64_MAX)
+                if value and policy != "SCHED_DEADLINE":
+                    raise ConfigError(f"{f}.{key}", "only allowed with SCHED_DEADLINE")
+        if _get(s, "flags") is not None:
+            for i, flag in enumerate(_strings(s["flags"], f"{f}.flags")):
+                if flag not in _SCHED_FLAGS:
+                    raise ConfigError(f"{f}.flags[{i}]", f"unknown flag {json.dumps(flag)}")
+
+    # ---- linux ------------------------------------------------------------------------------------
+
+    def linux_namespaces(self) -> None:
+        namespaces = _get(self.linux, "namespaces")
+        if namespaces is None:
+            return
+        for i, entry in enumerate(_array(namespaces, "linux.namespaces")):
+            f = f"linux.namespaces[{i}]"
+            ns = _object(entry, f)
+            kind = _string(_req(ns, "type", f"{f}.type"), f"{f}.type")
+            if kind not in NAMESPACE_TYPES:
+                raise ConfigError(f"{f}.type", f"unknown namespace {json.dumps(kind)}")
+            if kind in self.namespaces:
+                raise ConfigError(f"{f}.type", f"duplicate namespace {json.dumps(kind)}")
+            path = _get(ns, "path")
+            self.namespaces[kind] = "" if path is None or path == "" else _abs_path(path, f"{f}.path")
+
+    def linux_rest(self) -> None:
+        linux = self.linux
+        ns = self.namespaces
+        has_maps = False
+        for key in ("uidMappings", "gidMappings"):
+            if _get(linux, key) is None:
+                continue
+            has_maps = True
+            if "user" not in ns:
+                raise ConfigError(f"linux.{key}", "requires a user namespace")
+            _id_mappings(linux[key], f"linux.{key}")
+        if ns.get("user") == "" and not has_maps:
+            raise ConfigError(
+                "linux.uidMappings",
+                "required when a new user namespace is created (or give a namespace path)",
+            )
+        self.time_offsets()
+        self.devices()
+        if _get(linux, "cgroupsPath") is not None:
+            _string(linux["cgroupsPath"], "linux.cgroupsPath")
+        for key in ("resources", "seccomp", "intelRdt"):
+            if _get(linux, key) is not None:
+                _object(linux[key], f"linux.{key}")
+        self.sysctl()
+        for key in ("maskedPaths", "readonlyPaths"):
+            if _get(linux, key) is None:
+                continue
+            paths = _array(linux[key], f"linux.{key}")
+            for i, path in enumerate(paths):
+                _abs_path(path, f"linux.{key}[{i}]")
+            if paths and "mount" not in ns:
+                raise ConfigError(f"linux.{key}", "requires a mount namespace")
+        prop = _get(linux, "rootfsPropagation")
+        if prop is not None and _string(prop, "linux.rootfsPropagation") and prop not in ROOTFS_PROPAGATIONS:
+            raise ConfigError("linux.rootfsPropagation", f"must be one of {', '.join(ROOTFS_PROPAGATIONS)}")
+        if _get(linux, "mountLabel") is not None:
+            _string(linux["mountLabel"], "linux.mountLabel")
+        if _get(linux, "personality") is not None:
+            pers = _object(linux["personality"], "linux.personality")
+            domain = _string(_req(pers, "domain", "linux.personality.domain"), "linux.personality.domain")
+            if domain not in ("LINUX", "LINUX32"):
+                raise ConfigError("linux.personality.domain", "must be LINUX or LINUX32")
+            if _get(pers, "flags") is not None:
+                for i, flag in enumerate(_strings(pers["flags"], "linux.personality.flags")):
+                    raise ConfigError(f"linux.personality.flags[{i}]", f"unsupported flag {json.dumps(flag)}")
+
+    def time_offsets(self) -> None:
+        offsets = _get(self.linux, "timeOffsets")
+        if offsets is None:
+            return
+        offsets = _object(offsets, "linux.timeOffsets")
+        if "time" not in self.namespaces:
+            raise ConfigError("linux.timeOffsets", "requires a time namespace")
+        if self.namespaces["time"]:
+            raise ConfigError("linux.timeOffsets", "cannot be combined with a time namespace path")
+        for clock, value in offsets.items():
+            f = f"linux.timeOffsets.{clock}"
+            if clock not in _TIME_CLOCKS:
+                raise ConfigError(f, f"unknown clock {json.dumps(clock)} (expected monotonic or boottime)")
+            off = _object(value, f)
+            if _get(off, "secs") is not None:
+                _int(off["secs"], f"{f}.secs", _INT64_MIN, _INT64_MAX)
+            if _get(off, "nanosecs") is not None:
+                _int(off["nanosecs"], f"{f}.nanosecs", 0, 999_999_999)
+
+    def devices(self) -> None:
+        devices = _get(self.linux, "devices")
+        if devices is None:
+            return
+        for i, entry in enumerate(_array(devices, "linux.devices")):
+            f = f"linux.devices[{i}]"
+            d = _object(entry, f)
+            kind = _string(_req(d, "type", f"{f}.type"), f"{f}.type")
+            if kind not in _DEVICE_TYPES:
+                raise ConfigError(f"{f}.type", "must be one of c, b, u, p")
+            _abs_path(_req(d, "path", f"{f}.path"), f"{f}.path")
+            for key in ("major", "minor"):
+                value = _get(d, key)
+                if value is None and kind != "p":
+                    raise ConfigError(f"{f}.{key}", f"required for device type {kind}")
+                if value is not None:
+                    _int(value, f"{f}.{key}", 0, _UINT32_MAX)
+            if _get(d, "fileMode") is not None:
+                _int(d["fileMode"], f"{f}.fileMode", 0, 0o7777)
+            for key in ("uid", "gid"):
+                if _get(d, key) is not None:
+                    _uint32(d[key], f"{f}.{key}")
+
+    def sysctl(self) -> None:
+        sysctl = _get(self.linux, "sysctl")
+        if sysctl is None:
+            return
+        ns = self.namespaces
+        for key, value in _object(sysctl, "linux.sysctl").items():
+            _string(value, f"linux.sysctl[{json.dumps(key)}]")
+            name = _sysctl_name(key)
+            quoted = json.dumps(key)
+            if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
+                if "ipc" not in ns:
+                    raise ConfigError("linux.sysctl", f"{quoted} requires an IPC namespace")
+            elif name.startswith("net."):
+                # A joined network namespace might be the host's; the runtime checks that at create.
+                if "network" not in ns:
+                    raise ConfigError("linux.sysctl", f"{quoted} requires a network namespace")
+            elif name == "kernel.domainname" and "uts" in ns:
+                pass
+            elif name == "kernel.hostname" and "uts" in ns:
+                raise ConfigError("linux.sysctl", f"{quoted} conflicts with the hostname field; use hostname")
+            elif name.startswith("user."):
+                if "user" not in ns:
+                    raise ConfigError("linux.sysctl", f"{quoted} requires a user namespace")
+            else:
+                raise ConfigError("linux.sysctl", f"{quoted} is not in a separate kernel namespace")
+
+
+def _is_dir(mode: int) -> bool:
+    return (mode & 0o170000) == 0o040000
+
+
+# --------------------------------------------------------------------------------------------------
+# `spec` and `features`
+
+_DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+
+def default_spec(rootless: bool = False) -> dict[str, Any]:
+    """The config.json `runc spec` (or `runc spec --rootless`) writes, with our ociVersion."""
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+        },
+    ]
+    linux: dict[str, Any] = {
+        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+        "maskedPaths": [
+            "/proc/acpi",
+            "/proc/asound",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi",
+        ],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    }
+    if rootless:
+        # What `runc spec --rootless` changes: no network namespace, a user namespace mapping the
+        # caller to root, /sys as a read-only rbind, no uid=/gid= mount options, no resources.
+        linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user")]
+        linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+        del linux["resources"]
+        for m in mounts:
+            if m["destination"] == "/sys":
+                m.clear()
+                m.update(
+                    destination="/sys",
+                    type="none",
+                    source="/sys",
+                    options=["rbind", "nosuid", "noexec", "nodev", "ro"],
+                )
+            elif "options" in m:
+                m["options"] = [o for o in m["options"] if not o.startswith(("uid=", "gid="))]
+    return {
+        "ociVersion": inclavare.OCI_VERSION,
+        "process": {
+            "terminal": True,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                s: list(_DEFAULT_CAPS) for s in ("bounding", "effective", "permitted", "ambient")
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "runc",
+        "mounts": mounts,
+        "linux": linux,
+    }
+
+
+def features() -> dict[str, Any]:
+    """The runtime-spec Features structure (features.md) for `rune features`."""
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": inclavare.OCI_VERSION,
+        "hooks": list(HOOK_NAMES),
+        "mountOptions": list(MOUNT_OPTIONS),
+        "linux": {
+            "namespaces": sorted(NAMESPACE_TYPES),
+            "capabilities": list(CAPABILITIES),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "seccomp": {
+                "enabled": True,
+                "actions": list(SECCOMP_ACTIONS),
+                "operators": list(SECCOMP_OPERATORS),
+                "archs": list(SECCOMP_ARCHS),
+                "knownFlags": list(SECCOMP_FLAGS_KNOWN),
+                "supportedFlags": list(SECCOMP_FLAGS_SUPPORTED),
+            },
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+        },
+        "annotations": {"io.github.inclavare-containers.rune.version": inclavare.__version__},
+    }
+
+
+def validate_process(process: Any, field: str = "process") -> None:
+    """Validate a standalone process object (`rune exec --process FILE`)."""
+    if field != "process":
+        raise ValueError("only the 'process' field path is supported")
+    _Validator({}, "").process(_object(process, field))
+    if not _get(process, "args"):
+        raise ConfigError("process.args", "must be a non-empty array of strings")
+
+
+_PERSONALITY = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def personality_value(personality: dict[str, Any]) -> int:
+    """The personality(2) persona for a validated linux.personality object."""
+    return _PERSONALITY[personality["domain"]]

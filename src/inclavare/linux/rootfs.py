@@ -1,0 +1,408 @@
+"""Container root filesystem: mounts, devices, /dev links, pivot_root, masked and read-only paths.
+
+Runs inside the container's new mount namespace (the init process, before it executes the workload).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+
+from inclavare.errors import ConfigError, SysError
+from inclavare.linux import syscalls as sc
+
+# option -> (clear, set) as the mount(8) options runc understands
+_FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
+    "async": (True, sc.MS_SYNCHRONOUS),
+    "atime": (True, sc.MS_NOATIME),
+    "bind": (False, sc.MS_BIND),
+    "defaults": (False, 0),
+    "dev": (True, sc.MS_NODEV),
+    "diratime": (True, sc.MS_NODIRATIME),
+    "dirsync": (False, sc.MS_DIRSYNC),
+    "exec": (True, sc.MS_NOEXEC),
+    "iversion": (False, sc.MS_I_VERSION),
+    "lazytime": (False, sc.MS_LAZYTIME),
+    "loud": (True, sc.MS_SILENT),
+    "mand": (False, sc.MS_MANDLOCK),
+    "noatime": (False, sc.MS_NOATIME),
+    "nodev": (False, sc.MS_NODEV),
+    "nodiratime": (False, sc.MS_NODIRATIME),
+    "noexec": (False, sc.MS_NOEXEC),
+    "noiversion": (True, sc.MS_I_VERSION),
+    "nolazytime": (True, sc.MS_LAZYTIME),
+    "nomand": (True, sc.MS_MANDLOCK),
+    "norelatime": (True, sc.MS_RELATIME),
+    "nostrictatime": (True, sc.MS_STRICTATIME),
+    "nosuid": (False, sc.MS_NOSUID),
+    "nosymfollow": (False, sc.MS_NOSYMFOLLOW),
+    "rbind": (False, sc.MS_BIND | sc.MS_REC),
+    "relatime": (False, sc.MS_RELATIME),
+    "remount": (False, sc.MS_REMOUNT),
+    "ro": (False, sc.MS_RDONLY),
+    "rw": (True, sc.MS_RDONLY),
+    "silent": (False, sc.MS_SILENT),
+    "strictatime": (False, sc.MS_STRICTATIME),
+    "suid": (True, sc.MS_NOSUID),
+    "sync": (False, sc.MS_SYNCHRONOUS),
+}
+
+PROPAGATION: dict[str, int] = {
+    "private": sc.MS_PRIVATE,
+    "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED,
+    "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE,
+    "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE,
+    "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+
+# statvfs f_flag bits that mean the same as the MS_* flags, for remounts that must keep locked flags
+_ST_TO_MS = {1: sc.MS_RDONLY, 2: sc.MS_NOSUID, 4: sc.MS_NODEV, 8: sc.MS_NOEXEC, 16: sc.MS_SYNCHRONOUS,
+             64: sc.MS_MANDLOCK, 1024: sc.MS_NOATIME, 2048: sc.MS_NODIRATIME, 4096: sc.MS_RELATIME}
+
+# runc's default device nodes (path, major, minor)
+DEFAULT_DEVICES = [
+    ("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
+    ("/dev/tty", 5, 0), ("/dev/urandom", 1, 9), ("/dev/random", 1, 8),
+]
+
+
+@dataclass
+class MountSpec:
+    flags: int = 0
+    propagation: list[int] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+    extensions: set[str] = field(default_factory=set)  # tmpcopyup, rro, ...
+
+
+def parse_options(options: list[str] | None) -> MountSpec:
+    spec = MountSpec()
+    for opt in options or []:
+        if opt in _FLAG_OPTIONS:
+            clear, bit = _FLAG_OPTIONS[opt]
+            if clear:
+                spec.flags &= ~bit
+            else:
+                spec.flags |= bit
+        elif opt in PROPAGATION:
+            spec.propagation.append(PROPAGATION[opt])
+        elif opt in ("tmpcopyup", "rro", "rrw", "rnosuid", "rnodev", "rnoexec", "idmap", "ridmap"):
+            spec.extensions.add(opt)
+        else:
+            spec.data.append(opt)
+    return spec
+
+
+def statfs_flags(path: str) -> int:
+    st = os.statvfs(path)
+    out = 0
+    for bit, ms in _ST_TO_MS.items():
+        if st.f_flag & bit:
+            out |= ms
+    return out
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """Resolve ``unsafe`` inside ``root`` as if root were '/', following symlinks without escaping."""
+    root = os.path.abspath(root)
+    parts = [p for p in unsafe.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 255:
+                raise SysError(f"too many symlinks resolving {unsafe} in {root}", errno.ELOOP)
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _mkdir_all(path: str, mode: int = 0o755) -> None:
+    try:
+        os.makedirs(path, mode, exist_ok=True)
+    except FileExistsError:
+        pass
+
+
+def _create_target(dest: str, source_is_dir: bool) -> None:
+    if source_is_dir:
+        _mkdir_all(dest)
+        return
+    _mkdir_all(os.path.dirname(dest))
+    if not os.path.lexists(dest):
+        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+
+
+@dataclass
+class RootfsContext:
+    rootfs: str
+    in_userns: bool = False
+    cgroup_paths: dict[str, str] = field(default_factory=dict)
+    cgroupns: bool = False
+    mount_label: str = ""
+
+
+def _apply_propagation(dest: str, spec: MountSpec) -> None:
+    for p in spec.propagation:
+        sc.mount(None, dest, None, p)
+
+
+def _bind(src: str, dest: str, spec: MountSpec) -> None:
+    flags = sc.MS_BIND | (spec.flags & sc.MS_REC)
+    sc.mount(src, dest, None, flags)
+    extra = spec.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+    if extra:
+        remount_flags = sc.MS_BIND | sc.MS_REMOUNT | extra
+        try:
+            sc.mount(None, dest, None, remount_flags)
+        except SysError as e:
+            if e.errno != errno.EPERM:
+                raise
+            # in a user namespace, flags locked on the source mount must be kept
+            sc.mount(None, dest, None, remount_flags | statfs_flags(dest))
+    _apply_propagation(dest, spec)
+
+
+def mount_one(index: int, m: dict, ctx: RootfsContext) -> None:
+    where = f"mounts[{index}] ({m.get('destination')})"
+    mtype = m.get("type") or ""
+    spec = parse_options(m.get("options"))
+    dest = secure_join(ctx.rootfs, m["destination"])
+    source = m.get("source") or mtype or "none"
+    is_bind = bool(spec.flags & sc.MS_BIND) or mtype == "bind"
+    try:
+        if is_bind:
+            try:
+                st = os.stat(source)
+            except OSError as e:
+                raise ConfigError(where, f"bind source {source}: {e.strerror}") from None
+            _create_target(dest, stat.S_ISDIR(st.st_mode))
+            spec.flags |= sc.MS_BIND
+            _bind(source, dest, spec)
+            return
+        if mtype == "cgroup":
+            _mount_cgroup(dest, spec, ctx)
+            return
+        if mtype == "proc" and os.path.relpath(dest, ctx.rootfs) != "proc":
+            raise ConfigError(where, "proc can only be mounted on /proc")
+        _mkdir_all(dest)
+        if "tmpcopyup" in spec.extensions and mtype == "tmpfs":
+            _tmpcopyup(source, dest, spec)
+            return
+        data = ",".join(spec.data) or None
+        try:
+            sc.mount(source, dest, mtype or None, spec.flags & ~sc.MS_REMOUNT, data)
+        except SysError as e:
+            if e.errno == errno.EPERM and mtype in ("sysfs", "mqueue"):
+                # not permitted in a user namespace without its own netns/ipcns: bind the host's
+                host = "/sys" if mtype == "sysfs" else "/dev/mqueue"
+                spec.flags |= sc.MS_BIND | sc.MS_REC
+                _bind(host, dest, spec)
+                return
+            raise
+        _apply_propagation(dest, spec)
+    except SysError as e:
+        raise SysError(f"{where}: {e}", e.errno) from None
+
+
+def _tmpcopyup(source: str, dest: str, spec: MountSpec) -> None:
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="rune-tmpcopyup-")
+    try:
+        sc.mount(source, tmp, "tmpfs", spec.flags, ",".join(spec.data) or None)
+        for name in os.listdir(dest):
+            s, d = os.path.join(dest, name), os.path.join(tmp, name)
+            if os.path.isdir(s) and not os.path.islink(s):
+                shutil.copytree(s, d, symlinks=True)
+            else:
+                shutil.copy2(s, d, follow_symlinks=False)
+        sc.mount(tmp, dest, None, sc.MS_MOVE)
+    finally:
+        os.rmdir(tmp)
+    _apply_propagation(dest, spec)
+
+
+def _mount_cgroup(dest: str, spec: MountSpec, ctx: RootfsContext) -> None:
+    """Mount the container's cgroups at ``dest`` (v1: a tmpfs with one bind per hierarchy)."""
+    _mkdir_all(dest)
+    paths = ctx.cgroup_paths
+    unified_only = list(paths) == [""] or not paths
+    if unified_only:
+        if ctx.cgroupns:
+            sc.mount("cgroup2", dest, "cgroup2", spec.flags)
+        elif paths:
+            _bind(paths[""], dest, MountSpec(flags=sc.MS_BIND | spec.flags))
+        return
+    sc.mount("tmpfs", dest, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
+    for subsys, host in sorted(paths.items()):
+        if subsys == "":
+            name = "unified"
+        else:
+            name = subsys
+        target = os.path.join(dest, name)
+        _mkdir_all(target)
+        bind_flags = sc.MS_BIND | sc.MS_REC | (spec.flags & ~sc.MS_REMOUNT)
+        _bind(host, target, MountSpec(flags=bind_flags))
+    # comounted controllers are reached through their single names too (cpu -> cpu,cpuacct)
+    for subsys in paths:
+        if "," in subsys:
+            for part in subsys.split(","):
+                link = os.path.join(dest, part.removeprefix("name="))
+                if not os.path.lexists(link):
+                    os.symlink(subsys, link)
+    if spec.flags & sc.MS_RDONLY:
+        sc.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 "mode=755")
+
+
+def _mknod(dest: str, kind: str, major: int, minor: int, mode: int, uid: int, gid: int) -> None:
+    fmt = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
+    try:
+        os.mknod(dest, fmt | (mode & 0o7777), os.makedev(major, minor))
+    except FileExistsError:
+        return
+    os.chown(dest, uid, gid)
+    os.chmod(dest, mode & 0o7777)
+
+
+def create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:
+    todo: list[dict] = [
+        {"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
+        for p, ma, mi in DEFAULT_DEVICES
+    ]
+    seen = {d["path"] for d in devices}
+    todo = [d for d in todo if d["path"] not in seen] + list(devices)
+    old = os.umask(0)
+    try:
+        for i, dev in enumerate(todo):
+            dest = secure_join(rootfs, dev["path"])
+            _mkdir_all(os.path.dirname(dest))
+            try:
+                if in_userns:
+                    _create_target(dest, False)
+                    sc.mount(dev["path"], dest, None, sc.MS_BIND)
+                else:
+                    mode = dev.get("fileMode")
+                    _mknod(dest, dev["type"], int(dev.get("major", 0)), int(dev.get("minor", 0)),
+                           0o666 if mode is None else int(mode), int(dev.get("uid") or 0), int(dev.get("gid") or 0))
+            except (OSError, SysError) as e:
+                raise SysError(f"devices: creating {dev['path']}: {getattr(e, 'strerror', None) or e}",
+                               getattr(e, "errno", 0) or 0) from None
+    finally:
+        os.umask(old)
+
+
+def dev_symlinks(rootfs: str) -> None:
+    links = [("/proc/self/fd", "dev/fd"), ("/proc/self/fd/0", "dev/stdin"),
+             ("/proc/self/fd/1", "dev/stdout"), ("/proc/self/fd/2", "dev/stderr")]
+    if os.path.exists("/proc/kcore"):
+        links.append(("/proc/kcore", "dev/core"))
+    for target, name in links:
+        try:
+            os.symlink(target, os.path.join(rootfs, name))
+        except FileExistsError:
+            pass
+    ptmx = os.path.join(rootfs, "dev/ptmx")
+    try:
+        os.unlink(ptmx)
+    except FileNotFoundError:
+        pass
+    os.symlink("pts/ptmx", ptmx)
+
+
+def _mountinfo() -> list[list[str]]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split() for line in f]
+
+
+def make_parent_private(rootfs: str) -> None:
+    """pivot_root refuses a new root whose parent mount is shared: make that parent private."""
+    best = ""
+    shared = False
+    for fields in _mountinfo():
+        mp = fields[4]
+        if (rootfs == mp or rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+            best = mp
+            opt = fields[6:fields.index("-")]
+            shared = any(o.startswith("shared:") for o in opt)
+    if best and shared:
+        sc.mount(None, best, None, sc.MS_PRIVATE)
+
+
+def pivot(rootfs: str) -> None:
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new)
+        sc.pivot_root(".", ".")
+        os.fchdir(old)
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount(".", sc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old)
+        os.close(new)
+
+
+def move_root(rootfs: str) -> None:
+    """--no-pivot: move the rootfs mount over / and chroot into it."""
+    os.chdir(rootfs)
+    sc.mount(rootfs, "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def mask_path(path: str) -> None:
+    try:
+        sc.mount("/dev/null", path, None, sc.MS_BIND)
+    except SysError as e:
+        if e.errno == errno.ENOENT:
+            return
+        if e.errno == errno.ENOTDIR:
+            sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
+            return
+        raise SysError(f"maskedPaths: {path}: {e}", e.errno) from None
+
+
+def readonly_path(path: str) -> None:
+    try:
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+    except SysError as e:
+        if e.errno == errno.ENOENT:
+            return
+        raise SysError(f"readonlyPaths: {path}: {e}", e.errno) from None
+    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
+    try:
+        sc.mount(None, path, None, flags)
+    except SysError:
+        sc.mount(None, path, None, flags | statfs_flags(path))
+
+
+def set_readonly_root() -> None:
+    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
+    try:
+        sc.mount(None, "/", None, flags)
+    except SysError:
+        sc.mount(None, "/", None, flags | statfs_flags("/"))

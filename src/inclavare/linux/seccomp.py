@@ -1,0 +1,667 @@
+"""Seccomp filters for containers, built with libseccomp through ctypes.
+
+The OCI ``linux.seccomp`` object is checked by :func:`validate` (pure Python, no library needed, so
+``rune create`` can reject a bad profile before it forks), turned into a libseccomp filter context by
+:func:`compile`, and installed by :meth:`Filter.load`.  The translation follows runc 1.1.5
+(``libcontainer/specconv`` and ``libcontainer/seccomp``):
+
+* ``SCMP_ACT_KILL`` means kill-thread; ``SCMP_ACT_ERRNO`` and ``SCMP_ACT_TRACE`` return ``errnoRet``
+  (``EPERM`` when absent); ``defaultErrnoRet`` does the same for the default action.
+* Each name of a ``syscalls[]`` entry becomes its own rule.  Names libseccomp does not know are skipped
+  (collected in :attr:`Filter.unknown_syscalls`); rules whose action equals the default action are
+  skipped because libseccomp refuses them.
+* Argument conditions go into one rule (AND) unless two conditions test the same argument index; then
+  every condition becomes a rule of its own (OR), as runc does.
+* The native architecture is always in the filter; listed architectures are added.
+* ``SCMP_FLTATR_CTL_NNP`` is cleared: the runtime sets no_new_privs itself when the process asks.
+
+Where runc 1.1.5 and the runtime-spec differ, this module follows the spec and is stricter: it accepts
+``flags`` (runc 1.1.5 refuses every flag), and it refuses ``errnoRet`` on actions that carry no errno
+(runc ignores it; the spec says the runtime MUST fail).
+
+:func:`compile` and :meth:`Filter.load` run in the container's init process right before ``execve``:
+they start no threads and fork nothing.  libseccomp is opened on first use by its soname; the caller
+should call :func:`compile` (or :func:`preload`) before ``pivot_root`` because the library is usually
+not inside the container's root filesystem.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from inclavare.errors import ConfigError, SeccompError
+
+__all__ = [
+    "ACTIONS",
+    "ARCHITECTURES",
+    "FLAGS",
+    "OPERATORS",
+    "Filter",
+    "LibseccompError",
+    "compile",
+    "enabled",
+    "library_version",
+    "preload",
+    "send_to_listener",
+    "validate",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Constants (values from libseccomp 2.5.4 <seccomp.h> and <linux/seccomp.h>)
+
+_ACT_KILL_PROCESS = 0x80000000
+_ACT_KILL_THREAD = 0x00000000
+_ACT_TRAP = 0x00030000
+_ACT_ERRNO = 0x00050000
+_ACT_NOTIFY = 0x7FC00000
+_ACT_TRACE = 0x7FF00000
+_ACT_LOG = 0x7FFC0000
+_ACT_ALLOW = 0x7FFF0000
+
+#: OCI action name -> libseccomp action value (the errno part is added by compile()).
+ACTIONS: dict[str, int] = {
+    "SCMP_ACT_KILL": _ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_THREAD": _ACT_KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": _ACT_KILL_PROCESS,
+    "SCMP_ACT_TRAP": _ACT_TRAP,
+    "SCMP_ACT_ERRNO": _ACT_ERRNO,
+    "SCMP_ACT_TRACE": _ACT_TRACE,
+    "SCMP_ACT_ALLOW": _ACT_ALLOW,
+    "SCMP_ACT_LOG": _ACT_LOG,
+    "SCMP_ACT_NOTIFY": _ACT_NOTIFY,
+}
+_ERRNO_ACTIONS = frozenset({"SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"})
+
+#: OCI operator name -> enum scmp_compare.
+OPERATORS: dict[str, int] = {
+    "SCMP_CMP_NE": 1,
+    "SCMP_CMP_LT": 2,
+    "SCMP_CMP_LE": 3,
+    "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6,
+    "SCMP_CMP_MASKED_EQ": 7,
+}
+
+#: OCI architecture name -> libseccomp architecture name (seccomp_arch_resolve_name).
+ARCHITECTURES: dict[str, str] = {
+    "SCMP_ARCH_X86": "x86",
+    "SCMP_ARCH_X86_64": "x86_64",
+    "SCMP_ARCH_X32": "x32",
+    "SCMP_ARCH_ARM": "arm",
+    "SCMP_ARCH_AARCH64": "aarch64",
+    "SCMP_ARCH_MIPS": "mips",
+    "SCMP_ARCH_MIPS64": "mips64",
+    "SCMP_ARCH_MIPS64N32": "mips64n32",
+    "SCMP_ARCH_MIPSEL": "mipsel",
+    "SCMP_ARCH_MIPSEL64": "mipsel64",
+    "SCMP_ARCH_MIPSEL64N32": "mipsel64n32",
+    "SCMP_ARCH_PPC": "ppc",
+    "SCMP_ARCH_PPC64": "ppc64",
+    "SCMP_ARCH_PPC64LE": "ppc64le",
+    "SCMP_ARCH_S390": "s390",
+    "SCMP_ARCH_S390X": "s390x",
+    "SCMP_ARCH_PARISC": "parisc",
+    "SCMP_ARCH_PARISC64": "parisc64",
+    "SCMP_ARCH_RISCV64": "riscv64",
+}
+# Named by the runtime-spec but unknown to libseccomp 2.5 (and to runc 1.1.5).
+_SPEC_ONLY_ARCHITECTURES = frozenset(
+    {"SCMP_ARCH_LOONGARCH64", "SCMP_ARCH_M68K", "SCMP_ARCH_SH", "SCMP_ARCH_SHEB"}
+)
+
+# Filter attributes (enum scmp_filter_attr).
+_FLTATR_ACT_DEFAULT = 1
+_FLTATR_CTL_NNP = 3
+_FLTATR_CTL_TSYNC = 4
+_FLTATR_CTL_LOG = 6
+_FLTATR_CTL_SSB = 7
+_FLTATR_CTL_OPTIMIZE = 8
+_FLTATR_API_SYSRAWRC = 9
+_FLTATR_CTL_WAITKILL = 10  # libseccomp >= 2.6.0
+
+#: OCI flag name -> (filter attribute, first libseccomp version that has it).
+FLAGS: dict[str, tuple[int, tuple[int, int, int]]] = {
+    "SECCOMP_FILTER_FLAG_TSYNC": (_FLTATR_CTL_TSYNC, (2, 2, 0)),
+    "SECCOMP_FILTER_FLAG_LOG": (_FLTATR_CTL_LOG, (2, 4, 0)),
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": (_FLTATR_CTL_SSB, (2, 5, 0)),
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": (_FLTATR_CTL_WAITKILL, (2, 6, 0)),
+}
+
+_NR_SCMP_ERROR = -1  # seccomp_syscall_resolve_name() for an unknown name
+_MAX_ARG_INDEX = 5
+_U64_MAX = (1 << 64) - 1
+_ERRNO_MAX = 0xFFFF  # the data part of a seccomp return value is 16 bits
+_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 for the terminating NUL
+_BINARY_TREE_MIN_RULES = 32  # runc's threshold for SCMP_FLTATR_CTL_OPTIMIZE = 2
+_NOTIFY_MIN_API = 6  # libseccomp API level with notify + TSYNC (runc requires it)
+
+#: ociVersion written into the container process state when the state has none.
+OCI_VERSION = "1.0.2"
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation (pure Python)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_uint(value: object, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
+
+
+def enabled(seccomp: Mapping[str, Any] | None) -> bool:
+    """Whether a ``linux.seccomp`` object asks for a filter at all.
+
+    runc treats a profile with neither ``defaultAction`` nor ``syscalls`` as "no seccomp"; so does rune.
+    """
+    if seccomp is None:
+        return False
+    if not isinstance(seccomp, Mapping):
+        return True  # let validate() report the type error
+    return bool(seccomp.get("defaultAction")) or bool(seccomp.get("syscalls"))
+
+
+def _check_errno_ret(value: object, path: str, action: object) -> None:
+    if not _is_uint(value, _ERRNO_MAX):
+        raise ConfigError(path, f"must be a non-negative integer not above {_ERRNO_MAX}, got {value!r}")
+    if action not in _ERRNO_ACTIONS:
+        raise ConfigError(path, f"only valid with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {action}")
+
+
+def _check_action(value: object, path: str) -> str:
+    if value is None or value == "":
+        raise ConfigError(path, "missing (required)")
+    if not isinstance(value, str):
+        raise ConfigError(path, f"must be a string, got {type(value).__name__}")
+    if value not in ACTIONS:
+        raise ConfigError(path, f'unknown action "{value}"')
+    return value
+
+
+def _check_u64(value: object, path: str) -> None:
+    if not _is_uint(value, _U64_MAX):
+        raise ConfigError(path, f"must be an unsigned 64-bit integer, got {value!r}")
+
+
+def _check_arg(arg: object, path: str) -> None:
+    if not isinstance(arg, Mapping):
+        raise ConfigError(path, "must be an object")
+    if "index" not in arg:
+        raise ConfigError(f"{path}.index", "missing (required)")
+    index = arg["index"]
+    if not _is_uint(index, _MAX_ARG_INDEX):
+        raise ConfigError(f"{path}.index", f"must be an integer from 0 to {_MAX_ARG_INDEX}, got {index!r}")
+    if "value" not in arg:
+        raise ConfigError(f"{path}.value", "missing (required)")
+    _check_u64(arg["value"], f"{path}.value")
+    if arg.get("valueTwo") is not None:
+        _check_u64(arg["valueTwo"], f"{path}.valueTwo")
+    op = arg.get("op")
+    if op is None or op == "":
+        raise ConfigError(f"{path}.op", "missing (required)")
+    if not isinstance(op, str):
+        raise ConfigError(f"{path}.op", f"must be a string, got {type(op).__name__}")
+    if op not in OPERATORS:
+        raise ConfigError(f"{path}.op", f'unknown operator "{op}"')
+
+
+def _check_syscall(call: object, path: str) -> bool:
+    """Check one ``syscalls[]`` entry; return whether it uses SCMP_ACT_NOTIFY."""
+    if not isinstance(call, Mapping):
+        raise ConfigError(path, "must be an object")
+    names = call.get("names")
+    if not isinstance(names, list) or not names:
+        raise ConfigError(f"{path}.names", "must be a non-empty list of strings")
+    for j, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{path}.names[{j}]", f"must be a non-empty string, got {name!r}")
+    action = _check_action(call.get("action"), f"{path}.action")
+    if call.get("errnoRet") is not None:
+        _check_errno_ret(call["errnoRet"], f"{path}.errnoRet", action)
+    if action == "SCMP_ACT_NOTIFY":
+        # The init process reports the notify fd to its parent with write(); trapping write would hang it.
+        for j, name in enumerate(names):
+            if name == "write":
+                raise ConfigError(f"{path}.names[{j}]", 'SCMP_ACT_NOTIFY cannot be used for "write"')
+    args = call.get("args")
+    if args is not None:
+        if not isinstance(args, list):
+            raise ConfigError(f"{path}.args", "must be a list")
+        for k, arg in enumerate(args):
+            _check_arg(arg, f"{path}.args[{k}]")
+    return action == "SCMP_ACT_NOTIFY"
+
+
+def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
+    """Check a ``linux.seccomp`` object; raise ConfigError naming the first bad field.
+
+    Needs no library.  A profile with neither ``defaultAction`` nor ``syscalls`` is accepted as
+    "seccomp disabled" (see :func:`enabled`), as runc does.
+    """
+    if not isinstance(seccomp, Mapping):
+        raise ConfigError(field, "must be an object")
+    if not enabled(seccomp):
+        return
+    default_action = _check_action(seccomp.get("defaultAction"), f"{field}.defaultAction")
+    if default_action == "SCMP_ACT_NOTIFY":
+        raise ConfigError(f"{field}.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
+    if seccomp.get("defaultErrnoRet") is not None:
+        _check_errno_ret(seccomp["defaultErrnoRet"], f"{field}.defaultErrnoRet", default_action)
+
+    arches = seccomp.get("architectures")
+    if arches is not None:
+        if not isinstance(arches, list):
+            raise ConfigError(f"{field}.architectures", "must be a list of strings")
+        for i, arch in enumerate(arches):
+            path = f"{field}.architectures[{i}]"
+            if not isinstance(arch, str):
+                raise ConfigError(path, f"must be a string, got {type(arch).__name__}")
+            if arch in _SPEC_ONLY_ARCHITECTURES:
+                raise ConfigError(path, f'architecture "{arch}" is not supported by this runtime')
+            if arch not in ARCHITECTURES:
+                raise ConfigError(path, f'unknown architecture "{arch}"')
+
+    flags = seccomp.get("flags")
+    if flags is not None:
+        if not isinstance(flags, list):
+            raise ConfigError(f"{field}.flags", "must be a list of strings")
+        for i, flag in enumerate(flags):
+            path = f"{field}.flags[{i}]"
+            if not isinstance(flag, str):
+                raise ConfigError(path, f"must be a string, got {type(flag).__name__}")
+            if flag not in FLAGS:
+                raise ConfigError(path, f'unknown flag "{flag}"')
+
+    listener_path = seccomp.get("listenerPath")
+    if listener_path is not None:
+        if not isinstance(listener_path, str):
+            raise ConfigError(f"{field}.listenerPath", "must be a string")
+        if len(os.fsencode(listener_path)) > _SUN_PATH_MAX:
+            raise ConfigError(
+                f"{field}.listenerPath", f"a unix socket path must not be longer than {_SUN_PATH_MAX} bytes"
+            )
+    metadata = seccomp.get("listenerMetadata")
+    if metadata is not None:
+        if not isinstance(metadata, str):
+            raise ConfigError(f"{field}.listenerMetadata", "must be a string")
+        if metadata and not listener_path:
+            raise ConfigError(f"{field}.listenerMetadata", "must not be set without listenerPath")
+
+    syscalls = seccomp.get("syscalls")
+    uses_notify = False
+    if syscalls is not None:
+        if not isinstance(syscalls, list):
+            raise ConfigError(f"{field}.syscalls", "must be a list")
+        for i, call in enumerate(syscalls):
+            uses_notify |= _check_syscall(call, f"{field}.syscalls[{i}]")
+    if uses_notify and not listener_path:
+        raise ConfigError(f"{field}.listenerPath", "required when a rule uses SCMP_ACT_NOTIFY")
+
+
+# --------------------------------------------------------------------------------------------------
+# libseccomp binding (loaded lazily)
+
+
+class _ArgCmp(ctypes.Structure):
+    """struct scmp_arg_cmp."""
+
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+class _Version(ctypes.Structure):
+    """struct scmp_version."""
+
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+_LIB: ctypes.CDLL | None = None
+_SONAME = "libseccomp.so.2"
+
+
+def _open_library() -> ctypes.CDLL:
+    try:
+        # dlopen by soname first: ctypes.util.find_library forks ldconfig, which is slow.
+        return ctypes.CDLL(_SONAME, use_errno=True)
+    except OSError as first:
+        from ctypes import util as ctypes_util
+
+        found = ctypes_util.find_library("seccomp")
+        if found is None:
+            raise SeccompError(f"cannot load {_SONAME}: {first}; install libseccomp2") from None
+        try:
+            return ctypes.CDLL(found, use_errno=True)
+        except OSError as exc:
+            raise SeccompError(f"cannot load {found}: {exc}") from None
+
+
+def _lib() -> ctypes.CDLL:
+    global _LIB
+    if _LIB is not None:
+        return _LIB
+    lib = _open_library()
+    ctx = ctypes.c_void_p
+    u32 = ctypes.c_uint32
+    sigs: dict[str, tuple[list[Any], Any]] = {
+        "seccomp_init": ([u32], ctx),
+        "seccomp_release": ([ctx], None),
+        "seccomp_arch_add": ([ctx, u32], ctypes.c_int),
+        "seccomp_arch_native": ([], u32),
+        "seccomp_arch_resolve_name": ([ctypes.c_char_p], u32),
+        "seccomp_attr_set": ([ctx, ctypes.c_int, u32], ctypes.c_int),
+        "seccomp_attr_get": ([ctx, ctypes.c_int, ctypes.POINTER(u32)], ctypes.c_int),
+        "seccomp_syscall_resolve_name": ([ctypes.c_char_p], ctypes.c_int),
+        "seccomp_rule_add_array": (
+            [ctx, u32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)],
+            ctypes.c_int,
+        ),
+        "seccomp_load": ([ctx], ctypes.c_int),
+        "seccomp_export_pfc": ([ctx, ctypes.c_int], ctypes.c_int),
+        "seccomp_export_bpf": ([ctx, ctypes.c_int], ctypes.c_int),
+        "seccomp_api_get": ([], ctypes.c_uint),
+        "seccomp_version": ([], ctypes.POINTER(_Version)),
+    }
+    for name, (argtypes, restype) in sigs.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise SeccompError(f"{_SONAME} lacks {name}(); libseccomp >= 2.5.0 is required") from None
+        fn.argtypes = argtypes
+        fn.restype = restype
+    # Present since 2.5.0 only; looked up on use so older libraries still serve plain filters.
+    notify_fd = getattr(lib, "seccomp_notify_fd", None)
+    if notify_fd is not None:
+        notify_fd.argtypes = [ctx]
+        notify_fd.restype = ctypes.c_int
+    _LIB = lib
+    return lib
+
+
+def preload() -> None:
+    """Open libseccomp now (call before pivot_root if compile() runs after it)."""
+    _lib()
+
+
+def library_version() -> tuple[int, int, int]:
+    """The (major, minor, micro) version of the loaded libseccomp."""
+    v = _lib().seccomp_version().contents
+    return (v.major, v.minor, v.micro)
+
+
+class LibseccompError(SeccompError):
+    """A libseccomp call returned a negative errno."""
+
+    def __init__(self, function: str, rc: int, detail: str = "") -> None:
+        self.function = function
+        self.errno = -rc
+        what = f"{function}({detail})" if detail else function
+        try:
+            text = os.strerror(-rc)
+        except ValueError:
+            text = "unknown error"
+        super().__init__(f"seccomp: {what} failed: {text} (-{_errno.errorcode.get(-rc, -rc)})")
+
+
+def _check(rc: int, function: str, detail: str = "") -> int:
+    if rc < 0:
+        raise LibseccompError(function, rc, detail)
+    return rc
+
+
+def _action_value(name: str, errno_ret: int | None) -> int:
+    base = ACTIONS[name]
+    if name in _ERRNO_ACTIONS:
+        return base | ((_errno.EPERM if errno_ret is None else errno_ret) & 0xFFFF)
+    return base
+
+
+def _action_text(value: int) -> str:
+    for name, base in ACTIONS.items():
+        if name == "SCMP_ACT_KILL":
+            continue
+        if name in _ERRNO_ACTIONS and value & 0xFFFF0000 == base:
+            return f"{name}({value & 0xFFFF})"
+        if value == base:
+            return name
+    return hex(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Filter
+
+
+class Filter:
+    """A libseccomp filter context built by :func:`compile`."""
+
+    def __init__(self, ctx: int, default_action: int) -> None:
+        self._ctx: int | None = ctx
+        self.default_action = default_action
+        #: Syscall names libseccomp does not know for the native architecture (skipped, as runc does).
+        self.unknown_syscalls: list[str] = []
+        #: Whether a SCMP_ACT_NOTIFY rule made it into the filter (load() then returns the notify fd).
+        self.uses_notify = False
+        #: How many rules were given to libseccomp.
+        self.rule_count = 0
+
+    def _handle(self) -> ctypes.c_void_p:
+        if self._ctx is None:
+            raise SeccompError("seccomp: the filter was already released")
+        return ctypes.c_void_p(self._ctx)
+
+    def load(self) -> int | None:
+        """Install the filter in the calling thread; return the notify fd if SCMP_ACT_NOTIFY is used."""
+        lib = _lib()
+        _check(lib.seccomp_load(self._handle()), "seccomp_load")
+        if not self.uses_notify:
+            return None
+        notify_fd = getattr(lib, "seccomp_notify_fd", None)
+        if notify_fd is None:
+            raise SeccompError("seccomp: libseccomp has no seccomp_notify_fd(); need >= 2.5.0")
+        return _check(notify_fd(self._handle()), "seccomp_notify_fd")
+
+    def release(self) -> None:
+        """Free the filter context (the loaded kernel filter stays in force)."""
+        if self._ctx is not None:
+            _lib().seccomp_release(ctypes.c_void_p(self._ctx))
+            self._ctx = None
+
+    def _export(self, function: str) -> bytes:
+        fd = os.memfd_create(f"seccomp-{function}", os.MFD_CLOEXEC)
+        try:
+            _check(getattr(_lib(), function)(self._handle(), fd), function)
+            os.lseek(fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def export_pfc(self) -> str:
+        """The filter as libseccomp's human-readable pseudo filter code."""
+        return self._export("seccomp_export_pfc").decode()
+
+    def export_bpf(self) -> bytes:
+        """The filter as raw classic BPF (struct sock_filter array, native byte order)."""
+        return self._export("seccomp_export_bpf")
+
+    def attr(self, attr_id: int) -> int:
+        """Read a filter attribute (enum scmp_filter_attr); for tests and debugging."""
+        value = ctypes.c_uint32()
+        _check(_lib().seccomp_attr_get(self._handle(), attr_id, ctypes.byref(value)), "seccomp_attr_get")
+        return value.value
+
+    def __enter__(self) -> Filter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _conditions(args: Sequence[Mapping[str, Any]]) -> Iterator[list[_ArgCmp]]:
+    """Group argument conditions into rules the way runc does."""
+    conds = [_ArgCmp(a["index"], OPERATORS[a["op"]], a["value"], a.get("valueTwo") or 0) for a in args]
+    indexes = [a["index"] for a in args]
+    if len(set(indexes)) != len(indexes):
+        # Two conditions on one argument cannot share a rule: each becomes its own rule (logical OR).
+        for cond in conds:
+            yield [cond]
+    else:
+        yield conds
+
+
+def compile(seccomp: dict[str, Any]) -> Filter:
+    """Build the libseccomp filter for a ``linux.seccomp`` object in this process (not loaded yet)."""
+    validate(seccomp)
+    if not enabled(seccomp):
+        raise SeccompError("seccomp: the profile has no defaultAction and no syscalls (seccomp disabled)")
+    lib = _lib()
+    default_action = _action_value(seccomp["defaultAction"], seccomp.get("defaultErrnoRet"))
+    syscalls: list[Mapping[str, Any]] = seccomp.get("syscalls") or []
+
+    if any(call["action"] == "SCMP_ACT_NOTIFY" for call in syscalls):
+        api = lib.seccomp_api_get()
+        if api < _NOTIFY_MIN_API:
+            raise SeccompError(
+                f"seccomp: SCMP_ACT_NOTIFY needs libseccomp API level {_NOTIFY_MIN_API} "
+                f"(libseccomp >= 2.5.0 and Linux >= 5.7), have {api}"
+            )
+
+    ctx = lib.seccomp_init(default_action)
+    if not ctx:
+        raise SeccompError(f"seccomp: seccomp_init({_action_text(default_action)}) failed")
+    flt = Filter(ctx, default_action)
+    try:
+        _configure(lib, flt, seccomp, syscalls)
+        _add_rules(lib, flt, syscalls)
+    except BaseException:
+        flt.release()
+        raise
+    return flt
+
+
+def _configure(lib: ctypes.CDLL, flt: Filter, seccomp: Mapping[str, Any], syscalls: list[Any]) -> None:
+    h = flt._handle()
+    for arch in seccomp.get("architectures") or []:
+        token = lib.seccomp_arch_resolve_name(ARCHITECTURES[arch].encode())
+        if token == 0:
+            raise SeccompError(f'seccomp: libseccomp does not know architecture "{arch}"')
+        rc = lib.seccomp_arch_add(h, token)
+        if rc == -_errno.EDOM:
+            raise SeccompError(
+                f"seccomp: architecture {arch} cannot share a filter with the native architecture "
+                "(different byte order)"
+            )
+        if rc != -_errno.EEXIST:  # the native architecture is already there
+            _check(rc, "seccomp_arch_add", arch)
+
+    for flag in seccomp.get("flags") or []:
+        attr_id, since = FLAGS[flag]
+        rc = lib.seccomp_attr_set(h, attr_id, 1)
+        if rc < 0:
+            have = library_version()
+            if have < since:
+                raise SeccompError(
+                    f"seccomp: flag {flag} needs libseccomp >= {'.'.join(map(str, since))}, "
+                    f"have {'.'.join(map(str, have))}"
+                )
+            _check(rc, "seccomp_attr_set", flag)
+
+    # rune sets no_new_privs itself, so libseccomp must not.
+    _check(lib.seccomp_attr_set(h, _FLTATR_CTL_NNP, 0), "seccomp_attr_set", "SCMP_FLTATR_CTL_NNP")
+    # Have seccomp_load() report the kernel's errno rather than a generic ECANCELED (best effort).
+    lib.seccomp_attr_set(h, _FLTATR_API_SYSRAWRC, 1)
+    if len(syscalls) > _BINARY_TREE_MIN_RULES:
+        # Binary-tree dispatch for long profiles; libseccomp <= 2.5.4 misbehaves with it on tiny ones.
+        lib.seccomp_attr_set(h, _FLTATR_CTL_OPTIMIZE, 2)
+
+
+def _add_rules(lib: ctypes.CDLL, flt: Filter, syscalls: list[Mapping[str, Any]]) -> None:
+    h = flt._handle()
+    resolved: dict[str, int] = {}
+    for call in syscalls:
+        action = _action_value(call["action"], call.get("errnoRet"))
+        if action == flt.default_action:
+            continue  # redundant, and libseccomp rejects it with EACCES
+        rules = list(_conditions(call.get("args") or []))
+        for name in call["names"]:
+            nr = resolved.get(name)
+            if nr is None:
+                nr = resolved[name] = lib.seccomp_syscall_resolve_name(name.encode())
+            if nr == _NR_SCMP_ERROR:
+                if name not in flt.unknown_syscalls:
+                    flt.unknown_syscalls.append(name)
+                continue
+            for conds in rules:
+                arr = (_ArgCmp * len(conds))(*conds) if conds else None
+                rc = lib.seccomp_rule_add_array(h, action, nr, len(conds), arr)
+                _check(rc, "seccomp_rule_add_array", f"{name}, {_action_text(action)}")
+                flt.rule_count += 1
+            if action == _ACT_NOTIFY:
+                flt.uses_notify = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Seccomp agent hand-off (runtime-spec "The Container Process State")
+
+
+def send_to_listener(
+    listener_path: str,
+    notify_fd: int,
+    state: dict[str, Any],
+    metadata: str = "",
+    *,
+    pid: int | None = None,
+) -> None:
+    """Send the container process state and the seccomp notify fd to the agent at ``listener_path``.
+
+    ``state`` is the container's runtime state (``ociVersion``, ``id``, ``status``, ``pid``, ``bundle``,
+    ``annotations``); ``pid`` is the process the fd belongs to (default: ``state["pid"]``).
+    One connection carries exactly one message; the fd travels in SCM_RIGHTS with the first bytes.
+    """
+    import array
+    import socket
+
+    if pid is None:
+        pid = state.get("pid")
+    if not _is_int(pid):
+        raise SeccompError("seccomp listener: no process id for the container process state")
+    message: dict[str, Any] = {
+        "ociVersion": state.get("ociVersion") or OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+    }
+    if metadata:
+        message["metadata"] = metadata
+    message["state"] = state
+    payload = json.dumps(message, separators=(",", ":")).encode()
+
+    where = f"seccomp listener {listener_path}"
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    except OSError as exc:
+        raise SeccompError(f"{where}: socket: {exc.strerror}") from None
+    with sock:
+        try:
+            sock.connect(listener_path)
+        except OSError as exc:
+            raise SeccompError(f"{where}: connect: {exc.strerror or exc}") from None
+        try:
+            fds = array.array("i", [notify_fd])
+            sent = sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            if sent < len(payload):
+                sock.sendall(payload[sent:])  # the fd went with the first part only
+        except OSError as exc:
+            raise SeccompError(f"{where}: sendmsg: {exc.strerror or exc}") from None

@@ -1,0 +1,217 @@
+"""Thin ctypes layer over the libc calls the runtime needs and the stdlib lacks.
+
+Everything raises SysError naming the call and its target, so callers need no errno handling
+beyond the cases they want to tolerate (check ``SysError.errno``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from inclavare.errors import SysError
+
+# clone/unshare/setns flags (linux/sched.h)
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# OCI namespace type -> (clone flag, /proc/PID/ns entry)
+NAMESPACES: dict[str, tuple[int, str]] = {
+    "user": (CLONE_NEWUSER, "user"),
+    "mount": (CLONE_NEWNS, "mnt"),
+    "pid": (CLONE_NEWPID, "pid"),
+    "network": (CLONE_NEWNET, "net"),
+    "ipc": (CLONE_NEWIPC, "ipc"),
+    "uts": (CLONE_NEWUTS, "uts"),
+    "cgroup": (CLONE_NEWCGROUP, "cgroup"),
+    "time": (CLONE_NEWTIME, "time"),
+}
+
+# mount(2) flags (linux/mount.h)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+
+# prctl(2)
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# x86_64 / aarch64 syscall numbers for calls glibc does not wrap
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "keyctl": 250, "pidfd_open": 434, "close_range": 436},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219, "pidfd_open": 434, "close_range": 436},
+}
+
+_libc: ctypes.CDLL | None = None
+
+
+def libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL("libc.so.6", use_errno=True)
+        lib.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib.unshare.argtypes = [ctypes.c_int]
+        lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        lib.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        lib.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        lib.syscall.restype = ctypes.c_long
+        lib.personality.argtypes = [ctypes.c_ulong]
+        _libc = lib
+    return _libc
+
+
+def _raise(call: str, target: str, err: int) -> None:
+    raise SysError(f"{call}{' ' + target if target else ''}: {os.strerror(err)}", err)
+
+
+def _enc(s: str | None) -> bytes | None:
+    return None if s is None else os.fsencode(s)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    if libc().mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) < 0:
+        _raise("mount", f"{source or 'none'} on {target}" + (f" ({fstype})" if fstype else ""), ctypes.get_errno())
+
+
+def umount(target: str, flags: int = 0) -> None:
+    if libc().umount2(_enc(target), flags) < 0:
+        _raise("umount", target, ctypes.get_errno())
+
+
+def unshare(flags: int) -> None:
+    if libc().unshare(flags) < 0:
+        _raise("unshare", hex(flags), ctypes.get_errno())
+
+
+def setns(fd: int, nstype: int = 0, what: str = "") -> None:
+    if libc().setns(fd, nstype) < 0:
+        _raise("setns", what, ctypes.get_errno())
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    if libc().sethostname(b, len(b)) < 0:
+        _raise("sethostname", repr(name), ctypes.get_errno())
+
+
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    if libc().setdomainname(b, len(b)) < 0:
+        _raise("setdomainname", repr(name), ctypes.get_errno())
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    ret = libc().prctl(option, arg2, arg3, arg4, arg5)
+    if ret < 0:
+        _raise("prctl", str(option), ctypes.get_errno())
+    return int(ret)
+
+
+def _nr(name: str) -> int:
+    arch = os.uname().machine
+    try:
+        return _SYSCALLS[arch][name]
+    except KeyError:
+        raise SysError(f"{name}: unsupported architecture {arch}") from None
+
+
+def syscall(name: str, *args: object) -> int:
+    ret = libc().syscall(_nr(name), *args)
+    if ret < 0:
+        _raise(name, "", ctypes.get_errno())
+    return int(ret)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    lib = libc()
+    if lib.syscall(_nr("pivot_root"), _enc(new_root), _enc(put_old)) < 0:
+        _raise("pivot_root", new_root, ctypes.get_errno())
+
+
+def personality(persona: int) -> None:
+    if libc().personality(persona) < 0:
+        _raise("personality", hex(persona), ctypes.get_errno())
+
+
+def set_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_pdeathsig(sig: int) -> None:
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_SETPERM = 5
+
+
+def join_session_keyring(name: str) -> None:
+    """Give the container its own session keyring, as runc does unless --no-new-keyring."""
+    lib = libc()
+    serial = lib.syscall(_nr("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, _enc(name))
+    if serial < 0:
+        err = ctypes.get_errno()
+        if err in (38, 1, 13):  # ENOSYS/EPERM/EACCES: keyrings unavailable here, like runc we go on
+            return
+        _raise("keyctl", "join session keyring", err)
+    # possessor: all; user: view, read, write, search, link, setattr (runc's 0x3f3f0000 minus nothing)
+    lib.syscall(_nr("keyctl"), KEYCTL_SETPERM, ctypes.c_long(serial), ctypes.c_ulong(0x3F3F0000))
+
+
+CLOSE_RANGE_CLOEXEC = 4
+
+
+def cloexec_from(first: int) -> None:
+    """Mark every fd >= first close-on-exec (runc's CloseExecFrom)."""
+    lib = libc()
+    if lib.syscall(_nr("close_range"), ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
+                   ctypes.c_uint(CLOSE_RANGE_CLOEXEC)) == 0:
+        return
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass

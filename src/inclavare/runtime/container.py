@@ -1,0 +1,458 @@
+"""Container lifecycle: create, start, run, state, kill, delete, exec, pause/resume, ps, events, update.
+
+Each operation is one short-lived `rune` invocation, exactly like runc: state lives under the runtime
+root, guarded by a per-container flock. The container process is built by :mod:`inclavare.runtime.init`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from inclavare.errors import ConfigError, ContainerError, InclavareError
+from inclavare.runtime import state as st
+from inclavare.runtime.init import SpawnRequest, spawn
+
+Log = Any  # a callable(level, message)
+
+
+def _noop_log(level: str, msg: str) -> None:
+    pass
+
+
+def _abs(path: str | None) -> str | None:
+    return os.path.abspath(path) if path else None
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _freezer_file(paths: dict[str, str]) -> str:
+    if "freezer" in paths:
+        return os.path.join(paths["freezer"], "freezer.state")
+    if "" in paths:
+        return os.path.join(paths[""], "cgroup.freeze")
+    return ""
+
+
+def _manager(state: dict[str, Any]) -> Any:
+    from inclavare.linux.cgroups import Manager
+
+    return Manager.from_dict(state["cgroup"]) if state.get("cgroup") else None
+
+
+def _wait_gone(pid: int, start: str | None, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while st.process_alive(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def _has_own_pidns(state: dict[str, Any]) -> bool:
+    ns = ((state.get("config") or {}).get("linux") or {}).get("namespaces") or []
+    return any(n.get("type") == "pid" and not n.get("path") for n in ns)
+
+
+class Runtime:
+    def __init__(self, root: str = "/run/rune", log: Log = _noop_log) -> None:
+        self.store = st.Store(root)
+        self.log = log
+
+    # ------------------------------------------------------------------ queries
+
+    def load(self, cid: str) -> tuple[dict[str, Any], str]:
+        state = self.store.load(cid)
+        return state, st.status_of(self.store, state)
+
+    def state(self, cid: str) -> dict[str, Any]:
+        state, status = self.load(cid)
+        return st.oci_state(state, status)
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                state, status = self.load(cid)
+            except ContainerError:
+                continue
+            out.append(st.oci_state(state, status))
+        return out
+
+    # ------------------------------------------------------------------ create / start
+
+    def create(self, cid: str, bundle: str | None, *, pid_file: str | None = None,
+               console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
+               no_new_keyring: bool = False, preserve_fds: int = 0) -> dict[str, Any]:
+        from inclavare.formats import oci
+
+        oci.validate_container_id(cid)
+        bundle = os.path.abspath(bundle or ".")
+        pid_file = _abs(pid_file)
+        console_socket = _abs(console_socket)
+        try:
+            os.chdir(bundle)
+        except OSError as e:
+            raise ConfigError("--bundle", f"{bundle}: {e.strerror}") from None
+        cfg = oci.load_config(bundle)
+        linux = cfg.get("linux") or {}
+        if linux.get("seccomp"):
+            from inclavare.linux import seccomp
+
+            seccomp.validate(linux["seccomp"])
+        if linux.get("resources"):
+            from inclavare.linux import cgroups
+
+            cgroups.validate(linux["resources"])
+        process = cfg["process"]
+        if process.get("terminal") and console_socket is None and console_fd is None:
+            raise ConfigError("process.terminal", "a terminal needs --console-socket (or `rune run` without --detach)")
+        rootfs = os.path.join(bundle, cfg["root"]["path"])
+        self.store.make(cid)
+        state: dict[str, Any] = {
+            "id": cid, "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": st.now_rfc3339(),
+            "owner": "", "annotations": cfg.get("annotations") or {}, "config": cfg, "creating": True,
+        }
+        opened: list[int] = []
+        mgr = None
+        try:
+            from inclavare.linux.cgroups import Manager
+
+            mgr = Manager.for_container(linux.get("cgroupsPath") or "", cid)
+            state["cgroup"] = mgr.to_dict()
+            state["freezer_file"] = _freezer_file(mgr.paths)
+            self.store.save(cid, state)
+            mgr.create()
+            if linux.get("resources"):
+                mgr.set(linux["resources"])
+            fifo = self.store.path(cid, st.FIFO)
+            os.mkfifo(fifo, 0o622)
+            root_uid = _host_id(linux.get("uidMappings"), 0)
+            root_gid = _host_id(linux.get("gidMappings"), 0)
+            if root_uid or root_gid:
+                os.chown(fifo, root_uid, root_gid)
+            fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+            opened.append(fifo_fd)
+            dir_fd = os.open(self.store.path(cid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            opened.append(dir_fd)
+            if process.get("terminal") and console_fd is None and console_socket:
+                from inclavare.linux.pty import connect_console_socket
+
+                console_fd = connect_console_socket(console_socket)
+                opened.append(console_fd)
+            req = SpawnRequest(
+                container_id=cid, config=cfg, process=process, rootfs=rootfs, bundle=bundle,
+                namespaces=list(linux.get("namespaces") or []), fifo_fd=fifo_fd, state_dir_fd=dir_fd,
+                console_fd=console_fd if process.get("terminal") else None, preserve_fds=preserve_fds,
+                no_pivot=no_pivot, no_new_keyring=no_new_keyring, cgroup_paths=dict(mgr.paths),
+                state={"id": cid, "bundle": bundle, "annotations": state["annotations"]},
+            )
+            hooks = cfg.get("hooks") or {}
+
+            def on_pid(pid: int) -> None:
+                state["pid"] = pid
+                info = st.proc_start_time(pid)
+                state["pid_start"] = info[1] if info else None
+                self.store.save(cid, state)
+
+            def on_hooks(pid: int) -> None:
+                from inclavare.runtime.hooks import hook_state, run_hooks
+
+                hs = hook_state(state, "creating")
+                run_hooks("prestart", hooks.get("prestart"), hs)
+                run_hooks("createRuntime", hooks.get("createRuntime"), hs)
+
+            spawn(req, on_forked=mgr.apply, on_pid=on_pid, on_hooks=on_hooks)
+            state["creating"] = False
+            self.store.save(cid, state)
+            if pid_file:
+                write_pid_file(pid_file, state["pid"])
+        except BaseException:
+            self._teardown(state, mgr)
+            raise
+        finally:
+            for fd in opened:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        return state
+
+    def _teardown(self, state: dict[str, Any], mgr: Any) -> None:
+        """Undo a failed create: kill what was started, remove the cgroup and the state dir."""
+        pid = int(state.get("pid") or 0)
+        if pid and st.process_alive(pid, state.get("pid_start")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            _wait_gone(pid, state.get("pid_start"))
+        if mgr is not None:
+            self._kill_cgroup(mgr)
+            try:
+                mgr.destroy()
+            except InclavareError as e:
+                self.log("warning", str(e))
+        self.store.remove(state["id"])
+
+    def _kill_cgroup(self, mgr: Any) -> None:
+        for _ in range(50):
+            try:
+                pids = [p for p in mgr.pids() if p != os.getpid()]
+            except InclavareError:
+                return
+            if not pids:
+                return
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.01)
+
+    def start(self, cid: str) -> None:
+        with self.store.lock(cid):
+            state, status = self.load(cid)
+            if status != "created":
+                raise ContainerError(f'cannot start container "{cid}": it is {status}, not created')
+            fifo = self.store.path(cid, st.FIFO)
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                self._await_fifo(fd, state)
+            finally:
+                os.close(fd)
+            try:
+                os.unlink(fifo)
+            except FileNotFoundError:
+                pass
+        hooks = (state.get("config") or {}).get("hooks") or {}
+        if hooks.get("poststart"):
+            from inclavare.runtime.hooks import hook_state, run_hooks
+
+            try:
+                run_hooks("poststart", hooks["poststart"], hook_state(state, "running"))
+            except InclavareError as e:
+                self.log("warning", str(e))
+
+    @staticmethod
+    def _await_fifo(fd: int, state: dict[str, Any]) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if poller.poll(50):
+                try:
+                    data = os.read(fd, 1)
+                except BlockingIOError:
+                    data = None
+                if data:
+                    return
+            if not st.process_alive(int(state["pid"]), state.get("pid_start")):
+                raise ContainerError(f'container "{state["id"]}": init process exited before start')
+            if data == b"":
+                time.sleep(0.002)
+
+    # ------------------------------------------------------------------ signals, delete
+
+    def kill(self, cid: str, sig: int, all_procs: bool = False) -> None:
+        state, status = self.load(cid)
+        if status == "stopped":
+            raise ContainerError(f'container "{cid}" is not running')
+        if all_procs:
+            mgr = _manager(state)
+            pids = mgr.pids() if mgr else [int(state["pid"])]
+            for p in pids:
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            return
+        try:
+            os.kill(int(state["pid"]), sig)
+        except ProcessLookupError:
+            raise ContainerError(f'container "{cid}" is not running') from None
+
+    def delete(self, cid: str, force: bool = False) -> None:
+        with self.store.lock(cid, missing_ok=True) as exists:
+            if not exists:
+                if force:
+                    return
+                raise ContainerError(f'container "{cid}" does not exist')
+            state, status = self.load(cid)
+            if status in ("running", "paused") and not force:
+                raise ContainerError(f'cannot delete container "{cid}" that is not stopped: {status}')
+            mgr = _manager(state)
+            pid = int(state.get("pid") or 0)
+            if status != "stopped":
+                if status == "paused" and mgr is not None:
+                    mgr.thaw()
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                if not _wait_gone(pid, state.get("pid_start")):
+                    raise ContainerError(f'container "{cid}": init process {pid} did not die after SIGKILL')
+            if mgr is not None:
+                if mgr.exists():
+                    if not _has_own_pidns(state) or status != "stopped":
+                        self._kill_cgroup(mgr)
+                    try:
+                        mgr.destroy()
+                    except InclavareError as e:
+                        if not force:
+                            raise
+                        self.log("warning", str(e))
+            hooks = (state.get("config") or {}).get("hooks") or {}
+            if hooks.get("poststop") and not state.get("incomplete"):
+                from inclavare.runtime.hooks import hook_state, run_hooks
+
+                try:
+                    run_hooks("poststop", hooks["poststop"], hook_state(state, "stopped"))
+                except InclavareError as e:
+                    self.log("warning", str(e))
+            self.store.remove(cid)
+
+    # ------------------------------------------------------------------ pause, resume, ps, stats
+
+    def pause(self, cid: str) -> None:
+        with self.store.lock(cid):
+            state, status = self.load(cid)
+            if status != "running":
+                raise ContainerError(f'container "{cid}" is not running (status {status})')
+            _manager(state).freeze()
+
+    def resume(self, cid: str) -> None:
+        with self.store.lock(cid):
+            state, status = self.load(cid)
+            if status != "paused":
+                raise ContainerError(f'container "{cid}" is not paused (status {status})')
+            _manager(state).thaw()
+
+    def pids(self, cid: str) -> list[int]:
+        state, status = self.load(cid)
+        mgr = _manager(state)
+        if mgr is None or not mgr.exists():
+            return []
+        return list(mgr.pids())
+
+    def stats(self, cid: str) -> dict[str, Any]:
+        state, status = self.load(cid)
+        if status == "stopped":
+            raise ContainerError(f'container "{cid}" is not running')
+        return _manager(state).stats()  # type: ignore[no-any-return]
+
+    def update(self, cid: str, resources: dict[str, Any]) -> None:
+        from inclavare.linux import cgroups
+
+        cgroups.validate(resources)
+        with self.store.lock(cid):
+            state, status = self.load(cid)
+            if status == "stopped":
+                raise ContainerError(f'container "{cid}" is not running')
+            _manager(state).set(resources)
+            linux = state["config"].setdefault("linux", {})
+            merged = linux.setdefault("resources", {})
+            for k, v in resources.items():
+                if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                    merged[k].update(v)
+                else:
+                    merged[k] = v
+            self.store.save(cid, state)
+
+    # ------------------------------------------------------------------ exec
+
+    def exec(self, cid: str, process: dict[str, Any], *, pid_file: str | None = None,
+             console_socket: str | None = None, console_fd: int | None = None,
+             preserve_fds: int = 0) -> int:
+        """Start ``process`` in the container; returns its host pid."""
+        from inclavare.formats import oci
+
+        state, status = self.load(cid)
+        if status not in ("running", "created"):
+            raise ContainerError(f'cannot exec in container "{cid}": it is {status}')
+        oci.validate_process(process, "process")
+        pid_file = _abs(pid_file)
+        cfg = state["config"]
+        init_pid = int(state["pid"])
+        from inclavare.linux.syscalls import NAMESPACES
+
+        namespaces = []
+        for ns in _ns_order_exec((cfg.get("linux") or {}).get("namespaces") or []):
+            name = NAMESPACES[ns["type"]][1]
+            path = f"/proc/{init_pid}/ns/{name}"
+            if ns["type"] == "time":
+                path = f"/proc/{init_pid}/ns/time_for_children"
+                if not os.path.exists(path):
+                    continue
+            namespaces.append({"type": ns["type"], "path": path})
+        opened = []
+        if process.get("terminal") and console_fd is None:
+            if not console_socket:
+                raise ConfigError("process.terminal", "a terminal needs --console-socket")
+            from inclavare.linux.pty import connect_console_socket
+
+            console_fd = connect_console_socket(os.path.abspath(console_socket))
+            opened.append(console_fd)
+        mgr = _manager(state)
+        req = SpawnRequest(container_id=cid, config=cfg, process=process, namespaces=namespaces,
+                           exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
+                           preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
+                           state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations")})
+        try:
+            pid = spawn(req, on_forked=(mgr.apply if mgr else (lambda pid: None)), on_pid=lambda pid: None)
+        finally:
+            for fd in opened:
+                os.close(fd)
+        if pid_file:
+            write_pid_file(pid_file, pid)
+        return pid
+
+
+def _ns_order_exec(namespaces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(namespaces, key=lambda n: 0 if n["type"] == "user" else 1)
+
+
+def _host_id(maps: list[dict[str, Any]] | None, cid: int) -> int:
+    for m in maps or []:
+        if m["containerID"] <= cid < m["containerID"] + m["size"]:
+            return int(m["hostID"]) + cid - int(m["containerID"])
+    return 0
+
+
+def wait_child(pid: int, forward_signals: bool = True) -> int:
+    """Wait for our child ``pid`` (we are its subreaper), forwarding signals; returns a shell-style status."""
+    if forward_signals:
+        def fwd(signum: int, _frame: Any) -> None:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+
+        for s in signal.Signals:
+            if s in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+                continue
+            try:
+                signal.signal(s, fwd)
+            except (OSError, ValueError):
+                pass
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        except InterruptedError:
+            continue
+        if wpid == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.WEXITSTATUS(status)

@@ -1,0 +1,449 @@
+"""Starting a container process: the fork stages and the parent/child synchronisation.
+
+``rune create`` (the parent) forks *stage 1*, which joins and unshares namespaces (asking the parent
+to write the id maps of a new user namespace) and forks *stage 2*: the container's init, pid 1 of a
+new pid namespace. Stage 1 reports stage 2's pid and exits. Stage 2 builds the root filesystem, lets
+the parent run the prestart/createRuntime hooks, runs createContainer hooks, switches root, applies
+the process settings, says "ready", and then blocks on the exec FIFO until ``rune start`` opens it;
+then it runs startContainer hooks and hands over to the *executor* (execve for plain containers).
+
+``rune exec`` uses the same stages, joining the namespaces of the running init instead.
+Messages are JSON lines over two pipes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from inclavare.errors import InclavareError, SysError
+from inclavare.linux import syscalls as sc
+
+
+class Channel:
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd, self.wfd = rfd, wfd
+        self._buf = b""
+
+    def send(self, **msg: Any) -> None:
+        data = json.dumps(msg).encode() + b"\n"
+        while data:
+            n = os.write(self.wfd, data)
+            data = data[n:]
+
+    def recv(self) -> dict[str, Any] | None:
+        while b"\n" not in self._buf:
+            chunk = os.read(self.rfd, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        msg = self.recv()
+        if msg is None or msg.get("t") != kind:
+            raise SysError(f"sync: expected {kind!r} from the runtime, got {msg!r}")
+        return msg
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass
+class SpawnRequest:
+    """What the child stages need; built by the lifecycle code in the parent."""
+
+    container_id: str
+    config: dict[str, Any]
+    process: dict[str, Any]
+    rootfs: str = ""
+    bundle: str = ""
+    # create: namespaces from config (join by path or new); exec: type -> /proc/PID/ns path
+    namespaces: list[dict[str, Any]] = field(default_factory=list)
+    exec_mode: bool = False
+    fifo_fd: int | None = None
+    state_dir_fd: int | None = None
+    console_fd: int | None = None
+    preserve_fds: int = 0
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    cgroup_paths: dict[str, str] = field(default_factory=dict)
+    executor: Callable[[Any], None] | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def _report(ch: Channel | None, exc: BaseException) -> None:
+    msg = str(exc) if isinstance(exc, InclavareError | OSError) else f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, InclavareError | OSError) and "traceback" in sys.modules:
+        import traceback
+
+        msg += " | " + traceback.format_exc().replace("\n", " | ")
+    if ch is not None:
+        try:
+            ch.send(t="error", msg=msg)
+            return
+        except OSError:
+            pass
+    try:
+        os.write(2, f"rune: init: {msg}\n".encode())
+    except OSError:
+        pass
+
+
+def _ns_order(namespaces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # the user namespace is joined first so the others are entered with its credentials
+    return sorted(namespaces, key=lambda n: 0 if n["type"] == "user" else 1)
+
+
+def stage1(req: SpawnRequest, ch: Channel) -> None:
+    """Runs in the first child; never returns."""
+    code = 1
+    try:
+        ch.expect("go")
+        from inclavare.runtime.process import write_oom_score_adj
+
+        if not req.exec_mode:
+            write_oom_score_adj(req.process.get("oomScoreAdj"))
+        new_flags = 0
+        in_userns = False
+        for ns in _ns_order(req.namespaces):
+            flag = sc.NAMESPACES[ns["type"]][0]
+            path = ns.get("path")
+            if path:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise SysError(f"linux.namespaces: {ns['type']} path {path}: {e.strerror}", e.errno or 0) from None
+                try:
+                    sc.setns(fd, flag, f"{ns['type']} namespace {path}")
+                finally:
+                    os.close(fd)
+                if ns["type"] == "user":
+                    in_userns = True
+            else:
+                new_flags |= flag
+        if new_flags & sc.CLONE_NEWUSER:
+            sc.unshare(sc.CLONE_NEWUSER)
+            ch.send(t="idmap")
+            ch.expect("ok")
+            in_userns = True
+        if in_userns:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        rest = new_flags & ~sc.CLONE_NEWUSER
+        if rest:
+            sc.unshare(rest)
+        offsets = (req.config.get("linux") or {}).get("timeOffsets")
+        if rest & sc.CLONE_NEWTIME and offsets:
+            with open("/proc/self/timens_offsets", "w") as f:
+                for clock, off in offsets.items():
+                    f.write(f"{clock} {int(off.get('secs', 0))} {int(off.get('nanosecs', 0))}\n")
+        pid = os.fork()
+        if pid == 0:
+            stage2(req, ch, in_userns)
+        ch.send(t="pid", pid=pid)
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+        _report(ch, e)
+    os._exit(code)
+
+
+def stage2(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
+    """The container process (init for create, the new process for exec); never returns."""
+    ready = False
+    try:
+        if req.exec_mode:
+            _finish_exec(req, ch, in_userns)
+        else:
+            _finish_init(req, ch, in_userns)
+    except BaseException as e:  # noqa: BLE001
+        _report(None if ready else ch, e)
+    os._exit(127)
+
+
+def _types(req: SpawnRequest) -> set[str]:
+    return {n["type"] for n in req.namespaces}
+
+
+def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
+    from inclavare.linux import rootfs as rfs
+    from inclavare.runtime.hooks import hook_state, run_hooks
+    from inclavare.runtime.process import Finalizer, set_rlimits
+
+    cfg, proc = req.config, req.process
+    linux = cfg.get("linux") or {}
+    ns_types = _types(req)
+    os.setsid()
+    if not req.no_new_keyring:
+        sc.join_session_keyring(f"_ses.{req.container_id}")
+    fin = Finalizer(proc, linux.get("seccomp"), in_userns)
+    fin.prepare_seccomp()
+    _preload(cfg)
+    rootfs = req.rootfs
+    has_mntns = "mount" in ns_types
+    if has_mntns:
+        prop = rfs.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
+        sc.mount(None, "/", None, prop)
+        rfs.make_parent_private(rootfs)
+        sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+        ctx = rfs.RootfsContext(rootfs=rootfs, in_userns=in_userns, cgroup_paths=req.cgroup_paths,
+                                cgroupns="cgroup" in ns_types)
+        for i, m in enumerate(cfg.get("mounts") or []):
+            rfs.mount_one(i, m, ctx)
+        rfs.create_devices(rootfs, linux.get("devices") or [], in_userns)
+        if os.path.isdir(os.path.join(rootfs, "dev")):
+            rfs.dev_symlinks(rootfs)
+    ch.send(t="hooks")
+    ch.expect("ok")
+    hooks = cfg.get("hooks") or {}
+    state = dict(req.state, pid=os.getpid())
+    run_hooks("createContainer", hooks.get("createContainer"), hook_state(state, "created"))
+    if proc.get("terminal"):
+        _setup_console(req, rootfs, has_mntns)
+    if has_mntns:
+        if req.no_pivot:
+            rfs.move_root(rootfs)
+        else:
+            rfs.pivot(rootfs)
+    else:
+        os.chroot(rootfs)
+        os.chdir("/")
+    if has_mntns:
+        if (linux.get("rootfsPropagation") or "") in ("shared", "rshared"):
+            sc.mount(None, "/", None, rfs.PROPAGATION[linux["rootfsPropagation"]])
+        for p in linux.get("maskedPaths") or []:
+            rfs.mask_path(p)
+        for p in linux.get("readonlyPaths") or []:
+            rfs.readonly_path(p)
+        if (cfg.get("root") or {}).get("readonly"):
+            rfs.set_readonly_root()
+    if "uts" in ns_types:
+        if cfg.get("hostname"):
+            sc.sethostname(cfg["hostname"])
+        if cfg.get("domainname"):
+            sc.setdomainname(cfg["domainname"])
+    for key, value in (linux.get("sysctl") or {}).items():
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}", e.errno or 0) from None
+    set_rlimits(proc.get("rlimits"))
+    if linux.get("personality"):
+        from inclavare.formats.oci import personality_value
+
+        sc.personality(personality_value(linux["personality"]))
+    _finalize_and_wait(req, ch, fin, hooks, state)
+
+
+def _preload(cfg: dict[str, Any]) -> None:
+    """Import now what runs after pivot_root, when the runtime's own files are out of reach."""
+    import resource  # noqa: F401
+
+    import inclavare.formats.oci  # noqa: F401
+
+    if (cfg.get("hooks") or {}).get("startContainer"):
+        import subprocess  # noqa: F401
+    if (cfg.get("linux") or {}).get("seccomp"):
+        import inclavare.linux.seccomp  # noqa: F401
+
+
+def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str, Any],
+                       state: dict[str, Any]) -> None:
+    from inclavare.runtime.hooks import hook_state, run_hooks
+
+    if fin.nnp:
+        sc.set_no_new_privs()
+    notify_fd = None
+    if not fin.nnp:
+        notify_fd = fin.load_seccomp()
+    fin.identity_and_caps()
+    fin.chdir()
+    fin.resolve()
+    sc.cloexec_from(3 + req.preserve_fds)
+    for fd in range(3, 3 + req.preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    if req.exec_mode:
+        ch.send(t="ready", pid=os.getpid())
+        ch.close()
+    else:
+        ch.send(t="ready")
+        ch.close()
+        _wait_for_start(req)
+        run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"))
+    if fin.nnp:
+        notify_fd = fin.load_seccomp()
+    if notify_fd is not None:
+        _send_notify_fd(req, notify_fd, state)
+    if req.executor is not None:
+        req.executor(fin)
+    else:
+        fin.execute()
+
+
+def _send_notify_fd(req: SpawnRequest, fd: int, state: dict[str, Any]) -> None:
+    from inclavare.linux import seccomp
+
+    sec = (req.config.get("linux") or {}).get("seccomp") or {}
+    if sec.get("listenerPath"):
+        from inclavare.runtime.hooks import hook_state
+
+        seccomp.send_to_listener(sec["listenerPath"], fd, hook_state(state, "creating"),
+                                 sec.get("listenerMetadata", ""))
+    os.close(fd)
+
+
+def _wait_for_start(req: SpawnRequest) -> None:
+    """Block until `rune start` opens the exec FIFO, then tell it we are going."""
+    assert req.fifo_fd is not None
+    try:
+        fd = os.open(f"/proc/self/fd/{req.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        # no /proc in the container: reach the FIFO through the state directory
+        assert req.state_dir_fd is not None
+        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=req.state_dir_fd)
+    os.write(fd, b"0")
+    os.close(fd)
+    for extra in (req.fifo_fd, req.state_dir_fd):
+        if extra is not None:
+            try:
+                os.close(extra)
+            except OSError:
+                pass
+
+
+def _setup_console(req: SpawnRequest, rootfs: str, has_mntns: bool) -> None:
+    from inclavare.linux import pty
+
+    if req.console_fd is None:
+        raise SysError("process.terminal is true but no --console-socket was given")
+    ptmx = os.path.join(rootfs, "dev/pts/ptmx") if has_mntns else "/dev/ptmx"
+    master, slave, slave_path = pty.open_pty(ptmx)
+    pty.set_size(master, req.process.get("consoleSize"))
+    if has_mntns:
+        pty.attach_console(os.path.join(rootfs, "dev/console"), slave_path)
+    pty.send_fd(req.console_fd, master)
+    os.close(master)
+    os.close(req.console_fd)
+    pty.make_controlling(slave)
+    if slave > 2:
+        os.close(slave)
+
+
+def _finish_exec(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
+    from inclavare.runtime.process import Finalizer, set_rlimits
+
+    proc = req.process
+    linux = req.config.get("linux") or {}
+    fin = Finalizer(proc, linux.get("seccomp"), in_userns)
+    fin.prepare_seccomp()
+    if proc.get("terminal"):
+        os.setsid()
+        _setup_console(req, "", False)
+    set_rlimits(proc.get("rlimits"))
+    _finalize_and_wait(req, ch, fin, {}, req.state)
+
+
+# ---------------------------------------------------------------------------------------------
+# parent side
+
+
+def write_id_maps(pid: int, linux: dict[str, Any]) -> None:
+    def fmt(maps: list[dict[str, Any]]) -> str:
+        return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+
+    for kind in ("uid", "gid"):
+        maps = linux.get(f"{kind}Mappings") or []
+        if not maps:
+            continue
+        try:
+            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+                f.write(fmt(maps))
+        except OSError as e:
+            raise SysError(f"linux.{kind}Mappings: writing /proc/{pid}/{kind}_map: {e.strerror}", e.errno or 0) from None
+
+
+def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
+          on_pid: Callable[[int], None], on_hooks: Callable[[int], None] | None = None) -> int:
+    """Fork the stages; returns the host pid of the container process once it is ready."""
+    p2c_r, p2c_w = os.pipe()
+    c2p_r, c2p_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid1 = os.fork()
+    if pid1 == 0:
+        try:
+            os.close(p2c_w)
+            os.close(c2p_r)
+            stage1(req, Channel(p2c_r, c2p_w))
+        finally:
+            os._exit(1)
+    os.close(p2c_r)
+    os.close(c2p_w)
+    ch = Channel(c2p_r, p2c_w)
+    stage1_reaped = False
+    init_pid = 0
+    try:
+        on_forked(pid1)
+        ch.send(t="go")
+        while True:
+            msg = ch.recv()
+            if msg is None:
+                raise SysError("container process exited during setup" +
+                               _exit_detail(pid1 if not stage1_reaped else 0))
+            kind = msg.get("t")
+            if kind == "idmap":
+                write_id_maps(pid1, req.config.get("linux") or {})
+                ch.send(t="ok")
+            elif kind == "pid":
+                init_pid = int(msg["pid"])
+                os.waitpid(pid1, 0)
+                stage1_reaped = True
+                on_pid(init_pid)
+            elif kind == "hooks":
+                if on_hooks is not None:
+                    on_hooks(init_pid)
+                ch.send(t="ok")
+            elif kind == "ready":
+                return int(msg.get("pid") or init_pid)
+            elif kind == "error":
+                raise InclavareError(msg.get("msg", "container setup failed"))
+            else:
+                raise SysError(f"sync: unexpected message {msg!r}")
+    finally:
+        ch.close()
+        if not stage1_reaped:
+            try:
+                os.kill(pid1, 9)
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid1, 0)
+            except ChildProcessError:
+                pass
+
+
+def _exit_detail(pid: int) -> str:
+    if not pid:
+        return ""
+    try:
+        _, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return ""
+    if os.WIFSIGNALED(status):
+        return f" (killed by signal {os.WTERMSIG(status)})"
+    if os.WIFEXITED(status):
+        return f" (exit status {os.WEXITSTATUS(status)})"
+    return ""

@@ -1,0 +1,175 @@
+"""Container state on disk: one directory per container under the runtime root.
+
+``state.json`` is written atomically (temp file + fsync + rename) and every command that changes a
+container holds an exclusive flock on the container's directory, so concurrent calls are safe and a
+runtime killed at any point leaves a directory that ``delete --force`` can clean.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from inclavare.errors import ContainerError
+
+STATE_FILE = "state.json"
+FIFO = "exec.fifo"
+
+
+def now_rfc3339() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+
+
+def proc_start_time(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time in clock ticks) of ``pid``, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    return rest[0].decode(), rest[19].decode()
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    if pid <= 0:
+        return False
+    st = proc_start_time(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return start is None or st[1] == start
+
+
+class Store:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def path(self, cid: str, name: str = "") -> str:
+        return os.path.join(self.root, cid, name) if name else os.path.join(self.root, cid)
+
+    def make(self, cid: str) -> str:
+        os.makedirs(self.root, 0o711, exist_ok=True)
+        d = self.path(cid)
+        try:
+            os.mkdir(d, 0o711)
+        except FileExistsError:
+            raise ContainerError(f'container "{cid}": already exists') from None
+        return d
+
+    def exists(self, cid: str) -> bool:
+        return os.path.isdir(self.path(cid))
+
+    def load(self, cid: str) -> dict[str, Any]:
+        try:
+            with open(self.path(cid, STATE_FILE), "rb") as f:
+                return json.loads(f.read())  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            if self.exists(cid):
+                # a create that was interrupted before it recorded anything
+                return {"id": cid, "pid": 0, "incomplete": True}
+            raise ContainerError(f'container "{cid}" does not exist') from None
+        except ValueError as e:
+            return {"id": cid, "pid": 0, "incomplete": True, "corrupt": str(e)}
+
+    def save(self, cid: str, state: dict[str, Any]) -> None:
+        final = self.path(cid, STATE_FILE)
+        tmp = final + ".tmp"
+        data = json.dumps(state, separators=(",", ":")).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+
+    @contextmanager
+    def lock(self, cid: str, missing_ok: bool = False) -> Iterator[bool]:
+        """Exclusive lock on the container directory; yields False if it does not exist."""
+        try:
+            fd = os.open(self.path(cid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if missing_ok:
+                yield False
+                return
+            raise ContainerError(f'container "{cid}" does not exist') from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield os.path.isdir(self.path(cid))
+        finally:
+            os.close(fd)
+
+    def remove(self, cid: str) -> None:
+        d = self.path(cid)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return
+        for name in names:
+            p = os.path.join(d, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                import shutil
+
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+        try:
+            os.rmdir(d)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+
+    def ids(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, n)))
+        except FileNotFoundError:
+            return []
+
+
+def status_of(store: Store, state: dict[str, Any]) -> str:
+    """runc's status rules: no live init -> stopped; fifo present -> created; frozen -> paused."""
+    if state.get("incomplete"):
+        return "stopped"
+    if not process_alive(int(state.get("pid") or 0), state.get("pid_start")):
+        return "stopped"
+    if os.path.exists(store.path(state["id"], FIFO)):
+        return "created"
+    freezer = state.get("freezer_file")
+    if freezer:
+        try:
+            with open(freezer) as f:
+                v = f.read().strip()
+            if v in ("FROZEN", "FREEZING", "1"):
+                return "paused"
+        except OSError:
+            pass
+    return "running"
+
+
+def oci_state(state: dict[str, Any], status: str) -> dict[str, Any]:
+    """The state JSON `rune state` prints (runc's field set and order)."""
+    from inclavare import OCI_VERSION
+
+    out: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "id": state["id"],
+        "pid": 0 if status == "stopped" else int(state.get("pid") or 0),
+        "status": status,
+        "bundle": state.get("bundle", ""),
+        "rootfs": state.get("rootfs", ""),
+        "created": state.get("created", ""),
+        "owner": state.get("owner", ""),
+    }
+    if state.get("annotations"):
+        out["annotations"] = state["annotations"]
+    return out
