@@ -33,7 +33,8 @@ if [ -z "$UV" ]; then
   fi
   UV=/opt/inclavare-uv/bin/uv
 fi
-PY=$(command -v python3.11 || command -v python3)
+# Debian's python3.11 (PGO/LTO build) starts ~20% faster than a source build: prefer it.
+PY=$( [ -x /usr/bin/python3.11 ] && echo /usr/bin/python3.11 || command -v python3.11 || command -v python3)
 UV_PYTHON_DOWNLOADS=never "$UV" sync --frozen --python "$PY" -q
 venv_py=$top/.venv/bin/python3
 site=$("$venv_py" -I -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -8,12 +8,15 @@ container lifecycle.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any
 
 from inclavare.errors import ConfigError, InclavareError
+from inclavare.formats import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PROG = "rune"
 
@@ -181,7 +184,7 @@ def _one_id(cmd: str, pos: list[str]) -> str:
 
 
 def _print_json(obj: Any, indent: int | None = 2) -> None:
-    sys.stdout.write(json.dumps(obj, indent=indent) + "\n")
+    sys.stdout.write((json.dumps_pretty(obj) if indent else json.dumps(obj)) + "\n")
 
 
 _SIZE = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
@@ -192,8 +195,10 @@ def parse_size(flag: str, text: str) -> int:
     t = text.strip().lower()
     if t == "-1":
         return -1
-    num = t.rstrip("bkmgtib")
-    unit = t[len(num):].replace("i", "")
+    cut = len(t)
+    while cut and t[cut - 1] in "bkmgti":
+        cut -= 1
+    num, unit = t[:cut], t[cut:].replace("i", "")
     try:
         return int(float(num) * _SIZE[unit])
     except (ValueError, KeyError):
@@ -263,7 +268,7 @@ def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dic
     if "process" in opts:
         try:
             with open(opts["process"]) as f:
-                proc = json.load(f)
+                proc = json.loads(f.read())
         except OSError as e:
             raise UsageError(f"--process {opts['process']}: {e.strerror}") from None
         except ValueError as e:
@@ -321,7 +326,7 @@ def cmd_spec(opts: dict[str, Any]) -> int:
     if os.path.exists(path):
         raise UsageError(f"{path}: already exists, remove it first")
     with open(path, "w") as f:
-        json.dump(default_spec(rootless=bool(opts.get("rootless"))), f, indent="\t")
+        f.write(json.dumps_pretty(default_spec(rootless=bool(opts.get("rootless"))), "\t"))
     return 0
 
 
@@ -639,7 +644,7 @@ def cmd_help(cmd: str | None) -> int:
         return 0
     out.write(f"usage: {PROG} [global flags] <command> [flags] [args]\n\n"
               "rune: an OCI runtime (runc-compatible) for ordinary and enclave containers.\n\ncommands:\n")
-    for name, (_f, usage, desc) in COMMANDS.items():
+    for name, (_f, _usage, desc) in COMMANDS.items():
         out.write(f"  {name:<9} {desc}\n")
     out.write("\nglobal flags:\n")
     for name, (aliases, takes, _r, help_) in GLOBAL_FLAGS.items():

@@ -12,14 +12,15 @@ their contents are validated by the seccomp and cgroup modules.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import signal
-from typing import Any
 
 import inclavare
 from inclavare.errors import ConfigError
+from inclavare.formats import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CAPABILITIES",
@@ -258,9 +259,21 @@ SECCOMP_FLAGS_SUPPORTED: tuple[str, ...] = SECCOMP_FLAGS_KNOWN[:3]
 
 # config.json versions accepted: 1.0.0 up to any 1.<_MAX_MINOR>.x (pre-releases of those included).
 _MAX_MINOR = 2
-_SEMVER = re.compile(
-    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
-)
+_SEMVER_IDENT = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.-")
+
+
+def _semver(version: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a SemVer 2.0.0 string, None if it is not one (no regex: `re` is slow to import)."""
+    core, plus, build = version.partition("+")
+    if plus and (not build or not set(build) <= _SEMVER_IDENT):
+        return None
+    core, dash, pre = core.partition("-")
+    if dash and (not pre or not set(pre) <= _SEMVER_IDENT):
+        return None
+    parts = core.split(".")
+    if len(parts) != 3 or not all(p.isdigit() and p.isascii() and (p == "0" or p[0] != "0") for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 _UINT32_MAX = 2**32 - 1
 _UINT64_MAX = 2**64 - 1
@@ -309,7 +322,7 @@ def capability_number(name: str) -> int:
     try:
         return CAPABILITIES[name]
     except KeyError:
-        raise ConfigError("capability", f"unknown capability {json.dumps(name)}") from None
+        raise ConfigError("capability", f"unknown capability {json.quote(name)}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,40 +331,45 @@ def capability_number(name: str) -> int:
 
 def parse_signal(s: str) -> int:
     """Signal number for "9", "KILL", "SIGKILL", "kill", "SIGRTMIN+3", "RTMAX-1"."""
+    import signal
+
     sigmin, sigmax = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
-    if re.fullmatch(r"[0-9]+", s):
+    if s.isdigit() and s.isascii():
         number = int(s)
         if number <= sigmax:
             return number
-        raise ConfigError("signal", f"unknown signal {json.dumps(s)} (valid numbers are 0 to {sigmax})")
+        raise ConfigError("signal", f"unknown signal {json.quote(s)} (valid numbers are 0 to {sigmax})")
     name = s.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
-    m = re.fullmatch(r"SIGRT(MIN|MAX)(?:([+-])([0-9]+))?", name)
-    if m:
-        base = sigmin if m.group(1) == "MIN" else sigmax
-        offset = int(m.group(3) or 0)
-        number = base + offset if m.group(2) == "+" else base - offset
-        if sigmin <= number <= sigmax:
-            return number
+    if name.startswith(("SIGRTMIN", "SIGRTMAX")):
+        base = sigmin if name[5:8] == "MIN" else sigmax
+        rest = name[8:]
+        if not rest:
+            return base
+        digits = rest[1:]
+        if rest[0] in "+-" and digits.isdigit() and digits.isascii():
+            number = base + int(digits) if rest[0] == "+" else base - int(digits)
+            if sigmin <= number <= sigmax:
+                return number
     else:
         member = signal.Signals.__members__.get(name)
         if member is not None:
             return int(member)
-    raise ConfigError("signal", f"unknown signal {json.dumps(s)}")
+    raise ConfigError("signal", f"unknown signal {json.quote(s)}")
 
 
 # runc's pattern is ^[\w+-\.]+$ (Go RE2, ASCII \w); inside the class "+-\." is the range '+'..'.',
 # so ',' is accepted as well.
-_CONTAINER_ID = re.compile(r"[A-Za-z0-9_+,\-.]+")
+_CONTAINER_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+,-.")
 
 
 def validate_container_id(cid: str) -> None:
     """Raise ConfigError unless `cid` is a container id runc would accept."""
     if not cid:
         raise ConfigError("container id", "must not be empty")
-    if cid in (".", "..") or not _CONTAINER_ID.fullmatch(cid):
-        raise ConfigError(f"container id {json.dumps(cid)}", "must match [A-Za-z0-9_+.-]+")
+    if cid in (".", "..") or not set(cid) <= _CONTAINER_ID_CHARS:
+        raise ConfigError(f"container id {json.quote(cid)}", "must match [A-Za-z0-9_+.-]+")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,12 +392,14 @@ def load_config(bundle: str, need_process: bool = True) -> dict[str, Any]:
         raise ConfigError("config.json", f"not valid UTF-8 at byte {e.start}") from None
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            "config.json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
     except RecursionError:
         raise ConfigError("config.json", "invalid JSON: nested too deeply") from None
+    except ValueError as e:
+        raise ConfigError(
+            "config.json",
+            f"invalid JSON at line {getattr(e, 'lineno', '?')} column {getattr(e, 'colno', '?')}: "
+            f"{getattr(e, 'msg', e)}",
+        ) from None
     if not isinstance(doc, dict):
         raise ConfigError("config.json", "must be a JSON object")
     validate_config(doc, bundle, need_process=need_process)
@@ -463,7 +483,7 @@ def _env(value: Any, field: str) -> None:
     for i, item in enumerate(_strings(value, field)):
         name, sep, _ = item.partition("=")
         if not sep:
-            raise ConfigError(f"{field}[{i}]", f'must be "NAME=VALUE", got {json.dumps(item)}')
+            raise ConfigError(f"{field}[{i}]", f'must be "NAME=VALUE", got {json.quote(item)}')
         if not name:
             raise ConfigError(f"{field}[{i}]", "variable name must not be empty")
 
@@ -534,14 +554,14 @@ class _Validator:
 
     def version(self) -> None:
         version = _string(_req(self.doc, "ociVersion", "ociVersion"), "ociVersion")
-        m = _SEMVER.fullmatch(version)
+        m = _semver(version)
         if not m:
-            raise ConfigError("ociVersion", f"{json.dumps(version)} is not a SemVer 2.0.0 version")
-        major, minor = int(m.group(1)), int(m.group(2))
+            raise ConfigError("ociVersion", f"{json.quote(version)} is not a SemVer 2.0.0 version")
+        major, minor = m[0], m[1]
         if major != 1 or minor > _MAX_MINOR:
             raise ConfigError(
                 "ociVersion",
-                f"unsupported version {json.dumps(version)} (supported 1.0.0 to 1.{_MAX_MINOR}.x)",
+                f"unsupported version {json.quote(version)} (supported 1.0.0 to 1.{_MAX_MINOR}.x)",
             )
 
     def root(self) -> None:
@@ -621,7 +641,7 @@ class _Validator:
             if not key:
                 raise ConfigError("annotations", "keys must not be empty")
             if not isinstance(value, str):
-                raise ConfigError(f"annotations[{json.dumps(key)}]", "must be a string")
+                raise ConfigError(f"annotations[{json.quote(key)}]", "must be a string")
 
     # ---- process ----------------------------------------------------------------------------------
 
@@ -651,7 +671,7 @@ class _Validator:
                 f = f"process.capabilities.{cap_set}"
                 for i, name in enumerate(_strings(caps[cap_set], f)):
                     if name not in CAPABILITIES:
-                        raise ConfigError(f"{f}[{i}]", f"unknown capability {json.dumps(name)}")
+                        raise ConfigError(f"{f}[{i}]", f"unknown capability {json.quote(name)}")
         if _get(p, "rlimits") is not None:
             self.rlimits(p["rlimits"])
         if _get(p, "noNewPrivileges") is not None:
@@ -689,10 +709,10 @@ class _Validator:
             r = _object(entry, f)
             kind = _string(_req(r, "type", f"{f}.type"), f"{f}.type")
             if kind not in RLIMITS:
-                raise ConfigError(f"{f}.type", f"unknown rlimit {json.dumps(kind)}")
+                raise ConfigError(f"{f}.type", f"unknown rlimit {json.quote(kind)}")
             if kind in seen:
                 raise ConfigError(
-                    f"{f}.type", f"duplicate rlimit {json.dumps(kind)} (see process.rlimits[{seen[kind]}])"
+                    f"{f}.type", f"duplicate rlimit {json.quote(kind)} (see process.rlimits[{seen[kind]}])"
                 )
             seen[kind] = i
             soft = _int(_req(r, "soft", f"{f}.soft"), f"{f}.soft", 0, _UINT64_MAX)
@@ -704,7 +724,7 @@ class _Validator:
         f = "process.scheduler"
         policy = _string(_req(s, "policy", f"{f}.policy"), f"{f}.policy")
         if policy not in _SCHED_POLICIES:
-            raise ConfigError(f"{f}.policy", f"unknown policy {json.dumps(policy)}")
+            raise ConfigError(f"{f}.policy", f"unknown policy {json.quote(policy)}")
         if _get(s, "nice") is not None:
             _int(s["nice"], f"{f}.nice", -20, 19)
         if _get(s, "priority") is not None:
@@ -719,7 +739,7 @@ class _Validator:
         if _get(s, "flags") is not None:
             for i, flag in enumerate(_strings(s["flags"], f"{f}.flags")):
                 if flag not in _SCHED_FLAGS:
-                    raise ConfigError(f"{f}.flags[{i}]", f"unknown flag {json.dumps(flag)}")
+                    raise ConfigError(f"{f}.flags[{i}]", f"unknown flag {json.quote(flag)}")
 
     # ---- linux ------------------------------------------------------------------------------------
 
@@ -732,9 +752,9 @@ class _Validator:
             ns = _object(entry, f)
             kind = _string(_req(ns, "type", f"{f}.type"), f"{f}.type")
             if kind not in NAMESPACE_TYPES:
-                raise ConfigError(f"{f}.type", f"unknown namespace {json.dumps(kind)}")
+                raise ConfigError(f"{f}.type", f"unknown namespace {json.quote(kind)}")
             if kind in self.namespaces:
-                raise ConfigError(f"{f}.type", f"duplicate namespace {json.dumps(kind)}")
+                raise ConfigError(f"{f}.type", f"duplicate namespace {json.quote(kind)}")
             path = _get(ns, "path")
             self.namespaces[kind] = "" if path is None or path == "" else _abs_path(path, f"{f}.path")
 
@@ -782,7 +802,7 @@ class _Validator:
                 raise ConfigError("linux.personality.domain", "must be LINUX or LINUX32")
             if _get(pers, "flags") is not None:
                 for i, flag in enumerate(_strings(pers["flags"], "linux.personality.flags")):
-                    raise ConfigError(f"linux.personality.flags[{i}]", f"unsupported flag {json.dumps(flag)}")
+                    raise ConfigError(f"linux.personality.flags[{i}]", f"unsupported flag {json.quote(flag)}")
 
     def time_offsets(self) -> None:
         offsets = _get(self.linux, "timeOffsets")
@@ -796,7 +816,7 @@ class _Validator:
         for clock, value in offsets.items():
             f = f"linux.timeOffsets.{clock}"
             if clock not in _TIME_CLOCKS:
-                raise ConfigError(f, f"unknown clock {json.dumps(clock)} (expected monotonic or boottime)")
+                raise ConfigError(f, f"unknown clock {json.quote(clock)} (expected monotonic or boottime)")
             off = _object(value, f)
             if _get(off, "secs") is not None:
                 _int(off["secs"], f"{f}.secs", _INT64_MIN, _INT64_MAX)
@@ -832,9 +852,9 @@ class _Validator:
             return
         ns = self.namespaces
         for key, value in _object(sysctl, "linux.sysctl").items():
-            _string(value, f"linux.sysctl[{json.dumps(key)}]")
+            _string(value, f"linux.sysctl[{json.quote(key)}]")
             name = _sysctl_name(key)
-            quoted = json.dumps(key)
+            quoted = json.quote(key)
             if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
                 if "ipc" not in ns:
                     raise ConfigError("linux.sysctl", f"{quoted} requires an IPC namespace")

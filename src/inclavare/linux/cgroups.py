@@ -19,7 +19,7 @@ What follows runc (libcontainer/cgroups/fs, fs2 and specconv):
 
 Deliberate differences from runc 1.1.5 (each a case where runc fails or silently drops a limit):
 ``memory.kernel``/``kernelTCP`` are written where the kmem files exist (runc ignores them);
-``cpu.idle`` is written (runc 1.1.5 has no idle); ``pids.limit <= 0`` writes ``max``; in hybrid
+``cpu.idle`` and ``cpu.burst`` are written (runc 1.1.5 knows neither); ``pids.limit <= 0`` writes ``max``; in hybrid
 mode hugetlb limits and ``unified`` keys go to the unified hierarchy when hugetlb is not a v1
 mount (runc refuses); v2 device rules never fail open; :meth:`Manager.destroy` also removes the
 empty parent directories that :meth:`Manager.create` made.
@@ -30,13 +30,15 @@ Everything here is stdlib only and does no work at import time; ctypes is loaded
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import posixpath
 import time
-from typing import Any
 
 from inclavare.errors import CgroupError, ConfigError
+
+TYPE_CHECKING = False  # spares importing typing (and re) at run time; type checkers see True
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CGROUP_ROOT",
@@ -58,7 +60,13 @@ __all__ = [
     "validate",
 ]
 
-log = logging.getLogger(__name__)
+
+def _log(level: str, msg: str, *args: Any) -> None:
+    """Log through the stdlib logging module, imported only when something is worth saying."""
+    import logging
+
+    getattr(logging.getLogger(__name__), level)(msg, *args)
+
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -126,9 +134,7 @@ class Layout:
 
     __slots__ = ("mode", "v1", "unified", "own")
 
-    def __init__(
-        self, mode: str, v1: dict[str, Hierarchy], unified: Hierarchy | None, own: dict[str, str]
-    ) -> None:
+    def __init__(self, mode: str, v1: dict[str, Hierarchy], unified: Hierarchy | None, own: dict[str, str]) -> None:
         self.mode = mode
         self.v1 = v1
         self.unified = unified
@@ -144,7 +150,7 @@ def _unescape_mountinfo(s: str) -> str:
     out = []
     i = 0
     while i < len(s):
-        if s[i] == "\\" and i + 3 < len(s) + 0 and s[i + 1 : i + 4].isdigit():
+        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1 : i + 4].isdigit():
             out.append(chr(int(s[i + 1 : i + 4], 8)))
             i += 4
         else:
@@ -165,9 +171,7 @@ def parse_mountinfo(text: str) -> list[tuple[str, str, str, str]]:
         if len(fields) < sep + 2:
             continue
         superopts = fields[sep + 3] if len(fields) > sep + 3 else ""
-        result.append(
-            (_unescape_mountinfo(fields[3]), _unescape_mountinfo(fields[4]), fields[sep + 1], superopts)
-        )
+        result.append((_unescape_mountinfo(fields[3]), _unescape_mountinfo(fields[4]), fields[sep + 1], superopts))
     return result
 
 
@@ -278,7 +282,12 @@ def _below_root(path: str, root: str) -> str:
         return path.lstrip("/")
     if _under(path, root):
         return posixpath.relpath(path, root) if path != root else ""
-    log.debug("cgroup %s lies outside the mounted part %s of its hierarchy; using the mount point", path, root)
+    _log(
+        "debug",
+        "cgroup %s lies outside the mounted part %s of its hierarchy; using the mount point",
+        path,
+        root,
+    )
     return ""
 
 
@@ -342,6 +351,10 @@ def _write(path: str, data: str) -> None:
         os.write(fd, data.encode())
     finally:
         os.close(fd)
+
+
+def _make_dir(path: str) -> None:
+    os.mkdir(path, 0o755)
 
 
 def _fmt_data(data: str) -> str:
@@ -839,6 +852,15 @@ _BLKIO_KEYS = (
 )  # fmt: skip
 
 
+# io.stat keys -> (runc blkio table, cgroup v1 op name)
+_IO_STAT_KEYS = {
+    "rbytes": ("ioServiceBytesRecursive", "Read"),
+    "wbytes": ("ioServiceBytesRecursive", "Write"),
+    "rios": ("ioServicedRecursive", "Read"),
+    "wios": ("ioServicedRecursive", "Write"),
+}
+
+
 def _blkio_entry(major: int, minor: int, op: str, value: int) -> dict[str, Any]:
     d: dict[str, Any] = {}
     _nz(d, "major", major)
@@ -884,7 +906,10 @@ class Manager:
             layout = current_layout()
         inner = clean_path(cgroups_path or "") or clean_path(container_id)
         if not inner:
-            raise CgroupError("linux.cgroupsPath: empty, and no container id to name the cgroup after")
+            raise ConfigError("linux.cgroupsPath", "empty, and there is no container id to name the cgroup after")
+        if inner in (".", "/"):
+            # runc would use the runtime's own (or the root) cgroup and later try to remove it.
+            raise ConfigError("linux.cgroupsPath", f"{cgroups_path!r} names no cgroup of its own")
         absolute = inner.startswith("/")
         paths: dict[str, str] = {}
         mounts: dict[str, str] = {}
@@ -952,6 +977,10 @@ class Manager:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _join_only(self, key: str) -> bool:
+        """Whether failing to create/join this path is ignored (runc's NameGroup{Join: true})."""
+        return key in _JOIN_ONLY and not (key == "" and self.mode == "v2")
+
     def _unique_paths(self) -> list[str]:
         seen: list[str] = []
         for p in self.paths.values():
@@ -959,33 +988,35 @@ class Manager:
                 seen.append(p)
         return seen
 
-    def _mkdir(self, path: str, field: str = "linux.cgroupsPath") -> bool:
+    def _mkdir(self, path: str) -> bool:
+        """mkdir one cgroup directory, recording it; False if it existed.  ENOENT passes through."""
         try:
-            os.mkdir(path, 0o755)
+            _make_dir(path)
         except FileExistsError:
             return False
+        except FileNotFoundError:
+            raise
         except OSError as e:
-            raise CgroupError(f"{field}: creating cgroup {path}: {e.strerror}") from None
+            raise CgroupError(f"linux.cgroupsPath: creating cgroup {path}: {e.strerror}") from None
         self.created.append(path)
         return True
 
     def _makedirs(self, path: str, stop: str) -> None:
         """mkdir -p ``path`` below the existing directory ``stop``, recording what was made."""
-        missing = []
-        cur = path
-        while cur != stop and _under(cur, stop) and not os.path.isdir(cur):
-            missing.append(cur)
-            cur = posixpath.dirname(cur)
         for attempt in range(5):
+            missing = []
+            cur = path
+            while cur != stop and _under(cur, stop) and not os.path.isdir(cur):
+                missing.append(cur)
+                cur = posixpath.dirname(cur)
             try:
                 for p in reversed(missing):
                     self._mkdir(p)
                 return
-            except CgroupError:
-                # A concurrent destroy may have removed a shared parent between our mkdirs.
-                if attempt == 4 or os.path.isdir(posixpath.dirname(missing[0])) and not os.path.isdir(path):
-                    if attempt == 4:
-                        raise
+            except FileNotFoundError as e:
+                # A concurrent destroy removed a shared parent between our mkdirs: start again.
+                if attempt == 4:
+                    raise CgroupError(f"linux.cgroupsPath: creating cgroup {e.filename}: {e.strerror}") from None
                 time.sleep(0.005)
 
     # -- create / apply ----------------------------------------------------------------------
@@ -1011,8 +1042,8 @@ class Manager:
                 if key == "cpu":
                     self._set_rt(path, cpu, "linux.resources.cpu")
             except CgroupError:
-                if key in _JOIN_ONLY:
-                    log.debug("cannot create %s cgroup %s; not joining it", key or "unified", path)
+                if self._join_only(key):
+                    _log("debug", "cannot create %s cgroup %s; not joining it", key or "unified", path)
                     continue
                 raise
 
@@ -1024,7 +1055,10 @@ class Manager:
             cur = posixpath.dirname(cur)
         parent = mount
         for d in reversed(chain):
-            self._mkdir(d)
+            try:
+                self._mkdir(d)
+            except FileNotFoundError as e:
+                raise CgroupError(f"linux.cgroupsPath: creating cgroup {d}: {e.strerror}") from None
             if d == path:
                 if cpu.get("cpus"):
                     self._w("linux.resources.cpu.cpus", d, "cpuset.cpus", str(cpu["cpus"]))
@@ -1064,7 +1098,10 @@ class Manager:
                 chain.append(cur)
         for i, cur in enumerate(chain):
             if i > 0:
-                self._mkdir(cur)
+                try:
+                    self._mkdir(cur)
+                except FileNotFoundError as e:
+                    raise CgroupError(f"linux.cgroupsPath: creating cgroup {cur}: {e.strerror}") from None
                 try:
                     cgtype = _read_text(posixpath.join(cur, "cgroup.type")).strip()
                 except OSError:
@@ -1081,8 +1118,7 @@ class Manager:
                         pass
                 elif cgtype in ("domain threaded", "threaded") and domain:
                     raise CgroupError(
-                        f"linux.cgroupsPath: cannot enter cgroup {cur} with domain controllers: "
-                        f"it is in {cgtype} mode"
+                        f"linux.cgroupsPath: cannot enter cgroup {cur} with domain controllers: it is in {cgtype} mode"
                     )
             if i < len(chain) - 1 and enable:
                 target = posixpath.join(cur, "cgroup.subtree_control")
@@ -1099,14 +1135,14 @@ class Manager:
         """Move ``pid`` into every cgroup of the container (creating missing directories)."""
         if pid == -1:
             return
-        if any(not os.path.isdir(p) for k, p in self.paths.items() if k not in _JOIN_ONLY):
+        if any(not os.path.isdir(p) for k, p in self.paths.items() if not self._join_only(k)):
             self.create()
         for key, path in self.paths.items():
             try:
                 self._write_procs(path, pid)
             except CgroupError:
-                if key in _JOIN_ONLY:
-                    log.debug("cannot join %s cgroup %s; ignored as runc does", key or "unified", path)
+                if self._join_only(key):
+                    _log("debug", "cannot join %s cgroup %s; ignored as runc does", key or "unified", path)
                     continue
                 raise
 
@@ -1189,8 +1225,13 @@ class Manager:
         pids = res.get("pids")
         if pids and pids.get("limit") is not None:
             limit = int(pids["limit"])
-            self._w(f"{field}.pids.limit", self._v1("pids"), "pids.max", str(limit) if limit > 0 else "max",
-                    "the pids controller")  # fmt: skip
+            self._w(
+                f"{field}.pids.limit",
+                self._v1("pids"),
+                "pids.max",
+                str(limit) if limit > 0 else "max",
+                "the pids controller",
+            )
         # blkio
         if res.get("blockIO"):
             self._set_v1_blkio(res["blockIO"], f"{field}.blockIO")
@@ -1200,15 +1241,30 @@ class Manager:
         # net_cls / net_prio
         net = res.get("network") or {}
         if net.get("classID"):
-            self._w(f"{field}.network.classID", self._v1("net_cls"), "net_cls.classid", str(int(net["classID"])),
-                    "the net_cls controller")  # fmt: skip
+            self._w(
+                f"{field}.network.classID",
+                self._v1("net_cls"),
+                "net_cls.classid",
+                str(int(net["classID"])),
+                "the net_cls controller",
+            )
         for i, prio in enumerate(net.get("priorities") or []):
-            self._w(f"{field}.network.priorities[{i}]", self._v1("net_prio"), "net_prio.ifpriomap",
-                    f"{prio['name']} {int(prio['priority'])}", "the net_prio controller")  # fmt: skip
+            self._w(
+                f"{field}.network.priorities[{i}]",
+                self._v1("net_prio"),
+                "net_prio.ifpriomap",
+                f"{prio['name']} {int(prio['priority'])}",
+                "the net_prio controller",
+            )
         # rdma
         for dev, lim in (res.get("rdma") or {}).items():
-            self._w(f"{field}.rdma.{dev}", self._v1("rdma"), "rdma.max", _rdma_line(dev, lim),
-                    "the rdma controller")  # fmt: skip
+            self._w(
+                f"{field}.rdma.{dev}",
+                self._v1("rdma"),
+                "rdma.max",
+                _rdma_line(dev, lim),
+                "the rdma controller",
+            )
         # unified
         if res.get("unified"):
             if self.mode != "hybrid" or "" not in self.paths:
@@ -1217,11 +1273,21 @@ class Manager:
 
     def _set_rt(self, path: str | None, cpu: dict[str, Any], field: str) -> None:
         if cpu.get("realtimePeriod"):
-            self._w(f"{field}.realtimePeriod", path, "cpu.rt_period_us", str(int(cpu["realtimePeriod"])),
-                    "the cpu controller")  # fmt: skip
+            self._w(
+                f"{field}.realtimePeriod",
+                path,
+                "cpu.rt_period_us",
+                str(int(cpu["realtimePeriod"])),
+                "the cpu controller",
+            )
         if cpu.get("realtimeRuntime"):
-            self._w(f"{field}.realtimeRuntime", path, "cpu.rt_runtime_us", str(int(cpu["realtimeRuntime"])),
-                    "the cpu controller")  # fmt: skip
+            self._w(
+                f"{field}.realtimeRuntime",
+                path,
+                "cpu.rt_runtime_us",
+                str(int(cpu["realtimeRuntime"])),
+                "the cpu controller",
+            )
 
     def _set_v1_cpu(self, cpu: dict[str, Any], field: str) -> None:
         path = self._v1("cpu")
@@ -1253,6 +1319,8 @@ class Manager:
             self._w(f"{field}.quota", path, "cpu.cfs_quota_us", str(quota), what)
             if retry_period:
                 self._w(f"{field}.period", path, "cpu.cfs_period_us", str(period), what)
+        if cpu.get("burst") is not None:
+            self._w(f"{field}.burst", path, "cpu.cfs_burst_us", str(int(cpu["burst"])), what)
         self._set_rt(path, cpu, field)
         if cpu.get("idle") is not None:
             self._w(f"{field}.idle", path, "cpu.idle", str(int(cpu["idle"])), what)
@@ -1269,14 +1337,14 @@ class Manager:
         def set_limit() -> None:
             if not limit:
                 return
-            target = posixpath.join(path or "", "memory.limit_in_bytes")
             if path is None:
-                self._w(f"{field}.limit", None, "", "", what)
+                raise CgroupError(f"{field}.limit: cannot set this limit: {what} is not available")
+            target = posixpath.join(path, "memory.limit_in_bytes")
             try:
                 _write(target, str(limit))
             except OSError as e:
                 extra = ""
-                if e.errno == errno.EBUSY and path is not None:
+                if e.errno == errno.EBUSY:
                     usage = _read_opt_uint(posixpath.join(path, "memory.usage_in_bytes"))
                     peak = _read_opt_uint(posixpath.join(path, "memory.max_usage_in_bytes"))
                     extra = f" (limit below current usage {usage}, peak usage {peak})"
@@ -1300,12 +1368,15 @@ class Manager:
         else:
             set_limit()
             set_swap()
-        for key, fname in (("kernel", "memory.kmem.limit_in_bytes"), ("kernelTCP", "memory.kmem.tcp.limit_in_bytes")):
+        for key, fname in (
+            ("kernel", "memory.kmem.limit_in_bytes"),
+            ("kernelTCP", "memory.kmem.tcp.limit_in_bytes"),
+        ):
             value = int(mem.get(key) or 0)
             if value and path is not None and os.path.exists(posixpath.join(path, fname)):
                 self._w(f"{field}.{key}", path, fname, str(value), what)
             elif value:
-                log.debug("%s.%s ignored: %s is not available on this kernel", field, key, fname)
+                _log("debug", "%s.%s ignored: %s is not available on this kernel", field, key, fname)
         if mem.get("reservation"):
             self._w(f"{field}.reservation", path, "memory.soft_limit_in_bytes", str(int(mem["reservation"])), what)
         if mem.get("disableOOMKiller"):
@@ -1330,8 +1401,13 @@ class Manager:
             if wd.get("weight"):
                 self._w(f"{field}.weightDevice[{i}]", path, wdfile, f"{dev} {int(wd['weight'])}", what)
             if wd.get("leafWeight"):
-                self._w(f"{field}.weightDevice[{i}]", path, "blkio.leaf_weight_device",
-                        f"{dev} {int(wd['leafWeight'])}", what)  # fmt: skip
+                self._w(
+                    f"{field}.weightDevice[{i}]",
+                    path,
+                    "blkio.leaf_weight_device",
+                    f"{dev} {int(wd['leafWeight'])}",
+                    what,
+                )
         for key, fname in (
             ("throttleReadBpsDevice", "blkio.throttle.read_bps_device"),
             ("throttleWriteBpsDevice", "blkio.throttle.write_bps_device"),
@@ -1339,8 +1415,13 @@ class Manager:
             ("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device"),
         ):
             for i, td in enumerate(bio.get(key) or []):
-                self._w(f"{field}.{key}[{i}]", path, fname,
-                        f"{int(td['major'])}:{int(td['minor'])} {int(td['rate'])}", what)  # fmt: skip
+                self._w(
+                    f"{field}.{key}[{i}]",
+                    path,
+                    fname,
+                    f"{int(td['major'])}:{int(td['minor'])} {int(td['rate'])}",
+                    what,
+                )
 
     def _hugetlb_target(self) -> tuple[str | None, bool]:
         """(directory, is_v2) where hugetlb limits go."""
@@ -1416,8 +1497,12 @@ class Manager:
         except ValueError as e:
             raise ConfigError(f"{field}.devices", str(e)) from None
         for typ, major, minor, bits, allow in current.transition(target):
-            self._w(f"{field}.devices", path, "devices.allow" if allow else "devices.deny",
-                    _rule_string(typ, major, minor, bits))  # fmt: skip
+            self._w(
+                f"{field}.devices",
+                path,
+                "devices.allow" if allow else "devices.deny",
+                _rule_string(typ, major, minor, bits),
+            )
         try:
             after = DeviceEmulator.from_list(_read_text(list_file))
         except (OSError, ValueError) as e:
@@ -1466,6 +1551,8 @@ class Manager:
         if quota or period:
             value = f"{quota if quota > 0 else 'max'} {period or 100000}"
             self._w(f"{field}.cpu.quota", path, "cpu.max", value)
+        if cpu.get("burst") is not None:
+            self._w(f"{field}.cpu.burst", path, "cpu.max.burst", str(int(cpu["burst"])))
         if cpu.get("idle") is not None:
             self._w(f"{field}.cpu.idle", path, "cpu.idle", str(int(cpu["idle"])))
         # devices
@@ -1519,10 +1606,19 @@ class Manager:
                 if not wd.get("weight"):
                     continue
                 if not per_device:
-                    log.warning("%s.weightDevice[%d] ignored: no per-device BFQ weights here (as runc)", field, i)
+                    _log(
+                        "warning",
+                        "%s.weightDevice[%d] ignored: no per-device BFQ weights here (as runc)",
+                        field,
+                        i,
+                    )
                     continue
-                self._w(f"{field}.weightDevice[{i}]", path, "io.bfq.weight",
-                        f"{int(wd['major'])}:{int(wd['minor'])} {int(wd['weight'])}")  # fmt: skip
+                self._w(
+                    f"{field}.weightDevice[{i}]",
+                    path,
+                    "io.bfq.weight",
+                    f"{int(wd['major'])}:{int(wd['minor'])} {int(wd['weight'])}",
+                )
         for key, name in (
             ("throttleReadBpsDevice", "rbps"),
             ("throttleWriteBpsDevice", "wbps"),
@@ -1530,8 +1626,12 @@ class Manager:
             ("throttleWriteIOPSDevice", "wiops"),
         ):
             for i, td in enumerate(bio.get(key) or []):
-                self._w(f"{field}.{key}[{i}]", path, "io.max",
-                        f"{int(td['major'])}:{int(td['minor'])} {name}={int(td['rate'])}")  # fmt: skip
+                self._w(
+                    f"{field}.{key}[{i}]",
+                    path,
+                    "io.max",
+                    f"{int(td['major'])}:{int(td['minor'])} {name}={int(td['rate'])}",
+                )
 
     # -- freezer -----------------------------------------------------------------------------
 
@@ -1627,7 +1727,7 @@ class Manager:
         raise CgroupError(f"timed out after 10s waiting for {path} to freeze")
 
     def freezer_state(self) -> str:
-        """"frozen", "thawed" or "undefined" (no freezer)."""
+        """ "frozen", "thawed" or "undefined" (no freezer)."""
         if self.mode == "v2":
             return self._v2_state(self.paths[""])
         path = self.paths.get("freezer")
@@ -1698,7 +1798,11 @@ class Manager:
                 user = int(fields[1]) * 1_000_000_000 // _CLOCK_TICKS
                 kernel = int(fields[3]) * 1_000_000_000 // _CLOCK_TICKS
             _nz(usage, "total", _read_uint(posixpath.join(acct, "cpuacct.usage")))
-            _nz(usage, "percpu", [int(x) for x in _read_text(posixpath.join(acct, "cpuacct.usage_percpu")).split()])
+            _nz(
+                usage,
+                "percpu",
+                [int(x) for x in _read_text(posixpath.join(acct, "cpuacct.usage_percpu")).split()],
+            )
             pk: list[int] = []
             pu: list[int] = []
             try:
@@ -1801,8 +1905,7 @@ class Manager:
             ma, mi = (int(x) for x in parts[0].split(":"))
             for item in parts[1:]:
                 key, _, val = item.partition("=")
-                table = {"rbytes": ("ioServiceBytesRecursive", "Read"), "wbytes": ("ioServiceBytesRecursive", "Write"),
-                         "rios": ("ioServicedRecursive", "Read"), "wios": ("ioServicedRecursive", "Write")}.get(key)  # fmt: skip
+                table = _IO_STAT_KEYS.get(key)
                 if table and val:
                     blkio.setdefault(table[0], []).append(_blkio_entry(ma, mi, table[1], int(val)))
         out["blkio"] = blkio
@@ -1854,7 +1957,7 @@ class Manager:
                 os.rmdir(p)
             except OSError as e:
                 if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
-                    log.debug("cannot remove cgroup parent %s: %s", p, e)
+                    _log("debug", "cannot remove cgroup parent %s: %s", p, e)
         self.created = []
 
 
@@ -1900,20 +2003,36 @@ def _needs_domain_controller(res: dict[str, Any]) -> bool:
     mem = res.get("memory") or {}
     cpu = res.get("cpu") or {}
     bio = res.get("blockIO") or {}
+    io_keys = (
+        "weight",
+        "weightDevice",
+        "throttleReadBpsDevice",
+        "throttleWriteBpsDevice",
+        "throttleReadIOPSDevice",
+        "throttleWriteIOPSDevice",
+    )
     return bool(
-        mem.get("limit") or mem.get("swap") or mem.get("reservation")
-        or cpu.get("shares") or cpu.get("quota") or cpu.get("period")
+        mem.get("limit")
+        or mem.get("swap")
+        or mem.get("reservation")
+        or cpu.get("shares")
+        or cpu.get("quota")
+        or cpu.get("period")
         or res.get("hugepageLimits")
-        or any(bio.get(k) for k in ("weight", "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice",
-                                    "throttleReadIOPSDevice", "throttleWriteIOPSDevice"))
-    )  # fmt: skip
+        or any(bio.get(k) for k in io_keys)
+    )
 
 
 def _stats_skeleton() -> dict[str, Any]:
     return {
         "cpu": {"usage": {"kernel": 0, "user": 0}, "throttling": {}},
         "cpuset": _cpuset_dict({}),
-        "memory": {"usage": _mem_entry(), "swap": _mem_entry(), "kernel": _mem_entry(), "kernelTCP": _mem_entry()},
+        "memory": {
+            "usage": _mem_entry(),
+            "swap": _mem_entry(),
+            "kernel": _mem_entry(),
+            "kernelTCP": _mem_entry(),
+        },
         "pids": {},
         "blkio": {},
         "hugetlb": {},
@@ -1934,8 +2053,16 @@ def _cpuset_dict(v: dict[str, Any]) -> dict[str, Any]:
     _nz(d, "cpus", v.get("cpus"))
     d["cpu_exclusive"] = v.get("cpu_exclusive", 0)
     _nz(d, "mems", v.get("mems"))
-    for key in ("mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page", "memory_spread_slab",
-                "memory_pressure", "sched_load_balance", "sched_relax_domain_level"):  # fmt: skip
+    for key in (
+        "mem_hardwall",
+        "mem_exclusive",
+        "memory_migrate",
+        "memory_spread_page",
+        "memory_spread_slab",
+        "memory_pressure",
+        "sched_load_balance",
+        "sched_relax_domain_level",
+    ):
         d[key] = v.get(key, 0)
     return d
 
@@ -1947,8 +2074,16 @@ def _cpuset_stats(path: str) -> dict[str, Any]:
             v[key] = _cpu_list(_read_text(posixpath.join(path, f"cpuset.{key}")))
         except FileNotFoundError:
             pass
-    for key in ("cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page",
-                "memory_spread_slab", "memory_pressure", "sched_load_balance"):  # fmt: skip
+    for key in (
+        "cpu_exclusive",
+        "mem_hardwall",
+        "mem_exclusive",
+        "memory_migrate",
+        "memory_spread_page",
+        "memory_spread_slab",
+        "memory_pressure",
+        "sched_load_balance",
+    ):
         value = _read_opt_uint(posixpath.join(path, f"cpuset.{key}"))
         if value is not None:
             v[key] = value
@@ -2088,8 +2223,14 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_int(obj: dict[str, Any], key: str, field: str, lo: int | None = None, hi: int | None = None,
-               required: bool = False) -> None:  # fmt: skip
+def _check_int(
+    obj: dict[str, Any],
+    key: str,
+    field: str,
+    lo: int | None = None,
+    hi: int | None = None,
+    required: bool = False,
+) -> None:
     if key not in obj or obj[key] is None:
         if required:
             raise ConfigError(f"{field}.{key}", "is required")
@@ -2182,7 +2323,7 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
         for key in ("cpus", "mems"):
             v = cpu.get(key)
             if v is not None and (not isinstance(v, str) or not _valid_cpu_list(v)):
-                raise ConfigError(f"{f}.{key}", f"invalid list {v!r} (want e.g. \"0-3,6\")")
+                raise ConfigError(f"{f}.{key}", f'invalid list {v!r} (want e.g. "0-3,6")')
     if res.get("pids") is not None:
         f = f"{field}.pids"
         _check_int(_check_dict(res["pids"], f), "limit", f, required=True)
@@ -2198,8 +2339,12 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
             _check_int(wd, "minor", g, 0, required=True)
             _check_int(wd, "weight", g, 0, _U16)
             _check_int(wd, "leafWeight", g, 0, _U16)
-        for key in ("throttleReadBpsDevice", "throttleWriteBpsDevice", "throttleReadIOPSDevice",
-                    "throttleWriteIOPSDevice"):  # fmt: skip
+        for key in (
+            "throttleReadBpsDevice",
+            "throttleWriteBpsDevice",
+            "throttleReadIOPSDevice",
+            "throttleWriteIOPSDevice",
+        ):
             for i, td in enumerate(_check_list(bio.get(key) or [], f"{f}.{key}")):
                 g = f"{f}.{key}[{i}]"
                 _check_dict(td, g)
@@ -2218,7 +2363,7 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
                 or not size[:-2].isdigit()
                 or size[0] == "0"
             ):
-                raise ConfigError(f"{g}.pageSize", f"invalid huge page size {size!r} (want e.g. \"2MB\" or \"1GB\")")
+                raise ConfigError(f"{g}.pageSize", f'invalid huge page size {size!r} (want e.g. "2MB" or "1GB")')
             _check_int(hl, "limit", g, 0, _MAX_U64, required=True)
     if res.get("network") is not None:
         f = f"{field}.network"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 
 from inclavare.errors import ConfigError, SysError
 from inclavare.linux import syscalls as sc
@@ -71,12 +70,14 @@ DEFAULT_DEVICES = [
 ]
 
 
-@dataclass
 class MountSpec:
-    flags: int = 0
-    propagation: list[int] = field(default_factory=list)
-    data: list[str] = field(default_factory=list)
-    extensions: set[str] = field(default_factory=set)  # tmpcopyup, rro, ...
+    """A mount's options split into mount(2) flags, propagation changes, fs data, and extensions."""
+
+    def __init__(self, flags: int = 0) -> None:
+        self.flags = flags
+        self.propagation: list[int] = []
+        self.data: list[str] = []
+        self.extensions: set[str] = set()  # tmpcopyup, rro, ...
 
 
 def parse_options(options: list[str] | None) -> MountSpec:
@@ -153,13 +154,13 @@ def _create_target(dest: str, source_is_dir: bool) -> None:
         os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
 
 
-@dataclass
 class RootfsContext:
-    rootfs: str
-    in_userns: bool = False
-    cgroup_paths: dict[str, str] = field(default_factory=dict)
-    cgroupns: bool = False
-    mount_label: str = ""
+    def __init__(self, rootfs: str, in_userns: bool = False, cgroup_paths: dict[str, str] | None = None,
+                 cgroupns: bool = False) -> None:
+        self.rootfs = rootfs
+        self.in_userns = in_userns
+        self.cgroup_paths = cgroup_paths or {}
+        self.cgroupns = cgroupns
 
 
 def _apply_propagation(dest: str, spec: MountSpec) -> None:
@@ -257,10 +258,7 @@ def _mount_cgroup(dest: str, spec: MountSpec, ctx: RootfsContext) -> None:
         return
     sc.mount("tmpfs", dest, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
     for subsys, host in sorted(paths.items()):
-        if subsys == "":
-            name = "unified"
-        else:
-            name = subsys
+        name = "unified" if subsys == "" else subsys
         target = os.path.join(dest, name)
         _mkdir_all(target)
         bind_flags = sc.MS_BIND | sc.MS_REC | (spec.flags & ~sc.MS_REMOUNT)
@@ -296,7 +294,7 @@ def create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:
     todo = [d for d in todo if d["path"] not in seen] + list(devices)
     old = os.umask(0)
     try:
-        for i, dev in enumerate(todo):
+        for _i, dev in enumerate(todo):
             dest = secure_join(rootfs, dev["path"])
             _mkdir_all(os.path.dirname(dest))
             try:

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 
 from inclavare.errors import ConfigError, SeccompError
+from inclavare.formats import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from typing import Any
 
 __all__ = [
     "ACTIONS",
@@ -164,7 +167,7 @@ def enabled(seccomp: Mapping[str, Any] | None) -> bool:
     """
     if seccomp is None:
         return False
-    if not isinstance(seccomp, Mapping):
+    if not isinstance(seccomp, dict):
         return True  # let validate() report the type error
     return bool(seccomp.get("defaultAction")) or bool(seccomp.get("syscalls"))
 
@@ -192,7 +195,7 @@ def _check_u64(value: object, path: str) -> None:
 
 
 def _check_arg(arg: object, path: str) -> None:
-    if not isinstance(arg, Mapping):
+    if not isinstance(arg, dict):
         raise ConfigError(path, "must be an object")
     if "index" not in arg:
         raise ConfigError(f"{path}.index", "missing (required)")
@@ -215,7 +218,7 @@ def _check_arg(arg: object, path: str) -> None:
 
 def _check_syscall(call: object, path: str) -> bool:
     """Check one ``syscalls[]`` entry; return whether it uses SCMP_ACT_NOTIFY."""
-    if not isinstance(call, Mapping):
+    if not isinstance(call, dict):
         raise ConfigError(path, "must be an object")
     names = call.get("names")
     if not isinstance(names, list) or not names:
@@ -246,7 +249,7 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
     Needs no library.  A profile with neither ``defaultAction`` nor ``syscalls`` is accepted as
     "seccomp disabled" (see :func:`enabled`), as runc does.
     """
-    if not isinstance(seccomp, Mapping):
+    if not isinstance(seccomp, dict):
         raise ConfigError(field, "must be an object")
     if not enabled(seccomp):
         return
@@ -646,7 +649,7 @@ def send_to_listener(
     if metadata:
         message["metadata"] = metadata
     message["state"] = state
-    payload = json.dumps(message, separators=(",", ":")).encode()
+    payload = json.dumps(message).encode()
 
     where = f"seccomp listener {listener_path}"
     try:

@@ -7,15 +7,18 @@ root, guarded by a per-container flock. The container process is built by :mod:`
 from __future__ import annotations
 
 import os
-import signal
 import time
-from typing import Any
 
 from inclavare.errors import ConfigError, ContainerError, InclavareError
 from inclavare.runtime import state as st
-from inclavare.runtime.init import SpawnRequest, spawn
 
-Log = Any  # a callable(level, message)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Log = Any  # a callable(level, message)
+
+SIGKILL = 9  # the signal module costs an enum import on every call
 
 
 def _noop_log(level: str, msg: str) -> None:
@@ -149,6 +152,8 @@ class Runtime:
 
                 console_fd = connect_console_socket(console_socket)
                 opened.append(console_fd)
+            from inclavare.runtime.init import SpawnRequest, spawn
+
             req = SpawnRequest(
                 container_id=cid, config=cfg, process=process, rootfs=rootfs, bundle=bundle,
                 namespaces=list(linux.get("namespaces") or []), fifo_fd=fifo_fd, state_dir_fd=dir_fd,
@@ -192,7 +197,7 @@ class Runtime:
         pid = int(state.get("pid") or 0)
         if pid and st.process_alive(pid, state.get("pid_start")):
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, SIGKILL)
             except OSError:
                 pass
             _wait_gone(pid, state.get("pid_start"))
@@ -214,7 +219,7 @@ class Runtime:
                 return
             for p in pids:
                 try:
-                    os.kill(p, signal.SIGKILL)
+                    os.kill(p, SIGKILL)
                 except OSError:
                     pass
             time.sleep(0.01)
@@ -297,21 +302,20 @@ class Runtime:
                 if status == "paused" and mgr is not None:
                     mgr.thaw()
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, SIGKILL)
                 except OSError:
                     pass
                 if not _wait_gone(pid, state.get("pid_start")):
                     raise ContainerError(f'container "{cid}": init process {pid} did not die after SIGKILL')
-            if mgr is not None:
-                if mgr.exists():
-                    if not _has_own_pidns(state) or status != "stopped":
-                        self._kill_cgroup(mgr)
-                    try:
-                        mgr.destroy()
-                    except InclavareError as e:
-                        if not force:
-                            raise
-                        self.log("warning", str(e))
+            if mgr is not None and mgr.exists():
+                if not _has_own_pidns(state) or status != "stopped":
+                    self._kill_cgroup(mgr)
+                try:
+                    mgr.destroy()
+                except InclavareError as e:
+                    if not force:
+                        raise
+                    self.log("warning", str(e))
             hooks = (state.get("config") or {}).get("hooks") or {}
             if hooks.get("poststop") and not state.get("incomplete"):
                 from inclavare.runtime.hooks import hook_state, run_hooks
@@ -404,6 +408,8 @@ class Runtime:
             console_fd = connect_console_socket(os.path.abspath(console_socket))
             opened.append(console_fd)
         mgr = _manager(state)
+        from inclavare.runtime.init import SpawnRequest, spawn
+
         req = SpawnRequest(container_id=cid, config=cfg, process=process, namespaces=namespaces,
                            exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
                            preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
@@ -432,6 +438,8 @@ def _host_id(maps: list[dict[str, Any]] | None, cid: int) -> int:
 def wait_child(pid: int, forward_signals: bool = True) -> int:
     """Wait for our child ``pid`` (we are its subreaper), forwarding signals; returns a shell-style status."""
     if forward_signals:
+        import signal
+
         def fwd(signum: int, _frame: Any) -> None:
             try:
                 os.kill(pid, signum)

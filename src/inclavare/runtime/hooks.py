@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import time
-from typing import Any
 
 from inclavare.errors import HookError
+from inclavare.formats import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any]) -> None:
@@ -36,7 +38,7 @@ def _run_one(where: str, hook: dict[str, Any], payload: bytes) -> None:
         out, err = proc.communicate(payload, timeout=timeout)
     except subprocess.TimeoutExpired:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, 9)
         except OSError:
             proc.kill()
         proc.communicate()

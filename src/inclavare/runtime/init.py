@@ -13,15 +13,17 @@ Messages are JSON lines over two pipes.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from inclavare.errors import InclavareError, SysError
+from inclavare.formats import fastjson as json
 from inclavare.linux import syscalls as sc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class Channel:
@@ -58,27 +60,35 @@ class Channel:
                 pass
 
 
-@dataclass
 class SpawnRequest:
-    """What the child stages need; built by the lifecycle code in the parent."""
+    """What the child stages need; built by the lifecycle code in the parent.
 
-    container_id: str
-    config: dict[str, Any]
-    process: dict[str, Any]
-    rootfs: str = ""
-    bundle: str = ""
-    # create: namespaces from config (join by path or new); exec: type -> /proc/PID/ns path
-    namespaces: list[dict[str, Any]] = field(default_factory=list)
-    exec_mode: bool = False
-    fifo_fd: int | None = None
-    state_dir_fd: int | None = None
-    console_fd: int | None = None
-    preserve_fds: int = 0
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    cgroup_paths: dict[str, str] = field(default_factory=dict)
-    executor: Callable[[Any], None] | None = None
-    state: dict[str, Any] = field(default_factory=dict)
+    ``namespaces``: for create, the config's entries (join by path, or new); for exec, the init's
+    /proc/PID/ns paths. ``executor`` replaces execve (the enclave init-runelet plugs in here).
+    """
+
+    def __init__(self, container_id: str, config: dict[str, Any], process: dict[str, Any], *,
+                 rootfs: str = "", bundle: str = "", namespaces: list[dict[str, Any]] | None = None,
+                 exec_mode: bool = False, fifo_fd: int | None = None, state_dir_fd: int | None = None,
+                 console_fd: int | None = None, preserve_fds: int = 0, no_pivot: bool = False,
+                 no_new_keyring: bool = False, cgroup_paths: dict[str, str] | None = None,
+                 executor: Callable[[Any], None] | None = None, state: dict[str, Any] | None = None) -> None:
+        self.container_id = container_id
+        self.config = config
+        self.process = process
+        self.rootfs = rootfs
+        self.bundle = bundle
+        self.namespaces = namespaces or []
+        self.exec_mode = exec_mode
+        self.fifo_fd = fifo_fd
+        self.state_dir_fd = state_dir_fd
+        self.console_fd = console_fd
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.cgroup_paths = cgroup_paths or {}
+        self.executor = executor
+        self.state = state or {}
 
 
 def _report(ch: Channel | None, exc: BaseException) -> None:
@@ -372,7 +382,8 @@ def write_id_maps(pid: int, linux: dict[str, Any]) -> None:
             with open(f"/proc/{pid}/{kind}_map", "w") as f:
                 f.write(fmt(maps))
         except OSError as e:
-            raise SysError(f"linux.{kind}Mappings: writing /proc/{pid}/{kind}_map: {e.strerror}", e.errno or 0) from None
+            msg = f"linux.{kind}Mappings: writing /proc/{pid}/{kind}_map: {e.strerror}"
+            raise SysError(msg, e.errno or 0) from None
 
 
 def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
 
 from inclavare.errors import ConfigError, SysError
 from inclavare.linux import caps as capmod
 from inclavare.linux import syscalls as sc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def lookup_user(uid: int, gid: int, extra_gids: list[int]) -> tuple[str | None, list[int]]:
@@ -139,7 +142,7 @@ class Finalizer:
         except OSError as e:
             # setgroups is denied in user namespaces whose gid_map was written with setgroups=deny
             if not (self.in_userns and e.errno == 1):
-                raise SysError(f"process.user.additionalGids: setgroups {groups}: {e.strerror}", e.errno or 0)
+                raise SysError(f"process.user.additionalGids: setgroups {groups}: {e.strerror}", e.errno or 0) from None
         try:
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 from inclavare.errors import ContainerError
+from inclavare.formats import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
@@ -45,6 +46,28 @@ def process_alive(pid: int, start: str | None) -> bool:
     if st is None or st[0] in ("Z", "X"):
         return False
     return start is None or st[1] == start
+
+
+class _Lock:
+    def __init__(self, path: str, cid: str, missing_ok: bool) -> None:
+        self.path, self.cid, self.missing_ok = path, cid, missing_ok
+        self.fd = -1
+
+    def __enter__(self) -> bool:
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if self.missing_ok:
+                return False
+            raise ContainerError(f'container "{self.cid}" does not exist') from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        # a concurrent delete may have removed the directory while we waited
+        return os.path.isdir(self.path)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Store:
@@ -81,7 +104,7 @@ class Store:
     def save(self, cid: str, state: dict[str, Any]) -> None:
         final = self.path(cid, STATE_FILE)
         tmp = final + ".tmp"
-        data = json.dumps(state, separators=(",", ":")).encode()
+        data = json.dumps(state).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, data)
@@ -90,21 +113,9 @@ class Store:
             os.close(fd)
         os.rename(tmp, final)
 
-    @contextmanager
-    def lock(self, cid: str, missing_ok: bool = False) -> Iterator[bool]:
-        """Exclusive lock on the container directory; yields False if it does not exist."""
-        try:
-            fd = os.open(self.path(cid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if missing_ok:
-                yield False
-                return
-            raise ContainerError(f'container "{cid}" does not exist') from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield os.path.isdir(self.path(cid))
-        finally:
-            os.close(fd)
+    def lock(self, cid: str, missing_ok: bool = False) -> _Lock:
+        """``with store.lock(cid) as exists:`` exclusive flock on the container directory."""
+        return _Lock(self.path(cid), cid, missing_ok)
 
     def remove(self, cid: str) -> None:
         d = self.path(cid)

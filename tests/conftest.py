@@ -1,0 +1,101 @@
+"""Shared fixtures: the project's own `rune` (from src/, not an installed copy) and busybox bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(not is_root(), reason="needs root (namespaces, mounts, cgroups)")
+needs_busybox = pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static is not installed")
+
+
+@pytest.fixture(scope="session")
+def rune_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A launcher for this checkout's rune, started the way /usr/local/bin/rune is (-I -S)."""
+    d = tmp_path_factory.mktemp("bin")
+    path = d / "rune"
+    path.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path[:0] = [{str(SRC)!r}]\n"
+                    "from inclavare.cli.rune import main\nsys.exit(main())\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+class Rune:
+    def __init__(self, binary: str, root: str) -> None:
+        self.binary, self.root = binary, root
+
+    def cmd(self, *args: str) -> list[str]:
+        return [self.binary, "--root", self.root, *args]
+
+    def run(self, *args: str, check: bool = False, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
+        """Run rune; output goes through files, not pipes, since a detached container keeps its stdio open."""
+        import tempfile
+
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            kw.setdefault("stdin", subprocess.DEVNULL)
+            rc = subprocess.run(self.cmd(*args), timeout=timeout, stdout=out, stderr=err, **kw).returncode  # type: ignore[call-overload]
+            out.seek(0)
+            err.seek(0)
+            p = subprocess.CompletedProcess(args, rc, out.read().decode(errors="replace"),
+                                            err.read().decode(errors="replace"))
+        if check and p.returncode != 0:
+            raise AssertionError(f"rune {' '.join(args)} -> {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+        return p
+
+    def state(self, cid: str) -> dict:
+        return json.loads(self.run("state", cid, check=True).stdout)
+
+
+@pytest.fixture
+def rune(rune_bin: str, tmp_path: Path) -> Iterator[Rune]:
+    root = tmp_path / "state"
+    r = Rune(rune_bin, str(root))
+    yield r
+    # never leave containers behind, whatever the test did
+    if root.exists():
+        for cid in os.listdir(root):
+            r.run("delete", "--force", cid)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cid() -> str:
+    return "t-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """make_bundle(args, **edits) -> bundle path; edits is a function(config) or keyword flags."""
+    from inclavare.testing.bundle import make_bundle as mk
+
+    counter = [0]
+
+    def factory(args=("true",), *, edit=None, **flags):  # type: ignore[no-untyped-def]
+        counter[0] += 1
+        path = mk(str(tmp_path / f"bundle{counter[0]}"), tuple(args), **flags)
+        if edit is not None:
+            cfg_path = Path(path) / "config.json"
+            cfg = json.loads(cfg_path.read_text())
+            edit(cfg)
+            cfg_path.write_text(json.dumps(cfg))
+        return path
+
+    return factory
+
+
+sys.path.insert(0, str(SRC))
