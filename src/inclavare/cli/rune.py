@@ -350,6 +350,9 @@ def _tty_session(rt: Any, run: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from inclavare.runtime.trace import mark
+
+    mark("main")
     args = list(sys.argv[1:] if argv is None else argv)
     log: Any = lambda level, msg: None  # noqa: E731
     try:

@@ -157,6 +157,9 @@ def stage1(req: SpawnRequest, ch: Channel) -> None:
             with open("/proc/self/timens_offsets", "w") as f:
                 for clock, off in offsets.items():
                     f.write(f"{clock} {int(off.get('secs', 0))} {int(off.get('nanosecs', 0))}\n")
+        from inclavare.runtime.trace import mark
+
+        mark("stage1: namespaces done")
         pid = os.fork()
         if pid == 0:
             stage2(req, ch, in_userns)
@@ -202,6 +205,8 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
     has_mntns = "mount" in ns_types
     if has_mntns:
         prop = rfs.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
+        if prop & sc.MS_UNBINDABLE:
+            prop = sc.MS_PRIVATE | (prop & sc.MS_REC)  # the rootfs must stay bindable until pivot_root
         sc.mount(None, "/", None, prop)
         rfs.make_parent_private(rootfs)
         sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
@@ -212,8 +217,12 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         rfs.create_devices(rootfs, linux.get("devices") or [], in_userns)
         if os.path.isdir(os.path.join(rootfs, "dev")):
             rfs.dev_symlinks(rootfs)
+    from inclavare.runtime.trace import mark
+
+    mark("stage2: mounts done")
     ch.send(t="hooks")
     ch.expect("ok")
+    mark("stage2: hooks done")
     hooks = cfg.get("hooks") or {}
     state = dict(req.state, pid=os.getpid())
     run_hooks("createContainer", hooks.get("createContainer"), hook_state(state, "created"))
@@ -228,7 +237,7 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         os.chroot(rootfs)
         os.chdir("/")
     if has_mntns:
-        if (linux.get("rootfsPropagation") or "") in ("shared", "rshared"):
+        if (linux.get("rootfsPropagation") or "") in ("shared", "rshared", "unbindable", "runbindable"):
             sc.mount(None, "/", None, rfs.PROPAGATION[linux["rootfsPropagation"]])
         for p in linux.get("maskedPaths") or []:
             rfs.mask_path(p)
@@ -247,6 +256,7 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
                 f.write(value)
         except OSError as e:
             raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}", e.errno or 0) from None
+    mark("stage2: rootfs done")
     set_rlimits(proc.get("rlimits"))
     if linux.get("personality"):
         from inclavare.formats.oci import personality_value
@@ -271,20 +281,25 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
                        state: dict[str, Any]) -> None:
     from inclavare.runtime.hooks import hook_state, run_hooks
 
-    if fin.nnp:
-        sc.set_no_new_privs()
-    notify_fd = None
-    if not fin.nnp:
-        notify_fd = fin.load_seccomp()
-    fin.identity_and_caps()
-    fin.chdir()
-    fin.resolve()
+    # before any seccomp filter: a profile may well deny close_range
     sc.cloexec_from(3 + req.preserve_fds)
     for fd in range(3, 3 + req.preserve_fds):
         try:
             os.set_inheritable(fd, True)
         except OSError:
             pass
+    if fin.nnp:
+        sc.set_no_new_privs()
+    notify_fd = None
+    if not fin.nnp:
+        # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps
+        notify_fd = fin.load_seccomp()
+    fin.identity_and_caps()
+    fin.chdir()
+    fin.resolve()
+    from inclavare.runtime.trace import mark
+
+    mark("stage2: ready")
     if req.exec_mode:
         ch.send(t="ready", pid=os.getpid())
         ch.close()
@@ -407,7 +422,11 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
     stage1_reaped = False
     init_pid = 0
     try:
+        from inclavare.runtime.trace import mark
+
+        mark("parent: forked")
         on_forked(pid1)
+        mark("parent: cgroup applied")
         ch.send(t="go")
         while True:
             msg = ch.recv()
