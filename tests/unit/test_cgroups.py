@@ -310,19 +310,20 @@ def test_transition_from_default_cgroup_to_runc_defaults() -> None:
     target = cg.DeviceEmulator.from_rules(
         cg._oci_device_rules([{"allow": False, "access": "rwm"}, *cg.default_device_rules()])
     )
+    # in the listed order (default_device_rules' order), as the runtime-spec requires; runc sorts them
     assert _strings(current.transition(target)) == [
         ("deny", "a *:* rwm"),
-        ("allow", "b *:* m"),
         ("allow", "c *:* m"),
+        ("allow", "b *:* m"),
         ("allow", "c 1:3 rwm"),
-        ("allow", "c 1:5 rwm"),
-        ("allow", "c 1:7 rwm"),
         ("allow", "c 1:8 rwm"),
-        ("allow", "c 1:9 rwm"),
+        ("allow", "c 1:7 rwm"),
         ("allow", "c 5:0 rwm"),
+        ("allow", "c 1:5 rwm"),
+        ("allow", "c 1:9 rwm"),
+        ("allow", "c 136:* rwm"),
         ("allow", "c 5:2 rwm"),
         ("allow", "c 10:200 rwm"),
-        ("allow", "c 136:* rwm"),
     ]
 
 
@@ -701,19 +702,20 @@ def test_v1_set_writes_runc_files_in_runc_order(v1fs: tuple[FakeCgroupFS, cg.Lay
     m.create()
     fs.writes.clear()
     m.set(FULL_RESOURCES)
+    # the spec's rule first, then runc's defaults, each in the listed order
     defaults = [
-        "b *:* m",
+        "c 10:229 rwm",
         "c *:* m",
+        "b *:* m",
         "c 1:3 rwm",
-        "c 1:5 rwm",
-        "c 1:7 rwm",
         "c 1:8 rwm",
-        "c 1:9 rwm",
+        "c 1:7 rwm",
         "c 5:0 rwm",
+        "c 1:5 rwm",
+        "c 1:9 rwm",
+        "c 136:* rwm",
         "c 5:2 rwm",
         "c 10:200 rwm",
-        "c 10:229 rwm",
-        "c 136:* rwm",
     ]
     assert fs.writes == [
         ("cpuset/c1/cpuset.cpus", "1-2"),
