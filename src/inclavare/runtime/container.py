@@ -139,13 +139,12 @@ class Runtime:
             state["freezer_file"] = _freezer_file(mgr.paths)
             self.store.save(cid, state)
             mark("create: cgroup manager")
-            mgr.create(linux.get("resources"))
-            state["cgroup"] = mgr.to_dict()  # now records the directories create() made
-            mark("create: cgroup created")
-            # always: without resources runc still applies deny-all plus the default devices
-            mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices"))
             fifo = self.store.path(cid, st.FIFO)
-            os.mkfifo(fifo, 0o622)
+            old_umask = os.umask(0)
+            try:
+                os.mkfifo(fifo, 0o622)  # writable by the container's (possibly non-root) user
+            finally:
+                os.umask(old_umask)
             root_uid = _host_id(linux.get("uidMappings"), 0)
             root_gid = _host_id(linux.get("gidMappings"), 0)
             if root_uid or root_gid:
@@ -185,7 +184,15 @@ class Runtime:
                 run_hooks("createRuntime", hooks.get("createRuntime"), hs)
 
             mark("create: spawn")
-            spawn(req, on_forked=mgr.apply, on_pid=on_pid, on_hooks=on_hooks)
+            def setup_cgroup(pid: int) -> None:
+                # runs while the forked child imports its modules and compiles seccomp
+                mgr.create(linux.get("resources"))
+                state["cgroup"] = mgr.to_dict()  # now records the directories create() made
+                # always: without resources runc still applies deny-all plus the default devices
+                mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices"))
+                mgr.apply(pid)
+
+            spawn(req, on_forked=setup_cgroup, on_pid=on_pid, on_hooks=on_hooks)
             mark("create: spawned")
             state["creating"] = False
             self.store.save(cid, state)

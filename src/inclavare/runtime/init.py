@@ -18,10 +18,9 @@ import sys
 
 from inclavare.errors import InclavareError, SysError
 from inclavare.formats import fastjson as json
-from inclavare.linux import syscalls as sc
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.linux import syscalls as sc
     from collections.abc import Callable
     from typing import Any
 
@@ -89,6 +88,11 @@ class SpawnRequest:
         self.cgroup_paths = cgroup_paths or {}
         self.executor = executor
         self.state = state or {}
+        self.finalizer: Any = None  # built by the child in _preload
+
+
+# The syscall layer (ctypes) is imported by the child only, while the parent is busy with cgroups.
+sc: Any = None
 
 
 def _report(ch: Channel | None, exc: BaseException) -> None:
@@ -118,6 +122,7 @@ def stage1(req: SpawnRequest, ch: Channel) -> None:
     """Runs in the first child; never returns."""
     code = 1
     try:
+        _preload(req)  # overlaps with the parent's cgroup setup
         ch.expect("go")
         from inclavare.runtime.process import write_oom_score_adj
 
@@ -190,7 +195,7 @@ def _types(req: SpawnRequest) -> set[str]:
 def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
     from inclavare.linux import rootfs as rfs
     from inclavare.runtime.hooks import hook_state, run_hooks
-    from inclavare.runtime.process import Finalizer, set_rlimits
+    from inclavare.runtime.process import set_rlimits
 
     cfg, proc = req.config, req.process
     linux = cfg.get("linux") or {}
@@ -198,9 +203,8 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
     os.setsid()
     if not req.no_new_keyring:
         sc.join_session_keyring(f"_ses.{req.container_id}")
-    fin = Finalizer(proc, linux.get("seccomp"), in_userns)
-    fin.prepare_seccomp()
-    _preload(cfg)
+    fin = req.finalizer
+    fin.in_userns = in_userns
     rootfs = req.rootfs
     has_mntns = "mount" in ns_types
     if has_mntns:
@@ -220,10 +224,11 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
     from inclavare.runtime.trace import mark
 
     mark("stage2: mounts done")
-    ch.send(t="hooks")
-    ch.expect("ok")
-    mark("stage2: hooks done")
     hooks = cfg.get("hooks") or {}
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        ch.send(t="hooks")  # the parent runs them in the runtime namespace, then says ok
+        ch.expect("ok")
+    mark("stage2: hooks done")
     state = dict(req.state, pid=os.getpid())
     run_hooks("createContainer", hooks.get("createContainer"), hook_state(state, "created"))
     if proc.get("terminal"):
@@ -236,6 +241,13 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
     else:
         os.chroot(rootfs)
         os.chdir("/")
+    # sysctls first: readonlyPaths usually makes /proc/sys read-only
+    for key, value in (linux.get("sysctl") or {}).items():
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}", e.errno or 0) from None
     if has_mntns:
         if (linux.get("rootfsPropagation") or "") in ("shared", "rshared", "unbindable", "runbindable"):
             sc.mount(None, "/", None, rfs.PROPAGATION[linux["rootfsPropagation"]])
@@ -250,12 +262,6 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
             sc.sethostname(cfg["hostname"])
         if cfg.get("domainname"):
             sc.setdomainname(cfg["domainname"])
-    for key, value in (linux.get("sysctl") or {}).items():
-        try:
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
-        except OSError as e:
-            raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}", e.errno or 0) from None
     mark("stage2: rootfs done")
     set_rlimits(proc.get("rlimits"))
     if linux.get("personality"):
@@ -265,16 +271,28 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
     _finalize_and_wait(req, ch, fin, hooks, state)
 
 
-def _preload(cfg: dict[str, Any]) -> None:
-    """Import now what runs after pivot_root, when the runtime's own files are out of reach."""
+def _preload(req: SpawnRequest) -> None:
+    """First thing in the child, while the parent sets up cgroups: import what the later stages use
+    (after pivot_root the runtime's own files are out of reach) and compile the seccomp filter."""
+    global sc
     import resource  # noqa: F401
 
     import inclavare.formats.oci  # noqa: F401
+    import inclavare.linux.caps  # noqa: F401
+    import inclavare.linux.rootfs  # noqa: F401
+    import inclavare.runtime.hooks  # noqa: F401
+    from inclavare.linux import syscalls
+    from inclavare.runtime.process import Finalizer
 
+    sc = syscalls
+    sc.libc()
+    cfg = req.config
     if (cfg.get("hooks") or {}).get("startContainer"):
         import subprocess  # noqa: F401
-    if (cfg.get("linux") or {}).get("seccomp"):
-        import inclavare.linux.seccomp  # noqa: F401
+    if req.process.get("terminal"):
+        import inclavare.linux.pty  # noqa: F401
+    req.finalizer = Finalizer(req.process, (cfg.get("linux") or {}).get("seccomp"))
+    req.finalizer.prepare_seccomp()
 
 
 def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str, Any],
@@ -301,7 +319,7 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
 
     mark("stage2: ready")
     if req.exec_mode:
-        ch.send(t="ready", pid=os.getpid())
+        ch.send(t="ready")
         ch.close()
     else:
         ch.send(t="ready")
@@ -368,12 +386,11 @@ def _setup_console(req: SpawnRequest, rootfs: str, has_mntns: bool) -> None:
 
 
 def _finish_exec(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
-    from inclavare.runtime.process import Finalizer, set_rlimits
+    from inclavare.runtime.process import set_rlimits
 
     proc = req.process
-    linux = req.config.get("linux") or {}
-    fin = Finalizer(proc, linux.get("seccomp"), in_userns)
-    fin.prepare_seccomp()
+    fin = req.finalizer
+    fin.in_userns = in_userns
     if proc.get("terminal"):
         os.setsid()
         _setup_console(req, "", False)
@@ -447,7 +464,7 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
                     on_hooks(init_pid)
                 ch.send(t="ok")
             elif kind == "ready":
-                return int(msg.get("pid") or init_pid)
+                return init_pid  # the host pid stage 1 reported (the child only knows its in-namespace pid)
             elif kind == "error":
                 raise InclavareError(msg.get("msg", "container setup failed"))
             else:
