@@ -294,7 +294,8 @@ def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dic
         uid, _, gid = opts["user"].partition(":")
         user = dict(proc.get("user") or {})
         user["uid"] = _int("user", uid)
-        user["gid"] = _int("user", gid) if gid else 0
+        if gid:  # as runc: without ":gid" the process keeps the configured gid
+            user["gid"] = _int("user", gid)
         proc["user"] = user
     if "additional-gids" in opts:
         user = dict(proc.get("user") or {})

@@ -209,6 +209,9 @@ class Runtime:
                     pass
         return state
 
+    def _warn(self, msg: str) -> None:
+        self.log("warning", msg)
+
     def _teardown(self, state: dict[str, Any], mgr: Any) -> None:
         """Undo a failed create: kill what was started, remove the cgroup and the state dir."""
         pid = int(state.get("pid") or 0)
@@ -260,10 +263,7 @@ class Runtime:
         if hooks.get("poststart"):
             from inclavare.runtime.hooks import hook_state, run_hooks
 
-            try:
-                run_hooks("poststart", hooks["poststart"], hook_state(state, "running"))
-            except InclavareError as e:
-                self.log("warning", str(e))
+            run_hooks("poststart", hooks["poststart"], hook_state(state, "running"), warn=self._warn)
 
     @staticmethod
     def _await_fifo(fd: int, state: dict[str, Any]) -> None:
@@ -337,10 +337,7 @@ class Runtime:
             if hooks.get("poststop") and not state.get("incomplete"):
                 from inclavare.runtime.hooks import hook_state, run_hooks
 
-                try:
-                    run_hooks("poststop", hooks["poststop"], hook_state(state, "stopped"))
-                except InclavareError as e:
-                    self.log("warning", str(e))
+                run_hooks("poststop", hooks["poststop"], hook_state(state, "stopped"), warn=self._warn)
             self.store.remove(cid)
 
     # ------------------------------------------------------------------ pause, resume, ps, stats
@@ -457,7 +454,7 @@ def _host_id(maps: list[dict[str, Any]] | None, cid: int) -> int:
 def wait_child(pid: int, forward_signals: bool = True) -> int:
     """Wait for our child ``pid`` (we are its subreaper), forwarding signals; returns a shell-style status."""
     if forward_signals:
-        import signal
+        import _signal  # the C module: `signal` would build its IntEnums (~10 ms)
 
         def fwd(signum: int, _frame: Any) -> None:
             try:
@@ -465,11 +462,11 @@ def wait_child(pid: int, forward_signals: bool = True) -> int:
             except OSError:
                 pass
 
-        for s in signal.Signals:
-            if s in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+        for s in range(1, _signal.NSIG):
+            if s in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD):
                 continue
             try:
-                signal.signal(s, fwd)
+                _signal.signal(s, fwd)
             except (OSError, ValueError):
                 pass
     while True:

@@ -13,13 +13,24 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any]) -> None:
-    """Run every hook of ``kind`` in order; the first failure raises HookError naming it."""
+def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any],
+              warn: Any = None) -> None:
+    """Run every hook of ``kind`` in order.
+
+    Without ``warn`` the first failure raises HookError naming it. With ``warn`` (poststart, poststop:
+    "the runtime MUST log a warning, but the remaining hooks and lifecycle continue") each failure is
+    passed to ``warn(message)`` and the remaining hooks still run.
+    """
     if not hooks:
         return
     payload = json.dumps(state).encode()
     for i, hook in enumerate(hooks):
-        _run_one(f"hooks.{kind}[{i}]", hook, payload)
+        try:
+            _run_one(f"hooks.{kind}[{i}]", hook, payload)
+        except HookError as e:
+            if warn is None:
+                raise
+            warn(str(e))
 
 
 def _run_one(where: str, hook: dict[str, Any], payload: bytes) -> None:
