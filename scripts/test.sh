@@ -6,4 +6,5 @@ cd "$top"
 UV=$(command -v uv || echo /opt/inclavare-uv/bin/uv)
 UV_PYTHON_DOWNLOADS=never "$UV" sync --frozen -q
 .venv/bin/ruff check src tests
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

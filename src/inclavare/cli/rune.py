@@ -117,10 +117,10 @@ def parse_flags(args: list[str], spec: dict[str, Flag], where: str) -> tuple[dic
         if not a.startswith("-") or a == "-":
             return opts, args[i:]
         key, eq, val = a.lstrip("-").partition("=")
-        name = names.get(key)
-        if name is None:
+        flag = names.get(key)
+        if flag is None:
             raise UsageError(f"{where}: flag provided but not defined: -{key}")
-        _aliases, takes_value, repeat, _help = spec[name]
+        _aliases, takes_value, repeat, _help = spec[flag]
         if takes_value:
             if not eq:
                 i += 1
@@ -128,13 +128,13 @@ def parse_flags(args: list[str], spec: dict[str, Flag], where: str) -> tuple[dic
                     raise UsageError(f"{where}: flag needs an argument: -{key}")
                 val = args[i]
             if repeat:
-                opts.setdefault(name, []).append(val)
+                opts.setdefault(flag, []).append(val)
             else:
-                opts[name] = val
+                opts[flag] = val
         else:
             if eq and val.lower() not in ("true", "false", "1", "0"):
                 raise UsageError(f"{where}: invalid boolean value {val!r} for -{key}")
-            opts[name] = (val.lower() in ("true", "1")) if eq else True
+            opts[flag] = (val.lower() in ("true", "1")) if eq else True
         i += 1
     return opts, []
 
@@ -522,7 +522,7 @@ def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
 
 def cmd_list(rt: Any, opts: dict[str, Any]) -> int:
     fmt = opts.get("format", "table")
-    items = rt.list()
+    items = rt.list_containers()
     if opts.get("quiet"):
         for it in items:
             sys.stdout.write(it["id"] + "\n")
@@ -609,7 +609,7 @@ def cmd_version() -> int:
 
 def _git_commit() -> str:
     try:
-        from inclavare._build import COMMIT  # type: ignore[import-not-found]
+        from inclavare._build import COMMIT
 
         return str(COMMIT)
     except ImportError:

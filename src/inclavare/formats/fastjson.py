@@ -29,7 +29,7 @@ class _Context:
     memo: dict[str, str] = {}
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed context, as json does
 _WS = " \t\n\r"
 
 
@@ -56,7 +56,7 @@ def loads(text: str | bytes) -> Any:
 
 
 _encode_str = _json.encode_basestring
-_compact = _json.make_encoder(None, None, _encode_str, None, ":", ",", False, False, False)
+_compact = _json.make_encoder(None, None, _encode_str, None, ":", ",", False, False, False)  # type: ignore[arg-type]
 
 
 def dumps(obj: Any) -> str:
@@ -66,7 +66,7 @@ def dumps(obj: Any) -> str:
 
 def quote(s: Any) -> str:
     """A value as JSON for error messages: quoted, escaped, ASCII only (like json.dumps)."""
-    return _json.encode_basestring_ascii(s) if isinstance(s, str) else dumps(s)  # type: ignore[no-any-return]
+    return _json.encode_basestring_ascii(s) if isinstance(s, str) else dumps(s)
 
 
 def dumps_pretty(obj: Any, indent: str = "  ", level: int = 0) -> str:

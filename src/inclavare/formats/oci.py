@@ -353,9 +353,9 @@ def parse_signal(s: str) -> int:
             if sigmin <= number <= sigmax:
                 return number
     else:
-        number = getattr(signal, name, None) if not name.startswith("SIG_") else None
-        if isinstance(number, int):
-            return number
+        found = getattr(signal, name, None) if not name.startswith("SIG_") else None
+        if isinstance(found, int):
+            return found
     raise ConfigError("signal", f"unknown signal {json.quote(s)}")
 
 

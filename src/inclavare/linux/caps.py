@@ -38,9 +38,9 @@ def capget(pid: int = 0) -> tuple[int, int, int]:
     hdr = _Header(_LINUX_CAPABILITY_VERSION_3, pid)
     data = (_Data * 2)()
     sc.syscall("capget", ctypes.byref(hdr), ctypes.byref(data))
-    return tuple(  # type: ignore[return-value]
-        getattr(data[0], f) | (getattr(data[1], f) << 32) for f in ("effective", "permitted", "inheritable")
-    )
+    eff, perm, inh = (getattr(data[0], f) | (getattr(data[1], f) << 32)
+                      for f in ("effective", "permitted", "inheritable"))
+    return eff, perm, inh
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:

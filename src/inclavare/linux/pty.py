@@ -10,6 +10,10 @@ import termios
 from inclavare.errors import SysError
 from inclavare.linux import syscalls as sc
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
@@ -31,7 +35,7 @@ def open_pty(ptmx: str = "/dev/ptmx") -> tuple[int, int, str]:
     return master, slave, slave_path
 
 
-def set_size(fd: int, size: dict | None) -> None:
+def set_size(fd: int, size: dict[str, Any] | None) -> None:
     if size:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", int(size.get("height", 0)),
                                                          int(size.get("width", 0)), 0, 0))

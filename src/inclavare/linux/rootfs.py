@@ -12,6 +12,10 @@ import stat
 from inclavare.errors import ConfigError, SysError
 from inclavare.linux import syscalls as sc
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # option -> (clear, set) as the mount(8) options runc understands
 _FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
     "async": (True, sc.MS_SYNCHRONOUS),
@@ -184,7 +188,7 @@ def _bind(src: str, dest: str, spec: MountSpec) -> None:
     _apply_propagation(dest, spec)
 
 
-def mount_one(index: int, m: dict, ctx: RootfsContext) -> None:
+def mount_one(index: int, m: dict[str, Any], ctx: RootfsContext) -> None:
     where = f"mounts[{index}] ({m.get('destination')})"
     mtype = m.get("type") or ""
     spec = parse_options(m.get("options"))
@@ -285,8 +289,8 @@ def _mknod(dest: str, kind: str, major: int, minor: int, mode: int, uid: int, gi
     os.chmod(dest, mode & 0o7777)
 
 
-def create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:
-    todo: list[dict] = [
+def create_devices(rootfs: str, devices: list[dict[str, Any]], in_userns: bool) -> None:
+    todo: list[dict[str, Any]] = [
         {"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
         for p, ma, mi in DEFAULT_DEVICES
     ]

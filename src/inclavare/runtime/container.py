@@ -81,7 +81,7 @@ class Runtime:
         state, status = self.load(cid)
         return st.oci_state(state, status)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_containers(self) -> list[dict[str, Any]]:
         out = []
         for cid in self.store.ids():
             try:
@@ -97,7 +97,6 @@ class Runtime:
                console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
                no_new_keyring: bool = False, preserve_fds: int = 0) -> dict[str, Any]:
         from inclavare.formats import oci
-
         from inclavare.runtime.trace import mark
 
         mark("create: begin")

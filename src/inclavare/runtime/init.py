@@ -18,9 +18,9 @@ import sys
 
 from inclavare.errors import InclavareError, SysError
 from inclavare.formats import fastjson as json
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from inclavare.linux import syscalls as sc
     from collections.abc import Callable
     from typing import Any
 

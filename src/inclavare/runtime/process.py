@@ -48,7 +48,7 @@ def lookup_user(uid: int, gid: int, extra_gids: list[int]) -> tuple[str | None, 
     return home, out
 
 
-def set_rlimits(rlimits: list[dict] | None) -> None:
+def set_rlimits(rlimits: list[dict[str, Any]] | None) -> None:
     if not rlimits:
         return
     import resource
@@ -106,7 +106,7 @@ def _check_exec(path: str, arg0: str) -> None:
 class Finalizer:
     """Applies an OCI ``process`` object to the current (child) process in runc's order."""
 
-    def __init__(self, process: dict[str, Any], seccomp: dict | None, in_userns: bool = False) -> None:
+    def __init__(self, process: dict[str, Any], seccomp: dict[str, Any] | None, in_userns: bool = False) -> None:
         self.process = process
         self.seccomp_cfg = seccomp
         self.in_userns = in_userns

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import _signal as signal  # the C module: no IntEnum construction
+import os
 import sys
 
 TYPE_CHECKING = False
