@@ -298,3 +298,47 @@ def test_extra_fds_not_leaked_without_preserve(rune, cid, make_bundle, tmp_path)
     assert rc == 0
     # 0-2 and the fd ls opens for the directory listing (3); nothing else
     assert fds[:3] == ["0", "1", "2"] and len(fds) <= 4
+
+
+def test_seccomp_notify_fd_reaches_the_listener_during_create(rune, cid, make_bundle, tmp_path):
+    """SCMP_ACT_NOTIFY: `create` hands the notify fd and the container process state to listenerPath."""
+    import json as _json
+    import socket
+    import threading
+
+    sock_path = str(tmp_path / "listener.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(1)
+    got: dict = {}
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 4)
+            got["msg"] = _json.loads(data)
+            got["fd_target"] = os.readlink(f"/proc/self/fd/{fds[0]}") if fds else None
+            for fd in fds:
+                os.close(fd)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+
+    def edit(cfg):  # type: ignore[no-untyped-def]
+        cfg["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": sock_path,
+            "listenerMetadata": "hello-agent",
+            "syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_NOTIFY"}],
+        }
+
+    b = make_bundle(["sleep", "30"], edit=edit)
+    rune.run("create", "--bundle", b, cid, check=True)
+    t.join(10)
+    server.close()
+    pid = rune.state(cid)["pid"]
+    assert got["msg"]["fds"] == ["seccompFd"]
+    assert got["msg"]["pid"] == pid
+    assert got["msg"]["metadata"] == "hello-agent"
+    assert got["msg"]["state"]["id"] == cid
+    assert got["fd_target"] == "anon_inode:seccomp notify"

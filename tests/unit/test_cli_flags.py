@@ -177,7 +177,7 @@ def test_parse_size_rejects(text: str) -> None:
     ("pids-limit", "42", {"pids": {"limit": 42}}),
     ("blkio-weight", "300", {"blockIO": {"weight": 300}}),
 ])
-def test_each_update_flag_maps_to_its_resource_key(flag: str, value: str, expected: dict) -> None:
+def test_each_update_flag_maps_to_its_resource_key(flag: str, value: str, expected: dict[str, Any]) -> None:
     opts, pos = parse_flags([f"--{flag}", value, "cid"], UPDATE, "rune update")
     assert pos == ["cid"]
     assert resources_from_flags(opts) == expected

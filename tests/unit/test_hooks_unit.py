@@ -117,6 +117,18 @@ def test_first_failure_stops_the_rest(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_warn_mode_reports_each_failure_and_runs_the_rest(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    bad1 = script(tmp_path, "bad1", "echo oops >&2\nexit 2\n")
+    good = script(tmp_path, "good", f"echo ran >> {log}\n")
+    missing = str(tmp_path / "missing")
+    warnings: list[str] = []
+    run_hooks("poststop", [{"path": bad1}, {"path": missing}, {"path": good}], STATE, warn=warnings.append)
+    assert warnings == [f"hooks.poststop[0]: {bad1} failed with exit status 2: oops",
+                        f"hooks.poststop[1]: {missing}: No such file or directory"]
+    assert log.read_text() == "ran\n"
+
+
 def test_hooks_run_in_order(tmp_path: Path) -> None:
     log = tmp_path / "log"
     hooks = [{"path": script(tmp_path, f"h{i}", f"echo {i} >> {log}\n")} for i in range(4)]

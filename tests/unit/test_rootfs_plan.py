@@ -62,6 +62,7 @@ def test_defaults_sets_nothing() -> None:
 
 
 def test_empty_and_none_options() -> None:
+    opts: list[str] | None
     for opts in (None, []):
         spec = rf.parse_options(opts)
         assert (spec.flags, spec.propagation, spec.data, spec.extensions) == (0, [], [], set())

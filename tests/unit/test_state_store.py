@@ -9,6 +9,7 @@ import re
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,7 +139,7 @@ def test_lock_reports_container_deleted_while_waiting(store: st.Store, monkeypat
         store.remove("c")  # the other holder deletes the container, then releases
         real_flock(fd, op)
 
-    monkeypatch.setattr(st.fcntl, "flock", flock_after_concurrent_delete)
+    monkeypatch.setattr(fcntl, "flock", flock_after_concurrent_delete)
     with store.lock("c") as exists:
         assert exists is False
 
@@ -218,7 +219,7 @@ def test_zombie_is_not_alive() -> None:
 # ------------------------------------------------------------------------------ status_of
 
 
-def _live_state(cid: str) -> dict:
+def _live_state(cid: str) -> dict[str, Any]:
     me = os.getpid()
     return {"id": cid, "pid": me, "pid_start": st.proc_start_time(me)[1]}  # type: ignore[index]
 

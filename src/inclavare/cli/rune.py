@@ -119,13 +119,13 @@ def parse_flags(args: list[str], spec: dict[str, Flag], where: str) -> tuple[dic
         key, eq, val = a.lstrip("-").partition("=")
         flag = names.get(key)
         if flag is None:
-            raise UsageError(f"{where}: flag provided but not defined: -{key}")
+            raise UsageError(f"{where}{': ' if where else ''}flag provided but not defined: -{key}")
         _aliases, takes_value, repeat, _help = spec[flag]
         if takes_value:
             if not eq:
                 i += 1
                 if i >= len(args):
-                    raise UsageError(f"{where}: flag needs an argument: -{key}")
+                    raise UsageError(f"{where}{': ' if where else ''}flag needs an argument: -{key}")
                 val = args[i]
             if repeat:
                 opts.setdefault(flag, []).append(val)
@@ -133,7 +133,7 @@ def parse_flags(args: list[str], spec: dict[str, Flag], where: str) -> tuple[dic
                 opts[flag] = val
         else:
             if eq and val.lower() not in ("true", "false", "1", "0"):
-                raise UsageError(f"{where}: invalid boolean value {val!r} for -{key}")
+                raise UsageError(f"{where}{': ' if where else ''}invalid boolean value {val!r} for -{key}")
             opts[flag] = (val.lower() in ("true", "1")) if eq else True
         i += 1
     return opts, []
@@ -299,7 +299,9 @@ def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dic
         proc["user"] = user
     if "additional-gids" in opts:
         user = dict(proc.get("user") or {})
-        user["additionalGids"] = [_int("additional-gids", g) for g in opts["additional-gids"]]
+        # appended to the configured ones, as runc does
+        user["additionalGids"] = list(user.get("additionalGids") or []) + [
+            _int("additional-gids", g) for g in opts["additional-gids"]]
         proc["user"] = user
     if "cap" in opts:
         caps = dict(proc.get("capabilities") or {})
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     log: Any = lambda level, msg: None  # noqa: E731
     try:
-        gopts, rest = parse_flags(args, GLOBAL_FLAGS, PROG)
+        gopts, rest = parse_flags(args, GLOBAL_FLAGS, "")
         if gopts.get("version"):
             return cmd_version()
         if gopts.get("help") or not rest:
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"unknown command {cmd!r} (see `{PROG} --help`)")
         if cargs and cargs[0] in ("-h", "--help"):
             return cmd_help(cmd)
-        opts, pos = parse_flags(cargs, COMMANDS[cmd][0], f"{PROG} {cmd}")
+        opts, pos = parse_flags(cargs, COMMANDS[cmd][0], cmd)
         return dispatch(cmd, opts, pos, gopts.get("root") or "/run/rune", log)
     except InclavareError as e:
         msg = str(e)

@@ -57,6 +57,7 @@ def loads(text: str | bytes) -> Any:
 
 _encode_str = _json.encode_basestring
 _compact = _json.make_encoder(None, None, _encode_str, None, ":", ",", False, False, False)  # type: ignore[arg-type]
+_ascii = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",", False, False, False)  # type: ignore[arg-type]
 
 
 def dumps(obj: Any) -> str:
@@ -66,7 +67,18 @@ def dumps(obj: Any) -> str:
 
 def quote(s: Any) -> str:
     """A value as JSON for error messages: quoted, escaped, ASCII only (like json.dumps)."""
-    return _json.encode_basestring_ascii(s) if isinstance(s, str) else dumps(s)
+    return _json.encode_basestring_ascii(s) if isinstance(s, str) else "".join(_ascii(s, 0))
+
+
+def _key(k: Any) -> str:
+    """A dict key as json writes it: true/false/null for those constants, str() otherwise."""
+    if k is True:
+        return "true"
+    if k is False:
+        return "false"
+    if k is None:
+        return "null"
+    return str(k)
 
 
 def dumps_pretty(obj: Any, indent: str = "  ", level: int = 0) -> str:
@@ -75,7 +87,7 @@ def dumps_pretty(obj: Any, indent: str = "  ", level: int = 0) -> str:
         if not obj:
             return "{}"
         pad = indent * (level + 1)
-        items = [f"{pad}{_encode_str(str(k))}: {dumps_pretty(v, indent, level + 1)}" for k, v in obj.items()]
+        items = [f"{pad}{_encode_str(_key(k))}: {dumps_pretty(v, indent, level + 1)}" for k, v in obj.items()]
         return "{\n" + ",\n".join(items) + "\n" + indent * level + "}"
     if isinstance(obj, list | tuple):
         if not obj:

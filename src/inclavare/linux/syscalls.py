@@ -73,8 +73,10 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # x86_64 / aarch64 syscall numbers for calls glibc does not wrap
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "keyctl": 250, "pidfd_open": 434, "close_range": 436},
-    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219, "pidfd_open": 434, "close_range": 436},
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "keyctl": 250,
+               "pidfd_open": 434, "close_range": 436, "pidfd_getfd": 438},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219,
+                "pidfd_open": 434, "close_range": 436, "pidfd_getfd": 438},
 }
 
 _libc: ctypes.CDLL | None = None
@@ -215,3 +217,12 @@ def cloexec_from(first: int) -> None:
                 os.set_inheritable(fd, False)
             except OSError:
                 pass
+
+
+def pidfd_getfd(pid: int, fd: int) -> int:
+    """A copy, in this process, of file descriptor ``fd`` of process ``pid`` (Linux 5.6+)."""
+    pidfd = syscall("pidfd_open", pid, 0)
+    try:
+        return syscall("pidfd_getfd", pidfd, fd, 0)
+    finally:
+        os.close(pidfd)

@@ -61,11 +61,6 @@ def _wait_gone(pid: int, start: str | None, timeout: float = 10.0) -> bool:
     return True
 
 
-def _has_own_pidns(state: dict[str, Any]) -> bool:
-    ns = ((state.get("config") or {}).get("linux") or {}).get("namespaces") or []
-    return any(n.get("type") == "pid" and not n.get("path") for n in ns)
-
-
 class Runtime:
     def __init__(self, root: str = "/run/rune", log: Log = _noop_log) -> None:
         self.store = st.Store(root)
@@ -324,8 +319,8 @@ class Runtime:
                 if not _wait_gone(pid, state.get("pid_start")):
                     raise ContainerError(f'container "{cid}": init process {pid} did not die after SIGKILL')
             if mgr is not None and mgr.exists():
-                if not _has_own_pidns(state) or status != "stopped":
-                    self._kill_cgroup(mgr)
+                # always: a create killed before it recorded the init pid leaves processes behind
+                self._kill_cgroup(mgr)
                 try:
                     mgr.destroy()
                 except InclavareError as e:

@@ -315,37 +315,44 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
     fin.identity_and_caps()
     fin.chdir()
     fin.resolve()
+    if fin.nnp:
+        # as late as possible, but before "ready" (as runc): the listener gets its fd during create
+        notify_fd = fin.load_seccomp()
+    if notify_fd is not None:
+        # the parent takes the fd with pidfd_getfd and hands it to the listener: doing that from here
+        # could deadlock on a profile that traps connect or sendmsg
+        ch.send(t="seccomp", fd=notify_fd)
+        ch.expect("ok")
+        os.close(notify_fd)
     from inclavare.runtime.trace import mark
 
     mark("stage2: ready")
-    if req.exec_mode:
-        ch.send(t="ready")
-        ch.close()
-    else:
-        ch.send(t="ready")
-        ch.close()
+    ch.send(t="ready")
+    ch.close()
+    if not req.exec_mode:
         _wait_for_start(req)
         run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"))
-    if fin.nnp:
-        notify_fd = fin.load_seccomp()
-    if notify_fd is not None:
-        _send_notify_fd(req, notify_fd, state)
     if req.executor is not None:
         req.executor(fin)
     else:
         fin.execute()
 
 
-def _send_notify_fd(req: SpawnRequest, fd: int, state: dict[str, Any]) -> None:
-    from inclavare.linux import seccomp
-
+def _hand_over_notify_fd(req: SpawnRequest, pid: int, fd: int) -> None:
+    """Parent side: copy the container process's seccomp notify fd and send it to linux.seccomp.listenerPath."""
     sec = (req.config.get("linux") or {}).get("seccomp") or {}
-    if sec.get("listenerPath"):
-        from inclavare.runtime.hooks import hook_state
+    if not sec.get("listenerPath"):
+        return
+    from inclavare.linux import seccomp
+    from inclavare.linux.syscalls import pidfd_getfd
+    from inclavare.runtime.hooks import hook_state
 
-        seccomp.send_to_listener(sec["listenerPath"], fd, hook_state(state, "creating"),
-                                 sec.get("listenerMetadata", ""))
-    os.close(fd)
+    local = pidfd_getfd(pid, fd)
+    try:
+        seccomp.send_to_listener(sec["listenerPath"], local, hook_state(dict(req.state, pid=pid), "creating"),
+                                 sec.get("listenerMetadata", ""), pid=pid)
+    finally:
+        os.close(local)
 
 
 def _wait_for_start(req: SpawnRequest) -> None:
@@ -459,6 +466,9 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
                 os.waitpid(pid1, 0)
                 stage1_reaped = True
                 on_pid(init_pid)
+            elif kind == "seccomp":
+                _hand_over_notify_fd(req, init_pid, int(msg["fd"]))
+                ch.send(t="ok")
             elif kind == "hooks":
                 if on_hooks is not None:
                     on_hooks(init_pid)

@@ -134,8 +134,8 @@ class Finalizer:
         user = proc.get("user") or {}
         uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
         home, groups = lookup_user(uid, gid, [int(g) for g in user.get("additionalGids") or []])
-        if home and not any(e.startswith("HOME=") for e in self.env):
-            self.env.append(f"HOME={home}")
+        if not any(e.startswith("HOME=") for e in self.env):
+            self.env.append(f"HOME={home or '/'}")  # runc: "/" for a user /etc/passwd does not know
         sc.prctl(sc.PR_SET_KEEPCAPS, 1)
         try:
             os.setgroups(groups)

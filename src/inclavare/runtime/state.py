@@ -179,8 +179,8 @@ def oci_state(state: dict[str, Any], status: str) -> dict[str, Any]:
         "bundle": state.get("bundle", ""),
         "rootfs": state.get("rootfs", ""),
         "created": state.get("created", ""),
-        "owner": state.get("owner", ""),
     }
     if state.get("annotations"):
         out["annotations"] = state["annotations"]
+    out["owner"] = state.get("owner", "")
     return out
