@@ -44,20 +44,20 @@ site=$("$venv_py" -I -c 'import sysconfig; print(sysconfig.get_paths()["purelib"
 # site-packages are put on sys.path explicitly. The runtime is exec'd 3-4 times per container lifecycle.
 commit=$(git -C "$top" rev-parse HEAD 2>/dev/null || echo unknown)
 printf 'COMMIT = "%s"\n' "$commit" >"$top/src/inclavare/_build.py"
-install_launcher() { # NAME MODULE
+install_launcher() { # NAME MODULE [FUNCTION]
   local tmp; tmp=$(mktemp /usr/local/bin/.$1.XXXXXX)
   cat >"$tmp" <<LAUNCHER
 #!$venv_py -IS
 import sys
 sys.path[:0] = ["$top/src"]
 sys.path.append("$site")
-from $2 import main
-sys.exit(main())
+from $2 import ${3:-main} as entry
+sys.exit(entry())
 LAUNCHER
   chmod 0755 "$tmp"
   mv -f "$tmp" "/usr/local/bin/$1"
 }
-install_launcher rune inclavare.cli.rune
+install_launcher rune inclavare.cli.rune entry
 echo "setup: $(/usr/local/bin/rune --version | head -1) installed at /usr/local/bin/rune"
 
 # --- demo -----------------------------------------------------------------------------------------------

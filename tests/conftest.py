@@ -30,7 +30,7 @@ def rune_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
     d = tmp_path_factory.mktemp("bin")
     path = d / "rune"
     path.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path[:0] = [{str(SRC)!r}]\n"
-                    "from inclavare.cli.rune import main\nsys.exit(main())\n")
+                    "from inclavare.cli.rune import entry\nentry()\n")
     path.chmod(0o755)
     return str(path)
 
