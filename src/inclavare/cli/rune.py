@@ -451,6 +451,9 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
 
 def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> int:
     cid = _one_id(cmd, pos)
+    from inclavare.linux.cgroups import prime_migration
+
+    prime_migration()  # the kernel's cgroup-migration RCU wait overlaps with config parsing and forking
     preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
     kw = dict(pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
               no_pivot=bool(opts.get("no-pivot")), no_new_keyring=bool(opts.get("no-new-keyring")),
@@ -501,6 +504,9 @@ def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     if not pos:
         raise UsageError('"exec" requires a container id')
     cid, rest = pos[0], pos[1:]
+    from inclavare.linux.cgroups import prime_migration
+
+    prime_migration()
     proc = exec_process(rt, cid, opts, rest)
     preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
     detach = bool(opts.get("detach"))

@@ -182,8 +182,10 @@ class Runtime:
                 # runs while the forked child imports its modules and compiles seccomp
                 mgr.create(linux.get("resources"))
                 state["cgroup"] = mgr.to_dict()  # now records the directories create() made
+                mark("cgroup: created")
                 # always: without resources runc still applies deny-all plus the default devices
                 mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices"))
+                mark("cgroup: set")
                 mgr.apply(pid)
 
             spawn(req, on_forked=setup_cgroup, on_pid=on_pid, on_hooks=on_hooks)
