@@ -320,8 +320,10 @@ class Runtime:
                     pass
                 if not _wait_gone(pid, state.get("pid_start")):
                     raise ContainerError(f'container "{cid}": init process {pid} did not die after SIGKILL')
-            if mgr is not None and mgr.exists():
-                # always: a create killed before it recorded the init pid leaves processes behind
+            if mgr is not None:
+                # even when mgr.exists() says no: a create killed half-way through making the
+                # directories leaves some hierarchies with one; and a create killed before it
+                # recorded the init pid leaves processes behind
                 self._kill_cgroup(mgr)
                 try:
                     mgr.destroy()
