@@ -468,8 +468,10 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
     if not detach:
         set_subreaper()
 
+    cfg: dict[str, Any] | None = None
+
     def run(console_fd: int | None = None) -> int:
-        state = rt.create(cid, opts.get("bundle"), console_fd=console_fd, **kw)
+        state = rt.create(cid, opts.get("bundle"), console_fd=console_fd, config=cfg, **kw)
         try:
             rt.start(cid)
         except BaseException:
@@ -481,7 +483,7 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
     if not detach and not opts.get("console-socket"):
         from inclavare.formats.oci import load_config
 
-        cfg = load_config(os.path.abspath(opts.get("bundle") or "."))
+        cfg = load_config(os.path.abspath(opts.get("bundle") or "."))  # handed to create: parsed once
         needs_relay = bool(cfg["process"].get("terminal"))
     try:
         if needs_relay:

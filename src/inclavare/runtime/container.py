@@ -90,7 +90,9 @@ class Runtime:
 
     def create(self, cid: str, bundle: str | None, *, pid_file: str | None = None,
                console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
-               no_new_keyring: bool = False, preserve_fds: int = 0) -> dict[str, Any]:
+               no_new_keyring: bool = False, preserve_fds: int = 0,
+               config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``config``: the bundle's config.json when the caller has already loaded and validated it."""
         from inclavare.formats import oci
         from inclavare.runtime.trace import mark
 
@@ -103,7 +105,7 @@ class Runtime:
             os.chdir(bundle)
         except OSError as e:
             raise ConfigError("--bundle", f"{bundle}: {e.strerror}") from None
-        cfg = oci.load_config(bundle)
+        cfg = config if config is not None else oci.load_config(bundle)
         linux = cfg.get("linux") or {}
         if linux.get("seccomp"):
             from inclavare.linux import seccomp
