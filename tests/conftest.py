@@ -98,4 +98,16 @@ def make_bundle(tmp_path: Path):  # type: ignore[no-untyped-def]
     return factory
 
 
+def run_script(rune: Rune, cid: str, make_bundle, script: str, edit=None, **flags):  # type: ignore[no-untyped-def]
+    """`rune run` of `sh -c script` in a fresh bundle; returns the CompletedProcess."""
+    b = make_bundle(["sh", "-c", script], edit=edit, **flags)
+    return rune.run("run", "--bundle", b, cid)
+
+
+def ok(p: subprocess.CompletedProcess) -> str:
+    """The stdout of a run that must have succeeded."""
+    assert p.returncode == 0, f"rc={p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return str(p.stdout)
+
+
 sys.path.insert(0, str(SRC))

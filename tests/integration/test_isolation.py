@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_busybox, needs_root
+from tests.conftest import needs_busybox, needs_root, ok
+from tests.conftest import run_script as run
 
 pytestmark = [pytest.mark.root, needs_root, needs_busybox]
-
-
-def run(rune, cid, make_bundle, script, edit=None, **flags):  # type: ignore[no-untyped-def]
-    """`rune run` of `sh -c script` in a fresh bundle; returns the CompletedProcess."""
-    b = make_bundle(["sh", "-c", script], edit=edit, **flags)
-    return rune.run("run", "--bundle", b, cid)
-
-
-def ok(p):  # type: ignore[no-untyped-def]
-    assert p.returncode == 0, f"rc={p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p.stdout
 
 
 def add_ns(cfg, **entry):  # type: ignore[no-untyped-def]

@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from tests.conftest import needs_busybox, needs_root
+from tests.conftest import needs_busybox, needs_root, ok
+from tests.conftest import run_script as run
 
 pytestmark = [pytest.mark.root, needs_root, needs_busybox]
 
@@ -28,16 +29,6 @@ def mask(names) -> int:  # type: ignore[no-untyped-def]
     for n in names:
         m |= 1 << CAP_NUMBERS[n]
     return m
-
-
-def run(rune, cid, make_bundle, script, edit=None, **flags):  # type: ignore[no-untyped-def]
-    b = make_bundle(["sh", "-c", script], edit=edit, **flags)
-    return rune.run("run", "--bundle", b, cid)
-
-
-def ok(p):  # type: ignore[no-untyped-def]
-    assert p.returncode == 0, f"rc={p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
-    return p.stdout
 
 
 def status_fields(text: str) -> dict[str, str]:
