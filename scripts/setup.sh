@@ -15,7 +15,8 @@ demo=true
 [ "$(id -u)" = 0 ] || { echo "setup: run as root (it installs Debian packages and /usr/local/bin/rune)" >&2; exit 1; }
 
 # --- Debian packages --------------------------------------------------------------------------------
-pkgs=(busybox-static runc crun jq hyperfine procps util-linux iproute2 libseccomp2 python3 python3-venv git)
+pkgs=(busybox-static runc crun jq hyperfine procps util-linux iproute2 libseccomp2 python3 python3-venv git
+      containerd podman skopeo conmon uidmap fuse-overlayfs slirp4netns containernetworking-plugins)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
