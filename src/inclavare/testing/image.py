@@ -1,0 +1,146 @@
+"""Registry-free OCI images for tests and benchmarks: a busybox image as an OCI image layout tar.
+
+The layer is a deterministic tar.gz of the busybox rootfs that :mod:`inclavare.testing.bundle` builds
+(uid/gid 0, mtime 0, sorted entries, gzip mtime 0), so digests are stable for a given busybox build.
+`ctr image import` and `podman load` both take the resulting tar; the reference name is written as
+both `io.containerd.image.name` (containerd) and `org.opencontainers.image.ref.name` (podman, skopeo).
+
+CLI: python -m inclavare.testing.image [-n NAME] [-c CMD_JSON] OUT_DIR   -> OUT_DIR/busybox-oci.tar
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import tarfile
+import tempfile
+
+DEFAULT_NAME = "localhost/busybox:latest"
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def _tar_tree(root: str) -> bytes:
+    """An uncompressed, reproducible tar of ``root`` (paths relative, no ./ prefix)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        entries: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel = os.path.relpath(dirpath, root)
+            # symlinked directories are entries, not places to descend into
+            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            dirnames[:] = sorted(d for d in dirnames if d not in links)
+            if rel != ".":
+                entries.append(rel)
+            entries += [os.path.normpath(os.path.join(rel, n)) for n in sorted(filenames + links)]
+        for rel in entries:
+            full = os.path.join(root, rel)
+            info = tar.gettarinfo(full, arcname=rel)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            info.pax_headers = {}
+            if info.isfile():
+                with open(full, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def _blob(blobs: dict[str, bytes], data: bytes) -> tuple[str, int]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blobs[digest] = data
+    return digest, len(data)
+
+
+def _canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def build_image_tar(out_tar: str, name: str = DEFAULT_NAME, cmd: tuple[str, ...] = ("sh",)) -> str:
+    """Write an OCI image layout tar holding a busybox image called ``name``; returns its path."""
+    from inclavare.testing.bundle import make_rootfs
+
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    blobs: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="rune-image-") as tmp:
+        rootfs = make_rootfs(os.path.join(tmp, "rootfs"))
+        layer_tar = _tar_tree(rootfs)
+    diff_id = "sha256:" + hashlib.sha256(layer_tar).hexdigest()
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0) as g:
+        g.write(layer_tar)
+    layer_digest, layer_size = _blob(blobs, gz.getvalue())
+    config = {
+        "created": "1970-01-01T00:00:00Z",
+        "architecture": arch,
+        "os": "linux",
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": list(cmd),
+            "WorkingDir": "/",
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "inclavare.testing.image (busybox-static)"}],
+    }
+    cfg_digest, cfg_size = _blob(blobs, _canonical(config))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest,
+                   "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
+                    "size": layer_size}],
+    }
+    man_digest, man_size = _blob(blobs, _canonical(manifest))
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": man_digest,
+            "size": man_size,
+            "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name},
+        }],
+    }
+    files: list[tuple[str, bytes]] = [("oci-layout", _canonical({"imageLayoutVersion": "1.0.0"})),
+                                      ("index.json", _canonical(index))]
+    files += [(f"blobs/sha256/{d.split(':', 1)[1]}", data) for d, data in sorted(blobs.items())]
+    os.makedirs(os.path.dirname(os.path.abspath(out_tar)), exist_ok=True)
+    tmp_out = out_tar + ".tmp"
+    with tarfile.open(tmp_out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for dirname in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(dirname)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for path, data in files:
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp_out, out_tar)
+    return out_tar
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m inclavare.testing.image", description=__doc__.splitlines()[0])
+    ap.add_argument("-n", "--name", default=DEFAULT_NAME)
+    ap.add_argument("-c", "--cmd", default='["sh"]', help="default command, JSON array")
+    ap.add_argument("out_dir")
+    args = ap.parse_args(argv)
+    out = build_image_tar(os.path.join(args.out_dir, "busybox-oci.tar"), args.name, tuple(json.loads(args.cmd)))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
