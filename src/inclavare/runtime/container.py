@@ -270,6 +270,8 @@ class Runtime:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
+            # reset each round: a poll that times out (init slow to reach the FIFO) reads nothing
+            data: bytes | None = None
             if poller.poll(50):
                 try:
                     data = os.read(fd, 1)

@@ -130,22 +130,29 @@ def stage1(req: SpawnRequest, ch: Channel) -> None:
             write_oom_score_adj(req.process.get("oomScoreAdj"))
         new_flags = 0
         in_userns = False
-        for ns in _ns_order(req.namespaces):
-            flag = sc.NAMESPACES[ns["type"]][0]
-            path = ns.get("path")
-            if path:
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError as e:
-                    raise SysError(f"linux.namespaces: {ns['type']} path {path}: {e.strerror}", e.errno or 0) from None
-                try:
-                    sc.setns(fd, flag, f"{ns['type']} namespace {path}")
-                finally:
-                    os.close(fd)
-                if ns["type"] == "user":
-                    in_userns = True
-            else:
-                new_flags |= flag
+        # open every namespace path before joining any: after joining the mount namespace, /proc is
+        # the container's and host-pid paths such as /proc/PID/ns/net no longer resolve
+        fds: dict[str, int] = {}
+        try:
+            for ns in req.namespaces:
+                path = ns.get("path")
+                if path:
+                    try:
+                        fds[ns["type"]] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError as e:
+                        raise SysError(f"linux.namespaces: {ns['type']} path {path}: {e.strerror}",
+                                       e.errno or 0) from None
+            for ns in _ns_order(req.namespaces):
+                flag = sc.NAMESPACES[ns["type"]][0]
+                if ns["type"] in fds:
+                    sc.setns(fds[ns["type"]], flag, f"{ns['type']} namespace {ns['path']}")
+                    if ns["type"] == "user":
+                        in_userns = True
+                else:
+                    new_flags |= flag
+        finally:
+            for fd in fds.values():
+                os.close(fd)
         if new_flags & sc.CLONE_NEWUSER:
             sc.unshare(sc.CLONE_NEWUSER)
             ch.send(t="idmap")
