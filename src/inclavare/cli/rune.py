@@ -618,30 +618,29 @@ def cmd_version() -> int:
 
 
 def _git_commit() -> str:
+    """The checkout's HEAD when running from one (it moves with every commit), else what setup recorded."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    top = os.path.abspath(os.path.join(here, "..", "..", ".."))
+    try:
+        with open(os.path.join(top, ".git", "HEAD")) as f:
+            ref = f.read().strip()
+        if not ref.startswith("ref: "):
+            return ref
+        refpath = os.path.join(top, ".git", ref[5:])
+        if os.path.exists(refpath):
+            with open(refpath) as f:
+                return f.read().strip()
+        with open(os.path.join(top, ".git", "packed-refs")) as f:
+            for line in f:
+                if line.rstrip().endswith(" " + ref[5:]):
+                    return line.split()[0]
+    except OSError:
+        pass
     try:
         from inclavare._build import COMMIT
 
         return str(COMMIT)
     except ImportError:
-        pass
-    here = os.path.dirname(os.path.abspath(__file__))
-    top = os.path.abspath(os.path.join(here, "..", "..", ".."))
-    head = os.path.join(top, ".git", "HEAD")
-    try:
-        with open(head) as f:
-            ref = f.read().strip()
-        if ref.startswith("ref: "):
-            refpath = os.path.join(top, ".git", ref[5:])
-            if os.path.exists(refpath):
-                with open(refpath) as f:
-                    return f.read().strip()
-            with open(os.path.join(top, ".git", "packed-refs")) as f:
-                for line in f:
-                    if line.rstrip().endswith(ref[5:]):
-                        return line.split()[0]
-            return "unknown"
-        return ref
-    except OSError:
         return "unknown"
 
 
