@@ -355,8 +355,8 @@ def _tty_session(rt: Any, run: Any) -> int:
 def main(argv: list[str] | None = None) -> int:
     from inclavare.runtime.trace import mark
 
-    mark("main")
     args = list(sys.argv[1:] if argv is None else argv)
+    mark("main")
     log: Any = lambda level, msg: None  # noqa: E731
     try:
         gopts, rest = parse_flags(args, GLOBAL_FLAGS, "")
@@ -451,7 +451,7 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
 
 def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> int:
     cid = _one_id(cmd, pos)
-    from inclavare.linux.cgroups import prime_migration
+    from inclavare.linux.cgprime import prime_migration
 
     prime_migration()  # the kernel's cgroup-migration RCU wait overlaps with config parsing and forking
     preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
@@ -506,7 +506,7 @@ def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     if not pos:
         raise UsageError('"exec" requires a container id')
     cid, rest = pos[0], pos[1:]
-    from inclavare.linux.cgroups import prime_migration
+    from inclavare.linux.cgprime import prime_migration
 
     prime_migration()
     proc = exec_process(rt, cid, opts, rest)
