@@ -269,3 +269,20 @@ def test_exec_tty_relay(rune, cid, running):
     rc, text = _run_on_pty(rune.cmd("exec", "-t", cid, "sh", "-c", "tty; exit 4"))
     assert rc == 4, text
     assert any(x.startswith("/dev/pts/") for x in text.splitlines()), text
+
+
+def test_concurrent_execs_all_return_their_status(rune, cid, running):
+    """Many execs at once: each rune exec must report its own process's exit status.
+
+    Regression: stage 2 once could send "ready" before stage 1 had sent its pid, so `exec` waited
+    for pid 0 and exited 255 (and `create` recorded pid 0, so `start` said "stopped").
+    """
+    import concurrent.futures
+
+    def one(i: int) -> tuple[int, str]:
+        p = rune.run("exec", cid, "sh", "-c", f"echo {i}; exit {i % 7}")
+        return p.returncode, p.stdout.strip()
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(one, range(90)))
+    assert results == [(i % 7, str(i)) for i in range(90)]

@@ -172,10 +172,18 @@ def stage1(req: SpawnRequest, ch: Channel) -> None:
         from inclavare.runtime.trace import mark
 
         mark("stage1: namespaces done")
+        # stage 2 shares the channel: it must not speak before the parent has its pid
+        gate_r, gate_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(gate_w)
+            os.read(gate_r, 1)
+            os.close(gate_r)
             stage2(req, ch, in_userns)
+        os.close(gate_r)
         ch.send(t="pid", pid=pid)
+        os.write(gate_w, b"1")
+        os.close(gate_w)
         code = 0
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
         _report(ch, e)
