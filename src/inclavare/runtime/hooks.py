@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 from inclavare.errors import HookError
 from inclavare.formats import fastjson as json
@@ -72,6 +71,3 @@ def hook_state(state: dict[str, Any], status: str) -> dict[str, Any]:
         out["annotations"] = state["annotations"]
     return out
 
-
-def monotonic_deadline(seconds: float) -> float:
-    return time.monotonic() + seconds
