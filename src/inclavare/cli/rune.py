@@ -353,10 +353,11 @@ def _tty_session(rt: Any, run: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inclavare.runtime.trace import mark
-
     args = list(sys.argv[1:] if argv is None else argv)
-    mark("main")
+    if b"RUNE_TRACE_FILE" in os.environ:  # timing marks for performance work (runtime/trace.py)
+        from inclavare.runtime.trace import mark
+
+        mark("main")
     log: Any = lambda level, msg: None  # noqa: E731
     try:
         gopts, rest = parse_flags(args, GLOBAL_FLAGS, "")
