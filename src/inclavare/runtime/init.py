@@ -19,6 +19,9 @@ import sys
 from inclavare.errors import InclavareError, SysError
 from inclavare.formats import fastjson as json
 
+# imported here, not lazily: the child stages run where the runtime's files may be out of reach
+from inclavare.runtime.trace import mark
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -169,8 +172,6 @@ def stage1(req: SpawnRequest, ch: Channel) -> None:
             with open("/proc/self/timens_offsets", "w") as f:
                 for clock, off in offsets.items():
                     f.write(f"{clock} {int(off.get('secs', 0))} {int(off.get('nanosecs', 0))}\n")
-        from inclavare.runtime.trace import mark
-
         mark("stage1: namespaces done")
         # stage 2 shares the channel: it must not speak before the parent has its pid
         gate_r, gate_w = os.pipe()
@@ -236,8 +237,6 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         rfs.create_devices(rootfs, linux.get("devices") or [], in_userns)
         if os.path.isdir(os.path.join(rootfs, "dev")):
             rfs.dev_symlinks(rootfs)
-    from inclavare.runtime.trace import mark
-
     mark("stage2: mounts done")
     hooks = cfg.get("hooks") or {}
     if hooks.get("prestart") or hooks.get("createRuntime"):
@@ -339,8 +338,6 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         ch.send(t="seccomp", fd=notify_fd)
         ch.expect("ok")
         os.close(notify_fd)
-    from inclavare.runtime.trace import mark
-
     mark("stage2: ready")
     ch.send(t="ready")
     ch.close()
@@ -461,8 +458,6 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
     stage1_reaped = False
     init_pid = 0
     try:
-        from inclavare.runtime.trace import mark
-
         mark("parent: forked")
         on_forked(pid1)
         mark("parent: cgroup applied")
