@@ -227,14 +227,9 @@ class PrivateContainerd:
 
     def mounts(self) -> list[str]:
         """Mount points under ``base`` (deepest first)."""
-        prefix = self.base + "/"
-        found: list[str] = []
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                mp = line.split()[4].replace("\\040", " ")
-                if mp.startswith(prefix) or mp == self.base:
-                    found.append(mp)
-        return sorted(found, key=len, reverse=True)
+        from inclavare.testing.mounts import mounts_under
+
+        return mounts_under(self.base)
 
     def unmount_leftovers(self) -> list[str]:
         left = self.mounts()

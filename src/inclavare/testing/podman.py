@@ -18,14 +18,14 @@ CLI (as root):
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
+
+from inclavare.testing.mounts import mounts_under, unmount_under
 
 __all__ = ["PrivatePodman", "default_ulimits", "mounts_under", "unmount_under", "DEFAULT_BASE", "DEFAULT_IMAGE"]
 
@@ -200,59 +200,11 @@ class PrivatePodman:
         self.cleanup()
 
 
-def mounts_under(base: str) -> list[str]:
-    """Mount points at or under ``base``, deepest first."""
-    base = os.path.abspath(base)
-    prefix = base.rstrip("/") + "/"
-    found: set[str] = set()
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = _unescape(line.split()[4])
-            if mp.startswith(prefix) or mp == base:
-                found.add(mp)
-    return sorted(found, key=lambda m: (m.count("/"), m), reverse=True)
-
-
-def unmount_under(base: str) -> list[str]:
-    """Lazily unmount everything at or under ``base``; returns the failures (never raises)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    problems: list[str] = []
-    for _ in range(3):
-        left = mounts_under(base)
-        if not left:
-            return []
-        problems = []
-        for mp in left:
-            if libc.umount2(mp.encode(), 2) != 0:  # MNT_DETACH
-                err = ctypes.get_errno()
-                if err not in (errno.EINVAL, errno.ENOENT):  # not a mount (any more)
-                    problems.append(f"umount {mp}: {os.strerror(err)}")
-        time.sleep(0.05)
-    return problems + [f"still mounted: {m}" for m in mounts_under(base)]
-
-
 def _write(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def _unescape(field: str) -> str:
-    """Undo mountinfo's octal escapes (\\040 for a space, ...)."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
