@@ -333,7 +333,7 @@ def cmd_spec(opts: dict[str, Any]) -> int:
     return 0
 
 
-def _tty_session(rt: Any, run: Any) -> int:
+def _tty_session(run: Any) -> int:
     """Foreground container with a terminal and no console socket: rune itself relays the pty."""
     import socket
 
@@ -341,12 +341,10 @@ def _tty_session(rt: Any, run: Any) -> int:
     from inclavare.runtime.tty import relay
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    result: dict[str, Any] = {}
     try:
         pid = run(theirs.fileno())
         theirs.close()
         master = recv_fd(ours)
-        result["pid"] = pid
     finally:
         ours.close()
     return relay(master, pid)
@@ -488,7 +486,7 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
         needs_relay = bool(cfg["process"].get("terminal"))
     try:
         if needs_relay:
-            status = _tty_session(rt, run)
+            status = _tty_session(run)
         else:
             pid = run()
             if detach:
@@ -523,7 +521,7 @@ def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
             return rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_fd=console_fd,  # type: ignore[no-any-return]
                            preserve_fds=preserve)
 
-        return _tty_session(rt, run)
+        return _tty_session(run)
     pid = rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
                   preserve_fds=preserve)
     if detach:

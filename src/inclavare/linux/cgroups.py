@@ -2050,21 +2050,17 @@ def _pids_dict(current: int, limit: int) -> dict[str, int]:
     return d
 
 
+# cpuset.* files reported as unsigned integers, in runc's stats order
+_CPUSET_FLAGS = ("cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page",
+                 "memory_spread_slab", "memory_pressure", "sched_load_balance")
+
+
 def _cpuset_dict(v: dict[str, Any]) -> dict[str, Any]:
     d: dict[str, Any] = {}
     _nz(d, "cpus", v.get("cpus"))
     d["cpu_exclusive"] = v.get("cpu_exclusive", 0)
     _nz(d, "mems", v.get("mems"))
-    for key in (
-        "mem_hardwall",
-        "mem_exclusive",
-        "memory_migrate",
-        "memory_spread_page",
-        "memory_spread_slab",
-        "memory_pressure",
-        "sched_load_balance",
-        "sched_relax_domain_level",
-    ):
+    for key in _CPUSET_FLAGS[1:] + ("sched_relax_domain_level",):
         d[key] = v.get(key, 0)
     return d
 
@@ -2076,16 +2072,7 @@ def _cpuset_stats(path: str) -> dict[str, Any]:
             v[key] = _cpu_list(_read_text(posixpath.join(path, f"cpuset.{key}")))
         except FileNotFoundError:
             pass
-    for key in (
-        "cpu_exclusive",
-        "mem_hardwall",
-        "mem_exclusive",
-        "memory_migrate",
-        "memory_spread_page",
-        "memory_spread_slab",
-        "memory_pressure",
-        "sched_load_balance",
-    ):
+    for key in _CPUSET_FLAGS:
         value = _read_opt_uint(posixpath.join(path, f"cpuset.{key}"))
         if value is not None:
             v[key] = value
@@ -2396,6 +2383,3 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
             if not isinstance(value, str):
                 raise ConfigError(f"{f}.{key}", f"value must be a string, got {value!r}")
 
-
-# kept importable from here; lives in its own small module so the CLI can call it before heavy imports
-from inclavare.linux.cgprime import prime_migration  # noqa: E402,F401

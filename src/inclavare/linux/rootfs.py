@@ -159,10 +159,8 @@ def _create_target(dest: str, source_is_dir: bool) -> None:
 
 
 class RootfsContext:
-    def __init__(self, rootfs: str, in_userns: bool = False, cgroup_paths: dict[str, str] | None = None,
-                 cgroupns: bool = False) -> None:
+    def __init__(self, rootfs: str, cgroup_paths: dict[str, str] | None = None, cgroupns: bool = False) -> None:
         self.rootfs = rootfs
-        self.in_userns = in_userns
         self.cgroup_paths = cgroup_paths or {}
         self.cgroupns = cgroupns
 

@@ -220,12 +220,23 @@ class Runtime:
                 pass
             _wait_gone(pid, state.get("pid_start"))
         if mgr is not None:
-            self._kill_cgroup(mgr)
-            try:
-                mgr.destroy()
-            except InclavareError as e:
-                self.log("warning", str(e))
+            self._remove_cgroup(mgr, strict=False)
         self.store.remove(state["id"])
+
+    def _remove_cgroup(self, mgr: Any, strict: bool) -> None:
+        """Kill what is left in the container's cgroup, then remove it (a warning unless ``strict``).
+
+        Done even when ``mgr.exists()`` says no: a create killed half-way through making the
+        directories leaves some hierarchies with one, and a create killed before it recorded the
+        init pid leaves processes behind.
+        """
+        self._kill_cgroup(mgr)
+        try:
+            mgr.destroy()
+        except InclavareError as e:
+            if strict:
+                raise
+            self.log("warning", str(e))
 
     def _kill_cgroup(self, mgr: Any) -> None:
         for _ in range(50):
@@ -325,16 +336,7 @@ class Runtime:
                 if not _wait_gone(pid, state.get("pid_start")):
                     raise ContainerError(f'container "{cid}": init process {pid} did not die after SIGKILL')
             if mgr is not None:
-                # even when mgr.exists() says no: a create killed half-way through making the
-                # directories leaves some hierarchies with one; and a create killed before it
-                # recorded the init pid leaves processes behind
-                self._kill_cgroup(mgr)
-                try:
-                    mgr.destroy()
-                except InclavareError as e:
-                    if not force:
-                        raise
-                    self.log("warning", str(e))
+                self._remove_cgroup(mgr, strict=not force)
             hooks = (state.get("config") or {}).get("hooks") or {}
             if hooks.get("poststop") and not state.get("incomplete"):
                 from inclavare.runtime.hooks import hook_state, run_hooks
@@ -409,7 +411,7 @@ class Runtime:
         from inclavare.linux.syscalls import NAMESPACES
 
         namespaces = []
-        for ns in _ns_order_exec((cfg.get("linux") or {}).get("namespaces") or []):
+        for ns in (cfg.get("linux") or {}).get("namespaces") or []:  # stage 1 joins the user ns first
             name = NAMESPACES[ns["type"]][1]
             path = f"/proc/{init_pid}/ns/{name}"
             if ns["type"] == "time":
@@ -440,10 +442,6 @@ class Runtime:
         if pid_file:
             write_pid_file(pid_file, pid)
         return pid
-
-
-def _ns_order_exec(namespaces: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(namespaces, key=lambda n: 0 if n["type"] == "user" else 1)
 
 
 def _host_id(maps: list[dict[str, Any]] | None, cid: int) -> int:

@@ -230,7 +230,7 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         sc.mount(None, "/", None, prop)
         rfs.make_parent_private(rootfs)
         sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
-        ctx = rfs.RootfsContext(rootfs=rootfs, in_userns=in_userns, cgroup_paths=req.cgroup_paths,
+        ctx = rfs.RootfsContext(rootfs=rootfs, cgroup_paths=req.cgroup_paths,
                                 cgroupns="cgroup" in ns_types)
         for i, m in enumerate(cfg.get("mounts") or []):
             rfs.mount_one(i, m, ctx)
