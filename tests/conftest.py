@@ -29,7 +29,11 @@ def rune_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A launcher for this checkout's rune, started the way /usr/local/bin/rune is (-I -S)."""
     d = tmp_path_factory.mktemp("bin")
     path = d / "rune"
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]  # -S leaves out site-packages; enclave runtimes need them
     path.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path[:0] = [{str(SRC)!r}]\n"
+                    f"sys.path.append({site!r})\n"
                     "from inclavare.cli.rune import entry\nentry()\n")
     path.chmod(0o755)
     return str(path)

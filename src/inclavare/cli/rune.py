@@ -95,6 +95,14 @@ COMMANDS: dict[str, tuple[dict[str, Flag], str, str]] = {
     "spec": ({"bundle": (("b",), True, False, "where to write config.json"),
               "rootless": ((), False, False, "a spec for rootless containers")}, "", "write a default config.json"),
     "features": ({}, "", "print the runtime's features (JSON)"),
+    "attest": ({
+        "isRA": ((), False, False, "remote attestation: also get a quote from the platform's quoting service"),
+        "quote-type": ((), True, False, "quote type (ecdsa)"),
+        "spid": ((), True, False, "EPID SPID (EPID is retired; accepted for compatibility)"),
+        "subscription-key": (("key",), True, False, "EPID subscription key (accepted for compatibility)"),
+        "reportFile": ((), True, False, "write the 432-byte REPORT to this file"),
+        "quoteFile": ((), True, False, "write the quote to this file (with --isRA)"),
+    }, "<container-id>", "get a local REPORT (and with --isRA a quote) from an enclave container"),
 }
 
 
@@ -445,6 +453,8 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
     if cmd == "update":
         rt.update(_one_id(cmd, pos), resources_from_flags(opts))
         return 0
+    if cmd == "attest":
+        return cmd_attest(rt, opts, pos)
     raise UsageError(f"unknown command {cmd!r}")
 
 
@@ -527,6 +537,22 @@ def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     if detach:
         return 0
     return wait_child(pid)
+
+
+def cmd_attest(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
+    cid = _one_id("attest", pos)
+    res = rt.attest(cid, bool(opts.get("isRA")), opts.get("quote-type") or "ecdsa")
+    from inclavare.enclave.attest import describe
+
+    for flag, key in (("reportFile", "report"), ("quoteFile", "quote")):
+        if opts.get(flag) and key in res:
+            try:
+                with open(opts[flag], "wb") as f:
+                    f.write(res[key])
+            except OSError as e:
+                raise UsageError(f"--{flag} {opts[flag]}: {e.strerror}") from None
+    _print_json(describe(res))
+    return 0
 
 
 def cmd_list(rt: Any, opts: dict[str, Any]) -> int:

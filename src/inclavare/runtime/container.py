@@ -116,6 +116,7 @@ class Runtime:
 
             cgroups.validate(linux["resources"])
         process = cfg["process"]
+        enclave = _enclave_config(cfg, self.log) if _mentions_enclave(cfg) else None
         if process.get("terminal") and console_socket is None and console_fd is None:
             raise ConfigError("process.terminal", "a terminal needs --console-socket (or `rune run` without --detach)")
         rootfs = os.path.join(bundle, cfg["root"]["path"])
@@ -149,6 +150,13 @@ class Runtime:
             opened.append(fifo_fd)
             dir_fd = os.open(self.store.path(cid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             opened.append(dir_fd)
+            agent_fd = None
+            if enclave is not None:
+                from inclavare.enclave import agent
+
+                state["enclave"] = enclave
+                agent_fd = agent.listen(self.store.path(cid), root_uid, root_gid)
+                opened.append(agent_fd)
             if process.get("terminal") and console_fd is None and console_socket:
                 from inclavare.linux.pty import connect_console_socket
 
@@ -162,6 +170,7 @@ class Runtime:
                 console_fd=console_fd if process.get("terminal") else None, preserve_fds=preserve_fds,
                 no_pivot=no_pivot, no_new_keyring=no_new_keyring, cgroup_paths=dict(mgr.paths),
                 state={"id": cid, "bundle": bundle, "annotations": state["annotations"]},
+                enclave=enclave, agent_fd=agent_fd,
             )
             hooks = cfg.get("hooks") or {}
 
@@ -427,10 +436,21 @@ class Runtime:
 
             console_fd = connect_console_socket(os.path.abspath(console_socket))
             opened.append(console_fd)
+        enclave = state.get("enclave")
+        conn_fd = None
+        if enclave:
+            from inclavare.enclave import agent
+            from inclavare.enclave.config import strip_env
+
+            strip_env(process)  # ENCLAVE_* settings are rune's, not the payload's
+            sock = agent.connect(self.store.path(cid))
+            conn_fd = sock.detach()
+            opened.append(conn_fd)
         mgr = _manager(state)
         from inclavare.runtime.init import SpawnRequest, spawn
 
         req = SpawnRequest(container_id=cid, config=cfg, process=process, namespaces=namespaces,
+                           enclave=enclave, agent_fd=conn_fd,
                            exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
                            preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
                            state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations")})
@@ -442,6 +462,37 @@ class Runtime:
         if pid_file:
             write_pid_file(pid_file, pid)
         return pid
+
+    # ------------------------------------------------------------------ enclave
+
+    def attest(self, cid: str, is_ra: bool = False, quote_type: str = "ecdsa") -> dict[str, Any]:
+        """A local REPORT from the container's enclave (and with ``is_ra`` a quote over it)."""
+        state, status = self.load(cid)
+        enclave = state.get("enclave")
+        if not enclave:
+            raise ContainerError(f'container "{cid}" has no enclave (no ENCLAVE_TYPE / enclave.type)')
+        if status not in ("created", "running"):
+            raise ContainerError(f'cannot attest container "{cid}": it is {status}')
+        from inclavare.enclave import attest
+
+        return attest.attest(self.store.path(cid), enclave, is_ra, quote_type)
+
+
+def _mentions_enclave(cfg: dict[str, Any]) -> bool:
+    for e in (cfg.get("process") or {}).get("env") or ():
+        if e.startswith("ENCLAVE_"):
+            return True
+    return any(k.startswith("enclave.") for k in cfg.get("annotations") or ())
+
+
+def _enclave_config(cfg: dict[str, Any], log: Log) -> dict[str, str] | None:
+    from inclavare.enclave.config import prepare_spec, resolve
+
+    enclave = resolve(cfg["process"], cfg.get("annotations"))
+    if enclave is not None:
+        for warning in prepare_spec(cfg, enclave):
+            log("warning", warning)
+    return enclave
 
 
 def _host_id(maps: list[dict[str, Any]] | None, cid: int) -> int:

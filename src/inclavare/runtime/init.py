@@ -74,7 +74,8 @@ class SpawnRequest:
                  exec_mode: bool = False, fifo_fd: int | None = None, state_dir_fd: int | None = None,
                  console_fd: int | None = None, preserve_fds: int = 0, no_pivot: bool = False,
                  no_new_keyring: bool = False, cgroup_paths: dict[str, str] | None = None,
-                 executor: Callable[[Any], None] | None = None, state: dict[str, Any] | None = None) -> None:
+                 executor: Callable[[Any], None] | None = None, state: dict[str, Any] | None = None,
+                 enclave: dict[str, str] | None = None, agent_fd: int | None = None) -> None:
         self.container_id = container_id
         self.config = config
         self.process = process
@@ -91,7 +92,12 @@ class SpawnRequest:
         self.cgroup_paths = cgroup_paths or {}
         self.executor = executor
         self.state = state or {}
+        # an enclave container: the init-runelet (create) or a runelet (exec) is the executor; agent_fd is
+        # the agent's listening socket (create) or a connection to it (exec)
+        self.enclave = enclave
+        self.agent_fd = agent_fd
         self.finalizer: Any = None  # built by the child in _preload
+        self.runelet: Any = None  # likewise, for enclave containers
 
 
 # The syscall layer (ctypes) is imported by the child only, while the parent is busy with cgroups.
@@ -307,6 +313,14 @@ def _preload(req: SpawnRequest) -> None:
         import inclavare.linux.pty  # noqa: F401
     req.finalizer = Finalizer(req.process, (cfg.get("linux") or {}).get("seccomp"))
     req.finalizer.prepare_seccomp()
+    if req.enclave is not None:
+        from inclavare.enclave import runelet
+
+        if req.exec_mode:
+            req.runelet = runelet.ExecRunelet(req.agent_fd)  # type: ignore[arg-type]
+        else:
+            req.runelet = runelet.InitRunelet(req.enclave, cfg, req.agent_fd)
+        req.runelet.preload()  # the PAL is loaded from its host path, before any namespace switch
 
 
 def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str, Any],
@@ -328,7 +342,10 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         notify_fd = fin.load_seccomp()
     fin.identity_and_caps()
     fin.chdir()
-    fin.resolve()
+    if req.runelet is None:
+        fin.resolve()
+    else:
+        fin.resolve_lenient()  # an enclave runtime may keep the payload where the container cannot see it
     if fin.nnp:
         # as late as possible, but before "ready" (as runc): the listener gets its fd during create
         notify_fd = fin.load_seccomp()
@@ -338,13 +355,17 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         ch.send(t="seccomp", fd=notify_fd)
         ch.expect("ok")
         os.close(notify_fd)
+    if req.runelet is not None:
+        req.runelet.before_ready()  # pal_get_version + pal_init: their failure fails `create`
     mark("stage2: ready")
     ch.send(t="ready")
     ch.close()
     if not req.exec_mode:
         _wait_for_start(req)
         run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"))
-    if req.executor is not None:
+    if req.runelet is not None:
+        req.runelet.run(fin)
+    elif req.executor is not None:
         req.executor(fin)
     else:
         fin.execute()

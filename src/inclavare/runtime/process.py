@@ -167,6 +167,14 @@ class Finalizer:
             raise ConfigError("process.args", "must be a non-empty array of strings")
         self.path = find_executable(args[0], self.env, self.process.get("cwd") or "/")
 
+    def resolve_lenient(self) -> None:
+        try:
+            self.resolve()
+        except ConfigError:
+            if not self.process.get("args"):
+                raise
+            self.path = self.process["args"][0]
+
     def load_seccomp(self) -> int | None:
         if self.seccomp_filter is None:
             return None

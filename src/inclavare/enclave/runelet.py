@@ -1,0 +1,291 @@
+"""The init-runelet and the exec runelet: the executors of enclave containers.
+
+With an enclave configured, a container's init does not ``execve`` its workload. It becomes the
+*init-runelet*: it loads the enclave runtime's PAL on the host (before pivot_root), calls
+``pal_get_version`` and ``pal_init`` before ``rune create`` returns, and after ``rune start`` runs the
+payload through the PAL (``pal_create_process`` + ``pal_exec``; ``pal_exec`` for v1 PALs), forwards every
+signal it receives to ``pal_kill(-1, sig)``, serves the agent socket for ``rune exec`` / ``rune attest``,
+calls ``pal_destroy`` when the payload returns and exits with the payload's exit value.
+
+``rune exec`` starts a *runelet* in the container's namespaces and cgroup, as for a plain container; it
+hands its argv, env, stdio and a signal pipe to the init-runelet's agent and exits with the exit code the
+agent reports, forwarding the signals it receives.
+
+Signals: Python runs signal handlers in the main thread only, so the PAL calls that block run in worker
+threads while the main thread waits on the wakeup fd (a handler could otherwise wait behind ``pal_exec``).
+v1 PALs have no ``pal_kill``: a signal whose default action ends a process then ends the container.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+from typing import Any, NoReturn
+
+from inclavare.enclave import agent
+from inclavare.enclave.api import PalError
+from inclavare.enclave.config import pal_args
+
+# never forwarded: synchronous faults (they belong to the thread that caused them), and SIGCHLD, which
+# the PAL's own waitpid needs to keep its default disposition
+_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV, signal.SIGBUS,
+                  signal.SIGFPE, signal.SIGILL, signal.SIGTRAP, signal.SIGSYS}
+# default action "ignore" or "continue": not a reason to end a container whose PAL cannot take signals
+_HARMLESS = {signal.SIGCONT, signal.SIGURG, signal.SIGWINCH, signal.SIGPIPE}
+
+
+def forwardable_signals() -> list[int]:
+    return [s for s in range(1, signal.NSIG) if s not in _NOT_FORWARDED and not 32 <= s < signal.SIGRTMIN]
+
+
+def _install(handler: Any) -> None:
+    for s in forwardable_signals():
+        try:
+            signal.signal(s, handler)
+        except (OSError, ValueError):
+            pass
+
+
+def _set_name(name: str) -> None:
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name)
+    except OSError:
+        pass
+
+
+def _say(msg: str, fd: int = 2) -> None:
+    try:
+        os.write(fd, f"rune: {msg}\n".encode())
+    except OSError:
+        pass
+
+
+class InitRunelet:
+    """Executor of an enclave container's init process."""
+
+    def __init__(self, enclave: dict[str, str], spec: dict[str, Any], listen_fd: int | None) -> None:
+        self.enclave = enclave
+        self.spec = spec
+        self.listen_fd = listen_fd
+        self.pal: Any = None
+        self.lock = threading.Lock()
+
+    # -- create: on the host, then in the container before "ready"
+
+    def preload(self) -> None:
+        """Load the PAL from its host path; runs before the container's root is entered."""
+        from inclavare.enclave.pal import open_pal
+
+        agent._pb()  # the protobuf modules, while the runtime's files are reachable
+        self.pal = open_pal(self.enclave["path"], self.spec)
+
+    def before_ready(self) -> None:
+        """pal_get_version and pal_init: a failure here makes `rune create` fail."""
+        _set_name("init-runelet")
+        self.pal.get_version()
+        self.pal.init(pal_args(self.enclave), self.enclave.get("loglevel") or "info")
+
+    # -- start: the payload
+
+    def run(self, fin: Any) -> NoReturn:
+        code = 1
+        try:
+            code = self._run(fin)
+        except PalError as e:
+            _say(str(e))
+        except BaseException as e:  # noqa: BLE001
+            _say(f"init-runelet: {type(e).__name__}: {e}")
+        sys.stdout.flush()
+        os._exit(code & 0xFF)
+
+    def _run(self, fin: Any) -> int:
+        pal = self.pal
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        ended: list[int] = []
+
+        def on_signal(sig: int, _frame: Any) -> None:
+            if pal.has_kill:
+                try:
+                    pal.kill(-1, sig)
+                except PalError as e:
+                    _say(str(e))
+            elif sig not in _HARMLESS:
+                ended.append(128 + sig)
+
+        _install(on_signal)
+        if self.listen_fd is not None:
+            threading.Thread(target=self._serve, name="agent", daemon=True).start()
+        result: dict[str, Any] = {}
+
+        def payload() -> None:
+            try:
+                args = list(fin.process.get("args") or [])
+                result["code"] = pal.run(fin.path or args[0], args, list(fin.env), (0, 1, 2))
+            except BaseException as e:  # noqa: BLE001
+                result["error"] = e
+            finally:
+                os.write(done_w, b"x")
+
+        threading.Thread(target=payload, name="payload", daemon=True).start()
+        while not ended:
+            ready, _, _ = select.select([done_r, wake_r], [], [])
+            if wake_r in ready:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            if done_r in ready:
+                break
+        if ended:
+            return ended[0]
+        if "error" in result:
+            raise result["error"]
+        code = int(result["code"])
+        pal.destroy()
+        return code
+
+    # -- the agent service
+
+    def _serve(self) -> None:
+        lsock = socket.socket(fileno=self.listen_fd)
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        pb = agent._pb()
+        try:
+            req = agent.read_message(agent.sock_reader(conn), "request")
+            if req.HasField("attest"):
+                resp = pb.AgentServiceResponse()
+                try:
+                    ti = bytes(req.attest.targetInfo) or self._default_targetinfo()
+                    resp.attest.localReport = self.pal.get_local_report(ti)
+                    resp.attest.exitCode = 0
+                except (PalError, agent.AgentError) as e:
+                    resp.attest.exitCode = 1
+                    resp.attest.error = str(e)
+                conn.sendall(agent.frame(resp))
+            elif req.HasField("exec"):
+                self._remote_exec(conn, req)
+        except (OSError, agent.AgentError) as e:
+            _say(f"init-runelet: agent: {e}")
+        finally:
+            conn.close()
+
+    def _default_targetinfo(self) -> bytes:
+        ti = getattr(self.pal, "default_targetinfo", None)
+        if ti is not None:
+            return ti()  # type: ignore[no-any-return]
+        return bytes(512)
+
+    def _remote_exec(self, conn: socket.socket, req: Any) -> None:
+        pb = agent._pb()
+        resp = pb.AgentServiceResponse()
+        fds: list[int] = []
+        try:
+            for _ in range(4):  # signal pipe, stdin, stdout, stderr
+                fds.append(agent.recv_fd(conn))
+            args, env = agent.exec_args(req)
+            if not args:
+                raise agent.AgentError("exec: empty argv")
+            path = _lookup(args[0], env)
+            pal = self.pal
+            if pal.version >= 2:
+                pid = pal.create_process(path, args, env, (fds[1], fds[2], fds[3]))
+                threading.Thread(target=self._relay_kills, args=(fds[0], pid), daemon=True).start()
+                fds[0] = -1  # the relay owns it now
+                resp.exec.exitCode = pal.exec(pid)
+            else:
+                resp.exec.exitCode = pal.run(path, args, env, (fds[1], fds[2], fds[3]))
+        except (PalError, agent.AgentError, OSError) as e:
+            resp.exec.exitCode = 1
+            resp.exec.error = str(e)
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+        try:
+            conn.sendall(agent.frame(resp))
+        except OSError:
+            pass
+
+    def _relay_kills(self, fd: int, pid: int) -> None:
+        try:
+            read = agent.fd_reader(fd)
+            while True:
+                msg = agent.read_message(read, "request")
+                if msg.HasField("kill"):
+                    try:
+                        self.pal.kill(pid, msg.kill.sig)
+                    except PalError:
+                        pass
+        except (OSError, agent.AgentError):
+            pass
+        finally:
+            os.close(fd)
+
+
+def _lookup(arg0: str, env: list[str]) -> str:
+    """Upstream resolves the payload with the container's PATH when it can; an enclave runtime may
+    keep its programs where the container cannot see them, so a miss is not an error."""
+    from inclavare.runtime.process import find_executable
+
+    try:
+        return find_executable(arg0, env, os.getcwd())
+    except Exception:  # noqa: BLE001
+        return arg0
+
+
+class ExecRunelet:
+    """Executor of ``rune exec`` in an enclave container: relays to the init-runelet's agent."""
+
+    def __init__(self, conn_fd: int) -> None:
+        self.conn_fd = conn_fd
+
+    def preload(self) -> None:
+        agent._pb()
+
+    def before_ready(self) -> None:
+        _set_name("runelet")
+
+    def run(self, fin: Any) -> NoReturn:
+        code = 1
+        try:
+            code = self._run(fin)
+        except BaseException as e:  # noqa: BLE001
+            _say(f"exec: {e}")
+        os._exit(code & 0xFF)
+
+    def _run(self, fin: Any) -> int:
+        sock = socket.socket(fileno=self.conn_fd)
+        args = list(fin.process.get("args") or [])
+        sock.sendall(agent.frame(agent.exec_request(args, list(fin.env))))
+        sig_r, sig_w = os.pipe2(os.O_CLOEXEC)
+        agent.send_fd(sock, sig_r, "signal-pipe")
+        for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+            agent.send_fd(sock, fd, name)
+        os.close(sig_r)
+
+        def on_signal(sig: int, _frame: Any) -> None:
+            try:
+                agent.write_all(sig_w, agent.kill_request(sig))
+            except OSError:
+                pass
+
+        _install(on_signal)
+        resp = agent.read_message(agent.sock_reader(sock), "response")
+        if resp.exec.error:
+            _say(f"exec: {resp.exec.error}")
+        return int(resp.exec.exitCode)
