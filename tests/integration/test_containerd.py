@@ -417,3 +417,48 @@ def test_private_containerd_uses_its_own_paths(engine: Engine) -> None:
     assert f'address = "{engine.ctrd.address}.ttrpc"' in cfg
     env = Path(f"/proc/{engine.ctrd.pid()}/environ").read_bytes().split(b"\0")
     assert f"PATH={engine.ctrd.bin_dir}:".encode() in b"\n".join(env)
+
+
+# ---------------------------------------------------------------------------- enclave containers
+
+@pytest.fixture(scope="module")
+def pal_v2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the test PAL")
+    from tests.fixtures.pal.build import build_pal
+
+    return str(build_pal("pal_v2", tmp_path_factory.mktemp("pal")))
+
+
+def test_enclave_container_through_containerd(engine: Engine, cid: str, pal_v2: str) -> None:
+    """`ctr run --env ENCLAVE_TYPE=sim`: the init-runelet runs the payload through the PAL; exec goes
+    through the same enclave instance; the exit value is the container's."""
+    flags = ("-d", "--env", "ENCLAVE_TYPE=sim", "--env", f"ENCLAVE_RUNTIME_PATH={pal_v2}",
+             "--env", "ENCLAVE_RUNTIME_ARGS=log=/tmp/pal.log")
+    ok(engine.run(cid, "sh", "-c", "echo payload > /tmp/out; sleep 1000", flags=flags))
+    pid = engine.wait_status(cid, "RUNNING")
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "init-runelet"
+    out = ok(engine.ctr("tasks", "exec", "--exec-id", "e1", cid, "sh", "-c", "cat /tmp/out; cat /tmp/pal.log"))
+    lines = out.splitlines()
+    assert lines[0] == "payload"
+    calls = [x.split(" ")[0] for x in lines[1:]]
+    assert calls[:4] == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec"]
+    assert calls.count("pal_create_process") == 2  # the exec'd `sh` went through the PAL as well
+    p = engine.ctr("tasks", "exec", "--exec-id", "e2", cid, "sh", "-c", "exit 6")
+    assert p.returncode == 6
+    ok(engine.ctr("tasks", "kill", "-s", "TERM", cid))  # forwarded to pal_kill(-1, SIGTERM)
+    engine.wait_status(cid, "STOPPED")
+
+
+def test_enclave_foreground_exit_code_through_containerd(engine: Engine, cid: str, pal_v2: str) -> None:
+    p = engine.run(cid, "sh", "-c", "echo from-enclave; exit 5",
+                   flags=("--rm", "--env", "ENCLAVE_TYPE=sim", "--env", f"ENCLAVE_RUNTIME_PATH={pal_v2}"))
+    assert p.returncode == 5, p.stderr
+    assert p.stdout == "from-enclave\n"
+
+
+def test_enclave_bad_pal_error_shown_by_ctr(engine: Engine, cid: str, tmp_path: Path) -> None:
+    p = engine.run(cid, "true", flags=("--rm", "--env", "ENCLAVE_TYPE=sim",
+                                       "--env", f"ENCLAVE_RUNTIME_PATH={tmp_path}/missing.so"))
+    assert p.returncode != 0
+    assert "missing.so: no such file" in p.stderr

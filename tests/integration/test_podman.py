@@ -319,3 +319,31 @@ def test_stop_kills_a_process_that_ignores_sigterm(podman: Engine, name: str) ->
     assert not os.path.exists(os.path.join(RUNE_STATE, cid))
     assert not cgroups.exists()
     assert _processes_mentioning({cid}) == []
+
+
+# -- enclave containers ------------------------------------------------------------------------------
+
+def test_enclave_container_by_annotation(podman: Engine, name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`podman run --annotation enclave.type=sim ...`: rune reads the annotations podman passes on."""
+    import shutil
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the test PAL")
+    from tests.fixtures.pal.build import build_pal
+
+    pal = build_pal("pal_v2", tmp_path_factory.mktemp("pal"))
+    opts = ("--annotation", "enclave.type=sim", "--annotation", f"enclave.runtime.path={pal}",
+            "--annotation", "enclave.runtime.args=log=/tmp/pal.log")
+    p = podman("run", "--rm", "--name", name, *opts, IMAGE, "sh", "-c", "echo in-enclave; cat /tmp/pal.log; exit 4")
+    assert p.returncode == 4, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "in-enclave"
+    assert [x.split(" ")[0] for x in lines[1:]] == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec"]
+    cid = run_detached(podman, name + "-d", "sleep", "1000", opts=opts)
+    try:
+        out = podman.ok("exec", name + "-d", "sh", "-c", "grep -c pal_create_process /tmp/pal.log")
+        assert out.strip() == "2"
+        podman.ok("stop", "--time", "5", cid)
+        assert podman.inspect(cid, "{{.State.ExitCode}}") == str(128 + 15)
+    finally:
+        podman("rm", "--force", "--time", "0", name + "-d")
