@@ -59,6 +59,7 @@ LAUNCHER
   mv -f "$tmp" "/usr/local/bin/$1"
 }
 install_launcher rune inclavare.cli.rune entry
+install_launcher sgx-tools inclavare.cli.sgx_tools main
 echo "setup: $(/usr/local/bin/rune --version | head -1) installed at /usr/local/bin/rune"
 
 # --- demo -----------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""SGX operations above the pure formats: SIGSTRUCT signing and verification."""

@@ -1,0 +1,4 @@
+"""The simulated SGX platform (enclave type ``sim``): genuine SGX formats, host-held keys, no confidentiality.
+
+``report``: the per-host report key, EREPORT and the target's MAC check.
+"""
