@@ -1,7 +1,8 @@
 """The init-runelet's agent socket: how ``rune exec`` and ``rune attest`` reach a running enclave.
 
 Wire format as upstream rune: ``<state dir>/agent.sock`` (unix stream), each message a 4-byte
-little-endian length then an ``AgentServiceRequest`` / ``AgentServiceResponse`` protobuf. An exec request
+little-endian length then an ``AgentServiceRequest`` / ``AgentServiceResponse`` protobuf
+(agentwire.py; contract in proto/agent.proto). An exec request
 is followed by four file descriptors, one SCM_RIGHTS message each, in this order: the signal pipe (read
 end; the client writes ``Kill`` requests into it, framed the same way), stdin, stdout, stderr. The reply
 carries the payload's exit code.
@@ -15,9 +16,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from typing import Any
 
+from inclavare.enclave import agentwire
 from inclavare.errors import InclavareError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SOCKET_NAME = "agent.sock"
 MAX_MESSAGE = 16 << 20
@@ -25,12 +30,6 @@ MAX_MESSAGE = 16 << 20
 
 class AgentError(InclavareError):
     """Talking to a container's enclave agent failed."""
-
-
-def _pb() -> Any:
-    from inclavare.enclave.proto import agent_pb2
-
-    return agent_pb2
 
 
 # ------------------------------------------------------------------------------------ framing
@@ -51,11 +50,11 @@ def read_message(read: Any, kind: str) -> Any:
     if size > MAX_MESSAGE:
         raise AgentError(f"agent: {kind} of {size} bytes is larger than the {MAX_MESSAGE}-byte limit")
     data = _read_exact(read, size) if size else b""
-    pb = _pb()
+    pb = agentwire
     msg = pb.AgentServiceRequest() if kind == "request" else pb.AgentServiceResponse()
     try:
         msg.ParseFromString(data)
-    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
+    except ValueError as e:
         raise AgentError(f"agent: malformed {kind}: {e}") from None
     return msg
 
@@ -150,7 +149,7 @@ def recv_fd(sock: socket.socket) -> int:
 # ------------------------------------------------------------------------------------ clients
 
 def exec_request(args: list[str], env: list[str]) -> Any:
-    pb = _pb()
+    pb = agentwire
     req = pb.AgentServiceRequest()
     req.exec.argv = " ".join(args)  # for an upstream peer
     req.exec.envp = " ".join(env)
@@ -160,7 +159,7 @@ def exec_request(args: list[str], env: list[str]) -> Any:
 
 
 def kill_request(sig: int) -> bytes:
-    pb = _pb()
+    pb = agentwire
     req = pb.AgentServiceRequest()
     req.kill.sig = sig
     return frame(req)
@@ -168,7 +167,7 @@ def kill_request(sig: int) -> bytes:
 
 def attest(state_dir: str, is_ra: bool, quote_type: str, targetinfo: bytes | None) -> bytes:
     """Ask the init-runelet for a local REPORT (to ``targetinfo``); returns the 432 bytes."""
-    pb = _pb()
+    pb = agentwire
     req = pb.AgentServiceRequest()
     req.attest.isRA = is_ra
     req.attest.quoteType = quote_type

@@ -21,9 +21,11 @@ called from the init-runelet's signal handler and must not block.
 
 from __future__ import annotations
 
-from typing import Any
-
 from inclavare.errors import InclavareError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PAL_API_VERSION = 3  # the highest version rune speaks
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal", "panic", "off")

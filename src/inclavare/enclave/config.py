@@ -8,9 +8,12 @@ kept in the container's state (``state["enclave"]``) so that ``exec`` and ``atte
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from inclavare.enclave.api import DEFAULT_LOG_LEVEL, LOG_LEVELS, EnclaveConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # field -> (process env variable, annotation)
 KEYS: dict[str, tuple[str, str]] = {

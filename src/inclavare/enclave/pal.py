@@ -21,23 +21,22 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
 
 from inclavare.enclave import api, registry
 from inclavare.enclave.api import EnclaveConfigError, PalError
 from inclavare.errors import InclavareError
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
 
 CONFIG_KEY = "enclave.runtime.path"
 BUILTIN_PREFIX = "builtin:"
 MIN_VERSION = 1
-
-T = TypeVar("T")
 
 
 # ---- C layouts (natural alignment, as the PAL's compiler lays them out) ----
@@ -153,7 +152,6 @@ class Pal:
                 )
             self._check_version_symbols(version)
             self.version = version
-            log.debug("PAL %s speaks API v%d", self.path, version)
             return version
 
     def _usable(self, func: str) -> int:
@@ -286,13 +284,10 @@ class NativePal(Pal):
         version = self._usable("pal_init")
         c_args = _cstr("pal_init", "args", args)
         c_level = _cstr("pal_init", "log_level", log_level)
-        log.debug("pal_init(args=%r, log_level=%s) on %s", args, log_level, self.path)
         if version >= 3:
             attr3 = _AttrV3(_AttrV1(c_args, c_level), pool_fd, pool_addr)
             ret = self._init_v3(ctypes.byref(attr3))
         else:
-            if pool_fd != -1:
-                log.debug("PAL API v%d takes no enclave pool; fd %d not passed", version, pool_fd)
             attr1 = _AttrV1(c_args, c_level)
             ret = self._init_v1(ctypes.byref(attr1))
         if ret < 0:
@@ -307,7 +302,6 @@ class NativePal(Pal):
         c_argv = _cstr_array("pal_exec", "argv", argv)
         fds = _stdio("pal_exec", stdio)
         exit_code = ctypes.c_int(0)
-        log.debug("pal_exec(%s, %r) on %s", path, list(argv), self.path)
         ret = self._exec_v1(c_path, c_argv, ctypes.byref(fds), ctypes.byref(exit_code))
         if ret < 0:
             raise PalError("pal_exec", ret)
@@ -323,7 +317,6 @@ class NativePal(Pal):
         fds = _stdio("pal_create_process", stdio)
         pid = ctypes.c_int(-1)
         args = _CreateProcessArgs(c_path, c_argv, c_env, ctypes.pointer(fds), ctypes.pointer(pid))
-        log.debug("pal_create_process(%s, %r) on %s", path, list(argv), self.path)
         ret = self._create_fn(ctypes.byref(args))
         if ret < 0:
             raise PalError("pal_create_process", ret)
@@ -390,7 +383,7 @@ class PythonPal(Pal):
         super().__init__(path)
         self.runtime = runtime
 
-    def _call(self, func: str, fn: Callable[..., T], *args: Any) -> T:
+    def _call(self, func: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
         except InclavareError:

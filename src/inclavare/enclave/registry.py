@@ -9,9 +9,12 @@ third-party package cannot replace ``sim`` or ``wasm``.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from inclavare.enclave.api import EnclaveConfigError, EnclaveRuntime
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ENTRY_POINT_GROUP = "inclavare.enclave_runtimes"
 CONFIG_KEY = "enclave.runtime.path"

@@ -18,17 +18,20 @@ v1 PALs have no ``pal_kill``: a signal whose default action ends a process then 
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` builds IntEnums (~7 ms on the start path)
 import os
 import select
-import signal
 import socket
 import sys
 import threading
-from typing import Any, NoReturn
 
-from inclavare.enclave import agent
+from inclavare.enclave import agent, agentwire
 from inclavare.enclave.api import PalError
 from inclavare.enclave.config import pal_args
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 # never forwarded: synchronous faults (they belong to the thread that caused them), and SIGCHLD, which
 # the PAL's own waitpid needs to keep its default disposition
@@ -81,7 +84,6 @@ class InitRunelet:
         """Load the PAL from its host path; runs before the container's root is entered."""
         from inclavare.enclave.pal import open_pal
 
-        agent._pb()  # the protobuf modules, while the runtime's files are reachable
         self.pal = open_pal(self.enclave["path"], self.spec)
 
     def before_ready(self) -> None:
@@ -164,7 +166,7 @@ class InitRunelet:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
-        pb = agent._pb()
+        pb = agentwire
         try:
             req = agent.read_message(agent.sock_reader(conn), "request")
             if req.HasField("attest"):
@@ -191,7 +193,7 @@ class InitRunelet:
         return bytes(512)
 
     def _remote_exec(self, conn: socket.socket, req: Any) -> None:
-        pb = agent._pb()
+        pb = agentwire
         resp = pb.AgentServiceResponse()
         fds: list[int] = []
         try:
@@ -255,7 +257,7 @@ class ExecRunelet:
         self.conn_fd = conn_fd
 
     def preload(self) -> None:
-        agent._pb()
+        pass  # agent and its codec are imported with this module
 
     def before_ready(self) -> None:
         _set_name("runelet")
