@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Enclave container start latency: the same busybox bundle as a plain container and as enclave
+containers (a native C PAL, builtin:wasm, builtin:sim with a signed enclave image), all with rune, in the
+same run, interleaved round by round; medians and ratios to the plain container.
+
+Two measures per variant:
+  create   `rune create` (for enclaves this includes loading the PAL and pal_init: image checks, etc.)
+  run      `rune run` of a payload that exits at once (create, start, payload, wait, delete)
+
+usage: bench/enclave.py [--rounds N] [--rune PATH] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.join(HERE, "..")
+sys.path.insert(0, os.path.join(TOP, "src"))
+sys.path.insert(0, TOP)
+
+from inclavare.testing.bundle import make_bundle  # noqa: E402
+
+DEVNULL = subprocess.DEVNULL
+EXIT_WAT = '(module (memory (export "memory") 1) (func (export "_start")))'
+
+
+def call(argv: list[str], env: dict[str, str]) -> None:
+    subprocess.run(argv, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL, check=True, env=env)
+
+
+def variant_bundle(work: str, name: str, args: list[str], env: list[str], files: dict[str, bytes]) -> str:
+    b = make_bundle(os.path.join(work, f"bundle-{name}"), tuple(args))
+    with open(os.path.join(b, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["process"]["env"] += env
+    with open(os.path.join(b, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    for rel, data in files.items():
+        p = os.path.join(b, "rootfs", rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+    return b
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rune", default=shutil.which("rune") or "/usr/local/bin/rune")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root", file=sys.stderr)
+        return 1
+    work = tempfile.mkdtemp(prefix="rune-enclave-bench-")
+    env = dict(os.environ, INCLAVARE_SIM_STATE_DIR=os.path.join(work, "sim"))
+    try:
+        sim = ["ENCLAVE_TYPE=sim"]
+        variants: dict[str, str] = {"plain": variant_bundle(work, "plain", ["true"], [], {})}
+        if shutil.which("gcc"):
+            from tests.fixtures.pal.build import build_pal
+
+            pal = str(build_pal("pal_v2", __import__("pathlib").Path(work)))
+            variants["native PAL v2"] = variant_bundle(work, "pal", ["true"], sim + [f"ENCLAVE_RUNTIME_PATH={pal}"],
+                                                       {})
+        try:
+            import wasmtime
+        except ImportError:
+            wasmtime = None
+        if wasmtime is not None:
+            variants["builtin:wasm"] = variant_bundle(work, "wasm", ["/exit.wat"],
+                                                      sim + ["ENCLAVE_RUNTIME_PATH=builtin:wasm"],
+                                                      {"exit.wat": EXIT_WAT.encode()})
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            from inclavare.enclave import image
+
+            key = rsa.generate_private_key(public_exponent=3, key_size=3072).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            img = image.sign(image.build(wasmtime.wat2wasm(EXIT_WAT), "wasm"), key)
+            variants["builtin:sim (wasm image)"] = variant_bundle(
+                work, "sim", ["exit"], sim + ["ENCLAVE_RUNTIME_PATH=builtin:sim"], {"enclave/enclave.img": img})
+        root = os.path.join(work, "root")
+        rune = [args.rune, "--root", root]
+        res: dict[str, dict[str, list[float]]] = {k: {"create": [], "run": []} for k in variants}
+        for i in range(args.rounds + 1):  # round 0 warms the page cache and the .pyc files
+            for name, b in variants.items():
+                cid = f"c{i}-{len(res[name]['create'])}-{abs(hash(name)) % 1000}"
+                t0 = time.perf_counter()
+                call(rune + ["create", "--bundle", b, cid], env)
+                t1 = time.perf_counter()
+                call(rune + ["delete", "--force", cid], env)
+                t2 = time.perf_counter()
+                call(rune + ["run", "--bundle", b, cid + "r"], env)
+                t3 = time.perf_counter()
+                if i:
+                    res[name]["create"].append(t1 - t0)
+                    res[name]["run"].append(t3 - t2)
+        med = {k: {w: statistics.median(v) * 1000 for w, v in ws.items()} for k, ws in res.items()}
+        base = med["plain"]
+        if args.markdown:
+            print(f"| variant ({args.rounds} rounds, median) | create | ratio | run | ratio |")
+            print("|---|---|---|---|---|")
+            for k in variants:
+                print(f"| {k} | {med[k]['create']:.1f} ms | {med[k]['create'] / base['create']:.2f}x | "
+                      f"{med[k]['run']:.1f} ms | {med[k]['run'] / base['run']:.2f}x |")
+        else:
+            for k in variants:
+                print(f"{k:26s} create {med[k]['create']:7.1f} ms ({med[k]['create'] / base['create']:.2f}x)   "
+                      f"run {med[k]['run']:7.1f} ms ({med[k]['run'] / base['run']:.2f}x)")
+    finally:
+        subprocess.run([args.rune, "--root", os.path.join(work, "root"), "list", "-q"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Built-in enclave runtime ``sim``: a simulated SGX enclave, for machines without SGX.
+
+Selected with ``ENCLAVE_RUNTIME_PATH=builtin:sim`` (enclave type ``sim``). ``pal_init`` loads a signed
+enclave image (docs/enclave-image.md) from the container, measures it with the SGX ECREATE/EADD/EEXTEND
+algorithm, checks its SIGSTRUCT (RSA signature, Q1/Q2, ENCLAVEHASH, attributes, debug flag) and refuses to
+start on any mismatch. Processes then run the image's payload: a WebAssembly module (through the ``wasm``
+runtime) or a native executable (from a sealed memfd, never from a path the container could swap).
+``pal_get_local_report`` returns a genuine-format REPORT for the given TARGETINFO, MAC'd with the
+simulated platform's per-host report key.
+
+Nothing here is protected: the host can read and change the "enclave" at will. What is real is the identity
+model (MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, attributes), so attestation policies carry over to hardware.
+
+pal_init arguments (space separated; rune turns commas into spaces):
+  image=PATH        the enclave image in the container (default /enclave/enclave.img)
+  mrsigner=HEX      only run images signed by this MRSIGNER
+  production        refuse debug-signed images
+  preopen=DIR, fuel=N   passed on to the wasm runtime for WebAssembly payloads
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import Any
+
+from inclavare.enclave import api
+from inclavare.errors import InclavareError
+
+DEFAULT_IMAGE = "/enclave/enclave.img"
+_EXIT_SIGNALLED = 128
+
+
+class SimRuntime(api.EnclaveRuntime):
+    name = "sim"
+    api_version = 3
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.image: Any = None
+        self.wasm: Any = None
+        self._spec: dict[str, Any] = {}
+        self._native: dict[int, int] = {}  # our pid -> host pid (they are the same number)
+        self._wasm_pids: set[int] = set()
+        self._lock = threading.Lock()
+
+    # -- on the host, before pivot_root
+
+    def load(self, spec: dict[str, Any]) -> None:
+        # everything init and the reports need, while the runtime's files are reachable
+        from cryptography.exceptions import InvalidSignature  # noqa: F401
+        from cryptography.hazmat.primitives import cmac, hashes, serialization  # noqa: F401
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils  # noqa: F401
+        from cryptography.hazmat.primitives.ciphers import algorithms  # noqa: F401
+
+        import inclavare.enclave.image  # noqa: F401
+        import inclavare.sgx.signing  # noqa: F401
+        from inclavare.sim.report import ReportKey
+
+        self._spec = spec
+        self.key = ReportKey.load()  # the per-host platform key lives on the host
+        try:
+            from inclavare.enclave.runtimes.wasm import WasmRuntime
+        except ImportError:  # wasmtime missing: native payloads still work
+            return
+        self.wasm = WasmRuntime()
+        self.wasm.load(spec)
+
+    # -- PAL calls
+
+    def init(self, args: str, log_level: str) -> None:
+        from inclavare.enclave import image as img
+
+        path = DEFAULT_IMAGE
+        mrsigner: bytes | None = None
+        allow_debug = True
+        rest: list[str] = []
+        for word in args.split():
+            key, sep, value = word.partition("=")
+            if sep and key == "image":
+                path = value
+            elif sep and key == "mrsigner":
+                try:
+                    mrsigner = bytes.fromhex(value)
+                except ValueError:
+                    mrsigner = b""
+                if len(mrsigner) != 32:
+                    raise api.PalError("pal_init", -errno.EINVAL, f"{word}: MRSIGNER must be 64 hex digits")
+            elif word == "production":
+                allow_debug = False
+            elif sep and key in ("preopen", "fuel"):
+                rest.append(word)
+            else:
+                raise api.PalError("pal_init", -errno.EINVAL, f"unknown argument {word!r} "
+                                   "(known: image=PATH, mrsigner=HEX, production, preopen=DIR, fuel=N)")
+        try:
+            self.image = img.load(path, expected_mrsigner=mrsigner, allow_debug=allow_debug)
+        except img.EnclaveImageError as e:
+            raise api.PalError("pal_init", -errno.EACCES, str(e)) from None
+        except OSError as e:
+            raise api.PalError("pal_init", -(e.errno or errno.EIO), f"{path}: {e.strerror}") from None
+        if self.image.kind == "wasm":
+            if self.wasm is None:
+                raise api.PalError("pal_init", -errno.ENOSYS, "the image holds a WebAssembly payload, "
+                                   "but wasmtime is not installed")
+            self.wasm.init(" ".join(rest), log_level)
+        elif rest:
+            raise api.PalError("pal_init", -errno.EINVAL, f"{rest[0]}: only for WebAssembly payloads")
+
+    def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
+        if self.image is None:
+            raise api.PalError("pal_create_process", -errno.EINVAL, "the enclave is not initialized")
+        if self.image.kind == "wasm":
+            pid = self.wasm.create_process_from_module(self.image.payload, f"enclave:{path}", argv, env, stdio)
+            with self._lock:
+                self._wasm_pids.add(pid)
+            return int(pid)
+        pid = _spawn_native(self.image.payload, argv, env, stdio)
+        with self._lock:
+            self._native[pid] = pid
+        return pid
+
+    def exec(self, pid: int) -> int:
+        if pid in self._wasm_pids:
+            return int(self.wasm.exec(pid))
+        if pid not in self._native:
+            raise api.PalError("pal_exec", -errno.ESRCH, f"no enclave process {pid}")
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                raise api.PalError("pal_exec", -errno.ECHILD, f"enclave process {pid} is gone") from None
+        with self._lock:
+            self._native.pop(pid, None)
+        if os.WIFSIGNALED(status):
+            return _EXIT_SIGNALLED + os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+    def kill(self, pid: int, sig: int) -> None:
+        with self._lock:
+            native = list(self._native) if pid == -1 else [pid] if pid in self._native else []
+            wasm = pid == -1 or pid in self._wasm_pids
+        if not native and not wasm:
+            raise api.PalError("pal_kill", -errno.ESRCH, f"no enclave process {pid}")
+        for p in native:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        if wasm and self.wasm is not None and self._wasm_pids:
+            self.wasm.kill(pid, sig)
+
+    def destroy(self) -> None:
+        if self.wasm is not None:
+            self.wasm.destroy()
+        self.image = None
+
+    def get_local_report(self, targetinfo: bytes) -> bytes:
+        if self.image is None:
+            raise api.PalError("pal_get_local_report", -errno.EINVAL, "the enclave is not initialized")
+        if len(targetinfo) != api.TARGETINFO_SIZE:
+            raise api.PalError("pal_get_local_report", -errno.EINVAL,
+                               f"TARGETINFO is {len(targetinfo)} bytes, expected {api.TARGETINFO_SIZE}")
+        try:
+            return bytes(self.key.make_report(self.image, bytes(64), targetinfo))
+        except InclavareError as e:
+            raise api.PalError("pal_get_local_report", -errno.EINVAL, str(e)) from None
+
+
+def _spawn_native(payload: bytes, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
+    """Run the payload from a sealed memfd: the container cannot swap the measured bytes."""
+    import fcntl
+
+    fd = os.memfd_create("enclave-payload", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        envd = {k: v for k, _, v in (e.partition("=") for e in env)}
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for target, src in enumerate(stdio):
+                    if src != target:
+                        os.dup2(src, target)
+                os.execve(fd, argv or ["enclave"], envd)  # fexecve: no /proc needed
+            except BaseException as e:  # noqa: BLE001
+                os.write(2, f"sim: exec of the enclave payload failed: {e}\n".encode())
+            os._exit(127)
+        return pid
+    finally:
+        os.close(fd)
