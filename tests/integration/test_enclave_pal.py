@@ -291,3 +291,20 @@ def test_annotations_configure_the_enclave(rune, cid, make_bundle, pal):
     p = rune.run("run", "--bundle", b, cid)
     assert p.returncode == 0 and p.stdout == "annotated\n", p.stderr
     assert funcs(b) == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec", "pal_destroy"]
+
+
+def test_exec_with_a_state_dir_deeper_than_sun_path(rune_bin, cid, make_bundle, pal, tmp_path):
+    from tests.conftest import Rune
+
+    root = tmp_path
+    while len(str(root)) < 150:
+        root = root / "a-deep-state-directory"
+    deep = Rune(rune_bin, str(root))
+    b = enclave_bundle(make_bundle, ["sleep", "60"], pal("pal_v2"))
+    try:
+        deep.run("run", "-d", "--bundle", b, cid, check=True)
+        assert len(str(root / cid / "agent.sock")) > 108
+        p = deep.run("exec", cid, "sh", "-c", "echo reached")
+        assert p.returncode == 0 and p.stdout == "reached\n", p.stderr
+    finally:
+        deep.run("delete", "--force", cid)

@@ -50,7 +50,7 @@ class SimRuntime(api.EnclaveRuntime):
     def load(self, spec: dict[str, Any]) -> None:
         # everything init and the reports need, while the runtime's files are reachable
         from cryptography.exceptions import InvalidSignature  # noqa: F401
-        from cryptography.hazmat.primitives import cmac, hashes, serialization  # noqa: F401
+        from cryptography.hazmat.primitives import cmac, hashes  # noqa: F401
         from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils  # noqa: F401
         from cryptography.hazmat.primitives.ciphers import algorithms  # noqa: F401
 
