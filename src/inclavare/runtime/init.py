@@ -482,7 +482,10 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
         mark("parent: forked")
         on_forked(pid1)
         mark("parent: cgroup applied")
-        ch.send(t="go")
+        try:
+            ch.send(t="go")
+        except BrokenPipeError:
+            pass  # stage 1 failed early (e.g. loading an enclave runtime): its error is in the pipe
         while True:
             msg = ch.recv()
             if msg is None:
