@@ -1,0 +1,651 @@
+"""Intel SGX DCAP ECDSA quotes, version 3, and the SGX extension of PCK certificates.
+
+Pure codecs: no I/O and no cryptography (verifying the signatures is the attestation layer's job).
+
+Quote v3 layout (all integers little-endian)::
+
+    offset  size  field
+         0     2  version (3)
+         2     2  attestation key type (2 = ECDSA-256 with P-256)
+         4     4  TEE type (0 = SGX; reserved in v3 and must be 0)
+         8     2  QE SVN
+        10     2  PCE SVN
+        12    16  QE vendor ID (Intel: 939A7233F79C4CA9940A0DB3957F0607)
+        28    20  user data (Intel's QE: a 16-byte QE ID, then 4 zero bytes)
+        48   384  ISV enclave REPORTBODY
+       432     4  signature data length N
+       436     N  signature data:
+                    64   ECDSA signature (r || s) over bytes 0..431
+                    64   attestation public key (x || y)
+                   384   QE REPORTBODY
+                    64   ECDSA signature (r || s) of the QE REPORTBODY by the PCK key
+                     2   QE authentication data size A, then A bytes
+                     2   certification data type, 4: size C, then C bytes
+
+The QE report's REPORTDATA binds the attestation key: its first 32 bytes are SHA-256(attestation key ||
+QE authentication data) and the last 32 are zero (:func:`qe_report_data_for`).
+
+Parsing is strict: every declared length is checked against the bytes present, the signature data must be
+exactly its declared length, and bytes after it are returned as ``Quote3.trailing`` (some platforms pad
+quotes into a fixed buffer) -- nothing in them is signed, so nothing may rely on them. A malformed quote
+raises :class:`DcapFormatError` naming the field and its offset.
+
+PCK certificates carry Intel's SGX extension (OID 1.2.840.113741.1.13.1): a DER SEQUENCE of
+``SEQUENCE { OID, value }`` entries (PPID, TCB, PCE-ID, FMSPC, SGX type and, for platform-CA certificates,
+platform instance ID and configuration). :class:`PckExtension` encodes and decodes it with a small strict
+DER reader/writer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from inclavare.formats.sgx import REPORT_BODY_SIZE, ReportBody, SgxFormatError
+
+__all__ = [
+    "ATT_KEY_TYPE_ECDSA_P256",
+    "ECDSA_SIG_SIZE",
+    "HEADER_SIZE",
+    "INTEL_QE_VENDOR_ID",
+    "QUOTE_VERSION_3",
+    "SGX_EXTENSION_OID",
+    "TEE_TYPE_SGX",
+    "CertDataType",
+    "CertificationData",
+    "DcapFormatError",
+    "PckConfiguration",
+    "PckExtension",
+    "Quote3",
+    "QuoteHeader",
+    "QuoteSignatureData",
+    "SgxType",
+    "qe_report_data_for",
+    "split_pem_chain",
+]
+
+QUOTE_VERSION_3 = 3
+ATT_KEY_TYPE_ECDSA_P256 = 2
+ATT_KEY_TYPE_ECDSA_P384 = 3
+TEE_TYPE_SGX = 0x00000000
+INTEL_QE_VENDOR_ID = bytes.fromhex("939A7233F79C4CA9940A0DB3957F0607")
+HEADER_SIZE = 48
+USER_DATA_SIZE = 20
+ECDSA_SIG_SIZE = 64
+ECDSA_KEY_SIZE = 64
+SIG_DATA_OFFSET = HEADER_SIZE + REPORT_BODY_SIZE + 4  # 436
+SIGNED_SIZE = HEADER_SIZE + REPORT_BODY_SIZE  # 432
+
+_U16 = 0xFFFF
+_U32 = 0xFFFFFFFF
+
+
+class DcapFormatError(SgxFormatError):
+    """A DCAP quote or PCK extension is malformed; names the field and the byte offset where it went wrong."""
+
+    def __init__(self, field_name: str, offset: int, problem: str, struct_name: str = "SGX quote v3") -> None:
+        self.field, self.offset = field_name, offset
+        super().__init__(struct_name, f"{field_name} at offset {offset}: {problem}")
+
+
+class CertDataType(IntEnum):
+    """Certification data types of the ECDSA quote signature data."""
+
+    PPID_CLEARTEXT = 1
+    PPID_RSA2048_OAEP = 2
+    PPID_RSA3072_OAEP = 3
+    PCK_CERT = 4
+    PCK_CERT_CHAIN = 5
+    QE_REPORT_CERT_DATA = 6
+    PLATFORM_MANIFEST = 7
+
+
+def qe_report_data_for(attestation_key: bytes, qe_auth_data: bytes) -> bytes:
+    """The 64-byte REPORTDATA a QE report must carry: SHA-256(attestation key || QE auth data) || 32 zeros."""
+    return hashlib.sha256(bytes(attestation_key) + bytes(qe_auth_data)).digest() + bytes(32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Small checks
+
+
+def _need_int(struct_name: str, name: str, value: int, bits: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SgxFormatError(struct_name, f"{name} must be an integer, got {type(value).__name__}")
+    if value < 0 or value >> bits:
+        raise SgxFormatError(struct_name, f"{name}={value:#x} does not fit in {bits} bits")
+
+
+def _need_bytes(struct_name: str, name: str, value: bytes, size: int | None = None, max_size: int = _U32) -> None:
+    if not isinstance(value, (bytes, bytearray)):
+        raise SgxFormatError(struct_name, f"{name} must be bytes, got {type(value).__name__}")
+    if size is not None and len(value) != size:
+        raise SgxFormatError(struct_name, f"{name} is {len(value)} bytes, expected {size}")
+    if len(value) > max_size:
+        raise SgxFormatError(struct_name, f"{name} is {len(value)} bytes, more than its length field holds")
+
+
+class _Reader:
+    """Reads fields from ``data[start:end]`` with bounds checks; offsets in errors are absolute."""
+
+    def __init__(self, data: bytes, start: int, end: int) -> None:
+        self.data, self.pos, self.end = data, start, end
+
+    def take(self, name: str, size: int) -> bytes:
+        if size > self.end - self.pos:
+            raise DcapFormatError(name, self.pos, f"needs {size} bytes, only {max(self.end - self.pos, 0)} remain")
+        out = self.data[self.pos:self.pos + size]
+        self.pos += size
+        return out
+
+    def u16(self, name: str) -> int:
+        return int.from_bytes(self.take(name, 2), "little")
+
+    def u32(self, name: str) -> int:
+        return int.from_bytes(self.take(name, 4), "little")
+
+
+def _report_body(name: str, raw: bytes, offset: int) -> ReportBody:
+    try:
+        return ReportBody.parse(raw)
+    except SgxFormatError as e:
+        raise DcapFormatError(name, offset, e.problem) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Quote v3
+
+
+@dataclass(frozen=True)
+class QuoteHeader:
+    """The 48-byte quote header."""
+
+    version: int = QUOTE_VERSION_3
+    att_key_type: int = ATT_KEY_TYPE_ECDSA_P256
+    tee_type: int = TEE_TYPE_SGX
+    qe_svn: int = 0
+    pce_svn: int = 0
+    qe_vendor_id: bytes = INTEL_QE_VENDOR_ID
+    user_data: bytes = bytes(USER_DATA_SIZE)
+
+    def __post_init__(self) -> None:
+        s = "SGX quote v3 header"
+        for name, value, bits in (("version", self.version, 16), ("attestation key type", self.att_key_type, 16),
+                                  ("TEE type", self.tee_type, 32), ("QE SVN", self.qe_svn, 16),
+                                  ("PCE SVN", self.pce_svn, 16)):
+            _need_int(s, name, value, bits)
+        _need_bytes(s, "QE vendor ID", self.qe_vendor_id, 16)
+        _need_bytes(s, "user data", self.user_data, USER_DATA_SIZE)
+
+    @classmethod
+    def parse(cls, data: bytes) -> QuoteHeader:
+        if len(data) < HEADER_SIZE:
+            raise DcapFormatError("header", 0, f"needs {HEADER_SIZE} bytes, the quote has {len(data)}")
+        version, key_type, tee_type, qe_svn, pce_svn = struct.unpack_from("<HHIHH", data, 0)
+        if version != QUOTE_VERSION_3:
+            raise DcapFormatError("header.version", 0, f"is {version}, this parser reads version 3 only")
+        if key_type != ATT_KEY_TYPE_ECDSA_P256:
+            what = "ECDSA-384 with P-384 is not supported" if key_type == ATT_KEY_TYPE_ECDSA_P384 else "unknown type"
+            raise DcapFormatError("header.att_key_type", 2, f"is {key_type} ({what}); expected 2 (ECDSA-256 P-256)")
+        if tee_type != TEE_TYPE_SGX:
+            raise DcapFormatError("header.tee_type", 4, f"is {tee_type:#x}; a v3 quote is SGX (0)")
+        return cls(version, key_type, tee_type, qe_svn, pce_svn, bytes(data[12:28]), bytes(data[28:48]))
+
+    def pack(self) -> bytes:
+        return (struct.pack("<HHIHH", self.version, self.att_key_type, self.tee_type, self.qe_svn, self.pce_svn)
+                + bytes(self.qe_vendor_id) + bytes(self.user_data))
+
+    @property
+    def is_intel_qe(self) -> bool:
+        return bytes(self.qe_vendor_id) == INTEL_QE_VENDOR_ID
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----\r?\n?", re.S)
+
+
+def split_pem_chain(data: bytes, *, where: str = "PEM chain") -> list[bytes]:
+    """The DER bytes of each CERTIFICATE block of a PEM chain, in order.
+
+    Between and after the blocks only whitespace and NUL bytes are allowed (Intel's QE may end the chain with
+    a NUL); anything else, a non-certificate block, bad base64 or an empty chain raises :class:`SgxFormatError`.
+    """
+    data = bytes(data)
+    out: list[bytes] = []
+    pos = 0
+    for m in _PEM_BLOCK.finditer(data):
+        gap = data[pos:m.start()]
+        if gap.strip(b" \t\r\n\x00"):
+            raise SgxFormatError(where, f"unexpected bytes at offset {pos} before PEM block {len(out)}")
+        if m.group(1) != b"CERTIFICATE":
+            raise SgxFormatError(where, f"block {len(out)} at offset {m.start()} is {m.group(1).decode()!r}, "
+                                        "not CERTIFICATE")
+        body = b"".join(m.group(2).split())
+        try:
+            der = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise SgxFormatError(where, f"block {len(out)} at offset {m.start()} is not valid base64") from None
+        if not der:
+            raise SgxFormatError(where, f"block {len(out)} at offset {m.start()} is empty")
+        out.append(der)
+        pos = m.end()
+    if data[pos:].strip(b" \t\r\n\x00"):
+        raise SgxFormatError(where, f"unexpected bytes at offset {pos} after the last PEM block")
+    if not out:
+        raise SgxFormatError(where, "holds no certificate")
+    return out
+
+
+@dataclass(frozen=True)
+class CertificationData:
+    """QE certification data: type and its bytes (type 5 = PEM chain PCK leaf, PCK CA, root)."""
+
+    cert_type: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _need_int("certification data", "type", self.cert_type, 16)
+        _need_bytes("certification data", "data", self.data)
+
+    def pem_chain(self) -> list[bytes]:
+        """DER certificates of a type-5 chain, leaf first (see :func:`split_pem_chain`)."""
+        if self.cert_type != CertDataType.PCK_CERT_CHAIN:
+            raise SgxFormatError("certification data", f"type {self.cert_type} is not a PCK certificate chain (5)")
+        return split_pem_chain(self.data, where="certification data (PCK chain)")
+
+    def pack(self) -> bytes:
+        return struct.pack("<HI", self.cert_type, len(self.data)) + bytes(self.data)
+
+
+@dataclass(frozen=True)
+class QuoteSignatureData:
+    """The ECDSA-256 quote signature data that follows the signature data length."""
+
+    isv_signature: bytes
+    attestation_key: bytes
+    qe_report: ReportBody
+    qe_report_signature: bytes
+    qe_auth_data: bytes
+    certification: CertificationData
+
+    def __post_init__(self) -> None:
+        s = "SGX quote v3 signature data"
+        _need_bytes(s, "ISV signature", self.isv_signature, ECDSA_SIG_SIZE)
+        _need_bytes(s, "attestation key", self.attestation_key, ECDSA_KEY_SIZE)
+        _need_bytes(s, "QE report signature", self.qe_report_signature, ECDSA_SIG_SIZE)
+        _need_bytes(s, "QE auth data", self.qe_auth_data, max_size=_U16)
+        if not isinstance(self.qe_report, ReportBody) or not isinstance(self.certification, CertificationData):
+            raise SgxFormatError(s, "qe_report must be a ReportBody and certification a CertificationData")
+
+    @classmethod
+    def parse_at(cls, data: bytes, start: int, end: int) -> QuoteSignatureData:
+        """Parse ``data[start:end]``, which must be exactly the signature data."""
+        r = _Reader(data, start, end)
+        isv_sig = r.take("signature_data.isv_signature", ECDSA_SIG_SIZE)
+        att_key = r.take("signature_data.attestation_key", ECDSA_KEY_SIZE)
+        qe_off = r.pos
+        qe_report = _report_body("signature_data.qe_report", r.take("signature_data.qe_report", REPORT_BODY_SIZE),
+                                 qe_off)
+        qe_sig = r.take("signature_data.qe_report_signature", ECDSA_SIG_SIZE)
+        auth_size = r.u16("signature_data.qe_auth_data_size")
+        auth = r.take("signature_data.qe_auth_data", auth_size)
+        cert_type = r.u16("signature_data.cert_data_type")
+        cert_size = r.u32("signature_data.cert_data_size")
+        cert = r.take("signature_data.cert_data", cert_size)
+        if r.pos != end:
+            raise DcapFormatError("signature_data", r.pos, f"{end - r.pos} bytes inside the declared signature data "
+                                                           "follow the certification data")
+        return cls(isv_sig, att_key, qe_report, qe_sig, auth, CertificationData(cert_type, cert))
+
+    def pack(self) -> bytes:
+        return (bytes(self.isv_signature) + bytes(self.attestation_key) + self.qe_report.pack()
+                + bytes(self.qe_report_signature) + struct.pack("<H", len(self.qe_auth_data))
+                + bytes(self.qe_auth_data) + self.certification.pack())
+
+    def qe_report_signed_bytes(self) -> bytes:
+        """What the PCK key signs: the 384-byte QE REPORTBODY."""
+        return self.qe_report.pack()
+
+    def expected_qe_report_data(self) -> bytes:
+        """The REPORTDATA the QE report must hold for this attestation key and auth data."""
+        return qe_report_data_for(self.attestation_key, self.qe_auth_data)
+
+
+@dataclass(frozen=True)
+class Quote3:
+    """An SGX ECDSA quote, version 3. ``trailing`` holds unsigned bytes found after the signature data."""
+
+    header: QuoteHeader
+    report_body: ReportBody
+    signature: QuoteSignatureData
+    trailing: bytes = field(default=b"")
+
+    @classmethod
+    def parse(cls, data: bytes) -> Quote3:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DcapFormatError("quote", 0, f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        header = QuoteHeader.parse(data)
+        r = _Reader(data, HEADER_SIZE, len(data))
+        body = _report_body("report_body", r.take("report_body", REPORT_BODY_SIZE), HEADER_SIZE)
+        sig_len = r.u32("signature_data_len")
+        if sig_len > len(data) - SIG_DATA_OFFSET:
+            raise DcapFormatError("signature_data_len", SIGNED_SIZE,
+                                  f"declares {sig_len} bytes, only {len(data) - SIG_DATA_OFFSET} follow")
+        end = SIG_DATA_OFFSET + sig_len
+        sig = QuoteSignatureData.parse_at(data, SIG_DATA_OFFSET, end)
+        return cls(header, body, sig, data[end:])
+
+    def signed_bytes(self) -> bytes:
+        """What the attestation key signs: header || ISV REPORTBODY (432 bytes)."""
+        return self.header.pack() + self.report_body.pack()
+
+    def pack(self) -> bytes:
+        """The quote's bytes; ``trailing`` is appended so parse -> pack is byte-exact."""
+        sig = self.signature.pack()
+        return self.signed_bytes() + struct.pack("<I", len(sig)) + sig + bytes(self.trailing)
+
+    @property
+    def certification(self) -> CertificationData:
+        return self.signature.certification
+
+    def pck_chain_der(self) -> list[bytes]:
+        """DER certificates of the type-5 PCK chain (leaf, intermediate CA, root)."""
+        return self.signature.certification.pem_chain()
+
+
+# --------------------------------------------------------------------------------------------------
+# Minimal strict DER (what the SGX PCK extension uses)
+
+_TAG_BOOLEAN = 0x01
+_TAG_INTEGER = 0x02
+_TAG_OCTET_STRING = 0x04
+_TAG_OID = 0x06
+_TAG_ENUMERATED = 0x0A
+_TAG_SEQUENCE = 0x30
+
+SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
+_PCK = "SGX PCK extension"
+
+
+def _der_len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    return bytes([tag]) + _der_len(len(content)) + content
+
+
+def _der_oid(dotted: str) -> bytes:
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray([40 * arcs[0] + arcs[1]])
+    for arc in arcs[2:]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(chunk))
+    return _der(_TAG_OID, bytes(out))
+
+
+def _der_uint(tag: int, value: int) -> bytes:
+    return _der(tag, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _der_entry(oid: str, value: bytes) -> bytes:
+    return _der(_TAG_SEQUENCE, _der_oid(oid) + value)
+
+
+class _Der:
+    """Strict DER reader over ``data[pos:end]`` (definite, minimal lengths only)."""
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.data, self.pos, self.end = data, pos, len(data) if end is None else end
+
+    def at_end(self) -> bool:
+        return self.pos >= self.end
+
+    def read(self, what: str) -> tuple[int, int, int]:
+        """(tag, content start, content end) of the next element."""
+        start = self.pos
+        if self.end - self.pos < 2:
+            raise DcapFormatError(what, start, "truncated DER element", _PCK)
+        tag, first = self.data[self.pos], self.data[self.pos + 1]
+        pos = self.pos + 2
+        if first < 0x80:
+            length = first
+        else:
+            n = first & 0x7F
+            if n == 0 or n > 4 or self.end - pos < n:
+                raise DcapFormatError(what, start, "bad DER length", _PCK)
+            length = int.from_bytes(self.data[pos:pos + n], "big")
+            if length < 0x80 or self.data[pos] == 0:
+                raise DcapFormatError(what, start, "non-minimal DER length", _PCK)
+            pos += n
+        if length > self.end - pos:
+            raise DcapFormatError(what, start, f"DER length {length} runs past the end", _PCK)
+        self.pos = pos + length
+        return tag, pos, pos + length
+
+    def expect(self, tag: int, what: str) -> tuple[int, int]:
+        start = self.pos
+        got, cstart, cend = self.read(what)
+        if got != tag:
+            raise DcapFormatError(what, start, f"DER tag {got:#04x}, expected {tag:#04x}", _PCK)
+        return cstart, cend
+
+    def oid(self, what: str) -> str:
+        start, end = self.expect(_TAG_OID, what)
+        raw = self.data[start:end]
+        if not raw or raw[-1] & 0x80:
+            raise DcapFormatError(what, start, "malformed OBJECT IDENTIFIER", _PCK)
+        arcs: list[int] = []
+        value, arc_start = 0, True
+        for byte in raw:
+            if arc_start and byte == 0x80:
+                raise DcapFormatError(what, start, "non-minimal OBJECT IDENTIFIER arc", _PCK)
+            value = (value << 7) | (byte & 0x7F)
+            arc_start = not byte & 0x80
+            if arc_start:
+                arcs.append(value)
+                value = 0
+        first = arcs[0]
+        head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+        return ".".join(str(a) for a in head + arcs[1:])
+
+
+def _uint(data: bytes, start: int, end: int, what: str, bits: int) -> int:
+    raw = data[start:end]
+    if not raw:
+        raise DcapFormatError(what, start, "empty INTEGER", _PCK)
+    if raw[0] & 0x80:
+        raise DcapFormatError(what, start, "negative INTEGER", _PCK)
+    if len(raw) > 1 and raw[0] == 0 and not raw[1] & 0x80:
+        raise DcapFormatError(what, start, "non-minimal INTEGER", _PCK)
+    value = int.from_bytes(raw, "big")
+    if value >> bits:
+        raise DcapFormatError(what, start, f"value {value} does not fit in {bits} bits", _PCK)
+    return value
+
+
+class SgxType(IntEnum):
+    """The PCK extension's SGX Type."""
+
+    STANDARD = 0
+    SCALABLE = 1
+    SCALABLE_WITH_INTEGRITY = 2
+
+
+@dataclass(frozen=True)
+class PckConfiguration:
+    """Platform configuration flags of a platform-CA PCK certificate (each may be absent)."""
+
+    dynamic_platform: bool | None = None
+    cached_keys: bool | None = None
+    smt_enabled: bool | None = None
+
+
+_OID_PPID = SGX_EXTENSION_OID + ".1"
+_OID_TCB = SGX_EXTENSION_OID + ".2"
+_OID_PCEID = SGX_EXTENSION_OID + ".3"
+_OID_FMSPC = SGX_EXTENSION_OID + ".4"
+_OID_SGX_TYPE = SGX_EXTENSION_OID + ".5"
+_OID_PLATFORM_INSTANCE_ID = SGX_EXTENSION_OID + ".6"
+_OID_CONFIGURATION = SGX_EXTENSION_OID + ".7"
+_OID_PCESVN = _OID_TCB + ".17"
+_OID_CPUSVN = _OID_TCB + ".18"
+_CONFIG_NAMES = {_OID_CONFIGURATION + ".1": "dynamic_platform", _OID_CONFIGURATION + ".2": "cached_keys",
+                 _OID_CONFIGURATION + ".3": "smt_enabled"}
+
+
+@dataclass(frozen=True)
+class PckExtension:
+    """The values of the SGX extension (OID 1.2.840.113741.1.13.1) of a PCK certificate."""
+
+    ppid: bytes
+    comp_svns: tuple[int, ...]
+    pce_svn: int
+    cpusvn: bytes
+    pce_id: bytes
+    fmspc: bytes
+    sgx_type: int = SgxType.STANDARD
+    platform_instance_id: bytes | None = None
+    configuration: PckConfiguration | None = None
+
+    def __post_init__(self) -> None:
+        _need_bytes(_PCK, "PPID", self.ppid, 16)
+        _need_bytes(_PCK, "CPUSVN", self.cpusvn, 16)
+        _need_bytes(_PCK, "PCE-ID", self.pce_id, 2)
+        _need_bytes(_PCK, "FMSPC", self.fmspc, 6)
+        if len(self.comp_svns) != 16:
+            raise SgxFormatError(_PCK, f"TCB has {len(self.comp_svns)} component SVNs, expected 16")
+        for i, svn in enumerate(self.comp_svns):
+            _need_int(_PCK, f"SGX TCB COMP{i + 1:02d} SVN", svn, 8)
+        _need_int(_PCK, "PCESVN", self.pce_svn, 16)
+        _need_int(_PCK, "SGX Type", self.sgx_type, 8)
+        if self.platform_instance_id is not None:
+            _need_bytes(_PCK, "PlatformInstanceID", self.platform_instance_id, 16)
+
+    def to_der(self) -> bytes:
+        """The extension value (the bytes inside the certificate extension's OCTET STRING)."""
+        tcb = b"".join(_der_entry(f"{_OID_TCB}.{i + 1}", _der_uint(_TAG_INTEGER, svn))
+                       for i, svn in enumerate(self.comp_svns))
+        tcb += _der_entry(_OID_PCESVN, _der_uint(_TAG_INTEGER, self.pce_svn))
+        tcb += _der_entry(_OID_CPUSVN, _der(_TAG_OCTET_STRING, bytes(self.cpusvn)))
+        parts = [
+            _der_entry(_OID_PPID, _der(_TAG_OCTET_STRING, bytes(self.ppid))),
+            _der_entry(_OID_TCB, _der(_TAG_SEQUENCE, tcb)),
+            _der_entry(_OID_PCEID, _der(_TAG_OCTET_STRING, bytes(self.pce_id))),
+            _der_entry(_OID_FMSPC, _der(_TAG_OCTET_STRING, bytes(self.fmspc))),
+            _der_entry(_OID_SGX_TYPE, _der_uint(_TAG_ENUMERATED, int(self.sgx_type))),
+        ]
+        if self.platform_instance_id is not None:
+            parts.append(_der_entry(_OID_PLATFORM_INSTANCE_ID, _der(_TAG_OCTET_STRING,
+                                                                    bytes(self.platform_instance_id))))
+        if self.configuration is not None:
+            flags = b""
+            for oid, name in _CONFIG_NAMES.items():
+                value = getattr(self.configuration, name)
+                if value is not None:
+                    flags += _der_entry(oid, _der(_TAG_BOOLEAN, b"\xff" if value else b"\x00"))
+            parts.append(_der_entry(_OID_CONFIGURATION, _der(_TAG_SEQUENCE, flags)))
+        return _der(_TAG_SEQUENCE, b"".join(parts))
+
+    @classmethod
+    def parse_der(cls, data: bytes) -> PckExtension:
+        """Decode the extension value. Unknown entries are skipped; missing or repeated known ones are errors."""
+        data = bytes(data)
+        outer = _Der(data)
+        start, end = outer.expect(_TAG_SEQUENCE, "SGX extensions")
+        if not outer.at_end():
+            raise DcapFormatError("SGX extensions", outer.pos, "bytes after the outer SEQUENCE", _PCK)
+        values: dict[str, tuple[int, int, int]] = {}
+        for oid, tag, cstart, cend in _entries(data, start, end, "SGX extensions"):
+            if oid in values:
+                raise DcapFormatError(oid, cstart, "appears twice", _PCK)
+            values[oid] = (tag, cstart, cend)
+
+        def get(oid: str, tag: int, name: str) -> tuple[int, int]:
+            if oid not in values:
+                raise DcapFormatError(name, start, f"{oid} is missing", _PCK)
+            got, cstart, cend = values[oid]
+            if got != tag:
+                raise DcapFormatError(name, cstart, f"DER tag {got:#04x}, expected {tag:#04x}", _PCK)
+            return cstart, cend
+
+        def octets(oid: str, name: str, size: int) -> bytes:
+            cstart, cend = get(oid, _TAG_OCTET_STRING, name)
+            if cend - cstart != size:
+                raise DcapFormatError(name, cstart, f"is {cend - cstart} bytes, expected {size}", _PCK)
+            return data[cstart:cend]
+
+        tstart, tend = get(_OID_TCB, _TAG_SEQUENCE, "TCB")
+        tcb: dict[str, tuple[int, int, int]] = {}
+        for oid, tag, cstart, cend in _entries(data, tstart, tend, "TCB"):
+            if oid in tcb:
+                raise DcapFormatError(oid, cstart, "appears twice", _PCK)
+            tcb[oid] = (tag, cstart, cend)
+
+        def tcb_int(oid: str, name: str, bits: int) -> int:
+            if oid not in tcb:
+                raise DcapFormatError(name, tstart, f"{oid} is missing", _PCK)
+            tag, cstart, cend = tcb[oid]
+            if tag != _TAG_INTEGER:
+                raise DcapFormatError(name, cstart, f"DER tag {tag:#04x}, expected INTEGER", _PCK)
+            return _uint(data, cstart, cend, name, bits)
+
+        comps = tuple(tcb_int(f"{_OID_TCB}.{i + 1}", f"COMP{i + 1:02d}_SVN", 8) for i in range(16))
+        pce_svn = tcb_int(_OID_PCESVN, "PCESVN", 16)
+        if _OID_CPUSVN not in tcb or tcb[_OID_CPUSVN][0] != _TAG_OCTET_STRING:
+            raise DcapFormatError("CPUSVN", tstart, f"{_OID_CPUSVN} is missing or not an OCTET STRING", _PCK)
+        _, cstart, cend = tcb[_OID_CPUSVN]
+        if cend - cstart != 16:
+            raise DcapFormatError("CPUSVN", cstart, f"is {cend - cstart} bytes, expected 16", _PCK)
+        cpusvn = data[cstart:cend]
+
+        sstart, send = get(_OID_SGX_TYPE, _TAG_ENUMERATED, "SGX Type")
+        sgx_type = _uint(data, sstart, send, "SGX Type", 8)
+        instance = (octets(_OID_PLATFORM_INSTANCE_ID, "PlatformInstanceID", 16)
+                    if _OID_PLATFORM_INSTANCE_ID in values else None)
+        config: PckConfiguration | None = None
+        if _OID_CONFIGURATION in values:
+            cfg_start, cfg_end = get(_OID_CONFIGURATION, _TAG_SEQUENCE, "Configuration")
+            flags: dict[str, bool] = {}
+            for oid, tag, cstart, cend in _entries(data, cfg_start, cfg_end, "Configuration"):
+                name = _CONFIG_NAMES.get(oid)
+                if name is None:
+                    continue
+                if tag != _TAG_BOOLEAN or cend - cstart != 1 or data[cstart] not in (0, 0xFF):
+                    raise DcapFormatError(name, cstart, "must be a DER BOOLEAN", _PCK)
+                if name in flags:
+                    raise DcapFormatError(name, cstart, "appears twice", _PCK)
+                flags[name] = data[cstart] == 0xFF
+            config = PckConfiguration(**flags)
+        return cls(
+            ppid=octets(_OID_PPID, "PPID", 16), comp_svns=comps, pce_svn=pce_svn, cpusvn=cpusvn,
+            pce_id=octets(_OID_PCEID, "PCE-ID", 2), fmspc=octets(_OID_FMSPC, "FMSPC", 6), sgx_type=sgx_type,
+            platform_instance_id=instance, configuration=config,
+        )
+
+
+def _entries(data: bytes, start: int, end: int, what: str) -> list[tuple[str, int, int, int]]:
+    """The ``SEQUENCE { OID, value }`` items of ``data[start:end]``: (oid, value tag, value start, value end)."""
+    out: list[tuple[str, int, int, int]] = []
+    seq = _Der(data, start, end)
+    while not seq.at_end():
+        istart, iend = seq.expect(_TAG_SEQUENCE, what)
+        item = _Der(data, istart, iend)
+        oid = item.oid(what)
+        tag, cstart, cend = item.read(oid)
+        if not item.at_end():
+            raise DcapFormatError(oid, item.pos, "extra DER elements in the entry", _PCK)
+        out.append((oid, tag, cstart, cend))
+    return out
