@@ -199,6 +199,48 @@ def test_sim_runs_a_signed_wasm_enclave_and_reports(rune, cid, make_bundle, sign
     rune.run("kill", cid + "s", "KILL", check=True)
 
 
+def test_sim_remote_attestation_gives_a_dcap_quote(rune, cid, make_bundle, signing_key, sim_env, tmp_path):
+    """`rune attest --isRA`: the REPORT targets the sim QE, which turns it into a DCAP v3 quote whose
+    signatures chain to the sim platform's root (and to nothing of Intel's)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from inclavare.enclave import image
+    from inclavare.formats.dcap import Quote3, qe_report_data_for
+    from inclavare.sim.platform import SimPlatform
+
+    img = signed_image(signing_key, wasmtime.wat2wasm(SPIN_WAT), "wasm", isvprodid=5, isvsvn=2)
+    b = wasm_bundle(make_bundle, ["spin"], {"enclave/enclave.img": img}, runtime="builtin:sim")
+    rune.run("run", "-d", "--bundle", b, cid, env=sim_env, check=True)
+    qf, rf = tmp_path / "quote.bin", tmp_path / "report.bin"
+    p = rune.run("attest", "--isRA", "--quote-type", "ecdsa", "--quoteFile", str(qf), "--reportFile", str(rf),
+                 cid, env=sim_env)
+    assert p.returncode == 0, p.stderr
+    quote = Quote3.parse(qf.read_bytes())
+    want = image.load(img)
+    assert quote.report_body.mrenclave == want.mrenclave and quote.report_body.mrsigner == want.mrsigner
+    assert (quote.report_body.isvprodid, quote.report_body.isvsvn) == (5, 2)
+    assert quote.report_body.pack() == rf.read_bytes()[:384]
+
+    def verify(pub: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> None:
+        der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+        pub.verify(der, data, ec.ECDSA(hashes.SHA256()))
+
+    sd = quote.signature
+    att = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + sd.attestation_key)
+    verify(att, sd.isv_signature, quote.signed_bytes())
+    assert sd.qe_report.reportdata == qe_report_data_for(sd.attestation_key, sd.qe_auth_data)
+    chain = [x509.load_der_x509_certificate(d) for d in quote.pck_chain_der()]
+    verify(chain[0].public_key(), sd.qe_report_signature, sd.qe_report.pack())
+    for child, parent in zip(chain, chain[1:]):
+        child.verify_directly_issued_by(parent)
+    platform = SimPlatform.open(sim_env["INCLAVARE_SIM_STATE_DIR"])
+    assert chain[-1].fingerprint(hashes.SHA256()).hex() == platform.root_ca_fingerprint()
+    rune.run("kill", cid, "KILL", check=True)
+
+
 def test_sim_runs_a_native_payload_from_the_image(rune, cid, make_bundle, signing_key, sim_env):
     busybox = Path("/bin/busybox").read_bytes()  # a static ELF: runs from a sealed memfd
     img = signed_image(signing_key, busybox, "native")

@@ -18,6 +18,12 @@ pytestmark = [needs_root, needs_busybox,
               pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test PALs")]
 
 
+@pytest.fixture(autouse=True)
+def private_sim_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`rune attest` opens the simulated platform for type sim: keep it out of /var/lib."""
+    monkeypatch.setenv("INCLAVARE_SIM_STATE_DIR", str(tmp_path / "sim-platform"))
+
+
 @pytest.fixture(scope="session")
 def pal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pals")

@@ -35,19 +35,22 @@ def attest(state_dir: str, enclave: dict[str, str], is_ra: bool, quote_type: str
     if quote_type and quote_type.lower() not in QUOTE_TYPES:
         raise AttestError(f"--quote-type: {quote_type!r} is not supported (supported: {', '.join(QUOTE_TYPES)}; "
                           "EPID attestation has been retired by Intel)")
+    # as upstream, the REPORT targets the platform's quoting enclave, so that it can be quoted
     qs = None
-    targetinfo = None
-    if is_ra:
-        try:
-            qs = quoting_service(enclave["type"])
-        except ImportError as e:
+    try:
+        qs = quoting_service(enclave["type"])
+    except ImportError as e:
+        if is_ra:
             raise AttestError(f"--isRA: no quoting service for enclave type {enclave['type']} ({e.name})") from None
-        targetinfo = qs.qe_target_info()
+    except InclavareError:
+        if is_ra:
+            raise
+    targetinfo = qs.qe_target_info() if qs is not None else None
     report = agent.attest(state_dir, is_ra, quote_type or "ecdsa", targetinfo)
     if len(report) != 432:
         raise AttestError(f"attest: the enclave runtime returned a {len(report)}-byte report, not 432")
     out: dict[str, Any] = {"report": report}
-    if qs is not None:
+    if is_ra and qs is not None:
         out["quote"] = qs.get_quote(report)
     return out
 
