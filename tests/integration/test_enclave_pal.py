@@ -314,3 +314,16 @@ def test_exec_with_a_state_dir_deeper_than_sun_path(rune_bin, cid, make_bundle, 
         assert p.returncode == 0 and p.stdout == "reached\n", p.stderr
     finally:
         deep.run("delete", "--force", cid)
+
+
+def test_exec_and_attest_in_a_created_container(rune, cid, make_bundle, pal, tmp_path):
+    b = enclave_bundle(make_bundle, ["sleep", "60"], pal("pal_v3"))
+    rune.run("create", "--bundle", b, cid, check=True)
+    p = rune.run("exec", cid, "sh", "-c", "echo before-start")
+    assert p.returncode == 0 and p.stdout == "before-start\n", p.stderr
+    assert rune.run("attest", cid).returncode == 0
+    assert rune.state(cid)["status"] == "created"
+    rune.run("start", cid, check=True)
+    wait_for(lambda: "pal_exec" in funcs(b))
+    assert funcs(b).count("pal_create_process") == 2
+    rune.run("delete", "--force", cid, check=True)

@@ -91,6 +91,9 @@ class InitRunelet:
         _set_name("init-runelet")
         self.pal.get_version()
         self.pal.init(pal_args(self.enclave), self.enclave.get("loglevel") or "info")
+        if self.listen_fd is not None:
+            # from now on: `rune exec` and `rune attest` work on a created container too, as runc's exec does
+            threading.Thread(target=self._serve, name="agent", daemon=True).start()
 
     # -- start: the payload
 
@@ -122,8 +125,6 @@ class InitRunelet:
                 ended.append(128 + sig)
 
         _install(on_signal)
-        if self.listen_fd is not None:
-            threading.Thread(target=self._serve, name="agent", daemon=True).start()
         result: dict[str, Any] = {}
 
         def payload() -> None:
