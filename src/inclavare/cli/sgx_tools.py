@@ -5,6 +5,13 @@
     sgx-tools measure FILE                     SGXS stream or enclave image -> MRENCLAVE (hex)
     sgx-tools sign --key PEM --payload FILE --kind wasm|native [--isvprodid N] [--isvsvn N] [--debug]
                    [--heap-size B] [--stack-size B] [--tcs N] --out FILE
+    sgx-tools sign --server URL [--ca-cert PEM] [--token T | --token-file F] [--client-cert PEM [--client-key PEM]]
+                   --payload FILE ... --out FILE        server-side signing (signature-server)
+    sgx-tools gen-token --signature F [--token OUT]                 EINITTOKEN from AESM's launch service
+    sgx-tools gen-qe-target-info --quote-type ecdsa [--targetinfo OUT]   the quoting enclave's TARGETINFO
+    sgx-tools gen-quote --quote-type ecdsa --report F [--quote OUT]      a DCAP quote over a REPORT
+        each: [--aesm-socket PATH] (default $INCLAVARE_AESM_SOCKET or /var/run/aesmd/aesm.socket) or --sim
+        (the simulated SGX platform, which protects nothing)
 
 Errors print ``sgx-tools: <message>`` on one line and exit 1.
 """
@@ -151,10 +158,31 @@ def cmd_sign(args: argparse.Namespace) -> int:
         heap_size=image.DEFAULT_HEAP if args.heap_size is None else args.heap_size,
         stack_size=image.DEFAULT_STACK if args.stack_size is None else args.stack_size,
     )
+    remote = [f for f in ("ca_cert", "token", "token_file", "client_cert", "client_key") if getattr(args, f)]
+    if args.key and remote:
+        raise UsageError(f"--{remote[0].replace('_', '-')} is for server-side signing (--server), not --key")
     unsigned = image.build(_read(args.payload), args.kind, settings)
-    _write_atomic(args.out, image.sign(unsigned, _read(args.key)))
+    signed = _sign_remote(args, unsigned) if args.server else image.sign(unsigned, _read(args.key))
+    _write_atomic(args.out, signed)
     print(f"{args.out}: MRENCLAVE {unsigned.mrenclave.hex()}")
     return 0
+
+
+def _sign_remote(args: argparse.Namespace, unsigned: Any) -> bytes:
+    """Server-side signing as upstream: the signing material goes to the server, which returns a PKCS#1 v1.5
+    SHA-256 signature and its public key; the SIGSTRUCT is assembled and verified here."""
+    from inclavare.enclave import image
+    from inclavare.services.signature_server import SignatureClient
+
+    token = args.token
+    if args.token_file:
+        token = _read(args.token_file).decode("utf-8", "replace").strip()
+        if not token:
+            raise UsageError(f"{args.token_file}: the token file is empty")
+    with SignatureClient(args.server, ca_cert=args.ca_cert, token=token, client_cert=args.client_cert,
+                         client_key=args.client_key) as client:
+        signature, public_key = client.sign(unsigned.signing_material())
+    return image.assemble(unsigned, signature, public_key)
 
 
 def _int(text: str) -> int:
@@ -162,6 +190,129 @@ def _int(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# gen-token, gen-qe-target-info, gen-quote: AESM on SGX hardware, or the simulated platform with --sim
+
+_EPID_QUOTE_TYPES = ("epidunlinkable", "epidlinkable")
+
+
+def _check_quote_type(value: str) -> None:
+    if value.lower() in _EPID_QUOTE_TYPES:
+        raise UsageError(f"--quote-type {value}: EPID attestation has been retired by Intel; use ecdsa")
+    if value.lower() != "ecdsa":
+        raise UsageError(f"--quote-type {value!r} is not supported (supported: ecdsa)")
+
+
+def _sim_notice() -> None:
+    print(f"{PROG}: --sim: the simulated SGX platform protects nothing (no confidentiality; its quotes verify "
+          "only against the sim root CA)", file=sys.stderr)
+
+
+def _quoting_service(args: argparse.Namespace) -> Any:
+    if args.sim:
+        _sim_notice()
+        from inclavare.sim.quoting import SimQuotingService
+
+        return SimQuotingService.open()
+    from inclavare.sgx.aesm import AesmQuotingService
+
+    return AesmQuotingService(args.aesm_socket)
+
+
+def _read_sized(flag: str, path: str, what: str, size: int) -> bytes:
+    data = _read(path)
+    if len(data) != size:
+        raise UsageError(f"{flag} {path}: {len(data)} bytes, a {what} is {size}")
+    return data
+
+
+def _default_token_path(sig_path: str) -> str:
+    base = os.path.basename(sig_path)
+    stem = base[:-len(".sig")] if base.endswith(".sig") and len(base) > len(".sig") else base
+    return os.path.join(os.path.dirname(sig_path), stem + ".token")
+
+
+def cmd_gen_token(args: argparse.Namespace) -> int:
+    from inclavare.formats.sgx import SIGSTRUCT_SIZE, SgxFormatError, SigStruct
+
+    raw = _read_sized("--signature", args.signature, "SIGSTRUCT", SIGSTRUCT_SIZE)
+    try:
+        sig = SigStruct.parse(raw)
+    except SgxFormatError as e:
+        raise UsageError(f"--signature {args.signature}: {e}") from None
+    if args.sim:
+        _sim_notice()
+        from inclavare.sim.launch import sim_launch_token
+
+        try:
+            token = sim_launch_token(sig.enclavehash, sig.modulus, sig.attributes.pack())
+        except PermissionError as e:
+            raise UsageError(f"--signature {args.signature}: the launch enclave refuses a token: {e}") from None
+    else:
+        from inclavare.sgx.aesm import AesmClient
+
+        token = AesmClient(args.aesm_socket).launch_token(sig.enclavehash, sig.modulus, sig.attributes.pack())
+    out = args.token or _default_token_path(args.signature)
+    _write_atomic(out, token)
+    print(f"{out}: EINITTOKEN for MRENCLAVE {sig.enclavehash.hex()}")
+    return 0
+
+
+def cmd_gen_qe_target_info(args: argparse.Namespace) -> int:
+    from inclavare.formats.sgx import TARGETINFO_SIZE
+
+    _check_quote_type(args.quote_type)
+    ti = _quoting_service(args).qe_target_info()
+    if len(ti) != TARGETINFO_SIZE:
+        raise UsageError(f"the quoting service returned a {len(ti)}-byte TARGETINFO, expected {TARGETINFO_SIZE}")
+    out = args.targetinfo or "qe_targetinfo.bin"
+    _write_atomic(out, ti)
+    print(f"{out}: TARGETINFO of the quoting enclave (MRENCLAVE {ti[:32].hex()})")
+    return 0
+
+
+def cmd_gen_quote(args: argparse.Namespace) -> int:
+    from inclavare.formats.sgx import REPORT_SIZE
+
+    _check_quote_type(args.quote_type)
+    report = _read_sized("--report", args.report, "REPORT", REPORT_SIZE)
+    quote = _quoting_service(args).get_quote(report)
+    out = args.quote or "quote.bin"
+    _write_atomic(out, quote)
+    print(f"{out}: {args.quote_type.lower()} quote, {len(quote)} bytes")
+    return 0
+
+
+def _platform_args(cmd: argparse.ArgumentParser) -> None:
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument("--aesm-socket", metavar="PATH", default=None,
+                       help="AESM socket (default $INCLAVARE_AESM_SOCKET or /var/run/aesmd/aesm.socket)")
+    where.add_argument("--sim", action="store_true",
+                       help="use the simulated SGX platform instead of AESM (protects nothing)")
+
+
+def _add_gen_commands(sub: Any) -> None:
+    tk = sub.add_parser("gen-token", help="get a launch token (EINITTOKEN) for a SIGSTRUCT from AESM")
+    tk.add_argument("--signature", required=True, help="the SIGSTRUCT file (1808 bytes)")
+    tk.add_argument("--token", default=None, help="output file (default: the signature's path, .sig -> .token)")
+    _platform_args(tk)
+    tk.set_defaults(func=cmd_gen_token)
+
+    ti = sub.add_parser("gen-qe-target-info", help="get the quoting enclave's TARGETINFO from AESM")
+    ti.add_argument("--quote-type", required=True, help="ecdsa")
+    ti.add_argument("--targetinfo", default=None, help="output file (default qe_targetinfo.bin)")
+    _platform_args(ti)
+    ti.set_defaults(func=cmd_gen_qe_target_info)
+
+    gq = sub.add_parser("gen-quote", help="get a quote over a REPORT from AESM")
+    gq.add_argument("--quote-type", required=True, help="ecdsa")
+    gq.add_argument("--report", required=True, help="the REPORT file (432 bytes), made for the QE's TARGETINFO")
+    gq.add_argument("--quote", default=None, help="output file (default quote.bin)")
+    gq.add_argument("--spid", default=None, help="EPID only (retired by Intel); not used for ecdsa")
+    _platform_args(gq)
+    gq.set_defaults(func=cmd_gen_quote)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,8 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     meas.add_argument("file")
     meas.set_defaults(func=cmd_measure)
 
-    sg = sub.add_parser("sign", help="build and sign an enclave image (client-side signing)")
-    sg.add_argument("--key", required=True, help="RSA-3072 e=3 private key (PEM)")
+    sg = sub.add_parser("sign", help="build and sign an enclave image (client-side --key or server-side --server)")
+    how = sg.add_mutually_exclusive_group(required=True)
+    how.add_argument("--key", help="RSA-3072 e=3 private key (PEM): sign here")
+    how.add_argument("--server", metavar="URL", help="signature server base URL, e.g. https://signer:9080")
+    sg.add_argument("--ca-cert", help="with --server: CA certificate (PEM) to verify the server's (default: system)")
+    tok = sg.add_mutually_exclusive_group()
+    tok.add_argument("--token", help="with --server: bearer token")
+    tok.add_argument("--token-file", help="with --server: file holding the bearer token")
+    sg.add_argument("--client-cert", help="with --server: client certificate (PEM) for mutual TLS")
+    sg.add_argument("--client-key", help="with --server: the client certificate's private key (PEM)")
     sg.add_argument("--payload", required=True, help="the payload file")
     sg.add_argument("--kind", required=True, choices=["wasm", "native"])
     sg.add_argument("--isvprodid", type=_int, default=0)
@@ -194,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--tcs", type=_int, default=1, help="number of threads (TCS pages)")
     sg.add_argument("--out", required=True, help="the image file to write")
     sg.set_defaults(func=cmd_sign)
+
+    _add_gen_commands(sub)
     return p
 
 
