@@ -1,5 +1,5 @@
-"""DCAP quote v3 codec and the PCK SGX extension codec, against real quotes (../shared/vectors; skipped with
-the reason when absent) and hand-made malformed inputs."""
+"""DCAP quote codecs (v3, and v3/v4/v5 through DcapQuote) and the PCK SGX extension codec, against real quotes
+(../shared/vectors; skipped with the reason when absent) and hand-made malformed inputs."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from inclavare.formats.dcap import (
     SGX_EXTENSION_OID,
     CertificationData,
     DcapFormatError,
+    DcapQuote,
     PckConfiguration,
     PckExtension,
     Quote3,
     QuoteHeader,
     QuoteSignatureData,
+    TdReportBody,
     qe_report_data_for,
+    report_body_lenient,
     split_pem_chain,
 )
 from inclavare.formats.sgx import ReportBody, SgxFormatError
@@ -332,3 +335,136 @@ def test_pck_extension_malformed() -> None:
     with pytest.raises(SgxFormatError, match="15 component SVNs"):
         PckExtension(ppid=bytes(16), comp_svns=(0,) * 15, pce_svn=0, cpusvn=bytes(16), pce_id=bytes(2),
                      fmspc=bytes(6))
+
+
+# --------------------------------------------------------------------------------------------------
+# DcapQuote: quote v3, v4 and v5 (TDX) in one version-independent view
+
+TDX_QVL = "attestation/tdx/dcapqvl_tdx_quote.bin"
+TDX_COS = "attestation/tdx/gotdxguest_cos113_tdx_quote.bin"
+
+
+@pytest.mark.parametrize("rel, sig_len, cert_size, trailing, tee_tcb_svn, mrtd", [
+    # VECTORS.md "Offsets used" and "Decoded body"
+    (TDX_QVL, 4300, 3678, 70, "06010300000000000000000000000000",
+     "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"),
+    (TDX_COS, 4299, 3677, 3065, "04010700000000000000000000000000",
+     "dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231f94a"),
+])
+def test_real_tdx_v4_quote(rel: str, sig_len: int, cert_size: int, trailing: int, tee_tcb_svn: str,
+                           mrtd: str) -> None:
+    data = vector(rel)
+    q = DcapQuote.parse(data)
+    assert (q.version, q.tee_type, q.is_tdx, q.body_type) == (4, 0x81, True, 2)
+    assert q.pack() == data
+    assert q.signed_bytes() == data[:632]
+    assert struct.unpack_from("<I", data, 632)[0] == sig_len
+    assert q.isv_signature == data[636:700] and q.attestation_key == data[700:764]
+    assert struct.unpack_from("<H", data, 764)[0] == 6
+    assert q.qe_report_raw == data[770:1154] and q.qe_report_signature == data[1154:1218]
+    assert len(q.qe_auth_data) == 32 and q.qe_auth_data == data[1220:1252]
+    assert q.certification.cert_type == 5 and len(q.certification.data) == cert_size
+    assert len(q.trailing) == trailing and not any(q.trailing)
+    assert len(q.pck_chain_der()) == 3
+    body = q.body
+    assert isinstance(body, TdReportBody) and not body.is_td15 and body.size == 584
+    assert body.tee_tcb_svn.hex() == tee_tcb_svn and body.mrtd.hex() == mrtd
+    assert body.td_attributes.hex() == "0000001000000000" and not body.debug
+    assert body.pack() == data[48:632]
+    assert body.rtmrs[0] == data[48 + 328:48 + 376]
+    assert q.qe_report.mrsigner.hex() == "dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5"
+    assert (q.qe_report.isvprodid, q.qe_report.isvsvn) == (2, 6)
+    assert q.qe_report.reportdata == q.expected_qe_report_data()
+
+
+def test_dcap_quote_reads_v3_like_quote3() -> None:
+    data = vector("attestation/sgx/dcapqvl_sgx_quote.bin")
+    q, q3 = DcapQuote.parse(data), Quote3.parse(data)
+    assert (q.version, q.is_tdx, q.body_type) == (3, False, 1)
+    assert q.pack() == data and q.signed_bytes() == q3.signed_bytes() == data[:432]
+    assert q.body == q3.report_body and q.qe_report == q3.signature.qe_report
+    assert q.certification == q3.certification and q.qe_auth_data == q3.signature.qe_auth_data
+
+
+def test_lenient_report_body_ignores_reserved_bytes() -> None:
+    data = bytearray(vector("attestation/sgx/dcapqvl_sgx_quote.bin"))
+    data[48 + 100] = 0x5A  # reserved byte of the ISV REPORTBODY (96..127)
+    with pytest.raises(DcapFormatError):
+        Quote3.parse(bytes(data))
+    q = DcapQuote.parse(bytes(data))
+    assert q.pack() == bytes(data)  # the raw bytes are kept
+    assert q.body == report_body_lenient(bytes(data[48:432]))
+    assert q.body.mrenclave.hex() == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+    with pytest.raises(SgxFormatError, match="383 bytes"):
+        report_body_lenient(bytes(383))
+
+
+def _as_v5(v4: bytes, body_type: int = 2, extra_body: bytes = b"") -> bytes:
+    """A v5 quote with the v4 quote's parts (signatures are not valid any more; the codec does not check them)."""
+    body = v4[48:632] + extra_body
+    return (struct.pack("<H", 5) + v4[2:48] + struct.pack("<HI", body_type, len(body)) + body + v4[632:])
+
+
+def test_v5_quote_td10_and_td15() -> None:
+    v4 = vector(TDX_QVL)
+    q10 = DcapQuote.parse(_as_v5(v4))
+    assert (q10.version, q10.body_type) == (5, 2)
+    assert q10.signed_bytes() == _as_v5(v4)[:54 + 584]
+    assert q10.body == DcapQuote.parse(v4).body
+    assert q10.pack() == _as_v5(v4)
+    extra = bytes(range(16)) + b"\x77" * 48
+    raw15 = _as_v5(v4, 3, extra)
+    q15 = DcapQuote.parse(raw15)
+    assert q15.body_type == 3 and isinstance(q15.body, TdReportBody) and q15.body.is_td15
+    assert q15.body.tee_tcb_svn2 == bytes(range(16)) and q15.body.mrservicetd == b"\x77" * 48
+    assert q15.signed_bytes() == raw15[:702]
+    assert struct.unpack_from("<I", raw15, 702)[0] == len(q15.signature_data())
+    assert q15.pack() == raw15
+
+
+@pytest.mark.parametrize("patch, field", [
+    ((48, "<H", 4), "body_type"),     # unknown body type
+    ((48, "<H", 1), "body_type"),     # SGX body in a TDX quote
+    ((50, "<I", 648), "body_size"),   # TD 1.0 type with the TD 1.5 size
+    ((4, "<I", 0x82), "header.tee_type"),
+])
+def test_v5_header_checks(patch: tuple[int, str, int], field: str) -> None:
+    raw = _as_v5(vector(TDX_QVL))
+    with pytest.raises(DcapFormatError) as e:
+        DcapQuote.parse(_patch(raw, *patch))
+    assert e.value.field == field
+    assert str(e.value).startswith("DCAP quote v5: ")
+
+
+def test_v4_signature_data_structure_checks() -> None:
+    data = vector(TDX_QVL)
+    with pytest.raises(DcapFormatError, match="carries type 6") as e:
+        DcapQuote.parse(_patch(data, 764, "<H", 5))
+    assert e.value.offset == 764
+    # type-6 size one larger than its content: runs into the next field / past the signature data
+    outer = struct.unpack_from("<I", data, 766)[0]
+    with pytest.raises(DcapFormatError):
+        DcapQuote.parse(_patch(data, 766, "<I", outer + 1))
+    # the inner PCK chain one byte shorter leaves a byte over inside the type-6 block
+    inner = struct.unpack_from("<I", data, 1254)[0]
+    with pytest.raises(DcapFormatError, match="inside the type-6 certification data"):
+        DcapQuote.parse(_patch(data, 1254, "<I", inner - 1))
+    with pytest.raises(DcapFormatError) as e:
+        DcapQuote.parse(data[:1000])
+    assert e.value.field == "signature_data_len"
+    with pytest.raises(DcapFormatError, match="versions 3, 4 and 5"):
+        DcapQuote.parse(_patch(data, 0, "<H", 6))
+    with pytest.raises(DcapFormatError, match="a v3 quote is SGX"):
+        DcapQuote.parse(_patch(data, 0, "<H", 3))
+
+
+def test_td_report_body_fields() -> None:
+    with pytest.raises(SgxFormatError, match="both present"):
+        TdReportBody(tee_tcb_svn2=bytes(16))
+    with pytest.raises(SgxFormatError, match="mrtd is 47 bytes"):
+        TdReportBody(mrtd=bytes(47))
+    with pytest.raises(SgxFormatError, match="expected 584"):
+        TdReportBody.parse(bytes(600))
+    b = TdReportBody(td_attributes=b"\x01" + bytes(7), rtmr2=b"\x02" * 48)
+    assert b.debug and TdReportBody.parse(b.pack()) == b and len(b.pack()) == 584
+    assert b.pack()[424:472] == b"\x02" * 48

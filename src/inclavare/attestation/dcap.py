@@ -1,0 +1,1106 @@
+"""Intel DCAP quote verification: SGX (quote v3, or v4/v5 with an SGX body) and TDX (quote v4/v5, TD 1.0 and
+TD 1.5 bodies), with optional collateral and Intel's TCB status rules.
+
+What a verification checks, in this order (a failed check is reported in ``Result.errors``; checks that do
+not depend on it still run, so one report lists every problem):
+
+1. the quote parses strictly (:class:`inclavare.formats.dcap.DcapQuote`; a malformed quote raises
+   :class:`EvidenceFormatError`), the QE vendor is Intel's and the certification data is a PCK chain (type 5);
+2. the PCK chain: leaf ("SGX PCK Certificate") <- PCK Platform or Processor CA <- root, each signature, CA
+   constraints, validity at ``as_of``; the root is trusted only if the SHA-256 of its DER is the fingerprint of
+   Intel's SGX Root CA (pinned here as a fact, not read from a file: the current certificate, or its first
+   issue with the same key that older PCK chains carry), or, with ``Options.trust_sim``, one of
+   ``Options.sim_root_fingerprints`` (the simulated platform's root; the result's ``tee`` is then "sim");
+3. the PCK leaf's SGX extension (FMSPC, PCE-ID, TCB, ...) parses;
+4. the attestation key's ECDSA-P256 signature over the signed region; the QE report's REPORTDATA is
+   SHA-256(attestation key || QE auth data) || 32 zero bytes; the QE report's signature by the PCK leaf key;
+5. ``Options.report_data``, when given.
+
+``verified`` is true when all of these pass (and the PCK chain is not revoked, see below).
+
+With ``Options.collateral`` (a :class:`DcapCollateral`), at ``as_of``:
+
+* TCB info (v2 SGX, v3 SGX/TDX with ``tdxModule`` and ``tdxModuleIdentities``) and QE identity v2 (QE or
+  TD_QE): ECDSA signature over the exact raw JSON bytes by the TCB signing certificate, which must be issued
+  by the same trusted root (taken from the issuer chain, or from ``Options.extra_certs`` when the chain is
+  empty, as for PCS-style files);
+* PCK CRL (issued and signed by the PCK CA of the quote's own, verified chain, so ``pck_crl_issuer_chain`` is
+  not needed) and root CA CRL (signed by the root): the PCK leaf's serial on the PCK CRL, or the PCK CA's
+  serial on the root CA CRL, means revoked: ``tcb_status`` "Revoked", an error, and ``verified`` false; the
+  TCB signing certificate's serial on the root CA CRL makes the collateral invalid. A missing CRL makes
+  ``collateral_valid`` false (revocation could not be checked);
+* validity windows: ``issueDate``..``nextUpdate``, CRL ``thisUpdate``..``nextUpdate``, certificate validity.
+  Outside a window ``collateral_valid`` is false and an error says "expired" (or "not yet valid"); the TCB
+  status is still computed and reported;
+* FMSPC and PCE-ID of the TCB info equal the PCK certificate's; TCB info and QE identity are for the quote's
+  TEE; the QE report matches the QE identity (MISCSELECT, ATTRIBUTES under their masks, MRSIGNER, ISVPRODID);
+  for TDX, MRSIGNERSEAM and SEAM attributes match the TDX module (identity). A mismatch, a bad signature or
+  malformed collateral makes ``collateral_valid`` false and leaves ``tcb_status`` None (nothing in it can be
+  trusted to compute one);
+* TCB status as Intel's Quote Verification Library computes it (TcbLevelCheck, TdxModuleCheck,
+  EnclaveReportVerifier): the first TCB level, in listed order, whose 16 SGX components and PCESVN are all
+  <= the PCK certificate's and, for TDX, whose 16 TDX components are <= TEE_TCB_SVN (indices 0 and 1 skipped
+  when TEE_TCB_SVN[1] > 0: those are the TDX module's, judged by ``tdxModuleIdentities["TDX_%02X" %
+  TEE_TCB_SVN[1]]``, first level with isvsvn <= TEE_TCB_SVN[0]); the module status and the QE identity status
+  (first level with isvsvn <= the QE's ISVSVN) then converge: OutOfDate turns UpToDate / SWHardeningNeeded into
+  OutOfDate and the ConfigurationNeeded variants into OutOfDateConfigurationNeeded, Revoked wins. No matching
+  level gives "TcbNotSupported". Advisory IDs are those of the matched platform level, then the TDX module
+  level, then the QE identity level, without repeats. (TD 1.5 "relaunch advised" is not one of the statuses
+  this project reports, so it is not derived.)
+
+``claims`` are filled from the parsed quote even when a check fails (for diagnosis); they mean nothing
+unless ``verified`` is true. Nothing but :class:`AttestationError` subclasses leaves :func:`verify_quote`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from inclavare.attestation.api import (
+    AttestationError,
+    CollateralError,
+    EvidenceFormatError,
+    Options,
+    Result,
+)
+from inclavare.attestation.collateral import DcapCollateral
+from inclavare.formats.dcap import (
+    INTEL_QE_VENDOR_ID,
+    SGX_EXTENSION_OID,
+    CertDataType,
+    DcapQuote,
+    PckExtension,
+    TdReportBody,
+    split_pem_chain,
+)
+from inclavare.formats.sgx import ReportBody, SgxFormatError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+__all__ = [
+    "INTEL_SGX_ROOT_CA_FINGERPRINTS",
+    "INTEL_SGX_ROOT_CA_SHA256",
+    "ModuleTcbLevel",
+    "QeIdentity",
+    "SgxVerifier",
+    "TcbInfo",
+    "TcbLevel",
+    "TdxModuleIdentity",
+    "TdxVerifier",
+    "parse_qe_identity",
+    "parse_tcb_info",
+    "verify_quote",
+]
+
+# SHA-256 of the DER of Intel's SGX Root CA certificate (ECDSA P-256, valid 2018-05-21..2049-12-31).
+INTEL_SGX_ROOT_CA_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+# The first issue of the same root (same key, same serial, valid 2018-05-21..2033-05-21), which PCK chains in
+# quotes from platforms provisioned before the re-issue still carry.
+INTEL_SGX_ROOT_CA_2033_SHA256 = "fc64f8076d79a4fee9d1d473d74c89eb8d8fd55c5abafeabeba7366d20429404"
+INTEL_SGX_ROOT_CA_FINGERPRINTS = (INTEL_SGX_ROOT_CA_SHA256, INTEL_SGX_ROOT_CA_2033_SHA256)
+
+_PCK_LEAF_CN = "SGX PCK Certificate"
+_PCK_CA_CNS = ("SGX PCK Platform CA", "SGX PCK Processor CA")
+_ROOT_CN = "SGX Root CA"
+_TCB_SIGNING_CN = "SGX TCB Signing"
+
+TCB_LEVEL_STATUSES = frozenset({"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
+                                "ConfigurationAndSWHardeningNeeded", "OutOfDate", "OutOfDateConfigurationNeeded",
+                                "Revoked"})
+_IDENTITY_STATUSES = frozenset({"UpToDate", "OutOfDate", "Revoked"})
+_MAX_CHAIN = 3
+
+
+def _iso(t: datetime.datetime) -> str:
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------------------------------
+# Collateral documents (TCB info, QE identity): parsed from the exact signed bytes
+
+
+@dataclass(frozen=True)
+class TcbLevel:
+    """One ``tcbLevels`` entry of a TCB info."""
+
+    sgx_components: tuple[int, ...]
+    pce_svn: int
+    tdx_components: tuple[int, ...] | None
+    status: str
+    date: str
+    advisory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModuleTcbLevel:
+    """One ``tcbLevels`` entry of a QE identity or a TDX module identity (judged by ISVSVN)."""
+
+    isvsvn: int
+    status: str
+    date: str
+    advisory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TdxModuleIdentity:
+    """``tdxModule`` (id "", no levels) or one ``tdxModuleIdentities`` entry of a TDX TCB info."""
+
+    id: str
+    mrsigner: bytes
+    attributes: bytes
+    attributes_mask: bytes
+    levels: tuple[ModuleTcbLevel, ...]
+
+
+@dataclass(frozen=True)
+class TcbInfo:
+    id: str  # "SGX" or "TDX" (v2 has no id: "SGX")
+    version: int
+    issue_date: datetime.datetime
+    next_update: datetime.datetime
+    fmspc: bytes
+    pce_id: bytes
+    tcb_type: int
+    evaluation_data_number: int
+    levels: tuple[TcbLevel, ...]
+    tdx_module: TdxModuleIdentity | None
+    tdx_module_identities: tuple[TdxModuleIdentity, ...] | None
+
+
+@dataclass(frozen=True)
+class QeIdentity:
+    id: str  # "QE", "TD_QE" (or "QVE")
+    version: int
+    issue_date: datetime.datetime
+    next_update: datetime.datetime
+    evaluation_data_number: int
+    miscselect: bytes
+    miscselect_mask: bytes
+    attributes: bytes
+    attributes_mask: bytes
+    mrsigner: bytes
+    isvprodid: int
+    levels: tuple[ModuleTcbLevel, ...]
+
+
+class _Obj:
+    """Typed access to one JSON object; every error names the path."""
+
+    def __init__(self, value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise CollateralError(f"{where}: expected a JSON object, got {_json_type(value)}")
+        self.d: dict[str, Any] = value
+        self.where = where
+
+    def _get(self, key: str) -> Any:
+        if key not in self.d:
+            raise CollateralError(f"{self.where}.{key}: missing")
+        return self.d[key]
+
+    def has(self, key: str) -> bool:
+        return key in self.d
+
+    def get_int(self, key: str, bits: int = 32) -> int:
+        v = self._get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >> bits:
+            raise CollateralError(f"{self.where}.{key}: expected an integer 0..{(1 << bits) - 1}, got {v!r:.40}")
+        return v
+
+    def get_str(self, key: str) -> str:
+        v = self._get(key)
+        if not isinstance(v, str):
+            raise CollateralError(f"{self.where}.{key}: expected a string, got {_json_type(v)}")
+        return v
+
+    def get_hex(self, key: str, size: int) -> bytes:
+        v = self.get_str(key)
+        try:
+            raw = bytes.fromhex(v)
+        except ValueError:
+            raise CollateralError(f"{self.where}.{key}: {v!r:.60} is not hex") from None
+        if len(raw) != size or len(v) != 2 * size:
+            raise CollateralError(f"{self.where}.{key}: is {len(v)} hex digits, expected {2 * size}")
+        return raw
+
+    def get_date(self, key: str) -> datetime.datetime:
+        v = self.get_str(key)
+        try:
+            t = datetime.datetime.fromisoformat(v)
+        except ValueError:
+            raise CollateralError(f"{self.where}.{key}: {v!r:.40} is not an ISO 8601 date") from None
+        if t.tzinfo is None:
+            raise CollateralError(f"{self.where}.{key}: {v!r:.40} has no time zone")
+        return t.astimezone(datetime.UTC)
+
+    def get_list(self, key: str) -> list[Any]:
+        v = self._get(key)
+        if not isinstance(v, list):
+            raise CollateralError(f"{self.where}.{key}: expected a JSON array, got {_json_type(v)}")
+        return v
+
+    def get_obj(self, key: str) -> _Obj:
+        return _Obj(self._get(key), f"{self.where}.{key}")
+
+    def get_status(self, key: str, allowed: frozenset[str]) -> str:
+        v = self.get_str(key)
+        if v not in allowed:
+            raise CollateralError(f"{self.where}.{key}: {v!r:.40} is not a recognised TCB status")
+        return v
+
+    def advisories(self) -> tuple[str, ...]:
+        if "advisoryIDs" not in self.d:
+            return ()
+        out: list[str] = []
+        for i, a in enumerate(self.get_list("advisoryIDs")):
+            if not isinstance(a, str):
+                raise CollateralError(f"{self.where}.advisoryIDs[{i}]: expected a string")
+            out.append(a)
+        return tuple(out)
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number")
+
+
+def _load_json(raw: bytes, what: str) -> _Obj:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise ValueError(f"duplicate key {k!r}")
+            out[k] = v
+        return out
+
+    if not isinstance(raw, (bytes, bytearray)):
+        raise CollateralError(f"{what}: expected the raw JSON bytes, got {type(raw).__name__}")
+    try:
+        value = json.loads(bytes(raw), object_pairs_hook=no_duplicates)
+    except (ValueError, RecursionError) as e:
+        raise CollateralError(f"{what}: not valid JSON ({str(e).splitlines()[0] if str(e) else 'malformed'})") \
+            from None
+    return _Obj(value, what)
+
+
+def _module_levels(o: _Obj) -> tuple[ModuleTcbLevel, ...]:
+    out = []
+    for i, item in enumerate(o.get_list("tcbLevels")):
+        lv = _Obj(item, f"{o.where}.tcbLevels[{i}]")
+        out.append(ModuleTcbLevel(isvsvn=lv.get_obj("tcb").get_int("isvsvn", 16),
+                                  status=lv.get_status("tcbStatus", _IDENTITY_STATUSES), date=lv.get_str("tcbDate"),
+                                  advisory_ids=lv.advisories()))
+    return tuple(out)
+
+
+def _components(o: _Obj, key: str) -> tuple[int, ...]:
+    items = o.get_list(key)
+    if len(items) != 16:
+        raise CollateralError(f"{o.where}.{key}: has {len(items)} components, expected 16")
+    return tuple(_Obj(c, f"{o.where}.{key}[{i}]").get_int("svn", 8) for i, c in enumerate(items))
+
+
+def _module_identity(o: _Obj, with_levels: bool) -> TdxModuleIdentity:
+    return TdxModuleIdentity(id=o.get_str("id") if with_levels else "", mrsigner=o.get_hex("mrsigner", 48),
+                             attributes=o.get_hex("attributes", 8), attributes_mask=o.get_hex("attributesMask", 8),
+                             levels=_module_levels(o) if with_levels else ())
+
+
+@functools.lru_cache(maxsize=64)
+def parse_tcb_info(raw: bytes) -> TcbInfo:
+    """Parse the raw ``tcbInfo`` JSON value (v2 or v3). Raises :class:`CollateralError` naming the field."""
+    o = _load_json(raw, "tcbInfo")
+    version = o.get_int("version")
+    if version not in (2, 3):
+        raise CollateralError(f"tcbInfo.version: {version} is not supported (2 or 3)")
+    tcb_id = o.get_str("id") if version == 3 else "SGX"
+    if tcb_id not in ("SGX", "TDX"):
+        raise CollateralError(f"tcbInfo.id: {tcb_id!r:.20} is not SGX or TDX")
+    tcb_type = o.get_int("tcbType") if o.has("tcbType") else 0
+    if tcb_type != 0:
+        raise CollateralError(f"tcbInfo.tcbType: {tcb_type} is not supported (0)")
+    levels: list[TcbLevel] = []
+    for i, item in enumerate(o.get_list("tcbLevels")):
+        lv = _Obj(item, f"tcbInfo.tcbLevels[{i}]")
+        tcb = lv.get_obj("tcb")
+        if version == 2:
+            sgx = tuple(tcb.get_int(f"sgxtcbcomp{n:02d}svn", 8) for n in range(1, 17))
+            tdx = None
+        else:
+            sgx = _components(tcb, "sgxtcbcomponents")
+            tdx = _components(tcb, "tdxtcbcomponents") if tcb_id == "TDX" else None
+        levels.append(TcbLevel(sgx_components=sgx, pce_svn=tcb.get_int("pcesvn", 16), tdx_components=tdx,
+                               status=lv.get_status("tcbStatus", TCB_LEVEL_STATUSES), date=lv.get_str("tcbDate"),
+                               advisory_ids=lv.advisories()))
+    module = identities = None
+    if tcb_id == "TDX":
+        module = _module_identity(o.get_obj("tdxModule"), with_levels=False)
+        if o.has("tdxModuleIdentities"):
+            identities = tuple(_module_identity(_Obj(m, f"tcbInfo.tdxModuleIdentities[{i}]"), with_levels=True)
+                               for i, m in enumerate(o.get_list("tdxModuleIdentities")))
+    return TcbInfo(id=tcb_id, version=version, issue_date=o.get_date("issueDate"),
+                   next_update=o.get_date("nextUpdate"), fmspc=o.get_hex("fmspc", 6), pce_id=o.get_hex("pceId", 2),
+                   tcb_type=tcb_type, evaluation_data_number=o.get_int("tcbEvaluationDataNumber"), levels=tuple(levels),
+                   tdx_module=module, tdx_module_identities=identities)
+
+
+@functools.lru_cache(maxsize=64)
+def parse_qe_identity(raw: bytes) -> QeIdentity:
+    """Parse the raw ``enclaveIdentity`` JSON value (v2). Raises :class:`CollateralError` naming the field."""
+    o = _load_json(raw, "enclaveIdentity")
+    version = o.get_int("version")
+    if version != 2:
+        raise CollateralError(f"enclaveIdentity.version: {version} is not supported (2)")
+    ident = o.get_str("id")
+    if ident not in ("QE", "TD_QE", "QVE"):
+        raise CollateralError(f"enclaveIdentity.id: {ident!r:.20} is not QE, TD_QE or QVE")
+    return QeIdentity(
+        id=ident, version=version, issue_date=o.get_date("issueDate"), next_update=o.get_date("nextUpdate"),
+        evaluation_data_number=o.get_int("tcbEvaluationDataNumber"), miscselect=o.get_hex("miscselect", 4),
+        miscselect_mask=o.get_hex("miscselectMask", 4), attributes=o.get_hex("attributes", 16),
+        attributes_mask=o.get_hex("attributesMask", 16), mrsigner=o.get_hex("mrsigner", 32),
+        isvprodid=o.get_int("isvprodid", 16), levels=_module_levels(o))
+
+
+# --------------------------------------------------------------------------------------------------
+# Certificates, CRLs and signatures (cryptography is imported here, never at module level)
+
+
+class _Bad(Exception):
+    """Internal: a check failed; the message is the user-facing reason."""
+
+
+def _crypto_errors() -> tuple[type[Exception], ...]:
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
+    return (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_cert(der: bytes) -> x509.Certificate:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        cert.subject, cert.issuer, cert.extensions  # noqa: B018 - parse the lazy parts now, inside the try
+    except _crypto_errors() as e:
+        raise _Bad(f"not a valid DER certificate ({e})") from None
+    return cert
+
+
+def _cn(cert: x509.Certificate) -> str:
+    from cryptography.x509.oid import NameOID
+
+    try:
+        values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except _crypto_errors():
+        return ""
+    v = values[0].value if values else ""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+def _describe(cert: x509.Certificate) -> str:
+    return repr(_cn(cert) or cert.subject.rfc4514_string())
+
+
+def _fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+@functools.lru_cache(maxsize=512)
+def _issued_by(child_der: bytes, issuer_der: bytes) -> str | None:
+    """None if ``issuer`` is a CA certificate whose key signed ``child`` (and names match), else the reason."""
+    from cryptography import x509
+
+    child, issuer = _load_cert(child_der), _load_cert(issuer_der)
+    try:
+        bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if not bc.ca:
+            return f"{_describe(issuer)} is not a CA certificate (basicConstraints CA is false)"
+    except x509.ExtensionNotFound:
+        return f"{_describe(issuer)} has no basicConstraints, so it cannot issue certificates"
+    try:
+        child.verify_directly_issued_by(issuer)
+    except _crypto_errors() as e:
+        why = "issuer name differs" if isinstance(e, ValueError) else "bad signature"
+        return f"{_describe(child)} is not signed by {_describe(issuer)} ({why})"
+    return None
+
+
+def _check_validity(cert: x509.Certificate, as_of: datetime.datetime, what: str) -> str | None:
+    if as_of < cert.not_valid_before_utc:
+        return f"{what} {_describe(cert)} is not yet valid at {_iso(as_of)} (valid from " \
+               f"{_iso(cert.not_valid_before_utc)})"
+    if as_of > cert.not_valid_after_utc:
+        return f"{what} {_describe(cert)} expired at {_iso(cert.not_valid_after_utc)} (checked as of {_iso(as_of)})"
+    return None
+
+
+def _raw_sig_der(sig: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    return encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"))
+
+
+def _verify_p256(pub: Any, sig: bytes, data: bytes) -> bool:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or not isinstance(pub.curve, ec.SECP256R1):
+        return False
+    if len(sig) != 64:
+        return False
+    try:
+        pub.verify(_raw_sig_der(sig), data, ec.ECDSA(hashes.SHA256()))
+    except _crypto_errors():
+        return False
+    return True
+
+
+def _raw_p256_key(xy: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + bytes(xy))
+    except _crypto_errors():
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _cert_signed(signer_der: bytes, sig: bytes, data: bytes) -> bool:
+    """Did the key of certificate ``signer_der`` make ECDSA-P256-SHA256 signature ``sig`` (r||s) over ``data``?"""
+    try:
+        pub = _load_cert(signer_der).public_key()
+    except _crypto_errors():
+        return False
+    return _verify_p256(pub, sig, data)
+
+
+@functools.lru_cache(maxsize=64)
+def _pck_extension(leaf_der: bytes) -> PckExtension:
+    from cryptography import x509
+
+    cert = _load_cert(leaf_der)
+    try:
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID))
+    except x509.ExtensionNotFound:
+        raise _Bad(f"PCK certificate {_describe(cert)} has no SGX extension ({SGX_EXTENSION_OID})") from None
+    value = ext.value
+    if not isinstance(value, x509.UnrecognizedExtension):  # pragma: no cover - cryptography has no parser for it
+        raise _Bad("PCK certificate: the SGX extension is not raw DER")
+    try:
+        return PckExtension.parse_der(value.value)
+    except SgxFormatError as e:
+        raise _Bad(f"PCK certificate {_describe(cert)}: {e}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _load_crl(der: bytes) -> x509.CertificateRevocationList:
+    from cryptography import x509
+
+    try:
+        crl = x509.load_der_x509_crl(der)
+        crl.issuer, crl.extensions  # noqa: B018 - parse the lazy parts now
+    except _crypto_errors() as e:
+        raise _Bad(f"not a valid DER CRL ({e})") from None
+    return crl
+
+
+@functools.lru_cache(maxsize=64)
+def _crl_issued_by(crl_der: bytes, issuer_der: bytes) -> bool:
+    return bool(_load_crl(crl_der).issuer == _load_cert(issuer_der).subject)
+
+
+@functools.lru_cache(maxsize=64)
+def _crl_signed(crl_der: bytes, issuer_der: bytes) -> bool:
+    crl, issuer = _load_crl(crl_der), _load_cert(issuer_der)
+    try:
+        return _crl_issued_by(crl_der, issuer_der) and crl.is_signature_valid(
+            issuer.public_key())  # type: ignore[arg-type]
+    except _crypto_errors():
+        return False
+
+
+@functools.lru_cache(maxsize=256)
+def _crl_revokes(crl_der: bytes, serial: int) -> bool:
+    try:
+        return _load_crl(crl_der).get_revoked_certificate_by_serial_number(serial) is not None
+    except _crypto_errors() as e:
+        raise _Bad(f"cannot read the revoked entries ({e})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Verification
+
+
+@dataclass
+class _Ctx:
+    """What the quote checks established, for the collateral checks."""
+
+    quote: DcapQuote
+    as_of: datetime.datetime
+    options: Options
+    leaf_der: bytes | None = None
+    ca_der: bytes | None = None
+    root_der: bytes | None = None
+    ext: PckExtension | None = None  # set only when the whole PCK chain verified
+    claims_ext: PckExtension | None = None  # the leaf's extension, for the claims, even if the chain failed
+    revoked: bool = False
+
+
+@dataclass
+class _Collateral:
+    errors: list[str] = field(default_factory=list)
+    genuine: bool = True  # signatures, chains, format
+    consistent: bool = True  # applies to this quote
+    timely: bool = True  # every validity window holds at as_of
+    complete: bool = True  # every document needed is present
+    status: str | None = None
+    advisories: list[str] = field(default_factory=list)
+
+    def bad(self, kind: str, message: str) -> None:
+        setattr(self, kind, False)
+        self.errors.append(message)
+
+
+def _norm_fp(fp: str) -> str:
+    return fp.replace(":", "").replace(" ", "").lower()
+
+
+def _trusted_roots(options: Options, override: tuple[str, ...] | None) -> dict[str, bool]:
+    """Trusted root fingerprints -> whether each is the simulated platform's."""
+    roots = {_norm_fp(fp): False for fp in (override if override is not None else INTEL_SGX_ROOT_CA_FINGERPRINTS)}
+    if options.trust_sim:
+        for fp in options.sim_root_fingerprints:
+            roots.setdefault(_norm_fp(fp), True)
+    return roots
+
+
+def _check_options(options: Options) -> datetime.datetime:
+    if not isinstance(options, Options):
+        raise AttestationError(f"verify_quote: options must be an Options, got {type(options).__name__}")
+    as_of = options.as_of if options.as_of is not None else datetime.datetime.now(datetime.UTC)
+    if not isinstance(as_of, datetime.datetime) or as_of.tzinfo is None:
+        raise AttestationError("Options.as_of: must be a timezone-aware datetime")
+    rd = options.report_data
+    if rd is not None and (not isinstance(rd, (bytes, bytearray)) or len(rd) > 64):
+        raise AttestationError("Options.report_data: must be at most 64 bytes")
+    if not isinstance(options.extra_certs, (tuple, list)) or \
+            not all(isinstance(c, (bytes, bytearray)) for c in options.extra_certs):
+        raise AttestationError("Options.extra_certs: must be a tuple of DER certificates (bytes)")
+    fps = options.sim_root_fingerprints
+    if not isinstance(fps, (tuple, list)) or not all(isinstance(fp, str) for fp in fps):
+        raise AttestationError("Options.sim_root_fingerprints: must be a tuple of hex SHA-256 strings")
+    if options.collateral is not None and not isinstance(options.collateral, DcapCollateral):
+        raise CollateralError(f"Options.collateral: a DCAP quote needs DcapCollateral, got "
+                              f"{type(options.collateral).__name__}")
+    return as_of.astimezone(datetime.UTC)
+
+
+def _claims(q: DcapQuote) -> dict[str, Any]:
+    c: dict[str, Any] = {"quote_version": q.version, "qe_svn": q.header.qe_svn, "pce_svn": q.header.pce_svn}
+    b = q.body
+    if isinstance(b, TdReportBody):
+        c.update({
+            "mrtd": b.mrtd.hex(), "rtmr0": b.rtmr0.hex(), "rtmr1": b.rtmr1.hex(), "rtmr2": b.rtmr2.hex(),
+            "rtmr3": b.rtmr3.hex(), "mrconfigid": b.mrconfigid.hex(), "mrowner": b.mrowner.hex(),
+            "mrownerconfig": b.mrownerconfig.hex(), "mrseam": b.mrseam.hex(), "mrsignerseam": b.mrsignerseam.hex(),
+            "seam_attributes": b.seam_attributes.hex(), "td_attributes": b.td_attributes.hex(),
+            "xfam": b.xfam.hex(), "tee_tcb_svn": b.tee_tcb_svn.hex(), "report_data": b.report_data.hex(),
+            "debug": b.debug,
+        })
+        if b.tee_tcb_svn2 is not None and b.mrservicetd is not None:
+            c.update({"tee_tcb_svn2": b.tee_tcb_svn2.hex(), "mrservicetd": b.mrservicetd.hex()})
+    else:
+        c.update({
+            "mrenclave": b.mrenclave.hex(), "mrsigner": b.mrsigner.hex(), "isvprodid": b.isvprodid,
+            "isvsvn": b.isvsvn, "attributes": b.attributes.pack().hex(), "debug": b.attributes.debug,
+            "report_data": b.reportdata.hex(), "cpusvn": b.cpusvn.hex(), "miscselect": b.miscselect,
+            "configid": b.configid.hex(), "configsvn": b.configsvn, "isvextprodid": b.isvextprodid.hex(),
+            "isvfamilyid": b.isvfamilyid.hex(),
+        })
+    return c
+
+
+def _report_data(q: DcapQuote) -> bytes:
+    return q.body.report_data if isinstance(q.body, TdReportBody) else q.body.reportdata
+
+
+def _check_pck_chain(ctx: _Ctx, roots: dict[str, bool], errors: list[str]) -> bool | None:
+    """Check the PCK chain; fills ctx. Returns whether the root is the sim root, or None if the chain failed."""
+    q, options = ctx.quote, ctx.options
+    if q.certification.cert_type != CertDataType.PCK_CERT_CHAIN:
+        errors.append(f"certification data: type {q.certification.cert_type} is not a PCK certificate chain (5); "
+                      "this verifier needs the chain in the quote")
+        return None
+    try:
+        chain = _pem_chain(q.certification.data)
+    except SgxFormatError as e:
+        errors.append(f"PCK chain: {e}")
+        return None
+    if len(chain) > _MAX_CHAIN or len(chain) < 2:
+        errors.append(f"PCK chain: has {len(chain)} certificates, expected leaf, PCK CA and (optionally) root")
+        return None
+    try:
+        certs = [_load_cert(der) for der in chain]
+    except _Bad as e:
+        errors.append(f"PCK chain: {e}")
+        return None
+    leaf, ca = certs[0], certs[1]
+    if len(chain) == 3:
+        root_der = chain[2]
+    else:  # the root may come from the caller's extra certificates (pinned, so only a trusted one is taken)
+        found = next((bytes(d) for d in options.extra_certs if _fingerprint(bytes(d)) in roots), None)
+        if found is None:
+            errors.append("PCK chain: the quote carries no root CA certificate and no trusted root was given in "
+                          "extra_certs")
+            return None
+        root_der = found
+    root = _load_cert(root_der)
+    fp = _fingerprint(root_der)
+    ok = True
+    if fp not in roots:
+        hint = ""
+        if options.trust_sim and not options.sim_root_fingerprints:
+            hint = "; trust_sim is set but no sim_root_fingerprints were given"
+        elif not options.trust_sim:
+            hint = " (a simulated platform's quote is accepted only with trust_sim and its root fingerprint)"
+        errors.append(f"PCK chain: root CA {_describe(root)} (SHA-256 {fp}) is not a trusted root: Intel's SGX "
+                      f"Root CA is {INTEL_SGX_ROOT_CA_SHA256}{hint}")
+        ok = False
+    static = _chain_problems(chain[0], chain[1], root_der)
+    errors.extend(static)
+    ok = ok and not static
+    for cert, what in ((leaf, "PCK certificate"), (ca, "PCK CA"), (root, "root CA")):
+        why = _check_validity(cert, ctx.as_of, what)
+        if why is not None:
+            errors.append(f"PCK chain: {why}")
+            ok = False
+    ext = None
+    try:
+        ext = _pck_extension(chain[0])
+    except _Bad as e:
+        errors.append(str(e))
+        ok = False
+    if ext is not None:
+        ctx.claims_ext = ext
+    if not ok or ext is None:
+        return None
+    ctx.leaf_der, ctx.ca_der, ctx.root_der, ctx.ext = chain[0], chain[1], root_der, ext
+    return roots[fp]
+
+
+@functools.lru_cache(maxsize=64)
+def _pem_chain(data: bytes) -> tuple[bytes, ...]:
+    return tuple(split_pem_chain(data, where="certification data (PCK chain)"))
+
+
+@functools.lru_cache(maxsize=64)
+def _chain_problems(leaf_der: bytes, ca_der: bytes, root_der: bytes) -> tuple[str, ...]:
+    """What is wrong with a PCK chain apart from time and trust: signatures, CA constraints, names."""
+    out: list[str] = []
+    for der, issuer_der, what in ((leaf_der, ca_der, "PCK certificate"), (ca_der, root_der, "PCK CA"),
+                                  (root_der, root_der, "root CA")):
+        why = _issued_by(der, issuer_der)
+        if why is not None:
+            out.append(f"PCK chain: {what}: {why}")
+    for der, what, needle in ((leaf_der, "PCK certificate", (_PCK_LEAF_CN,)), (ca_der, "PCK CA", _PCK_CA_CNS),
+                              (root_der, "root CA", (_ROOT_CN,))):
+        cn = _cn(_load_cert(der))
+        if not any(n in cn for n in needle):
+            out.append(f"PCK chain: {what} common name {cn!r} does not contain {' or '.join(needle)!r}")
+    return tuple(out)
+
+
+def _verify(data: bytes, options: Options, expect: str | None, override: tuple[str, ...] | None) -> Result:
+    if options is None:
+        options = Options()
+    as_of = _check_options(options)
+    try:
+        q = DcapQuote.parse(data)
+    except SgxFormatError as e:
+        raise EvidenceFormatError(str(e)) from None
+    tee = "tdx" if q.is_tdx else "sgx"
+    if expect is not None and tee != expect:
+        raise EvidenceFormatError(f"DCAP quote v{q.version}: is a {tee.upper()} quote (TEE type "
+                                  f"{q.tee_type:#x}), not {expect.upper()}")
+    result = Result(tee=tee, claims=_claims(q))
+    errors = result.errors
+    if q.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
+        errors.append(f"header: QE vendor ID {q.header.qe_vendor_id.hex()} is not Intel's "
+                      f"({INTEL_QE_VENDOR_ID.hex()})")
+
+    ctx = _Ctx(q, as_of, options)
+    is_sim = _check_pck_chain(ctx, _trusted_roots(options, override), errors)
+    if is_sim:
+        result.tee = "sim"
+    if ctx.claims_ext is not None:
+        result.claims["fmspc"] = ctx.claims_ext.fmspc.hex()
+        result.claims["pceid"] = ctx.claims_ext.pce_id.hex()
+
+    att_key = _raw_p256_key(q.attestation_key)
+    signed = q.signed_bytes()
+    if att_key is None:
+        errors.append("signature data: the attestation key is not a P-256 point")
+    elif not _verify_p256(att_key, q.isv_signature, signed):
+        errors.append(f"quote signature: does not verify with the attestation key over bytes 0..{len(signed) - 1} "
+                      "(header and body)")
+    if q.qe_report.reportdata != q.expected_qe_report_data():
+        errors.append("QE report: REPORTDATA is not SHA-256(attestation key || QE auth data) || 32 zero bytes; "
+                      "the attestation key is not bound to the QE")
+    if ctx.leaf_der is not None and not _cert_signed(ctx.leaf_der, q.qe_report_signature, q.qe_report_raw):
+        errors.append("QE report signature: does not verify with the PCK certificate's key")
+    if options.report_data is not None:
+        want = bytes(options.report_data).ljust(64, b"\x00")
+        if _report_data(q) != want:
+            errors.append(f"report data: the quote's {_report_data(q).hex()} is not the expected {want.hex()}")
+
+    quote_ok = not errors
+    if options.collateral is not None:
+        if ctx.ext is None:
+            errors.append("collateral: not evaluated, because the PCK chain did not verify")
+        else:
+            col = _evaluate_collateral(ctx, options.collateral)
+            errors.extend(col.errors)
+            result.collateral_valid = col.genuine and col.consistent and col.timely and col.complete
+            result.tcb_status = col.status
+            result.advisory_ids = col.advisories
+    result.verified = quote_ok and not ctx.revoked
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Collateral evaluation
+
+
+def _signer(col: _Collateral, chain: list[bytes], what: str, ctx: _Ctx) -> bytes | None:
+    """The DER of the TCB signing certificate for ``what`` (TCB info / QE identity), checked up to the root."""
+    assert ctx.root_der is not None
+    if not isinstance(chain, (list, tuple)) or not all(isinstance(c, (bytes, bytearray)) for c in chain):
+        col.bad("genuine", f"{what} issuer chain: must be a list of DER certificates")
+        return None
+    candidates: list[bytes]
+    if chain:
+        candidates = [bytes(chain[0])]
+        for der in chain[1:]:
+            if bytes(der) != ctx.root_der:
+                try:
+                    name = _describe(_load_cert(bytes(der)))
+                except _Bad:
+                    name = "an unreadable certificate"
+                col.bad("genuine", f"{what} issuer chain: {name} is not the root the PCK chain ends in")
+                return None
+    else:
+        candidates = [bytes(d) for d in ctx.options.extra_certs]
+    found: bytes | None = None
+    for der in candidates:
+        try:
+            cert = _load_cert(der)
+        except _Bad as e:
+            if chain:
+                col.bad("genuine", f"{what} signing certificate: {e}")
+                return None
+            continue  # an unreadable extra certificate is simply not a candidate
+        if _TCB_SIGNING_CN in _cn(cert) and _issued_by(der, ctx.root_der) is None:
+            found = der
+            break
+    if found is None:
+        if chain:
+            cert = _load_cert(candidates[0])
+            why = _issued_by(candidates[0], ctx.root_der) if _TCB_SIGNING_CN in _cn(cert) else \
+                f"common name {_cn(cert)!r} does not contain {_TCB_SIGNING_CN!r}"
+            col.bad("genuine", f"{what} signing certificate: {why}")
+        else:
+            col.bad("complete", f"{what}: the issuer chain is empty and no TCB signing certificate issued by the "
+                                "trusted root was given (extra_certs)")
+        return None
+    why = _check_validity(_load_cert(found), ctx.as_of, f"{what} signing certificate")
+    if why is not None:
+        col.bad("timely", why)
+    return found
+
+
+def _window(col: _Collateral, what: str, start: datetime.datetime, end: datetime.datetime | None,
+            as_of: datetime.datetime, names: tuple[str, str] = ("issueDate", "nextUpdate")) -> None:
+    if as_of < start:
+        col.bad("timely", f"{what}: not yet valid at {_iso(as_of)} ({names[0]} {_iso(start)})")
+    elif end is None:
+        col.bad("genuine", f"{what}: has no {names[1]}")
+    elif as_of > end:
+        col.bad("timely", f"{what}: expired at {_iso(end)} ({names[1]}; checked as of {_iso(as_of)})")
+
+
+def _signed_document(col: _Collateral, ctx: _Ctx, raw: bytes, sig: bytes, chain: list[bytes], what: str,
+                     parse: Callable[[bytes], Any]) -> tuple[Any, bytes | None]:
+    signer = _signer(col, chain, what, ctx)
+    if not isinstance(raw, (bytes, bytearray)) or not isinstance(sig, (bytes, bytearray)):
+        col.bad("genuine", f"{what}: the document and its signature must be bytes")
+        return None, signer
+    raw, sig = bytes(raw), bytes(sig)
+    if signer is None:  # already reported; an unsigned document is never read
+        return None, None
+    if len(sig) != 64 or not _cert_signed(signer, sig, raw):
+        col.bad("genuine", f"{what}: the signature does not verify with {_describe(_load_cert(signer))} over the "
+                           "exact document bytes")
+        return None, signer
+    try:
+        doc = parse(raw)
+    except CollateralError as e:
+        col.bad("genuine", str(e))
+        return None, signer
+    _window(col, what, doc.issue_date, doc.next_update, ctx.as_of)
+    return doc, signer
+
+
+def _check_crl(col: _Collateral, ctx: _Ctx, der: bytes | None, issuer_der: bytes, what: str,
+               subjects: Iterable[tuple[bytes, str]]) -> None:
+    if der is None:
+        col.bad("complete", f"{what}: missing, so revocation cannot be checked")
+        return
+    if not isinstance(der, (bytes, bytearray)):
+        col.bad("genuine", f"{what}: expected DER bytes, got {type(der).__name__}")
+        return
+    der = bytes(der)
+    try:
+        crl = _load_crl(der)
+    except _Bad as e:
+        col.bad("genuine", f"{what}: {e}")
+        return
+    issuer = _load_cert(issuer_der)
+    if not _crl_issued_by(der, issuer_der):
+        col.bad("consistent", f"{what}: issued by {crl.issuer.rfc4514_string()!r}, not by {_describe(issuer)}")
+        return
+    if not _crl_signed(der, issuer_der):
+        col.bad("genuine", f"{what}: the signature does not verify with {_describe(issuer)}")
+        return
+    _window(col, what, crl.last_update_utc, crl.next_update_utc, ctx.as_of, ("thisUpdate", "nextUpdate"))
+    for cert_der, name in subjects:
+        cert = _load_cert(cert_der)
+        try:
+            revoked = _crl_revokes(der, cert.serial_number)
+        except _Bad as e:
+            col.bad("genuine", f"{what}: {e}")
+            return
+        if not revoked:
+            continue
+        message = f"{name} {_describe(cert)} (serial {cert.serial_number:x}) is revoked: it is on the {what}"
+        if cert_der in (ctx.leaf_der, ctx.ca_der):  # the quote's own chain: the quote is not genuine any more
+            ctx.revoked = True
+            col.errors.append(message)
+        else:  # a collateral signer: the collateral is not genuine
+            col.bad("genuine", message)
+
+
+def _qe_identity_status(col: _Collateral, qe: QeIdentity, report: ReportBody, raw: bytes
+                        ) -> tuple[str, ModuleTcbLevel | None] | None:
+    """Intel's EnclaveReportVerifier: None on a mismatch (reported), else (status, matched level)."""
+    misc = int.from_bytes(raw[16:20], "little")
+    if misc & int.from_bytes(qe.miscselect_mask, "little") != int.from_bytes(qe.miscselect, "little"):
+        col.bad("consistent", f"QE identity: the QE's MISCSELECT {misc:#010x} under the mask does not match "
+                              f"{qe.miscselect.hex()}")
+        return None
+    attrs = bytes(a & m for a, m in zip(raw[48:64], qe.attributes_mask, strict=True))
+    if attrs != qe.attributes:
+        col.bad("consistent", f"QE identity: the QE's ATTRIBUTES {raw[48:64].hex()} under the mask do not match "
+                              f"{qe.attributes.hex()}")
+        return None
+    if report.mrsigner != qe.mrsigner:
+        col.bad("consistent", f"QE identity: the QE's MRSIGNER {report.mrsigner.hex()} is not {qe.mrsigner.hex()}")
+        return None
+    if report.isvprodid != qe.isvprodid:
+        col.bad("consistent", f"QE identity: the QE's ISVPRODID {report.isvprodid} is not {qe.isvprodid}")
+        return None
+    for level in qe.levels:
+        if level.isvsvn <= report.isvsvn:
+            return level.status, level
+    return "TcbNotSupported", None
+
+
+def _converge(status: str, other: str) -> str:
+    """Intel's convergence of a TCB level status with a QE identity or TDX module status."""
+    if other == "OutOfDate":
+        if status in ("UpToDate", "SWHardeningNeeded"):
+            return "OutOfDate"
+        if status in ("ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"):
+            return "OutOfDateConfigurationNeeded"
+    if other == "Revoked":
+        return "Revoked"
+    if other == "TcbNotSupported":
+        return "TcbNotSupported"
+    return status
+
+
+def _module_identity_for(col: _Collateral, q: DcapQuote, tcb: TcbInfo) -> TdxModuleIdentity | None:
+    """QVL 4.1.2.4.11: the TDX module (identity) the quote's SEAM values must match; checks them."""
+    assert isinstance(q.body, TdReportBody) and tcb.tdx_module is not None
+    version = q.body.tee_tcb_svn[1]
+    module: TdxModuleIdentity = tcb.tdx_module
+    if q.version > 3 and version > 0:
+        if tcb.tdx_module_identities is None:
+            col.bad("consistent", f"TCB info: the TDX module version is {version} but there are no "
+                                  "tdxModuleIdentities")
+            return None
+        found = _find_module(tcb.tdx_module_identities, version)
+        if found is None:
+            col.bad("consistent", f"TCB info: no tdxModuleIdentities entry TDX_{version:02X} for the quote's TDX "
+                                  "module")
+            return None
+        module = found
+    if q.body.mrsignerseam != module.mrsigner:
+        col.bad("consistent", f"TDX module: MRSIGNERSEAM {q.body.mrsignerseam.hex()} is not the TCB info's "
+                              f"{module.mrsigner.hex()}")
+        return None
+    if any(q.body.seam_attributes) or q.body.seam_attributes != module.attributes:
+        col.bad("consistent", f"TDX module: SEAM attributes {q.body.seam_attributes.hex()} are not zero and equal to "
+                              f"the TCB info's {module.attributes.hex()}")
+        return None
+    return module
+
+
+def _find_module(identities: tuple[TdxModuleIdentity, ...], version: int) -> TdxModuleIdentity | None:
+    want = f"TDX_{version:02X}"
+    return next((m for m in identities if m.id.upper() == want), None)
+
+
+def _tcb_status(q: DcapQuote, ext: PckExtension, tcb: TcbInfo, qe: tuple[str, ModuleTcbLevel | None] | None
+                ) -> tuple[str, list[tuple[str, ...]]]:
+    """Intel's checkTcbLevel: (status, advisory ID lists of the levels that decided it)."""
+    is_tdx = tcb.version >= 3 and tcb.id == "TDX" and isinstance(q.body, TdReportBody)
+    tee_svn = q.body.tee_tcb_svn if isinstance(q.body, TdReportBody) and is_tdx else None
+    sgx_level = tdx_level = None
+    for level in tcb.levels:
+        if all(p >= lv for p, lv in zip(ext.comp_svns, level.sgx_components, strict=True)) \
+                and ext.pce_svn >= level.pce_svn:
+            if tee_svn is None:
+                sgx_level = level
+                break
+            if sgx_level is None:
+                sgx_level = level
+            assert level.tdx_components is not None
+            first = 2 if tee_svn[1] > 0 else 0
+            if all(tee_svn[i] >= level.tdx_components[i] for i in range(first, 16)):
+                tdx_level = level
+                break
+    if sgx_level is None:
+        return "TcbNotSupported", []
+    qe_status, qe_level = qe if qe is not None else (None, None)
+    qe_adv = [qe_level.advisory_ids] if qe_level is not None else []
+    if tee_svn is None:
+        status = sgx_level.status
+        if qe_status is not None:
+            status = _converge(status, qe_status)
+        return status, [sgx_level.advisory_ids, *qe_adv]
+    if tdx_level is None:
+        return "TcbNotSupported", []
+    # TdxModuleCheck
+    module_status: str = "UpToDate"
+    module_adv: tuple[str, ...] = ()
+    if not (q.version > 3 and tee_svn[1] == 0):
+        identity = _find_module(tcb.tdx_module_identities or (), tee_svn[1])
+        if identity is None:  # pragma: no cover - refused earlier by _module_identity_for
+            return "TcbNotSupported", []
+        mlevel = next((lv for lv in identity.levels if tee_svn[0] >= lv.isvsvn), None)
+        if mlevel is None:
+            return "TcbNotSupported", []
+        module_status, module_adv = mlevel.status, mlevel.advisory_ids
+    status = _converge(tdx_level.status, module_status)
+    advisories = [tdx_level.advisory_ids, module_adv]
+    if status == "Revoked":
+        return status, advisories
+    if qe_status is not None:
+        status = _converge(status, qe_status)
+    return status, advisories + qe_adv
+
+
+def _evaluate_collateral(ctx: _Ctx, c: DcapCollateral) -> _Collateral:
+    assert ctx.leaf_der is not None and ctx.ca_der is not None and ctx.root_der is not None and ctx.ext is not None
+    col = _Collateral()
+    q, ext = ctx.quote, ctx.ext
+    tcb, tcb_signer = _signed_document(col, ctx, c.tcb_info_raw, c.tcb_info_signature, c.tcb_info_issuer_chain,
+                                       "TCB info", parse_tcb_info)
+    qe, qe_signer = _signed_document(col, ctx, c.qe_identity_raw, c.qe_identity_signature,
+                                     c.qe_identity_issuer_chain, "QE identity", parse_qe_identity)
+    _check_crl(col, ctx, c.pck_crl, ctx.ca_der, "PCK CRL", ((ctx.leaf_der, "PCK certificate"),))
+    root_subjects = [(ctx.ca_der, "PCK CA")]
+    for signer, what in ((tcb_signer, "TCB info signing certificate"), (qe_signer, "QE identity signing certificate")):
+        if signer is not None and all(signer != s for s, _ in root_subjects):
+            root_subjects.append((signer, what))
+    _check_crl(col, ctx, c.root_ca_crl, ctx.root_der, "root CA CRL", root_subjects)
+    if ctx.revoked:
+        col.status = "Revoked"
+    if not col.genuine or tcb is None or qe is None:
+        return col
+
+    assert isinstance(tcb, TcbInfo) and isinstance(qe, QeIdentity)
+    tee = "TDX" if q.is_tdx else "SGX"
+    if tcb.id != tee:
+        col.bad("consistent", f"TCB info: is for {tcb.id} (version {tcb.version}), the quote is {tee}")
+    if tcb.fmspc != ext.fmspc:
+        col.bad("consistent", f"TCB info: FMSPC {tcb.fmspc.hex()} is not the PCK certificate's {ext.fmspc.hex()}")
+    if tcb.pce_id != ext.pce_id:
+        col.bad("consistent", f"TCB info: PCE-ID {tcb.pce_id.hex()} is not the PCK certificate's "
+                              f"{ext.pce_id.hex()}")
+    want_qe = "TD_QE" if q.is_tdx else "QE"
+    if qe.id != want_qe:
+        col.bad("consistent", f"QE identity: is for {qe.id}, a {tee} quote needs {want_qe}")
+    if not col.consistent:
+        col.status = "Revoked" if ctx.revoked else None
+        return col
+    if q.is_tdx and _module_identity_for(col, q, tcb) is None:
+        col.status = "Revoked" if ctx.revoked else None
+        return col
+    qe_result = _qe_identity_status(col, qe, q.qe_report, q.qe_report_raw)
+    if qe_result is None:
+        col.status = "Revoked" if ctx.revoked else None
+        return col
+    status, advisory_lists = _tcb_status(q, ext, tcb, qe_result)
+    col.status = "Revoked" if ctx.revoked else status
+    seen: list[str] = []
+    for ids in advisory_lists:
+        seen.extend(a for a in ids if a not in seen)
+    col.advisories = seen
+    return col
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def verify_quote(data: bytes, options: Options | None = None, *,
+                 _root_fingerprints: tuple[str, ...] | None = None) -> Result:
+    """Verify an Intel DCAP quote of any supported version and TEE type (see the module docstring).
+
+    ``_root_fingerprints`` replaces Intel's pinned root; it exists for tests that build their own PKI (to
+    exercise revocation with CRLs they can sign) and must not be used otherwise.
+    """
+    return _verify(data, options if options is not None else Options(), None, _root_fingerprints)
+
+
+class SgxVerifier:
+    """Verifier for SGX DCAP quotes (v3, or v4/v5 with an SGX body); refuses TDX quotes."""
+
+    tee = "sgx"
+
+    def __init__(self, *, _root_fingerprints: tuple[str, ...] | None = None) -> None:
+        self._roots = _root_fingerprints
+
+    def verify(self, evidence: bytes, options: Options) -> Result:
+        return _verify(evidence, options, "sgx", self._roots)
+
+
+class TdxVerifier:
+    """Verifier for TDX DCAP quotes (v4, v5 with TD 1.0 or TD 1.5 bodies); refuses SGX quotes."""
+
+    tee = "tdx"
+
+    def __init__(self, *, _root_fingerprints: tuple[str, ...] | None = None) -> None:
+        self._roots = _root_fingerprints
+
+    def verify(self, evidence: bytes, options: Options) -> Result:
+        return _verify(evidence, options, "tdx", self._roots)
