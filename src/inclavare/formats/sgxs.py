@@ -46,6 +46,7 @@ TAG_ECREATE = b"ECREATE\0"
 TAG_EADD = b"EADD\0\0\0\0"
 TAG_EEXTEND = b"EEXTEND\0"
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
+_pack_page_extends = struct.Struct("<" + "8sQ48x256s" * CHUNKS_PER_PAGE).pack  # a page's 16 EEXTEND records
 _FULL_MASK = (1 << CHUNKS_PER_PAGE) - 1
 # SECINFO.FLAGS bits an EADD may carry: permissions and the page type (state bits are set by the CPU).
 _SECINFO_ALLOWED = 0xFF07
@@ -182,6 +183,16 @@ class Measurement:
         if not mask:
             return
         page = bytes(data).ljust(PAGE_SIZE, b"\0")
+        if mask == _FULL_MASK:
+            # the common case in one piece: 16 EEXTEND records (64-byte header + 256 data bytes) and one
+            # hash update; eadd() above has checked the page, and a fresh page has no measured chunk yet
+            offsets = range(offset, offset + PAGE_SIZE, CHUNK_SIZE)
+            self._extended.update(offsets)
+            args: list[bytes | int] = []
+            for i, off in enumerate(offsets):
+                args += (TAG_EEXTEND, off, page[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE])
+            self._feed(_pack_page_extends(*args))
+            return
         for i in range(CHUNKS_PER_PAGE):
             if mask >> i & 1:
                 self.eextend(offset + i * CHUNK_SIZE, page[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE])
