@@ -293,6 +293,38 @@ def _platform_args(cmd: argparse.ArgumentParser) -> None:
                        help="use the simulated SGX platform instead of AESM (protects nothing)")
 
 
+def cmd_verify_quote(args: argparse.Namespace) -> int:
+    """verify-quote: the attestation verifier (the same core as `shelter verify`) on a DCAP quote."""
+    import json
+
+    from inclavare.attestation import evidence as ev
+    from inclavare.cli import shelter
+
+    _check_quote_type(args.quote_type)
+    data = _read_exact_file(args.quote, "--quote")
+    if ev.detect(data) != "dcap":
+        raise InclavareError(f"--quote {args.quote}: not a DCAP quote")
+    ns = argparse.Namespace(certs=args.certs, report_data=None, trust_sim=args.trust_sim, sim_root=args.sim_root,
+                            collateral=args.collateral, tcb_info=None, qe_identity=None, pck_crl=None, root_crl=None,
+                            vcek=None, cert_chain=None, as_of=args.as_of)
+    opts, with_collateral = shelter.build_options(ns, "dcap")
+    result = ev.verify_raw(data, "auto", opts)
+    ok = ev.summary(result, with_collateral)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        shelter._print_text(result, ok)
+    return 0 if ok else 1
+
+
+def _read_exact_file(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise InclavareError(f"{flag} {path}: {e.strerror}") from None
+
+
 def _add_gen_commands(sub: Any) -> None:
     tk = sub.add_parser("gen-token", help="get a launch token (EINITTOKEN) for a SIGSTRUCT from AESM")
     tk.add_argument("--signature", required=True, help="the SIGSTRUCT file (1808 bytes)")
@@ -313,6 +345,17 @@ def _add_gen_commands(sub: Any) -> None:
     gq.add_argument("--spid", default=None, help="EPID only (retired by Intel); not used for ecdsa")
     _platform_args(gq)
     gq.set_defaults(func=cmd_gen_quote)
+
+    vq = sub.add_parser("verify-quote", help="verify a DCAP quote (signatures, PCK chain, and TCB with collateral)")
+    vq.add_argument("--quote-type", default="ecdsa")
+    vq.add_argument("--quote", required=True)
+    vq.add_argument("--collateral", help="DCAP collateral bundle JSON (TCB status, CRLs)")
+    vq.add_argument("--certs", help="directory of issuer certificates the collateral does not carry")
+    vq.add_argument("--as-of", help="evaluate validity at this time (ISO 8601), default now")
+    vq.add_argument("--trust-sim", action="store_true", help="accept quotes of the simulated SGX platform")
+    vq.add_argument("--sim-root", help="the sim root CA to trust (default: this host's sim platform)")
+    vq.add_argument("--json", action="store_true")
+    vq.set_defaults(func=cmd_verify_quote)
 
 
 def build_parser() -> argparse.ArgumentParser:

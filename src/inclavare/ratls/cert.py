@@ -229,7 +229,7 @@ def _der_input(cert: Any) -> bytes:
     data = bytes(cert)
     if len(data) > 2 * MAX_CERTIFICATE:
         raise RatlsError(f"certificate: {len(data)} bytes exceeds the cap")
-    if b"-----BEGIN" in data:
+    if data[:1] != b"\x30" and b"-----BEGIN" in data:  # DER starts with a SEQUENCE; its quote may hold PEM text
         blocks = _PEM_CERT.findall(data)
         if len(blocks) != 1:
             raise RatlsError(f"certificate: expected one PEM CERTIFICATE block, found {len(blocks)}")

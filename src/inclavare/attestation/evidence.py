@@ -1,0 +1,112 @@
+"""Evidence of any supported kind, verified through one entry point: ``shelter verify`` and
+``sgx-tools verify-quote`` use it.
+
+Kinds: an Intel DCAP quote (SGX v3, TDX v4/v5), an AMD SEV-SNP attestation report, a quote from the simulated
+SGX platform (accepted only when told to trust the sim root), or an RA-TLS certificate carrying one of those
+(DICE / CCC interoperable format or the legacy OIDs): then the evidence must also be bound to the
+certificate's key, and the certificate's endorsements extension serves as collateral when none is given.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+from typing import Any
+
+from inclavare.attestation.api import AttestationError, EvidenceFormatError, Options, Result
+
+TEES = ("auto", "sgx", "tdx", "snp", "sim")
+SNP_REPORT_SIZE = 1184
+
+
+def detect(data: bytes) -> str:
+    """What ``data`` is: "cert" (an RA-TLS certificate), "dcap" or "snp"; raises EvidenceFormatError."""
+    if data.lstrip()[:27] == b"-----BEGIN CERTIFICATE-----":
+        return "cert"
+    if len(data) >= 4 and data[0] == 0x30 and data[1] in (0x82, 0x83):  # DER SEQUENCE, long form length
+        return "cert"
+    if len(data) == SNP_REPORT_SIZE and 2 <= struct.unpack_from("<I", data, 0)[0] <= 5:
+        return "snp"
+    if len(data) >= 48:
+        version, key_type = struct.unpack_from("<HH", data, 0)
+        if version in (3, 4, 5) and key_type == 2:
+            return "dcap"
+    raise EvidenceFormatError(f"evidence of {len(data)} bytes is neither a DCAP quote (v3/v4/v5, ECDSA P-256), an "
+                              f"SEV-SNP report ({SNP_REPORT_SIZE} bytes) nor an RA-TLS certificate")
+
+
+def _tee_matches(asked: str, result: Result) -> str | None:
+    if asked in ("auto", result.tee):
+        return None
+    return f"the evidence is {result.tee}, not {asked}"
+
+
+def verify_raw(data: bytes, tee: str, options: Options) -> Result:
+    kind = detect(data)
+    if kind == "cert":
+        return verify_certificate(data, tee, options)
+    if kind == "snp":
+        if tee not in ("auto", "snp"):
+            raise EvidenceFormatError(f"--tee {tee}: the evidence is an SEV-SNP report")
+        from inclavare.attestation.snp import SnpVerifier
+
+        return SnpVerifier().verify(data, options)
+    if tee == "snp":
+        raise EvidenceFormatError("--tee snp: the evidence is a DCAP quote")
+    from inclavare.attestation.dcap import verify_quote
+
+    result = verify_quote(data, options)
+    problem = _tee_matches(tee, result)
+    if problem:
+        result.verified = False
+        result.errors.append(problem)
+    return result
+
+
+def verify_certificate(data: bytes, tee: str, options: Options) -> Result:
+    """An RA-TLS certificate: its time validity and self-signature, the evidence, and the binding."""
+    from inclavare.ratls.cert import check_binding, check_validity, parse_certificate
+
+    parsed = parse_certificate(data)
+    evidence_tee = {"sgx_ecdsa": "sgx", "tdx_ecdsa": "tdx", "sev_snp": "snp"}.get(parsed.evidence_type or "")
+    if evidence_tee is None:
+        raise EvidenceFormatError(f"RA-TLS certificate: {parsed.evidence_type} evidence cannot be verified here "
+                                  "(supported: sgx_ecdsa, tdx_ecdsa, sev_snp)")
+    opts = options
+    if opts.collateral is None and parsed.collateral is not None and evidence_tee in ("sgx", "tdx"):
+        opts = replace(opts, collateral=parsed.collateral)
+    if evidence_tee == "snp":
+        from inclavare.attestation.snp import SnpVerifier
+
+        result = SnpVerifier().verify(parsed.evidence, opts)
+    else:
+        from inclavare.attestation.dcap import verify_quote
+
+        result = verify_quote(parsed.evidence, opts)
+    problem = _tee_matches(tee, result)
+    if problem:
+        result.verified = False
+        result.errors.append(problem)
+    report_data = bytes.fromhex(str(result.claims.get("report_data", "")))
+    try:
+        check_binding(parsed, report_data)
+    except AttestationError as e:
+        result.verified = False
+        result.errors.append(f"RA-TLS certificate: {e}")
+    try:
+        check_validity(parsed.der, opts.as_of)
+    except AttestationError as e:
+        result.verified = False
+        result.errors.append(f"RA-TLS certificate: {e}")
+    result.claims["ratls_format"] = parsed.format
+    result.claims["ratls_custom_claims"] = {k: v.hex() for k, v in parsed.custom_claims.items()}
+    return result
+
+
+def summary(result: Result, with_collateral: bool) -> bool:
+    """The exit decision: verified, and collateral valid when collateral was given."""
+    return bool(result.verified and (not with_collateral or result.collateral_valid))
+
+
+def empty_result(tee: str, error: str) -> dict[str, Any]:
+    return Result(tee=tee if tee != "auto" else "unknown", errors=[error]).to_json()
