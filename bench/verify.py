@@ -171,7 +171,8 @@ def main() -> int:
             print(f"| {k} | {r['verify']:.0f} | {r['floor']:.0f} | {r['verify'] / r['floor']:.2f} |")
     else:
         for k, r in best.items():
-            print(f"{k:20s} verify {r['verify']:7.0f}/s  floor {r['floor']:7.0f}/s  ratio {r['verify'] / r['floor']:.2f}")
+            ratio = r["verify"] / r["floor"]
+            print(f"{k:20s} verify {r['verify']:7.0f}/s  floor {r['floor']:7.0f}/s  ratio {ratio:.2f}")
     return 0
 
 
