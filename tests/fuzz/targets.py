@@ -99,7 +99,7 @@ def _agent(data: bytes) -> None:
     for kind in ("request", "response"):
         buf = [data]
 
-        def read(n: int) -> bytes:
+        def read(n: int, buf: list[bytes] = buf) -> bytes:
             out, buf[0] = buf[0][:n], buf[0][n:]
             return out
 

@@ -272,11 +272,13 @@ def _json_type(v: Any) -> str:
 
 def _load_json(raw: bytes, what: str) -> _Obj:
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise ValueError(f"duplicate key {k!r}")
-            out[k] = v
+        out = dict(pairs)
+        if len(out) != len(pairs):  # name the first key seen twice
+            seen: set[str] = set()
+            for k, _ in pairs:
+                if k in seen:
+                    raise ValueError(f"duplicate key {k!r}")
+                seen.add(k)
         return out
 
     if not isinstance(raw, (bytes, bytearray)):
@@ -303,6 +305,12 @@ def _components(o: _Obj, key: str) -> tuple[int, ...]:
     items = o.get_list(key)
     if len(items) != 16:
         raise CollateralError(f"{o.where}.{key}: has {len(items)} components, expected 16")
+    try:  # the usual case at once: 16 objects whose "svn" is an integer 0..255 (JSON objects are dicts)
+        svns = [c["svn"] for c in items]
+    except (TypeError, KeyError):
+        svns = []
+    if svns and set(map(type, svns)) == {int} and min(svns) >= 0 and max(svns) <= 0xFF:
+        return tuple(svns)
     return tuple(_Obj(c, f"{o.where}.{key}[{i}]").get_int("svn", 8) for i, c in enumerate(items))
 
 
@@ -310,6 +318,9 @@ def _module_identity(o: _Obj, with_levels: bool) -> TdxModuleIdentity:
     return TdxModuleIdentity(id=o.get_str("id") if with_levels else "", mrsigner=o.get_hex("mrsigner", 48),
                              attributes=o.get_hex("attributes", 8), attributes_mask=o.get_hex("attributesMask", 8),
                              levels=_module_levels(o) if with_levels else ())
+
+
+_V2_COMPONENTS = tuple(f"sgxtcbcomp{n:02d}svn" for n in range(1, 17))
 
 
 @functools.lru_cache(maxsize=64)
@@ -330,7 +341,7 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
         lv = _Obj(item, f"tcbInfo.tcbLevels[{i}]")
         tcb = lv.get_obj("tcb")
         if version == 2:
-            sgx = tuple(tcb.get_int(f"sgxtcbcomp{n:02d}svn", 8) for n in range(1, 17))
+            sgx = tuple(tcb.get_int(name, 8) for name in _V2_COMPONENTS)
             tdx = None
         else:
             sgx = _components(tcb, "sgxtcbcomponents")
@@ -370,6 +381,11 @@ def parse_qe_identity(raw: bytes) -> QeIdentity:
 
 # --------------------------------------------------------------------------------------------------
 # Certificates, CRLs and signatures (cryptography is imported here, never at module level)
+#
+# Memoisation: every cache below is an ``lru_cache`` keyed by the complete bytes (and other values) its answer
+# depends on, never by a digest or a part, so a changed byte is a different key and is checked afresh. Time is
+# never part of a memoised answer: what depends on ``as_of`` is recorded as a check to run (validity windows)
+# and run on every verification, so a verifier asked about "now" keeps its caches useful.
 
 
 class _Bad(Exception):
@@ -405,6 +421,12 @@ def _cn(cert: x509.Certificate) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
 
 
+@functools.lru_cache(maxsize=256)
+def _cn_of(der: bytes) -> str:
+    """:func:`_cn` of the certificate ``der`` (which must load)."""
+    return _cn(_load_cert(der))
+
+
 def _describe(cert: x509.Certificate) -> str:
     return repr(_cn(cert) or cert.subject.rfc4514_string())
 
@@ -413,12 +435,19 @@ def _fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+# The pinned Intel roots (INTEL_SGX_ROOT_CA_FINGERPRINTS) are self-signed CA certificates whose subject is their
+# issuer: facts about those exact bytes, so _issued_by(root, root) needs no signature check for them.
+_SELF_SIGNED_INTEL_ROOTS = frozenset({INTEL_SGX_ROOT_CA_SHA256, INTEL_SGX_ROOT_CA_2033_SHA256})
+
+
 @functools.lru_cache(maxsize=512)
 def _issued_by(child_der: bytes, issuer_der: bytes) -> str | None:
     """None if ``issuer`` is a CA certificate whose key signed ``child`` (and names match), else the reason."""
     from cryptography import x509
 
     child, issuer = _load_cert(child_der), _load_cert(issuer_der)
+    if child_der == issuer_der and _fingerprint(child_der) in _SELF_SIGNED_INTEL_ROOTS:
+        return None
     try:
         bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
         if not bc.ca:
@@ -442,32 +471,43 @@ def _check_validity(cert: x509.Certificate, as_of: datetime.datetime, what: str)
     return None
 
 
-def _raw_sig_der(sig: bytes) -> bytes:
+@functools.lru_cache(maxsize=256)
+def _validity(der: bytes) -> tuple[datetime.datetime, datetime.datetime]:
+    """(notBefore, notAfter) of the certificate ``der`` (which must load)."""
+    cert = _load_cert(der)
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
+@functools.lru_cache(maxsize=1)
+def _p256() -> tuple[Any, Any, Any, Callable[[int, int], bytes]]:
+    """(EllipticCurvePublicKey, SECP256R1, the ECDSA-SHA256 algorithm object, encode_dss_signature)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-    return encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"))
+    return ec.EllipticCurvePublicKey, ec.SECP256R1, ec.ECDSA(hashes.SHA256()), encode_dss_signature
 
 
 def _verify_p256(pub: Any, sig: bytes, data: bytes) -> bool:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    if not isinstance(pub, ec.EllipticCurvePublicKey) or not isinstance(pub.curve, ec.SECP256R1):
+    key_type, curve_type, algorithm, encode = _p256()
+    if not isinstance(pub, key_type) or not isinstance(pub.curve, curve_type):
         return False
     if len(sig) != 64:
         return False
     try:
-        pub.verify(_raw_sig_der(sig), data, ec.ECDSA(hashes.SHA256()))
+        pub.verify(encode(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")), data, algorithm)
     except _crypto_errors():
         return False
     return True
 
 
+@functools.lru_cache(maxsize=256)
 def _raw_p256_key(xy: bytes) -> Any:
+    """The P-256 public key with coordinates ``xy`` (x || y), or None if that is not a point on the curve."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + bytes(xy))
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + xy)
     except _crypto_errors():
         return None
 
@@ -632,44 +672,88 @@ def _report_data(q: DcapQuote) -> bytes:
     return q.body.report_data if isinstance(q.body, TdReportBody) else q.body.reportdata
 
 
+@dataclass(frozen=True)
+class _ChainFacts:
+    """What a PCK chain's checks found, apart from time: errors before the validity checks, the certificates
+    whose validity is checked at ``as_of`` (DER, what it is), errors after them; whether all else passed."""
+
+    before: tuple[str, ...]
+    read: bool  # False: the chain could not be read that far, so nothing is checked after ``before``
+    validity: tuple[tuple[bytes, str], ...] = ()
+    after: tuple[str, ...] = ()
+    ok: bool = False
+    leaf_der: bytes | None = None
+    ca_der: bytes | None = None
+    root_der: bytes | None = None
+    ext: PckExtension | None = None  # the leaf's SGX extension, when it parses (claims use it either way)
+    is_sim: bool = False
+
+
 def _check_pck_chain(ctx: _Ctx, roots: dict[str, bool], errors: list[str]) -> bool | None:
     """Check the PCK chain; fills ctx. Returns whether the root is the sim root, or None if the chain failed."""
-    q, options = ctx.quote, ctx.options
-    if q.certification.cert_type != CertDataType.PCK_CERT_CHAIN:
-        errors.append(f"certification data: type {q.certification.cert_type} is not a PCK certificate chain (5); "
+    options = ctx.options
+    cert = ctx.quote.certification
+    facts = _chain_facts((cert.cert_type, cert.data, tuple(roots.items()), bool(options.trust_sim),
+                          bool(options.sim_root_fingerprints), tuple(bytes(d) for d in options.extra_certs)))
+    errors.extend(facts.before)
+    if not facts.read:
+        return None
+    ok = facts.ok
+    for der, what in facts.validity:
+        not_before, not_after = _validity(der)
+        if ctx.as_of < not_before or ctx.as_of > not_after:
+            errors.append(f"PCK chain: {_check_validity(_load_cert(der), ctx.as_of, what)}")
+            ok = False
+    errors.extend(facts.after)
+    ext = facts.ext
+    if ext is not None:
+        ctx.claims_ext = ext
+    if not ok or ext is None:
+        return None
+    ctx.leaf_der, ctx.ca_der, ctx.root_der, ctx.ext = facts.leaf_der, facts.ca_der, facts.root_der, ext
+    return facts.is_sim
+
+
+@functools.lru_cache(maxsize=64)
+def _chain_facts(key: tuple[int, bytes, tuple[tuple[str, bool], ...], bool, bool, tuple[bytes, ...]]
+                 ) -> _ChainFacts:
+    """The time-independent checks of a PCK chain. ``key``: certification data type and bytes, trusted root
+    fingerprints (-> is the sim root), trust_sim, whether sim root fingerprints were given, extra_certs."""
+    cert_type, data, root_items, trust_sim, has_sim_fps, extra_certs = key
+    roots = dict(root_items)
+    errors: list[str] = []
+    if cert_type != CertDataType.PCK_CERT_CHAIN:
+        errors.append(f"certification data: type {cert_type} is not a PCK certificate chain (5); "
                       "this verifier needs the chain in the quote")
-        return None
+        return _ChainFacts(tuple(errors), False)
     try:
-        chain = _pem_chain(q.certification.data)
+        chain = _pem_chain(data)
     except SgxFormatError as e:
-        errors.append(f"PCK chain: {e}")
-        return None
+        return _ChainFacts((f"PCK chain: {e}",), False)
     if len(chain) > _MAX_CHAIN or len(chain) < 2:
-        errors.append(f"PCK chain: has {len(chain)} certificates, expected leaf, PCK CA and (optionally) root")
-        return None
+        return _ChainFacts((f"PCK chain: has {len(chain)} certificates, expected leaf, PCK CA and (optionally) "
+                            "root",), False)
     try:
-        certs = [_load_cert(der) for der in chain]
+        for der in chain:
+            _load_cert(der)
     except _Bad as e:
-        errors.append(f"PCK chain: {e}")
-        return None
-    leaf, ca = certs[0], certs[1]
+        return _ChainFacts((f"PCK chain: {e}",), False)
     if len(chain) == 3:
         root_der = chain[2]
     else:  # the root may come from the caller's extra certificates (pinned, so only a trusted one is taken)
-        found = next((bytes(d) for d in options.extra_certs if _fingerprint(bytes(d)) in roots), None)
+        found = next((d for d in extra_certs if _fingerprint(d) in roots), None)
         if found is None:
-            errors.append("PCK chain: the quote carries no root CA certificate and no trusted root was given in "
-                          "extra_certs")
-            return None
+            return _ChainFacts(("PCK chain: the quote carries no root CA certificate and no trusted root was given "
+                                "in extra_certs",), False)
         root_der = found
     root = _load_cert(root_der)
     fp = _fingerprint(root_der)
     ok = True
     if fp not in roots:
         hint = ""
-        if options.trust_sim and not options.sim_root_fingerprints:
+        if trust_sim and not has_sim_fps:
             hint = "; trust_sim is set but no sim_root_fingerprints were given"
-        elif not options.trust_sim:
+        elif not trust_sim:
             hint = " (a simulated platform's quote is accepted only with trust_sim and its root fingerprint)"
         errors.append(f"PCK chain: root CA {_describe(root)} (SHA-256 {fp}) is not a trusted root: Intel's SGX "
                       f"Root CA is {INTEL_SGX_ROOT_CA_SHA256}{hint}")
@@ -677,23 +761,16 @@ def _check_pck_chain(ctx: _Ctx, roots: dict[str, bool], errors: list[str]) -> bo
     static = _chain_problems(chain[0], chain[1], root_der)
     errors.extend(static)
     ok = ok and not static
-    for cert, what in ((leaf, "PCK certificate"), (ca, "PCK CA"), (root, "root CA")):
-        why = _check_validity(cert, ctx.as_of, what)
-        if why is not None:
-            errors.append(f"PCK chain: {why}")
-            ok = False
+    after: tuple[str, ...] = ()
     ext = None
     try:
         ext = _pck_extension(chain[0])
     except _Bad as e:
-        errors.append(str(e))
+        after = (str(e),)
         ok = False
-    if ext is not None:
-        ctx.claims_ext = ext
-    if not ok or ext is None:
-        return None
-    ctx.leaf_der, ctx.ca_der, ctx.root_der, ctx.ext = chain[0], chain[1], root_der, ext
-    return roots[fp]
+    return _ChainFacts(tuple(errors), True, ((chain[0], "PCK certificate"), (chain[1], "PCK CA"),
+                                             (root_der, "root CA")), after, ok, chain[0], chain[1], root_der, ext,
+                       roots.get(fp, False))
 
 
 @functools.lru_cache(maxsize=64)
@@ -712,7 +789,7 @@ def _chain_problems(leaf_der: bytes, ca_der: bytes, root_der: bytes) -> tuple[st
             out.append(f"PCK chain: {what}: {why}")
     for der, what, needle in ((leaf_der, "PCK certificate", (_PCK_LEAF_CN,)), (ca_der, "PCK CA", _PCK_CA_CNS),
                               (root_der, "root CA", (_ROOT_CN,))):
-        cn = _cn(_load_cert(der))
+        cn = _cn_of(der)
         if not any(n in cn for n in needle):
             out.append(f"PCK chain: {what} common name {cn!r} does not contain {' or '.join(needle)!r}")
     return tuple(out)
@@ -779,50 +856,108 @@ def _verify(data: bytes, options: Options, expect: str | None, override: tuple[s
 # Collateral evaluation
 
 
-def _signer(col: _Collateral, chain: list[bytes], what: str, ctx: _Ctx) -> bytes | None:
+class _Log:
+    """What the checks of the collateral documents found, in order, without the time: each entry is a finding
+    (``(kind, message)``, kind None for an error that changes no flag), or a time check to run at ``as_of``
+    (``("validity", der, what)`` for a signing certificate, ``("window", what, start, end, names)`` for a
+    document). :func:`_replay` turns the entries into the errors and flags of one verification."""
+
+    def __init__(self, anchors: _Anchors) -> None:
+        self.anchors = anchors
+        self.entries: list[tuple[Any, ...]] = []
+        self.revoked = False  # the quote's own PCK leaf or PCK CA is on a CRL
+
+    def bad(self, kind: str | None, message: str) -> None:
+        self.entries.append((kind, message))
+
+    def validity(self, der: bytes, what: str) -> None:
+        self.entries.append(("validity", der, what))
+
+    def window(self, what: str, start: datetime.datetime, end: datetime.datetime | None,
+               names: tuple[str, str] = ("issueDate", "nextUpdate")) -> None:
+        self.entries.append(("window", what, start, end, names))
+
+
+def _replay(entries: tuple[tuple[Any, ...], ...], col: _Collateral, as_of: datetime.datetime) -> None:
+    for entry in entries:
+        kind = entry[0]
+        if kind == "validity":
+            der, what = entry[1], entry[2]
+            not_before, not_after = _validity(der)
+            if as_of < not_before or as_of > not_after:
+                why = _check_validity(_load_cert(der), as_of, what)
+                assert why is not None
+                col.bad("timely", why)
+        elif kind == "window":
+            _window(col, entry[1], entry[2], entry[3], as_of, entry[4])
+        elif kind is None:
+            col.errors.append(entry[1])
+        else:
+            col.bad(kind, entry[1])
+
+
+@dataclass(frozen=True)
+class _Anchors:
+    """The verified PCK chain the collateral is checked against, and the caller's extra certificates."""
+
+    leaf_der: bytes
+    ca_der: bytes
+    root_der: bytes
+    extra_certs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class _DocumentFacts:
+    """The time-independent outcome of checking the collateral documents (see :class:`_Log`)."""
+
+    entries: tuple[tuple[Any, ...], ...]
+    revoked: bool
+    tcb: TcbInfo | None
+    qe: QeIdentity | None
+
+
+def _signer(log: _Log, chain: list[bytes], what: str) -> bytes | None:
     """The DER of the TCB signing certificate for ``what`` (TCB info / QE identity), checked up to the root."""
-    assert ctx.root_der is not None
+    anchors = log.anchors
     if not isinstance(chain, (list, tuple)) or not all(isinstance(c, (bytes, bytearray)) for c in chain):
-        col.bad("genuine", f"{what} issuer chain: must be a list of DER certificates")
+        log.bad("genuine", f"{what} issuer chain: must be a list of DER certificates")
         return None
     candidates: list[bytes]
     if chain:
         candidates = [bytes(chain[0])]
         for der in chain[1:]:
-            if bytes(der) != ctx.root_der:
+            if bytes(der) != anchors.root_der:
                 try:
                     name = _describe(_load_cert(bytes(der)))
                 except _Bad:
                     name = "an unreadable certificate"
-                col.bad("genuine", f"{what} issuer chain: {name} is not the root the PCK chain ends in")
+                log.bad("genuine", f"{what} issuer chain: {name} is not the root the PCK chain ends in")
                 return None
     else:
-        candidates = [bytes(d) for d in ctx.options.extra_certs]
+        candidates = list(anchors.extra_certs)
     found: bytes | None = None
     for der in candidates:
         try:
-            cert = _load_cert(der)
+            _load_cert(der)
         except _Bad as e:
             if chain:
-                col.bad("genuine", f"{what} signing certificate: {e}")
+                log.bad("genuine", f"{what} signing certificate: {e}")
                 return None
             continue  # an unreadable extra certificate is simply not a candidate
-        if _TCB_SIGNING_CN in _cn(cert) and _issued_by(der, ctx.root_der) is None:
+        if _TCB_SIGNING_CN in _cn_of(der) and _issued_by(der, anchors.root_der) is None:
             found = der
             break
     if found is None:
         if chain:
-            cert = _load_cert(candidates[0])
-            why = _issued_by(candidates[0], ctx.root_der) if _TCB_SIGNING_CN in _cn(cert) else \
-                f"common name {_cn(cert)!r} does not contain {_TCB_SIGNING_CN!r}"
-            col.bad("genuine", f"{what} signing certificate: {why}")
+            cn = _cn_of(candidates[0])
+            why = _issued_by(candidates[0], anchors.root_der) if _TCB_SIGNING_CN in cn else \
+                f"common name {cn!r} does not contain {_TCB_SIGNING_CN!r}"
+            log.bad("genuine", f"{what} signing certificate: {why}")
         else:
-            col.bad("complete", f"{what}: the issuer chain is empty and no TCB signing certificate issued by the "
+            log.bad("complete", f"{what}: the issuer chain is empty and no TCB signing certificate issued by the "
                                 "trusted root was given (extra_certs)")
         return None
-    why = _check_validity(_load_cert(found), ctx.as_of, f"{what} signing certificate")
-    if why is not None:
-        col.bad("timely", why)
+    log.validity(found, f"{what} signing certificate")
     return found
 
 
@@ -836,65 +971,108 @@ def _window(col: _Collateral, what: str, start: datetime.datetime, end: datetime
         col.bad("timely", f"{what}: expired at {_iso(end)} ({names[1]}; checked as of {_iso(as_of)})")
 
 
-def _signed_document(col: _Collateral, ctx: _Ctx, raw: bytes, sig: bytes, chain: list[bytes], what: str,
+def _signed_document(log: _Log, raw: bytes, sig: bytes, chain: list[bytes], what: str,
                      parse: Callable[[bytes], Any]) -> tuple[Any, bytes | None]:
-    signer = _signer(col, chain, what, ctx)
+    signer = _signer(log, chain, what)
     if not isinstance(raw, (bytes, bytearray)) or not isinstance(sig, (bytes, bytearray)):
-        col.bad("genuine", f"{what}: the document and its signature must be bytes")
+        log.bad("genuine", f"{what}: the document and its signature must be bytes")
         return None, signer
     raw, sig = bytes(raw), bytes(sig)
     if signer is None:  # already reported; an unsigned document is never read
         return None, None
     if len(sig) != 64 or not _cert_signed(signer, sig, raw):
-        col.bad("genuine", f"{what}: the signature does not verify with {_describe(_load_cert(signer))} over the "
+        log.bad("genuine", f"{what}: the signature does not verify with {_describe(_load_cert(signer))} over the "
                            "exact document bytes")
         return None, signer
     try:
         doc = parse(raw)
     except CollateralError as e:
-        col.bad("genuine", str(e))
+        log.bad("genuine", str(e))
         return None, signer
-    _window(col, what, doc.issue_date, doc.next_update, ctx.as_of)
+    log.window(what, doc.issue_date, doc.next_update)
     return doc, signer
 
 
-def _check_crl(col: _Collateral, ctx: _Ctx, der: bytes | None, issuer_der: bytes, what: str,
+def _check_crl(log: _Log, der: bytes | None, issuer_der: bytes, what: str,
                subjects: Iterable[tuple[bytes, str]]) -> None:
     if der is None:
-        col.bad("complete", f"{what}: missing, so revocation cannot be checked")
+        log.bad("complete", f"{what}: missing, so revocation cannot be checked")
         return
     if not isinstance(der, (bytes, bytearray)):
-        col.bad("genuine", f"{what}: expected DER bytes, got {type(der).__name__}")
+        log.bad("genuine", f"{what}: expected DER bytes, got {type(der).__name__}")
         return
     der = bytes(der)
     try:
         crl = _load_crl(der)
     except _Bad as e:
-        col.bad("genuine", f"{what}: {e}")
+        log.bad("genuine", f"{what}: {e}")
         return
     issuer = _load_cert(issuer_der)
     if not _crl_issued_by(der, issuer_der):
-        col.bad("consistent", f"{what}: issued by {crl.issuer.rfc4514_string()!r}, not by {_describe(issuer)}")
+        log.bad("consistent", f"{what}: issued by {crl.issuer.rfc4514_string()!r}, not by {_describe(issuer)}")
         return
     if not _crl_signed(der, issuer_der):
-        col.bad("genuine", f"{what}: the signature does not verify with {_describe(issuer)}")
+        log.bad("genuine", f"{what}: the signature does not verify with {_describe(issuer)}")
         return
-    _window(col, what, crl.last_update_utc, crl.next_update_utc, ctx.as_of, ("thisUpdate", "nextUpdate"))
+    log.window(what, crl.last_update_utc, crl.next_update_utc, ("thisUpdate", "nextUpdate"))
     for cert_der, name in subjects:
         cert = _load_cert(cert_der)
         try:
             revoked = _crl_revokes(der, cert.serial_number)
         except _Bad as e:
-            col.bad("genuine", f"{what}: {e}")
+            log.bad("genuine", f"{what}: {e}")
             return
         if not revoked:
             continue
         message = f"{name} {_describe(cert)} (serial {cert.serial_number:x}) is revoked: it is on the {what}"
-        if cert_der in (ctx.leaf_der, ctx.ca_der):  # the quote's own chain: the quote is not genuine any more
-            ctx.revoked = True
-            col.errors.append(message)
+        if cert_der in (log.anchors.leaf_der, log.anchors.ca_der):  # the quote's own chain: not genuine any more
+            log.revoked = True
+            log.bad(None, message)
         else:  # a collateral signer: the collateral is not genuine
-            col.bad("genuine", message)
+            log.bad("genuine", message)
+
+
+def _check_documents(anchors: _Anchors, tcb_raw: Any, tcb_sig: Any, tcb_chain: Any, qe_raw: Any, qe_sig: Any,
+                     qe_chain: Any, pck_crl: Any, root_crl: Any) -> _DocumentFacts:
+    """The collateral checks that do not depend on the quote beyond its PCK chain, nor on the time."""
+    log = _Log(anchors)
+    tcb, tcb_signer = _signed_document(log, tcb_raw, tcb_sig, tcb_chain, "TCB info", parse_tcb_info)
+    qe, qe_signer = _signed_document(log, qe_raw, qe_sig, qe_chain, "QE identity", parse_qe_identity)
+    _check_crl(log, pck_crl, anchors.ca_der, "PCK CRL", ((anchors.leaf_der, "PCK certificate"),))
+    root_subjects = [(anchors.ca_der, "PCK CA")]
+    for signer, what in ((tcb_signer, "TCB info signing certificate"), (qe_signer, "QE identity signing certificate")):
+        if signer is not None and all(signer != s for s, _ in root_subjects):
+            root_subjects.append((signer, what))
+    _check_crl(log, root_crl, anchors.root_der, "root CA CRL", root_subjects)
+    return _DocumentFacts(tuple(log.entries), log.revoked, tcb, qe)
+
+
+@functools.lru_cache(maxsize=64)
+def _document_facts(key: tuple[Any, ...]) -> _DocumentFacts:
+    """:func:`_check_documents` memoised by everything it reads: the PCK chain (leaf, CA, root DER), the extra
+    certificates, and every collateral field (bytes, chains as tuples of bytes, CRLs or None)."""
+    leaf_der, ca_der, root_der, extra_certs, *documents = key
+    return _check_documents(_Anchors(leaf_der, ca_der, root_der, extra_certs), *documents)
+
+
+def _documents_key(c: DcapCollateral) -> tuple[Any, ...] | None:
+    """The collateral's fields as hashable values that :func:`_check_documents` treats exactly as the originals
+    (bytearray as bytes, a chain as a tuple of bytes), or None when a field has some other type (then the checks
+    run on the originals, unmemoised, and report it)."""
+    out: list[Any] = []
+    for value, kind in ((c.tcb_info_raw, "doc"), (c.tcb_info_signature, "doc"), (c.tcb_info_issuer_chain, "chain"),
+                        (c.qe_identity_raw, "doc"), (c.qe_identity_signature, "doc"),
+                        (c.qe_identity_issuer_chain, "chain"), (c.pck_crl, "crl"), (c.root_ca_crl, "crl")):
+        if type(value) is bytes or (kind == "crl" and value is None):
+            out.append(value)
+        elif isinstance(value, (bytes, bytearray)):
+            out.append(bytes(value))
+        elif kind == "chain" and isinstance(value, (list, tuple)) and \
+                all(isinstance(d, (bytes, bytearray)) for d in value):
+            out.append(tuple(bytes(d) for d in value))
+        else:
+            return None
+    return tuple(out)
 
 
 def _qe_identity_status(col: _Collateral, qe: QeIdentity, report: ReportBody, raw: bytes
@@ -1020,18 +1198,20 @@ def _tcb_status(q: DcapQuote, ext: PckExtension, tcb: TcbInfo, qe: tuple[str, Mo
 
 def _evaluate_collateral(ctx: _Ctx, c: DcapCollateral) -> _Collateral:
     assert ctx.leaf_der is not None and ctx.ca_der is not None and ctx.root_der is not None and ctx.ext is not None
+    anchors = _Anchors(ctx.leaf_der, ctx.ca_der, ctx.root_der, tuple(bytes(d) for d in ctx.options.extra_certs))
+    key = _documents_key(c)
+    if key is None:  # some field is not bytes as it should be: check the originals (and say so)
+        facts = _check_documents(anchors, c.tcb_info_raw, c.tcb_info_signature, c.tcb_info_issuer_chain,
+                                 c.qe_identity_raw, c.qe_identity_signature, c.qe_identity_issuer_chain, c.pck_crl,
+                                 c.root_ca_crl)
+    else:
+        facts = _document_facts((anchors.leaf_der, anchors.ca_der, anchors.root_der, anchors.extra_certs, *key))
     col = _Collateral()
+    _replay(facts.entries, col, ctx.as_of)
+    if facts.revoked:
+        ctx.revoked = True
     q, ext = ctx.quote, ctx.ext
-    tcb, tcb_signer = _signed_document(col, ctx, c.tcb_info_raw, c.tcb_info_signature, c.tcb_info_issuer_chain,
-                                       "TCB info", parse_tcb_info)
-    qe, qe_signer = _signed_document(col, ctx, c.qe_identity_raw, c.qe_identity_signature,
-                                     c.qe_identity_issuer_chain, "QE identity", parse_qe_identity)
-    _check_crl(col, ctx, c.pck_crl, ctx.ca_der, "PCK CRL", ((ctx.leaf_der, "PCK certificate"),))
-    root_subjects = [(ctx.ca_der, "PCK CA")]
-    for signer, what in ((tcb_signer, "TCB info signing certificate"), (qe_signer, "QE identity signing certificate")):
-        if signer is not None and all(signer != s for s, _ in root_subjects):
-            root_subjects.append((signer, what))
-    _check_crl(col, ctx, c.root_ca_crl, ctx.root_der, "root CA CRL", root_subjects)
+    tcb, qe = facts.tcb, facts.qe
     if ctx.revoked:
         col.status = "Revoked"
     if not col.genuine or tcb is None or qe is None:

@@ -39,15 +39,15 @@ DER reader/writer.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from inclavare.formats.sgx import REPORT_BODY_SIZE, Attributes, ReportBody, SgxFormatError
+from inclavare.formats.sgx import REPORT_BODY_SIZE, ReportBody, SgxFormatError, _unchecked
 
 __all__ = [
     "ATT_KEY_TYPE_ECDSA_P256",
@@ -229,6 +229,47 @@ class QuoteHeader:
 
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----\r?\n?", re.S)
+_PEM_BEGIN = b"-----BEGIN "
+_PEM_LABEL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ")
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() splits on
+
+
+def _pem_blocks(data: bytes) -> Iterator[tuple[int, int, bytes, bytes]]:
+    """(start, end, label, body) of each match of :data:`_PEM_BLOCK` in ``data``, as ``finditer`` finds them,
+    found with ``bytes.find`` (the regular expression's backreference makes it slow on a certificate chain).
+
+    The match is unique at each start: the label is the longest run of label characters (none of them is
+    "-", so no shorter run can be followed by "-----"), the body ends at the first "-----END <label>-----",
+    and the optional CR / LF after it are taken when present. A start that does not match is passed over.
+    """
+    n = len(data)
+    pos = 0
+    while (start := data.find(_PEM_BEGIN, pos)) >= 0:
+        pos = start + 1
+        i = j = start + len(_PEM_BEGIN)
+        while j < n and data[j] in _PEM_LABEL:
+            j += 1
+        if j == i or not data.startswith(b"-----", j):
+            continue
+        k = j + 5
+        if data.startswith(b"\n", k):
+            k += 1
+        elif data.startswith(b"\r\n", k):
+            k += 2
+        else:
+            continue
+        label = data[i:j]
+        marker = b"-----END " + label + b"-----"
+        e = data.find(marker, k)
+        if e < 0:
+            continue
+        stop = e + len(marker)
+        if data.startswith(b"\r", stop):
+            stop += 1
+        if data.startswith(b"\n", stop):
+            stop += 1
+        yield start, stop, label, data[k:e]
+        pos = stop
 
 
 def split_pem_chain(data: bytes, *, where: str = "PEM chain") -> list[bytes]:
@@ -240,22 +281,21 @@ def split_pem_chain(data: bytes, *, where: str = "PEM chain") -> list[bytes]:
     data = bytes(data)
     out: list[bytes] = []
     pos = 0
-    for m in _PEM_BLOCK.finditer(data):
-        gap = data[pos:m.start()]
+    for start, end, label, body in _pem_blocks(data):
+        gap = data[pos:start]
         if gap.strip(b" \t\r\n\x00"):
             raise SgxFormatError(where, f"unexpected bytes at offset {pos} before PEM block {len(out)}")
-        if m.group(1) != b"CERTIFICATE":
-            raise SgxFormatError(where, f"block {len(out)} at offset {m.start()} is {m.group(1).decode()!r}, "
+        if label != b"CERTIFICATE":
+            raise SgxFormatError(where, f"block {len(out)} at offset {start} is {label.decode()!r}, "
                                         "not CERTIFICATE")
-        body = b"".join(m.group(2).split())
-        try:
-            der = base64.b64decode(body, validate=True)
+        try:  # b64decode(validate=True) is a2b_base64(strict_mode=True); translate drops what split() splits on
+            der = binascii.a2b_base64(body.translate(None, _ASCII_SPACE), strict_mode=True)
         except (binascii.Error, ValueError):
-            raise SgxFormatError(where, f"block {len(out)} at offset {m.start()} is not valid base64") from None
+            raise SgxFormatError(where, f"block {len(out)} at offset {start} is not valid base64") from None
         if not der:
-            raise SgxFormatError(where, f"block {len(out)} at offset {m.start()} is empty")
+            raise SgxFormatError(where, f"block {len(out)} at offset {start} is empty")
         out.append(der)
-        pos = m.end()
+        pos = end
     if data[pos:].strip(b" \t\r\n\x00"):
         raise SgxFormatError(where, f"unexpected bytes at offset {pos} after the last PEM block")
     if not out:
@@ -396,15 +436,7 @@ def report_body_lenient(raw: bytes) -> ReportBody:
     if not isinstance(raw, (bytes, bytearray)) or len(raw) != REPORT_BODY_SIZE:
         size = len(raw) if isinstance(raw, (bytes, bytearray)) else type(raw).__name__
         raise SgxFormatError("REPORTBODY", f"is {size} bytes, expected {REPORT_BODY_SIZE}")
-    raw = bytes(raw)
-
-    def u(off: int, size: int) -> int:
-        return int.from_bytes(raw[off:off + size], "little")
-
-    return ReportBody(cpusvn=raw[0:16], miscselect=u(16, 4), cet_attributes=raw[20], isvextprodid=raw[32:48],
-                      attributes=Attributes(u(48, 8), u(56, 8)), mrenclave=raw[64:96], mrsigner=raw[128:160],
-                      configid=raw[192:256], isvprodid=u(256, 2), isvsvn=u(258, 2), configsvn=u(260, 2),
-                      isvfamilyid=raw[304:320], reportdata=raw[320:384])
+    return ReportBody._from_layout(bytes(raw))
 
 
 _TD10_FIELDS = (("tee_tcb_svn", 16), ("mrseam", 48), ("mrsignerseam", 48), ("seam_attributes", 8),
@@ -412,6 +444,18 @@ _TD10_FIELDS = (("tee_tcb_svn", 16), ("mrseam", 48), ("mrsignerseam", 48), ("sea
                 ("mrownerconfig", 48), ("rtmr0", 48), ("rtmr1", 48), ("rtmr2", 48), ("rtmr3", 48),
                 ("report_data", 64))
 _TD15_FIELDS = (("tee_tcb_svn2", 16), ("mrservicetd", 48))
+
+
+def _slices(fields: tuple[tuple[str, int], ...], pos: int) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for name, size in fields:
+        out.append((name, pos, pos + size))
+        pos += size
+    return tuple(out)
+
+
+_TD10_SLICES = _slices(_TD10_FIELDS, 0)
+_TD15_SLICES = _slices(_TD15_FIELDS, TD_REPORT10_SIZE)
 
 
 @dataclass(frozen=True)
@@ -471,13 +515,12 @@ class TdReportBody:
         if len(data) not in (TD_REPORT10_SIZE, TD_REPORT15_SIZE):
             raise SgxFormatError("TD report body", f"is {len(data)} bytes, expected {TD_REPORT10_SIZE} (TD 1.0) "
                                                    f"or {TD_REPORT15_SIZE} (TD 1.5)")
-        fields = _TD10_FIELDS + (_TD15_FIELDS if len(data) == TD_REPORT15_SIZE else ())
-        values: dict[str, bytes] = {}
-        pos = 0
-        for name, size in fields:
-            values[name] = data[pos:pos + size]
-            pos += size
-        return cls(**values)
+        values: dict[str, bytes | None] = {name: data[start:end] for name, start, end in _TD10_SLICES}
+        if len(data) == TD_REPORT15_SIZE:
+            values.update((name, data[start:end]) for name, start, end in _TD15_SLICES)
+        else:
+            values.update(tee_tcb_svn2=None, mrservicetd=None)
+        return _unchecked(cls, values)  # every field is a slice of its fixed size
 
     def pack(self) -> bytes:
         fields = _TD10_FIELDS + (_TD15_FIELDS if self.is_td15 else ())
@@ -491,7 +534,7 @@ def _qe_block(r: _Reader, prefix: str) -> tuple[bytes, bytes, bytes, Certificati
     auth = r.take(f"{prefix}.qe_auth_data", r.u16(f"{prefix}.qe_auth_data_size"))
     cert_type = r.u16(f"{prefix}.cert_data_type")
     cert = r.take(f"{prefix}.cert_data", r.u32(f"{prefix}.cert_data_size"))
-    return qe_raw, qe_sig, auth, CertificationData(cert_type, cert)
+    return qe_raw, qe_sig, auth, _unchecked(CertificationData, {"cert_type": cert_type, "data": cert})
 
 
 @dataclass(frozen=True)
@@ -558,7 +601,9 @@ class DcapQuote:
             raise DcapFormatError("header.tee_type", 4, f"is {tee_type:#x}; a v3 quote is SGX (0)", name)
         if tee_type not in (TEE_TYPE_SGX, TEE_TYPE_TDX):
             raise DcapFormatError("header.tee_type", 4, f"is {tee_type:#x}; expected 0 (SGX) or 0x81 (TDX)", name)
-        header = QuoteHeader(version, key_type, tee_type, qe_svn, pce_svn, data[12:28], data[28:48])
+        header = _unchecked(QuoteHeader, {  # the fields are read from their fixed widths
+            "version": version, "att_key_type": key_type, "tee_type": tee_type, "qe_svn": qe_svn, "pce_svn": pce_svn,
+            "qe_vendor_id": data[12:28], "user_data": data[28:48]})
         r = _Reader(data, HEADER_SIZE, len(data), name)
         if version == QUOTE_VERSION_5:
             body_type = r.u16("body_type")
@@ -618,8 +663,10 @@ class DcapQuote:
             qe_report = report_body_lenient(qe_raw)
         except SgxFormatError as e:  # pragma: no cover - the size is fixed above
             raise DcapFormatError("qe_report", start, e.problem, name) from None
-        return cls(header, body_type, body, body_raw, isv_sig, att_key, qe_report, qe_raw, qe_sig, auth, cert,
-                   data[end:])
+        return _unchecked(cls, {
+            "header": header, "body_type": body_type, "body": body, "body_raw": body_raw, "isv_signature": isv_sig,
+            "attestation_key": att_key, "qe_report": qe_report, "qe_report_raw": qe_raw, "qe_report_signature": qe_sig,
+            "qe_auth_data": auth, "certification": cert, "trailing": data[end:]})
 
     def signed_bytes(self) -> bytes:
         """What the attestation key signs: the header, (v5) body type and size, and the body."""
@@ -734,6 +781,9 @@ class _Der:
     def oid(self, what: str) -> str:
         start, end = self.expect(_TAG_OID, what)
         raw = self.data[start:end]
+        known = _KNOWN_OIDS.get(raw)
+        if known is not None:  # the minimal encoding of an arc list we name: decoding it gives this string
+            return known
         if not raw or raw[-1] & 0x80:
             raise DcapFormatError(what, start, "malformed OBJECT IDENTIFIER", _PCK)
         arcs: list[int] = []
@@ -793,6 +843,9 @@ _OID_PCESVN = _OID_TCB + ".17"
 _OID_CPUSVN = _OID_TCB + ".18"
 _CONFIG_NAMES = {_OID_CONFIGURATION + ".1": "dynamic_platform", _OID_CONFIGURATION + ".2": "cached_keys",
                  _OID_CONFIGURATION + ".3": "smt_enabled"}
+_KNOWN_OIDS = {_der_oid(oid)[2:]: oid for oid in (
+    SGX_EXTENSION_OID, _OID_PPID, _OID_TCB, _OID_PCEID, _OID_FMSPC, _OID_SGX_TYPE, _OID_PLATFORM_INSTANCE_ID,
+    _OID_CONFIGURATION, *(f"{_OID_TCB}.{i}" for i in range(1, 19)), *_CONFIG_NAMES)}
 
 
 @dataclass(frozen=True)
@@ -887,6 +940,8 @@ class PckExtension:
             if oid not in tcb:
                 raise DcapFormatError(name, tstart, f"{oid} is missing", _PCK)
             tag, cstart, cend = tcb[oid]
+            if tag == _TAG_INTEGER and cend - cstart == 1 and data[cstart] < 0x80:  # one byte: minimal, non-negative
+                return data[cstart]
             if tag != _TAG_INTEGER:
                 raise DcapFormatError(name, cstart, f"DER tag {tag:#04x}, expected INTEGER", _PCK)
             return _uint(data, cstart, cend, name, bits)
@@ -918,15 +973,73 @@ class PckExtension:
                     raise DcapFormatError(name, cstart, "appears twice", _PCK)
                 flags[name] = data[cstart] == 0xFF
             config = PckConfiguration(**flags)
-        return cls(
-            ppid=octets(_OID_PPID, "PPID", 16), comp_svns=comps, pce_svn=pce_svn, cpusvn=cpusvn,
-            pce_id=octets(_OID_PCEID, "PCE-ID", 2), fmspc=octets(_OID_FMSPC, "FMSPC", 6), sgx_type=sgx_type,
-            platform_instance_id=instance, configuration=config,
-        )
+        ppid = octets(_OID_PPID, "PPID", 16)
+        pce_id = octets(_OID_PCEID, "PCE-ID", 2)
+        fmspc = octets(_OID_FMSPC, "FMSPC", 6)
+        # every size and range __post_init__ checks was checked above, field by field
+        return _unchecked(cls, {
+            "ppid": ppid, "comp_svns": comps, "pce_svn": pce_svn, "cpusvn": cpusvn, "pce_id": pce_id, "fmspc": fmspc,
+            "sgx_type": sgx_type, "platform_instance_id": instance, "configuration": config})
+
+
+def _der_header(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """(content start, content length) of the element at ``pos`` when its length is definite, minimal and at most
+    two bytes long and the element has at least its two header bytes before ``end``; None otherwise."""
+    if end - pos < 2:
+        return None
+    length = data[pos + 1]
+    pos += 2
+    if length < 0x80:
+        return pos, length
+    if length == 0x81 and end - pos >= 1 and data[pos] >= 0x80:
+        return pos + 1, data[pos]
+    if length == 0x82 and end - pos >= 2 and data[pos] != 0:
+        return pos + 2, (data[pos] << 8) | data[pos + 1]
+    return None
+
+
+def _entries_fast(data: bytes, start: int, end: int) -> list[tuple[str, int, int, int]] | None:
+    """:func:`_entries` for the well-formed case with OIDs from :data:`_KNOWN_OIDS` only; None when anything
+    else is met, and then :func:`_entries` reads the bytes again the careful way (and names what is wrong)."""
+    out: list[tuple[str, int, int, int]] = []
+    known = _KNOWN_OIDS
+    pos = start
+    while pos < end:
+        if end - pos < 2 or data[pos] != _TAG_SEQUENCE:
+            return None
+        iend = data[pos + 1]
+        if iend < 0x80:
+            istart = pos + 2
+        elif (h := _der_header(data, pos, end)) is not None:
+            istart, iend = h
+        else:
+            return None
+        iend += istart
+        # the OID: short form only (every OID we name is), and one we name
+        if iend > end or iend - istart < 2 or data[istart] != _TAG_OID or (vpos := data[istart + 1]) >= 0x80:
+            return None
+        vpos += istart + 2
+        if vpos > iend or (oid := known.get(data[istart + 2:vpos])) is None or iend - vpos < 2:
+            return None
+        vend = data[vpos + 1]
+        if vend < 0x80:
+            vstart = vpos + 2
+        elif (h := _der_header(data, vpos, iend)) is not None:
+            vstart, vend = h
+        else:
+            return None
+        if vstart + vend != iend:  # runs past the entry, or more elements follow in it
+            return None
+        out.append((oid, data[vpos], vstart, iend))
+        pos = iend
+    return out
 
 
 def _entries(data: bytes, start: int, end: int, what: str) -> list[tuple[str, int, int, int]]:
     """The ``SEQUENCE { OID, value }`` items of ``data[start:end]``: (oid, value tag, value start, value end)."""
+    fast = _entries_fast(data, start, end)
+    if fast is not None:
+        return fast
     out: list[tuple[str, int, int, int]] = []
     seq = _Der(data, start, end)
     while not seq.at_end():

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
+from typing import Any, TypeVar
 
 from inclavare.errors import InclavareError
 
@@ -218,6 +220,22 @@ def _check_bytes(struct: str, name: str, value: bytes, size: int) -> None:
         raise SgxFormatError(struct, f"{name} must be bytes, got {type(value).__name__}")
     if len(value) != size:
         raise SgxFormatError(struct, f"{name} is {len(value)} bytes, expected {size}")
+
+
+_T = TypeVar("_T")
+
+
+def _unchecked(cls: type[_T], values: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass ``cls`` holding ``values`` (every field, by name), made without running
+    its ``__init__`` / ``__post_init__`` checks.
+
+    Only for parsers that cut each field out of a fixed layout, so the sizes and ranges those checks enforce
+    hold by construction (a slice of a known length, a little-endian integer of a known width). Everything else
+    builds instances the ordinary way.
+    """
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 class _Writer:
@@ -490,6 +508,11 @@ class SigStruct:
 # REPORT, TARGETINFO
 
 
+_MISC_CET = struct.Struct("<IB")
+_ATTRS = struct.Struct("<QQ")
+_IDS = struct.Struct("<HHH")
+
+
 @dataclass(frozen=True)
 class ReportBody:
     """The 384-byte REPORTBODY EREPORT fills in (the part a quote signs)."""
@@ -541,6 +564,19 @@ class ReportBody:
             isvfamilyid=data[304:320],
             reportdata=data[320:384],
         )
+
+    @classmethod
+    def _from_layout(cls, raw: bytes) -> ReportBody:
+        """The fields of ``raw``, which the caller has made exactly 384 ``bytes``, read at their offsets; the
+        reserved bytes are not looked at (see :func:`inclavare.formats.dcap.report_body_lenient`)."""
+        misc, cet = _MISC_CET.unpack_from(raw, 16)
+        flags, xfrm = _ATTRS.unpack_from(raw, 48)
+        prodid, svn, configsvn = _IDS.unpack_from(raw, 256)
+        return _unchecked(cls, {
+            "cpusvn": raw[0:16], "miscselect": misc, "cet_attributes": cet, "isvextprodid": raw[32:48],
+            "attributes": _unchecked(Attributes, {"flags": flags, "xfrm": xfrm}), "mrenclave": raw[64:96],
+            "mrsigner": raw[128:160], "configid": raw[192:256], "isvprodid": prodid, "isvsvn": svn,
+            "configsvn": configsvn, "isvfamilyid": raw[304:320], "reportdata": raw[320:384]})
 
     def pack(self) -> bytes:
         w = _Writer(REPORT_BODY_SIZE)
