@@ -16,7 +16,8 @@ demo=true
 
 # --- Debian packages --------------------------------------------------------------------------------
 pkgs=(busybox-static runc crun jq hyperfine procps util-linux iproute2 libseccomp2 python3 python3-venv git
-      containerd podman skopeo conmon uidmap fuse-overlayfs slirp4netns containernetworking-plugins docker.io)
+      containerd podman skopeo conmon uidmap fuse-overlayfs slirp4netns containernetworking-plugins docker.io
+      gcc libc6-dev openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
