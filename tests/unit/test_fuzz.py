@@ -36,6 +36,7 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
         if (V / rel).exists():
             shutil.copy(V / rel, corpus)  # a throwaway working copy for libFuzzer; never part of the project
     p = subprocess.run([sys.executable, str(HERE / "fuzz" / "targets.py"), target, "-runs=1500", "-max_len=12000",
-                        "-seed=1", str(corpus)], capture_output=True, text=True, timeout=600)
+                        "-seed=1", f"-artifact_prefix={tmp_path}/", str(corpus)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Done" in p.stderr

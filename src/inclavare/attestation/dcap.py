@@ -58,9 +58,10 @@ import datetime
 import functools
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inclavare.attestation.api import (
     AttestationError,
@@ -77,9 +78,10 @@ from inclavare.formats.dcap import (
     DcapQuote,
     PckExtension,
     TdReportBody,
+    report_body_lenient,
     split_pem_chain,
 )
-from inclavare.formats.sgx import ReportBody, SgxFormatError
+from inclavare.formats.sgx import ReportBody, SgxFormatError, _unchecked
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -291,13 +293,82 @@ def _load_json(raw: bytes, what: str) -> _Obj:
     return _Obj(value, what)
 
 
+# Fast paths for the documents' repeated parts: each reads a well-formed item at once and returns None at the
+# first thing that is not (wrong type, range, missing key); the item is then read again by the _Obj path, which
+# gives the same value for a well-formed item and otherwise names what is wrong, so errors are unchanged.
+_MISSING = object()
+
+
+def _advisories_fast(d: dict[str, Any]) -> tuple[str, ...] | None:
+    ids = d.get("advisoryIDs", _MISSING)
+    if ids is _MISSING:
+        return ()
+    if type(ids) is list and set(map(type, ids)) <= {str}:
+        return tuple(ids)
+    return None
+
+
+def _svns_fast(items: Any) -> tuple[int, ...] | None:
+    """16 ``{"svn": 0..255}`` objects (:func:`_components`) as their SVNs."""
+    if type(items) is not list or len(items) != 16:
+        return None
+    try:
+        svns = [c["svn"] for c in items]  # a str, list or number item raises TypeError, a dict without it KeyError
+    except (TypeError, KeyError):
+        return None
+    if set(map(type, svns)) == {int} and min(svns) >= 0 and max(svns) <= 0xFF:
+        return tuple(svns)
+    return None
+
+
+def _module_level_fast(item: Any) -> ModuleTcbLevel | None:
+    if type(item) is not dict or type(tcb := item.get("tcb")) is not dict:
+        return None
+    isvsvn, status, date = tcb.get("isvsvn"), item.get("tcbStatus"), item.get("tcbDate")
+    if type(isvsvn) is not int or not 0 <= isvsvn <= 0xFFFF or type(status) is not str \
+            or status not in _IDENTITY_STATUSES or type(date) is not str:
+        return None
+    advisories = _advisories_fast(item)
+    if advisories is None:
+        return None
+    return _unchecked(ModuleTcbLevel, {"isvsvn": isvsvn, "status": status, "date": date,
+                                       "advisory_ids": advisories})
+
+
+def _tcb_level_fast(item: Any, version: int, tdx: bool) -> TcbLevel | None:
+    if type(item) is not dict or type(tcb := item.get("tcb")) is not dict:
+        return None
+    sgx: tuple[int, ...] | None
+    if version == 2:
+        values: list[Any] = [tcb.get(name) for name in _V2_COMPONENTS]
+        sgx = tuple(values) if set(map(type, values)) == {int} and min(values) >= 0 and max(values) <= 0xFF \
+            else None
+    else:
+        sgx = _svns_fast(tcb.get("sgxtcbcomponents"))
+    tdx_svns = _svns_fast(tcb.get("tdxtcbcomponents")) if tdx and version != 2 else None
+    if sgx is None or (tdx and version != 2 and tdx_svns is None):
+        return None
+    pce_svn, status, date = tcb.get("pcesvn"), item.get("tcbStatus"), item.get("tcbDate")
+    if type(pce_svn) is not int or not 0 <= pce_svn <= 0xFFFF or type(status) is not str \
+            or status not in TCB_LEVEL_STATUSES or type(date) is not str:
+        return None
+    advisories = _advisories_fast(item)
+    if advisories is None:
+        return None
+    return _unchecked(TcbLevel, {"sgx_components": sgx, "pce_svn": pce_svn, "tdx_components": tdx_svns,
+                                 "status": status, "date": date, "advisory_ids": advisories})
+
+
 def _module_levels(o: _Obj) -> tuple[ModuleTcbLevel, ...]:
     out = []
     for i, item in enumerate(o.get_list("tcbLevels")):
-        lv = _Obj(item, f"{o.where}.tcbLevels[{i}]")
-        out.append(ModuleTcbLevel(isvsvn=lv.get_obj("tcb").get_int("isvsvn", 16),
-                                  status=lv.get_status("tcbStatus", _IDENTITY_STATUSES), date=lv.get_str("tcbDate"),
-                                  advisory_ids=lv.advisories()))
+        level = _module_level_fast(item)
+        if level is None:
+            lv = _Obj(item, f"{o.where}.tcbLevels[{i}]")
+            level = ModuleTcbLevel(isvsvn=lv.get_obj("tcb").get_int("isvsvn", 16),
+                                   status=lv.get_status("tcbStatus", _IDENTITY_STATUSES), date=lv.get_str("tcbDate"),
+                                   advisory_ids=lv.advisories())
+        out.append(level)
     return tuple(out)
 
 
@@ -338,6 +409,10 @@ def parse_tcb_info(raw: bytes) -> TcbInfo:
         raise CollateralError(f"tcbInfo.tcbType: {tcb_type} is not supported (0)")
     levels: list[TcbLevel] = []
     for i, item in enumerate(o.get_list("tcbLevels")):
+        fast = _tcb_level_fast(item, version, tcb_id == "TDX")
+        if fast is not None:
+            levels.append(fast)
+            continue
         lv = _Obj(item, f"tcbInfo.tcbLevels[{i}]")
         tcb = lv.get_obj("tcb")
         if version == 2:
@@ -402,21 +477,56 @@ def _crypto_errors() -> tuple[type[Exception], ...]:
 def _load_cert(der: bytes) -> x509.Certificate:
     from cryptography import x509
 
+    fields = _cert_fields(der)
+    known = _converted_names()
     try:
         cert = x509.load_der_x509_certificate(der)
-        cert.subject, cert.issuer, cert.extensions  # noqa: B018 - parse the lazy parts now, inside the try
+        # parse the lazy parts now, inside the try; a name whose exact encoding has been turned into a Name
+        # before (the issuer is usually the subject of another certificate of the chain) would turn out the same
+        subject = known.get(fields[2]) if fields is not None else None
+        if subject is None:
+            subject = cert.subject
+        issuer = known.get(fields[1]) if fields is not None else None
+        if issuer is None:
+            issuer = cert.issuer
+        cert.extensions  # noqa: B018
     except _crypto_errors() as e:
         raise _Bad(f"not a valid DER certificate ({e})") from None
+    if fields is not None:
+        if len(known) >= _MAX_CONVERTED_NAMES:
+            known.clear()
+        known[fields[2]], known[fields[1]] = subject, issuer
     return cert
 
 
-def _cn(cert: x509.Certificate) -> str:
-    from cryptography.x509.oid import NameOID
+@functools.lru_cache(maxsize=1)
+def _converted_names() -> dict[bytes, x509.Name]:
+    """Encodings of X.509 names that cryptography has turned into ``Name`` objects without an error, and those
+    objects (emptied with the other caches); bounded by :data:`_MAX_CONVERTED_NAMES`."""
+    return {}
 
+
+def _subject(der: bytes) -> x509.Name:
+    """The subject of the certificate ``der`` (which must load), converted once per encoding."""
+    fields = _cert_fields(der)
+    name = _converted_names().get(fields[2]) if fields is not None else None
+    return name if name is not None else _load_cert(der).subject
+
+
+_MAX_CONVERTED_NAMES = 1024
+
+
+def _cn(cert: x509.Certificate) -> str:
     try:
-        values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return _name_cn(cert.subject)
     except _crypto_errors():
         return ""
+
+
+def _name_cn(name: x509.Name) -> str:
+    from cryptography.x509.oid import NameOID
+
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     v = values[0].value if values else ""
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
 
@@ -424,7 +534,11 @@ def _cn(cert: x509.Certificate) -> str:
 @functools.lru_cache(maxsize=256)
 def _cn_of(der: bytes) -> str:
     """:func:`_cn` of the certificate ``der`` (which must load)."""
-    return _cn(_load_cert(der))
+    _load_cert(der)
+    try:
+        return _name_cn(_subject(der))
+    except _crypto_errors():
+        return ""
 
 
 def _describe(cert: x509.Certificate) -> str:
@@ -454,12 +568,115 @@ def _issued_by(child_der: bytes, issuer_der: bytes) -> str | None:
             return f"{_describe(issuer)} is not a CA certificate (basicConstraints CA is false)"
     except x509.ExtensionNotFound:
         return f"{_describe(issuer)} has no basicConstraints, so it cannot issue certificates"
-    try:
-        child.verify_directly_issued_by(issuer)
-    except _crypto_errors() as e:
-        why = "issuer name differs" if isinstance(e, ValueError) else "bad signature"
-        return f"{_describe(child)} is not signed by {_describe(issuer)} ({why})"
+    signed = _p256_sha256_issued(child_der, issuer_der)
+    if signed is None:
+        try:
+            child.verify_directly_issued_by(issuer)
+        except _crypto_errors() as e:
+            why = "issuer name differs" if isinstance(e, ValueError) else "bad signature"
+            return f"{_describe(child)} is not signed by {_describe(issuer)} ({why})"
+    elif not signed:
+        return f"{_describe(child)} is not signed by {_describe(issuer)} (bad signature)"
     return None
+
+
+# AlgorithmIdentifier { ecdsa-with-SHA256 } without parameters, as DER
+_ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def _der_element(der: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """(content start, element end) of the DER element at ``pos`` inside ``der[:end]``, or None."""
+    if end - pos < 2:
+        return None
+    length, pos = der[pos + 1], pos + 2
+    if length & 0x80:
+        size = length & 0x7F
+        if not 0 < size <= 3 or end - pos < size:
+            return None
+        length, pos = int.from_bytes(der[pos:pos + size], "big"), pos + size
+    if length > end - pos:
+        return None
+    return pos, pos + length
+
+
+@functools.lru_cache(maxsize=256)
+def _cert_fields(der: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """The encoded (TBS signature algorithm, issuer, subject, outer signature algorithm) of the certificate
+    ``der``, cut out of its bytes; None if the bytes do not have that shape."""
+    outer = _der_element(der, 0, len(der))
+    if outer is None or der[0] != 0x30:
+        return None
+    tbs = _der_element(der, outer[0], outer[1])
+    if tbs is None or der[outer[0]] != 0x30:
+        return None
+    fields: list[bytes] = []
+    pos, end = tbs[0], tbs[1]
+    if pos < end and der[pos] == 0xA0:  # version
+        version = _der_element(der, pos, end)
+        if version is None:
+            return None
+        pos = version[1]
+    for _ in range(5):  # serial number, signature, issuer, validity, subject
+        element = _der_element(der, pos, end)
+        if element is None:
+            return None
+        fields.append(der[pos:element[1]])
+        pos = element[1]
+    outer_alg = _der_element(der, tbs[1], outer[1])
+    if outer_alg is None:
+        return None
+    return fields[1], fields[2], fields[4], der[tbs[1]:outer_alg[1]]
+
+
+@functools.lru_cache(maxsize=64)
+def _crl_issuer(der: bytes) -> bytes | None:
+    """The encoded issuer name of the CRL ``der``, cut out of its bytes; None if they do not have that shape."""
+    outer = _der_element(der, 0, len(der))
+    if outer is None or der[0] != 0x30:
+        return None
+    tbs = _der_element(der, outer[0], outer[1])
+    if tbs is None or der[outer[0]] != 0x30:
+        return None
+    pos, end = tbs[0], tbs[1]
+    if pos < end and der[pos] == 0x02:  # version
+        version = _der_element(der, pos, end)
+        if version is None:
+            return None
+        pos = version[1]
+    signature = _der_element(der, pos, end)
+    if signature is None:
+        return None
+    issuer = _der_element(der, signature[1], end)
+    if issuer is None or der[signature[1]] != 0x30:
+        return None
+    return der[signature[1]:issuer[1]]
+
+
+def _p256_sha256_issued(child_der: bytes, issuer_der: bytes) -> bool | None:
+    """``verify_directly_issued_by`` for the usual case, with the issuer's (already loaded) key: whether the
+    ECDSA-P256-SHA256 signature of ``child`` verifies with the key of ``issuer``; None when the case is another
+    (other algorithm or key, names or inner and outer algorithm not byte-identical), which the caller then hands
+    to ``verify_directly_issued_by`` itself. Byte-identical fields are what that method compares (it would
+    compare parsed values, which are equal when the bytes are), and it verifies this algorithm with this call."""
+    child_fields, issuer_fields = _cert_fields(child_der), _cert_fields(issuer_der)
+    if child_fields is None or issuer_fields is None:
+        return None
+    inner_alg, issuer_name, _, outer_alg = child_fields
+    if inner_alg != _ECDSA_WITH_SHA256 or outer_alg != _ECDSA_WITH_SHA256 or issuer_name != issuer_fields[2]:
+        return None
+    key_type, curve_type, algorithm, _ = _p256()
+    child, issuer = _load_cert(child_der), _load_cert(issuer_der)
+    try:
+        pub = issuer.public_key()
+    except _crypto_errors():
+        return None
+    if not isinstance(pub, key_type) or not isinstance(pub.curve, curve_type):
+        return None
+    try:
+        pub.verify(child.signature, child.tbs_certificate_bytes, algorithm)
+    except _crypto_errors():
+        return False
+    return True
 
 
 def _check_validity(cert: x509.Certificate, as_of: datetime.datetime, what: str) -> str | None:
@@ -488,9 +705,11 @@ def _p256() -> tuple[Any, Any, Any, Callable[[int, int], bytes]]:
     return ec.EllipticCurvePublicKey, ec.SECP256R1, ec.ECDSA(hashes.SHA256()), encode_dss_signature
 
 
-def _verify_p256(pub: Any, sig: bytes, data: bytes) -> bool:
+def _verify_p256(pub: Any, sig: bytes, data: bytes, *, p256_key: bool = False) -> bool:
+    """Does ECDSA-P256-SHA256 signature ``sig`` (r || s) over ``data`` verify with ``pub``? ``p256_key``: the
+    caller made ``pub`` as a P-256 key (:func:`_raw_p256_key`), so its type need not be checked."""
     key_type, curve_type, algorithm, encode = _p256()
-    if not isinstance(pub, key_type) or not isinstance(pub.curve, curve_type):
+    if not p256_key and (not isinstance(pub, key_type) or not isinstance(pub.curve, curve_type)):
         return False
     if len(sig) != 64:
         return False
@@ -544,9 +763,12 @@ def _pck_extension(leaf_der: bytes) -> PckExtension:
 def _load_crl(der: bytes) -> x509.CertificateRevocationList:
     from cryptography import x509
 
+    issuer = _crl_issuer(der)
     try:
         crl = x509.load_der_x509_crl(der)
-        crl.issuer, crl.extensions  # noqa: B018 - parse the lazy parts now
+        if issuer is None or issuer not in _converted_names():  # see _load_cert
+            crl.issuer  # noqa: B018 - parse the lazy parts now
+        crl.extensions  # noqa: B018 - (crl.issuer is not kept: it is used only in a message)
     except _crypto_errors() as e:
         raise _Bad(f"not a valid DER CRL ({e})") from None
     return crl
@@ -554,6 +776,9 @@ def _load_crl(der: bytes) -> x509.CertificateRevocationList:
 
 @functools.lru_cache(maxsize=64)
 def _crl_issued_by(crl_der: bytes, issuer_der: bytes) -> bool:
+    crl_issuer, cert_fields = _crl_issuer(crl_der), _cert_fields(issuer_der)
+    if crl_issuer is not None and cert_fields is not None and crl_issuer == cert_fields[2]:
+        return True  # the same encoding is the same Name
     return bool(_load_crl(crl_der).issuer == _load_cert(issuer_der).subject)
 
 
@@ -613,13 +838,14 @@ def _norm_fp(fp: str) -> str:
     return fp.replace(":", "").replace(" ", "").lower()
 
 
-def _trusted_roots(options: Options, override: tuple[str, ...] | None) -> dict[str, bool]:
-    """Trusted root fingerprints -> whether each is the simulated platform's."""
+@functools.lru_cache(maxsize=64)
+def _trusted_root_items(override: tuple[str, ...] | None, sim: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
+    """Trusted root fingerprints -> whether each is the simulated platform's, as items: the pinned (or
+    overriding) fingerprints, then the sim ones (given only when trust_sim is set)."""
     roots = {_norm_fp(fp): False for fp in (override if override is not None else INTEL_SGX_ROOT_CA_FINGERPRINTS)}
-    if options.trust_sim:
-        for fp in options.sim_root_fingerprints:
-            roots.setdefault(_norm_fp(fp), True)
-    return roots
+    for fp in sim:
+        roots.setdefault(_norm_fp(fp), True)
+    return tuple(roots.items())
 
 
 def _check_options(options: Options) -> datetime.datetime:
@@ -631,11 +857,11 @@ def _check_options(options: Options) -> datetime.datetime:
     rd = options.report_data
     if rd is not None and (not isinstance(rd, (bytes, bytearray)) or len(rd) > 64):
         raise AttestationError("Options.report_data: must be at most 64 bytes")
-    if not isinstance(options.extra_certs, (tuple, list)) or \
-            not all(isinstance(c, (bytes, bytearray)) for c in options.extra_certs):
+    extra = options.extra_certs
+    if not isinstance(extra, (tuple, list)) or (extra and not all(isinstance(c, (bytes, bytearray)) for c in extra)):
         raise AttestationError("Options.extra_certs: must be a tuple of DER certificates (bytes)")
     fps = options.sim_root_fingerprints
-    if not isinstance(fps, (tuple, list)) or not all(isinstance(fp, str) for fp in fps):
+    if not isinstance(fps, (tuple, list)) or (fps and not all(isinstance(fp, str) for fp in fps)):
         raise AttestationError("Options.sim_root_fingerprints: must be a tuple of hex SHA-256 strings")
     if options.collateral is not None and not isinstance(options.collateral, DcapCollateral):
         raise CollateralError(f"Options.collateral: a DCAP quote needs DcapCollateral, got "
@@ -687,24 +913,32 @@ class _ChainFacts:
     root_der: bytes | None = None
     ext: PckExtension | None = None  # the leaf's SGX extension, when it parses (claims use it either way)
     is_sim: bool = False
+    # the times (inclusive) at which every certificate in ``validity`` is valid
+    valid_from: datetime.datetime = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+    valid_until: datetime.datetime = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
-def _check_pck_chain(ctx: _Ctx, roots: dict[str, bool], errors: list[str]) -> bool | None:
-    """Check the PCK chain; fills ctx. Returns whether the root is the sim root, or None if the chain failed."""
+def _check_pck_chain(ctx: _Ctx, roots: tuple[tuple[str, bool], ...], errors: list[str]) -> bool | None:
+    """Check the PCK chain against the trusted roots (fingerprint -> is the sim root); fills ctx. Returns whether
+    the root is the sim root, or None if the chain failed."""
     options = ctx.options
     cert = ctx.quote.certification
-    facts = _chain_facts((cert.cert_type, cert.data, tuple(roots.items()), bool(options.trust_sim),
-                          bool(options.sim_root_fingerprints), tuple(bytes(d) for d in options.extra_certs)))
-    errors.extend(facts.before)
+    extra = tuple(bytes(d) for d in options.extra_certs) if options.extra_certs else ()
+    facts = _chain_facts((cert.cert_type, cert.data, roots, bool(options.trust_sim),
+                          bool(options.sim_root_fingerprints), extra))
+    if facts.before:
+        errors.extend(facts.before)
     if not facts.read:
         return None
     ok = facts.ok
-    for der, what in facts.validity:
-        not_before, not_after = _validity(der)
-        if ctx.as_of < not_before or ctx.as_of > not_after:
-            errors.append(f"PCK chain: {_check_validity(_load_cert(der), ctx.as_of, what)}")
-            ok = False
-    errors.extend(facts.after)
+    if not facts.valid_from <= ctx.as_of <= facts.valid_until:  # some certificate is outside its validity
+        for der, what in facts.validity:
+            not_before, not_after = _validity(der)
+            if ctx.as_of < not_before or ctx.as_of > not_after:
+                errors.append(f"PCK chain: {_check_validity(_load_cert(der), ctx.as_of, what)}")
+                ok = False
+    if facts.after:
+        errors.extend(facts.after)
     ext = facts.ext
     if ext is not None:
         ctx.claims_ext = ext
@@ -768,9 +1002,10 @@ def _chain_facts(key: tuple[int, bytes, tuple[tuple[str, bool], ...], bool, bool
     except _Bad as e:
         after = (str(e),)
         ok = False
+    windows = [_validity(der) for der in (chain[0], chain[1], root_der)]
     return _ChainFacts(tuple(errors), True, ((chain[0], "PCK certificate"), (chain[1], "PCK CA"),
                                              (root_der, "root CA")), after, ok, chain[0], chain[1], root_der, ext,
-                       roots.get(fp, False))
+                       roots.get(fp, False), max(w[0] for w in windows), min(w[1] for w in windows))
 
 
 @functools.lru_cache(maxsize=64)
@@ -814,7 +1049,9 @@ def _verify(data: bytes, options: Options, expect: str | None, override: tuple[s
                       f"({INTEL_QE_VENDOR_ID.hex()})")
 
     ctx = _Ctx(q, as_of, options)
-    is_sim = _check_pck_chain(ctx, _trusted_roots(options, override), errors)
+    sim = tuple(options.sim_root_fingerprints) if options.trust_sim else ()
+    roots = _trusted_root_items(tuple(override) if override is not None else None, sim)
+    is_sim = _check_pck_chain(ctx, roots, errors)
     if is_sim:
         result.tee = "sim"
     if ctx.claims_ext is not None:
@@ -825,7 +1062,7 @@ def _verify(data: bytes, options: Options, expect: str | None, override: tuple[s
     signed = q.signed_bytes()
     if att_key is None:
         errors.append("signature data: the attestation key is not a P-256 point")
-    elif not _verify_p256(att_key, q.isv_signature, signed):
+    elif not _verify_p256(att_key, q.isv_signature, signed, p256_key=True):
         errors.append(f"quote signature: does not verify with the attestation key over bytes 0..{len(signed) - 1} "
                       "(header and body)")
     if q.qe_report.reportdata != q.expected_qe_report_data():
@@ -914,6 +1151,9 @@ class _DocumentFacts:
     revoked: bool
     tcb: TcbInfo | None
     qe: QeIdentity | None
+    # when every entry is a time check: the times (inclusive) at which none of them fails, so replaying the
+    # entries would add nothing; None when some entry is a finding whatever the time
+    quiet: tuple[datetime.datetime, datetime.datetime] | None = None
 
 
 def _signer(log: _Log, chain: list[bytes], what: str) -> bytes | None:
@@ -1044,7 +1284,25 @@ def _check_documents(anchors: _Anchors, tcb_raw: Any, tcb_sig: Any, tcb_chain: A
         if signer is not None and all(signer != s for s, _ in root_subjects):
             root_subjects.append((signer, what))
     _check_crl(log, root_crl, anchors.root_der, "root CA CRL", root_subjects)
-    return _DocumentFacts(tuple(log.entries), log.revoked, tcb, qe)
+    return _DocumentFacts(tuple(log.entries), log.revoked, tcb, qe, _quiet(log.entries))
+
+
+def _quiet(entries: list[tuple[Any, ...]]) -> tuple[datetime.datetime, datetime.datetime] | None:
+    """See :attr:`_DocumentFacts.quiet`: a validity or window check passes when start <= as_of <= end."""
+    starts: list[datetime.datetime] = []
+    ends: list[datetime.datetime] = []
+    for entry in entries:
+        if entry[0] == "validity":
+            start, end = _validity(entry[1])
+        elif entry[0] == "window" and entry[3] is not None:
+            start, end = entry[2], entry[3]
+        else:
+            return None
+        starts.append(start)
+        ends.append(end)
+    if not starts:
+        return None
+    return max(starts), min(ends)
 
 
 @functools.lru_cache(maxsize=64)
@@ -1059,6 +1317,14 @@ def _documents_key(c: DcapCollateral) -> tuple[Any, ...] | None:
     """The collateral's fields as hashable values that :func:`_check_documents` treats exactly as the originals
     (bytearray as bytes, a chain as a tuple of bytes), or None when a field has some other type (then the checks
     run on the originals, unmemoised, and report it)."""
+    tcb_chain, qe_chain = c.tcb_info_issuer_chain, c.qe_identity_issuer_chain
+    pck_crl, root_crl = c.pck_crl, c.root_ca_crl
+    if type(c.tcb_info_raw) is bytes and type(c.tcb_info_signature) is bytes and type(c.qe_identity_raw) is bytes \
+            and type(c.qe_identity_signature) is bytes and (pck_crl is None or type(pck_crl) is bytes) \
+            and (root_crl is None or type(root_crl) is bytes) and type(tcb_chain) is list and type(qe_chain) is list \
+            and set(map(type, tcb_chain + qe_chain)) <= {bytes}:  # the usual shape, at once
+        return (c.tcb_info_raw, c.tcb_info_signature, tuple(tcb_chain), c.qe_identity_raw, c.qe_identity_signature,
+                tuple(qe_chain), pck_crl, root_crl)
     out: list[Any] = []
     for value, kind in ((c.tcb_info_raw, "doc"), (c.tcb_info_signature, "doc"), (c.tcb_info_issuer_chain, "chain"),
                         (c.qe_identity_raw, "doc"), (c.qe_identity_signature, "doc"),
@@ -1083,8 +1349,9 @@ def _qe_identity_status(col: _Collateral, qe: QeIdentity, report: ReportBody, ra
         col.bad("consistent", f"QE identity: the QE's MISCSELECT {misc:#010x} under the mask does not match "
                               f"{qe.miscselect.hex()}")
         return None
-    attrs = bytes(a & m for a, m in zip(raw[48:64], qe.attributes_mask, strict=True))
-    if attrs != qe.attributes:
+    # ATTRIBUTES under the mask, as 128-bit integers (all three are 16 bytes)
+    if int.from_bytes(raw[48:64], "little") & int.from_bytes(qe.attributes_mask, "little") != \
+            int.from_bytes(qe.attributes, "little"):
         col.bad("consistent", f"QE identity: the QE's ATTRIBUTES {raw[48:64].hex()} under the mask do not match "
                               f"{qe.attributes.hex()}")
         return None
@@ -1114,12 +1381,12 @@ def _converge(status: str, other: str) -> str:
     return status
 
 
-def _module_identity_for(col: _Collateral, q: DcapQuote, tcb: TcbInfo) -> TdxModuleIdentity | None:
+def _module_identity_for(col: _Collateral, td: _TdView, tcb: TcbInfo) -> TdxModuleIdentity | None:
     """QVL 4.1.2.4.11: the TDX module (identity) the quote's SEAM values must match; checks them."""
-    assert isinstance(q.body, TdReportBody) and tcb.tdx_module is not None
-    version = q.body.tee_tcb_svn[1]
+    assert tcb.tdx_module is not None
+    version = td.tee_tcb_svn[1]
     module: TdxModuleIdentity = tcb.tdx_module
-    if q.version > 3 and version > 0:
+    if td.quote_version > 3 and version > 0:
         if tcb.tdx_module_identities is None:
             col.bad("consistent", f"TCB info: the TDX module version is {version} but there are no "
                                   "tdxModuleIdentities")
@@ -1130,12 +1397,12 @@ def _module_identity_for(col: _Collateral, q: DcapQuote, tcb: TcbInfo) -> TdxMod
                                   "module")
             return None
         module = found
-    if q.body.mrsignerseam != module.mrsigner:
-        col.bad("consistent", f"TDX module: MRSIGNERSEAM {q.body.mrsignerseam.hex()} is not the TCB info's "
+    if td.mrsignerseam != module.mrsigner:
+        col.bad("consistent", f"TDX module: MRSIGNERSEAM {td.mrsignerseam.hex()} is not the TCB info's "
                               f"{module.mrsigner.hex()}")
         return None
-    if any(q.body.seam_attributes) or q.body.seam_attributes != module.attributes:
-        col.bad("consistent", f"TDX module: SEAM attributes {q.body.seam_attributes.hex()} are not zero and equal to "
+    if any(td.seam_attributes) or td.seam_attributes != module.attributes:
+        col.bad("consistent", f"TDX module: SEAM attributes {td.seam_attributes.hex()} are not zero and equal to "
                               f"the TCB info's {module.attributes.hex()}")
         return None
     return module
@@ -1143,26 +1410,31 @@ def _module_identity_for(col: _Collateral, q: DcapQuote, tcb: TcbInfo) -> TdxMod
 
 def _find_module(identities: tuple[TdxModuleIdentity, ...], version: int) -> TdxModuleIdentity | None:
     want = f"TDX_{version:02X}"
-    return next((m for m in identities if m.id.upper() == want), None)
+    for m in identities:
+        if m.id.upper() == want:
+            return m
+    return None
 
 
-def _tcb_status(q: DcapQuote, ext: PckExtension, tcb: TcbInfo, qe: tuple[str, ModuleTcbLevel | None] | None
-                ) -> tuple[str, list[tuple[str, ...]]]:
-    """Intel's checkTcbLevel: (status, advisory ID lists of the levels that decided it)."""
-    is_tdx = tcb.version >= 3 and tcb.id == "TDX" and isinstance(q.body, TdReportBody)
-    tee_svn = q.body.tee_tcb_svn if isinstance(q.body, TdReportBody) and is_tdx else None
+def _tcb_status(quote_version: int, td: _TdView | None, ext: PckExtension, tcb: TcbInfo,
+                qe: tuple[str, ModuleTcbLevel | None] | None) -> tuple[str, list[tuple[str, ...]]]:
+    """Intel's checkTcbLevel: (status, advisory ID lists of the levels that decided it); ``td`` for a TDX quote."""
+    is_tdx = tcb.version >= 3 and tcb.id == "TDX" and td is not None
+    tee_svn = td.tee_tcb_svn if td is not None and is_tdx else None
     sgx_level = tdx_level = None
+    # both component lists are 16 long (the parsers make sure), so map() pairs them all
+    platform = ext.comp_svns
+    first = 2 if tee_svn is not None and tee_svn[1] > 0 else 0
+    tee_part = tee_svn[first:] if tee_svn is not None else b""
     for level in tcb.levels:
-        if all(p >= lv for p, lv in zip(ext.comp_svns, level.sgx_components, strict=True)) \
-                and ext.pce_svn >= level.pce_svn:
+        if ext.pce_svn >= level.pce_svn and all(map(operator.ge, platform, level.sgx_components)):
             if tee_svn is None:
                 sgx_level = level
                 break
             if sgx_level is None:
                 sgx_level = level
             assert level.tdx_components is not None
-            first = 2 if tee_svn[1] > 0 else 0
-            if all(tee_svn[i] >= level.tdx_components[i] for i in range(first, 16)):
+            if all(map(operator.ge, tee_part, level.tdx_components[first:])):
                 tdx_level = level
                 break
     if sgx_level is None:
@@ -1179,7 +1451,7 @@ def _tcb_status(q: DcapQuote, ext: PckExtension, tcb: TcbInfo, qe: tuple[str, Mo
     # TdxModuleCheck
     module_status: str = "UpToDate"
     module_adv: tuple[str, ...] = ()
-    if not (q.version > 3 and tee_svn[1] == 0):
+    if not (quote_version > 3 and tee_svn[1] == 0):
         identity = _find_module(tcb.tdx_module_identities or (), tee_svn[1])
         if identity is None:  # pragma: no cover - refused earlier by _module_identity_for
             return "TcbNotSupported", []
@@ -1196,29 +1468,79 @@ def _tcb_status(q: DcapQuote, ext: PckExtension, tcb: TcbInfo, qe: tuple[str, Mo
     return status, advisories + qe_adv
 
 
+class _TdView(NamedTuple):
+    """What the collateral checks read from a TDX quote's body (and its version)."""
+
+    quote_version: int
+    tee_tcb_svn: bytes
+    mrsignerseam: bytes
+    seam_attributes: bytes
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    """The collateral judged for one quote (see :func:`_judge`); ``status`` None when no status was reached."""
+
+    errors: tuple[str, ...]
+    consistent: bool
+    status: str | None
+    advisories: tuple[str, ...]
+
+
 def _evaluate_collateral(ctx: _Ctx, c: DcapCollateral) -> _Collateral:
     assert ctx.leaf_der is not None and ctx.ca_der is not None and ctx.root_der is not None and ctx.ext is not None
-    anchors = _Anchors(ctx.leaf_der, ctx.ca_der, ctx.root_der, tuple(bytes(d) for d in ctx.options.extra_certs))
+    extra = tuple(bytes(d) for d in ctx.options.extra_certs) if ctx.options.extra_certs else ()
     key = _documents_key(c)
+    facts_key: tuple[Any, ...] | None = None
     if key is None:  # some field is not bytes as it should be: check the originals (and say so)
-        facts = _check_documents(anchors, c.tcb_info_raw, c.tcb_info_signature, c.tcb_info_issuer_chain,
-                                 c.qe_identity_raw, c.qe_identity_signature, c.qe_identity_issuer_chain, c.pck_crl,
-                                 c.root_ca_crl)
+        facts = _check_documents(_Anchors(ctx.leaf_der, ctx.ca_der, ctx.root_der, extra), c.tcb_info_raw,
+                                 c.tcb_info_signature, c.tcb_info_issuer_chain, c.qe_identity_raw,
+                                 c.qe_identity_signature, c.qe_identity_issuer_chain, c.pck_crl, c.root_ca_crl)
     else:
-        facts = _document_facts((anchors.leaf_der, anchors.ca_der, anchors.root_der, anchors.extra_certs, *key))
+        facts_key = (ctx.leaf_der, ctx.ca_der, ctx.root_der, extra, *key)
+        facts = _document_facts(facts_key)
     col = _Collateral()
-    _replay(facts.entries, col, ctx.as_of)
+    quiet = facts.quiet
+    if quiet is None or not quiet[0] <= ctx.as_of <= quiet[1]:
+        _replay(facts.entries, col, ctx.as_of)
     if facts.revoked:
         ctx.revoked = True
-    q, ext = ctx.quote, ctx.ext
-    tcb, qe = facts.tcb, facts.qe
     if ctx.revoked:
         col.status = "Revoked"
-    if not col.genuine or tcb is None or qe is None:
+    if not col.genuine or facts.tcb is None or facts.qe is None:
         return col
+    q = ctx.quote
+    body = q.body
+    td = _TdView(q.version, body.tee_tcb_svn, body.mrsignerseam, body.seam_attributes) \
+        if isinstance(body, TdReportBody) else None
+    judged = _judge(facts, ctx.ext, q.version, td, q.qe_report_raw) if facts_key is None else \
+        _judge_memo(facts_key, q.version, td, q.qe_report_raw)
+    col.errors.extend(judged.errors)
+    if not judged.consistent:
+        col.consistent = False
+    col.status = "Revoked" if ctx.revoked else judged.status
+    col.advisories = list(judged.advisories)
+    return col
 
+
+@functools.lru_cache(maxsize=256)
+def _judge_memo(facts_key: tuple[Any, ...], quote_version: int, td: _TdView | None, qe_report_raw: bytes
+                ) -> _Judgement:
+    """:func:`_judge` memoised by the collateral documents' key (which holds the PCK leaf, so the PCK extension)
+    and every quote value it reads: the version, the TDX body's TEE_TCB_SVN, MRSIGNERSEAM and SEAM attributes,
+    and the QE report."""
+    return _judge(_document_facts(facts_key), _pck_extension(facts_key[0]), quote_version, td, qe_report_raw)
+
+
+def _judge(facts: _DocumentFacts, ext: PckExtension, quote_version: int, td: _TdView | None, qe_report_raw: bytes
+           ) -> _Judgement:
+    """The collateral checks that read the quote: the documents are for its TEE and platform, the TDX module
+    and the QE match, and the TCB status (Intel's rules) with its advisory IDs."""
+    tcb, qe = facts.tcb, facts.qe
     assert isinstance(tcb, TcbInfo) and isinstance(qe, QeIdentity)
-    tee = "TDX" if q.is_tdx else "SGX"
+    col = _Collateral()
+    col.consistent = all(entry[0] != "consistent" for entry in facts.entries)  # as the replay left it
+    tee = "TDX" if td is not None else "SGX"
     if tcb.id != tee:
         col.bad("consistent", f"TCB info: is for {tcb.id} (version {tcb.version}), the quote is {tee}")
     if tcb.fmspc != ext.fmspc:
@@ -1226,26 +1548,18 @@ def _evaluate_collateral(ctx: _Ctx, c: DcapCollateral) -> _Collateral:
     if tcb.pce_id != ext.pce_id:
         col.bad("consistent", f"TCB info: PCE-ID {tcb.pce_id.hex()} is not the PCK certificate's "
                               f"{ext.pce_id.hex()}")
-    want_qe = "TD_QE" if q.is_tdx else "QE"
+    want_qe = "TD_QE" if td is not None else "QE"
     if qe.id != want_qe:
         col.bad("consistent", f"QE identity: is for {qe.id}, a {tee} quote needs {want_qe}")
-    if not col.consistent:
-        col.status = "Revoked" if ctx.revoked else None
-        return col
-    if q.is_tdx and _module_identity_for(col, q, tcb) is None:
-        col.status = "Revoked" if ctx.revoked else None
-        return col
-    qe_result = _qe_identity_status(col, qe, q.qe_report, q.qe_report_raw)
-    if qe_result is None:
-        col.status = "Revoked" if ctx.revoked else None
-        return col
-    status, advisory_lists = _tcb_status(q, ext, tcb, qe_result)
-    col.status = "Revoked" if ctx.revoked else status
-    seen: list[str] = []
-    for ids in advisory_lists:
-        seen.extend(a for a in ids if a not in seen)
-    col.advisories = seen
-    return col
+    status: str | None = None
+    advisories: list[str] = []
+    if col.consistent and (td is None or _module_identity_for(col, td, tcb) is not None):
+        qe_result = _qe_identity_status(col, qe, report_body_lenient(qe_report_raw), qe_report_raw)
+        if qe_result is not None:
+            status, advisory_lists = _tcb_status(quote_version, td, ext, tcb, qe_result)
+            for ids in advisory_lists:
+                advisories.extend(a for a in ids if a not in advisories)
+    return _Judgement(tuple(col.errors), col.consistent, status, tuple(advisories))
 
 
 # --------------------------------------------------------------------------------------------------

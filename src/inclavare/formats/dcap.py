@@ -446,14 +446,15 @@ _TD10_FIELDS = (("tee_tcb_svn", 16), ("mrseam", 48), ("mrsignerseam", 48), ("sea
 _TD15_FIELDS = (("tee_tcb_svn2", 16), ("mrservicetd", 48))
 
 
-def _slices(fields: tuple[tuple[str, int], ...], pos: int) -> tuple[tuple[str, int, int], ...]:
+def _slices(fields: tuple[tuple[str, int], ...], pos: int) -> tuple[slice, ...]:
     out = []
-    for name, size in fields:
-        out.append((name, pos, pos + size))
+    for _, size in fields:
+        out.append(slice(pos, pos + size))
         pos += size
     return tuple(out)
 
 
+_TD10_NAMES, _TD15_NAMES = tuple(name for name, _ in _TD10_FIELDS), tuple(name for name, _ in _TD15_FIELDS)
 _TD10_SLICES = _slices(_TD10_FIELDS, 0)
 _TD15_SLICES = _slices(_TD15_FIELDS, TD_REPORT10_SIZE)
 
@@ -515,12 +516,14 @@ class TdReportBody:
         if len(data) not in (TD_REPORT10_SIZE, TD_REPORT15_SIZE):
             raise SgxFormatError("TD report body", f"is {len(data)} bytes, expected {TD_REPORT10_SIZE} (TD 1.0) "
                                                    f"or {TD_REPORT15_SIZE} (TD 1.5)")
-        values: dict[str, bytes | None] = {name: data[start:end] for name, start, end in _TD10_SLICES}
+        body = object.__new__(cls)  # as _unchecked does: every field is a slice of its fixed size
+        fields = body.__dict__
+        fields.update(zip(_TD10_NAMES, map(data.__getitem__, _TD10_SLICES), strict=True))
         if len(data) == TD_REPORT15_SIZE:
-            values.update((name, data[start:end]) for name, start, end in _TD15_SLICES)
+            fields.update(zip(_TD15_NAMES, map(data.__getitem__, _TD15_SLICES), strict=True))
         else:
-            values.update(tee_tcb_svn2=None, mrservicetd=None)
-        return _unchecked(cls, values)  # every field is a slice of its fixed size
+            fields.update(tee_tcb_svn2=None, mrservicetd=None)
+        return body
 
     def pack(self) -> bytes:
         fields = _TD10_FIELDS + (_TD15_FIELDS if self.is_td15 else ())
@@ -535,6 +538,68 @@ def _qe_block(r: _Reader, prefix: str) -> tuple[bytes, bytes, bytes, Certificati
     cert_type = r.u16(f"{prefix}.cert_data_type")
     cert = r.take(f"{prefix}.cert_data", r.u32(f"{prefix}.cert_data_size"))
     return qe_raw, qe_sig, auth, _unchecked(CertificationData, {"cert_type": cert_type, "data": cert})
+
+
+_HEADER_INTS = struct.Struct("<HHIHH")
+_LE_U16 = struct.Struct("<H")
+_LE_U32 = struct.Struct("<I")
+_U16_U32 = struct.Struct("<HI")
+
+
+def _parse_well_formed(data: bytes, header: QuoteHeader) -> DcapQuote | None:
+    """:meth:`DcapQuote.parse` after the header, for a quote in which every length and type is right: the same
+    quote, read with plain offset arithmetic; None at the first thing :meth:`DcapQuote.parse` would refuse (it
+    then reads the quote again and says what is wrong). Each test below is one of its checks."""
+    n = len(data)
+    version, tee_type = header.version, header.tee_type
+    pos = HEADER_SIZE
+    if version == QUOTE_VERSION_5:
+        if n - pos < 6:
+            return None
+        body_type, body_size = _U16_U32.unpack_from(data, pos)
+        if _BODY_SIZES.get(body_type) != body_size or (body_type == BODY_TYPE_SGX) != (tee_type == TEE_TYPE_SGX):
+            return None
+        pos += 6
+    else:
+        body_type = BODY_TYPE_SGX if tee_type == TEE_TYPE_SGX else BODY_TYPE_TD10
+        body_size = _BODY_SIZES[body_type]
+    start = pos + body_size + 4  # the signature data, after the body and its length
+    if start > n:
+        return None
+    body_raw = data[pos:start - 4]
+    end = start + _LE_U32.unpack_from(data, start - 4)[0]
+    if end > n or end - start < 2 * ECDSA_SIG_SIZE:
+        return None
+    pos = start + 2 * ECDSA_SIG_SIZE
+    if version != QUOTE_VERSION_3:  # the type-6 block must be exactly the rest of the signature data
+        if end - pos < 6:
+            return None
+        outer_type, outer_size = _U16_U32.unpack_from(data, pos)
+        pos += 6
+        if outer_type != CertDataType.QE_REPORT_CERT_DATA or outer_size != end - pos:
+            return None
+    if end - pos < REPORT_BODY_SIZE + ECDSA_SIG_SIZE + 2:
+        return None
+    qe_raw = data[pos:pos + REPORT_BODY_SIZE]
+    pos += REPORT_BODY_SIZE + ECDSA_SIG_SIZE
+    auth_end = pos + 2 + _LE_U16.unpack_from(data, pos)[0]
+    if end - auth_end < 6:
+        return None
+    cert_type, cert_size = _U16_U32.unpack_from(data, auth_end)
+    if cert_size != end - auth_end - 6:  # the certification data ends the signature data
+        return None
+    certification = object.__new__(CertificationData)  # as _unchecked does (inline: this runs for every quote)
+    certification.__dict__.update(cert_type=cert_type, data=data[auth_end + 6:end])
+    quote = object.__new__(DcapQuote)
+    quote.__dict__.update(
+        header=header, body_type=body_type,
+        body=ReportBody._from_layout(body_raw) if body_type == BODY_TYPE_SGX else TdReportBody.parse(body_raw),
+        body_raw=body_raw, isv_signature=data[start:start + ECDSA_SIG_SIZE],
+        attestation_key=data[start + ECDSA_SIG_SIZE:start + 2 * ECDSA_SIG_SIZE],
+        qe_report=ReportBody._from_layout(qe_raw), qe_report_raw=qe_raw,
+        qe_report_signature=data[pos - ECDSA_SIG_SIZE:pos], qe_auth_data=data[pos + 2:auth_end],
+        certification=certification, trailing=data[end:])
+    return quote
 
 
 @dataclass(frozen=True)
@@ -588,22 +653,28 @@ class DcapQuote:
         data = bytes(data)
         if len(data) < HEADER_SIZE:
             raise DcapFormatError("header", 0, f"needs {HEADER_SIZE} bytes, the quote has {len(data)}", "DCAP quote")
-        version, key_type, tee_type, qe_svn, pce_svn = struct.unpack_from("<HHIHH", data, 0)
+        version, key_type, tee_type, qe_svn, pce_svn = _HEADER_INTS.unpack_from(data)
         if version not in (QUOTE_VERSION_3, QUOTE_VERSION_4, QUOTE_VERSION_5):
             raise DcapFormatError("header.version", 0, f"is {version}; versions 3, 4 and 5 are supported",
                                   "DCAP quote")
-        name = f"DCAP quote v{version}"
         if key_type != ATT_KEY_TYPE_ECDSA_P256:
             what = "ECDSA-384 with P-384 is not supported" if key_type == ATT_KEY_TYPE_ECDSA_P384 else "unknown type"
             raise DcapFormatError("header.att_key_type", 2, f"is {key_type} ({what}); expected 2 (ECDSA-256 P-256)",
-                                  name)
+                                  f"DCAP quote v{version}")
         if version == QUOTE_VERSION_3 and tee_type != TEE_TYPE_SGX:
-            raise DcapFormatError("header.tee_type", 4, f"is {tee_type:#x}; a v3 quote is SGX (0)", name)
+            raise DcapFormatError("header.tee_type", 4, f"is {tee_type:#x}; a v3 quote is SGX (0)",
+                                  f"DCAP quote v{version}")
         if tee_type not in (TEE_TYPE_SGX, TEE_TYPE_TDX):
-            raise DcapFormatError("header.tee_type", 4, f"is {tee_type:#x}; expected 0 (SGX) or 0x81 (TDX)", name)
-        header = _unchecked(QuoteHeader, {  # the fields are read from their fixed widths
-            "version": version, "att_key_type": key_type, "tee_type": tee_type, "qe_svn": qe_svn, "pce_svn": pce_svn,
-            "qe_vendor_id": data[12:28], "user_data": data[28:48]})
+            raise DcapFormatError("header.tee_type", 4, f"is {tee_type:#x}; expected 0 (SGX) or 0x81 (TDX)",
+                                  f"DCAP quote v{version}")
+        header = object.__new__(QuoteHeader)  # as _unchecked does: the fields are read from their fixed widths
+        header.__dict__.update(version=version, att_key_type=key_type, tee_type=tee_type, qe_svn=qe_svn,
+                               pce_svn=pce_svn, qe_vendor_id=data[12:28], user_data=data[28:48])
+        quote = _parse_well_formed(data, header)
+        if quote is not None:
+            return quote
+        # something is off: read it again field by field, which names the field and offset that are wrong
+        name = f"DCAP quote v{version}"
         r = _Reader(data, HEADER_SIZE, len(data), name)
         if version == QUOTE_VERSION_5:
             body_type = r.u16("body_type")

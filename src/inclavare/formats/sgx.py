@@ -508,9 +508,8 @@ class SigStruct:
 # REPORT, TARGETINFO
 
 
-_MISC_CET = struct.Struct("<IB")
-_ATTRS = struct.Struct("<QQ")
-_IDS = struct.Struct("<HHH")
+# MISCSELECT (16), CET_ATTRIBUTES (20), ATTRIBUTES.FLAGS and XFRM (48, 56), ISVPRODID, ISVSVN, CONFIGSVN (256..261)
+_BODY_INTS = struct.Struct("<16xIB27xQQ192xHHH")
 
 
 @dataclass(frozen=True)
@@ -569,14 +568,15 @@ class ReportBody:
     def _from_layout(cls, raw: bytes) -> ReportBody:
         """The fields of ``raw``, which the caller has made exactly 384 ``bytes``, read at their offsets; the
         reserved bytes are not looked at (see :func:`inclavare.formats.dcap.report_body_lenient`)."""
-        misc, cet = _MISC_CET.unpack_from(raw, 16)
-        flags, xfrm = _ATTRS.unpack_from(raw, 48)
-        prodid, svn, configsvn = _IDS.unpack_from(raw, 256)
-        return _unchecked(cls, {
-            "cpusvn": raw[0:16], "miscselect": misc, "cet_attributes": cet, "isvextprodid": raw[32:48],
-            "attributes": _unchecked(Attributes, {"flags": flags, "xfrm": xfrm}), "mrenclave": raw[64:96],
-            "mrsigner": raw[128:160], "configid": raw[192:256], "isvprodid": prodid, "isvsvn": svn,
-            "configsvn": configsvn, "isvfamilyid": raw[304:320], "reportdata": raw[320:384]})
+        misc, cet, flags, xfrm, prodid, svn, configsvn = _BODY_INTS.unpack_from(raw)
+        attributes = object.__new__(Attributes)  # as _unchecked does, inline: this runs for every quote
+        attributes.__dict__.update(flags=flags, xfrm=xfrm)
+        body = object.__new__(cls)
+        body.__dict__.update(
+            cpusvn=raw[0:16], miscselect=misc, cet_attributes=cet, isvextprodid=raw[32:48], attributes=attributes,
+            mrenclave=raw[64:96], mrsigner=raw[128:160], configid=raw[192:256], isvprodid=prodid, isvsvn=svn,
+            configsvn=configsvn, isvfamilyid=raw[304:320], reportdata=raw[320:384])
+        return body
 
     def pack(self) -> bytes:
         w = _Writer(REPORT_BODY_SIZE)
