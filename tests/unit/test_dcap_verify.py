@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -940,3 +941,29 @@ def test_mutated_real_collateral(which: str, doc: str, edits: list[Edit]) -> Non
     assert r.verified is True  # the quote itself is untouched
     if raw != getattr(col, field):
         assert r.collateral_valid is False and r.tcb_status is None
+
+
+def test_pinned_intel_roots_are_self_signed_cas() -> None:
+    """The verifier skips the self-signature check for the two pinned roots; make sure that is sound."""
+    import hashlib
+
+    from cryptography import x509
+
+    from inclavare.attestation.dcap import INTEL_SGX_ROOT_CA_FINGERPRINTS
+    from inclavare.formats.dcap import DcapQuote
+
+    V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"))
+    ders = []
+    root_der = V / "attestation/roots/intel_sgx_root_ca.der"
+    if root_der.exists():
+        ders.append(root_der.read_bytes())
+    old_quote = V / "sgx-kat/dcap-quote/quote.bin"
+    if old_quote.exists():
+        ders.append(DcapQuote.parse(old_quote.read_bytes()).certification.pem_chain()[-1])
+    if not ders:
+        pytest.skip("the shared vectors are absent")
+    for der in ders:
+        assert hashlib.sha256(der).hexdigest() in INTEL_SGX_ROOT_CA_FINGERPRINTS
+        cert = x509.load_der_x509_certificate(der)
+        cert.verify_directly_issued_by(cert)
+        assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
