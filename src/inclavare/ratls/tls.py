@@ -30,14 +30,19 @@ nonce, so a certificate captured from an earlier connection is refused.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import datetime
+import functools
 import hashlib
 import io
 import logging
 import os
 import select
 import socket
+import ssl
 import struct
+import sys
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -308,7 +313,8 @@ class _ConfigState:
         self.resolved: _Resolved | None = None
         self.attester: Any = None
         self.material: tuple[bytes, bytes] | None = None
-        self.contexts: dict[tuple[bool, bytes], Any] = {}  # (server side, certificate) -> SSL.Context
+        # ("pyopenssl" or "ssl", server side, certificate) -> SSL.Context or ssl.SSLContext
+        self.contexts: dict[tuple[str, bool, bytes], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -375,6 +381,8 @@ class _Core:
         self.resolved = config._resolve()
         self.presents = server_side or config.mutual
         self.verifies = (not server_side) or config.mutual
+        # only a server verifying a client needs pyOpenSSL's verify callback (see RatsTls)
+        self.fast = not (server_side and self.verifies)
         if self.presents:
             config._attester()  # select now: configuration errors surface before any I/O
         self.sent_nonce: bytes | None = None
@@ -411,18 +419,44 @@ class _Core:
     def context(self, material: tuple[bytes, bytes] | None) -> SSL.Context:
         """The SSL context: shared by the connections of a configuration that present the same (reused)
         certificate, new for a certificate made for one connection."""
+        return self._cached("pyopenssl", material, self._new_context)  # type: ignore[no-any-return]
+
+    def ssl_context(self, material: tuple[bytes, bytes] | None) -> ssl.SSLContext | None:
+        """An ``ssl`` module context for this side (cached as :meth:`context`), or None when this side needs
+        pyOpenSSL: a server verifying clients, or an ``ssl`` module whose session cache cannot be turned off."""
+        if not self.fast or _libssl() is None:
+            return None
+        return self._cached("ssl", material, self._new_ssl_context)  # type: ignore[no-any-return]
+
+    def _cached(self, kind: str, material: tuple[bytes, bytes] | None, make: Any) -> Any:
         state = self.config._state
         reused = material is None or material is state.material or self.config.certificate is not None
-        key = (self.server_side, material[0] if material is not None else b"")
+        key = (kind, self.server_side, material[0] if material is not None else b"")
         if reused:
             with state.lock:
                 cached = state.contexts.get(key)
             if cached is not None:
-                return cached  # type: ignore[no-any-return]
-        ctx = self._new_context(material)
-        if reused:
+                return cached
+        ctx = make(material)
+        if reused and ctx is not None:
             with state.lock:
                 state.contexts.setdefault(key, ctx)
+        return ctx
+
+    def _new_ssl_context(self, material: tuple[bytes, bytes] | None) -> ssl.SSLContext | None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if self.server_side else ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        # no verification in the handshake: a client judges the server's RA-TLS certificate right after it,
+        # before any application data (RatsTls.negotiate); a server on this path does not verify clients
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+        if self.server_side:
+            ctx.num_tickets = 0
+        if not _ssl_session_cache_off(ctx):
+            return None
+        if material is not None:
+            _use_ssl_material(ctx, *material)
         return ctx
 
     def _new_context(self, material: tuple[bytes, bytes] | None) -> SSL.Context:
@@ -433,7 +467,7 @@ class _Core:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         # pyOpenSSL turns partial writes on; with them off one SSL_write takes a whole buffer (several records),
         # which saves a Python round trip per 16 KiB record on bulk transfers
-        ctx.clear_mode(SSL._lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
+        ctx.clear_mode(SSL._lib.SSL_MODE_ENABLE_PARTIAL_WRITE)  # type: ignore[attr-defined]
         if self.verifies:
             mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if self.server_side else 0)
             ctx.set_verify(mode, _verify_callback)
@@ -470,7 +504,10 @@ class _Core:
             return True  # the decision is made on the peer's own certificate, which must be self-signed
         from OpenSSL import crypto
 
-        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, x509)
+        return self.judge_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, x509))
+
+    def judge_der(self, der: bytes) -> bool:
+        """Verify the peer's own certificate (DER); False with ``reject_reason`` set when it is refused."""
         if self.peer is not None and der == self.peer_der:
             return True
         if self.reject_reason is not None:
@@ -502,10 +539,11 @@ class _Core:
             return RatsTlsTimeout(f"timed out during the TLS {during}")
         if self.reject_reason is not None:
             err: RatsTlsError = PeerRejected(f"peer certificate rejected: {self.reject_reason}")
-        elif isinstance(e, SSL.SysCallError | SSL.ZeroReturnError | EOFError | ConnectionError):
+        elif isinstance(e, SSL.SysCallError | SSL.ZeroReturnError | EOFError | ConnectionError | ssl.SSLEOFError
+                        | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
             err = RatsTlsError(f"the peer closed the connection during the TLS {during}"
                                + (" (it may have rejected our certificate)" if during == "handshake" else ""))
-        elif isinstance(e, SSL.Error):
+        elif isinstance(e, SSL.Error | ssl.SSLError):
             reasons = _ssl_reasons(e)
             hint = " (the peer rejected our certificate, or it rejected the connection)" if "alert" in reasons else ""
             err = RatsTlsError(f"TLS {during} failed: {reasons}{hint}")
@@ -531,7 +569,7 @@ def _verify_callback(conn: SSL.Connection, x509: crypto.X509, errnum: int, depth
     return core.judge(x509, depth)
 
 
-def _use_material(ctx: SSL.Context, cert: bytes, key: bytes) -> None:
+def _load_material(cert: bytes, key: bytes) -> tuple[Any, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -542,12 +580,122 @@ def _use_material(ctx: SSL.Context, cert: bytes, key: bytes) -> None:
             serialization.load_der_private_key(key, password=None)
     except ValueError as e:
         raise RatlsError(f"certificate/private key: not loadable ({e})") from None
+    return c, k
+
+
+def _use_material(ctx: SSL.Context, cert: bytes, key: bytes) -> None:
+    c, k = _load_material(cert, key)
     ctx.use_certificate(c)
-    ctx.use_privatekey(k)  # type: ignore[arg-type]
+    ctx.use_privatekey(k)
     try:
         ctx.check_privatekey()
     except Exception:
         raise RatlsError("certificate/private key: the private key does not match the certificate") from None
+
+
+def _use_ssl_material(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """Load a certificate and key into an ``ssl`` context, which reads them only from a file: an anonymous
+    memory file (memfd), else a private temporary file removed right after loading."""
+    from cryptography.hazmat.primitives import serialization
+
+    c, k = _load_material(cert, key)
+    pem = c.public_bytes(serialization.Encoding.PEM) + k.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    try:
+        fd = os.memfd_create("rats-tls-key", os.MFD_CLOEXEC)
+        path, tmpdir = f"/proc/self/fd/{fd}", None
+    except (AttributeError, OSError):
+        tmpdir = tempfile.mkdtemp(prefix="rats-tls-")  # mode 0700
+        fd, path = tempfile.mkstemp(dir=tmpdir)
+    try:
+        view = memoryview(pem)
+        while view:
+            view = view[os.write(fd, view):]
+        ctx.load_cert_chain(path)
+    except ssl.SSLError:
+        raise RatlsError("certificate/private key: the private key does not match the certificate") from None
+    finally:
+        os.close(fd)
+        if tmpdir is not None:
+            os.unlink(path)
+            os.rmdir(tmpdir)
+
+
+SSL_CTRL_SET_SESS_CACHE_MODE = 44
+SSL_CTRL_GET_SESS_CACHE_MODE = 45
+SSL_SESS_CACHE_OFF = 0
+
+
+@functools.cache
+def _libssl() -> tuple[Any, Any] | None:
+    """SSL_CTX_ctrl and SSL_CTX_get_options of the OpenSSL the ``ssl`` module uses (None if not reachable)."""
+    if sys.implementation.name != "cpython":
+        return None
+    import _ssl
+
+    try:
+        lib = ctypes.CDLL(getattr(_ssl, "__file__", None))  # its own libssl comes first among its dependencies
+        ctrl, options = lib.SSL_CTX_ctrl, lib.SSL_CTX_get_options
+    except (OSError, AttributeError):
+        return None
+    ctrl.restype, ctrl.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    options.restype, options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
+    return ctrl, options
+
+
+def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int | None:
+    """The SSL_CTX of an ``ssl`` context (CPython keeps it right after the object header), checked against the
+    context's options; None when it cannot be had."""
+    fns = _libssl()
+    if fns is None:
+        return None
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not ptr or fns[1](ptr) != int(ctx.options):
+        return None
+    return int(ptr)
+
+
+def _ssl_session_cache_off(ctx: ssl.SSLContext) -> bool:
+    """Turn the session cache of an ``ssl`` context off (the module has no setting for it); False if it
+    cannot be done, and the caller then uses pyOpenSSL."""
+    ptr = _ssl_ctx_pointer(ctx)
+    fns = _libssl()
+    if not ptr or fns is None:
+        return False
+    fns[0](ptr, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_OFF, None)
+    return bool(fns[0](ptr, SSL_CTRL_GET_SESS_CACHE_MODE, 0, None) == SSL_SESS_CACHE_OFF)
+
+
+# a fatal bad_certificate alert as a plaintext record: what a client that rejects the server after an ssl
+# module handshake sends on the raw socket, so the server's next read fails instead of seeing a clean close
+REJECT_ALERT = bytes((0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x2A))
+
+
+class _SslConnection:
+    """What :attr:`RatsTls.connection` is on the ``ssl`` module path: the pyOpenSSL ``Connection`` queries
+    callers use, answered by the ``ssl`` object."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def get_protocol_version_name(self) -> str:
+        return str(self._obj.version() or "Unknown")
+
+    def _cipher(self, i: int) -> Any:
+        c = self._obj.cipher()
+        return c[i] if c else None
+
+    def get_cipher_name(self) -> str | None:
+        return self._cipher(0)  # type: ignore[no-any-return]
+
+    def get_cipher_version(self) -> str | None:
+        return self._cipher(1)  # type: ignore[no-any-return]
+
+    def get_cipher_bits(self) -> int | None:
+        return self._cipher(2)  # type: ignore[no-any-return]
+
+    def pending(self) -> int:
+        return int(self._obj.pending())
 
 
 def _is_eof(e: BaseException) -> bool:
@@ -559,6 +707,9 @@ def _is_eof(e: BaseException) -> bool:
 
 
 def _ssl_reasons(e: BaseException) -> str:
+    if isinstance(e, ssl.SSLError):  # the ssl module names the reason as OPENSSL_CONSTANT; pyOpenSSL in words
+        reason = getattr(e, "reason", None)
+        return str(reason).lower().replace("_", " ") if reason else (str(e) or type(e).__name__)
     parts: list[str] = []
     for item in (e.args[0] if e.args and isinstance(e.args[0], list) else []):
         if isinstance(item, tuple) and item:
@@ -581,12 +732,20 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 
 class RatsTls:
-    """One RATS-TLS connection over a connected blocking (or timeout) socket, which the caller owns."""
+    """One RATS-TLS connection over a connected blocking (or timeout) socket, which the caller owns.
+
+    TLS runs in Python's ``ssl`` module (all record I/O in C, on the caller's socket) wherever no verification
+    of a self-signed certificate is needed inside the handshake: a client verifies the server's RA-TLS
+    certificate right after the handshake, before any application data goes either way, and on rejection
+    sends a fatal alert and fails with the same :class:`PeerRejected`; a server that does not verify clients
+    needs no verification. A server verifying clients (``mutual``) runs in pyOpenSSL, whose verify callback
+    judges the client's certificate during the handshake."""
 
     def __init__(self, config: RatsTlsConfig, server_side: bool) -> None:
         self._core = _Core(config, server_side)
         self._sock: socket.socket | None = None
         self._closed = False
+        self._fast: Any = None  # the ssl module's connection object, on that path
 
     @property
     def peer_claims(self) -> PeerClaims | None:
@@ -604,7 +763,9 @@ class RatsTls:
 
     @property
     def connection(self) -> Any:
-        """The pyOpenSSL ``Connection`` (after :meth:`negotiate`)."""
+        """The pyOpenSSL ``Connection`` (after :meth:`negotiate`); on the ``ssl`` module path an object answering
+        ``get_protocol_version_name``, ``get_cipher_name``, ``get_cipher_version``, ``get_cipher_bits`` and
+        ``pending`` alike."""
         return self._core.conn
 
     def negotiate(self, sock: socket.socket) -> PeerClaims | None:
@@ -619,8 +780,13 @@ class RatsTls:
             sock.settimeout(core.config.handshake_timeout)
         try:
             peer_nonce = self._freshness(sock) if core.config.freshness else None
-            conn = core.connection(sock, core.material(peer_nonce))
-            self._retry(conn.do_handshake)
+            material = core.material(peer_nonce)
+            ctx = core.ssl_context(material)
+            if ctx is not None:
+                self._ssl_handshake(sock, ctx)
+            else:
+                conn = core.connection(sock, material)
+                self._retry(conn.do_handshake)
         except RatlsError as e:
             if isinstance(e, RatsTlsError):
                 core.failed = str(e)
@@ -634,6 +800,26 @@ class RatsTls:
         peer = core.finish()
         log.debug("rats-tls %s: negotiated %s", core.role, core.describe())
         return peer
+
+    def _ssl_handshake(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+        core = self._core
+        # the C object under ssl.SSLSocket: it does its I/O on the socket's descriptor, honours the socket's
+        # timeout and, unlike SSLContext.wrap_socket, leaves the socket object with its owner
+        obj = ctx._wrap_socket(sock, core.server_side, None)  # type: ignore[attr-defined]
+        self._fast = obj
+        core.conn = _SslConnection(obj)  # type: ignore[assignment]
+        obj.do_handshake()
+        if not core.verifies:
+            return
+        der = obj.getpeercert(True)
+        if der is not None and core.judge_der(der):
+            return
+        try:
+            sock.sendall(REJECT_ALERT)
+        except OSError:
+            pass
+        if der is not None:
+            raise PeerRejected(f"peer certificate rejected: {core.reject_reason}")
 
     def _freshness(self, sock: socket.socket) -> bytes | None:
         core = self._core
@@ -696,9 +882,13 @@ class RatsTls:
         conn = self._conn()
         view = memoryview(data).cast("B")
         sent = 0
+        fast = self._fast
         try:
             while sent < len(view):
-                sent += self._retry(conn.send, view[sent:sent + RECORD * 4])
+                if fast is not None:
+                    sent += fast.write(view[sent:])
+                else:
+                    sent += self._retry(conn.send, view[sent:sent + RECORD * 4])
         except RatsTlsError:
             raise
         except Exception as e:
@@ -709,6 +899,8 @@ class RatsTls:
         """Send some of ``data`` (at least one byte); returns how much."""
         conn = self._conn()
         try:
+            if self._fast is not None:
+                return int(self._fast.write(memoryview(data).cast("B")[:RECORD * 4]))
             return int(self._retry(conn.send, memoryview(data).cast("B")[:RECORD * 4]))
         except Exception as e:
             raise self._core.error(e, "transmit") from None
@@ -716,6 +908,13 @@ class RatsTls:
     def receive(self, n: int) -> bytes:
         """Up to ``n`` bytes; b"" when the peer closed the connection."""
         conn = self._conn()
+        if self._fast is not None:
+            try:
+                return bytes(self._fast.read(min(n, RECORD)))
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+            except Exception as e:
+                raise self._core.error(e, "receive") from None
         SSL = _ssl()
         try:
             # one TLS record at most comes back per read: asking for more only makes pyOpenSSL allocate and
@@ -730,6 +929,13 @@ class RatsTls:
 
     def receive_into(self, buffer: Any, n: int = 0) -> int:
         conn = self._conn()
+        if self._fast is not None:
+            try:
+                return int(self._fast.read(n or len(memoryview(buffer)), buffer))
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return 0
+            except Exception as e:
+                raise self._core.error(e, "receive") from None
         SSL = _ssl()
         try:
             want = min(n or len(memoryview(buffer)), RECORD)  # see receive()
@@ -751,7 +957,21 @@ class RatsTls:
             return
         self._closed = True
         conn = self._core.conn
-        if conn is not None and not self._core.failed:
+        if self._fast is not None and self._sock is not None and not self._core.failed:
+            # the ssl module's shutdown would then wait for the peer's close_notify on a blocking socket: send
+            # ours without waiting, as pyOpenSSL's shutdown does
+            sock, saved = self._sock, self._sock.gettimeout()
+            try:
+                sock.settimeout(0)
+                self._fast.shutdown()
+            except Exception:  # the peer may be gone, or has not answered yet; closing is best effort
+                pass
+            finally:
+                try:
+                    sock.settimeout(saved)
+                except OSError:
+                    pass
+        elif conn is not None and not self._core.failed:
             try:
                 conn.shutdown()
             except Exception:  # the peer may be gone; closing is best effort

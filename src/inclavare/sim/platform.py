@@ -29,7 +29,6 @@ import fcntl
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +40,7 @@ from cryptography.x509.oid import NameOID
 
 from inclavare.formats.dcap import SGX_EXTENSION_OID, PckConfiguration, PckExtension, SgxType
 from inclavare.formats.sgx import AttributeFlags, Attributes, SgxFormatError, Xfrm
-from inclavare.sim.report import SIM_CPUSVN, EnclaveIdentity, SimPlatformError, default_state_dir
+from inclavare.sim.report import SIM_CPUSVN, EnclaveIdentity, SimPlatformError, check_private, default_state_dir
 
 __all__ = [
     "COLLATERAL_VALIDITY",
@@ -95,13 +94,7 @@ def qe_identity_for(isvsvn: int) -> EnclaveIdentity:
 
 
 def _check_file(path: str, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise SimPlatformError(f"sim platform file {path}: not a regular file")
-    if st.st_uid != os.geteuid():
-        raise SimPlatformError(f"sim platform file {path}: owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-    if st.st_mode & 0o077:
-        raise SimPlatformError(f"sim platform file {path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read "
-                               "it (must be 0600)")
+    check_private(f"sim platform file {path}", st)
     if st.st_size > MAX_FILE:
         raise SimPlatformError(f"sim platform file {path}: {st.st_size} bytes is too large")
 
@@ -156,14 +149,7 @@ def _fsync_dir(path: str) -> None:
 
 
 def _check_dir(path: str) -> None:
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise SimPlatformError(f"sim platform directory {path}: not a directory")
-    if st.st_uid != os.geteuid():
-        raise SimPlatformError(f"sim platform directory {path}: owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-    if st.st_mode & 0o077:
-        raise SimPlatformError(f"sim platform directory {path}: mode {stat.S_IMODE(st.st_mode):04o} "
-                               "(must be 0700)")
+    check_private(f"sim platform directory {path}", os.lstat(path), directory=True)
 
 
 # --------------------------------------------------------------------------------------------------

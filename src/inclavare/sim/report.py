@@ -145,14 +145,22 @@ def default_state_dir() -> str:
     return os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
 
 
-def _check_key_file(path: str, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise SimPlatformError(f"sim report key {path}: not a regular file")
+def check_private(what: str, st: os.stat_result, *, directory: bool = False) -> None:
+    """The simulated platform's secrets live in files (0600) and directories (0700) of the current user only."""
+    if directory and not stat.S_ISDIR(st.st_mode):
+        raise SimPlatformError(f"{what}: not a directory")
+    if not directory and not stat.S_ISREG(st.st_mode):
+        raise SimPlatformError(f"{what}: not a regular file")
     if st.st_uid != os.geteuid():
-        raise SimPlatformError(f"sim report key {path}: owned by uid {st.st_uid}, not by uid {os.geteuid()}")
+        raise SimPlatformError(f"{what}: owned by uid {st.st_uid}, not by uid {os.geteuid()}")
     if st.st_mode & 0o077:
-        raise SimPlatformError(f"sim report key {path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read it "
-                               "(must be 0600)")
+        mode = f"{stat.S_IMODE(st.st_mode):04o}"
+        raise SimPlatformError(f"{what}: mode {mode} (must be 0700)" if directory
+                               else f"{what}: mode {mode} lets others read it (must be 0600)")
+
+
+def _check_key_file(path: str, st: os.stat_result) -> None:
+    check_private(f"sim report key {path}", st)
     if st.st_size != KEY_SIZE:
         raise SimPlatformError(f"sim report key {path}: {st.st_size} bytes, expected {KEY_SIZE}")
 
