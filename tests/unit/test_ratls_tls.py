@@ -148,6 +148,28 @@ def cert_with(ext_value: bytes | None, *, key: Any = None, not_before: datetime.
                               serialization.NoEncryption()))
 
 
+@pytest.fixture(autouse=True, params=["ssl", "pyopenssl"])
+def tls_library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: blocking connections through the ssl module (with the verify callback installed
+    through ctypes on CPython 3.11), and through pyOpenSSL, the fallback used anywhere else."""
+    from inclavare.ratls import tls as tls_module
+
+    if request.param == "pyopenssl":
+        monkeypatch.setattr(tls_module, "_libssl", lambda: None)
+    elif tls_module._libssl() is None:
+        pytest.skip("the ssl module's OpenSSL cannot be reached here (not CPython 3.11)")
+    return str(request.param)
+
+
+def test_the_intended_tls_library_carries_the_connection(tls_library: str) -> None:
+    from inclavare.ratls import tls as tls_module
+
+    out = pair(null_config(mutual=True), null_config(mutual=True), b"x")
+    assert out["echo"] == b"x"
+    is_ssl = isinstance(out["client"].connection, tls_module._SslConnection)
+    assert is_ssl == (tls_library == "ssl")
+
+
 def dice_value(pem: bytes) -> bytes:
     ext = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_oid(
         x509.ObjectIdentifier(TCG_DICE_TAGGED_EVIDENCE_OID))

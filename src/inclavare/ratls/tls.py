@@ -16,9 +16,11 @@ with ``mutual`` the client presents one too and the server verifies it. One-way 
 (the client then needs no attester; ``nullattester`` says so explicitly). Certificates are made by the
 configured attester once per configuration and reused, or per connection with ``freshness`` (below).
 
-Peer certificates are judged in OpenSSL's verify callback (pyOpenSSL: the ``ssl`` module has no callback and
-RA-TLS certificates are self-signed), so a rejected peer gets a TLS alert and the handshake fails with
-:class:`PeerRejected` saying why. Sessions are never resumed (no tickets, no session cache): every handshake
+Peer certificates are judged in OpenSSL's verify callback (RA-TLS certificates are self-signed), so a rejected
+peer gets a TLS alert and the handshake fails with :class:`PeerRejected` saying why. The blocking form runs TLS in
+Python's ``ssl`` module (bulk data at its speed) and sets that callback, and the session cache off, on the
+module's OpenSSL objects through ctypes; where those cannot be reached, and in the asyncio form, pyOpenSSL runs
+it. Sessions are never resumed (no tickets, no session cache): every handshake
 carries and verifies evidence.
 
 Freshness (opt-in, beyond rats-tls; docs/ratls.md has the protocol): before the TLS handshake each verifying
@@ -381,8 +383,6 @@ class _Core:
         self.resolved = config._resolve()
         self.presents = server_side or config.mutual
         self.verifies = (not server_side) or config.mutual
-        # only a server verifying a client needs pyOpenSSL's verify callback (see RatsTls)
-        self.fast = not (server_side and self.verifies)
         if self.presents:
             config._attester()  # select now: configuration errors surface before any I/O
         self.sent_nonce: bytes | None = None
@@ -422,9 +422,10 @@ class _Core:
         return self._cached("pyopenssl", material, self._new_context)  # type: ignore[no-any-return]
 
     def ssl_context(self, material: tuple[bytes, bytes] | None) -> ssl.SSLContext | None:
-        """An ``ssl`` module context for this side (cached as :meth:`context`), or None when this side needs
-        pyOpenSSL: a server verifying clients, or an ``ssl`` module whose session cache cannot be turned off."""
-        if not self.fast or _libssl() is None:
+        """An ``ssl`` module context for this side (cached as :meth:`context`), or None when the ``ssl`` module's
+        OpenSSL cannot be reached for what the module lacks (session cache off, verify callback): then pyOpenSSL
+        carries the connection."""
+        if _libssl() is None:
             return None
         return self._cached("ssl", material, self._new_ssl_context)  # type: ignore[no-any-return]
 
@@ -446,8 +447,7 @@ class _Core:
     def _new_ssl_context(self, material: tuple[bytes, bytes] | None) -> ssl.SSLContext | None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if self.server_side else ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
-        # no verification in the handshake: a client judges the server's RA-TLS certificate right after it,
-        # before any application data (RatsTls.negotiate); a server on this path does not verify clients
+        # a verifying side sets its own verify callback on each connection (RatsTls._ssl_handshake)
         ctx.verify_mode = ssl.CERT_NONE
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
@@ -624,51 +624,104 @@ def _use_ssl_material(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
 SSL_CTRL_SET_SESS_CACHE_MODE = 44
 SSL_CTRL_GET_SESS_CACHE_MODE = 45
 SSL_SESS_CACHE_OFF = 0
+SSL_VERIFY_PEER = 0x01
+SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
+_VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
 
 @functools.cache
-def _libssl() -> tuple[Any, Any] | None:
-    """SSL_CTX_ctrl and SSL_CTX_get_options of the OpenSSL the ``ssl`` module uses (None if not reachable)."""
-    if sys.implementation.name != "cpython":
+def _libssl() -> Any:
+    """The few OpenSSL functions the ``ssl`` module lacks, from the OpenSSL it uses (None if not reachable):
+    turning the session cache off and a verify callback."""
+    # the object layouts _pointer_at reads were checked against CPython 3.11 (the project's Python); elsewhere
+    # the connection goes through pyOpenSSL
+    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11):
         return None
     import _ssl
 
     try:
-        lib = ctypes.CDLL(getattr(_ssl, "__file__", None))  # its own libssl comes first among its dependencies
-        ctrl, options = lib.SSL_CTX_ctrl, lib.SSL_CTX_get_options
+        lib = ctypes.CDLL(getattr(_ssl, "__file__", None))  # its own libssl/libcrypto come first in its scope
+        sigs: dict[str, tuple[Any, list[Any]]] = {
+            "SSL_CTX_ctrl": (ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]),
+            "SSL_CTX_get_options": (ctypes.c_uint64, [ctypes.c_void_p]),
+            "SSL_get_SSL_CTX": (ctypes.c_void_p, [ctypes.c_void_p]),
+            "SSL_set_verify": (None, [ctypes.c_void_p, ctypes.c_int, _VERIFY_CALLBACK]),
+            "X509_STORE_CTX_get_current_cert": (ctypes.c_void_p, [ctypes.c_void_p]),
+            "X509_STORE_CTX_get_error_depth": (ctypes.c_int, [ctypes.c_void_p]),
+            "i2d_X509": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]),
+        }
+        for name, (restype, argtypes) in sigs.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
     except (OSError, AttributeError):
         return None
-    ctrl.restype, ctrl.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-    options.restype, options.argtypes = ctypes.c_uint64, [ctypes.c_void_p]
-    return ctrl, options
+    return lib
+
+
+def _pointer_at(obj: object, index: int) -> int:
+    """The index-th pointer-sized field after the object header of a C-level object (CPython)."""
+    size = ctypes.sizeof(ctypes.c_void_p)
+    return int(ctypes.c_void_p.from_address(id(obj) + object.__basicsize__ + index * size).value or 0)
 
 
 def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int | None:
-    """The SSL_CTX of an ``ssl`` context (CPython keeps it right after the object header), checked against the
+    """The SSL_CTX of an ``ssl`` context (CPython keeps it first after the object header), checked against the
     context's options; None when it cannot be had."""
-    fns = _libssl()
-    if fns is None:
+    lib = _libssl()
+    ptr = _pointer_at(ctx, 0) if lib is not None else 0
+    if not ptr or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
         return None
-    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not ptr or fns[1](ptr) != int(ctx.options):
+    return ptr
+
+
+def _ssl_pointer(obj: Any, ctx: ssl.SSLContext) -> int | None:
+    """The SSL of the ``ssl`` module's connection object (fields: socket weakref, SSL, context), checked: the
+    context field is ``ctx`` and the SSL belongs to its SSL_CTX; None when it cannot be had."""
+    lib = _libssl()
+    ctx_ptr = _ssl_ctx_pointer(ctx)
+    if lib is None or ctx_ptr is None or _pointer_at(obj, 2) != id(ctx):
         return None
-    return int(ptr)
+    ptr = _pointer_at(obj, 1)
+    if not ptr or lib.SSL_get_SSL_CTX(ptr) != ctx_ptr:
+        return None
+    return ptr
 
 
 def _ssl_session_cache_off(ctx: ssl.SSLContext) -> bool:
     """Turn the session cache of an ``ssl`` context off (the module has no setting for it); False if it
     cannot be done, and the caller then uses pyOpenSSL."""
+    lib = _libssl()
     ptr = _ssl_ctx_pointer(ctx)
-    fns = _libssl()
-    if not ptr or fns is None:
+    if ptr is None:
         return False
-    fns[0](ptr, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_OFF, None)
-    return bool(fns[0](ptr, SSL_CTRL_GET_SESS_CACHE_MODE, 0, None) == SSL_SESS_CACHE_OFF)
+    lib.SSL_CTX_ctrl(ptr, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_OFF, None)
+    return bool(lib.SSL_CTX_ctrl(ptr, SSL_CTRL_GET_SESS_CACHE_MODE, 0, None) == SSL_SESS_CACHE_OFF)
 
 
-# a fatal bad_certificate alert as a plaintext record: what a client that rejects the server after an ssl
-# module handshake sends on the raw socket, so the server's next read fails instead of seeing a clean close
-REJECT_ALERT = bytes((0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x2A))
+def _ssl_verify_callback(core: _Core) -> Any:
+    """An OpenSSL verify callback judging the peer's certificate with ``core`` (as pyOpenSSL's does)."""
+    lib = _libssl()
+
+    def verify(ok: int, store: int | None) -> int:
+        try:
+            if lib.X509_STORE_CTX_get_error_depth(store) > 0:
+                return 1  # the decision is made on the peer's own certificate
+            x509 = lib.X509_STORE_CTX_get_current_cert(store)
+            size = lib.i2d_X509(x509, None) if x509 else 0
+            if size <= 0:
+                core.reject_reason = "the peer's certificate could not be read"
+                return 0
+            buf = ctypes.create_string_buffer(size)
+            cursor = ctypes.c_char_p(ctypes.addressof(buf))
+            if lib.i2d_X509(x509, ctypes.byref(cursor)) != size:
+                core.reject_reason = "the peer's certificate could not be read"
+                return 0
+            return 1 if core.judge_der(buf.raw) else 0
+        except BaseException as e:  # fail closed
+            core.reject_reason = f"internal error while verifying: {type(e).__name__}: {e}"
+            return 0
+
+    return _VERIFY_CALLBACK(verify)
 
 
 class _SslConnection:
@@ -734,18 +787,18 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 class RatsTls:
     """One RATS-TLS connection over a connected blocking (or timeout) socket, which the caller owns.
 
-    TLS runs in Python's ``ssl`` module (all record I/O in C, on the caller's socket) wherever no verification
-    of a self-signed certificate is needed inside the handshake: a client verifies the server's RA-TLS
-    certificate right after the handshake, before any application data goes either way, and on rejection
-    sends a fatal alert and fails with the same :class:`PeerRejected`; a server that does not verify clients
-    needs no verification. A server verifying clients (``mutual``) runs in pyOpenSSL, whose verify callback
-    judges the client's certificate during the handshake."""
+    TLS runs in Python's ``ssl`` module (record I/O in C, on the caller's socket: bulk transfers cost what plain
+    ``ssl`` costs), with the two things it lacks done on its OpenSSL objects directly: the session cache off,
+    and an OpenSSL verify callback that judges the peer's self-signed RA-TLS certificate during the handshake,
+    exactly as the pyOpenSSL path does (a rejected peer gets an alert; :class:`PeerRejected`). When those
+    objects cannot be reached (not CPython, an unexpected layout), pyOpenSSL carries the connection."""
 
     def __init__(self, config: RatsTlsConfig, server_side: bool) -> None:
         self._core = _Core(config, server_side)
         self._sock: socket.socket | None = None
         self._closed = False
         self._fast: Any = None  # the ssl module's connection object, on that path
+        self._verify_cb: Any = None  # its verify callback, kept alive with it
 
     @property
     def peer_claims(self) -> PeerClaims | None:
@@ -782,9 +835,7 @@ class RatsTls:
             peer_nonce = self._freshness(sock) if core.config.freshness else None
             material = core.material(peer_nonce)
             ctx = core.ssl_context(material)
-            if ctx is not None:
-                self._ssl_handshake(sock, ctx)
-            else:
+            if ctx is None or not self._ssl_handshake(sock, ctx):
                 conn = core.connection(sock, material)
                 self._retry(conn.do_handshake)
         except RatlsError as e:
@@ -801,25 +852,27 @@ class RatsTls:
         log.debug("rats-tls %s: negotiated %s", core.role, core.describe())
         return peer
 
-    def _ssl_handshake(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+    def _ssl_handshake(self, sock: socket.socket, ctx: ssl.SSLContext) -> bool:
+        """The handshake in the ``ssl`` module; False (nothing done) when its SSL object cannot be reached."""
         core = self._core
         # the C object under ssl.SSLSocket: it does its I/O on the socket's descriptor, honours the socket's
         # timeout and, unlike SSLContext.wrap_socket, leaves the socket object with its owner
         obj = ctx._wrap_socket(sock, core.server_side, None)  # type: ignore[attr-defined]
+        ssl_ptr = _ssl_pointer(obj, ctx)
+        if ssl_ptr is None:
+            return False
+        if core.verifies:
+            # the ssl module cannot judge a self-signed certificate: an OpenSSL verify callback does, during the
+            # handshake, so a rejected peer gets an alert as with pyOpenSSL
+            self._verify_cb = _ssl_verify_callback(core)
+            mode = SSL_VERIFY_PEER | (SSL_VERIFY_FAIL_IF_NO_PEER_CERT if core.server_side else 0)
+            _libssl().SSL_set_verify(ssl_ptr, mode, self._verify_cb)
         self._fast = obj
         core.conn = _SslConnection(obj)  # type: ignore[assignment]
         obj.do_handshake()
-        if not core.verifies:
-            return
-        der = obj.getpeercert(True)
-        if der is not None and core.judge_der(der):
-            return
-        try:
-            sock.sendall(REJECT_ALERT)
-        except OSError:
-            pass
-        if der is not None:
-            raise PeerRejected(f"peer certificate rejected: {core.reject_reason}")
+        if core.verifies and (core.peer is None or obj.getpeercert(True) != core.peer_der):
+            core.peer = None  # fail closed: what was verified must be what the peer presented
+        return True
 
     def _freshness(self, sock: socket.socket) -> bytes | None:
         core = self._core
