@@ -521,7 +521,7 @@ class SimPlatform:
         return _compact({
             "id": "QE", "version": 2, "issueDate": _iso(t), "nextUpdate": _iso(t + COLLATERAL_VALIDITY),
             "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
-            "miscselect": qe.miscselect.to_bytes(4, "big").hex().upper(),
+            "miscselect": qe.miscselect.to_bytes(4, "little").hex().upper(),  # report byte order, as Intel
             "miscselectMask": QE_IDENTITY_MISCSELECT_MASK,
             "attributes": attrs.hex().upper(), "attributesMask": QE_IDENTITY_ATTRIBUTES_MASK.hex().upper(),
             "mrsigner": qe.mrsigner.hex().upper(), "isvprodid": qe.isvprodid,
