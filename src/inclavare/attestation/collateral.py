@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import datetime
 import hashlib
 import json
 import logging
 import os
 import re
-import secrets
 import stat
 import urllib.parse
 import warnings
@@ -25,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from inclavare.atomicfile import write_atomic
 from inclavare.attestation.api import CollateralError
 
 __all__ = [
@@ -956,28 +955,12 @@ class PcsClient:
         path = self._cache_path(url)
         if path is None:
             return
-        d = self._cache_dir_ready()
+        self._cache_dir_ready()
         entry = {"version": CACHE_ENTRY_VERSION, "url": url, "fetched": self._now().isoformat(),
                  "next_update": nxt.isoformat() if nxt else None, "issuer_chain": r.chain,
                  "body": base64.b64encode(r.body).decode("ascii")}
         data = json.dumps(entry, indent=1).encode("utf-8") + b"\n"
-        tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_atomic(path, data, sync_dir=True)
         except OSError as e:  # a cache that cannot be written only costs a fetch next time
             log.warning("collateral cache %s: cannot write (%s)", path, e.strerror)

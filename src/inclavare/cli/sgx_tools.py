@@ -135,18 +135,11 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
+    from inclavare.atomicfile import write_atomic
+
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+        write_atomic(path, data, mode=0o644)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise UsageError(f"{path}: {e.strerror}") from None
 
 

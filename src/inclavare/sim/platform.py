@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from inclavare.atomicfile import write_atomic
 from inclavare.formats.dcap import SGX_EXTENSION_OID, PckConfiguration, PckExtension, SgxType
 from inclavare.formats.sgx import AttributeFlags, Attributes, SgxFormatError, Xfrm
 from inclavare.sim.report import SIM_CPUSVN, EnclaveIdentity, SimPlatformError, check_private, default_state_dir
@@ -117,27 +118,6 @@ def _read(path: str) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)
-
-
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
 
 
 def _fsync_dir(path: str) -> None:
@@ -345,11 +325,11 @@ class SimPlatform:
         tcb = _cert(TCB_SIGNING_CN, keys["tcb-signing"], root, keys["root-ca"], now, LEAF_VALIDITY)
         certs = {"root-ca": root, "pck-platform-ca": pca, "pck": pck, "tcb-signing": tcb}
         for name, key in keys.items():
-            _write(os.path.join(d, f"{name}.key"), _key_pem(key))
+            write_atomic(os.path.join(d, f"{name}.key"), _key_pem(key))
         for name, cert in certs.items():
-            _write(os.path.join(d, f"{name}.pem"), _pem(cert))
+            write_atomic(os.path.join(d, f"{name}.pem"), _pem(cert))
         _fsync_dir(d)
-        _write(os.path.join(d, MANIFEST), cfg.to_json())  # last: marks the set complete
+        write_atomic(os.path.join(d, MANIFEST), cfg.to_json())  # last: marks the set complete
         _fsync_dir(d)
 
     @staticmethod

@@ -42,6 +42,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inclavare.atomicfile import write_atomic
 from inclavare.errors import InclavareError
 from inclavare.formats.sgx import (
     CONFIGID_SIZE,
@@ -184,25 +185,9 @@ def _read_key(path: str) -> bytes | None:
     return data
 
 
-def _create_key(state_dir: str, path: str) -> bytes:
+def _create_key(path: str) -> bytes:
     key = os.urandom(KEY_SIZE)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, key)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(path, key, sync_dir=True)
     return key
 
 
@@ -241,7 +226,7 @@ class ReportKey:
             key = _read_key(path)  # another process may have won the race
             if key is None:
                 try:
-                    key = _create_key(state_dir, path)
+                    key = _create_key(path)
                 except OSError as e:
                     raise SimPlatformError(f"sim report key {path}: cannot create ({e.strerror})") from None
         finally:
