@@ -24,12 +24,12 @@ exits). Errors in the flags or the configuration: ``rats-tls-server: <message>``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import socket
 import sys
 from typing import Any, NoReturn
 
+from inclavare.cli._inputs import read_file, sim_root_fingerprint
 from inclavare.errors import InclavareError
 
 PROG = "rats-tls-server"
@@ -102,26 +102,6 @@ def _port(text: str) -> int:
     return port
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise UsageError(f"{what} {path}: {e.strerror}") from None
-
-
-def _sim_root(path: str) -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    data = _read(path, "--sim-root")
-    try:
-        cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-    except ValueError as e:
-        raise UsageError(f"--sim-root {path}: not a certificate ({e})") from None
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-
-
 def build_config(a: argparse.Namespace, *, custom_claims: dict[str, bytes] | None = None,
                  callback: Any = None) -> Any:
     """A RatsTlsConfig from the common flags."""
@@ -132,14 +112,14 @@ def build_config(a: argparse.Namespace, *, custom_claims: dict[str, bytes] | Non
     crypto = CRYPTO_WRAPPERS.get(a.crypto)
     if crypto is None:
         raise UsageError(f"-c {a.crypto!r}: expected openssl, ecdsa or rsa")
-    fps: tuple[str, ...] = (_sim_root(a.sim_root),) if a.sim_root else ()
+    fps: tuple[str, ...] = (sim_root_fingerprint(a.sim_root),) if a.sim_root else ()
     if a.sim_root and not a.trust_sim:
         raise UsageError("--sim-root needs --trust-sim")
     collateral = None
     if a.collateral:
         from inclavare.attestation.collateral import from_bundle
 
-        collateral = from_bundle(_read(a.collateral, "--collateral"))
+        collateral = from_bundle(read_file(a.collateral, "--collateral"))
     return RatsTlsConfig(attester=a.attester or None, verifier=a.verifier or None, crypto=crypto, mutual=a.mutual,
                          freshness=a.freshness, callback=callback, custom_claims=custom_claims or {},
                          provide_endorsements=a.endorsements, collateral=collateral, pccs=a.pccs or None,

@@ -294,7 +294,7 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
     from inclavare.cli import shelter
 
     _check_quote_type(args.quote_type)
-    data = _read_exact_file(args.quote, "--quote")
+    data = _read(args.quote)
     if ev.detect(data) != "dcap":
         raise InclavareError(f"--quote {args.quote}: not a DCAP quote")
     ns = argparse.Namespace(certs=args.certs, report_data=None, trust_sim=args.trust_sim, sim_root=args.sim_root,
@@ -308,14 +308,6 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
     else:
         shelter._print_text(result, ok)
     return 0 if ok else 1
-
-
-def _read_exact_file(path: str, flag: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise InclavareError(f"{flag} {path}: {e.strerror}") from None
 
 
 def _add_gen_commands(sub: Any) -> None:

@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from inclavare.cli._inputs import read_file, sim_root_fingerprint
 from inclavare.errors import InclavareError
 
 PROG = "shelter"
@@ -25,14 +26,6 @@ PROG = "shelter"
 
 class UsageError(InclavareError):
     pass
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise UsageError(f"{what} {path}: {e.strerror}") from None
 
 
 def parse_as_of(text: str | None) -> datetime.datetime | None:
@@ -64,14 +57,14 @@ def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool]:
             raise UsageError(f"--report-data: {len(report_data)} bytes, at most 64")
     sim_roots: tuple[str, ...] = ()
     if a.trust_sim:
-        sim_roots = (_sim_root_fingerprint(a.sim_root),)
+        sim_roots = (sim_root_fingerprint(a.sim_root),)
     collateral: Any = None
     dcap_files = a.tcb_info or a.qe_identity or a.pck_crl or a.root_crl
     if a.collateral or dcap_files:
         from inclavare.attestation import collateral as col
 
         if a.collateral:
-            collateral = col.from_bundle(_read(a.collateral, "--collateral"))
+            collateral = col.from_bundle(read_file(a.collateral, "--collateral"))
         else:
             if not (a.tcb_info and a.qe_identity):
                 raise UsageError("--tcb-info and --qe-identity go together (with --pck-crl and --root-crl)")
@@ -80,38 +73,18 @@ def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool]:
     if a.vcek:
         from inclavare.attestation.snp import SnpCollateral
 
-        chain = _read(a.cert_chain, "--cert-chain") if a.cert_chain else None
-        collateral = SnpCollateral.load(_read(a.vcek, "--vcek"), chain)
+        chain = read_file(a.cert_chain, "--cert-chain") if a.cert_chain else None
+        collateral = SnpCollateral.load(read_file(a.vcek, "--vcek"), chain)
     opts = Options(as_of=parse_as_of(a.as_of), report_data=report_data, trust_sim=bool(a.trust_sim),
                    sim_root_fingerprints=sim_roots, collateral=collateral, extra_certs=tuple(extra))
     return opts, bool(a.collateral or dcap_files)
-
-
-def _sim_root_fingerprint(path: str | None) -> str:
-    import hashlib
-
-    if path:
-        from cryptography import x509
-
-        data = _read(path, "--sim-root")
-        try:
-            pem = b"-----BEGIN" in data
-            cert = x509.load_pem_x509_certificate(data) if pem else x509.load_der_x509_certificate(data)
-        except ValueError as e:
-            raise UsageError(f"--sim-root {path}: not a certificate ({e})") from None
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-    from inclavare.sim.platform import SimPlatform
-
-    return str(SimPlatform.open().root_ca_fingerprint())
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
     from inclavare.attestation import evidence as ev
     from inclavare.attestation.api import AttestationError
 
-    data = _read(a.evidence, "EVIDENCE")
+    data = read_file(a.evidence, "EVIDENCE")
     parse_as_of(a.as_of)  # flag errors first, before the evidence is judged
     try:
         opts, with_collateral = build_options(a, ev.detect(data))
@@ -145,8 +118,8 @@ def _check_ccel(a: argparse.Namespace, result: Any) -> None:
         raise UsageError("--ccel-table/--ccel-log: only for TDX quotes")
     if not (a.ccel_table and a.ccel_log):
         raise UsageError("--ccel-table and --ccel-log go together")
-    table = ccel.parse_table(_read(a.ccel_table, "--ccel-table"))
-    log = ccel.parse_event_log(_read(a.ccel_log, "--ccel-log"), table)
+    table = ccel.parse_table(read_file(a.ccel_table, "--ccel-table"))
+    log = ccel.parse_event_log(read_file(a.ccel_log, "--ccel-log"), table)
     rtmrs = [bytes.fromhex(result.claims[f"rtmr{i}"]) for i in range(4)]
     problems = ccel.check_against_quote(log, rtmrs)
     result.claims["ccel_replayed"] = not problems
