@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from inclavare.errors import InclavareError
+from inclavare.sockio import recv_exact
 
 if TYPE_CHECKING:
     from inclavare.attestation.collateral import DcapCollateral
@@ -682,16 +683,6 @@ def _vsock_connect() -> socket.socket:
     return s
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
 class TdxEcdsaAttester(Attester):
     """TDX DCAP quotes. ``method``: ``auto`` (configfs-tsm when its provider is tdx_guest, else the device
     with QGS over vsock, then the TDX_CMD_GET_QUOTE ioctl), or exactly one of ``configfs``, ``vsock``,
@@ -778,14 +769,14 @@ class TdxEcdsaAttester(Attester):
         with sock:
             try:
                 sock.sendall(request)
-                header = _recv_exact(sock, 4)
+                header = recv_exact(sock, 4)
                 if len(header) != 4:
                     raise AttesterError(f"{self.name}: the quote generation service closed the connection")
                 (size,) = struct.unpack(">I", header)
                 if size > MAX_QGS_MESSAGE:
                     raise AttesterError(f"{self.name}: QGS reply of {size} bytes is over the "
                                         f"{MAX_QGS_MESSAGE}-byte limit")
-                body = _recv_exact(sock, size)
+                body = recv_exact(sock, size)
             except OSError as e:
                 raise AttesterError(f"{self.name}: QGS over vsock: {e.strerror or e}") from None
         return qgs_quote_response(self.name, header + body), "QGS over vsock"

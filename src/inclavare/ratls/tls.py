@@ -62,6 +62,7 @@ from inclavare.ratls.verifiers import (
     select_verifier,
     verify_peer_certificate,
 )
+from inclavare.sockio import recv_exact
 
 if TYPE_CHECKING:
     from OpenSSL import SSL, crypto
@@ -770,16 +771,6 @@ def _ssl_reasons(e: BaseException) -> str:
     return "; ".join(parts) or str(e) or type(e).__name__
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
 # --------------------------------------------------------------------------------------------------
 # Blocking form
 
@@ -879,17 +870,17 @@ class RatsTls:
         try:
             mine = core.hello()
             if core.server_side:
-                header = _recv_exactly(sock, FRESHNESS_HEADER.size)
+                header = recv_exact(sock, FRESHNESS_HEADER.size)
                 mutual, length = decode_freshness_hello(header)
-                nonce = _recv_exactly(sock, length)
+                nonce = recv_exact(sock, length)
                 if len(nonce) != length:
                     raise FreshnessError("freshness: the peer closed the connection in the middle of its nonce")
                 sock.sendall(mine)
             else:
                 sock.sendall(mine)
-                header = _recv_exactly(sock, FRESHNESS_HEADER.size)
+                header = recv_exact(sock, FRESHNESS_HEADER.size)
                 mutual, length = decode_freshness_hello(header)
-                nonce = _recv_exactly(sock, length)
+                nonce = recv_exact(sock, length)
                 if len(nonce) != length:
                     raise FreshnessError("freshness: the peer closed the connection in the middle of its nonce")
         except FreshnessError:
