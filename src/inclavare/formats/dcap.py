@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from inclavare.formats.der import DerReader
 from inclavare.formats.sgx import REPORT_BODY_SIZE, ReportBody, SgxFormatError, _unchecked
 
 __all__ = [
@@ -811,65 +812,13 @@ def _der_entry(oid: str, value: bytes) -> bytes:
     return _der(_TAG_SEQUENCE, _der_oid(oid) + value)
 
 
-class _Der:
-    """Strict DER reader over ``data[pos:end]`` (definite, minimal lengths only)."""
+def _pck_fail(what: str, offset: int, problem: str) -> DcapFormatError:
+    return DcapFormatError(what, offset, problem, _PCK)
 
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.data, self.pos, self.end = data, pos, len(data) if end is None else end
 
-    def at_end(self) -> bool:
-        return self.pos >= self.end
-
-    def read(self, what: str) -> tuple[int, int, int]:
-        """(tag, content start, content end) of the next element."""
-        start = self.pos
-        if self.end - self.pos < 2:
-            raise DcapFormatError(what, start, "truncated DER element", _PCK)
-        tag, first = self.data[self.pos], self.data[self.pos + 1]
-        pos = self.pos + 2
-        if first < 0x80:
-            length = first
-        else:
-            n = first & 0x7F
-            if n == 0 or n > 4 or self.end - pos < n:
-                raise DcapFormatError(what, start, "bad DER length", _PCK)
-            length = int.from_bytes(self.data[pos:pos + n], "big")
-            if length < 0x80 or self.data[pos] == 0:
-                raise DcapFormatError(what, start, "non-minimal DER length", _PCK)
-            pos += n
-        if length > self.end - pos:
-            raise DcapFormatError(what, start, f"DER length {length} runs past the end", _PCK)
-        self.pos = pos + length
-        return tag, pos, pos + length
-
-    def expect(self, tag: int, what: str) -> tuple[int, int]:
-        start = self.pos
-        got, cstart, cend = self.read(what)
-        if got != tag:
-            raise DcapFormatError(what, start, f"DER tag {got:#04x}, expected {tag:#04x}", _PCK)
-        return cstart, cend
-
-    def oid(self, what: str) -> str:
-        start, end = self.expect(_TAG_OID, what)
-        raw = self.data[start:end]
-        known = _KNOWN_OIDS.get(raw)
-        if known is not None:  # the minimal encoding of an arc list we name: decoding it gives this string
-            return known
-        if not raw or raw[-1] & 0x80:
-            raise DcapFormatError(what, start, "malformed OBJECT IDENTIFIER", _PCK)
-        arcs: list[int] = []
-        value, arc_start = 0, True
-        for byte in raw:
-            if arc_start and byte == 0x80:
-                raise DcapFormatError(what, start, "non-minimal OBJECT IDENTIFIER arc", _PCK)
-            value = (value << 7) | (byte & 0x7F)
-            arc_start = not byte & 0x80
-            if arc_start:
-                arcs.append(value)
-                value = 0
-        first = arcs[0]
-        head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
-        return ".".join(str(a) for a in head + arcs[1:])
+def _der_reader(data: bytes, pos: int = 0, end: int | None = None) -> DerReader:
+    """A strict DER reader over the PCK extension; errors are DcapFormatErrors."""
+    return DerReader(data, _pck_fail, pos, end, _KNOWN_OIDS)
 
 
 def _uint(data: bytes, start: int, end: int, what: str, bits: int) -> int:
@@ -976,7 +925,7 @@ class PckExtension:
     def parse_der(cls, data: bytes) -> PckExtension:
         """Decode the extension value. Unknown entries are skipped; missing or repeated known ones are errors."""
         data = bytes(data)
-        outer = _Der(data)
+        outer = _der_reader(data)
         start, end = outer.expect(_TAG_SEQUENCE, "SGX extensions")
         if not outer.at_end():
             raise DcapFormatError("SGX extensions", outer.pos, "bytes after the outer SEQUENCE", _PCK)
@@ -1112,10 +1061,10 @@ def _entries(data: bytes, start: int, end: int, what: str) -> list[tuple[str, in
     if fast is not None:
         return fast
     out: list[tuple[str, int, int, int]] = []
-    seq = _Der(data, start, end)
+    seq = _der_reader(data, start, end)
     while not seq.at_end():
         istart, iend = seq.expect(_TAG_SEQUENCE, what)
-        item = _Der(data, istart, iend)
+        item = _der_reader(data, istart, iend)
         oid = item.oid(what)
         tag, cstart, cend = item.read(oid)
         if not item.at_end():

@@ -63,6 +63,7 @@ import re
 from dataclasses import dataclass
 
 from inclavare.errors import InclavareError
+from inclavare.formats.der import DerReader
 
 __all__ = [
     "AMD_OID",
@@ -553,108 +554,16 @@ OID_SHA1 = "1.3.14.3.2.26"
 OID_SHA384 = "2.16.840.1.101.3.4.2.2"
 
 
-class _Der:
-    """Strict DER reader over ``data[pos:end]``: single-byte tags, definite minimal lengths."""
+def _der_reader(data: bytes, what: str, pos: int = 0, end: int | None = None) -> DerReader:
+    """A strict DER reader whose errors are SnpFormatErrors about ``what``."""
 
-    def __init__(self, data: bytes, what: str, pos: int = 0, end: int | None = None) -> None:
-        self.data, self.what, self.pos = data, what, pos
-        self.end = len(data) if end is None else end
+    def fail(field_name: str, offset: int, problem: str) -> SnpFormatError:
+        return SnpFormatError(what, field_name, offset, problem)
 
-    def fail(self, field_name: str, offset: int, problem: str) -> SnpFormatError:
-        return SnpFormatError(self.what, field_name, offset, problem)
-
-    def at_end(self) -> bool:
-        return self.pos >= self.end
-
-    def peek_tag(self) -> int | None:
-        return self.data[self.pos] if self.pos < self.end else None
-
-    def read(self, field_name: str) -> tuple[int, int, int]:
-        """(tag, content start, content end) of the next element."""
-        start = self.pos
-        if self.end - start < 2:
-            raise self.fail(field_name, start, "truncated DER element")
-        tag, first = self.data[start], self.data[start + 1]
-        if tag & 0x1F == 0x1F:
-            raise self.fail(field_name, start, "multi-byte DER tags are not used here")
-        pos = start + 2
-        if first < 0x80:
-            length = first
-        else:
-            n = first & 0x7F
-            if n == 0:
-                raise self.fail(field_name, start, "indefinite length is not DER")
-            if n > 4 or self.end - pos < n:
-                raise self.fail(field_name, start, "bad DER length")
-            length = int.from_bytes(self.data[pos:pos + n], "big")
-            if length < 0x80 or self.data[pos] == 0:
-                raise self.fail(field_name, start, "non-minimal DER length")
-            pos += n
-        if length > self.end - pos:
-            raise self.fail(field_name, start, f"DER length {length} runs past the end of its container")
-        self.pos = pos + length
-        return tag, pos, pos + length
-
-    def expect(self, tag: int, field_name: str) -> tuple[int, int]:
-        start = self.pos
-        got, cstart, cend = self.read(field_name)
-        if got != tag:
-            raise self.fail(field_name, start, f"DER tag {got:#04x}, expected {tag:#04x}")
-        return cstart, cend
-
-    def element(self, field_name: str) -> bytes:
-        """The whole next element (tag, length and content)."""
-        start = self.pos
-        self.read(field_name)
-        return self.data[start:self.pos]
-
-    def sub(self, tag: int, field_name: str) -> _Der:
-        start, end = self.expect(tag, field_name)
-        return _Der(self.data, self.what, start, end)
-
-    def done(self, field_name: str) -> None:
-        if self.pos != self.end:
-            raise self.fail(field_name, self.pos, f"{self.end - self.pos} unexpected bytes")
-
-    def oid(self, field_name: str) -> str:
-        start, end = self.expect(_OID, field_name)
-        return _decode_oid(self, self.data[start:end], field_name, start)
-
-    def integer(self, field_name: str) -> int:
-        start, end = self.expect(_INT, field_name)
-        raw = self.data[start:end]
-        if not raw:
-            raise self.fail(field_name, start, "empty INTEGER")
-        if len(raw) > 1 and ((raw[0] == 0 and not raw[1] & 0x80) or (raw[0] == 0xFF and raw[1] & 0x80)):
-            raise self.fail(field_name, start, "non-minimal INTEGER")
-        return int.from_bytes(raw, "big", signed=True)
-
-    def boolean(self, field_name: str) -> bool:
-        start, end = self.expect(_BOOL, field_name)
-        if end - start != 1 or self.data[start] not in (0, 0xFF):
-            raise self.fail(field_name, start, "BOOLEAN must be one byte 0x00 or 0xFF")
-        return self.data[start] == 0xFF
+    return DerReader(data, fail, pos, end)
 
 
-def _decode_oid(der: _Der, raw: bytes, field_name: str, start: int) -> str:
-    if not raw or raw[-1] & 0x80:
-        raise der.fail(field_name, start, "malformed OBJECT IDENTIFIER")
-    arcs: list[int] = []
-    value, arc_start = 0, True
-    for byte in raw:
-        if arc_start and byte == 0x80:
-            raise der.fail(field_name, start, "non-minimal OBJECT IDENTIFIER arc")
-        value = (value << 7) | (byte & 0x7F)
-        arc_start = not byte & 0x80
-        if arc_start:
-            arcs.append(value)
-            value = 0
-    first = arcs[0]
-    top = min(first // 40, 2)
-    return ".".join(str(a) for a in [top, first - 40 * top, *arcs[1:]])
-
-
-def _decode_time(der: _Der, field_name: str) -> datetime.datetime:
+def _decode_time(der: DerReader, field_name: str) -> datetime.datetime:
     start = der.pos
     tag, cstart, cend = der.read(field_name)
     text = der.data[cstart:cend]
@@ -723,7 +632,7 @@ class Certificate:
         ext = self.extension(OID_BASIC_CONSTRAINTS)
         if ext is None:
             return False
-        der = _Der(ext.value, self.name)
+        der = _der_reader(ext.value, self.name)
         seq = der.sub(_SEQ, "basicConstraints")
         der.done("basicConstraints")
         ca = seq.boolean("basicConstraints.cA") if seq.peek_tag() == _BOOL else False
@@ -733,7 +642,7 @@ class Certificate:
         return ca
 
 
-def _name(der: _Der, field_name: str) -> tuple[bytes, str | None]:
+def _name(der: DerReader, field_name: str) -> tuple[bytes, str | None]:
     start = der.pos
     seq = der.sub(_SEQ, field_name)
     cn: str | None = None
@@ -759,7 +668,7 @@ def _name(der: _Der, field_name: str) -> tuple[bytes, str | None]:
 def parse_certificate(data: bytes, name: str = "certificate") -> Certificate:
     """Read a DER X.509 certificate strictly (no trailing bytes, TBS and outer algorithms equal)."""
     data = bytes(data)
-    top = _Der(data, name)
+    top = _der_reader(data, name)
     cert = top.sub(_SEQ, "Certificate")
     top.done("Certificate")
     tbs_start = cert.pos
@@ -785,7 +694,7 @@ def parse_certificate(data: bytes, name: str = "certificate") -> Certificate:
     inner_alg = tbs.element("signature")
     if inner_alg != outer_alg:
         raise top.fail("signature", alg_pos, "TBS signature algorithm differs from the outer one")
-    alg = _Der(data, name, alg_pos, alg_pos + len(inner_alg)).sub(_SEQ, "signature")
+    alg = _der_reader(data, name, alg_pos, alg_pos + len(inner_alg)).sub(_SEQ, "signature")
     sig_oid = alg.oid("signature.algorithm")
     params = None if alg.at_end() else alg.element("signature.parameters")
     alg.done("signature")
@@ -841,12 +750,12 @@ def parse_pss_params(params: bytes | None, what: str = "RSASSA-PSS parameters") 
     """RSASSA-PSS-params (RFC 4055), with the RFC's defaults for absent fields (SHA-1, MGF1-SHA-1, 20, 1)."""
     if params is None:
         return PssParams(OID_SHA1, OID_MGF1, OID_SHA1, 20, 1)
-    top = _Der(params, what)
+    top = _der_reader(params, what)
     seq = top.sub(_SEQ, "RSASSA-PSS-params")
     top.done("RSASSA-PSS-params")
     hash_oid, mgf_oid, mgf_hash, salt, trailer = OID_SHA1, OID_MGF1, OID_SHA1, 20, 1
 
-    def hash_alg(der: _Der, field_name: str) -> str:
+    def hash_alg(der: DerReader, field_name: str) -> str:
         alg = der.sub(_SEQ, field_name)
         oid = alg.oid(field_name)
         if alg.peek_tag() == _NULL:
@@ -910,7 +819,7 @@ def _ext_der(cert: Certificate, oid: str, label: str, tag: int) -> bytes | None:
     ext = cert.extension(oid)
     if ext is None:
         return None
-    der = _Der(ext.value, cert.name)
+    der = _der_reader(ext.value, cert.name)
     start, end = der.expect(tag, label)
     der.done(label)
     return ext.value[start:end]
@@ -923,7 +832,7 @@ def _ext_spl(cert: Certificate, oid: str, label: str, required: bool = True) -> 
         return None
     ext = cert.extension(oid)
     assert ext is not None
-    der = _Der(ext.value, cert.name)
+    der = _der_reader(ext.value, cert.name)
     value = der.integer(label)
     der.done(label)
     if not 0 <= value <= 0xFF:
