@@ -18,7 +18,10 @@ def test_no_enclave_is_plain() -> None:
     p = proc("FOO=1")
     assert ec.resolve(p, {"other": "x"}) is None
     assert p["env"] == ["PATH=/bin", "FOO=1"]
-    assert not ec.wants_enclave({"process": p, "annotations": {"other": "x"}})
+    from inclavare.runtime.container import mentions_enclave
+
+    assert not mentions_enclave({"process": p, "annotations": {"other": "x"}})
+    assert mentions_enclave({"process": p, "annotations": {"enclave.type": "sim"}})
 
 
 def test_env_wins_and_is_removed() -> None:

@@ -35,14 +35,6 @@ SGX_EXTRA_DEVICES = ("/dev/sgx_provision", "/dev/sgx/provision", "/dev/gsgx")
 SGX_HOST_DIRS = ("/var/run/aesmd", "/var/run/epm")
 
 
-def wants_enclave(cfg: dict[str, Any]) -> bool:
-    """Cheap test for the plain-container path: does anything mention an enclave?"""
-    for e in (cfg.get("process") or {}).get("env") or []:
-        if e.startswith("ENCLAVE_"):
-            return True
-    return any(k.startswith("enclave.") for k in cfg.get("annotations") or {})
-
-
 def _name(field: str) -> str:
     env, ann = KEYS[field]
     return f"{env} / {ann}"

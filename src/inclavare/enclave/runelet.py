@@ -26,7 +26,7 @@ import sys
 import threading
 
 from inclavare.enclave import agent, agentwire
-from inclavare.enclave.api import PalError
+from inclavare.enclave.api import TARGETINFO_SIZE, PalError
 from inclavare.enclave.config import pal_args
 
 TYPE_CHECKING = False
@@ -173,7 +173,9 @@ class InitRunelet:
             if req.HasField("attest"):
                 resp = pb.AgentServiceResponse()
                 try:
-                    ti = bytes(req.attest.targetInfo) or self._default_targetinfo()
+                    # rune attest sends the platform QE's TARGETINFO; an upstream client sends none (a report
+                    # to no particular target)
+                    ti = bytes(req.attest.targetInfo) or bytes(TARGETINFO_SIZE)
                     resp.attest.localReport = self.pal.get_local_report(ti)
                     resp.attest.exitCode = 0
                 except (PalError, agent.AgentError) as e:
@@ -186,12 +188,6 @@ class InitRunelet:
             _say(f"init-runelet: agent: {e}")
         finally:
             conn.close()
-
-    def _default_targetinfo(self) -> bytes:
-        ti = getattr(self.pal, "default_targetinfo", None)
-        if ti is not None:
-            return ti()  # type: ignore[no-any-return]
-        return bytes(512)
 
     def _remote_exec(self, conn: socket.socket, req: Any) -> None:
         pb = agentwire

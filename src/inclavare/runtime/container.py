@@ -116,7 +116,7 @@ class Runtime:
 
             cgroups.validate(linux["resources"])
         process = cfg["process"]
-        enclave = _enclave_config(cfg, self.log) if _mentions_enclave(cfg) else None
+        enclave = _enclave_config(cfg, self.log) if mentions_enclave(cfg) else None
         if process.get("terminal") and console_socket is None and console_fd is None:
             raise ConfigError("process.terminal", "a terminal needs --console-socket (or `rune run` without --detach)")
         rootfs = os.path.join(bundle, cfg["root"]["path"])
@@ -478,7 +478,8 @@ class Runtime:
         return attest.attest(self.store.path(cid), enclave, is_ra, quote_type)
 
 
-def _mentions_enclave(cfg: dict[str, Any]) -> bool:
+def mentions_enclave(cfg: dict[str, Any]) -> bool:
+    """Cheap test on the plain-container path: does any ENCLAVE_* variable or enclave.* annotation appear?"""
     for e in (cfg.get("process") or {}).get("env") or ():
         if e.startswith("ENCLAVE_"):
             return True
