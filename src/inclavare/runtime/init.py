@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+class RuntimeGone(SysError):
+    """The parent closed the channel: it has failed (and reports why) or was killed; nothing to say."""
+
+
 class Channel:
     def __init__(self, rfd: int, wfd: int) -> None:
         self.rfd, self.wfd = rfd, wfd
@@ -50,7 +54,9 @@ class Channel:
 
     def expect(self, kind: str) -> dict[str, Any]:
         msg = self.recv()
-        if msg is None or msg.get("t") != kind:
+        if msg is None:
+            raise RuntimeGone(f"sync: the runtime went away while {kind!r} was awaited")
+        if msg.get("t") != kind:
             raise SysError(f"sync: expected {kind!r} from the runtime, got {msg!r}")
         return msg
 
@@ -105,6 +111,8 @@ sc: Any = None
 
 
 def _report(ch: Channel | None, exc: BaseException) -> None:
+    if isinstance(exc, RuntimeGone):
+        return  # the parent's own error is the one the user sees; a second line would only confuse
     msg = str(exc) if isinstance(exc, InclavareError | OSError) else f"{type(exc).__name__}: {exc}"
     if not isinstance(exc, InclavareError | OSError) and "traceback" in sys.modules:
         import traceback
