@@ -308,21 +308,25 @@ class Runtime:
 
     def kill(self, cid: str, sig: int, all_procs: bool = False) -> None:
         state, status = self.load(cid)
-        if status == "stopped":
-            raise ContainerError(f'container "{cid}" is not running')
         if all_procs:
+            # as runc: signalling every process of a stopped container is not an error
             mgr = _manager(state)
-            pids = mgr.pids() if mgr else [int(state["pid"])]
+            if mgr is not None and not mgr.exists():
+                return
+            pids = mgr.pids() if mgr else ([] if status == "stopped" else [int(state["pid"])])
             for p in pids:
                 try:
                     os.kill(p, sig)
                 except ProcessLookupError:
                     pass
             return
+        # runc's words first: containerd's shim takes "container not running" for "already finished"
+        if status == "stopped":
+            raise ContainerError(f'container not running: "{cid}" has stopped')
         try:
             os.kill(int(state["pid"]), sig)
         except ProcessLookupError:
-            raise ContainerError(f'container "{cid}" is not running') from None
+            raise ContainerError(f'container not running: "{cid}" has stopped') from None
 
     def delete(self, cid: str, force: bool = False) -> None:
         with self.store.lock(cid, missing_ok=True) as exists:
