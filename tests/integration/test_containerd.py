@@ -344,7 +344,8 @@ def test_rune_error_is_shown_by_ctr(engine: Engine, cid: str) -> None:
     assert p.returncode != 0
     # the shim reads rune's last error from log.json and ctr prints it
     assert "OCI runtime create failed" in p.stderr
-    assert 'process.args[0]: exec: "/no/such/program": No such file or directory' in p.stderr
+    assert ('unable to start container process: exec: "/no/such/program": '
+            'stat /no/such/program: no such file or directory') in p.stderr
     assert cid not in engine.tasks()
     assert not os.path.exists(os.path.join(engine.rune_state_dir(), cid))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
-from inclavare.errors import ConfigError, SysError
+from inclavare.errors import ConfigError, ExecutableError, SysError
 from inclavare.linux import caps as capmod
 from inclavare.linux import syscalls as sc
 
@@ -91,16 +91,18 @@ def find_executable(arg0: str, env: list[str], cwd: str) -> str:
             continue
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
             return cand
-    raise ConfigError("process.args[0]", f'exec: "{arg0}": executable file not found in $PATH')
+    raise ExecutableError("process.args[0]", f'exec: "{arg0}": executable file not found in $PATH')
 
 
 def _check_exec(path: str, arg0: str) -> None:
     try:
         st = os.stat(path)
     except OSError as e:
-        raise ConfigError("process.args[0]", f'exec: "{arg0}": {e.strerror}') from None
+        # Go's *PathError text, as runc prints it: `stat /foo: no such file or directory`
+        why = (e.strerror or str(e))
+        raise ExecutableError("process.args[0]", f'exec: "{arg0}": stat {arg0}: {why[:1].lower()}{why[1:]}') from None
     if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
-        raise ConfigError("process.args[0]", f'exec: "{arg0}": permission denied')
+        raise ExecutableError("process.args[0]", f'exec: "{arg0}": permission denied')
 
 
 class Finalizer:
