@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.pop("help", False):
             return cmd_help(cmd)
         if log.debug:
-            log("debug", f"{cmd}: arguments {pos}")
+            log("debug", f"rune {cmd}: {' '.join(pos)}".rstrip(": "))
         return dispatch(cmd, opts, pos, gopts.get("root") or "/run/rune", log)
     except InclavareError as e:
         msg = str(e)
@@ -408,6 +408,8 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
         return cmd_create_run(rt, cmd, opts, pos)
     if cmd == "start":
         rt.start(_one_id(cmd, pos))
+        if log.debug:
+            log("debug", f"start: the init process of {pos[0]} read the exec fifo and runs the workload")
         return 0
     if cmd == "state":
         _print_json(rt.state(_one_id(cmd, pos)))
@@ -471,7 +473,9 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
               no_pivot=bool(opts.get("no-pivot")), no_new_keyring=bool(opts.get("no-new-keyring")),
               preserve_fds=preserve)
     if cmd == "create":
-        rt.create(cid, opts.get("bundle"), **kw)
+        state = rt.create(cid, opts.get("bundle"), **kw)
+        if rt.debug:
+            rt.log("debug", f"create: init process {state['pid']} of {cid} waits on the exec fifo for start")
         return 0
     detach = bool(opts.get("detach"))
     from inclavare.linux.syscalls import set_subreaper

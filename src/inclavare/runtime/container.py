@@ -396,6 +396,8 @@ class Runtime:
 
                 run_hooks("poststop", hooks["poststop"], hook_state(state, "stopped"), warn=self._warn)
             self.store.remove(cid)
+            if self.debug:
+                self.log("debug", f"delete: container {cid} ({status}) destroyed")
 
     # ------------------------------------------------------------------ pause, resume, ps, stats
 
