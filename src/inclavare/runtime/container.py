@@ -332,7 +332,10 @@ class Runtime:
         freeze, signal every process of the cgroup, thaw (a paused container ends up thawed)."""
         if mgr is None:
             if status != "stopped":
-                os.kill(int(state["pid"]), sig)
+                try:
+                    os.kill(int(state["pid"]), sig)
+                except ProcessLookupError:
+                    pass
             return
         if status == "stopped" and not mgr.exists():
             return
