@@ -108,7 +108,9 @@ def test_without_log_file_lines_go_to_stderr_but_not_the_error(capfd: pytest.Cap
     log("debug", "d")
     log("error", "e")  # the CLI prints it as "rune: e"
     err = capfd.readouterr().err.splitlines()
-    assert [re.search(r"level=(\w+)", x).group(1) for x in err] == ["warning", "debug"]  # type: ignore[union-attr]
+    assert err[0] == "rune: warning: w"  # the project's CLI form for warnings
+    assert re.fullmatch(r'time="[^"]+" level=debug msg=d', err[1])  # debug lines as runc writes them
+    assert len(err) == 2
 
 
 def _main(capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

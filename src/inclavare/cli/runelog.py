@@ -10,8 +10,9 @@ podman reads its ``oci-log`` as one JSON object. So the formats follow logrus ex
 - text: ``time="..." level=error msg="..."`` then extra fields in sorted order; a value is quoted
   (Go ``%q``) unless it is made only of letters, digits and ``-._/@^+``.
 
-Without ``--log`` the lines go to stderr, as runc's; the final error is printed there by the CLI as
-``rune: <message>`` instead, so it is not repeated. Debug lines are only formatted with ``--debug``.
+Without ``--log``, ``--debug`` lines go to stderr in the chosen format, as runc's; warnings keep the
+project's CLI form ``rune: warning: <message>``, and the final error is printed by the CLI as
+``rune: <message>`` (so it is not repeated). Debug lines are only formatted with ``--debug``.
 """
 
 from __future__ import annotations
@@ -100,11 +101,21 @@ class Logger:
         self.debug = debug
         self.fd: int | None = None
 
+    @staticmethod
+    def _stderr(data: bytes) -> None:
+        try:
+            os.write(2, data)
+        except OSError:
+            pass
+
     def __call__(self, level: str, msg: str, **fields: str) -> None:
         if level == "debug" and not self.debug:
             return
-        if self.path is None and level == "error":
-            return  # the CLI prints the error on stderr itself, as "rune: <message>"
+        if self.path is None and level != "debug":
+            if level != "error":  # the CLI prints the error itself, as "rune: <message>"
+                extra = "".join(f" ({k}: {v})" for k, v in sorted(fields.items()))
+                self._stderr(f"rune: {level}: {msg}{extra}\n".encode())
+            return
         line = (format_line(self.fmt, level, msg, fields) + "\n").encode()
         try:
             if self.path is None:
