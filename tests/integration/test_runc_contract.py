@@ -132,6 +132,7 @@ def _stopped(p: Pair) -> None:
     (("state", "{id}"), 1, "container does not exist"),
     (("kill", "{id}"), 1, "container does not exist"),
     (("kill", "--all", "{id}", "KILL"), 1, "container does not exist"),
+    (("kill", "{id}", "FOO"), 1, "container does not exist"),  # the container is looked up first
     (("delete", "{id}"), 1, "container does not exist"),
     (("delete", "--force", "{id}"), 0, None),
     (("start", "{id}"), 1, "container does not exist"),
@@ -176,6 +177,7 @@ def test_running_container(pair: Pair) -> None:
     pair.both("resume", "{id}", rc=1, words="container not paused")
     pair.both("delete", "{id}", rc=1, words=f"cannot delete container {pair.rune.cid} that is not stopped: running")
     pair.both("kill", "{id}", "0", rc=0)
+    pair.both("kill", "{id}", "FOO", rc=1, words='unknown signal "FOO"')
     pair.both("exec", "{id}", "true", rc=0)
 
 
@@ -237,6 +239,45 @@ def test_kill_all_of_a_paused_container_thaws_it(pair: Pair) -> None:
 def test_stopped_container(pair: Pair, args: tuple[str, ...], rc: int, words: str | None) -> None:
     _stopped(pair)
     pair.both(*args, rc=rc, words=words)
+
+
+def _cgroup_dirs(pid: int) -> list[Path]:
+    """The cgroup directories of ``pid``, one per mounted hierarchy (v1, hybrid or v2)."""
+    out = []
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if not ctrls:
+            names = ["unified", ""]
+        elif ctrls.startswith("name="):
+            names = [ctrls[5:]]
+        else:
+            names = [ctrls, *ctrls.split(",")]
+        for name in names:
+            d = Path("/sys/fs/cgroup", name, path.lstrip("/"))
+            if d.is_dir() and path != "/":
+                out.append(d)
+                break
+    return out
+
+
+def test_kill_all_of_a_stopped_container_without_its_cgroup(pair: Pair) -> None:
+    # runc returns at once when the cgroup is gone (systemd removes an empty unit's cgroup)
+    _start(pair)
+    dirs = {s.cid: _cgroup_dirs(json.loads(s.rt.run("state", s.cid, check=True).stdout)["pid"])
+            for s in pair.each()}
+    for side in pair.each():
+        assert side.run("kill", "{id}", "KILL")[0] == 0
+    pair.wait_status("stopped")
+    for cid, ds in dirs.items():
+        assert ds, f"no cgroup found for {cid}"
+        for d in sorted(ds, key=lambda p: -len(p.parts)):
+            for sub in sorted(d.glob("**/"), key=lambda p: -len(p.parts)):
+                if sub != d:
+                    sub.rmdir()
+            d.rmdir()
+    pair.both("kill", "--all", "{id}", "KILL", rc=0)
+    pair.both("kill", "{id}", "KILL", rc=1, words="container not running")
+    pair.both("delete", "{id}", rc=0)
 
 
 # ------------------------------------------------------------------------------ the workload cannot start

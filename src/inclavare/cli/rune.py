@@ -422,7 +422,12 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
         cid = _one_id(cmd, pos)
         if len(pos) > 2:
             raise UsageError('"kill" requires a maximum of 2 argument(s): <container-id> [signal]')
-        rt.kill(cid, parse_signal(pos[1]) if len(pos) > 1 else 15, bool(opts.get("all")))
+        try:
+            sig = parse_signal(pos[1]) if len(pos) > 1 else 15
+        except ConfigError as e:
+            rt.load(cid)  # as runc: a missing container is reported before a bad signal
+            raise UsageError(e.problem) from None  # runc's words: unknown signal "FOO"
+        rt.kill(cid, sig, bool(opts.get("all")))
         return 0
     if cmd == "delete":
         if not pos:  # several ids are accepted (runc takes exactly one)
