@@ -104,3 +104,19 @@ def test_state_json_of_a_stopped_container(rt: Runtime) -> None:
     out = rt.state(cid)
     assert (out["status"], out["pid"]) == ("stopped", 0)
     assert json.loads(json.dumps(out)) == out
+
+
+def test_delete_of_several_ids(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # rune accepts several ids (runc takes one): each failure is its own line, exit 1 if any failed
+    from inclavare.cli.rune import main
+
+    root = tmp_path / "root"
+    rt = Runtime(str(root))
+    _stopped(rt, "gone")
+    rc = main(["--root", str(root), "delete", "a", "gone", "b"])
+    out, err = capfd.readouterr()
+    assert (rc, out) == (1, "")
+    assert err.splitlines() == [f'rune: container does not exist: "{c}" (no state under {root})' for c in ("a", "b")]
+    assert not rt.store.exists("gone")
+    rc = main(["--root", str(root), "delete", "--force", "a", "b"])
+    assert (rc, *capfd.readouterr()) == (0, "", "")
