@@ -225,7 +225,7 @@ def test_load_without_privilege_and_nnp_fails_with_eacces() -> None:
 
     status, result = _run_child(body)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert result == {"function": "seccomp_load", "errno": errno.EACCES}
+    assert result == {"function": "seccomp", "errno": errno.EACCES}  # seccomp(2), called by Filter.load()
 
 
 # --------------------------------------------------------------------------------------------------
