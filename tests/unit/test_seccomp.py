@@ -585,8 +585,9 @@ def test_send_to_listener_omits_empty_metadata_and_takes_explicit_pid(tmp_path: 
 def test_send_to_listener_reports_connect_failure(tmp_path: Any) -> None:
     r, w = os.pipe()
     try:
-        with pytest.raises(SeccompError, match=r"^failed to connect with seccomp agent specified in the seccomp profile: "
-                           r"linux\.seccomp\.listenerPath .*nobody\.sock: No such file or directory$"):
+        expected = (r"^failed to connect with seccomp agent specified in the seccomp profile: "
+                    r"linux\.seccomp\.listenerPath .*nobody\.sock: No such file or directory$")
+        with pytest.raises(SeccompError, match=expected):
             seccomp.send_to_listener(str(tmp_path / "nobody.sock"), r, {"pid": 1})
     finally:
         os.close(r)
