@@ -438,3 +438,108 @@ def test_long_profile_with_binary_tree_keeps_its_meaning(tmp_path: Any) -> None:
     status, result = _run_child(body)
     assert os.waitstatus_to_exitcode(status) == 0
     assert result == {"cwd": os.getcwd(), "uname": "Linux", "mkdir": errno.EPERM, "chdir": errno.EPERM}
+
+
+# --------------------------------------------------------------------------------------------------
+# The -ENOSYS stub (inclavare.linux.seccomp_enosys) in the kernel, and the kernel facts behind its design
+
+
+_UNASSIGNED = 1000  # no architecture rune runs on has a syscall 1000: without a filter, ENOSYS
+
+
+def _raw_syscall(nr: int) -> int:
+    """errno of syscall(nr) with invalid arguments (0 if it succeeded)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(nr), ctypes.c_long(-1), ctypes.c_long(-1), ctypes.c_long(-1))
+    return ctypes.get_errno() if rc < 0 else 0
+
+
+def _native_oci_arch() -> str:
+    native = seccomp.native_arch()
+    lib = seccomp._lib()
+    for oci, name in seccomp.ARCHITECTURES.items():
+        if lib.seccomp_arch_resolve_name(name.encode()) == native:
+            return oci
+    pytest.skip("the native architecture has no OCI name")
+
+
+def _allow_up_to(last: str, *, leave_out: str) -> list[str]:
+    """Every native syscall name numbered up to ``last``'s number, except ``leave_out``."""
+    top = seccomp.syscall_number(last)
+    assert top is not None
+    names = (seccomp.syscall_name(nr) for nr in range(top + 1))
+    return [n for n in names if n is not None and n != leave_out]
+
+
+@pytest.mark.parametrize("default", ["SCMP_ACT_ERRNO", "SCMP_ACT_KILL_PROCESS"])
+def test_enosys_stub_newer_syscall_gets_enosys_older_unlisted_gets_the_default(default: str) -> None:
+    newest, older = seccomp.syscall_number("rseq"), seccomp.syscall_number("mkdirat")
+    clone3 = seccomp.syscall_number("clone3")
+    if newest is None or older is None or clone3 is None or not older < newest < clone3:
+        pytest.skip("needs rseq, mkdirat and clone3 numbered in that order")
+    profile = {
+        "defaultAction": default,
+        "architectures": [_native_oci_arch()],
+        "syscalls": [{"names": _allow_up_to("rseq", leave_out="mkdirat"), "action": "SCMP_ACT_ALLOW"}],
+    }
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            seccomp.compile(profile).load()
+            # (not newest + 1: on x86_64 that is uretprobe, which Linux >= 6.13 lets through every filter)
+            os.write(w, f"{_raw_syscall(clone3)} {_raw_syscall(_UNASSIGNED)}\n".encode())
+            os.write(w, f"{_raw_syscall(older)}\n".encode())  # under KILL_PROCESS, the end
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        lines = pipe.read().splitlines()
+    _, status = os.waitpid(pid, 0)
+    assert lines[0] == f"{errno.ENOSYS} {errno.ENOSYS}"  # newer than every listed call: ENOSYS, never killed
+    if default == "SCMP_ACT_ERRNO":
+        assert lines[1:] == [str(errno.EPERM)]
+        assert os.waitstatus_to_exitcode(status) == 0
+    else:
+        assert lines[1:] == []
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
+
+
+def test_stacked_filters_newest_errno_wins_and_kill_beats_errno() -> None:
+    """Why the stub is prepended rather than installed as a second filter (seccomp_enosys docstring)."""
+    older = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
+            {"names": ["uname"], "action": "SCMP_ACT_KILL_PROCESS"},
+        ],
+    }
+    newer = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat", "uname"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}],
+    }
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            seccomp.compile(older).load()
+            seccomp.compile(newer).load()
+            os.write(w, f"{_errno_of(lambda: os.mkdir('/nonexistent-dir/x'))}\n".encode())
+            os.uname()
+            os.write(w, b"survived\n")
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        lines = pipe.read().splitlines()
+    _, status = os.waitpid(pid, 0)
+    assert lines == [str(errno.ENOSYS)]  # both ERRNO: the most recently installed filter's errno
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS  # KILL outranks ERRNO

@@ -61,11 +61,14 @@ __all__ = [
     "compile",
     "enabled",
     "library_version",
+    "native_arch",
     "notify_id_valid",
     "notify_receive",
     "notify_respond",
     "preload",
     "send_to_listener",
+    "syscall_name",
+    "syscall_number",
     "validate",
 ]
 
@@ -393,6 +396,8 @@ def _lib() -> ctypes.CDLL:
         "seccomp_attr_get": ([ctx, ctypes.c_int, ctypes.POINTER(u32)], ctypes.c_int),
         "seccomp_syscall_resolve_name": ([ctypes.c_char_p], ctypes.c_int),
         "seccomp_syscall_resolve_name_arch": ([u32, ctypes.c_char_p], ctypes.c_int),
+        "seccomp_syscall_resolve_num_arch": ([u32, ctypes.c_int], ctypes.c_void_p),  # a malloc()ed string
+        "free": ([ctypes.c_void_p], None),  # libc's, reached through libseccomp's dependencies
         "seccomp_rule_add_array": (
             [ctx, u32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)],
             ctypes.c_int,
@@ -691,6 +696,30 @@ def _add_rules(lib: ctypes.CDLL, flt: Filter, syscalls: list[Mapping[str, Any]])
                 flt.rule_count += 1
 
 
+def native_arch() -> int:
+    """libseccomp's token for the architecture this process runs on (an AUDIT_ARCH_* value)."""
+    return int(_lib().seccomp_arch_native())
+
+
+def syscall_number(name: str, arch: int | None = None) -> int | None:
+    """The number of syscall ``name`` on ``arch`` (a libseccomp token; default native), if it has one."""
+    lib = _lib()
+    nr = int(lib.seccomp_syscall_resolve_name_arch(native_arch() if arch is None else arch, name.encode()))
+    return nr if nr >= 0 else None
+
+
+def syscall_name(nr: int, arch: int | None = None) -> str | None:
+    """The name of syscall number ``nr`` on ``arch`` (default native), if libseccomp knows it."""
+    lib = _lib()
+    ptr = lib.seccomp_syscall_resolve_num_arch(native_arch() if arch is None else arch, nr)
+    if not ptr:
+        return None
+    try:
+        return ctypes.string_at(ptr).decode()
+    finally:
+        lib.free(ptr)
+
+
 # --------------------------------------------------------------------------------------------------
 # Seccomp agent hand-off (runtime-spec "The Container Process State")
 
@@ -801,14 +830,7 @@ class Notification:
 
     def syscall_name(self) -> str | None:
         """The syscall's name on the caller's architecture, if libseccomp knows it."""
-        lib = _notify_lib()
-        ptr = lib.seccomp_syscall_resolve_num_arch(self.arch, self.nr)
-        if not ptr:
-            return None
-        try:
-            return ctypes.string_at(ptr).decode()
-        finally:
-            ctypes.CDLL(None).free(ctypes.c_void_p(ptr))
+        return syscall_name(self.nr, self.arch)
 
     def __repr__(self) -> str:
         return f"Notification(id={self.id}, pid={self.pid}, nr={self.nr}, arch={self.arch:#x})"
@@ -831,7 +853,6 @@ def _notify_lib() -> ctypes.CDLL:
         "seccomp_notify_receive": ([ctypes.c_int, ctypes.POINTER(_Notif)], ctypes.c_int),
         "seccomp_notify_respond": ([ctypes.c_int, ctypes.POINTER(_NotifResp)], ctypes.c_int),
         "seccomp_notify_id_valid": ([ctypes.c_int, ctypes.c_uint64], ctypes.c_int),
-        "seccomp_syscall_resolve_num_arch": ([ctypes.c_uint32, ctypes.c_int], ctypes.c_void_p),
     }
     for name, (argtypes, restype) in sigs.items():
         fn = getattr(lib, name, None)
