@@ -152,3 +152,11 @@ def test_kill_default_returns_enosys_for_newer_syscalls_instead_of_killing(runti
     p = _run_probe(runtime, make_bundle, probe, cid + "k", [_numbers()[1]], _profile("SCMP_ACT_KILL_PROCESS", True))
     assert p.returncode == 128 + 31
     assert p.stdout == ""
+
+
+def test_profile_with_only_architectures_means_no_seccomp(runtime, make_bundle, probe, cid):  # type: ignore[no-untyped-def]
+    # neither defaultAction nor syscalls: runc installs no filter at all, and rune must not fail
+    _, older, _ = _numbers()
+    p = _run_probe(runtime, make_bundle, probe, cid, [older], {"architectures": [_native_oci_arch()]})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [f"{older}:{errno.EFAULT}"]  # reached the kernel: a bad pointer, not EPERM

@@ -279,3 +279,15 @@ def test_notify_on_write_is_refused(runtime, make_bundle, tmp_path, cid, start_a
     p = runtime.run("create", "--bundle", bundle, cid)
     _failed(runtime, cid, p, "SCMP_ACT_NOTIFY cannot be used for", "write")
     assert agent.events() == []
+
+
+def test_listener_is_not_contacted_without_notify_rules(runtime, make_bundle, tmp_path, cid, start_agent):  # type: ignore[no-untyped-def]
+    agent = start_agent()
+
+    def errno_rule(cfg: dict[str, Any]) -> None:
+        cfg["linux"]["seccomp"]["syscalls"] = [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+
+    bundle, out = _bundle(make_bundle, tmp_path, MKDIR, listener=agent.socket, extra=errno_rule)
+    _create_start_wait(runtime, bundle, cid)
+    assert os.strerror(errno.EPERM) in (out / "err").read_text()
+    assert agent.events() == []
