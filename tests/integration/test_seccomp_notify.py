@@ -277,7 +277,20 @@ def test_notify_on_write_is_refused(runtime, make_bundle, tmp_path, cid, start_a
     agent = start_agent()
     bundle, _ = _bundle(make_bundle, tmp_path, MKDIR, listener=agent.socket, names=("write",))
     p = runtime.run("create", "--bundle", bundle, cid)
-    _failed(runtime, cid, p, "SCMP_ACT_NOTIFY cannot be used for", "write")
+    _failed(runtime, cid, p, "SCMP_ACT_NOTIFY cannot be used for the write syscall")
+    assert agent.events() == []
+
+
+def test_notify_as_default_action_is_refused(runtime, make_bundle, tmp_path, cid, start_agent):  # type: ignore[no-untyped-def]
+    agent = start_agent()
+
+    def notify_default(cfg: dict[str, Any]) -> None:
+        cfg["linux"]["seccomp"]["defaultAction"] = "SCMP_ACT_NOTIFY"
+        cfg["linux"]["seccomp"]["syscalls"] = [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+
+    bundle, _ = _bundle(make_bundle, tmp_path, MKDIR, listener=agent.socket, extra=notify_default)
+    p = runtime.run("create", "--bundle", bundle, cid)
+    _failed(runtime, cid, p, "SCMP_ACT_NOTIFY cannot be used as default action")
     assert agent.events() == []
 
 

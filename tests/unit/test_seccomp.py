@@ -112,7 +112,7 @@ def test_profile_without_default_action_and_syscalls_is_disabled() -> None:
             "linux.seccomp.defaultAction",
             'unknown action "SCMP_ACT_FOO"',
         ),
-        (_set(["defaultAction"], "SCMP_ACT_NOTIFY"), "linux.seccomp.defaultAction", "cannot be the default"),
+        (_set(["defaultAction"], "SCMP_ACT_NOTIFY"), "linux.seccomp.defaultAction", "cannot be used as default action"),
         (_set(["defaultErrnoRet"], -1), "linux.seccomp.defaultErrnoRet", "non-negative integer"),
         (_set(["defaultErrnoRet"], "1"), "linux.seccomp.defaultErrnoRet", "non-negative integer"),
         (_set(["defaultErrnoRet"], True), "linux.seccomp.defaultErrnoRet", "non-negative integer"),
@@ -153,7 +153,7 @@ def test_profile_without_default_action_and_syscalls_is_disabled() -> None:
             "non-negative integer",
         ),
         (_set(["syscalls", 0, "errnoRet"], 1), "linux.seccomp.syscalls[0].errnoRet", "not SCMP_ACT_ALLOW"),
-        (_set(["syscalls", 3, "names"], ["write"]), "linux.seccomp.syscalls[3].names[0]", '"write"'),
+        (_set(["syscalls", 3, "names"], ["write"]), "linux.seccomp.syscalls[3].names[0]", "the write syscall"),
         (_set(["syscalls", 4, "args"], {}), "linux.seccomp.syscalls[4].args", "must be a list"),
         (_set(["syscalls", 4, "args", 0], 1), "linux.seccomp.syscalls[4].args[0]", "must be an object"),
         (_delete(["syscalls", 4, "args", 0, "index"]), "linux.seccomp.syscalls[4].args[0].index", "missing"),
@@ -211,7 +211,7 @@ def test_validate_refuses_notify_for_write_only() -> None:
     with pytest.raises(ConfigError) as info:
         seccomp.validate({**base, "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_NOTIFY"}]})
     assert info.value.field == "linux.seccomp.syscalls[0].names[1]"
-    assert '"write"' in info.value.problem
+    assert "the write syscall" in info.value.problem
 
 
 def test_validate_requires_default_action_when_syscalls_are_given() -> None:

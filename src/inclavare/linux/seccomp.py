@@ -263,7 +263,7 @@ def _check_syscall(call: object, path: str) -> bool:
         # The init process reports the notify fd to its parent with write(); trapping write would hang it.
         for j, name in enumerate(names):
             if name == "write":
-                raise ConfigError(f"{path}.names[{j}]", 'SCMP_ACT_NOTIFY cannot be used for "write"')
+                raise ConfigError(f"{path}.names[{j}]", 'SCMP_ACT_NOTIFY cannot be used for the write syscall')
     args = call.get("args")
     if args is not None:
         if not isinstance(args, list):
@@ -285,7 +285,7 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
         return
     default_action = _check_action(seccomp.get("defaultAction"), f"{field}.defaultAction")
     if default_action == "SCMP_ACT_NOTIFY":
-        raise ConfigError(f"{field}.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
+        raise ConfigError(f"{field}.defaultAction", "SCMP_ACT_NOTIFY cannot be used as default action")
     if seccomp.get("defaultErrnoRet") is not None:
         _check_errno_ret(seccomp["defaultErrnoRet"], f"{field}.defaultErrnoRet", default_action)
 
