@@ -543,3 +543,24 @@ def test_stacked_filters_newest_errno_wins_and_kill_beats_errno() -> None:
     _, status = os.waitpid(pid, 0)
     assert lines == [str(errno.ENOSYS)]  # both ERRNO: the most recently installed filter's errno
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS  # KILL outranks ERRNO
+
+
+def test_tsync_flag_with_a_notify_rule_still_loads() -> None:
+    # the kernel refuses TSYNC together with NEW_LISTENER unless TSYNC_ESRCH is set too; load() adds it
+    if seccomp._lib().seccomp_api_get() < 6:
+        pytest.skip("libseccomp API level < 6: no SCMP_ACT_NOTIFY with this library/kernel")
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG"],
+        "listenerPath": "/run/unused.sock",
+        "syscalls": [{"names": ["mkdirat"], "action": "SCMP_ACT_NOTIFY"}],
+    }
+
+    def body() -> dict[str, Any]:
+        fd = seccomp.compile(profile).load()
+        assert fd is not None
+        return {"fd": os.readlink(f"/proc/self/fd/{fd}")}
+
+    status, result = _run_child(body)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert result == {"fd": "anon_inode:seccomp notify"}
