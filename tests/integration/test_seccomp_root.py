@@ -232,49 +232,6 @@ def test_load_without_privilege_and_nnp_fails_with_eacces() -> None:
 # SCMP_ACT_NOTIFY: the child hands its notify fd to a listener (the test) which answers the syscall.
 
 
-class _SeccompData(ctypes.Structure):
-    _fields_ = [
-        ("nr", ctypes.c_int),
-        ("arch", ctypes.c_uint32),
-        ("instruction_pointer", ctypes.c_uint64),
-        ("args", ctypes.c_uint64 * 6),
-    ]
-
-
-class _Notif(ctypes.Structure):
-    _fields_ = [
-        ("id", ctypes.c_uint64),
-        ("pid", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("data", _SeccompData),
-    ]
-
-
-class _NotifResp(ctypes.Structure):
-    _fields_ = [
-        ("id", ctypes.c_uint64),
-        ("val", ctypes.c_int64),
-        ("error", ctypes.c_int32),
-        ("flags", ctypes.c_uint32),
-    ]
-
-
-def _notify_api() -> ctypes.CDLL:
-    lib = seccomp._lib()
-    lib.seccomp_notify_alloc.argtypes = [
-        ctypes.POINTER(ctypes.POINTER(_Notif)),
-        ctypes.POINTER(ctypes.POINTER(_NotifResp)),
-    ]
-    lib.seccomp_notify_alloc.restype = ctypes.c_int
-    lib.seccomp_notify_free.argtypes = [ctypes.POINTER(_Notif), ctypes.POINTER(_NotifResp)]
-    lib.seccomp_notify_free.restype = None
-    lib.seccomp_notify_receive.argtypes = [ctypes.c_int, ctypes.POINTER(_Notif)]
-    lib.seccomp_notify_receive.restype = ctypes.c_int
-    lib.seccomp_notify_respond.argtypes = [ctypes.c_int, ctypes.POINTER(_NotifResp)]
-    lib.seccomp_notify_respond.restype = ctypes.c_int
-    return lib
-
-
 def test_notify_fd_reaches_the_listener_and_answers_the_syscall(tmp_path: Any) -> None:
     lib = seccomp._lib()
     if lib.seccomp_api_get() < 6:
@@ -320,10 +277,6 @@ def test_notify_fd_reaches_the_listener_and_answers_the_syscall(tmp_path: Any) -
             os._exit(code)
     os.close(w)
 
-    notify = _notify_api()
-    req = ctypes.POINTER(_Notif)()
-    resp = ctypes.POINTER(_NotifResp)()
-    assert notify.seccomp_notify_alloc(ctypes.byref(req), ctypes.byref(resp)) == 0
     fds: list[int] = []
     try:
         conn, _ = server.accept()
@@ -344,16 +297,12 @@ def test_notify_fd_reaches_the_listener_and_answers_the_syscall(tmp_path: Any) -
         poller = select.poll()
         poller.register(notify_fd, select.POLLIN)
         assert poller.poll(_TIMEOUT * 1000), "no seccomp notification arrived"
-        assert notify.seccomp_notify_receive(notify_fd, req) == 0
-        mkdir_nrs = {lib.seccomp_syscall_resolve_name(b"mkdir"), lib.seccomp_syscall_resolve_name(b"mkdirat")}
-        assert req.contents.pid == pid
-        assert req.contents.data.nr in mkdir_nrs
-
-        resp.contents.id = req.contents.id
-        resp.contents.val = 0
-        resp.contents.error = -errno.EXDEV
-        resp.contents.flags = 0
-        assert notify.seccomp_notify_respond(notify_fd, resp) == 0
+        call = seccomp.notify_receive(notify_fd)
+        assert call.pid == pid
+        assert call.syscall_name() in ("mkdir", "mkdirat")
+        assert seccomp.notify_id_valid(notify_fd, call.id)
+        seccomp.notify_respond(notify_fd, call.id, error=errno.EXDEV)
+        assert not seccomp.notify_id_valid(notify_fd, call.id)  # answered: no longer pending
 
         _, status = os.waitpid(pid, 0)
         pid = 0
@@ -364,7 +313,6 @@ def test_notify_fd_reaches_the_listener_and_answers_the_syscall(tmp_path: Any) -
         if pid:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-        notify.seccomp_notify_free(req, resp)
         for fd in fds:
             os.close(fd)
         os.close(r)
