@@ -511,8 +511,9 @@ class Filter:
         """Install the filter in the calling thread; return the notify fd if SCMP_ACT_NOTIFY is used.
 
         libseccomp's seccomp_load() cannot install a program with the stub in front, so the exported
-        program goes to seccomp(2) here.  No thread is started and nothing is allocated after the
-        call, so a strict profile does not trip over this function itself.
+        program goes to seccomp(2) here.  The program was built by compile(); everything else is done
+        before the call, so almost nothing of this function runs under the new filter.  No thread is
+        started (SECCOMP_FILTER_FLAG_TSYNC has only the calling thread to synchronise).
         """
         from inclavare.linux.syscalls import libc
 
