@@ -592,3 +592,61 @@ def test_send_to_listener_reports_connect_failure(tmp_path: Any) -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_send_to_listener_reaches_an_abstract_socket_named_with_at() -> None:
+    name = f"inclavare-unit-{os.getpid()}-{id(object())}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + name)  # what Go (and so runc) dials for "@name"
+    server.listen(1)
+    server.settimeout(10)
+    r, w = os.pipe()
+    try:
+        seccomp.send_to_listener("@" + name, w, {"id": "c3", "status": "creating", "pid": 5, "bundle": "/b"})
+        message, fds = _receive(server)
+        for fd in fds:
+            os.close(fd)
+        assert message["state"]["id"] == "c3" and len(fds) == 1
+    finally:
+        server.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_whole_message_arrives_in_one_recvmsg(tmp_path: Any) -> None:
+    # runc's sample agent reads the state with a single recvmsg and never waits for EOF
+    server, path = _listener(tmp_path)
+    r, w = os.pipe()
+    state = {"id": "c4", "status": "creating", "pid": 6, "bundle": "/b", "annotations": {"a": "x" * 1000}}
+    try:
+        seccomp.send_to_listener(path, w, state, "m" * 500)
+        conn, _ = server.accept()
+        with conn:
+            data, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+        for fd in fds:
+            os.close(fd)
+        assert json.loads(data)["state"] == state and len(fds) == 1
+    finally:
+        server.close()
+        os.close(r)
+        os.close(w)
+
+
+@needs_lib
+def test_notify_receive_on_a_plain_fd_is_a_clear_error() -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(seccomp.LibseccompError) as info:
+            seccomp.notify_receive(r)
+        assert info.value.function == "seccomp_notify_receive"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@needs_lib
+def test_syscall_names_and_numbers_round_trip() -> None:
+    nr = seccomp.syscall_number("getpid")
+    assert nr is not None and seccomp.syscall_name(nr) == "getpid"
+    assert seccomp.syscall_number("no_such_syscall") is None
+    assert seccomp.syscall_name(100000) is None
