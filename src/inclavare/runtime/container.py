@@ -457,7 +457,8 @@ class Runtime:
                            enclave=enclave, agent_fd=conn_fd,
                            exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
                            preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
-                           state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations")})
+                           state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations"),
+                                  "pid": init_pid})
         try:
             pid = spawn(req, on_forked=(mgr.apply if mgr else (lambda pid: None)), on_pid=lambda pid: None)
         finally:

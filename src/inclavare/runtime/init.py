@@ -344,10 +344,9 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
             pass
     if fin.nnp:
         sc.set_no_new_privs()
-    notify_fd = None
     if not fin.nnp:
         # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps
-        notify_fd = fin.load_seccomp()
+        _send_notify_fd(ch, fin.load_seccomp())
     fin.identity_and_caps()
     fin.chdir()
     if req.runelet is None:
@@ -356,13 +355,7 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         fin.resolve_lenient()  # an enclave runtime may keep the payload where the container cannot see it
     if fin.nnp:
         # as late as possible, but before "ready" (as runc): the listener gets its fd during create
-        notify_fd = fin.load_seccomp()
-    if notify_fd is not None:
-        # the parent takes the fd with pidfd_getfd and hands it to the listener: doing that from here
-        # could deadlock on a profile that traps connect or sendmsg
-        ch.send(t="seccomp", fd=notify_fd)
-        ch.expect("ok")
-        os.close(notify_fd)
+        _send_notify_fd(ch, fin.load_seccomp())
     if req.runelet is not None:
         req.runelet.before_ready()  # pal_get_version + pal_init: their failure fails `create`
     mark("stage2: ready")
@@ -379,19 +372,35 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         fin.execute()
 
 
-def _hand_over_notify_fd(req: SpawnRequest, pid: int, fd: int) -> None:
-    """Parent side: copy the container process's seccomp notify fd and send it to linux.seccomp.listenerPath."""
-    sec = (req.config.get("linux") or {}).get("seccomp") or {}
-    if not sec.get("listenerPath"):
+def _send_notify_fd(ch: Channel, notify_fd: int | None) -> None:
+    """Right after the filter is loaded (as runc): the agent must hold the fd before the container makes
+    a call the profile traps -- even one of ours, such as the read below or an open after it. The parent
+    takes the fd with pidfd_getfd and hands it over: doing that from here could deadlock on a profile
+    that traps connect or sendmsg (write cannot be trapped: seccomp.validate refuses that)."""
+    if notify_fd is None:
         return
+    ch.send(t="seccomp", fd=notify_fd)
+    ch.expect("ok")
+    os.close(notify_fd)
+
+
+def _hand_over_notify_fd(req: SpawnRequest, pid: int, fd: int) -> None:
+    """Parent side: copy the container process's seccomp notify fd and send it to linux.seccomp.listenerPath
+    with the container process state: status "creating" and the init's pid for create, "running" and the
+    init's pid (the exec'd process's in the message's own pid) for exec, as runc does."""
+    from inclavare.errors import SeccompError
     from inclavare.linux import seccomp
     from inclavare.linux.syscalls import pidfd_getfd
     from inclavare.runtime.hooks import hook_state
 
+    sec = (req.config.get("linux") or {}).get("seccomp") or {}
+    if not sec.get("listenerPath"):  # seccomp.validate() refuses such a profile; never hold the fd silently
+        raise SeccompError("linux.seccomp.listenerPath: listenerPath is not set")
+    # for exec, req.state["pid"] is the init's
+    state = hook_state(req.state, "running") if req.exec_mode else hook_state(dict(req.state, pid=pid), "creating")
     local = pidfd_getfd(pid, fd)
     try:
-        seccomp.send_to_listener(sec["listenerPath"], local, hook_state(dict(req.state, pid=pid), "creating"),
-                                 sec.get("listenerMetadata", ""), pid=pid)
+        seccomp.send_to_listener(sec["listenerPath"], local, state, sec.get("listenerMetadata", ""), pid=pid)
     finally:
         os.close(local)
 

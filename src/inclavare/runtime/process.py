@@ -115,11 +115,14 @@ class Finalizer:
         self.path = ""
 
     def prepare_seccomp(self) -> None:
-        """Compile the filter early so that a bad profile fails `create`, not the workload."""
+        """Compile the filter early so that a bad profile fails `create`, not the workload.
+
+        A profile with neither defaultAction nor syscalls means "no seccomp", as runc reads it."""
         if self.seccomp_cfg:
             from inclavare.linux import seccomp
 
-            self.seccomp_filter = seccomp.compile(self.seccomp_cfg)
+            if seccomp.enabled(self.seccomp_cfg):
+                self.seccomp_filter = seccomp.compile(self.seccomp_cfg)
 
     @property
     def nnp(self) -> bool:
@@ -176,6 +179,8 @@ class Finalizer:
             self.path = self.process["args"][0]
 
     def load_seccomp(self) -> int | None:
+        """Install the filter (stub and all, see linux.seccomp_enosys); the notify fd if the profile has
+        SCMP_ACT_NOTIFY rules, which the caller must hand to the agent before anything else."""
         if self.seccomp_filter is None:
             return None
         fd = self.seccomp_filter.load()
