@@ -295,3 +295,26 @@ def test_proc_or_sys_symlink_in_rootfs_is_refused(rune, runc, make_bundle, entry
                         f'filesystem "{fstype}" must be mounted on ordinary directory',
                         f"/{entry} in the rootfs is a symlink", before=before)
     assert os.listdir(rootfs / "evil") == []
+
+
+def test_no_pivot_in_user_namespace(rune, runc, open_dir):
+    """In a user namespace the host's proc and sysfs are locked and cannot be detached: runc covers
+    them with a tmpfs; rune does the same, so the counts match runc's."""
+    private = open_dir / "private"
+    private.mkdir(mode=0o700)
+    b = userns_bundle(open_dir, ["sleep", "60"], [
+        {"destination": "/p", "type": "bind", "source": str(private), "options": ["rbind", "rro"]}])
+    counts = {}
+    for name, rt in both(rune, runc):
+        cid = fresh_id()
+        ok(rt.run("create", "--no-pivot", "--bundle", b, cid))
+        try:
+            counts[name] = full_mounts_by_magic(rt.state(cid)["pid"])
+            assert counts[name].get(PROC_SUPER_MAGIC, 0) >= 1, (name, counts[name])
+        finally:
+            rt.run("delete", "--force", cid)
+    if "runc" in counts:
+        def pick(c: dict[int, int]) -> tuple[int, int]:
+            return c.get(PROC_SUPER_MAGIC, 0), c.get(SYSFS_MAGIC, 0)
+
+        assert pick(counts["rune"]) == pick(counts["runc"]), counts

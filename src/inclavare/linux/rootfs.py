@@ -457,6 +457,7 @@ def _detach_host_proc_sys(rootfs: str) -> None:
     """--no-pivot keeps the old root's mounts in the namespace, out of sight but counted by the kernel:
     a full host procfs or sysfs there would let the container mount an unmasked one. Detach every such
     mount outside the rootfs, or cover it with a tmpfs where it is locked (as runc's msMoveRoot)."""
+    rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
     inside = rootfs.rstrip("/") + "/"
     for fields in _mountinfo():
         fstype = fields[fields.index("-") + 1]
