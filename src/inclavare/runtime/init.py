@@ -103,11 +103,11 @@ class SpawnRequest:
         self.enclave = enclave
         self.agent_fd = agent_fd
         self.finalizer: Any = None  # built by the child in _preload
+        self.runelet: Any = None  # likewise, for enclave containers
         # bind sources opened by the parent for a container with its own user namespace
         self.mount_sources: list[int] = []  # indexes into config mounts
         self.mount_sock: Any = None  # (parent end, child end) of a socketpair that carries them
         self.mount_fds: dict[int, int] = {}  # mount index -> fd, in the child stages
-        self.runelet: Any = None  # likewise, for enclave containers
 
 
 # The syscall layer (ctypes) is imported by the child only, while the parent is busy with cgroups.
