@@ -104,6 +104,10 @@ class SpawnRequest:
         self.agent_fd = agent_fd
         self.finalizer: Any = None  # built by the child in _preload
         self.runelet: Any = None  # likewise, for enclave containers
+        # bind sources opened by the parent for a container with its own user namespace
+        self.mount_sources: list[int] = []  # indexes into config mounts
+        self.mount_sock: Any = None  # (parent end, child end) of a socketpair that carries them
+        self.mount_fds: dict[int, int] = {}  # mount index -> fd, in the child stages
 
 
 # The syscall layer (ctypes) is imported by the child only, while the parent is busy with cgroups.
@@ -181,6 +185,8 @@ def stage1(req: SpawnRequest, ch: Channel) -> None:
         rest = new_flags & ~sc.CLONE_NEWUSER
         if rest:
             sc.unshare(rest)
+        if req.mount_sources:
+            _receive_mount_sources(req, ch)
         offsets = (req.config.get("linux") or {}).get("timeOffsets")
         if rest & sc.CLONE_NEWTIME and offsets:
             with open("/proc/self/timens_offsets", "w") as f:
@@ -245,9 +251,11 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         rfs.make_parent_private(rootfs)
         sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
         ctx = rfs.RootfsContext(rootfs=rootfs, cgroup_paths=req.cgroup_paths,
-                                cgroupns="cgroup" in ns_types)
+                                cgroupns="cgroup" in ns_types, source_fds=req.mount_fds)
         for i, m in enumerate(cfg.get("mounts") or []):
             rfs.mount_one(i, m, ctx)
+        for fd in req.mount_fds.values():
+            os.close(fd)
         rfs.create_devices(rootfs, linux.get("devices") or [], in_userns)
         if os.path.isdir(os.path.join(rootfs, "dev")):
             rfs.dev_symlinks(rootfs)
@@ -372,6 +380,65 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         fin.execute()
 
 
+def _mount_sources(req: SpawnRequest) -> list[int]:
+    """The mounts whose bind source the parent opens for the child (runc's shouldSendMountSources):
+    with a user and a mount namespace, the child's credentials may not reach a source that the
+    runtime's do (a 0700 host directory), so the runtime opens it, O_PATH, in the child's mount
+    namespace and the child mounts /proc/self/fd/N."""
+    if req.exec_mode or not req.namespaces or os.geteuid() != 0:
+        return []
+    types = _types(req)
+    if "user" not in types or "mount" not in types:
+        return []
+    from inclavare.linux.rootfs import is_bind
+
+    return [i for i, m in enumerate(req.config.get("mounts") or []) if is_bind(m) and m.get("source")]
+
+
+_FDS_PER_MESSAGE = 200  # the kernel takes at most 253 fds in one SCM_RIGHTS message
+
+
+def _send_mount_sources(req: SpawnRequest, pid: int) -> None:
+    """Parent side: open each bind source inside the mount namespace of stage 1 (through
+    /proc/PID/root, after resolving symlinks here, which sees the same tree) and send the fds."""
+    import socket
+
+    mounts = req.config.get("mounts") or []
+    fds: list[int] = []
+    try:
+        for i in req.mount_sources:
+            source = mounts[i].get("source") or ""
+            try:
+                fds.append(os.open(f"/proc/{pid}/root" + os.path.realpath(source),
+                                   os.O_PATH | os.O_CLOEXEC))
+            except OSError as e:
+                raise SysError(f"mounts[{i}] ({mounts[i].get('destination')}): bind source {source}: "
+                               f"{e.strerror}", e.errno or 0) from None
+        sock = req.mount_sock[0]
+        for at in range(0, len(fds), _FDS_PER_MESSAGE):
+            socket.send_fds(sock, [b"m"], fds[at:at + _FDS_PER_MESSAGE])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _receive_mount_sources(req: SpawnRequest, ch: Channel) -> None:
+    """Stage 1, in its new user and mount namespaces: get the bind sources from the parent."""
+    import socket
+
+    req.mount_sock[0].close()
+    ch.send(t="mountsources")
+    sock = req.mount_sock[1]
+    fds: list[int] = []
+    while len(fds) < len(req.mount_sources):
+        _msg, got, _flags, _addr = socket.recv_fds(sock, 16, _FDS_PER_MESSAGE)
+        if not got:
+            raise RuntimeGone("sync: the runtime went away while the mount sources were awaited")
+        fds.extend(got)
+    sock.close()
+    req.mount_fds = dict(zip(req.mount_sources, fds, strict=True))
+
+
 def _send_notify_fd(ch: Channel, notify_fd: int | None) -> None:
     """Right after the filter is loaded (as runc): the agent must hold the fd before the container makes
     a call the profile traps -- even one of ours, such as the read below or an open after it. The parent
@@ -480,6 +547,11 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
     """Fork the stages; returns the host pid of the container process once it is ready."""
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
+    req.mount_sources = _mount_sources(req)
+    if req.mount_sources:
+        import socket
+
+        req.mount_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sys.stdout.flush()
     sys.stderr.flush()
     pid1 = os.fork()
@@ -492,6 +564,8 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
             os._exit(1)
     os.close(p2c_r)
     os.close(c2p_w)
+    if req.mount_sock is not None:
+        req.mount_sock[1].close()
     ch = Channel(c2p_r, p2c_w)
     stage1_reaped = False
     init_pid = 0
@@ -517,6 +591,8 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
                 os.waitpid(pid1, 0)
                 stage1_reaped = True
                 on_pid(init_pid)
+            elif kind == "mountsources":
+                _send_mount_sources(req, pid1)
             elif kind == "seccomp":
                 _hand_over_notify_fd(req, init_pid, int(msg["fd"]))
                 ch.send(t="ok")
@@ -532,6 +608,8 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
                 raise SysError(f"sync: unexpected message {msg!r}")
     finally:
         ch.close()
+        if req.mount_sock is not None:
+            req.mount_sock[0].close()
         if not stage1_reaped:
             try:
                 os.kill(pid1, 9)
