@@ -84,7 +84,9 @@ def test_all_hooks_run_in_order_with_state(rune, cid, make_bundle, hookdir):
     for kind, state in states.items():
         assert state["id"] == cid, kind
         assert state["bundle"] == b, kind
-        assert "ociVersion" in state and "pid" in state, kind
+        assert "ociVersion" in state, kind
+        # as runc: a stopped container's state carries no pid (the spec requires one only while it lives)
+        assert ("pid" in state) == (kind != "poststop"), kind
     # "created", as crun sends and the OCI validation suite (hooks_stdin) requires; runc 1.1.5 sends "creating"
     assert states["prestart"]["status"] == "created"
     assert states["createRuntime"]["status"] == "created"
@@ -231,3 +233,32 @@ def test_failing_poststart_hook(rune, cid, make_bundle):
     rune.run("delete", "--force", cid, check=True)
     assert not Path(rune.root, cid).exists()
     assert cgroup_leftovers(cid) == []
+
+
+# A poststart hook (host side) that records what the container's pid runs at that moment.
+EXE_PROBE = """#!/bin/sh
+pid=$(/bin/cat | /bin/sed -n 's/.*"pid": *\\([0-9]*\\).*/\\1/p')
+/bin/tr '\\0' ' ' < /proc/$pid/cmdline > "$1"
+"""
+
+
+def test_poststart_runs_after_the_workload_is_executed(rune, cid, make_bundle, hookdir, tmp_path):
+    # runtime-spec: poststart hooks run after the user-specified process is executed. A slow
+    # startContainer hook delays that exec; `start` must still wait for it before running poststart.
+    probe = hookdir / "probe.sh"
+    probe.write_text(EXE_PROBE)
+    probe.chmod(0o755)
+    seen = tmp_path / "seen"
+
+    def extra(cfg):  # type: ignore[no-untyped-def]
+        cfg["hooks"]["startContainer"] = [{"path": "/bin/sh", "args": ["sh", "-c", 'sleep 0.5; exec "$0" "$@"',
+                                                                      str(hookdir / "hook.sh"), "startContainer"]}]
+        cfg["hooks"]["poststart"] = [{"path": str(probe), "args": ["probe.sh", str(seen)]},
+                                     {"path": str(hookdir / "hook.sh"), "args": ["hook.sh", "poststart"]}]
+
+    b = make_bundle(["sleep", "60"], edit=with_hooks(hookdir, kinds=["startContainer", "poststart"], extra=extra))
+    rune.run("create", "--bundle", b, cid, check=True)
+    rune.run("start", cid, check=True)
+    assert [e[0] for e in log_entries(hookdir)] == ["startContainer", "poststart"]
+    assert seen.read_text().split() == ["sleep", "60"]
+    rune.run("delete", "--force", cid, check=True)
