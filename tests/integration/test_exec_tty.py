@@ -136,7 +136,8 @@ def test_exec_in_stopped_container_fails(rune, cid, make_bundle):
     while rune.state(cid)["status"] != "stopped" and time.monotonic() < deadline:
         time.sleep(0.02)
     p = rune.run("exec", cid, "true")
-    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and "stopped" in p.stderr
+    # runc: `exec failed: cannot exec in a stopped container`, exit status 255
+    assert p.returncode == 255 and len(p.stderr.splitlines()) == 1 and "stopped" in p.stderr
 
 
 def test_exec_missing_binary(rune, cid, running):

@@ -20,9 +20,10 @@ What follows runc (libcontainer/cgroups/fs, fs2 and specconv):
 Deliberate differences from runc 1.1.5 (each a case where runc fails or silently drops a limit):
 ``memory.kernel``/``kernelTCP`` are written where the kmem files exist (runc ignores them);
 ``cpu.idle`` and ``cpu.burst`` are written (runc 1.1.5 knows neither); ``pids.limit <= 0`` writes ``max``; in hybrid
-mode hugetlb limits and ``unified`` keys go to the unified hierarchy when hugetlb is not a v1
-mount (runc refuses); v2 device rules never fail open; :meth:`Manager.destroy` also removes the
-empty parent directories that :meth:`Manager.create` made.
+mode hugetlb limits (when hugetlb is not a v1 mount) and ``unified`` keys go to the unified
+hierarchy (runc refuses ``unified`` on any host that is not pure v2; rune refuses it there only next to
+limits that live in v1 hierarchies, with runc's words); v2 device rules never fail open;
+:meth:`Manager.destroy` also removes the empty parent directories that :meth:`Manager.create` made.
 
 Everything here is stdlib only and does no work at import time; ctypes is loaded only for eBPF.
 """
@@ -1269,8 +1270,7 @@ class Manager:
             )
         # unified
         if res.get("unified"):
-            if self.mode != "hybrid" or "" not in self.paths:
-                raise CgroupError(f"{field}.unified: cannot be used on cgroup v1 (no unified hierarchy)")
+            self.check_resources(res)
             self._set_unified(res["unified"], self.paths[""], f"{field}.unified")
 
     def _set_rt(self, path: str | None, cpu: dict[str, Any], field: str) -> None:
@@ -1929,6 +1929,81 @@ class Manager:
         return out
 
     # -- destroy -----------------------------------------------------------------------------
+
+    # -- checks before create -----------------------------------------------------------------
+
+    def check_resources(self, resources: dict[str, Any] | None) -> None:
+        """Refuse, before anything is made, ``linux.resources.unified`` next to limits that this
+        layout keeps in v1 hierarchies: runc allows ``unified`` on cgroup v2 only. (On hybrid hosts
+        rune writes ``unified`` alone to the unified hierarchy; see the module notes.)"""
+        res = resources or {}
+        if not res.get("unified") or self.mode == "v2":
+            return
+        v1 = [k for k in ("cpu", "memory", "pids", "blockIO", "network", "rdma") if res.get(k)]
+        if res.get("hugepageLimits") and self._hugetlb_target()[1] is False:
+            v1.append("hugepageLimits")
+        if self.mode == "v1" or "" not in self.paths:
+            raise CgroupError("invalid configuration: cannot use unified on cgroup v1 "
+                              "(linux.resources.unified: this host has no cgroup v2 hierarchy)")
+        if v1:
+            raise CgroupError("invalid configuration: cannot use unified on cgroup v1 (linux.resources.unified "
+                              f"together with {', '.join('linux.resources.' + k for k in v1)}, which this "
+                              "hybrid host keeps in cgroup v1 hierarchies)")
+
+    # -- exec --cgroup ------------------------------------------------------------------------
+
+    def sub_paths(self, specs: list[str]) -> dict[str, str]:
+        """The cgroup paths for `exec --cgroup`: each spec is ``[ctrl[,ctrl...]:]path`` relative to
+        the container's cgroup; a spec without a controller (the only form on v2) applies to every
+        hierarchy and must be the only one. runc 1.1's rules and words."""
+        subs: dict[str, str] = {}
+        for spec in specs:
+            parts = spec.split(":")
+            if len(parts) > 2:
+                raise CgroupError(f"invalid --cgroup argument: {spec}")
+            if len(parts) == 1:
+                if len(specs) != 1:
+                    raise CgroupError(f"invalid --cgroup argument: {spec} (missing <controller>: prefix)")
+                subs[""] = spec
+            else:
+                for ctrl in parts[0].split(","):
+                    subs[ctrl] = parts[1]
+        paths = dict(self.paths)
+        if "" in subs:
+            targets = {key: subs[""] for key in paths}
+        else:
+            targets = {}
+            for ctrl, sub in subs.items():
+                if ctrl not in paths:
+                    raise CgroupError(f"unknown controller {ctrl} in SubCgroupPaths (--cgroup {ctrl}:{sub}; "
+                                      f"this container has: {', '.join(k or '(unified)' for k in paths)})")
+                targets[ctrl] = sub
+        for key, sub in targets.items():
+            joined = posixpath.normpath(posixpath.join(paths[key], sub))
+            if not _under(joined, paths[key]):
+                raise CgroupError(f"{sub} is not a sub cgroup path (--cgroup: it leaves the container's cgroup)")
+            paths[key] = joined
+        return paths
+
+    def join(self, pid: int, paths: dict[str, str]) -> None:
+        """Move ``pid`` into existing cgroups ``paths`` (from :meth:`sub_paths`); nothing is created.
+        Hierarchies the container itself only joins on a best-effort basis stay best-effort where
+        the path is the container's own."""
+        for key, path in paths.items():
+            target = posixpath.join(path, "cgroup.procs")
+            for attempt in range(5):
+                try:
+                    _write(target, str(pid))
+                    break
+                except OSError as e:
+                    if e.errno == errno.EINVAL and attempt < 4:
+                        time.sleep(0.03)  # the task may still be TASK_NEW, as in apply()
+                        continue
+                    if self._join_only(key) and path == self.paths.get(key):
+                        break
+                    reason = (e.strerror or str(e)).lower()
+                    raise CgroupError(f"error adding pid {pid} to cgroups: failed to write {pid}: "
+                                      f"{target}: {reason}") from None
 
     def destroy(self) -> None:
         """Remove the container's cgroups (and sub-cgroups); ENOENT is fine, EBUSY is retried."""
