@@ -629,19 +629,27 @@ def cmd_events(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     interval = _interval(opts.get("interval", "5s"))
     if interval <= 0:
         raise UsageError("--interval: must be positive")
-    last_oom = None
-    while True:
-        try:
-            data = rt.stats(cid)
-        except InclavareError:
-            return 0
-        oom = (data.get("memory") or {}).get("raw", {}).get("oom_kill")
-        if last_oom is not None and oom is not None and oom > last_oom:
-            _print_json({"type": "oom", "id": cid}, None)
-        last_oom = oom
-        _print_json({"type": "stats", "id": cid, "data": data}, None)
-        sys.stdout.flush()
-        time.sleep(interval)
+    # as runc: an "oom" line as soon as the kernel reports one, a "stats" line every interval;
+    # ends when the container has stopped (runc: when its cgroup is removed)
+    watcher = rt.oom_watcher(cid)
+    try:
+        next_stats = time.monotonic() + interval
+        while True:
+            seen = watcher.wait(next_stats - time.monotonic())
+            if seen is None:
+                return 0
+            for _ in range(seen):
+                _print_json({"type": "oom", "id": cid}, None)
+            if time.monotonic() >= next_stats:
+                next_stats += interval
+                try:
+                    data = rt.stats(cid)
+                except InclavareError:
+                    return 0
+                _print_json({"type": "stats", "id": cid, "data": data}, None)
+            sys.stdout.flush()
+    finally:
+        watcher.close()
 
 
 def cmd_version() -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "Hierarchy",
     "Layout",
     "Manager",
+    "OomWatcher",
     "blkio_weight_to_io_weight",
     "clean_path",
     "current_layout",
@@ -1950,6 +1951,17 @@ class Manager:
                               f"together with {', '.join('linux.resources.' + k for k in v1)}, which this "
                               "hybrid host keeps in cgroup v1 hierarchies)")
 
+    # -- events -------------------------------------------------------------------------------
+
+    def oom_watcher(self) -> OomWatcher:
+        """What `events` waits on for OOM kills in the container's memory cgroup."""
+        if self.mode == "v2":
+            return OomWatcher(None, posixpath.join(self.paths[""], "memory.events"))
+        path = self.paths.get("memory")
+        if not path:
+            raise CgroupError("events: the container has no memory cgroup to watch for OOM kills")
+        return OomWatcher(path, None)
+
     # -- exec --cgroup ------------------------------------------------------------------------
 
     def sub_paths(self, specs: list[str]) -> dict[str, str]:
@@ -2036,6 +2048,77 @@ class Manager:
                 if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
                     _log("debug", "cannot remove cgroup parent %s: %s", p, e)
         self.created = []
+
+
+class OomWatcher:
+    """OOM notifications of one memory cgroup.
+
+    v1: an eventfd registered on memory.oom_control through cgroup.event_control (the kernel signals
+    each OOM in the cgroup, and the cgroup's removal). v2: the ``oom_kill`` count of memory.events,
+    read when :meth:`wait` times out or returns (cgroup2 files have no eventfd interface).
+    """
+
+    def __init__(self, v1_path: str | None, v2_events: str | None) -> None:
+        self.v1_path, self.v2_events = v1_path, v2_events
+        self.efd = -1
+        self._last = 0
+        if v1_path is not None:
+            control = posixpath.join(v1_path, "cgroup.event_control")
+            try:
+                ofd = os.open(posixpath.join(v1_path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise CgroupError(f"events: opening {v1_path}/memory.oom_control: {e.strerror}") from None
+            try:
+                self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                _write(control, f"{self.efd} {ofd}")
+            except OSError as e:
+                self.close()
+                raise CgroupError(f"events: registering for OOM notifications in {control}: {e.strerror}") from None
+            finally:
+                os.close(ofd)  # the kernel holds its own reference
+        else:
+            self._last = self._v2_count() or 0
+
+    def _v2_count(self) -> int | None:
+        assert self.v2_events is not None
+        try:
+            return _read_key_values(self.v2_events).get("oom_kill", 0)
+        except (OSError, CgroupError, ValueError):
+            return None
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds; the number of OOM events seen, or None once the cgroup is gone."""
+        import select
+
+        if self.v1_path is not None:
+            ready, _, _ = select.select([self.efd], [], [], max(timeout, 0))
+            if not ready:
+                return 0
+            try:
+                n = int.from_bytes(os.read(self.efd, 8), "little")
+            except BlockingIOError:
+                return 0
+            # the kernel also signals when the cgroup is removed
+            if not os.path.exists(posixpath.join(self.v1_path, "cgroup.event_control")):
+                return None
+            return n
+        deadline = time.monotonic() + max(timeout, 0)
+        while True:
+            count = self._v2_count()
+            if count is None:
+                return None
+            if count > self._last:
+                new, self._last = count - self._last, count
+                return new
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return 0
+            time.sleep(min(left, 0.1))
+
+    def close(self) -> None:
+        if self.efd >= 0:
+            os.close(self.efd)
+            self.efd = -1
 
 
 def _remove_tree(path: str) -> str:

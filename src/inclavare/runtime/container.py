@@ -425,6 +425,16 @@ class Runtime:
             raise ContainerError(f'container "{cid}" is not running')
         return _manager(state).stats()  # type: ignore[no-any-return]
 
+    def oom_watcher(self, cid: str) -> Any:
+        """An :class:`~inclavare.linux.cgroups.OomWatcher` on a live container's memory cgroup."""
+        state, status = self.load(cid)
+        if status == "stopped":
+            raise ContainerError(f"container with id {cid} is not running")
+        mgr = _manager(state)
+        if mgr is None:
+            raise ContainerError(f'container "{cid}" has no cgroup to watch')
+        return mgr.oom_watcher()
+
     def update(self, cid: str, resources: dict[str, Any]) -> None:
         from inclavare.linux import cgroups
 
