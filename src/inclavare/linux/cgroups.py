@@ -1192,6 +1192,7 @@ class Manager:
         """
         res = resources or {}
         validate(res, field)
+        self.check_resources(res)  # before any write
         rules: list[Rule] | None = None
         if not skip_devices:
             devs = list(res.get("devices") or [])
@@ -1271,7 +1272,6 @@ class Manager:
             )
         # unified
         if res.get("unified"):
-            self.check_resources(res)
             self._set_unified(res["unified"], self.paths[""], f"{field}.unified")
 
     def _set_rt(self, path: str | None, cpu: dict[str, Any], field: str) -> None:
