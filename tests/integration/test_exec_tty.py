@@ -425,3 +425,45 @@ def test_exec_user_cwd_as_runc(rune, cid, make_bundle):
     assert p.returncode == 255
     assert p.stderr.splitlines() == [
         'rune: chdir to cwd ("/nonexistent") set in config.json failed: no such file or directory']
+
+
+def test_cwd_in_a_user_namespace_as_runc(rune, cid):  # type: ignore[no-untyped-def]
+    """Where container root has no DAC override (inodes whose owner is not mapped): /noroot (host root,
+    0700) is out of everyone's reach, /useronly (the container user's, group unmapped) only the user's.
+    runc: the first chdir fails with EACCES, the one after the user switch decides."""
+    import shutil
+    import tempfile
+
+    from inclavare.testing.bundle import make_bundle as mk
+
+    top = Path(tempfile.mkdtemp(prefix="rune-userns-", dir="/tmp"))
+    try:
+        top.chmod(0o755)  # a user namespace needs every path component searchable
+        b = mk(str(top / "bundle"), ["sh", "-c", "pwd; sleep 120"])
+        cfg_path = Path(b, "config.json")
+        cfg = json.loads(cfg_path.read_text())
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+        cfg["process"]["cwd"] = "/useronly"
+        cfg_path.write_text(json.dumps(cfg))
+        for name, owner in (("noroot", (0, 0)), ("useronly", (101000, 0))):
+            d = Path(b, "rootfs", name)
+            d.mkdir(mode=0o700)
+            os.chown(d, *owner)
+        out = top / "out"
+        with open(out, "w") as f:
+            p = subprocess.run(rune.cmd("run", "-d", "--bundle", b, cid), stdin=subprocess.DEVNULL, stdout=f,
+                               stderr=subprocess.STDOUT, timeout=60)
+        assert p.returncode == 0, out.read_text()
+        p = rune.run("exec", cid, "pwd")
+        assert p.returncode == 0 and p.stdout == "/useronly\n", p.stderr
+        for user in (["--user", "1000"], []):  # container root is refused there too
+            p = rune.run("exec", *user, "--cwd", "/noroot", cid, "pwd")
+            assert p.returncode == 255, p
+            assert p.stderr.splitlines() == [
+                'rune: chdir to cwd ("/noroot") set in config.json failed: permission denied'], p.stderr
+    finally:
+        rune.run("delete", "--force", cid)
+        shutil.rmtree(top, ignore_errors=True)
