@@ -266,3 +266,22 @@ def test_events_of_a_stopped_container(rune, cid, make_bundle):
     p = rune.run("events", cid)
     assert p.returncode == 1
     assert p.stderr.splitlines() == [f"rune: container with id {cid} is not running"]
+
+
+def test_events_ends_when_the_container_goes(rune, cid, make_bundle, cgname):
+    b = make_bundle(["sleep", "120"], edit=at(cgname))
+    ok(rune.run("run", "-d", "--bundle", b, cid))
+    ev = subprocess.Popen(rune.cmd("events", "--interval", "1s", cid), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert ev.stdout is not None
+        first = json.loads(ev.stdout.readline())  # watching by now
+        assert first["type"] == "stats"
+        ok(rune.run("delete", "--force", cid))
+        out, err = ev.communicate(timeout=30)
+        assert ev.returncode == 0, err
+        assert all(json.loads(x)["type"] == "stats" for x in out.splitlines())
+    finally:
+        if ev.poll() is None:
+            ev.kill()
+            ev.wait()

@@ -1274,3 +1274,26 @@ def test_hybrid_join_of_unified_and_named_is_best_effort(v1fs: tuple[FakeCgroupF
     fs.fail["devices/x/cgroup.procs"] = errno.EACCES
     with pytest.raises(CgroupError, match=r"adding pid 56 to .*devices/x/cgroup\.procs: Permission denied"):
         m.apply(56)
+
+
+def test_oom_watcher_v2_counts_oom_kills_and_sees_the_cgroup_go(tmp_path: Path) -> None:
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")  # one kill before `events` started
+    m = cg.Manager("v2", {"": str(tmp_path)}, {"": str(tmp_path)})
+    w = m.oom_watcher()
+    assert w.wait(0) == 0
+    events.write_text("low 0\nhigh 0\nmax 5\noom 3\noom_kill 3\n")
+    assert w.wait(5) == 2
+    assert w.wait(0) == 0
+    events.unlink()
+    assert w.wait(5) is None
+    w.close()
+
+
+def test_oom_watcher_v1_needs_a_memory_cgroup(tmp_path: Path) -> None:
+    m = cg.Manager("v1", {"devices": str(tmp_path)}, {})
+    with pytest.raises(CgroupError, match="no memory cgroup"):
+        m.oom_watcher()
+    m = cg.Manager("v1", {"memory": str(tmp_path / "gone")}, {})
+    with pytest.raises(CgroupError, match="memory.oom_control"):
+        m.oom_watcher()
