@@ -81,7 +81,8 @@ class SpawnRequest:
                  console_fd: int | None = None, preserve_fds: int = 0, no_pivot: bool = False,
                  no_new_keyring: bool = False, cgroup_paths: dict[str, str] | None = None,
                  executor: Callable[[Any], None] | None = None, state: dict[str, Any] | None = None,
-                 enclave: dict[str, str] | None = None, agent_fd: int | None = None) -> None:
+                 enclave: dict[str, str] | None = None, agent_fd: int | None = None,
+                 fix_stdio: bool = True) -> None:
         self.container_id = container_id
         self.config = config
         self.process = process
@@ -102,6 +103,9 @@ class SpawnRequest:
         # the agent's listening socket (create) or a connection to it (exec)
         self.enclave = enclave
         self.agent_fd = agent_fd
+        # give fds 0-2 to the container user (runc does, where it hands them over); not when they are
+        # the foreground caller's own terminal or files (runc relays those through pipes of its own)
+        self.fix_stdio = fix_stdio
         self.finalizer: Any = None  # built by the child in _preload
         self.runelet: Any = None  # likewise, for enclave containers
         # bind sources opened by the parent for a container with its own user namespace
@@ -266,7 +270,9 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         ch.expect("ok")
     mark("stage2: hooks done")
     state = dict(req.state, pid=os.getpid())
-    run_hooks("createContainer", hooks.get("createContainer"), hook_state(state, "created"))
+    # as runc: from the rootfs, with the container process's environment for hooks that set none
+    run_hooks("createContainer", hooks.get("createContainer"), hook_state(state, "created"),
+              env=req.finalizer.env, cwd=rootfs)
     if proc.get("terminal"):
         _setup_console(req, rootfs, has_mntns)
     if has_mntns:
@@ -327,7 +333,8 @@ def _preload(req: SpawnRequest) -> None:
         import subprocess  # noqa: F401
     if req.process.get("terminal"):
         import inclavare.linux.pty  # noqa: F401
-    req.finalizer = Finalizer(req.process, (cfg.get("linux") or {}).get("seccomp"))
+    req.finalizer = Finalizer(req.process, (cfg.get("linux") or {}).get("seccomp"),
+                              fix_stdio=req.fix_stdio or bool(req.process.get("terminal")))
     req.finalizer.prepare_seccomp()
     if req.enclave is not None:
         from inclavare.enclave import runelet
@@ -355,6 +362,7 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
     if not fin.nnp:
         # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps
         _send_notify_fd(ch, fin.load_seccomp())
+    fin.chdir_early()
     fin.identity_and_caps()
     fin.chdir()
     if req.runelet is None:
@@ -369,15 +377,20 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
     mark("stage2: ready")
     ch.send(t="ready")
     ch.close()
+    started_fd = None
     if not req.exec_mode:
-        _wait_for_start(req)
-        run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"))
+        started_fd = _wait_for_start(req)
+        run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"),
+                  env=fin.env)
+    if req.runelet is None and req.executor is None:
+        fin.execute()  # the FIFO's write end is O_CLOEXEC: `rune start` sees EOF exactly now
+    if started_fd is not None:
+        os.close(started_fd)  # no execve on these paths: let `rune start` go on before the payload runs
     if req.runelet is not None:
         req.runelet.run(fin)
-    elif req.executor is not None:
-        req.executor(fin)
     else:
-        fin.execute()
+        assert req.executor is not None
+        req.executor(fin)
 
 
 def _mount_sources(req: SpawnRequest) -> list[int]:
@@ -472,8 +485,13 @@ def _hand_over_notify_fd(req: SpawnRequest, pid: int, fd: int) -> None:
         os.close(local)
 
 
-def _wait_for_start(req: SpawnRequest) -> None:
-    """Block until `rune start` opens the exec FIFO, then tell it we are going."""
+def _wait_for_start(req: SpawnRequest) -> int:
+    """Block until `rune start` opens the exec FIFO, then tell it we are going.
+
+    Returns the FIFO's write end, left open (O_CLOEXEC): `rune start` reads until EOF, which comes
+    when this process execs its workload (or dies), so poststart hooks run after the exec, as the
+    runtime-spec asks and runc does.
+    """
     assert req.fifo_fd is not None
     try:
         fd = os.open(f"/proc/self/fd/{req.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -482,13 +500,13 @@ def _wait_for_start(req: SpawnRequest) -> None:
         assert req.state_dir_fd is not None
         fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=req.state_dir_fd)
     os.write(fd, b"0")
-    os.close(fd)
     for extra in (req.fifo_fd, req.state_dir_fd):
         if extra is not None:
             try:
                 os.close(extra)
             except OSError:
                 pass
+    return fd
 
 
 def _setup_console(req: SpawnRequest, rootfs: str, has_mntns: bool) -> None:
