@@ -355,3 +355,43 @@ def test_stop_pod_whose_sandbox_process_died(env: CriEnv, handler: str) -> None:
     env.stop_pod(pod.id)
     cri.remove_pod(pod.id)
     env.assert_nothing_left(handler, [pod.id])
+
+
+# ---------------------------------------------------------------------------------------------- the pause program
+
+@pytest.mark.skipif(not (shutil.which("unshare") and shutil.which("nsenter")), reason="util-linux unshare/nsenter")
+def test_pause_reaps_orphans_and_ends_on_sigterm(tmp_path: Path) -> None:
+    """pause as PID 1 of a PID namespace: an orphan there becomes its child and must not stay a zombie;
+    SIGTERM ends it with status 0."""
+    import signal
+    import subprocess
+
+    from inclavare.testing.cri.pause import build_pause
+
+    binary = build_pause(str(tmp_path / "pause"))
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", binary])
+    try:
+        deadline = time.monotonic() + 10
+        pause_pid = None
+        while pause_pid is None and time.monotonic() < deadline:
+            kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+            pause_pid = int(kids[0]) if kids else None
+            time.sleep(0.02)
+        assert pause_pid is not None
+        # a shell in the namespace starts `sleep` in the background and exits: sleep is reparented to pause
+        subprocess.run(["nsenter", "-t", str(pause_pid), "-p", "--", "sh", "-c", "sleep 0.3 & echo $! "],
+                       check=True, capture_output=True, timeout=10)
+        orphans: list[str] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            orphans = Path(f"/proc/{pause_pid}/task/{pause_pid}/children").read_text().split()
+            if not orphans:
+                break
+            time.sleep(0.05)
+        assert orphans == [], "the orphan stayed a child of pause (a zombie nobody reaped)"
+        os.kill(pause_pid, signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
