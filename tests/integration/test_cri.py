@@ -12,7 +12,6 @@ To add a handler (the project's own shim, ``io.containerd.rune.v2``): put the sh
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -194,12 +193,14 @@ def test_config_has_the_handlers(ctrd: Any, rune_bin: str) -> None:
 def test_pod_lifecycle(env: CriEnv, handler: str) -> None:
     cri = env.cri
     pod = env.run_pod(handler)
-    status = cri.pod_status(pod.id, verbose=True)
-    assert status.status.state == pb.SANDBOX_READY
-    assert status.status.runtime_handler == handler
+    status = cri.pod_status(pod.id).status
+    assert status.state == pb.SANDBOX_READY
+    assert status.runtime_handler == handler
     # the handler's runtime holds the sandbox, and the sandbox process is our pause
     assert pod.id in env.runtime_state(handler)
-    pause_pid = json.loads(status.info["info"])["pid"]
+    info = env.cri.pod_info(pod.id)
+    assert info["runtimeOptions"]["binary_name"] == env.ctrd.handlers[handler].options["BinaryName"]
+    pause_pid = info["pid"]
     assert Path(f"/proc/{pause_pid}/cmdline").read_bytes() == b"/pause\0"
 
     cid = env.container(pod, "echo started; exec sleep 1000", start=False)
@@ -347,8 +348,7 @@ def test_stop_pod_whose_sandbox_process_died(env: CriEnv, handler: str) -> None:
     sandbox stopped, and the stop must still finish."""
     cri = env.cri
     pod = env.run_pod(handler)
-    pid = json.loads(cri.pod_status(pod.id, verbose=True).info["info"])["pid"]
-    os.kill(pid, 9)
+    os.kill(cri.pod_info(pod.id)["pid"], 9)
     deadline = time.monotonic() + 20
     while cri.pod_status(pod.id).status.state != pb.SANDBOX_NOTREADY and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -395,3 +395,38 @@ def test_pause_reaps_orphans_and_ends_on_sigterm(tmp_path: Path) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# ---------------------------------------------------------------------------------------------- enclave containers
+
+@pytest.fixture(scope="module")
+def pal_v2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.fixtures.pal.build import build_pal
+
+    return str(build_pal("pal_v2", tmp_path_factory.mktemp("pal")))
+
+
+def test_enclave_container_through_cri(env: CriEnv, pal_v2: str) -> None:
+    """A Kubernetes pod whose container sets ENCLAVE_TYPE in its env: rune (the `rune` handler) runs the
+    payload through the PAL; ExecSync goes through the same enclave; the pod stops and leaves nothing."""
+    cri = env.cri
+    pod = env.run_pod("rune")
+    env_vars = {"ENCLAVE_TYPE": "sim", "ENCLAVE_RUNTIME_PATH": pal_v2, "ENCLAVE_RUNTIME_ARGS": "log=/tmp/pal.log"}
+    cid = cri.create_container(pod, "enclave", BUSYBOX, ["sh", "-c", "echo payload > /tmp/out; exec sleep 1000"],
+                               env=env_vars, log_path="enclave.log")
+    cri.start_container(cid)
+    env.wait_state(cid, pb.CONTAINER_RUNNING)
+    pid = cri.container_info(cid)["pid"]
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "init-runelet"
+    rc, out, err = cri.exec_sync(cid, ["sh", "-c", "cat /tmp/out; cat /tmp/pal.log"])
+    assert rc == 0, err
+    lines = out.decode().splitlines()
+    assert lines[0] == "payload"
+    calls = [x.split(" ")[0] for x in lines[1:]]
+    assert calls[:4] == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec"]
+    assert calls.count("pal_create_process") == 2  # the exec'd `sh` went through the PAL as well
+    assert cri.exec_sync(cid, ["sh", "-c", "exit 6"])[0] == 6
+    env.stop_pod(pod.id)
+    assert cri.container_status(cid).state == pb.CONTAINER_EXITED
+    cri.remove_pod(pod.id)
+    env.assert_nothing_left("rune", [pod.id, cid])

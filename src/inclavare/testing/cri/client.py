@@ -15,6 +15,7 @@ the generated ``api_pb2`` classes of this package's ``api.proto``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -126,6 +127,10 @@ class CriClient:
         return self._rt("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=verbose),
                         pb.PodSandboxStatusResponse, timeout)
 
+    def pod_info(self, pod_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """containerd's verbose PodSandboxStatus ``info``: the sandbox's pid, OCI spec, runtime handler, ..."""
+        return dict(json.loads(self.pod_status(pod_id, verbose=True, timeout=timeout).info["info"]))
+
     def list_pods(self, pod_id: str = "", labels: Mapping[str, str] | None = None,
                   timeout: float | None = None) -> list[pb.PodSandbox]:
         f = pb.PodSandboxFilter(id=pod_id, label_selector=dict(labels or {}))
@@ -163,6 +168,12 @@ class CriClient:
     def container_status(self, cid: str, verbose: bool = False, timeout: float | None = None) -> pb.ContainerStatus:
         return self._rt("ContainerStatus", pb.ContainerStatusRequest(container_id=cid, verbose=verbose),
                         pb.ContainerStatusResponse, timeout).status
+
+    def container_info(self, cid: str, timeout: float | None = None) -> dict[str, Any]:
+        """containerd's verbose ContainerStatus ``info``: pid, OCI spec, runtime options, snapshot key, ..."""
+        r = self._rt("ContainerStatus", pb.ContainerStatusRequest(container_id=cid, verbose=True),
+                     pb.ContainerStatusResponse, timeout)
+        return dict(json.loads(r.info["info"]))
 
     def list_containers(self, pod_id: str = "", timeout: float | None = None) -> list[pb.Container]:
         f = pb.ContainerFilter(pod_sandbox_id=pod_id)
