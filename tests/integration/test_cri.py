@@ -201,7 +201,11 @@ def test_pod_lifecycle(env: CriEnv, handler: str) -> None:
     info = env.cri.pod_info(pod.id)
     assert info["runtimeOptions"]["binary_name"] == env.ctrd.handlers[handler].options["BinaryName"]
     pause_pid = info["pid"]
-    assert Path(f"/proc/{pause_pid}/cmdline").read_bytes() == b"/pause\0"
+    # `start` returns once the init is released, maybe before its execve of /pause is done (runc's too)
+    deadline = time.monotonic() + 10
+    while (cmdline := Path(f"/proc/{pause_pid}/cmdline").read_bytes()) != b"/pause\0" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cmdline == b"/pause\0"
 
     cid = env.container(pod, "echo started; exec sleep 1000", start=False)
     assert cri.container_status(cid).state == pb.CONTAINER_CREATED
@@ -211,8 +215,14 @@ def test_pod_lifecycle(env: CriEnv, handler: str) -> None:
     assert cid in env.runtime_state(handler)
     assert [c.id for c in cri.list_containers(pod.id)] == [cid]
 
-    # the container has a PID namespace of its own (Kubernetes' default), with `sleep` as its init
-    rc, out, err = cri.exec_sync(cid, ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; echo oops >&2; exit 3"])
+    # the container has a PID namespace of its own (Kubernetes' default), with `sleep` as its init (once the
+    # init's shell has exec'd it: RUNNING does not wait for that)
+    deadline = time.monotonic() + 20
+    while True:
+        rc, out, err = cri.exec_sync(cid, ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; echo oops >&2; exit 3"])
+        if out == b"sleep 1000 \n" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert (rc, out, err) == (3, b"sleep 1000 \n", b"oops\n")
 
     stats = cri.container_stats(cid)
@@ -416,6 +426,13 @@ def test_enclave_container_through_cri(env: CriEnv, pal_v2: str) -> None:
                                env=env_vars, log_path="enclave.log")
     cri.start_container(cid)
     env.wait_state(cid, pb.CONTAINER_RUNNING)
+    # wait until the payload has written its file: by then the init has become the init-runelet
+    deadline = time.monotonic() + 20
+    execs = 1
+    while (r := cri.exec_sync(cid, ["cat", "/tmp/out"]))[0] != 0 and time.monotonic() < deadline:
+        execs += 1
+        time.sleep(0.05)
+    assert r[1] == b"payload\n"
     pid = cri.container_info(cid)["pid"]
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "init-runelet"
     rc, out, err = cri.exec_sync(cid, ["sh", "-c", "cat /tmp/out; cat /tmp/pal.log"])
@@ -424,7 +441,8 @@ def test_enclave_container_through_cri(env: CriEnv, pal_v2: str) -> None:
     assert lines[0] == "payload"
     calls = [x.split(" ")[0] for x in lines[1:]]
     assert calls[:4] == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec"]
-    assert calls.count("pal_create_process") == 2  # the exec'd `sh` went through the PAL as well
+    # every exec'd process went through the PAL as well: the `cat`s above and this `sh`
+    assert calls.count("pal_create_process") == 1 + execs + 1
     assert cri.exec_sync(cid, ["sh", "-c", "exit 6"])[0] == 6
     env.stop_pod(pod.id)
     assert cri.container_status(cid).state == pb.CONTAINER_EXITED
