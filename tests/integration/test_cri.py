@@ -6,8 +6,10 @@ Handlers: ``runc`` (the stock runc v2 shim with runc, the baseline) and ``rune``
 so a hang fails the test instead of stalling it. After each test nothing may be left: runtime state, cgroups,
 mounts, containerd tasks and containers, shim processes.
 
-To add a handler (the project's own shim, ``io.containerd.rune.v2``): put the shim in ``CRI.bin_dir`` and add
-``"NAME": RuntimeHandler("io.containerd.rune.v2")`` to :func:`handlers`, and NAME to ``HANDLERS``.
+To add a handler (the project's own shim, ``io.containerd.rune.v2``): add ``"NAME":
+RuntimeHandler("io.containerd.rune.v2")`` to :func:`handlers` and NAME to ``HANDLERS``, and make the shim
+binary ``containerd-shim-rune-v2`` findable on containerd's PATH (``ctrd.bin_dir`` comes first on it).
+:meth:`CriEnv.runtime_state` then has no runc-style root to look at for it (``runtime_root`` is None).
 """
 
 from __future__ import annotations
