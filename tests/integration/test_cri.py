@@ -369,6 +369,28 @@ def test_stop_pod_whose_sandbox_process_died(env: CriEnv, handler: str) -> None:
     env.assert_nothing_left(handler, [pod.id])
 
 
+def test_start_failure_is_reported_and_leaves_nothing(env: CriEnv, handler: str) -> None:
+    """A container whose program does not exist: StartContainer fails with the runtime's error (what a kubelet
+    shows as the container's message), the container is EXITED with code 128, and the pod cleans up."""
+    from inclavare.testing.cri.client import CriError
+
+    cri = env.cri
+    pod = env.run_pod(handler)
+    cid = cri.create_container(pod, "bad", BUSYBOX, ["/no/such/program"], log_path="bad.log")
+    with pytest.raises(CriError) as e:
+        cri.start_container(cid)
+    assert "OCI runtime create failed" in e.value.details
+    assert "/no/such/program" in e.value.details
+    assert "no such file or directory" in e.value.details.lower()
+    st = cri.container_status(cid)
+    assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 128, "StartError")
+    assert "/no/such/program" in st.message
+    assert cid not in env.runtime_state(handler)
+    env.stop_pod(pod.id)
+    cri.remove_pod(pod.id)
+    env.assert_nothing_left(handler, [pod.id, cid])
+
+
 # ---------------------------------------------------------------------------------------------- the pause program
 
 @pytest.mark.skipif(not (shutil.which("unshare") and shutil.which("nsenter")), reason="util-linux unshare/nsenter")
