@@ -391,6 +391,28 @@ def test_start_failure_is_reported_and_leaves_nothing(env: CriEnv, handler: str)
     env.assert_nothing_left(handler, [pod.id, cid])
 
 
+def test_containerd_restart_keeps_pods(env: CriEnv, handler: str) -> None:
+    """containerd restarts (an upgrade on a node): the CRI plugin recovers the pod and its container from the
+    shims, which kept running; exec, stop and remove work as before."""
+    cri = env.cri
+    pod = env.run_pod(handler)
+    cid = env.container(pod, "exec sleep 1000")
+    env.wait_state(cid, pb.CONTAINER_RUNNING)
+    pid = cri.container_info(cid)["pid"]
+    env.ctrd.restart()
+    cri.close()
+    env.cri = cri = env.ctrd.client(timeout=30)
+    assert cri.pod_status(pod.id).status.state == pb.SANDBOX_READY
+    st = cri.container_status(cid)
+    assert st.state == pb.CONTAINER_RUNNING
+    assert cri.container_info(cid)["pid"] == pid
+    assert cri.exec_sync(cid, ["sh", "-c", "echo $((6*7))"]) == (0, b"42\n", b"")
+    env.stop_pod(pod.id)
+    assert cri.container_status(cid).state == pb.CONTAINER_EXITED
+    cri.remove_pod(pod.id)
+    env.assert_nothing_left(handler, [pod.id, cid])
+
+
 # ---------------------------------------------------------------------------------------------- the pause program
 
 @pytest.mark.skipif(not (shutil.which("unshare") and shutil.which("nsenter")), reason="util-linux unshare/nsenter")
