@@ -22,6 +22,9 @@ pod network (docs RIG.md, "containerd's CRI plugin"):
     with CriContainerd("/tmp/cri", handlers) as c:
         cri = c.client()
         pod = cri.run_pod("p1", handler="rune", cgroup_parent=c.pod_cgroup("p1"))
+
+CLI: python -m inclavare.testing.cri.containerd [--base DIR] [--rune PATH] [--runc PATH] start|stop|purge|status
+``start`` also builds and imports the pause and busybox images; ``--rune`` defaults to this checkout's rune.
 """
 
 from __future__ import annotations
@@ -219,3 +222,62 @@ class CriContainerd(PrivateContainerd):
             self.remove_namespace_cgroups()
             time.sleep(0.1)
         self.remove_namespace_cgroups()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m inclavare.testing.cri.containerd [--base DIR] [--rune PATH] start|stop|purge|status"""
+    import argparse
+    import shutil
+    import sys
+
+    from inclavare.testing.containerd import ContainerdError
+
+    ap = argparse.ArgumentParser(prog="python -m inclavare.testing.cri.containerd",
+                                 description="a private containerd with the CRI plugin and runc/rune handlers")
+    ap.add_argument("--base", default=os.environ.get("CRI_BASE", "/tmp/inclavare-cri"))
+    ap.add_argument("--rune", help="rune binary for the `rune` handler (default: a launcher for this checkout)")
+    ap.add_argument("--runc", default=shutil.which("runc") or "/usr/sbin/runc")
+    ap.add_argument("cmd", choices=["start", "stop", "purge", "status"])
+    a = ap.parse_args(argv)
+    base = os.path.abspath(a.base)
+    rune = a.rune
+    if rune is None:
+        from inclavare.testing.launcher import write_rune_launcher
+
+        os.makedirs(base, exist_ok=True)
+        rune = write_rune_launcher(os.path.join(base, "rune"))
+    c = CriContainerd(base, {"runc": RuntimeHandler.runc_shim(a.runc), "rune": RuntimeHandler.runc_shim(rune)})
+    try:
+        if a.cmd == "start":
+            c.start()
+            c.import_test_images()
+            print(f"containerd pid {c.pid()}, CRI on unix://{c.address}, log {c.log}")
+            print(f"handlers: {', '.join(c.handlers)}; sandbox image {c.sandbox_image}; pods' cgroups under "
+                  f"{c.cgroup_parent}")
+        elif a.cmd == "stop":
+            c.stop()
+        elif a.cmd == "purge":
+            c.purge()
+        else:
+            if not c.running():
+                print("containerd: not running")
+                return 1
+            from inclavare.testing.cri import api_pb2 as pb
+
+            with c.client(timeout=10) as cri:
+                v = cri.version()
+                print(f"{v.runtime_name} {v.runtime_version} (CRI {v.runtime_api_version}), pid {c.pid()}")
+                for pod in cri.list_pods():
+                    print(f"pod {pod.id[:13]} {pod.metadata.name} {pod.runtime_handler} "
+                          f"{pb.PodSandboxState.Name(pod.state)}")
+                for ct in cri.list_containers():
+                    print(f"  container {ct.id[:13]} {ct.metadata.name} in {ct.pod_sandbox_id[:13]} "
+                          f"{pb.ContainerState.Name(ct.state)}")
+    except ContainerdError as e:
+        print(f"containerd: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
