@@ -99,6 +99,10 @@ def test_cri_config(tmp_path: Path) -> None:
     assert c.runtime_root("rune") == "/x/root/k8s.io"
     assert c.runtime_root("shim") is None
     assert c.pod_cgroup("u1").startswith(c.cgroup_parent + "/") and c.cgroup_parent.startswith("/inclavare-cri-")
+    with c.client() as cri:  # its pods go below the instance's cgroup unless told otherwise
+        assert cri.pod_config("p", uid="u1").linux.cgroup_parent == c.pod_cgroup("u1")
+        assert cri.pod_config("p", uid="u1", cgroup_parent="/x").linux.cgroup_parent == "/x"
+        assert cri.pod_config("p").linux.security_context.namespace_options.network == pb.NODE
 
 
 def test_plain_private_containerd_keeps_cri_off(tmp_path: Path) -> None:

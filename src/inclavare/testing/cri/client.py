@@ -50,9 +50,12 @@ class Pod:
 class CriClient:
     """``runtime.v1.RuntimeService`` and ``ImageService`` on a unix socket."""
 
-    def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
+    def __init__(self, socket_path: str, timeout: float = 30.0, cgroup_root: str = "") -> None:
+        """``cgroup_root``: pods run without a ``cgroup_parent`` get ``CGROUP_ROOT/pod<uid>`` (kubelet's cgroupfs
+        layout); empty: containerd's default (``/k8s.io/<id>``)."""
         self.socket_path = socket_path
         self.timeout = timeout
+        self.cgroup_root = cgroup_root
         self.channel = grpc.insecure_channel(f"unix://{socket_path}")
         self.runtime = pb_grpc.RuntimeServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.images = pb_grpc.ImageServiceStub(self.channel)  # type: ignore[no-untyped-call]
@@ -98,11 +101,14 @@ class CriClient:
         no pod network: without a CNI network that gives the pod an ``eth0`` address, RunPodSandbox of a pod with
         a network namespace of its own fails ("failed to find network info for sandbox"). The pod still has its
         own PID, IPC and UTS namespaces."""
+        uid = uid or uuid.uuid4().hex
+        if not cgroup_parent and self.cgroup_root:
+            cgroup_parent = f"{self.cgroup_root}/pod{uid}"
         ns = pb.NamespaceOption(network=pb.NODE if host_network else pb.POD, pid=pb.CONTAINER, ipc=pb.POD)
         linux = pb.LinuxPodSandboxConfig(cgroup_parent=cgroup_parent,
                                          security_context=pb.LinuxSandboxSecurityContext(namespace_options=ns))
         return pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name=name, uid=uid or uuid.uuid4().hex, namespace=namespace, attempt=0),
+            metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),
             hostname="" if host_network else (hostname or name), log_directory=log_directory,
             labels=dict(labels or {}), annotations=dict(annotations or {}), linux=linux)
 

@@ -21,7 +21,7 @@ pod network (docs RIG.md, "containerd's CRI plugin"):
     handlers = {"runc": RuntimeHandler.runc_shim("/usr/sbin/runc"), "rune": RuntimeHandler.runc_shim(rune)}
     with CriContainerd("/tmp/cri", handlers) as c:
         cri = c.client()
-        pod = cri.run_pod("p1", handler="rune", cgroup_parent=c.pod_cgroup("p1"))
+        pod = cri.run_pod("p1", handler="rune")      # cgroup_parent: c.pod_cgroup(uid)
 
 CLI: python -m inclavare.testing.cri.containerd [--base DIR] [--rune PATH] [--runc PATH] start|stop|purge|status
 ``start`` also builds and imports the pause and busybox images; ``--rune`` defaults to this checkout's rune.
@@ -159,10 +159,11 @@ class CriContainerd(PrivateContainerd):
     def client(self, timeout: float = 30.0) -> CriClient:
         from inclavare.testing.cri.client import CriClient
 
-        return CriClient(self.address, timeout=timeout)
+        return CriClient(self.address, timeout=timeout, cgroup_root=self.cgroup_parent)
 
     def pod_cgroup(self, pod_uid: str) -> str:
-        """A cgroup_parent for a pod (kubelet's cgroupfs layout: PARENT/pod<uid>)."""
+        """A cgroup_parent for a pod (kubelet's cgroupfs layout: PARENT/pod<uid>); :meth:`client` gives pods
+        without one this parent."""
         return f"{self.cgroup_parent}/pod{pod_uid}"
 
     def runtime_root(self, handler: str) -> str | None:
