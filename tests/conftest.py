@@ -27,16 +27,9 @@ needs_busybox = pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="b
 @pytest.fixture(scope="session")
 def rune_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A launcher for this checkout's rune, started the way /usr/local/bin/rune is (-I -S)."""
-    d = tmp_path_factory.mktemp("bin")
-    path = d / "rune"
-    import sysconfig
+    from inclavare.testing.launcher import write_rune_launcher
 
-    site = sysconfig.get_paths()["purelib"]  # -S leaves out site-packages; enclave runtimes need them
-    path.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path[:0] = [{str(SRC)!r}]\n"
-                    f"sys.path.append({site!r})\n"
-                    "from inclavare.cli.rune import entry\nentry()\n")
-    path.chmod(0o755)
-    return str(path)
+    return write_rune_launcher(str(tmp_path_factory.mktemp("bin") / "rune"), str(SRC))
 
 
 class Rune:

@@ -43,7 +43,8 @@ class HookError(InclavareError):
 
 
 class ExecutableError(ConfigError):
-    """The process to run cannot be started: missing, not executable, not found in $PATH.
+    """The process to run cannot be started: its program is missing, not executable, not in $PATH, or its
+    cwd cannot be entered.
 
     The message is runc's (``unable to start container process: exec: "foo": executable file not
     found in $PATH``): docker and podman turn these words into exit codes 127 and 126.

@@ -289,3 +289,185 @@ def test_concurrent_execs_all_return_their_status(rune, cid, running):
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         results = list(pool.map(one, range(90)))
     assert results == [(i % 7, str(i)) for i in range(90)]
+
+
+# ------------------------------------------------------------------------------ non-root terminals
+
+# prints "uid gid mode" of the terminal on fd 0 (busybox stat follows the /proc/self/fd/0 link)
+TTY_OWNER = "stat -L -c 'owner %u %g %a' /proc/self/fd/0"
+
+
+def _as_user(uid: int, gid: int):  # type: ignore[no-untyped-def]
+    def edit(cfg):  # type: ignore[no-untyped-def]
+        cfg["process"]["user"] = {"uid": uid, "gid": gid}
+
+    return edit
+
+
+def _owner_line(text: str) -> list[str]:
+    lines = [x for x in text.splitlines() if x.startswith("owner ")]
+    assert len(lines) == 1, text
+    return lines[0].split()[1:]
+
+
+def test_non_root_terminal_owned_by_user_console_socket(rune, cid, make_bundle, console_socket):
+    # as runc (fixStdioPermissions): the pty slave's owner is the container user; its group stays
+    # the devpts mount's gid=5 (tty) and its mode 620, which the kernel sets
+    path, srv = console_socket
+    b = make_bundle(["sh", "-c", TTY_OWNER], terminal=True, edit=_as_user(1000, 1000))
+    proc = subprocess.Popen(rune.cmd("run", "-d", "--console-socket", str(path), "--bundle", b, cid),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    master = receive_master(srv)
+    try:
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        text = read_until_eof(master).decode(errors="replace").replace("\r\n", "\n")
+    finally:
+        os.close(master)
+    assert _owner_line(text) == ["1000", "5", "620"]
+
+
+def test_non_root_terminal_owned_by_user_relay(rune, cid, make_bundle):
+    b = make_bundle(["sh", "-c", TTY_OWNER], terminal=True, edit=_as_user(1234, 4321))
+    rc, text = _run_on_pty(rune.cmd("run", "--bundle", b, cid))
+    assert rc == 0, text
+    assert _owner_line(text) == ["1234", "5", "620"]
+
+
+def test_exec_tty_user_owns_its_terminal(rune, cid, running, console_socket):
+    rc, text = _run_on_pty(rune.cmd("exec", "-t", "--user", "1000:1000", cid, "sh", "-c", TTY_OWNER))
+    assert rc == 0, text
+    assert _owner_line(text) == ["1000", "5", "620"]
+    path, srv = console_socket
+    proc = subprocess.Popen(rune.cmd("exec", "-t", "-d", "--user", "2000", "--console-socket", str(path), cid,
+                                     "sh", "-c", TTY_OWNER),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    master = receive_master(srv)
+    try:
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        text = read_until_eof(master).decode(errors="replace").replace("\r\n", "\n")
+    finally:
+        os.close(master)
+    assert _owner_line(text) == ["2000", "5", "620"]
+
+
+def test_handed_over_stdio_given_to_the_user(rune, cid, make_bundle, tmp_path):
+    # runc chowns the stdio it hands to a detached container (never /dev/null) to the process user
+    out = tmp_path / "out"
+    b = make_bundle(["sh", "-c", "stat -L -c '%u' /proc/self/fd/1 /proc/self/fd/0"], edit=_as_user(1000, 1000))
+    err = tmp_path / "err"
+    with open(out, "w") as f, open(err, "w") as e:  # files: the container keeps its stdio open
+        p = subprocess.run(rune.cmd("create", "--bundle", b, cid), stdin=subprocess.DEVNULL, stdout=f,
+                           stderr=e, timeout=60)
+    assert p.returncode == 0, err.read_text()
+    rune.run("start", cid, check=True)
+    deadline = time.monotonic() + 10
+    while rune.state(cid)["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert out.stat().st_uid == 1000 and out.stat().st_gid == 0
+    assert out.read_text().split() == ["1000", "0"]  # fd 0 is /dev/null: left to root
+
+
+def test_foreground_run_leaves_the_callers_files_alone(rune, cid, make_bundle, tmp_path):
+    # runc relays a foreground container through pipes of its own; rune passes the caller's files,
+    # which it must not give away
+    out = tmp_path / "out"
+    b = make_bundle(["id", "-u"], edit=_as_user(1000, 1000))
+    with open(out, "w") as f:
+        p = subprocess.run(rune.cmd("run", "--bundle", b, cid), stdin=subprocess.DEVNULL, stdout=f,
+                           stderr=subprocess.PIPE, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert out.read_text() == "1000\n" and out.stat().st_uid == 0
+
+
+# ------------------------------------------------------------------------------ cwd and identity
+
+def _with_secret_dir(cfg):  # type: ignore[no-untyped-def]
+    # /secret: a root-only directory (0700) on a tmpfs; the test user cannot enter it by itself
+    cfg["mounts"].append({"destination": "/secret", "type": "tmpfs", "source": "tmpfs", "options": ["mode=0700"]})
+
+
+def test_create_chdirs_into_a_root_only_cwd_before_dropping_root(rune, cid, make_bundle):
+    # runc chdirs before the user switch: a cwd only root can reach still works for another user
+    def edit(cfg):  # type: ignore[no-untyped-def]
+        _with_secret_dir(cfg)
+        cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+        cfg["process"]["cwd"] = "/secret"
+
+    b = make_bundle(["sh", "-c", "pwd; id -u; ls . >/dev/null 2>&1 || echo cannot-list"], edit=edit)
+    p = rune.run("run", "--bundle", b, cid)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["/secret", "1000", "cannot-list"]
+
+
+def test_create_chdirs_into_a_user_only_cwd(rune, cid, make_bundle):
+    # a cwd that only the container user owns (0700) works too
+    def edit(cfg):  # type: ignore[no-untyped-def]
+        cfg["mounts"].append({"destination": "/mine", "type": "tmpfs", "source": "tmpfs",
+                              "options": ["mode=0700", "uid=1000", "gid=1000"]})
+        cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+        cfg["process"]["cwd"] = "/mine"
+
+    b = make_bundle(["pwd"], edit=edit)
+    p = rune.run("run", "--bundle", b, cid)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "/mine\n"
+
+
+def test_exec_user_cwd_as_runc(rune, cid, make_bundle):
+    b = make_bundle(["sleep", "120"], edit=_with_secret_dir)
+    rune.run("run", "-d", "--bundle", b, cid, check=True)
+    # reachable by root: runc's exec chdirs before switching user, so this works
+    p = rune.run("exec", "--user", "1000:1000", "--cwd", "/secret", cid, "sh", "-c", "pwd; id -u")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["/secret", "1000"]
+    # missing: runc's words and exit status 255
+    p = rune.run("exec", "--user", "1000", "--cwd", "/nonexistent", cid, "true")
+    assert p.returncode == 255
+    assert p.stderr.splitlines() == [
+        'rune: exec failed: unable to start container process: '
+        'chdir to cwd ("/nonexistent") set in config.json failed: no such file or directory']
+
+
+def test_cwd_in_a_user_namespace_as_runc(rune, cid):  # type: ignore[no-untyped-def]
+    """Where container root has no DAC override (inodes whose owner is not mapped): /noroot (host root,
+    0700) is out of everyone's reach, /useronly (the container user's, group unmapped) only the user's.
+    runc: the first chdir fails with EACCES, the one after the user switch decides."""
+    import shutil
+    import tempfile
+
+    from inclavare.testing.bundle import make_bundle as mk
+
+    top = Path(tempfile.mkdtemp(prefix="rune-userns-", dir="/tmp"))
+    try:
+        top.chmod(0o755)  # a user namespace needs every path component searchable
+        b = mk(str(top / "bundle"), ["sh", "-c", "pwd; sleep 120"])
+        cfg_path = Path(b, "config.json")
+        cfg = json.loads(cfg_path.read_text())
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+        cfg["process"]["cwd"] = "/useronly"
+        cfg_path.write_text(json.dumps(cfg))
+        for name, owner in (("noroot", (0, 0)), ("useronly", (101000, 0))):
+            d = Path(b, "rootfs", name)
+            d.mkdir(mode=0o700)
+            os.chown(d, *owner)
+        out = top / "out"
+        with open(out, "w") as f:
+            p = subprocess.run(rune.cmd("run", "-d", "--bundle", b, cid), stdin=subprocess.DEVNULL, stdout=f,
+                               stderr=subprocess.STDOUT, timeout=60)
+        assert p.returncode == 0, out.read_text()
+        p = rune.run("exec", cid, "pwd")
+        assert p.returncode == 0 and p.stdout == "/useronly\n", p.stderr
+        for user in (["--user", "1000"], []):  # container root is refused there too
+            p = rune.run("exec", *user, "--cwd", "/noroot", cid, "pwd")
+            assert p.returncode == 255, p
+            assert p.stderr.splitlines() == [
+                'rune: exec failed: unable to start container process: '
+                'chdir to cwd ("/noroot") set in config.json failed: permission denied'], p.stderr
+    finally:
+        rune.run("delete", "--force", cid)
+        shutil.rmtree(top, ignore_errors=True)

@@ -84,7 +84,9 @@ def test_all_hooks_run_in_order_with_state(rune, cid, make_bundle, hookdir):
     for kind, state in states.items():
         assert state["id"] == cid, kind
         assert state["bundle"] == b, kind
-        assert "ociVersion" in state and "pid" in state, kind
+        assert "ociVersion" in state, kind
+        # as runc: a stopped container's state carries no pid (the spec requires one only while it lives)
+        assert ("pid" in state) == (kind != "poststop"), kind
     # "created", as crun sends and the OCI validation suite (hooks_stdin) requires; runc 1.1.5 sends "creating"
     assert states["prestart"]["status"] == "created"
     assert states["createRuntime"]["status"] == "created"
@@ -231,3 +233,92 @@ def test_failing_poststart_hook(rune, cid, make_bundle):
     rune.run("delete", "--force", cid, check=True)
     assert not Path(rune.root, cid).exists()
     assert cgroup_leftovers(cid) == []
+
+
+# A poststart hook (host side) that records what the container's pid runs at that moment.
+EXE_PROBE = """#!/bin/sh
+pid=$(/bin/cat | /bin/sed -n 's/.*"pid": *\\([0-9]*\\).*/\\1/p')
+/bin/tr '\\0' ' ' < /proc/$pid/cmdline > "$1"
+"""
+
+
+def test_poststart_runs_after_the_workload_is_executed(rune, cid, make_bundle, hookdir, tmp_path):
+    # runtime-spec: poststart hooks run after the user-specified process is executed. A slow
+    # startContainer hook delays that exec; `start` must still wait for it before running poststart.
+    probe = hookdir / "probe.sh"
+    probe.write_text(EXE_PROBE)
+    probe.chmod(0o755)
+    seen = tmp_path / "seen"
+
+    def extra(cfg):  # type: ignore[no-untyped-def]
+        cfg["hooks"]["startContainer"] = [{"path": "/bin/sh", "args": ["sh", "-c", 'sleep 0.5; exec "$0" "$@"',
+                                                                      str(hookdir / "hook.sh"), "startContainer"]}]
+        cfg["hooks"]["poststart"] = [{"path": str(probe), "args": ["probe.sh", str(seen)]},
+                                     {"path": str(hookdir / "hook.sh"), "args": ["hook.sh", "poststart"]}]
+
+    b = make_bundle(["sleep", "60"], edit=with_hooks(hookdir, kinds=["startContainer", "poststart"], extra=extra))
+    rune.run("create", "--bundle", b, cid, check=True)
+    rune.run("start", cid, check=True)
+    assert [e[0] for e in log_entries(hookdir)] == ["startContainer", "poststart"]
+    assert seen.read_text().split() == ["sleep", "60"]
+    rune.run("delete", "--force", cid, check=True)
+
+
+# Records, per hook kind: its argv, cwd, environment and stdin (one file each, in the hook dir).
+ENV_PROBE = """#!/bin/sh
+out="$(/bin/readlink -f "$0")"
+out="${out%/*}/$1.out"
+{ echo "argv=$0 $*"; echo "cwd=$(pwd)"; /usr/bin/env; echo "stdin=$(/bin/cat)"; } > "$out"
+"""
+
+
+def _probe_out(hookdir: Path, kind: str) -> tuple[dict[str, str], dict]:
+    fields: dict[str, str] = {}
+    for line in (hookdir / f"{kind}.out").read_text().splitlines():
+        k, _, v = line.partition("=")
+        fields.setdefault(k, v)
+    return fields, json.loads(fields["stdin"])
+
+
+def test_hooks_environment_cwd_and_state_as_runc(rune, cid, make_bundle, hookdir, monkeypatch):
+    """runc 1.1.5 on this machine, hook by hook: a hook without `env` inherits the environment of
+    whoever runs it (rune for the host-side hooks; the container process's for createContainer and
+    startContainer), one with `env` gets exactly that; createContainer runs from the rootfs."""
+    probe = hookdir / "probe.sh"
+    probe.write_text(ENV_PROBE)
+    probe.chmod(0o755)
+    script = str(probe)
+
+    def edit(cfg):  # type: ignore[no-untyped-def]
+        cfg["process"]["env"] = ["PATH=/bin:/usr/bin", "FROM_PROCESS=yes"]
+        cfg["annotations"] = {"org.example.key": "value"}
+        cfg["hooks"] = {k: [{"path": script, "args": ["probe", k], "timeout": 10}] for k in KINDS}
+        cfg["hooks"]["createRuntime"][0]["env"] = ["ONLY=this"]
+        cfg["hooks"]["startContainer"][0]["env"] = []
+        cfg["mounts"].append({"destination": str(hookdir), "type": "bind", "source": str(hookdir),
+                              "options": ["bind", "rw"]})
+
+    b = make_bundle(["true"], edit=edit)
+    monkeypatch.setenv("FROM_RUNTIME", "inherited")
+    p = rune.run("run", "--bundle", b, cid, env=dict(os.environ))
+    assert p.returncode == 0, p.stderr
+    out = {kind: _probe_out(hookdir, kind) for kind in KINDS}
+    for kind, (fields, state) in out.items():
+        assert fields["argv"] == f"{script} {kind}", kind
+        assert state["id"] == cid and state["bundle"] == b, kind
+        assert state["annotations"] == {"org.example.key": "value"}, kind
+    # host-side hooks without env: rune's own environment
+    for kind in ("prestart", "poststart", "poststop"):
+        fields, _ = out[kind]
+        assert fields.get("FROM_RUNTIME") == "inherited" and "FROM_PROCESS" not in fields, kind
+        assert fields["cwd"] == b, kind
+    fields, _ = out["createRuntime"]
+    assert fields.get("ONLY") == "this" and "FROM_RUNTIME" not in fields and fields["cwd"] == b
+    # container-side hooks without env: the container process's environment
+    fields, _ = out["createContainer"]
+    assert fields.get("FROM_PROCESS") == "yes" and "FROM_RUNTIME" not in fields
+    assert fields["cwd"] == os.path.join(b, "rootfs")
+    fields, _ = out["startContainer"]
+    assert "FROM_PROCESS" not in fields and "FROM_RUNTIME" not in fields  # env: [] means none
+    assert fields["cwd"] == "/"
+    assert "pid" not in out["poststop"][1] and out["poststart"][1]["pid"] == out["prestart"][1]["pid"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -821,7 +822,7 @@ def test_v1_unmounted_controller_and_unified_rules(tmp_path: Path, monkeypatch: 
         m.set({"network": {"classID": 1}}, skip_devices=True)
     with pytest.raises(CgroupError, match=r"^linux\.resources\.hugepageLimits\[0\]: .*hugetlb controller"):
         m.set({"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}, skip_devices=True)
-    with pytest.raises(CgroupError, match=r"^linux\.resources\.unified: cannot be used on cgroup v1"):
+    with pytest.raises(CgroupError, match=r"^invalid configuration: cannot use unified on cgroup v1"):
         m.set({"unified": {"memory.high": "1"}}, skip_devices=True)
 
 
@@ -849,6 +850,65 @@ def test_hybrid_hugetlb_and_unified_go_to_the_unified_hierarchy(
     ]
     with pytest.raises(CgroupError, match=r"unified\.memory\.high: cannot be set: controller 'memory'"):
         m.set({"unified": {"memory.high": "1G"}}, skip_devices=True)
+
+
+def test_hybrid_unified_next_to_v1_limits_is_refused_before_any_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = FakeCgroupFS(tmp_path, monkeypatch)
+    hier = ["devices", "memory"]
+    for h in [*hier, "unified"]:
+        fs.mount(h)
+    layout = cg.detect_layout(_v1_mountinfo(tmp_path, hier), "2:devices:/\n1:memory:/\n0::/\n", str(tmp_path))
+    m = cg.Manager.for_container("/pod/x", "x", layout)
+    res = {"memory": {"limit": 1 << 26}, "pids": {"limit": 5}, "unified": {"cgroup.max.depth": "3"}}
+    with pytest.raises(CgroupError, match=r"^invalid configuration: cannot use unified on cgroup v1 .*"
+                                          r"linux\.resources\.memory, linux\.resources\.pids"):
+        m.check_resources(res)
+    m.create()
+    fs.writes.clear()
+    with pytest.raises(CgroupError, match="cannot use unified on cgroup v1"):
+        m.set(res, skip_devices=True)
+    assert fs.writes == []
+    m.check_resources({"unified": {"cgroup.max.depth": "3"}, "devices": [{"allow": False, "access": "rwm"}]})
+    m.check_resources({"memory": {"limit": 1 << 26}})
+    v2 = cg.Manager("v2", {"": str(tmp_path / "unified/x")}, {"": str(tmp_path / "unified")})
+    v2.check_resources(res)  # cgroup v2: both together are fine (unified wins), as in runc's fs2
+
+
+def test_exec_cgroup_sub_paths() -> None:
+    m = cg.Manager("hybrid", {"memory": "/cg/memory/c", "pids": "/cg/pids/c", "": "/cg/unified/c"}, {})
+    assert m.sub_paths(["sub"]) == {"memory": "/cg/memory/c/sub", "pids": "/cg/pids/c/sub", "": "/cg/unified/c/sub"}
+    assert m.sub_paths(["memory,pids:a/b", "memory:z"]) == {
+        "memory": "/cg/memory/c/z", "pids": "/cg/pids/c/a/b", "": "/cg/unified/c"}
+    assert m.sub_paths([":s"])[""] == "/cg/unified/c/s"  # an empty controller name means all, as in runc
+    assert m.sub_paths(["."]) == m.paths
+    for specs, words in (
+        (["a:b:c"], "invalid --cgroup argument: a:b:c"),
+        (["memory:x", "y"], "invalid --cgroup argument: y (missing <controller>: prefix)"),
+        (["cpu:x"], "unknown controller cpu in SubCgroupPaths"),
+        (["memory:../d"], "../d is not a sub cgroup path"),
+        (["../c2"], "../c2 is not a sub cgroup path"),  # runc's prefix test would let c2 through
+        (["/abs/../../.."], "is not a sub cgroup path"),
+    ):
+        with pytest.raises(CgroupError, match=re.escape(words)):
+            m.sub_paths(specs)
+    v2 = cg.Manager("v2", {"": "/cg/c"}, {})
+    with pytest.raises(CgroupError, match="unknown controller memory in SubCgroupPaths"):
+        v2.sub_paths(["memory:s"])
+
+
+def test_exec_cgroup_join_creates_nothing(tmp_path: Path) -> None:
+    top = tmp_path / "memory/c"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub/cgroup.procs").write_text("")
+    m = cg.Manager("v1", {"memory": str(top)}, {"memory": str(tmp_path / "memory")})
+    m.join(4242, m.sub_paths(["memory:sub"]))
+    assert (top / "sub/cgroup.procs").read_text() == "4242"
+    with pytest.raises(CgroupError, match=r"^error adding pid 7 to cgroups: failed to write 7: .*/gone/cgroup\.procs: "
+                                          r"no such file or directory$"):
+        m.join(7, m.sub_paths(["memory:gone"]))
+    assert not (top / "gone").exists()
 
 
 def test_freeze_thaw_v1(v1fs: tuple[FakeCgroupFS, cg.Layout]) -> None:
@@ -1214,3 +1274,26 @@ def test_hybrid_join_of_unified_and_named_is_best_effort(v1fs: tuple[FakeCgroupF
     fs.fail["devices/x/cgroup.procs"] = errno.EACCES
     with pytest.raises(CgroupError, match=r"adding pid 56 to .*devices/x/cgroup\.procs: Permission denied"):
         m.apply(56)
+
+
+def test_oom_watcher_v2_counts_oom_kills_and_sees_the_cgroup_go(tmp_path: Path) -> None:
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")  # one kill before `events` started
+    m = cg.Manager("v2", {"": str(tmp_path)}, {"": str(tmp_path)})
+    w = m.oom_watcher()
+    assert w.wait(0) == 0
+    events.write_text("low 0\nhigh 0\nmax 5\noom 3\noom_kill 3\n")
+    assert w.wait(5) == 2
+    assert w.wait(0) == 0
+    events.unlink()
+    assert w.wait(5) is None
+    w.close()
+
+
+def test_oom_watcher_v1_needs_a_memory_cgroup(tmp_path: Path) -> None:
+    m = cg.Manager("v1", {"devices": str(tmp_path)}, {})
+    with pytest.raises(CgroupError, match="no memory cgroup"):
+        m.oom_watcher()
+    m = cg.Manager("v1", {"memory": str(tmp_path / "gone")}, {})
+    with pytest.raises(CgroupError, match="memory.oom_control"):
+        m.oom_watcher()

@@ -195,5 +195,7 @@ def test_hook_state_fields() -> None:
 
 def test_hook_state_defaults() -> None:
     out = hook_state({"id": "c1", "bundle": "/b", "annotations": {}}, "stopped")
-    assert out == {"ociVersion": OCI_VERSION, "id": "c1", "status": "stopped", "pid": 0, "bundle": "/b"}
-    assert hook_state({"id": "c1", "bundle": "/b", "pid": None}, "stopped")["pid"] == 0
+    # as runc: a stopped container's state has no pid
+    assert out == {"ociVersion": OCI_VERSION, "id": "c1", "status": "stopped", "bundle": "/b"}
+    assert hook_state({"id": "c1", "bundle": "/b", "pid": None}, "created")["pid"] == 0
+    assert hook_state({"id": "c1", "bundle": "/b", "pid": 7}, "running")["pid"] == 7

@@ -221,7 +221,12 @@ def test_finalizer_resolve_and_errors(tmp_path: Path) -> None:
     assert ei.value.field == "process.args"
     with pytest.raises(ConfigError) as ei:
         pr.Finalizer({"args": ["true"], "cwd": str(tmp_path / "gone")}, None).chdir()
-    assert str(ei.value) == f"process.cwd: chdir {tmp_path / 'gone'}: No such file or directory"
+    assert str(ei.value) == ('unable to start container process: '
+                             f'chdir to cwd ("{tmp_path / "gone"}") set in config.json failed: '
+                             'no such file or directory')
+    # the early chdir fails at once for anything but a permission error, which waits for chdir()
+    with pytest.raises(ConfigError, match="no such file or directory"):
+        pr.Finalizer({"args": ["true"], "cwd": str(tmp_path / "gone")}, None).chdir_early()
 
 
 def test_env_dict_last_wins_and_keeps_equals() -> None:

@@ -100,12 +100,156 @@ def test_propagation_keeps_order() -> None:
     assert spec.propagation == [sc.MS_SHARED | sc.MS_REC, sc.MS_SLAVE | sc.MS_REC, sc.MS_PRIVATE]
 
 
-@pytest.mark.parametrize("ext", ["tmpcopyup", "rro", "rrw", "rnosuid", "rnodev", "rnoexec", "idmap", "ridmap"])
+@pytest.mark.parametrize("ext", ["tmpcopyup", "idmap", "ridmap"])
 def test_extensions(ext: str) -> None:
     spec = rf.parse_options(["mode=1777", ext])
     assert spec.extensions == {ext}
     assert spec.flags == 0
     assert spec.data == ["mode=1777"]
+    assert (spec.rec_set, spec.rec_clr) == (0, 0)
+
+
+# ------------------------------------------------------------------------------ recursive options (mount_setattr)
+
+# <linux/mount.h> MOUNT_ATTR_* values
+ATTR = {"RDONLY": 0x1, "NOSUID": 0x2, "NODEV": 0x4, "NOEXEC": 0x8, "_ATIME": 0x70, "RELATIME": 0,
+        "NOATIME": 0x10, "STRICTATIME": 0x20, "NODIRATIME": 0x80, "NOSYMFOLLOW": 0x200000}
+
+# runc 1.1.5 specconv recAttrFlags: option -> (attr_set, attr_clr)
+REC = {
+    "rro": (ATTR["RDONLY"], 0), "rrw": (0, ATTR["RDONLY"]),
+    "rnosuid": (ATTR["NOSUID"], 0), "rsuid": (0, ATTR["NOSUID"]),
+    "rnodev": (ATTR["NODEV"], 0), "rdev": (0, ATTR["NODEV"]),
+    "rnoexec": (ATTR["NOEXEC"], 0), "rexec": (0, ATTR["NOEXEC"]),
+    "rnodiratime": (ATTR["NODIRATIME"], 0), "rdiratime": (0, ATTR["NODIRATIME"]),
+    # an atime mode is set together with clearing the whole atime field (mount_setattr(2))
+    "rrelatime": (0, ATTR["_ATIME"]), "rnorelatime": (0, 0),
+    "rnoatime": (ATTR["NOATIME"], ATTR["_ATIME"]), "ratime": (0, ATTR["NOATIME"]),
+    "rstrictatime": (ATTR["STRICTATIME"], ATTR["_ATIME"]), "rnostrictatime": (0, ATTR["STRICTATIME"]),
+    "rnosymfollow": (ATTR["NOSYMFOLLOW"], 0), "rsymfollow": (0, ATTR["NOSYMFOLLOW"]),
+}
+
+
+def test_mount_attr_values_match_linux() -> None:
+    got = {k: getattr(sc, "MOUNT_ATTR_" + k) for k in ATTR}
+    assert got == ATTR
+    assert sc.AT_RECURSIVE == 0x8000
+    assert sc._SYSCALLS["x86_64"]["mount_setattr"] == 442 == sc._SYSCALLS["aarch64"]["mount_setattr"]
+
+
+@pytest.mark.parametrize(("opt", "attrs"), sorted(REC.items()))
+def test_recursive_option(opt: str, attrs: tuple[int, int]) -> None:
+    spec = rf.parse_options(["rbind", opt, "size=1m"])
+    assert (spec.rec_set, spec.rec_clr) == attrs
+    assert spec.flags == sc.MS_BIND | sc.MS_REC  # no mount(2) flag, no fs data, no extension
+    assert spec.data == ["size=1m"]
+    assert spec.extensions == set()
+
+
+def test_recursive_options_combine_with_plain_ones() -> None:
+    spec = rf.parse_options(["rbind", "ro", "rro", "rnosuid", "nodev"])
+    assert spec.flags == sc.MS_BIND | sc.MS_REC | sc.MS_RDONLY | sc.MS_NODEV
+    assert (spec.rec_set, spec.rec_clr) == (ATTR["RDONLY"] | ATTR["NOSUID"], 0)
+    # runc accumulates set and clear bits separately: a later rrw does not undo rro
+    spec = rf.parse_options(["rro", "rrw"])
+    assert (spec.rec_set, spec.rec_clr) == (ATTR["RDONLY"], ATTR["RDONLY"])
+
+
+class _FakeLibc:
+    def __init__(self, ret: int) -> None:
+        self.ret = ret
+        self.calls: list[tuple[object, ...]] = []
+
+    def syscall(self, *args: object) -> int:
+        self.calls.append(args)
+        return self.ret
+
+
+def test_set_rec_attr_calls_mount_setattr(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    fake = _FakeLibc(0)
+    monkeypatch.setattr(sc, "libc", lambda: fake)
+    monkeypatch.setattr(sc, "_nr", lambda name: {"mount_setattr": 442}[name])
+    rf._set_rec_attr("/rootfs/r", rf.parse_options(["rbind", "rro", "rnoatime"]))
+    (nr, dfd, path, flags, attr_p, size), = fake.calls
+    assert nr == 442 and path == b"/rootfs/r"
+    assert (dfd.value, flags.value, size.value) == (-100, 0x8000, 32)  # type: ignore[attr-defined]
+    attr = ctypes.cast(attr_p, ctypes.POINTER(sc._MountAttr)).contents
+    assert (attr.attr_set, attr.attr_clr, attr.propagation, attr.userns_fd) == (0x11, 0x70, 0, 0)
+
+
+def test_set_rec_attr_without_mount_setattr_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sc, "libc", lambda: _FakeLibc(-1))
+    monkeypatch.setattr(sc.ctypes, "get_errno", lambda: errno.ENOSYS)
+    with pytest.raises(SysError) as ei:
+        rf._set_rec_attr("/rootfs/r", rf.parse_options(["rro"]))
+    assert ei.value.errno == errno.ENOSYS
+    msg = str(ei.value)
+    assert "need mount_setattr(2), Linux 5.12 or later" in msg and "/rootfs/r" in msg
+    assert "Function not implemented" in msg
+
+
+def test_set_rec_attr_other_errors_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sc, "libc", lambda: _FakeLibc(-1))
+    monkeypatch.setattr(sc.ctypes, "get_errno", lambda: errno.EINVAL)
+    with pytest.raises(SysError) as ei:
+        rf._set_rec_attr("/rootfs/r", rf.parse_options(["ratime"]))
+    assert ei.value.errno == errno.EINVAL and "Linux 5.12" not in str(ei.value)
+
+
+# ------------------------------------------------------------------------------ bind detection
+
+
+@pytest.mark.parametrize(("m", "expect"), [
+    ({"type": "bind", "source": "/a", "destination": "/a"}, True),
+    ({"type": "none", "source": "/a", "destination": "/a", "options": ["rbind", "ro"]}, True),
+    ({"source": "/a", "destination": "/a", "options": ["bind"]}, True),
+    ({"type": "tmpfs", "source": "tmpfs", "destination": "/t", "options": ["nosuid"]}, False),
+    ({"type": "proc", "source": "proc", "destination": "/proc"}, False),
+])
+def test_is_bind(m: dict, expect: bool) -> None:
+    assert rf.is_bind(m) is expect
+
+
+# ------------------------------------------------------------------------------ proc/sysfs on a real directory
+
+
+@pytest.mark.parametrize("mtype,dest", [("proc", "/proc"), ("sysfs", "/sys")])
+def test_proc_and_sys_must_not_be_symlinks(tmp_path: Path, mtype: str, dest: str) -> None:
+    from inclavare.errors import ConfigError
+
+    (tmp_path / "evil").mkdir()
+    (tmp_path / dest.lstrip("/")).symlink_to("/evil")
+    with pytest.raises(ConfigError) as ei:
+        rf._check_plain_dir("mounts[0] (x)", mtype, str(tmp_path), dest)
+    assert str(ei.value) == (f'mounts[0] (x): filesystem "{mtype}" must be mounted on ordinary directory '
+                             f"({dest} in the rootfs is a symlink)")
+    # the check is on the path as written: ./proc and //proc/ are the same entry
+    with pytest.raises(ConfigError):
+        rf._check_plain_dir("w", mtype, str(tmp_path), "/." + dest + "/")
+
+
+def test_proc_on_a_file_is_refused(tmp_path: Path) -> None:
+    from inclavare.errors import ConfigError
+
+    (tmp_path / "proc").write_text("")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        rf._check_plain_dir("w", "proc", str(tmp_path), "/proc")
+
+
+def test_proc_on_a_directory_or_nothing_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    rf._check_plain_dir("w", "proc", str(tmp_path), "/proc")
+    rf._check_plain_dir("w", "sysfs", str(tmp_path), "/sys")  # absent: it will be made
+
+
+# ------------------------------------------------------------------------------ mountinfo escapes
+
+
+def test_unescape_mountinfo_fields() -> None:
+    assert rf._unescape("/plain/path") == "/plain/path"
+    assert rf._unescape("/a\\040b\\011c\\012d\\134e") == "/a b\tc\nd\\e"
 
 
 def test_unknown_words_go_to_data_in_order() -> None:
@@ -297,3 +441,34 @@ def test_create_target_dir_over_file_fails(tmp_path: Path) -> None:
     f.write_text("")
     with pytest.raises(OSError):
         rf._create_target(str(f / "sub"), True)
+
+
+# ------------------------------------------------------------------------------ which bind sources the parent opens
+
+
+def _req(types: list[str], mounts: list[dict], exec_mode: bool = False):  # type: ignore[no-untyped-def]
+    from inclavare.runtime.init import SpawnRequest
+
+    return SpawnRequest("c", {"mounts": mounts}, {}, namespaces=[{"type": t} for t in types], exec_mode=exec_mode)
+
+
+MOUNTS = [
+    {"destination": "/proc", "type": "proc", "source": "proc"},
+    {"destination": "/a", "type": "bind", "source": "/srv/a", "options": ["rbind"]},
+    {"destination": "/t", "type": "tmpfs", "source": "tmpfs"},
+    {"destination": "/b", "source": "/srv/b", "options": ["bind", "ro"]},
+    {"destination": "/c", "type": "bind", "options": ["bind"]},  # no source: left to the child's error
+]
+
+
+def test_mount_sources_only_with_user_and_mount_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inclavare.runtime import init
+
+    monkeypatch.setattr(init.os, "geteuid", lambda: 0)
+    assert init._mount_sources(_req(["user", "mount", "pid"], MOUNTS)) == [1, 3]
+    assert init._mount_sources(_req(["mount", "pid"], MOUNTS)) == []  # runc: only with a user namespace
+    assert init._mount_sources(_req(["user", "pid"], MOUNTS)) == []  # nothing is mounted without a mount ns
+    assert init._mount_sources(_req(["user", "mount"], MOUNTS, exec_mode=True)) == []
+    assert init._mount_sources(_req(["user", "mount"], MOUNTS[:1])) == []
+    monkeypatch.setattr(init.os, "geteuid", lambda: 1000)  # rootless: the runtime has nothing more to offer
+    assert init._mount_sources(_req(["user", "mount"], MOUNTS)) == []

@@ -75,7 +75,8 @@ COMMANDS: dict[str, tuple[dict[str, Flag], str, str]] = {
         "apparmor": ((), True, False, "apparmor profile (not supported here)"),
         "process-label": ((), True, False, "SELinux label (not supported here)"),
         "preserve-fds": ((), True, False, "number of extra fds passed to the process"),
-        "cgroup": ((), True, True, "not supported: the process joins the container's cgroup"),
+        "cgroup": ((), True, True, "run the process in an existing sub-cgroup: [controller[,controller]:]path "
+                                   "below the container's cgroup (repeatable; one path without controller on v2)"),
         "ignore-paused": ((), False, False, "allow exec in a paused container"),
     }, "<container-id> <command> [args...]", "run a new process in a running container"),
     "pause": ({}, "<container-id>", "freeze every process of a container"),
@@ -492,7 +493,7 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
     cfg: dict[str, Any] | None = None
 
     def run(console_fd: int | None = None) -> int:
-        state = rt.create(cid, opts.get("bundle"), console_fd=console_fd, config=cfg, **kw)
+        state = rt.create(cid, opts.get("bundle"), console_fd=console_fd, config=cfg, foreground=not detach, **kw)
         try:
             rt.start(cid)
         except BaseException:
@@ -541,11 +542,13 @@ def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     if proc.get("terminal") and not detach and not opts.get("console-socket"):
         def run(console_fd: int | None = None) -> int:
             return rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_fd=console_fd,  # type: ignore[no-any-return]
-                           preserve_fds=preserve, ignore_paused=bool(opts.get("ignore-paused")))
+                           preserve_fds=preserve, foreground=True, cgroup=opts.get("cgroup"),
+                           ignore_paused=bool(opts.get("ignore-paused")))
 
         return _tty_session(run)
     pid = rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
-                  preserve_fds=preserve, ignore_paused=bool(opts.get("ignore-paused")))
+                  preserve_fds=preserve, foreground=not detach, cgroup=opts.get("cgroup"),
+                  ignore_paused=bool(opts.get("ignore-paused")))
     if detach:
         return 0
     return wait_child(pid)
@@ -631,19 +634,27 @@ def cmd_events(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     interval = _interval(opts.get("interval", "5s"))
     if interval <= 0:
         raise UsageError("--interval: must be positive")
-    last_oom = None
-    while True:
-        try:
-            data = rt.stats(cid)
-        except InclavareError:
-            return 0
-        oom = (data.get("memory") or {}).get("raw", {}).get("oom_kill")
-        if last_oom is not None and oom is not None and oom > last_oom:
-            _print_json({"type": "oom", "id": cid}, None)
-        last_oom = oom
-        _print_json({"type": "stats", "id": cid, "data": data}, None)
-        sys.stdout.flush()
-        time.sleep(interval)
+    # as runc: an "oom" line as soon as the kernel reports one, a "stats" line every interval;
+    # ends when the container has stopped (runc: when its cgroup is removed)
+    watcher = rt.oom_watcher(cid)
+    try:
+        next_stats = time.monotonic() + interval
+        while True:
+            seen = watcher.wait(next_stats - time.monotonic())
+            if seen is None:
+                return 0
+            for _ in range(seen):
+                _print_json({"type": "oom", "id": cid}, None)
+            if time.monotonic() >= next_stats:
+                next_stats += interval
+                try:
+                    data = rt.stats(cid)
+                except InclavareError:
+                    return 0
+                _print_json({"type": "stats", "id": cid, "data": data}, None)
+            sys.stdout.flush()
+    finally:
+        watcher.close()
 
 
 def cmd_version() -> int:

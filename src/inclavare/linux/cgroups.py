@@ -20,9 +20,10 @@ What follows runc (libcontainer/cgroups/fs, fs2 and specconv):
 Deliberate differences from runc 1.1.5 (each a case where runc fails or silently drops a limit):
 ``memory.kernel``/``kernelTCP`` are written where the kmem files exist (runc ignores them);
 ``cpu.idle`` and ``cpu.burst`` are written (runc 1.1.5 knows neither); ``pids.limit <= 0`` writes ``max``; in hybrid
-mode hugetlb limits and ``unified`` keys go to the unified hierarchy when hugetlb is not a v1
-mount (runc refuses); v2 device rules never fail open; :meth:`Manager.destroy` also removes the
-empty parent directories that :meth:`Manager.create` made.
+mode hugetlb limits (when hugetlb is not a v1 mount) and ``unified`` keys go to the unified
+hierarchy (runc refuses ``unified`` on any host that is not pure v2; rune refuses it there only next to
+limits that live in v1 hierarchies, with runc's words); v2 device rules never fail open;
+:meth:`Manager.destroy` also removes the empty parent directories that :meth:`Manager.create` made.
 
 Everything here is stdlib only and does no work at import time; ctypes is loaded only for eBPF.
 """
@@ -47,6 +48,7 @@ __all__ = [
     "Hierarchy",
     "Layout",
     "Manager",
+    "OomWatcher",
     "blkio_weight_to_io_weight",
     "clean_path",
     "current_layout",
@@ -1190,6 +1192,7 @@ class Manager:
         """
         res = resources or {}
         validate(res, field)
+        self.check_resources(res)  # before any write
         rules: list[Rule] | None = None
         if not skip_devices:
             devs = list(res.get("devices") or [])
@@ -1269,8 +1272,6 @@ class Manager:
             )
         # unified
         if res.get("unified"):
-            if self.mode != "hybrid" or "" not in self.paths:
-                raise CgroupError(f"{field}.unified: cannot be used on cgroup v1 (no unified hierarchy)")
             self._set_unified(res["unified"], self.paths[""], f"{field}.unified")
 
     def _set_rt(self, path: str | None, cpu: dict[str, Any], field: str) -> None:
@@ -1930,6 +1931,92 @@ class Manager:
 
     # -- destroy -----------------------------------------------------------------------------
 
+    # -- checks before create -----------------------------------------------------------------
+
+    def check_resources(self, resources: dict[str, Any] | None) -> None:
+        """Refuse, before anything is made, ``linux.resources.unified`` next to limits that this
+        layout keeps in v1 hierarchies: runc allows ``unified`` on cgroup v2 only. (On hybrid hosts
+        rune writes ``unified`` alone to the unified hierarchy; see the module notes.)"""
+        res = resources or {}
+        if not res.get("unified") or self.mode == "v2":
+            return
+        v1 = [k for k in ("cpu", "memory", "pids", "blockIO", "network", "rdma") if res.get(k)]
+        if res.get("hugepageLimits") and self._hugetlb_target()[1] is False:
+            v1.append("hugepageLimits")
+        if self.mode == "v1" or "" not in self.paths:
+            raise CgroupError("invalid configuration: cannot use unified on cgroup v1 "
+                              "(linux.resources.unified: this host has no cgroup v2 hierarchy)")
+        if v1:
+            raise CgroupError("invalid configuration: cannot use unified on cgroup v1 (linux.resources.unified "
+                              f"together with {', '.join('linux.resources.' + k for k in v1)}, which this "
+                              "hybrid host keeps in cgroup v1 hierarchies)")
+
+    # -- events -------------------------------------------------------------------------------
+
+    def oom_watcher(self) -> OomWatcher:
+        """What `events` waits on for OOM kills in the container's memory cgroup."""
+        if self.mode == "v2":
+            return OomWatcher(None, posixpath.join(self.paths[""], "memory.events"))
+        path = self.paths.get("memory")
+        if not path:
+            raise CgroupError("events: the container has no memory cgroup to watch for OOM kills")
+        return OomWatcher(path, None)
+
+    # -- exec --cgroup ------------------------------------------------------------------------
+
+    def sub_paths(self, specs: list[str]) -> dict[str, str]:
+        """The cgroup paths for `exec --cgroup`: each spec is ``[ctrl[,ctrl...]:]path`` relative to
+        the container's cgroup; a spec without a controller (the only form on v2) applies to every
+        hierarchy and must be the only one. runc 1.1's rules and words."""
+        subs: dict[str, str] = {}
+        for spec in specs:
+            parts = spec.split(":")
+            if len(parts) > 2:
+                raise CgroupError(f"invalid --cgroup argument: {spec}")
+            if len(parts) == 1:
+                if len(specs) != 1:
+                    raise CgroupError(f"invalid --cgroup argument: {spec} (missing <controller>: prefix)")
+                subs[""] = spec
+            else:
+                for ctrl in parts[0].split(","):
+                    subs[ctrl] = parts[1]
+        paths = dict(self.paths)
+        if "" in subs:
+            targets = {key: subs[""] for key in paths}
+        else:
+            targets = {}
+            for ctrl, sub in subs.items():
+                if ctrl not in paths:
+                    raise CgroupError(f"unknown controller {ctrl} in SubCgroupPaths (--cgroup {ctrl}:{sub}; "
+                                      f"this container has: {', '.join(k or '(unified)' for k in paths)})")
+                targets[ctrl] = sub
+        for key, sub in targets.items():
+            joined = posixpath.normpath(posixpath.join(paths[key], sub))
+            if not _under(joined, paths[key]):
+                raise CgroupError(f"{sub} is not a sub cgroup path (--cgroup: it leaves the container's cgroup)")
+            paths[key] = joined
+        return paths
+
+    def join(self, pid: int, paths: dict[str, str]) -> None:
+        """Move ``pid`` into existing cgroups ``paths`` (from :meth:`sub_paths`); nothing is created.
+        Hierarchies the container itself only joins on a best-effort basis stay best-effort where
+        the path is the container's own."""
+        for key, path in paths.items():
+            target = posixpath.join(path, "cgroup.procs")
+            for attempt in range(5):
+                try:
+                    _write(target, str(pid))
+                    break
+                except OSError as e:
+                    if e.errno == errno.EINVAL and attempt < 4:
+                        time.sleep(0.03)  # the task may still be TASK_NEW, as in apply()
+                        continue
+                    if self._join_only(key) and path == self.paths.get(key):
+                        break
+                    reason = (e.strerror or str(e)).lower()
+                    raise CgroupError(f"error adding pid {pid} to cgroups: failed to write {pid}: "
+                                      f"{target}: {reason}") from None
+
     def destroy(self) -> None:
         """Remove the container's cgroups (and sub-cgroups); ENOENT is fine, EBUSY is retried."""
         remaining = self._unique_paths()
@@ -1961,6 +2048,77 @@ class Manager:
                 if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
                     _log("debug", "cannot remove cgroup parent %s: %s", p, e)
         self.created = []
+
+
+class OomWatcher:
+    """OOM notifications of one memory cgroup.
+
+    v1: an eventfd registered on memory.oom_control through cgroup.event_control (the kernel signals
+    each OOM in the cgroup, and the cgroup's removal). v2: the ``oom_kill`` count of memory.events,
+    read when :meth:`wait` times out or returns (cgroup2 files have no eventfd interface).
+    """
+
+    def __init__(self, v1_path: str | None, v2_events: str | None) -> None:
+        self.v1_path, self.v2_events = v1_path, v2_events
+        self.efd = -1
+        self._last = 0
+        if v1_path is not None:
+            control = posixpath.join(v1_path, "cgroup.event_control")
+            try:
+                ofd = os.open(posixpath.join(v1_path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise CgroupError(f"events: opening {v1_path}/memory.oom_control: {e.strerror}") from None
+            try:
+                self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                _write(control, f"{self.efd} {ofd}")
+            except OSError as e:
+                self.close()
+                raise CgroupError(f"events: registering for OOM notifications in {control}: {e.strerror}") from None
+            finally:
+                os.close(ofd)  # the kernel holds its own reference
+        else:
+            self._last = self._v2_count() or 0
+
+    def _v2_count(self) -> int | None:
+        assert self.v2_events is not None
+        try:
+            return _read_key_values(self.v2_events).get("oom_kill", 0)
+        except (OSError, CgroupError, ValueError):
+            return None
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds; the number of OOM events seen, or None once the cgroup is gone."""
+        import select
+
+        if self.v1_path is not None:
+            ready, _, _ = select.select([self.efd], [], [], max(timeout, 0))
+            if not ready:
+                return 0
+            try:
+                n = int.from_bytes(os.read(self.efd, 8), "little")
+            except BlockingIOError:
+                return 0
+            # the kernel also signals when the cgroup is removed
+            if not os.path.exists(posixpath.join(self.v1_path, "cgroup.event_control")):
+                return None
+            return n
+        deadline = time.monotonic() + max(timeout, 0)
+        while True:
+            count = self._v2_count()
+            if count is None:
+                return None
+            if count > self._last:
+                new, self._last = count - self._last, count
+                return new
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return 0
+            time.sleep(min(left, 0.1))
+
+    def close(self) -> None:
+        if self.efd >= 0:
+            os.close(self.efd)
+            self.efd = -1
 
 
 def _remove_tree(path: str) -> str:

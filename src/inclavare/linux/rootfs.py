@@ -52,6 +52,29 @@ _FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
     "sync": (False, sc.MS_SYNCHRONOUS),
 }
 
+# runc 1.1.5's recursive options: option -> (clear, MOUNT_ATTR_* bit), applied to a bind mount and
+# every mount below it with mount_setattr(AT_RECURSIVE)
+_REC_OPTIONS: dict[str, tuple[bool, int]] = {
+    "rro": (False, sc.MOUNT_ATTR_RDONLY),
+    "rrw": (True, sc.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, sc.MOUNT_ATTR_NOSUID),
+    "rsuid": (True, sc.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, sc.MOUNT_ATTR_NODEV),
+    "rdev": (True, sc.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, sc.MOUNT_ATTR_NOEXEC),
+    "rexec": (True, sc.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, sc.MOUNT_ATTR_NODIRATIME),
+    "rdiratime": (True, sc.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (False, sc.MOUNT_ATTR_RELATIME),
+    "rnorelatime": (True, sc.MOUNT_ATTR_RELATIME),
+    "rnoatime": (False, sc.MOUNT_ATTR_NOATIME),
+    "ratime": (True, sc.MOUNT_ATTR_NOATIME),
+    "rstrictatime": (False, sc.MOUNT_ATTR_STRICTATIME),
+    "rnostrictatime": (True, sc.MOUNT_ATTR_STRICTATIME),
+    "rnosymfollow": (False, sc.MOUNT_ATTR_NOSYMFOLLOW),
+    "rsymfollow": (True, sc.MOUNT_ATTR_NOSYMFOLLOW),
+}
+
 PROPAGATION: dict[str, int] = {
     "private": sc.MS_PRIVATE,
     "rprivate": sc.MS_PRIVATE | sc.MS_REC,
@@ -81,7 +104,10 @@ class MountSpec:
         self.flags = flags
         self.propagation: list[int] = []
         self.data: list[str] = []
-        self.extensions: set[str] = set()  # tmpcopyup, rro, ...
+        self.extensions: set[str] = set()  # tmpcopyup, idmap, ...
+        # mount_setattr(2) attributes for the recursive options (rro, rnosuid, ...)
+        self.rec_set = 0
+        self.rec_clr = 0
 
 
 def parse_options(options: list[str] | None) -> MountSpec:
@@ -95,7 +121,16 @@ def parse_options(options: list[str] | None) -> MountSpec:
                 spec.flags |= bit
         elif opt in PROPAGATION:
             spec.propagation.append(PROPAGATION[opt])
-        elif opt in ("tmpcopyup", "rro", "rrw", "rnosuid", "rnodev", "rnoexec", "idmap", "ridmap"):
+        elif opt in _REC_OPTIONS:
+            clear, bit = _REC_OPTIONS[opt]
+            if clear:
+                spec.rec_clr |= bit
+            else:
+                spec.rec_set |= bit
+                if bit & sc.MOUNT_ATTR__ATIME == bit:
+                    # an access-time mode is set only together with clearing the whole atime field
+                    spec.rec_clr |= sc.MOUNT_ATTR__ATIME
+        elif opt in ("tmpcopyup", "idmap", "ridmap"):
             spec.extensions.add(opt)
         else:
             spec.data.append(opt)
@@ -158,11 +193,21 @@ def _create_target(dest: str, source_is_dir: bool) -> None:
         os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
 
 
+def is_bind(m: dict[str, Any]) -> bool:
+    """Whether config mount ``m`` is a bind mount (a bind/rbind option, or type "bind")."""
+    return m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or ())
+
+
 class RootfsContext:
-    def __init__(self, rootfs: str, cgroup_paths: dict[str, str] | None = None, cgroupns: bool = False) -> None:
+    """``source_fds``: mount index -> O_PATH fd of its bind source, opened by the runtime with host
+    credentials when the container has its own user namespace (runc's mount-source fds)."""
+
+    def __init__(self, rootfs: str, cgroup_paths: dict[str, str] | None = None, cgroupns: bool = False,
+                 source_fds: dict[int, int] | None = None) -> None:
         self.rootfs = rootfs
         self.cgroup_paths = cgroup_paths or {}
         self.cgroupns = cgroupns
+        self.source_fds = source_fds or {}
 
 
 def _apply_propagation(dest: str, spec: MountSpec) -> None:
@@ -192,16 +237,23 @@ def mount_one(index: int, m: dict[str, Any], ctx: RootfsContext) -> None:
     spec = parse_options(m.get("options"))
     dest = secure_join(ctx.rootfs, m["destination"])
     source = m.get("source") or mtype or "none"
-    is_bind = bool(spec.flags & sc.MS_BIND) or mtype == "bind"
+    bind = bool(spec.flags & sc.MS_BIND) or mtype == "bind"
+    if mtype in ("proc", "sysfs"):
+        _check_plain_dir(where, mtype, ctx.rootfs, m["destination"])
     try:
-        if is_bind:
+        if bind:
+            # a source the runtime opened for us is reached through its fd
+            fd = ctx.source_fds.get(index)
+            path = source if fd is None else f"/proc/self/fd/{fd}"
             try:
-                st = os.stat(source)
+                st = os.stat(path)
             except OSError as e:
                 raise ConfigError(where, f"bind source {source}: {e.strerror}") from None
             _create_target(dest, stat.S_ISDIR(st.st_mode))
             spec.flags |= sc.MS_BIND
-            _bind(source, dest, spec)
+            _bind(path, dest, spec)
+            if spec.rec_set or spec.rec_clr:
+                _set_rec_attr(dest, spec)
             return
         if mtype == "cgroup":
             _mount_cgroup(dest, spec, ctx)
@@ -226,6 +278,32 @@ def mount_one(index: int, m: dict[str, Any], ctx: RootfsContext) -> None:
         _apply_propagation(dest, spec)
     except SysError as e:
         raise SysError(f"{where}: {e}", e.errno) from None
+
+
+def _check_plain_dir(where: str, mtype: str, rootfs: str, destination: str) -> None:
+    """proc and sysfs go on a real directory of the rootfs: an image whose /proc or /sys is a symlink
+    (or a file) would move them, and the masks over them, somewhere else (runc refuses it too)."""
+    plain = os.path.join(rootfs, os.path.normpath("/" + destination).lstrip("/"))
+    try:
+        st = os.lstat(plain)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(where, f"{destination} in the rootfs: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+        raise ConfigError(where, f'filesystem "{mtype}" must be mounted on ordinary directory '
+                                 f"({destination} in the rootfs is {kind})")
+
+
+def _set_rec_attr(dest: str, spec: MountSpec) -> None:
+    try:
+        sc.mount_setattr(dest, spec.rec_set, spec.rec_clr, sc.AT_RECURSIVE)
+    except SysError as e:
+        if e.errno == errno.ENOSYS:
+            raise SysError(f"recursive mount options (rro, rnosuid, ...) need mount_setattr(2), "
+                           f"Linux 5.12 or later: {e}", e.errno) from None
+        raise
 
 
 def _tmpcopyup(source: str, dest: str, spec: MountSpec) -> None:
@@ -366,8 +444,43 @@ def pivot(rootfs: str) -> None:
         os.close(new)
 
 
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \ooo
+    if "\\" not in field:
+        return field
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda mo: chr(int(mo.group(1), 8)), field)
+
+
+def _detach_host_proc_sys(rootfs: str) -> None:
+    """--no-pivot keeps the old root's mounts in the namespace, out of sight but counted by the kernel:
+    a full host procfs or sysfs there would let the container mount an unmasked one. Detach every such
+    mount outside the rootfs, or cover it with a tmpfs where it is locked (as runc's msMoveRoot)."""
+    rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
+    inside = rootfs.rstrip("/") + "/"
+    for fields in _mountinfo():
+        fstype = fields[fields.index("-") + 1]
+        mp = _unescape(fields[4])
+        if fields[3] != "/" or fstype not in ("proc", "sysfs") or mp == rootfs or mp.startswith(inside):
+            continue
+        try:
+            sc.mount(None, mp, None, sc.MS_SLAVE | sc.MS_REC)  # the detach must not reach the host
+        except SysError as e:
+            if e.errno == errno.ENOENT:
+                continue  # under a mount already detached
+            raise
+        try:
+            sc.umount(mp, sc.MNT_DETACH)
+        except SysError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            sc.mount("tmpfs", mp, "tmpfs")
+
+
 def move_root(rootfs: str) -> None:
     """--no-pivot: move the rootfs mount over / and chroot into it."""
+    _detach_host_proc_sys(rootfs)
     os.chdir(rootfs)
     sc.mount(rootfs, "/", None, sc.MS_MOVE)
     os.chroot(".")

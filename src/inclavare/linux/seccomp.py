@@ -14,10 +14,20 @@ The OCI ``linux.seccomp`` object is checked by :func:`validate` (pure Python, no
   every condition becomes a rule of its own (OR), as runc does.
 * The native architecture is always in the filter; listed architectures are added.
 * ``SCMP_FLTATR_CTL_NNP`` is cleared: the runtime sets no_new_privs itself when the process asks.
+* A syscall newer than every syscall the profile names returns ``-ENOSYS`` rather than the default
+  action's result, through a stub put in front of libseccomp's program (runc's ``patchbpf``; the rules
+  and the reasons for the design are in :mod:`inclavare.linux.seccomp_enosys`).  :meth:`Filter.load`
+  therefore installs the exported program with ``seccomp(2)`` itself instead of ``seccomp_load()``.
+* With a ``SCMP_ACT_NOTIFY`` rule the filter is installed with ``SECCOMP_FILTER_FLAG_NEW_LISTENER``;
+  :func:`send_to_listener` gives the resulting fd and the container process state to the agent at
+  ``listenerPath`` (runtime-spec config-linux.md "seccomp" and "The Container Process State"), and
+  :func:`notify_receive` / :func:`notify_respond` are the agent's side.  ``SCMP_ACT_NOTIFY`` is refused
+  for ``write`` (the init reports the fd with write()) and as the default action, as runc does.
 
 Where runc 1.1.5 and the runtime-spec differ, this module follows the spec and is stricter: it accepts
 ``flags`` (runc 1.1.5 refuses every flag), and it refuses ``errnoRet`` on actions that carry no errno
-(runc ignores it; the spec says the runtime MUST fail).
+(runc ignores it; the spec says the runtime MUST fail).  ``SCMP_ARCH_RISCV64``, ``PARISC`` and
+``PARISC64`` work (runc 1.1.5 refuses them).
 
 :func:`compile` and :meth:`Filter.load` run in the container's init process right before ``execve``:
 they start no threads and fork nothing.  libseccomp is opened on first use by its soname; the caller
@@ -45,12 +55,20 @@ __all__ = [
     "FLAGS",
     "OPERATORS",
     "Filter",
+    "NOTIFY_FLAG_CONTINUE",
     "LibseccompError",
+    "Notification",
     "compile",
     "enabled",
     "library_version",
+    "native_arch",
+    "notify_id_valid",
+    "notify_receive",
+    "notify_respond",
     "preload",
     "send_to_listener",
+    "syscall_name",
+    "syscall_number",
     "validate",
 ]
 
@@ -125,7 +143,6 @@ _FLTATR_CTL_TSYNC = 4
 _FLTATR_CTL_LOG = 6
 _FLTATR_CTL_SSB = 7
 _FLTATR_CTL_OPTIMIZE = 8
-_FLTATR_API_SYSRAWRC = 9
 _FLTATR_CTL_WAITKILL = 10  # libseccomp >= 2.6.0
 
 #: OCI flag name -> (filter attribute, first libseccomp version that has it).
@@ -143,6 +160,19 @@ _ERRNO_MAX = 0xFFFF  # the data part of a seccomp return value is 16 bits
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 for the terminating NUL
 _BINARY_TREE_MIN_RULES = 32  # runc's threshold for SCMP_FLTATR_CTL_OPTIMIZE = 2
 _NOTIFY_MIN_API = 6  # libseccomp API level with notify + TSYNC (runc requires it)
+_INSN_SIZE = 8  # sizeof(struct sock_filter)
+_BPF_MAXINSNS = 4096
+_SET_MODE_FILTER = 1  # SECCOMP_SET_MODE_FILTER
+_FILTER_FLAG_TSYNC = 1 << 0
+_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_FILTER_FLAG_TSYNC_ESRCH = 1 << 4
+#: OCI flag name -> SECCOMP_FILTER_FLAG_* bit given to seccomp(2).
+_KERNEL_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": _FILTER_FLAG_TSYNC,
+    "SECCOMP_FILTER_FLAG_LOG": 1 << 1,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 1 << 2,
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 1 << 5,
+}
 
 #: ociVersion written into the container process state when the state has none.
 OCI_VERSION = "1.0.2"
@@ -233,7 +263,7 @@ def _check_syscall(call: object, path: str) -> bool:
         # The init process reports the notify fd to its parent with write(); trapping write would hang it.
         for j, name in enumerate(names):
             if name == "write":
-                raise ConfigError(f"{path}.names[{j}]", 'SCMP_ACT_NOTIFY cannot be used for "write"')
+                raise ConfigError(f"{path}.names[{j}]", 'SCMP_ACT_NOTIFY cannot be used for the write syscall')
     args = call.get("args")
     if args is not None:
         if not isinstance(args, list):
@@ -255,7 +285,7 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
         return
     default_action = _check_action(seccomp.get("defaultAction"), f"{field}.defaultAction")
     if default_action == "SCMP_ACT_NOTIFY":
-        raise ConfigError(f"{field}.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
+        raise ConfigError(f"{field}.defaultAction", "SCMP_ACT_NOTIFY cannot be used as default action")
     if seccomp.get("defaultErrnoRet") is not None:
         _check_errno_ret(seccomp["defaultErrnoRet"], f"{field}.defaultErrnoRet", default_action)
 
@@ -292,11 +322,10 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
                 f"{field}.listenerPath", f"a unix socket path must not be longer than {_SUN_PATH_MAX} bytes"
             )
     metadata = seccomp.get("listenerMetadata")
-    if metadata is not None:
-        if not isinstance(metadata, str):
-            raise ConfigError(f"{field}.listenerMetadata", "must be a string")
-        if metadata and not listener_path:
-            raise ConfigError(f"{field}.listenerMetadata", "must not be set without listenerPath")
+    if metadata is not None and not isinstance(metadata, str):
+        raise ConfigError(f"{field}.listenerMetadata", "must be a string")
+    # (metadata without listenerPath is a config the spec says must not be written; runc accepts it and
+    # so does rune: without a listener there is nobody to give it to)
 
     syscalls = seccomp.get("syscalls")
     uses_notify = False
@@ -306,7 +335,7 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
         for i, call in enumerate(syscalls):
             uses_notify |= _check_syscall(call, f"{field}.syscalls[{i}]")
     if uses_notify and not listener_path:
-        raise ConfigError(f"{field}.listenerPath", "required when a rule uses SCMP_ACT_NOTIFY")
+        raise ConfigError(f"{field}.listenerPath", "listenerPath is not set (a rule uses SCMP_ACT_NOTIFY)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -366,11 +395,13 @@ def _lib() -> ctypes.CDLL:
         "seccomp_attr_set": ([ctx, ctypes.c_int, u32], ctypes.c_int),
         "seccomp_attr_get": ([ctx, ctypes.c_int, ctypes.POINTER(u32)], ctypes.c_int),
         "seccomp_syscall_resolve_name": ([ctypes.c_char_p], ctypes.c_int),
+        "seccomp_syscall_resolve_name_arch": ([u32, ctypes.c_char_p], ctypes.c_int),
+        "seccomp_syscall_resolve_num_arch": ([u32, ctypes.c_int], ctypes.c_void_p),  # a malloc()ed string
+        "free": ([ctypes.c_void_p], None),  # libc's, reached through libseccomp's dependencies
         "seccomp_rule_add_array": (
             [ctx, u32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)],
             ctypes.c_int,
         ),
-        "seccomp_load": ([ctx], ctypes.c_int),
         "seccomp_export_pfc": ([ctx, ctypes.c_int], ctypes.c_int),
         "seccomp_export_bpf": ([ctx, ctypes.c_int], ctypes.c_int),
         "seccomp_api_get": ([], ctypes.c_uint),
@@ -383,11 +414,6 @@ def _lib() -> ctypes.CDLL:
             raise SeccompError(f"{_SONAME} lacks {name}(); libseccomp >= 2.5.0 is required") from None
         fn.argtypes = argtypes
         fn.restype = restype
-    # Present since 2.5.0 only; looked up on use so older libraries still serve plain filters.
-    notify_fd = getattr(lib, "seccomp_notify_fd", None)
-    if notify_fd is not None:
-        notify_fd.argtypes = [ctx]
-        notify_fd.restype = ctypes.c_int
     _LIB = lib
     return lib
 
@@ -445,6 +471,12 @@ def _action_text(value: int) -> str:
 # Filter
 
 
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 class Filter:
     """A libseccomp filter context built by :func:`compile`."""
 
@@ -453,26 +485,60 @@ class Filter:
         self.default_action = default_action
         #: Syscall names libseccomp does not know for the native architecture (skipped, as runc does).
         self.unknown_syscalls: list[str] = []
-        #: Whether a SCMP_ACT_NOTIFY rule made it into the filter (load() then returns the notify fd).
+        #: Whether the profile has a SCMP_ACT_NOTIFY rule: load() then asks the kernel for a notify fd
+        #: (also when every such rule names only unknown syscalls, as runc does).
         self.uses_notify = False
         #: How many rules were given to libseccomp.
         self.rule_count = 0
+        #: The -ENOSYS stub put in front of libseccomp's program (see seccomp_enosys), maybe empty.
+        self.enosys_stub = b""
+        #: SECCOMP_FILTER_FLAG_* bits for seccomp(2), from the profile's flags.
+        self.kernel_flags = 0
+        self._program: bytes | None = None
 
     def _handle(self) -> ctypes.c_void_p:
         if self._ctx is None:
             raise SeccompError("seccomp: the filter was already released")
         return ctypes.c_void_p(self._ctx)
 
+    def program(self) -> bytes:
+        """The classic-BPF program load() installs: the -ENOSYS stub, then libseccomp's filter."""
+        if self._program is None:
+            self._program = self.enosys_stub + self.export_bpf()
+        return self._program
+
     def load(self) -> int | None:
-        """Install the filter in the calling thread; return the notify fd if SCMP_ACT_NOTIFY is used."""
-        lib = _lib()
-        _check(lib.seccomp_load(self._handle()), "seccomp_load")
-        if not self.uses_notify:
-            return None
-        notify_fd = getattr(lib, "seccomp_notify_fd", None)
-        if notify_fd is None:
-            raise SeccompError("seccomp: libseccomp has no seccomp_notify_fd(); need >= 2.5.0")
-        return _check(notify_fd(self._handle()), "seccomp_notify_fd")
+        """Install the filter in the calling thread; return the notify fd if SCMP_ACT_NOTIFY is used.
+
+        libseccomp's seccomp_load() cannot install a program with the stub in front, so the exported
+        program goes to seccomp(2) here.  The program was built by compile(); everything else is done
+        before the call, so almost nothing of this function runs under the new filter.  No thread is
+        started (SECCOMP_FILTER_FLAG_TSYNC has only the calling thread to synchronise).
+        """
+        from inclavare.linux.syscalls import libc
+
+        self._handle()  # a released filter is not loaded, even though its program is kept
+        code = self.program()
+        count = len(code) // _INSN_SIZE
+        if count > _BPF_MAXINSNS:
+            raise SeccompError(
+                f"seccomp: the filter has {count} BPF instructions, more than the kernel's {_BPF_MAXINSNS}"
+            )
+        flags = self.kernel_flags
+        if self.uses_notify:
+            flags |= _FILTER_FLAG_NEW_LISTENER
+            if flags & _FILTER_FLAG_TSYNC:
+                flags |= _FILTER_FLAG_TSYNC_ESRCH  # TSYNC alone cannot be combined with a listener
+        nr = _check(_lib().seccomp_syscall_resolve_name(b"seccomp"), "seccomp_syscall_resolve_name", "seccomp")
+        buf = ctypes.create_string_buffer(code, len(code))
+        fprog = _SockFprog(count, ctypes.cast(buf, ctypes.c_void_p))
+        ctypes.set_errno(0)
+        rc = libc().syscall(
+            ctypes.c_long(nr), ctypes.c_long(_SET_MODE_FILTER), ctypes.c_ulong(flags), ctypes.byref(fprog)
+        )
+        if rc < 0:
+            raise LibseccompError("seccomp", -ctypes.get_errno(), "SECCOMP_SET_MODE_FILTER")
+        return int(rc) if self.uses_notify else None
 
     def release(self) -> None:
         """Free the filter context (the loaded kernel filter stays in force)."""
@@ -549,10 +615,27 @@ def compile(seccomp: dict[str, Any]) -> Filter:
     try:
         _configure(lib, flt, seccomp, syscalls)
         _add_rules(lib, flt, syscalls)
+        flt.uses_notify = any(call["action"] == "SCMP_ACT_NOTIFY" for call in syscalls)
+        flt.enosys_stub = _enosys_stub(lib, seccomp, syscalls)
+        flt._program = flt.enosys_stub + flt.export_bpf()  # now, while the library's files are reachable
     except BaseException:
         flt.release()
         raise
     return flt
+
+
+def _enosys_stub(lib: ctypes.CDLL, seccomp: Mapping[str, Any], syscalls: list[Mapping[str, Any]]) -> bytes:
+    from inclavare.linux import seccomp_enosys
+
+    if not seccomp_enosys.needs_stub(seccomp["defaultAction"]):
+        return b""
+    tokens = [lib.seccomp_arch_resolve_name(ARCHITECTURES[a].encode()) for a in seccomp.get("architectures") or []]
+
+    def resolve(token: int, name: str) -> int:
+        return int(lib.seccomp_syscall_resolve_name_arch(token, name.encode()))
+
+    names = (name for call in syscalls for name in call["names"])
+    return seccomp_enosys.build_stub(seccomp_enosys.last_syscalls(tokens, names, resolve))
 
 
 def _configure(lib: ctypes.CDLL, flt: Filter, seccomp: Mapping[str, Any], syscalls: list[Any]) -> None:
@@ -572,6 +655,7 @@ def _configure(lib: ctypes.CDLL, flt: Filter, seccomp: Mapping[str, Any], syscal
 
     for flag in seccomp.get("flags") or []:
         attr_id, since = FLAGS[flag]
+        flt.kernel_flags |= _KERNEL_FLAGS[flag]
         rc = lib.seccomp_attr_set(h, attr_id, 1)
         if rc < 0:
             have = library_version()
@@ -582,10 +666,9 @@ def _configure(lib: ctypes.CDLL, flt: Filter, seccomp: Mapping[str, Any], syscal
                 )
             _check(rc, "seccomp_attr_set", flag)
 
-    # rune sets no_new_privs itself, so libseccomp must not.
+    # rune sets no_new_privs itself (Filter.load() does not go through seccomp_load(), which would
+    # otherwise set it); cleared so that the context says what is true.
     _check(lib.seccomp_attr_set(h, _FLTATR_CTL_NNP, 0), "seccomp_attr_set", "SCMP_FLTATR_CTL_NNP")
-    # Have seccomp_load() report the kernel's errno rather than a generic ECANCELED (best effort).
-    lib.seccomp_attr_set(h, _FLTATR_API_SYSRAWRC, 1)
     if len(syscalls) > _BINARY_TREE_MIN_RULES:
         # Binary-tree dispatch for long profiles; libseccomp <= 2.5.4 misbehaves with it on tiny ones.
         lib.seccomp_attr_set(h, _FLTATR_CTL_OPTIMIZE, 2)
@@ -612,12 +695,39 @@ def _add_rules(lib: ctypes.CDLL, flt: Filter, syscalls: list[Mapping[str, Any]])
                 rc = lib.seccomp_rule_add_array(h, action, nr, len(conds), arr)
                 _check(rc, "seccomp_rule_add_array", f"{name}, {_action_text(action)}")
                 flt.rule_count += 1
-            if action == _ACT_NOTIFY:
-                flt.uses_notify = True
+
+
+def native_arch() -> int:
+    """libseccomp's token for the architecture this process runs on (an AUDIT_ARCH_* value)."""
+    return int(_lib().seccomp_arch_native())
+
+
+def syscall_number(name: str, arch: int | None = None) -> int | None:
+    """The number of syscall ``name`` on ``arch`` (a libseccomp token; default native), if it has one."""
+    lib = _lib()
+    nr = int(lib.seccomp_syscall_resolve_name_arch(native_arch() if arch is None else arch, name.encode()))
+    return nr if nr >= 0 else None
+
+
+def syscall_name(nr: int, arch: int | None = None) -> str | None:
+    """The name of syscall number ``nr`` on ``arch`` (default native), if libseccomp knows it."""
+    lib = _lib()
+    ptr = lib.seccomp_syscall_resolve_num_arch(native_arch() if arch is None else arch, nr)
+    if not ptr:
+        return None
+    try:
+        return ctypes.string_at(ptr).decode()
+    finally:
+        lib.free(ptr)
 
 
 # --------------------------------------------------------------------------------------------------
 # Seccomp agent hand-off (runtime-spec "The Container Process State")
+
+
+def _socket_address(listener_path: str) -> str:
+    """The address to connect to: ``@name`` is the abstract socket ``name``, as Go (and so runc) reads it."""
+    return "\0" + listener_path[1:] if listener_path.startswith("@") else listener_path
 
 
 def send_to_listener(
@@ -632,7 +742,9 @@ def send_to_listener(
 
     ``state`` is the container's runtime state (``ociVersion``, ``id``, ``status``, ``pid``, ``bundle``,
     ``annotations``); ``pid`` is the process the fd belongs to (default: ``state["pid"]``).
-    One connection carries exactly one message; the fd travels in SCM_RIGHTS with the first bytes.
+    One connection carries exactly one message, written with one sendmsg that also carries the fd
+    (agents such as runc's sample read it with a single recvmsg); the connection is then closed.
+    ``listener_path`` may name an abstract socket as ``@name``.
     """
     import array
     import socket
@@ -651,20 +763,149 @@ def send_to_listener(
     message["state"] = state
     payload = json.dumps(message).encode()
 
-    where = f"seccomp listener {listener_path}"
+    where = f"linux.seccomp.listenerPath {listener_path}"
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     except OSError as exc:
         raise SeccompError(f"{where}: socket: {exc.strerror}") from None
     with sock:
         try:
-            sock.connect(listener_path)
+            sock.connect(_socket_address(listener_path))
         except OSError as exc:
-            raise SeccompError(f"{where}: connect: {exc.strerror or exc}") from None
+            raise SeccompError(
+                f"failed to connect with seccomp agent specified in the seccomp profile: {where}: "
+                f"{exc.strerror or exc}"
+            ) from None
         try:
             fds = array.array("i", [notify_fd])
             sent = sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             if sent < len(payload):
                 sock.sendall(payload[sent:])  # the fd went with the first part only
         except OSError as exc:
-            raise SeccompError(f"{where}: sendmsg: {exc.strerror or exc}") from None
+            raise SeccompError(f"cannot send seccomp fd to {listener_path}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# The agent's side: reading and answering notifications from a notify fd (libseccomp >= 2.5.0)
+
+
+class _NotifData(ctypes.Structure):
+    """struct seccomp_data."""
+
+    _fields_ = [
+        ("nr", ctypes.c_int),
+        ("arch", ctypes.c_uint32),
+        ("instruction_pointer", ctypes.c_uint64),
+        ("args", ctypes.c_uint64 * 6),
+    ]
+
+
+class _Notif(ctypes.Structure):
+    """struct seccomp_notif."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("data", _NotifData)]
+
+
+class _NotifResp(ctypes.Structure):
+    """struct seccomp_notif_resp."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("val", ctypes.c_int64), ("error", ctypes.c_int32), ("flags", ctypes.c_uint32)]
+
+
+#: seccomp_notify_respond(): let the kernel run the syscall as if no filter had trapped it.
+NOTIFY_FLAG_CONTINUE = 1
+
+
+class Notification:
+    """One trapped syscall read from a notify fd by :func:`notify_receive`."""
+
+    __slots__ = ("arch", "args", "id", "instruction_pointer", "nr", "pid")
+
+    def __init__(self, raw: _Notif) -> None:
+        self.id: int = raw.id
+        self.pid: int = raw.pid
+        self.nr: int = raw.data.nr
+        self.arch: int = raw.data.arch
+        self.instruction_pointer: int = raw.data.instruction_pointer
+        self.args: tuple[int, ...] = tuple(raw.data.args)
+
+    def syscall_name(self) -> str | None:
+        """The syscall's name on the caller's architecture, if libseccomp knows it."""
+        return syscall_name(self.nr, self.arch)
+
+    def __repr__(self) -> str:
+        return f"Notification(id={self.id}, pid={self.pid}, nr={self.nr}, arch={self.arch:#x})"
+
+
+_NOTIFY_READY = False
+
+
+def _notify_lib() -> ctypes.CDLL:
+    global _NOTIFY_READY
+    lib = _lib()
+    if _NOTIFY_READY:
+        return lib
+    sigs: dict[str, tuple[list[Any], Any]] = {
+        "seccomp_notify_alloc": (
+            [ctypes.POINTER(ctypes.POINTER(_Notif)), ctypes.POINTER(ctypes.POINTER(_NotifResp))],
+            ctypes.c_int,
+        ),
+        "seccomp_notify_free": ([ctypes.POINTER(_Notif), ctypes.POINTER(_NotifResp)], None),
+        "seccomp_notify_receive": ([ctypes.c_int, ctypes.POINTER(_Notif)], ctypes.c_int),
+        "seccomp_notify_respond": ([ctypes.c_int, ctypes.POINTER(_NotifResp)], ctypes.c_int),
+        "seccomp_notify_id_valid": ([ctypes.c_int, ctypes.c_uint64], ctypes.c_int),
+    }
+    for name, (argtypes, restype) in sigs.items():
+        fn = getattr(lib, name, None)
+        if fn is None:
+            raise SeccompError(f"{_SONAME} lacks {name}(); seccomp notification needs libseccomp >= 2.5.0")
+        fn.argtypes = argtypes
+        fn.restype = restype
+    _NOTIFY_READY = True
+    return lib
+
+
+class _NotifyBuffers:
+    """The request/response pair libseccomp sizes for the running kernel."""
+
+    def __init__(self) -> None:
+        self.lib = _notify_lib()
+        self.req = ctypes.POINTER(_Notif)()
+        self.resp = ctypes.POINTER(_NotifResp)()
+        _check(self.lib.seccomp_notify_alloc(ctypes.byref(self.req), ctypes.byref(self.resp)), "seccomp_notify_alloc")
+
+    def __enter__(self) -> _NotifyBuffers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lib.seccomp_notify_free(self.req, self.resp)
+
+
+def notify_receive(fd: int) -> Notification:
+    """Wait for and read the next notification from notify fd ``fd``.
+
+    Raises LibseccompError with errno ENOENT when the trapped call went away before it was read.
+    """
+    with _NotifyBuffers() as bufs:
+        _check(bufs.lib.seccomp_notify_receive(fd, bufs.req), "seccomp_notify_receive")
+        return Notification(bufs.req.contents)
+
+
+def notify_respond(fd: int, notif_id: int, *, val: int = 0, error: int = 0, flags: int = 0) -> None:
+    """Answer notification ``notif_id``: the call returns ``val``, or fails with errno ``error`` (> 0);
+    ``flags=NOTIFY_FLAG_CONTINUE`` lets the kernel run it instead.
+
+    Raises LibseccompError with errno ENOENT when the caller is gone (killed, or its call interrupted).
+    """
+    with _NotifyBuffers() as bufs:
+        resp = bufs.resp.contents
+        resp.id = notif_id
+        resp.val = val
+        resp.error = -error if error > 0 else error
+        resp.flags = flags
+        _check(bufs.lib.seccomp_notify_respond(fd, bufs.resp), "seccomp_notify_respond")
+
+
+def notify_id_valid(fd: int, notif_id: int) -> bool:
+    """Whether notification ``notif_id`` is still pending (its caller has not gone away)."""
+    return bool(_notify_lib().seccomp_notify_id_valid(fd, notif_id) == 0)

@@ -60,6 +60,19 @@ MS_LAZYTIME = 1 << 25
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
+# mount_setattr(2) (linux/mount.h), Linux 5.12+
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
 # prctl(2)
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
@@ -74,9 +87,9 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # x86_64 / aarch64 syscall numbers for calls glibc does not wrap
 _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "keyctl": 250,
-               "pidfd_open": 434, "close_range": 436, "pidfd_getfd": 438},
+               "pidfd_open": 434, "close_range": 436, "pidfd_getfd": 438, "mount_setattr": 442},
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "keyctl": 219,
-                "pidfd_open": 434, "close_range": 436, "pidfd_getfd": 438},
+                "pidfd_open": 434, "close_range": 436, "pidfd_getfd": 438, "mount_setattr": 442},
 }
 
 _libc: ctypes.CDLL | None = None
@@ -165,6 +178,19 @@ def pivot_root(new_root: str, put_old: str) -> None:
     lib = libc()
     if lib.syscall(_nr("pivot_root"), _enc(new_root), _enc(put_old)) < 0:
         _raise("pivot_root", new_root, ctypes.get_errno())
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int, flags: int = AT_RECURSIVE) -> None:
+    """Change the attributes of the mount at ``path`` (and, with AT_RECURSIVE, of every mount below it)."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    if libc().syscall(_nr("mount_setattr"), ctypes.c_int(-100), _enc(path), ctypes.c_uint(flags),
+                      ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))) < 0:
+        _raise("mount_setattr", path, ctypes.get_errno())
 
 
 def personality(persona: int) -> None:

@@ -92,8 +92,9 @@ class Runtime:
     def create(self, cid: str, bundle: str | None, *, pid_file: str | None = None,
                console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
                no_new_keyring: bool = False, preserve_fds: int = 0,
-               config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``config``: the bundle's config.json when the caller has already loaded and validated it."""
+               config: dict[str, Any] | None = None, foreground: bool = False) -> dict[str, Any]:
+        """``config``: the bundle's config.json when the caller has already loaded and validated it.
+        ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over."""
         from inclavare.formats import oci
         from inclavare.runtime.trace import mark
 
@@ -132,7 +133,10 @@ class Runtime:
         try:
             from inclavare.linux.cgroups import Manager
 
-            mgr = Manager.for_container(linux.get("cgroupsPath") or "", cid)
+            found = Manager.for_container(linux.get("cgroupsPath") or "", cid)
+            found.check_resources(linux.get("resources"))
+            self._check_existing_cgroup(found)
+            mgr = found  # from here on a failed create removes the cgroup: it is ours
             state["cgroup"] = mgr.to_dict()
             state["freezer_file"] = _freezer_file(mgr.paths)
             self.store.save(cid, state)
@@ -171,7 +175,7 @@ class Runtime:
                 console_fd=console_fd if process.get("terminal") else None, preserve_fds=preserve_fds,
                 no_pivot=no_pivot, no_new_keyring=no_new_keyring, cgroup_paths=dict(mgr.paths),
                 state={"id": cid, "bundle": bundle, "annotations": state["annotations"]},
-                enclave=enclave, agent_fd=agent_fd,
+                enclave=enclave, agent_fd=agent_fd, fix_stdio=not foreground,
             )
             hooks = cfg.get("hooks") or {}
 
@@ -219,6 +223,22 @@ class Runtime:
 
     def _warn(self, msg: str) -> None:
         self.log("warning", msg)
+
+    def _check_existing_cgroup(self, mgr: Any) -> None:
+        """runc 1.1.5's checks of a cgroup that exists before create: processes in it are worth a
+        warning, a frozen one is refused (the init would hang in it)."""
+        from inclavare.errors import CgroupError
+
+        if mgr.exists():
+            try:
+                n = len(mgr.pids())
+            except CgroupError:
+                n = 0  # raced with its removal
+            if n:
+                self._warn(f"container's cgroup is not empty: {n} process(es) found")
+        if mgr.freezer_state() == "frozen":
+            where = mgr.paths.get("freezer") or mgr.paths.get("", "")
+            raise ContainerError(f"container's cgroup unexpectedly frozen: {where} (thaw it or remove it first)")
 
     def _teardown(self, state: dict[str, Any], mgr: Any) -> None:
         """Undo a failed create: kill what was started, remove the cgroup and the state dir."""
@@ -284,12 +304,15 @@ class Runtime:
 
             run_hooks("poststart", hooks["poststart"], hook_state(state, "running"), warn=self._warn)
 
-    @staticmethod
-    def _await_fifo(fd: int, state: dict[str, Any]) -> None:
+    def _await_fifo(self, fd: int, state: dict[str, Any]) -> None:
+        """Wait for the init's byte on the exec FIFO, then for EOF: the init keeps its O_CLOEXEC
+        write end open until it execs the workload (or dies), so poststart hooks run after the
+        exec, as runc's start does. The second wait is bounded: startContainer hooks run in it."""
         import select
 
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        pid, start = int(state["pid"]), state.get("pid_start")
         while True:
             # reset each round: a poll that times out (init slow to reach the FIFO) reads nothing
             data: bytes | None = None
@@ -299,11 +322,27 @@ class Runtime:
                 except BlockingIOError:
                     data = None
                 if data:
-                    return
-            if not st.process_alive(int(state["pid"]), state.get("pid_start")):
+                    break
+            if not st.process_alive(pid, start):
                 raise ContainerError(f'container "{state["id"]}": init process exited before start')
             if data == b"":
-                time.sleep(0.002)
+                time.sleep(0.002)  # no writer yet: a FIFO without one reads as EOF
+        hooks = ((state.get("config") or {}).get("hooks") or {}).get("startContainer") or []
+        limit = 10.0 + sum(float(h.get("timeout") or 0) for h in hooks)
+        deadline = time.monotonic() + limit
+        while True:
+            if poller.poll(50):
+                try:
+                    if os.read(fd, 512) == b"":
+                        return  # every write end is closed: the workload runs (or the init is gone)
+                except BlockingIOError:
+                    pass
+            elif not st.process_alive(pid, start):
+                return
+            if time.monotonic() > deadline:
+                self._warn(f'container "{state["id"]}": the init process has not started the workload '
+                           f"{limit:g}s after start; running the poststart hooks anyway")
+                return
 
     # ------------------------------------------------------------------ signals, delete
 
@@ -434,6 +473,16 @@ class Runtime:
             raise ContainerError(f'container "{cid}" is not running')
         return _manager(state).stats()  # type: ignore[no-any-return]
 
+    def oom_watcher(self, cid: str) -> Any:
+        """An :class:`~inclavare.linux.cgroups.OomWatcher` on a live container's memory cgroup."""
+        state, status = self.load(cid)
+        if status == "stopped":
+            raise ContainerError(f"container with id {cid} is not running")
+        mgr = _manager(state)
+        if mgr is None:
+            raise ContainerError(f'container "{cid}" has no cgroup to watch')
+        return mgr.oom_watcher()
+
     def update(self, cid: str, resources: dict[str, Any]) -> None:
         from inclavare.linux import cgroups
 
@@ -458,14 +507,29 @@ class Runtime:
 
     def exec(self, cid: str, process: dict[str, Any], *, pid_file: str | None = None,
              console_socket: str | None = None, console_fd: int | None = None,
-             preserve_fds: int = 0, ignore_paused: bool = False) -> int:
-        """Start ``process`` in the container; returns its host pid."""
+             preserve_fds: int = 0, foreground: bool = False, cgroup: list[str] | None = None,
+             ignore_paused: bool = False) -> int:
+        """Start ``process`` in the container; returns its host pid.
+
+        ``foreground``: fds 0-2 are the caller's own (see :meth:`create`). ``cgroup``: `exec --cgroup`
+        values, ``[controller[,controller]:]path`` below the container's cgroup. ``ignore_paused``:
+        `exec --ignore-paused` (the process waits in the frozen cgroup until `resume`)."""
         from inclavare.formats import oci
 
         state, status = self.load(cid)
         check_exec_state(cid, status, ignore_paused)
         oci.validate_process(process, "process")
         pid_file = _abs(pid_file)
+        mgr = _manager(state)
+        join: Any = mgr.apply if mgr else (lambda pid: None)
+        if cgroup:
+            if mgr is None:
+                raise ContainerError(f'container "{cid}" has no cgroup for --cgroup {cgroup[0]}')
+            sub = mgr.sub_paths(cgroup)
+
+            def join(pid: int) -> None:
+                mgr.join(pid, sub)
+
         cfg = state["config"]
         init_pid = int(state["pid"])
         from inclavare.linux.syscalls import NAMESPACES
@@ -497,16 +561,17 @@ class Runtime:
             sock = agent.connect(self.store.path(cid))
             conn_fd = sock.detach()
             opened.append(conn_fd)
-        mgr = _manager(state)
         from inclavare.runtime.init import SpawnRequest, spawn
 
         req = SpawnRequest(container_id=cid, config=cfg, process=process, namespaces=namespaces,
                            enclave=enclave, agent_fd=conn_fd,
                            exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
                            preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
-                           state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations")})
+                           fix_stdio=not foreground,
+                           state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations"),
+                                  "pid": init_pid})
         try:
-            pid = spawn(req, on_forked=(mgr.apply if mgr else (lambda pid: None)), on_pid=lambda pid: None)
+            pid = spawn(req, on_forked=join, on_pid=lambda pid: None)
         finally:
             for fd in opened:
                 os.close(fd)

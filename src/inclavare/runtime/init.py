@@ -81,7 +81,8 @@ class SpawnRequest:
                  console_fd: int | None = None, preserve_fds: int = 0, no_pivot: bool = False,
                  no_new_keyring: bool = False, cgroup_paths: dict[str, str] | None = None,
                  executor: Callable[[Any], None] | None = None, state: dict[str, Any] | None = None,
-                 enclave: dict[str, str] | None = None, agent_fd: int | None = None) -> None:
+                 enclave: dict[str, str] | None = None, agent_fd: int | None = None,
+                 fix_stdio: bool = True) -> None:
         self.container_id = container_id
         self.config = config
         self.process = process
@@ -102,8 +103,15 @@ class SpawnRequest:
         # the agent's listening socket (create) or a connection to it (exec)
         self.enclave = enclave
         self.agent_fd = agent_fd
+        # give fds 0-2 to the container user (runc does, where it hands them over); not when they are
+        # the foreground caller's own terminal or files (runc relays those through pipes of its own)
+        self.fix_stdio = fix_stdio
         self.finalizer: Any = None  # built by the child in _preload
         self.runelet: Any = None  # likewise, for enclave containers
+        # bind sources opened by the parent for a container with its own user namespace
+        self.mount_sources: list[int] = []  # indexes into config mounts
+        self.mount_sock: Any = None  # (parent end, child end) of a socketpair that carries them
+        self.mount_fds: dict[int, int] = {}  # mount index -> fd, in the child stages
 
 
 # The syscall layer (ctypes) is imported by the child only, while the parent is busy with cgroups.
@@ -181,6 +189,8 @@ def stage1(req: SpawnRequest, ch: Channel) -> None:
         rest = new_flags & ~sc.CLONE_NEWUSER
         if rest:
             sc.unshare(rest)
+        if req.mount_sources:
+            _receive_mount_sources(req, ch)
         offsets = (req.config.get("linux") or {}).get("timeOffsets")
         if rest & sc.CLONE_NEWTIME and offsets:
             with open("/proc/self/timens_offsets", "w") as f:
@@ -245,9 +255,11 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         rfs.make_parent_private(rootfs)
         sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
         ctx = rfs.RootfsContext(rootfs=rootfs, cgroup_paths=req.cgroup_paths,
-                                cgroupns="cgroup" in ns_types)
+                                cgroupns="cgroup" in ns_types, source_fds=req.mount_fds)
         for i, m in enumerate(cfg.get("mounts") or []):
             rfs.mount_one(i, m, ctx)
+        for fd in req.mount_fds.values():
+            os.close(fd)
         rfs.create_devices(rootfs, linux.get("devices") or [], in_userns)
         if os.path.isdir(os.path.join(rootfs, "dev")):
             rfs.dev_symlinks(rootfs)
@@ -258,7 +270,9 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
         ch.expect("ok")
     mark("stage2: hooks done")
     state = dict(req.state, pid=os.getpid())
-    run_hooks("createContainer", hooks.get("createContainer"), hook_state(state, "created"))
+    # as runc: from the rootfs, with the container process's environment for hooks that set none
+    run_hooks("createContainer", hooks.get("createContainer"), hook_state(state, "created"),
+              env=req.finalizer.env, cwd=rootfs)
     if proc.get("terminal"):
         _setup_console(req, rootfs, has_mntns)
     if has_mntns:
@@ -319,7 +333,8 @@ def _preload(req: SpawnRequest) -> None:
         import subprocess  # noqa: F401
     if req.process.get("terminal"):
         import inclavare.linux.pty  # noqa: F401
-    req.finalizer = Finalizer(req.process, (cfg.get("linux") or {}).get("seccomp"))
+    req.finalizer = Finalizer(req.process, (cfg.get("linux") or {}).get("seccomp"),
+                              fix_stdio=req.fix_stdio or bool(req.process.get("terminal")))
     req.finalizer.prepare_seccomp()
     if req.enclave is not None:
         from inclavare.enclave import runelet
@@ -344,10 +359,10 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
             pass
     if fin.nnp:
         sc.set_no_new_privs()
-    notify_fd = None
     if not fin.nnp:
         # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps
-        notify_fd = fin.load_seccomp()
+        _send_notify_fd(ch, fin.load_seccomp())
+    fin.chdir_early()
     fin.identity_and_caps()
     fin.chdir()
     if req.runelet is None:
@@ -356,48 +371,127 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         fin.resolve_lenient()  # an enclave runtime may keep the payload where the container cannot see it
     if fin.nnp:
         # as late as possible, but before "ready" (as runc): the listener gets its fd during create
-        notify_fd = fin.load_seccomp()
-    if notify_fd is not None:
-        # the parent takes the fd with pidfd_getfd and hands it to the listener: doing that from here
-        # could deadlock on a profile that traps connect or sendmsg
-        ch.send(t="seccomp", fd=notify_fd)
-        ch.expect("ok")
-        os.close(notify_fd)
+        _send_notify_fd(ch, fin.load_seccomp())
     if req.runelet is not None:
         req.runelet.before_ready()  # pal_get_version + pal_init: their failure fails `create`
     mark("stage2: ready")
     ch.send(t="ready")
     ch.close()
+    started_fd = None
     if not req.exec_mode:
-        _wait_for_start(req)
-        run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"))
+        started_fd = _wait_for_start(req)
+        run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"),
+                  env=fin.env)
+    if req.runelet is None and req.executor is None:
+        fin.execute()  # the FIFO's write end is O_CLOEXEC: `rune start` sees EOF exactly now
+    if started_fd is not None:
+        os.close(started_fd)  # no execve on these paths: let `rune start` go on before the payload runs
     if req.runelet is not None:
         req.runelet.run(fin)
-    elif req.executor is not None:
-        req.executor(fin)
     else:
-        fin.execute()
+        assert req.executor is not None
+        req.executor(fin)
+
+
+def _mount_sources(req: SpawnRequest) -> list[int]:
+    """The mounts whose bind source the parent opens for the child (runc's shouldSendMountSources):
+    with a user and a mount namespace, the child's credentials may not reach a source that the
+    runtime's do (a 0700 host directory), so the runtime opens it, O_PATH, in the child's mount
+    namespace and the child mounts /proc/self/fd/N."""
+    if req.exec_mode or not req.namespaces or os.geteuid() != 0:
+        return []
+    types = _types(req)
+    if "user" not in types or "mount" not in types:
+        return []
+    from inclavare.linux.rootfs import is_bind
+
+    return [i for i, m in enumerate(req.config.get("mounts") or []) if is_bind(m) and m.get("source")]
+
+
+_FDS_PER_MESSAGE = 200  # the kernel takes at most 253 fds in one SCM_RIGHTS message
+
+
+def _send_mount_sources(req: SpawnRequest, pid: int) -> None:
+    """Parent side: open each bind source inside the mount namespace of stage 1 (through
+    /proc/PID/root, after resolving symlinks here, which sees the same tree) and send the fds."""
+    import socket
+
+    mounts = req.config.get("mounts") or []
+    fds: list[int] = []
+    try:
+        for i in req.mount_sources:
+            source = mounts[i].get("source") or ""
+            try:
+                fds.append(os.open(f"/proc/{pid}/root" + os.path.realpath(source),
+                                   os.O_PATH | os.O_CLOEXEC))
+            except OSError as e:
+                raise SysError(f"mounts[{i}] ({mounts[i].get('destination')}): bind source {source}: "
+                               f"{e.strerror}", e.errno or 0) from None
+        sock = req.mount_sock[0]
+        for at in range(0, len(fds), _FDS_PER_MESSAGE):
+            socket.send_fds(sock, [b"m"], fds[at:at + _FDS_PER_MESSAGE])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _receive_mount_sources(req: SpawnRequest, ch: Channel) -> None:
+    """Stage 1, in its new user and mount namespaces: get the bind sources from the parent."""
+    import socket
+
+    req.mount_sock[0].close()
+    ch.send(t="mountsources")
+    sock = req.mount_sock[1]
+    fds: list[int] = []
+    while len(fds) < len(req.mount_sources):
+        _msg, got, _flags, _addr = socket.recv_fds(sock, 16, _FDS_PER_MESSAGE)
+        if not got:
+            raise RuntimeGone("sync: the runtime went away while the mount sources were awaited")
+        fds.extend(got)
+    sock.close()
+    req.mount_fds = dict(zip(req.mount_sources, fds, strict=True))
+
+
+def _send_notify_fd(ch: Channel, notify_fd: int | None) -> None:
+    """Right after the filter is loaded (as runc): the agent must hold the fd before the container makes
+    a call the profile traps -- even one of ours, such as the read below or an open after it. The parent
+    takes the fd with pidfd_getfd and hands it over: doing that from here could deadlock on a profile
+    that traps connect or sendmsg (write cannot be trapped: seccomp.validate refuses that)."""
+    if notify_fd is None:
+        return
+    ch.send(t="seccomp", fd=notify_fd)
+    ch.expect("ok")
+    os.close(notify_fd)
 
 
 def _hand_over_notify_fd(req: SpawnRequest, pid: int, fd: int) -> None:
-    """Parent side: copy the container process's seccomp notify fd and send it to linux.seccomp.listenerPath."""
-    sec = (req.config.get("linux") or {}).get("seccomp") or {}
-    if not sec.get("listenerPath"):
-        return
+    """Parent side: copy the container process's seccomp notify fd and send it to linux.seccomp.listenerPath
+    with the container process state: status "creating" and the init's pid for create, "running" and the
+    init's pid (the exec'd process's in the message's own pid) for exec, as runc does."""
+    from inclavare.errors import SeccompError
     from inclavare.linux import seccomp
     from inclavare.linux.syscalls import pidfd_getfd
     from inclavare.runtime.hooks import hook_state
 
+    sec = (req.config.get("linux") or {}).get("seccomp") or {}
+    if not sec.get("listenerPath"):  # seccomp.validate() refuses such a profile; never hold the fd silently
+        raise SeccompError("linux.seccomp.listenerPath: listenerPath is not set")
+    # for exec, req.state["pid"] is the init's
+    state = hook_state(req.state, "running") if req.exec_mode else hook_state(dict(req.state, pid=pid), "creating")
     local = pidfd_getfd(pid, fd)
     try:
-        seccomp.send_to_listener(sec["listenerPath"], local, hook_state(dict(req.state, pid=pid), "creating"),
-                                 sec.get("listenerMetadata", ""), pid=pid)
+        seccomp.send_to_listener(sec["listenerPath"], local, state, sec.get("listenerMetadata", ""), pid=pid)
     finally:
         os.close(local)
 
 
-def _wait_for_start(req: SpawnRequest) -> None:
-    """Block until `rune start` opens the exec FIFO, then tell it we are going."""
+def _wait_for_start(req: SpawnRequest) -> int:
+    """Block until `rune start` opens the exec FIFO, then tell it we are going.
+
+    Returns the FIFO's write end, left open (O_CLOEXEC): `rune start` reads until EOF, which comes
+    when this process execs its workload (or dies), so poststart hooks run after the exec, as the
+    runtime-spec asks and runc does.
+    """
     assert req.fifo_fd is not None
     try:
         fd = os.open(f"/proc/self/fd/{req.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -406,13 +500,13 @@ def _wait_for_start(req: SpawnRequest) -> None:
         assert req.state_dir_fd is not None
         fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=req.state_dir_fd)
     os.write(fd, b"0")
-    os.close(fd)
     for extra in (req.fifo_fd, req.state_dir_fd):
         if extra is not None:
             try:
                 os.close(extra)
             except OSError:
                 pass
+    return fd
 
 
 def _setup_console(req: SpawnRequest, rootfs: str, has_mntns: bool) -> None:
@@ -471,6 +565,11 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
     """Fork the stages; returns the host pid of the container process once it is ready."""
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
+    req.mount_sources = _mount_sources(req)
+    if req.mount_sources:
+        import socket
+
+        req.mount_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sys.stdout.flush()
     sys.stderr.flush()
     pid1 = os.fork()
@@ -483,6 +582,8 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
             os._exit(1)
     os.close(p2c_r)
     os.close(c2p_w)
+    if req.mount_sock is not None:
+        req.mount_sock[1].close()
     ch = Channel(c2p_r, p2c_w)
     stage1_reaped = False
     init_pid = 0
@@ -508,6 +609,8 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
                 os.waitpid(pid1, 0)
                 stage1_reaped = True
                 on_pid(init_pid)
+            elif kind == "mountsources":
+                _send_mount_sources(req, pid1)
             elif kind == "seccomp":
                 _hand_over_notify_fd(req, init_pid, int(msg["fd"]))
                 ch.send(t="ok")
@@ -523,6 +626,8 @@ def spawn(req: SpawnRequest, *, on_forked: Callable[[int], None],
                 raise SysError(f"sync: unexpected message {msg!r}")
     finally:
         ch.close()
+        if req.mount_sock is not None:
+            req.mount_sock[0].close()
         if not stage1_reaped:
             try:
                 os.kill(pid1, 9)

@@ -6,6 +6,7 @@ Shared by the init process (`create`) and by `exec`. Everything here runs in the
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -105,23 +106,62 @@ def _check_exec(path: str, arg0: str) -> None:
         raise ExecutableError("process.args[0]", f'exec: "{arg0}": permission denied')
 
 
+def fix_stdio_owner(uid: int) -> None:
+    """Give fds 0-2 to ``uid`` (group unchanged), as runc's fixStdioPermissions does before it switches
+    user, so a non-root container user owns its terminal (and its stdio pipes or files).
+
+    /dev/null is left alone; EINVAL (an unmapped id) and EPERM (an inode owned outside our user
+    namespace) are ignored, as runc ignores them.
+    """
+    try:
+        null_rdev = os.stat("/dev/null").st_rdev
+    except OSError:
+        null_rdev = os.makedev(1, 3)
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue  # a closed stdio fd has nothing to fix
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == null_rdev:
+            continue
+        try:
+            os.fchown(fd, uid, st.st_gid)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.EPERM):
+                continue
+            raise SysError(f"process.user: giving stdio fd {fd} to uid {uid}: {e.strerror}", e.errno or 0) from None
+
+
+def _chdir_error(cwd: str, e: OSError) -> ConfigError:
+    # runc's words (Go's lower-case errno text), which also name the field; `exec` prints them as
+    # "exec failed: unable to start container process: chdir to cwd ..."
+    reason = (e.strerror or str(e)).lower()
+    return ExecutableError("process.cwd", f'chdir to cwd ("{cwd}") set in config.json failed: {reason}')
+
+
 class Finalizer:
     """Applies an OCI ``process`` object to the current (child) process in runc's order."""
 
-    def __init__(self, process: dict[str, Any], seccomp: dict[str, Any] | None, in_userns: bool = False) -> None:
+    def __init__(self, process: dict[str, Any], seccomp: dict[str, Any] | None, in_userns: bool = False,
+                 fix_stdio: bool = True) -> None:
         self.process = process
         self.seccomp_cfg = seccomp
         self.in_userns = in_userns
+        self.fix_stdio = fix_stdio  # False when fds 0-2 are the caller's own (foreground run/exec)
         self.seccomp_filter: Any = None
         self.env: list[str] = list(process.get("env") or [])
         self.path = ""
+        self._chdir_pending = True
 
     def prepare_seccomp(self) -> None:
-        """Compile the filter early so that a bad profile fails `create`, not the workload."""
+        """Compile the filter early so that a bad profile fails `create`, not the workload.
+
+        A profile with neither defaultAction nor syscalls means "no seccomp", as runc reads it."""
         if self.seccomp_cfg:
             from inclavare.linux import seccomp
 
-            self.seccomp_filter = seccomp.compile(self.seccomp_cfg)
+            if seccomp.enabled(self.seccomp_cfg):
+                self.seccomp_filter = seccomp.compile(self.seccomp_cfg)
 
     @property
     def nnp(self) -> bool:
@@ -139,6 +179,8 @@ class Finalizer:
         if not any(e.startswith("HOME=") for e in self.env):
             self.env.append(f"HOME={home or '/'}")  # runc: "/" for a user /etc/passwd does not know
         sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+        if self.fix_stdio:
+            fix_stdio_owner(uid)
         try:
             os.setgroups(groups)
         except OSError as e:
@@ -156,12 +198,29 @@ class Finalizer:
         umask = user.get("umask")
         os.umask(0o022 if umask is None else int(umask))
 
-    def chdir(self) -> None:
+    def chdir_early(self) -> None:
+        """runc's first chdir, still with the runtime's identity: a cwd that only root can reach
+        works for any user. Permission errors wait for :meth:`chdir`, after the switch (a cwd that
+        only the container user can reach); any other error fails now."""
         cwd = self.process.get("cwd") or "/"
         try:
             os.chdir(cwd)
         except OSError as e:
-            raise ConfigError("process.cwd", f"chdir {cwd}: {e.strerror}") from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                return
+            raise _chdir_error(cwd, e) from None
+        self._chdir_pending = False
+
+    def chdir(self) -> None:
+        """The chdir after the user switch, when :meth:`chdir_early` could not do it."""
+        if not self._chdir_pending:
+            return
+        cwd = self.process.get("cwd") or "/"
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise _chdir_error(cwd, e) from None
+        self._chdir_pending = False
 
     def resolve(self) -> None:
         args = self.process.get("args") or []
@@ -178,6 +237,8 @@ class Finalizer:
             self.path = self.process["args"][0]
 
     def load_seccomp(self) -> int | None:
+        """Install the filter (stub and all, see linux.seccomp_enosys); the notify fd if the profile has
+        SCMP_ACT_NOTIFY rules, which the caller must hand to the agent before anything else."""
         if self.seccomp_filter is None:
             return None
         fd = self.seccomp_filter.load()

@@ -68,8 +68,7 @@ class PrivateContainerd:
             "version = 2",
             f"root = {_toml_str(self.root)}",
             f"state = {_toml_str(self.state)}",
-            # ctr needs no CRI; without it containerd starts faster and wants no CNI
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+            "disabled_plugins = [" + ", ".join(_toml_str(p) for p in self.disabled_plugins()) + "]",
             "",
             "[grpc]",
             f"  address = {_toml_str(self.address)}",
@@ -81,12 +80,22 @@ class PrivateContainerd:
             "[metrics]",
             '  address = ""',
             "",
+            *self.extra_config(),
         ])
         tmp = self.config + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, self.config)
         return self.config
+
+    def disabled_plugins(self) -> list[str]:
+        """Plugins containerd must not load. ctr needs no CRI; without it containerd starts faster and wants
+        no CNI (inclavare.testing.cri.containerd enables it)."""
+        return ["io.containerd.grpc.v1.cri"]
+
+    def extra_config(self) -> list[str]:
+        """More TOML lines for the config (plugin tables), for subclasses."""
+        return []
 
     def env(self) -> dict[str, str]:
         """containerd's environment: BASE/bin first on PATH, so shims placed there win."""

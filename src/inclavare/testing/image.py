@@ -1,4 +1,4 @@
-"""Registry-free OCI images for tests and benchmarks: a busybox image as an OCI image layout tar.
+"""Registry-free OCI images for tests and benchmarks: one-layer OCI image layout tars (busybox, and any tree).
 
 The layer is a deterministic tar.gz of the busybox rootfs that :mod:`inclavare.testing.bundle` builds
 (uid/gid 0, mtime 0, sorted entries, gzip mtime 0), so digests are stable for a given busybox build.
@@ -66,27 +66,38 @@ def build_image_tar(out_tar: str, name: str = DEFAULT_NAME, cmd: tuple[str, ...]
     """Write an OCI image layout tar holding a busybox image called ``name``; returns its path."""
     from inclavare.testing.bundle import make_rootfs
 
-    arch = _ARCH.get(platform.machine(), platform.machine())
-    blobs: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="rune-image-") as tmp:
         rootfs = make_rootfs(os.path.join(tmp, "rootfs"))
-        layer_tar = _tar_tree(rootfs)
+        return build_layout_tar(out_tar, rootfs, name, cmd=cmd, created_by="inclavare.testing.image (busybox-static)")
+
+
+def build_layout_tar(out_tar: str, rootfs: str, name: str, *, cmd: tuple[str, ...] = (),
+                     entrypoint: tuple[str, ...] = (), created_by: str = "inclavare.testing.image") -> str:
+    """Write an OCI image layout tar of a one-layer image called ``name`` whose layer is the tree ``rootfs``;
+    returns its path. The layer and every JSON document are reproducible (see the module's docstring)."""
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    blobs: dict[str, bytes] = {}
+    layer_tar = _tar_tree(rootfs)
     diff_id = "sha256:" + hashlib.sha256(layer_tar).hexdigest()
     gz = io.BytesIO()
     with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0) as g:
         g.write(layer_tar)
     layer_digest, layer_size = _blob(blobs, gz.getvalue())
+    image_config: dict[str, object] = {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "WorkingDir": "/",
+    }
+    if entrypoint:
+        image_config["Entrypoint"] = list(entrypoint)
+    if cmd:
+        image_config["Cmd"] = list(cmd)
     config = {
         "created": "1970-01-01T00:00:00Z",
         "architecture": arch,
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": list(cmd),
-            "WorkingDir": "/",
-        },
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "inclavare.testing.image (busybox-static)"}],
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": created_by}],
     }
     cfg_digest, cfg_size = _blob(blobs, _canonical(config))
     manifest = {
