@@ -40,3 +40,33 @@ class SeccompError(InclavareError):
 
 class HookError(InclavareError):
     """An OCI hook failed or timed out."""
+
+
+class ExecutableError(ConfigError):
+    """The process to run cannot be started: its program is missing, not executable, not in $PATH, or its
+    cwd cannot be entered.
+
+    The message is runc's (``unable to start container process: exec: "foo": executable file not
+    found in $PATH``): docker and podman turn these words into exit codes 127 and 126.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(field, problem)
+        self.args = (f"unable to start container process: {problem}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class NotRunningError(ContainerError):
+    """runc's ErrNotRunning: containerd, CRI-O and podman match ``container not running``."""
+
+
+class ExecFailed(InclavareError):
+    """Any error of `rune exec` once its arguments are parsed: runc prints ``exec failed: ...`` and exits 255."""
+
+    exit_code = 255
+
+    def __init__(self, cause: InclavareError) -> None:
+        super().__init__(f"exec failed: {cause}")
+        self.cause = cause

@@ -214,12 +214,12 @@ def test_pause_resume(rune, cid, make_bundle):
     assert read(freezer) == "FROZEN"
     assert rune.state(cid)["status"] == "paused"
     p = rune.run("pause", cid)
-    assert p.returncode == 1 and "paused" in p.stderr
+    assert p.returncode == 1 and p.stderr == f'rune: container not running: "{cid}" is paused\n'
     ok(rune.run("resume", cid))
     assert read(freezer) == "THAWED"
     assert rune.state(cid)["status"] == "running"
     p = rune.run("resume", cid)
-    assert p.returncode == 1 and "not paused" in p.stderr
+    assert p.returncode == 1 and p.stderr == f'rune: container not paused: "{cid}" is running\n'
 
 
 def test_ps_table_and_json(rune, cid, make_bundle):

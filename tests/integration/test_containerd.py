@@ -344,7 +344,8 @@ def test_rune_error_is_shown_by_ctr(engine: Engine, cid: str) -> None:
     assert p.returncode != 0
     # the shim reads rune's last error from log.json and ctr prints it
     assert "OCI runtime create failed" in p.stderr
-    assert 'process.args[0]: exec: "/no/such/program": No such file or directory' in p.stderr
+    assert ('unable to start container process: exec: "/no/such/program": '
+            'stat /no/such/program: no such file or directory') in p.stderr
     assert cid not in engine.tasks()
     assert not os.path.exists(os.path.join(engine.rune_state_dir(), cid))
 
@@ -353,8 +354,24 @@ def test_rune_exec_error_is_shown_by_ctr(engine: Engine, cid: str, running: int)
     p = engine.ctr("tasks", "exec", "--exec-id", "bad", cid, "/no/such/program")
     assert p.returncode != 0
     assert "OCI runtime exec failed" in p.stderr
-    assert 'exec: "/no/such/program": No such file or directory' in p.stderr
+    assert ('exec failed: unable to start container process: exec: "/no/such/program": '
+            'stat /no/such/program: no such file or directory') in p.stderr
     assert engine.tasks()[cid] == (running, "RUNNING")
+
+
+def test_kill_of_a_stopped_task_means_already_finished(engine: Engine, cid: str) -> None:
+    # containerd's runc shim (checkKillError) matches rune's "container not running": the kill of an
+    # exited task is NotFound ("process already finished"), never "unknown error after kill" -- the
+    # error that made CRI's StopPodSandbox retry forever
+    ok(engine.run(cid, "true", flags=("-d",)))
+    engine.wait_status(cid, "STOPPED")
+    p = engine.ctr("tasks", "kill", "-s", "KILL", cid)
+    assert p.returncode != 0
+    assert "process already finished: not found" in p.stderr, p.stderr
+    assert "unknown error after kill" not in p.stderr
+    # kill --all of a stopped container is not an error, as with runc
+    ok(engine.ctr("tasks", "kill", "-a", "-s", "KILL", cid))
+    ok(engine.ctr("tasks", "delete", cid))
 
 
 # ---------------------------------------------------------------------------- robustness

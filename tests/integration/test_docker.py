@@ -160,3 +160,53 @@ def test_limits_and_caps(docker: Docker, name: str) -> None:
     lines = out.split("\n")
     assert lines[:2] == ["67108864", "20"], out
     assert not int(lines[2].split()[1], 16) & (1 << 13)  # CAP_NET_RAW dropped
+
+
+# -- the runtime's error words become exit codes (docs/runc-compat.md) ------------------------------
+
+def _same_as_runc(docker: Docker, rune_p: subprocess.CompletedProcess[str], *args: str) -> None:
+    """The same docker command with the default runtime (runc) gives the same exit status and text."""
+    if shutil.which("runc") is None:
+        return
+    p = docker(*[("runc" if a == "rune" else a) for a in args])
+    assert p.returncode == rune_p.returncode
+    norm = (lambda t: t.replace("runc create failed: ", ""))  # noqa: E731 - runc's own program-name prefix
+    assert norm(p.stdout + p.stderr).split("Error response from daemon")[-1] == \
+        (rune_p.stdout + rune_p.stderr).split("Error response from daemon")[-1]
+
+
+@pytest.mark.parametrize(("cmd", "code", "words"), [
+    ("no-such-program", 127, 'exec: "no-such-program": executable file not found in $PATH'),
+    ("/no/such/program", 127, 'exec: "/no/such/program": stat /no/such/program: no such file or directory'),
+    ("/etc/passwd", 126, 'exec: "/etc/passwd": permission denied'),
+    # ENOTDIR: dockerd adds its bind-mount hint and the CLI exits 125, as with runc
+    ("/etc/passwd/x", 125, 'exec: "/etc/passwd/x": stat /etc/passwd/x: not a directory'),
+])
+def test_run_of_a_program_that_cannot_start(docker: Docker, name: str, cmd: str, code: int, words: str) -> None:
+    # the runc shim reads rune's last error line from log.json; dockerd's translateContainerdStartErr
+    # turns runc's words into 127 (not found) and 126 (permission denied)
+    args = ("run", "--rm", "--runtime", "rune", "--network", "none", IMAGE, cmd)
+    p = docker(*args)
+    assert p.returncode == code, p.stderr
+    assert f"OCI runtime create failed: unable to start container process: {words}: unknown" in p.stderr
+    _same_as_runc(docker, p, *args)
+
+
+@pytest.mark.parametrize(("cmd", "words"), [
+    ("no-such-program", 'exec: "no-such-program": executable file not found in $PATH'),
+    ("/etc/passwd", 'exec: "/etc/passwd": permission denied'),
+])
+def test_exec_of_a_program_that_cannot_start(docker: Docker, name: str, cmd: str, words: str) -> None:
+    docker.ok("run", "-d", "--runtime", "rune", "--network", "none", "--name", name, IMAGE, "sleep", "1000")
+    p = docker("exec", name, cmd)
+    # dockerd 20.10 reports every exec start failure as 126 (as with runc), the error on stdout
+    assert p.returncode == 126, p.stdout
+    assert p.stdout == f"OCI runtime exec failed: exec failed: unable to start container process: {words}: unknown\n"
+    assert docker.ok("inspect", "--format", "{{.State.Status}}", name).strip() == "running"
+
+
+def test_kill_of_an_exited_container_is_not_an_error_loop(docker: Docker, name: str) -> None:
+    docker.ok("run", "-d", "--runtime", "rune", "--network", "none", "--name", name, IMAGE, "sh", "-c", "exit 3")
+    assert docker.ok("wait", name).strip() == "3"
+    docker.ok("stop", "-t", "1", name)
+    docker.ok("rm", name)

@@ -52,9 +52,9 @@ def test_create_start_state_delete(rune, cid, make_bundle, tmp_path):
     time.sleep(0.05)
     assert Path(f"/proc/{s['pid']}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
     p = rune.run("start", cid)
-    assert p.returncode == 1 and "not created" in p.stderr
+    assert p.returncode == 1 and p.stderr == f'rune: cannot start an already running container: "{cid}"\n'
     p = rune.run("delete", cid)
-    assert p.returncode == 1 and "not stopped" in p.stderr
+    assert p.returncode == 1 and p.stderr == f"rune: cannot delete container {cid} that is not stopped: running\n"
     rune.run("kill", cid, "KILL", check=True)
     wait_status(rune, cid, "stopped")
     assert rune.state(cid)["pid"] == 0
@@ -115,7 +115,7 @@ def test_delete_force_running_and_missing(rune, cid, make_bundle):
     # deleting again: --force exits 0, plain delete says it does not exist
     assert rune.run("delete", "--force", cid).returncode == 0
     p = rune.run("delete", cid)
-    assert p.returncode == 1 and "does not exist" in p.stderr
+    assert p.returncode == 1 and p.stderr.startswith("rune: container does not exist: ")
 
 
 def test_delete_created_container_kills_it(rune, cid, make_bundle):
@@ -132,7 +132,7 @@ def test_duplicate_id_rejected_and_first_untouched(rune, cid, make_bundle):
     rune.run("create", "--bundle", b, cid, check=True)
     before = rune.state(cid)
     p = rune.run("create", "--bundle", b, cid)
-    assert p.returncode == 1 and "already exists" in p.stderr
+    assert p.returncode == 1 and p.stderr.startswith(f'rune: container with given ID already exists: "{cid}"')
     assert rune.state(cid) == before
 
 
@@ -153,7 +153,7 @@ def test_log_json_records_the_error(rune, cid, make_bundle, tmp_path):
                         "start", "nope"], capture_output=True, text=True)
     assert p.returncode == 1
     lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert lines[-1]["level"] == "error" and "does not exist" in lines[-1]["msg"]
+    assert lines[-1]["level"] == "error" and lines[-1]["msg"].startswith('container does not exist: "nope"')
 
 
 def test_version_and_features(rune):

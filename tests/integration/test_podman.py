@@ -347,3 +347,37 @@ def test_enclave_container_by_annotation(podman: Engine, name: str, tmp_path_fac
         assert podman.inspect(cid, "{{.State.ExitCode}}") == str(128 + 15)
     finally:
         podman("rm", "--force", "--time", "0", name + "-d")
+
+
+# -- the runtime's error words become exit codes (docs/runc-compat.md) ------------------------------
+
+@pytest.mark.parametrize(("cmd", "code", "words"), [
+    ("no-such-program", 127, "executable file not found in $PATH"),
+    ("/no/such/program", 127, "no such file or directory"),
+    ("/etc/passwd", 126, "permission denied"),
+])
+def test_run_of_a_program_that_cannot_start(podman: Engine, name: str, cmd: str, code: int, words: str) -> None:
+    # conmon hands podman rune's stderr; podman's getOCIRuntimeError matches runc's words (126/127)
+    p = podman("run", "--rm", "--name", name, IMAGE, cmd)
+    assert p.returncode == code, p.stderr
+    assert words in p.stderr
+    assert "unable to start container process" in p.stderr
+
+
+@pytest.mark.parametrize(("cmd", "code"), [("no-such-program", 127), ("/etc/passwd", 126)])
+def test_exec_of_a_program_that_cannot_start(podman: Engine, name: str, cmd: str, code: int) -> None:
+    run_detached(podman, name, "sleep", "1000")
+    p = podman("exec", name, cmd)
+    assert p.returncode == code, p.stderr
+    assert podman.inspect(name, "{{.State.Status}}") == "running"
+
+
+def test_kill_and_stop_of_an_exited_container(podman: Engine, name: str) -> None:
+    # podman asks `state`, then `kill`: rune's "container not running" / "does not exist" keep it sane
+    run_detached(podman, name, "sh", "-c", "exit 3")
+    deadline = time.monotonic() + 30
+    while podman.inspect(name, "{{.State.Status}}") != "exited" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert podman.inspect(name, "{{.State.ExitCode}}") == "3"
+    podman.ok("stop", "-t", "1", name)
+    podman.ok("rm", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -413,24 +414,63 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--help"], ["-h"], [], ["help"], ["--root", "/nonexistent"]):
+    # as runc: the global help flag shows the program's help even with a command after it
+    for argv in (["--help"], ["-h"], [], ["help"], ["h"], ["--root", "/nonexistent"], ["-h", "create"],
+                 ["--help", "frobnicate"]):
         rc, out, err = _run_main(capsys, *argv)
         assert rc == 0, argv
         assert err == ""
-        assert out.startswith("usage: rune [global flags] <command>")
-        for name in COMMANDS:
-            assert f"\n  {name} " in out, name
-        assert "--systemd-cgroup" in out
+        assert out.startswith("NAME:\n   rune - ")
+        assert "\nUSAGE:\n   rune [global options] command [command options] [arguments...]\n" in out
+        commands = out.split("\nCOMMANDS:\n")[1].split("\n\n")[0].splitlines()
+        assert [line.split()[0] for line in commands] == [*COMMANDS, "help,"]
+        assert "\n   --systemd-cgroup " in out
+        assert "\n   --help, -h " in out
 
 
 def test_command_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["exec", "--help"], ["exec", "-h"], ["help", "exec"]):
+    for argv in (["exec", "--help"], ["exec", "-h"], ["help", "exec"], ["exec", "-t", "-h"], ["exec", "-h=true"]):
         rc, out, err = _run_main(capsys, *argv)
-        assert rc == 0
+        assert rc == 0, argv
         assert err == ""
-        assert out.startswith("usage: rune exec [flags] <container-id> <command> [args...]\n")
-        assert "  --process, -p value\n" in out
-        assert "  --tty, -t\n" in out
+        assert out.startswith("NAME:\n   rune exec - run a new process in a running container\n\n"
+                              "USAGE:\n   rune exec [command options] <container-id> <command> [args...]\n\n"
+                              "OPTIONS:\n")
+        options = out.split("OPTIONS:\n")[1].splitlines()
+        assert any(line.startswith("   --process value, -p value  ") for line in options), options
+        assert any(line.startswith("   --tty, -t ") for line in options), options
+        assert any(line.startswith("   --ignore-paused ") for line in options), options
+        assert options[-1].startswith("   --help, -h ")
+
+
+@pytest.mark.parametrize("argv", [
+    ["create", "-h"], ["create", "--help"], ["create", "--bundle", "/b", "-h"], ["create", "x", "-h"],
+    ["kill", "x", "--help"], ["delete", "--force", "-h"], ["--root", "/r", "state", "-h"],
+])
+def test_help_anywhere_in_a_command(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    # urfave/cli (runc) moves a command's flags that follow its arguments in front: `runc create ID -h` is help
+    cmd = next(a for a in argv if a in COMMANDS)
+    rc, out, err = _run_main(capsys, *argv)
+    assert (rc, err) == (0, "")
+    assert out.startswith(f"NAME:\n   rune {cmd} - ")
+
+
+def test_exec_help_flag_after_the_command_belongs_to_the_command() -> None:
+    opts, pos = parse_flags(["cid", "ls", "-h"], {**EXEC, "help": rune.HELP_FLAG}, "exec", reorder=False)
+    assert opts == {} and pos == ["cid", "ls", "-h"]
+
+
+def test_reorder_moves_known_flags_after_arguments() -> None:
+    opts, pos = parse_flags(["cid", "--bundle", "/b", "-d"], COMMANDS["run"][0], "run", reorder=True)
+    assert opts == {"bundle": "/b", "detach": True} and pos == ["cid"]
+    # an unknown flag after an argument stays an argument (`kill ID -9` reaches the signal parser)
+    opts, pos = parse_flags(["cid", "-9"], COMMANDS["kill"][0], "kill", reorder=True)
+    assert opts == {} and pos == ["cid", "-9"]
+    # before any argument it is still an error, and "--" still ends the flags
+    with pytest.raises(UsageError, match="flag provided but not defined: -9"):
+        parse_flags(["-9", "cid"], COMMANDS["kill"][0], "kill", reorder=True)
+    opts, pos = parse_flags(["cid", "--", "--all"], COMMANDS["kill"][0], "kill", reorder=True)
+    assert opts == {} and pos == ["cid", "--all"]
 
 
 def _one_line_error(rc: int, out: str, err: str) -> str:
@@ -443,8 +483,11 @@ def _one_line_error(rc: int, out: str, err: str) -> str:
 
 
 def test_unknown_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    err = _one_line_error(*_run_main(capsys, "--root", str(tmp_path), "frobnicate", "x"))
-    assert "unknown command 'frobnicate'" in err
+    # as runc (urfave/cli): "No help topic for 'foo'", exit status 3, with or without -h, and `help foo`
+    for argv in (["frobnicate", "x"], ["frobnicate", "-h"], ["help", "frobnicate"]):
+        rc, out, err = _run_main(capsys, "--root", str(tmp_path), *argv)
+        assert (rc, out) == (3, ""), argv
+        assert err == "rune: No help topic for 'frobnicate': unknown command (see `rune --help`)\n"
 
 
 def test_unknown_command_flag(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -470,7 +513,7 @@ def test_missing_global_flag_value(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_log_format_xml(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     err = _one_line_error(*_run_main(capsys, "--root", str(tmp_path), "--log-format", "xml", "list"))
-    assert err == "rune: --log-format: unknown format 'xml' (text or json)\n"
+    assert err == "rune: invalid log-format: xml (text or json)\n"
 
 
 def test_systemd_cgroup_rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -484,12 +527,12 @@ def test_systemd_cgroup_rejected(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 def test_missing_container_id(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     err = _one_line_error(*_run_main(capsys, "--root", str(tmp_path), "state"))
-    assert err == 'rune: "state" requires a container id\n'
+    assert err == 'rune: "state" requires exactly 1 argument(s): <container-id>, got 0\n'
 
 
 def test_state_of_missing_container(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     err = _one_line_error(*_run_main(capsys, "--root", str(tmp_path), "state", "nope"))
-    assert err == 'rune: container "nope" does not exist\n'
+    assert err == f'rune: container does not exist: "nope" (no state under {tmp_path})\n'
 
 
 def test_error_is_logged_as_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -497,13 +540,14 @@ def test_error_is_logged_as_json(capsys: pytest.CaptureFixture[str], tmp_path: P
     rc, _out, err = _run_main(capsys, "--root", str(tmp_path), "--log", str(log), "--log-format", "json",
                               "state")
     assert rc == 1
-    assert err == 'rune: "state" requires a container id\n'
+    assert err == 'rune: "state" requires exactly 1 argument(s): <container-id>, got 0\n'
     lines = log.read_text().splitlines()
     assert len(lines) == 1
     entry = json.loads(lines[0])
+    assert list(entry) == ["level", "msg", "time"]  # logrus: encoding/json sorts the keys
     assert entry["level"] == "error"
-    assert entry["msg"] == '"state" requires a container id'
-    assert entry["time"].endswith("Z")
+    assert entry["msg"] == '"state" requires exactly 1 argument(s): <container-id>, got 0'
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)", entry["time"])
 
 
 def test_error_is_logged_as_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -512,7 +556,8 @@ def test_error_is_logged_as_text(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert rc == 1
     line = log.read_text()
     assert line.startswith("time=\"")
-    assert line.endswith(' level=error msg="\\"kill\\" requires a container id"\n')
+    assert line.endswith(' level=error msg="\\"kill\\" requires a minimum of 1 argument(s): '
+                         '<container-id> [signal]"\n')
 
 
 def test_list_empty_root(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -167,7 +167,8 @@ def test_not_in_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         pr.find_executable("prog", [f"PATH={tmp_path / 'x'}"], "/")
     assert _config_error(ei) == 'exec: "prog": executable file not found in $PATH'
-    assert str(ei.value) == 'process.args[0]: exec: "prog": executable file not found in $PATH'
+    # runc's words: docker and podman turn them into exit status 127
+    assert str(ei.value) == 'unable to start container process: exec: "prog": executable file not found in $PATH'
 
 
 def test_absolute_path(tmp_path: Path) -> None:
@@ -199,10 +200,15 @@ def test_explicit_path_is_a_directory(tmp_path: Path) -> None:
 def test_explicit_path_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         pr.find_executable("/no/such/prog", [], "/")
-    assert _config_error(ei) == 'exec: "/no/such/prog": No such file or directory'
+    # Go's PathError text, as runc prints it
+    assert _config_error(ei) == 'exec: "/no/such/prog": stat /no/such/prog: no such file or directory'
     with pytest.raises(ConfigError) as ei:
         pr.find_executable("rel/prog", [], str(tmp_path))
-    assert _config_error(ei) == 'exec: "rel/prog": No such file or directory'
+    assert _config_error(ei) == 'exec: "rel/prog": stat rel/prog: no such file or directory'
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError) as ei:
+        pr.find_executable("file/prog", [], str(tmp_path))
+    assert _config_error(ei) == 'exec: "file/prog": stat file/prog: not a directory'
 
 
 def test_finalizer_resolve_and_errors(tmp_path: Path) -> None:
@@ -215,7 +221,9 @@ def test_finalizer_resolve_and_errors(tmp_path: Path) -> None:
     assert ei.value.field == "process.args"
     with pytest.raises(ConfigError) as ei:
         pr.Finalizer({"args": ["true"], "cwd": str(tmp_path / "gone")}, None).chdir()
-    assert str(ei.value) == f'chdir to cwd ("{tmp_path / "gone"}") set in config.json failed: no such file or directory'
+    assert str(ei.value) == ('unable to start container process: '
+                             f'chdir to cwd ("{tmp_path / "gone"}") set in config.json failed: '
+                             'no such file or directory')
     # the early chdir fails at once for anything but a permission error, which waits for chdir()
     with pytest.raises(ConfigError, match="no such file or directory"):
         pr.Finalizer({"args": ["true"], "cwd": str(tmp_path / "gone")}, None).chdir_early()

@@ -1,9 +1,10 @@
 """`rune`: the runc-compatible command line.
 
-Flag syntax follows runc (urfave/cli): `--flag value`, `--flag=value`, `-flag value`, short aliases,
-boolean flags with optional `=true|false`; flags stop at the first positional argument, so
-`rune exec ID sh -c ...` passes `-c` to the container. Imports stay minimal: this runs 3-4 times per
-container lifecycle.
+Flag syntax follows runc (urfave/cli v1): `--flag value`, `--flag=value`, `-flag value`, short aliases,
+boolean flags with optional `=true|false`. As in runc, a command's own flags may also follow its
+arguments (`rune create ID --bundle B`, `rune kill ID -h`), except for `exec`, whose flags stop at the
+first argument so `rune exec ID sh -c ...` passes `-c` to the container. `-h`/`--help` prints help
+on stdout and exits 0. Imports stay minimal: this runs 3-4 times per container lifecycle.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
-from inclavare.errors import ConfigError, InclavareError
+from inclavare.errors import ConfigError, ExecFailed, InclavareError
 from inclavare.formats import fastjson as json
 
 TYPE_CHECKING = False
@@ -76,6 +77,7 @@ COMMANDS: dict[str, tuple[dict[str, Flag], str, str]] = {
         "preserve-fds": ((), True, False, "number of extra fds passed to the process"),
         "cgroup": ((), True, True, "run the process in an existing sub-cgroup: [controller[,controller]:]path "
                                    "below the container's cgroup (repeatable; one path without controller on v2)"),
+        "ignore-paused": ((), False, False, "allow exec in a paused container"),
     }, "<container-id> <command> [args...]", "run a new process in a running container"),
     "pause": ({}, "<container-id>", "freeze every process of a container"),
     "resume": ({}, "<container-id>", "thaw a paused container"),
@@ -111,22 +113,45 @@ class UsageError(InclavareError):
     exit_code = 1
 
 
-def parse_flags(args: list[str], spec: dict[str, Flag], where: str) -> tuple[dict[str, Any], list[str]]:
+class UnknownCommand(UsageError):
+    """urfave/cli's answer to an unknown command: "No help topic for 'foo'", exit status 3."""
+
+    exit_code = 3
+
+
+HELP_FLAG: Flag = (("h",), False, False, "show help")
+# commands whose flags stop at the first argument (runc's SkipArgReorder): their arguments are a command line
+NO_REORDER = frozenset({"exec"})
+
+
+def parse_flags(args: list[str], spec: dict[str, Flag], where: str,
+                reorder: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """Flags and positional arguments. With ``reorder`` (urfave/cli's default for runc's commands) a
+    known flag after an argument is still a flag; an unknown ``-x`` after an argument is an argument."""
     names: dict[str, str] = {}
     for name, (aliases, _v, _r, _h) in spec.items():
         names[name] = name
         for a in aliases:
             names[a] = name
     opts: dict[str, Any] = {}
+    pos: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]
         if a == "--":
-            return opts, args[i + 1:]
+            return opts, pos + args[i + 1:]
         if not a.startswith("-") or a == "-":
-            return opts, args[i:]
+            if not reorder:
+                return opts, args[i:]
+            pos.append(a)
+            i += 1
+            continue
         key, eq, val = a.lstrip("-").partition("=")
         flag = names.get(key)
+        if flag is None and pos:
+            pos.append(a)  # urfave leaves an unknown flag among the arguments: `kill ID -9`
+            i += 1
+            continue
         if flag is None:
             raise UsageError(f"{where}{': ' if where else ''}flag provided but not defined: -{key}")
         _aliases, takes_value, repeat, _help = spec[flag]
@@ -145,50 +170,19 @@ def parse_flags(args: list[str], spec: dict[str, Flag], where: str) -> tuple[dic
                 raise UsageError(f"{where}{': ' if where else ''}invalid boolean value {val!r} for -{key}")
             opts[flag] = (val.lower() in ("true", "1")) if eq else True
         i += 1
-    return opts, []
-
-
-# ------------------------------------------------------------------------------ logging
-
-class Logger:
-    LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "fatal": 50}
-
-    def __init__(self, path: str | None, fmt: str, debug: bool) -> None:
-        if fmt not in ("text", "json"):
-            raise UsageError(f"--log-format: unknown format {fmt!r} (text or json)")
-        self.path, self.fmt = path, fmt
-        self.threshold = 10 if debug else 20
-        self.fd: int | None = None
-
-    def __call__(self, level: str, msg: str) -> None:
-        if self.LEVELS.get(level, 20) < self.threshold:
-            return
-        if self.path is None:
-            if level in ("warning", "debug"):
-                sys.stderr.write(f"{PROG}: {level}: {msg}\n")
-            return
-        from inclavare.runtime.state import now_rfc3339
-
-        now = now_rfc3339()
-        if self.fmt == "json":
-            line = json.dumps({"level": level, "msg": msg, "time": now})
-        else:
-            line = f"time={json.dumps(now)} level={level} msg={json.dumps(msg)}"
-        try:
-            if self.fd is None:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.write(self.fd, (line + "\n").encode())
-        except OSError:
-            pass
+    return opts, pos
 
 
 # ------------------------------------------------------------------------------ helpers
 
 def _one_id(cmd: str, pos: list[str]) -> str:
-    if len(pos) < 1:
-        raise UsageError(f'"{cmd}" requires a container id')
-    if len(pos) > 1 and cmd not in ("kill", "ps"):
-        raise UsageError(f'"{cmd}" takes exactly one container id, got {len(pos)} arguments')
+    """runc's checkArgs words, then what the command expects."""
+    usage = COMMANDS[cmd][1]
+    if cmd in ("kill", "ps"):
+        if len(pos) < 1:
+            raise UsageError(f'"{cmd}" requires a minimum of 1 argument(s): {usage}')
+    elif len(pos) != 1:
+        raise UsageError(f'"{cmd}" requires exactly 1 argument(s): {usage}, got {len(pos)}')
     return pos[0]
 
 
@@ -371,19 +365,23 @@ def main(argv: list[str] | None = None) -> int:
         if gopts.get("version"):
             return cmd_version()
         if gopts.get("help") or not rest:
-            return cmd_help(rest[0] if rest else None)
+            return cmd_help(None)
+        from inclavare.cli.runelog import Logger
+
         log = Logger(gopts.get("log"), gopts.get("log-format") or "text", bool(gopts.get("debug")))
         if gopts.get("systemd-cgroup"):
             raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported by rune on this host; "
                              "use the cgroupfs driver (drop the flag, or SystemdCgroup = false in containerd)")
         cmd, cargs = rest[0], rest[1:]
-        if cmd == "help":
+        if cmd in ("help", "h"):
             return cmd_help(cargs[0] if cargs else None)
         if cmd not in COMMANDS:
-            raise UsageError(f"unknown command {cmd!r} (see `{PROG} --help`)")
-        if cargs and cargs[0] in ("-h", "--help"):
+            raise UnknownCommand(f"No help topic for '{cmd}': unknown command (see `{PROG} --help`)")
+        opts, pos = parse_flags(cargs, {**COMMANDS[cmd][0], "help": HELP_FLAG}, cmd, cmd not in NO_REORDER)
+        if opts.pop("help", False):
             return cmd_help(cmd)
-        opts, pos = parse_flags(cargs, COMMANDS[cmd][0], cmd)
+        if log.debug:
+            log("debug", f"rune {cmd}: {' '.join(pos)}".rstrip(": "))
         return dispatch(cmd, opts, pos, gopts.get("root") or "/run/rune", log)
     except InclavareError as e:
         msg = str(e)
@@ -411,6 +409,8 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
         return cmd_create_run(rt, cmd, opts, pos)
     if cmd == "start":
         rt.start(_one_id(cmd, pos))
+        if log.debug:
+            log("debug", f"start: the init process of {pos[0]} read the exec fifo and runs the workload")
         return 0
     if cmd == "state":
         _print_json(rt.state(_one_id(cmd, pos)))
@@ -422,12 +422,17 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
 
         cid = _one_id(cmd, pos)
         if len(pos) > 2:
-            raise UsageError('"kill" takes a container id and at most one signal')
-        rt.kill(cid, parse_signal(pos[1]) if len(pos) > 1 else 15, bool(opts.get("all")))
+            raise UsageError('"kill" requires a maximum of 2 argument(s): <container-id> [signal]')
+        try:
+            sig = parse_signal(pos[1]) if len(pos) > 1 else 15
+        except ConfigError as e:
+            rt.load(cid)  # as runc: a missing container is reported before a bad signal
+            raise UsageError(e.problem) from None  # runc's words: unknown signal "FOO"
+        rt.kill(cid, sig, bool(opts.get("all")))
         return 0
     if cmd == "delete":
-        if not pos:
-            raise UsageError('"delete" requires a container id')
+        if not pos:  # several ids are accepted (runc takes exactly one)
+            raise UsageError('"delete" requires a minimum of 1 argument(s): <container-id>...')
         failed = 0
         for cid in pos:
             try:
@@ -442,7 +447,12 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
     if cmd == "ps":
         return cmd_ps(rt, opts, pos)
     if cmd == "exec":
-        return cmd_exec(rt, opts, pos)
+        try:
+            return cmd_exec(rt, opts, pos)
+        except UsageError:
+            raise
+        except InclavareError as e:  # as runc: "exec failed: ...", exit status 255
+            raise ExecFailed(e) from None
     if cmd == "pause":
         rt.pause(_one_id(cmd, pos))
         return 0
@@ -469,7 +479,9 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
               no_pivot=bool(opts.get("no-pivot")), no_new_keyring=bool(opts.get("no-new-keyring")),
               preserve_fds=preserve)
     if cmd == "create":
-        rt.create(cid, opts.get("bundle"), **kw)
+        state = rt.create(cid, opts.get("bundle"), **kw)
+        if rt.debug:
+            rt.log("debug", f"create: init process {state['pid']} of {cid} waits on the exec fifo for start")
         return 0
     detach = bool(opts.get("detach"))
     from inclavare.linux.syscalls import set_subreaper
@@ -514,16 +526,7 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
 
 def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     if not pos:
-        raise UsageError('"exec" requires a container id')
-    try:
-        return _exec(rt, opts, pos)
-    except InclavareError as e:
-        if not isinstance(e, UsageError):
-            e.exit_code = 255  # runc: every failure to start the process (`exec failed: ...`) exits 255
-        raise
-
-
-def _exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
+        raise UsageError('"exec" requires a minimum of 1 argument(s): <container-id> <command> [args...]')
     cid, rest = pos[0], pos[1:]
     from inclavare.linux.cgprime import prime_migration
 
@@ -539,11 +542,13 @@ def _exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     if proc.get("terminal") and not detach and not opts.get("console-socket"):
         def run(console_fd: int | None = None) -> int:
             return rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_fd=console_fd,  # type: ignore[no-any-return]
-                           preserve_fds=preserve, foreground=True, cgroup=opts.get("cgroup"))
+                           preserve_fds=preserve, foreground=True, cgroup=opts.get("cgroup"),
+                           ignore_paused=bool(opts.get("ignore-paused")))
 
         return _tty_session(run)
     pid = rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
-                  preserve_fds=preserve, foreground=not detach, cgroup=opts.get("cgroup"))
+                  preserve_fds=preserve, foreground=not detach, cgroup=opts.get("cgroup"),
+                  ignore_paused=bool(opts.get("ignore-paused")))
     if detach:
         return 0
     return wait_child(pid)
@@ -687,25 +692,39 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _options(flags: dict[str, Flag]) -> list[tuple[str, str]]:
+    rows = []
+    for name, (aliases, takes, _rep, help_) in flags.items():
+        value = " value" if takes else ""
+        rows.append((", ".join([f"--{name}{value}"] + [f"-{a}{value}" for a in aliases]), help_))
+    return rows
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max((len(a) for a, _ in rows), default=0)
+    return "".join(f"   {a.ljust(width)}  {b}".rstrip() + "\n" for a, b in rows)
+
+
 def cmd_help(cmd: str | None) -> int:
+    """Help on stdout, laid out as urfave/cli prints runc's (NAME, USAGE, ..., OPTIONS)."""
+    if cmd is not None and cmd not in COMMANDS and cmd not in ("help", "h"):
+        raise UnknownCommand(f"No help topic for '{cmd}': unknown command (see `{PROG} --help`)")
     out = sys.stdout
-    if cmd and cmd in COMMANDS:
+    if cmd in COMMANDS:
         flags, usage, desc = COMMANDS[cmd]
-        out.write(f"usage: {PROG} {cmd} [flags] {usage}\n\n{desc}\n")
-        if flags:
-            out.write("\nflags:\n")
-            for name, (aliases, takes, _rep, help_) in flags.items():
-                names = ", ".join([f"--{name}"] + [f"-{a}" for a in aliases])
-                out.write(f"  {names}{' value' if takes else ''}\n      {help_}\n")
+        out.write(f"NAME:\n   {PROG} {cmd} - {desc}\n\nUSAGE:\n   {PROG} {cmd} [command options] {usage}".rstrip()
+                  + "\n\nOPTIONS:\n" + _table(_options({**flags, "help": HELP_FLAG})))
         return 0
-    out.write(f"usage: {PROG} [global flags] <command> [flags] [args]\n\n"
-              "rune: an OCI runtime (runc-compatible) for ordinary and enclave containers.\n\ncommands:\n")
-    for name, (_f, _usage, desc) in COMMANDS.items():
-        out.write(f"  {name:<9} {desc}\n")
-    out.write("\nglobal flags:\n")
-    for name, (aliases, takes, _r, help_) in GLOBAL_FLAGS.items():
-        names = ", ".join([f"--{name}"] + [f"-{a}" for a in aliases])
-        out.write(f"  {names}{' value' if takes else ''}\n      {help_}\n")
+    from inclavare import __version__
+
+    commands = [(name, desc) for name, (_f, _u, desc) in COMMANDS.items()]
+    commands.append(("help, h", "Shows a list of commands or help for one command"))
+    out.write(f"NAME:\n   {PROG} - Open Container Initiative runtime for ordinary and enclave containers\n\n"
+              f"{PROG} is runc-compatible: with no enclave configured a container behaves as under runc; with\n"
+              "ENCLAVE_TYPE (process env) or enclave.type (annotation) its process runs inside an enclave.\n\n"
+              f"USAGE:\n   {PROG} [global options] command [command options] [arguments...]\n\n"
+              f"VERSION:\n   {__version__}\n\nCOMMANDS:\n" + _table(commands)
+              + "\nGLOBAL OPTIONS:\n" + _table(_options(GLOBAL_FLAGS)))
     return 0
 
 

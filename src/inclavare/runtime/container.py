@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
-from inclavare.errors import ConfigError, ContainerError, InclavareError
+from inclavare.errors import ConfigError, ContainerError, InclavareError, NotRunningError
 from inclavare.runtime import state as st
 
 TYPE_CHECKING = False
@@ -65,6 +65,7 @@ class Runtime:
     def __init__(self, root: str = "/run/rune", log: Log = _noop_log) -> None:
         self.store = st.Store(root)
         self.log = log
+        self.debug = bool(getattr(log, "debug", False))  # debug lines are built only when asked for
 
     # ------------------------------------------------------------------ queries
 
@@ -286,7 +287,7 @@ class Runtime:
         with self.store.lock(cid):
             state, status = self.load(cid)
             if status != "created":
-                raise ContainerError(f'cannot start container "{cid}": it is {status}, not created')
+                raise ContainerError(start_refusal(cid, status))
             fifo = self.store.path(cid, st.FIFO)
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
@@ -347,35 +348,77 @@ class Runtime:
 
     def kill(self, cid: str, sig: int, all_procs: bool = False) -> None:
         state, status = self.load(cid)
+        mgr = _manager(state)
         if all_procs:
-            # as runc: signalling every process of a stopped container is not an error
-            mgr = _manager(state)
-            if mgr is not None and not mgr.exists():
-                return
-            pids = mgr.pids() if mgr else ([] if status == "stopped" else [int(state["pid"])])
-            for p in pids:
+            self._kill_all(cid, state, status, mgr, sig)
+            return
+        # runc's words first: containerd's shim and CRI-O take "container not running" for "already finished"
+        if status == "stopped":
+            raise NotRunningError(f'container not running: "{cid}" has stopped')
+        pid = int(state["pid"])
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            raise NotRunningError(f'container not running: "{cid}" has stopped (no such process {pid})') from None
+        if self.debug:
+            self.log("debug", f"sent signal {sig} to the init process {pid} of container {cid} ({status})")
+        if status == "paused" and sig == SIGKILL and mgr is not None:
+            # as runc: a SIGKILL stays pending in a frozen (v1) cgroup until it is thawed
+            self._thaw_quietly(mgr)
+
+    def _kill_all(self, cid: str, state: dict[str, Any], status: str, mgr: Any, sig: int) -> None:
+        """`kill --all`, as runc: nothing to do for a stopped container whose cgroup is gone; otherwise
+        freeze, signal every process of the cgroup, thaw (a paused container ends up thawed)."""
+        if mgr is None:
+            if status != "stopped":
                 try:
-                    os.kill(p, sig)
+                    os.kill(int(state["pid"]), sig)
                 except ProcessLookupError:
                     pass
             return
-        # runc's words first: containerd's shim takes "container not running" for "already finished"
-        if status == "stopped":
-            raise ContainerError(f'container not running: "{cid}" has stopped')
+        if status == "stopped" and not mgr.exists():
+            return
+        frozen = self._freeze_quietly(mgr)
         try:
-            os.kill(int(state["pid"]), sig)
-        except ProcessLookupError:
-            raise ContainerError(f'container not running: "{cid}" has stopped') from None
+            pids = mgr.pids()
+        except InclavareError:
+            if frozen or status == "paused":
+                self._thaw_quietly(mgr)
+            raise
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        if self.debug:
+            self.log("debug", f"sent signal {sig} to {len(pids)} processes of container {cid}")
+        if frozen or status == "paused":
+            self._thaw_quietly(mgr)
+
+    def _freeze_quietly(self, mgr: Any) -> bool:
+        try:
+            mgr.freeze()
+            return True
+        except InclavareError as e:  # as runc: a freezer that cannot be used is a warning, not a failure
+            self.log("warning", str(e))
+            return False
+
+    def _thaw_quietly(self, mgr: Any) -> None:
+        try:
+            mgr.thaw()
+        except InclavareError as e:
+            self.log("warning", str(e))
 
     def delete(self, cid: str, force: bool = False) -> None:
         with self.store.lock(cid, missing_ok=True) as exists:
             if not exists:
                 if force:
                     return
-                raise ContainerError(f'container "{cid}" does not exist')
+                raise ContainerError(st.not_exist(cid, self.store.root))
             state, status = self.load(cid)
             if status in ("running", "paused") and not force:
-                raise ContainerError(f'cannot delete container "{cid}" that is not stopped: {status}')
+                # runc's words exactly (no quotes around the id): a created container is deleted, as runc
+                raise ContainerError(f"cannot delete container {cid} that is not stopped: {status}")
             mgr = _manager(state)
             pid = int(state.get("pid") or 0)
             if status != "stopped":
@@ -395,21 +438,26 @@ class Runtime:
 
                 run_hooks("poststop", hooks["poststop"], hook_state(state, "stopped"), warn=self._warn)
             self.store.remove(cid)
+            if self.debug:
+                self.log("debug", f"delete: container {cid} ({status}) destroyed")
 
     # ------------------------------------------------------------------ pause, resume, ps, stats
 
     def pause(self, cid: str) -> None:
         with self.store.lock(cid):
             state, status = self.load(cid)
-            if status != "running":
-                raise ContainerError(f'container "{cid}" is not running (status {status})')
-            _manager(state).freeze()
+            if status not in ("running", "created"):  # runc pauses a created container too
+                raise NotRunningError(f'container not running: "{cid}" is {status}')
+            mgr = _manager(state)
+            if mgr is None:
+                raise ContainerError(f'container "{cid}" has no cgroup to freeze')
+            mgr.freeze()
 
     def resume(self, cid: str) -> None:
         with self.store.lock(cid):
             state, status = self.load(cid)
             if status != "paused":
-                raise ContainerError(f'container "{cid}" is not paused (status {status})')
+                raise ContainerError(f'container not paused: "{cid}" is {status}')
             _manager(state).thaw()
 
     def pids(self, cid: str) -> list[int]:
@@ -459,16 +507,17 @@ class Runtime:
 
     def exec(self, cid: str, process: dict[str, Any], *, pid_file: str | None = None,
              console_socket: str | None = None, console_fd: int | None = None,
-             preserve_fds: int = 0, foreground: bool = False, cgroup: list[str] | None = None) -> int:
+             preserve_fds: int = 0, foreground: bool = False, cgroup: list[str] | None = None,
+             ignore_paused: bool = False) -> int:
         """Start ``process`` in the container; returns its host pid.
 
         ``foreground``: fds 0-2 are the caller's own (see :meth:`create`). ``cgroup``: `exec --cgroup`
-        values, ``[controller[,controller]:]path`` below the container's cgroup."""
+        values, ``[controller[,controller]:]path`` below the container's cgroup. ``ignore_paused``:
+        `exec --ignore-paused` (the process waits in the frozen cgroup until `resume`)."""
         from inclavare.formats import oci
 
         state, status = self.load(cid)
-        if status not in ("running", "created"):
-            raise ContainerError(f'cannot exec in container "{cid}": it is {status}')
+        check_exec_state(cid, status, ignore_paused)
         oci.validate_process(process, "process")
         pid_file = _abs(pid_file)
         mgr = _manager(state)
@@ -543,6 +592,23 @@ class Runtime:
         from inclavare.enclave import attest
 
         return attest.attest(self.store.path(cid), enclave, is_ra, quote_type)
+
+
+def start_refusal(cid: str, status: str) -> str:
+    """Why `start` refuses a container that is not created: runc's words, then the id."""
+    if status == "stopped":
+        return f'cannot start a container that has stopped: "{cid}"'
+    if status == "running":
+        return f'cannot start an already running container: "{cid}"'
+    return f'cannot start a container in the {status} state: "{cid}"'
+
+
+def check_exec_state(cid: str, status: str, ignore_paused: bool) -> None:
+    """runc's refusals for `exec`: a stopped container, or a paused one without --ignore-paused."""
+    if status == "stopped":
+        raise ContainerError(f'cannot exec in a stopped container: "{cid}"')
+    if status == "paused" and not ignore_paused:
+        raise ContainerError(f'cannot exec in a paused container (use --ignore-paused to override): "{cid}"')
 
 
 def mentions_enclave(cfg: dict[str, Any]) -> bool:

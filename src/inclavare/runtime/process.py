@@ -10,7 +10,7 @@ import errno
 import os
 import stat
 
-from inclavare.errors import ConfigError, SysError
+from inclavare.errors import ConfigError, ExecutableError, SysError
 from inclavare.linux import caps as capmod
 from inclavare.linux import syscalls as sc
 
@@ -92,16 +92,18 @@ def find_executable(arg0: str, env: list[str], cwd: str) -> str:
             continue
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
             return cand
-    raise ConfigError("process.args[0]", f'exec: "{arg0}": executable file not found in $PATH')
+    raise ExecutableError("process.args[0]", f'exec: "{arg0}": executable file not found in $PATH')
 
 
 def _check_exec(path: str, arg0: str) -> None:
     try:
         st = os.stat(path)
     except OSError as e:
-        raise ConfigError("process.args[0]", f'exec: "{arg0}": {e.strerror}') from None
+        # Go's *PathError text, as runc prints it: `stat /foo: no such file or directory`
+        why = (e.strerror or str(e))
+        raise ExecutableError("process.args[0]", f'exec: "{arg0}": stat {arg0}: {why[:1].lower()}{why[1:]}') from None
     if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
-        raise ConfigError("process.args[0]", f'exec: "{arg0}": permission denied')
+        raise ExecutableError("process.args[0]", f'exec: "{arg0}": permission denied')
 
 
 def fix_stdio_owner(uid: int) -> None:
@@ -131,9 +133,10 @@ def fix_stdio_owner(uid: int) -> None:
 
 
 def _chdir_error(cwd: str, e: OSError) -> ConfigError:
-    # runc's words (Go's lower-case errno text), which also name the field
+    # runc's words (Go's lower-case errno text), which also name the field; `exec` prints them as
+    # "exec failed: unable to start container process: chdir to cwd ..."
     reason = (e.strerror or str(e)).lower()
-    return ConfigError("", f'chdir to cwd ("{cwd}") set in config.json failed: {reason}')
+    return ExecutableError("process.cwd", f'chdir to cwd ("{cwd}") set in config.json failed: {reason}')
 
 
 class Finalizer:

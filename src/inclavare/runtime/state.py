@@ -28,6 +28,11 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
 
 
+def not_exist(cid: str, root: str) -> str:
+    """runc's words first (containerd, CRI-O and podman match "does not exist"), then which id where."""
+    return f'container does not exist: "{cid}" (no state under {root})'
+
+
 def proc_start_time(pid: int) -> tuple[str, str] | None:
     """(state letter, start time in clock ticks) of ``pid``, or None if it does not exist."""
     try:
@@ -49,8 +54,8 @@ def process_alive(pid: int, start: str | None) -> bool:
 
 
 class _Lock:
-    def __init__(self, path: str, cid: str, missing_ok: bool) -> None:
-        self.path, self.cid, self.missing_ok = path, cid, missing_ok
+    def __init__(self, path: str, cid: str, missing_ok: bool, root: str) -> None:
+        self.path, self.cid, self.missing_ok, self.root = path, cid, missing_ok, root
         self.fd = -1
 
     def __enter__(self) -> bool:
@@ -59,7 +64,7 @@ class _Lock:
         except FileNotFoundError:
             if self.missing_ok:
                 return False
-            raise ContainerError(f'container "{self.cid}" does not exist') from None
+            raise ContainerError(not_exist(self.cid, self.root)) from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         # a concurrent delete may have removed the directory while we waited
         return os.path.isdir(self.path)
@@ -85,7 +90,7 @@ class Store:
         try:
             os.mkdir(d, 0o711)
         except FileExistsError:
-            raise ContainerError(f'container "{cid}": already exists') from None
+            raise ContainerError(f'container with given ID already exists: "{cid}" (its state is in {d})') from None
         return d
 
     def exists(self, cid: str) -> bool:
@@ -99,7 +104,7 @@ class Store:
             if self.exists(cid):
                 # a create that was interrupted before it recorded anything
                 return {"id": cid, "pid": 0, "incomplete": True}
-            raise ContainerError(f'container "{cid}" does not exist') from None
+            raise ContainerError(not_exist(cid, self.root)) from None
         except ValueError as e:
             return {"id": cid, "pid": 0, "incomplete": True, "corrupt": str(e)}
 
@@ -117,7 +122,7 @@ class Store:
 
     def lock(self, cid: str, missing_ok: bool = False) -> _Lock:
         """``with store.lock(cid) as exists:`` exclusive flock on the container directory."""
-        return _Lock(self.path(cid), cid, missing_ok)
+        return _Lock(self.path(cid), cid, missing_ok, self.root)
 
     def remove(self, cid: str) -> None:
         d = self.path(cid)
@@ -150,13 +155,12 @@ class Store:
 
 
 def status_of(store: Store, state: dict[str, Any]) -> str:
-    """runc's status rules: no live init -> stopped; fifo present -> created; frozen -> paused."""
+    """runc's status rules: no live init -> stopped; frozen -> paused (a created container can be
+    paused too); fifo present -> created; else running."""
     if state.get("incomplete"):
         return "stopped"
     if not process_alive(int(state.get("pid") or 0), state.get("pid_start")):
         return "stopped"
-    if os.path.exists(store.path(state["id"], FIFO)):
-        return "created"
     freezer = state.get("freezer_file")
     if freezer:
         try:
@@ -166,6 +170,8 @@ def status_of(store: Store, state: dict[str, Any]) -> str:
                 return "paused"
         except OSError:
             pass
+    if os.path.exists(store.path(state["id"], FIFO)):
+        return "created"
     return "running"
 
 
