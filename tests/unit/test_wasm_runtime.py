@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -229,7 +230,8 @@ def test_output_reaches_exactly_the_given_fds_and_they_stay_open(
 ) -> None:
     rt = make_runtime()
     # stdout and stderr swapped and moved to high fd numbers: nothing may go to this process's own 1 and 2
-    high_out, high_err = os.dup2(pipes.err_w, 57), os.dup2(pipes.out_w, 58)
+    # (free numbers: dup2 onto fixed ones would steal fds that libraries in this process hold, e.g. grpc's)
+    high_out, high_err = fcntl.fcntl(pipes.err_w, fcntl.F_DUPFD, 57), fcntl.fcntl(pipes.out_w, fcntl.F_DUPFD, 57)
     try:
         pid = rt.create_process(write_module(tmp_path, ARGS_ENV), ["p"], [], (pipes.in_r, high_out, high_err))
         assert rt.exec(pid) == 0
