@@ -70,6 +70,34 @@ def rune(rune_bin: str, tmp_path: Path) -> Iterator[Rune]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+
+
+@pytest.fixture
+def runc(tmp_path: Path) -> Iterator[Rune | None]:
+    """runc with its own state root, or None when it is not installed (tests then check rune only)."""
+    if not os.access(RUNC, os.X_OK):
+        yield None
+        return
+    r = Rune(RUNC, str(tmp_path / "runc-state"))
+    yield r
+    root = Path(r.root)
+    if root.exists():
+        for leftover in os.listdir(root):
+            r.run("delete", "--force", leftover)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["rune", "runc"])
+def runtime(request: pytest.FixtureRequest, rune: Rune, runc: Rune | None) -> Rune:
+    """Each test twice: under rune, and under runc 1.1.5 (skipped when runc is absent) as the reference."""
+    if request.param == "rune":
+        return rune
+    if runc is None:
+        pytest.skip(f"{RUNC} is not installed: no runc half to compare with")
+    return runc
+
+
 @pytest.fixture
 def cid() -> str:
     return "t-" + uuid.uuid4().hex[:12]

@@ -25,24 +25,6 @@ from tests.integration.test_bad_input import check_clean_failure, mounts_mention
 
 pytestmark = [pytest.mark.root, needs_root, needs_busybox]
 
-RUNC = "/usr/sbin/runc"
-
-
-@pytest.fixture
-def runc(tmp_path: Path) -> Iterator[Rune | None]:
-    """runc with its own state root, or None when it is not installed (tests then check rune only)."""
-    if not os.access(RUNC, os.X_OK):
-        yield None
-        return
-    r = Rune(RUNC, str(tmp_path / "runc-state"))
-    yield r
-    root = Path(r.root)
-    if root.exists():
-        for cid in os.listdir(root):
-            r.run("delete", "--force", cid)
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def both(rune: Rune, runc: Rune | None) -> list[tuple[str, Rune]]:
     return [("rune", rune)] + ([("runc", runc)] if runc is not None else [])
 

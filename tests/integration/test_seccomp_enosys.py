@@ -13,8 +13,6 @@ import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,6 @@ from inclavare.errors import SeccompError
 from inclavare.linux import seccomp
 from tests.conftest import Rune, needs_busybox, needs_root
 
-RUNC = "/usr/sbin/runc"
 UNASSIGNED = 1000  # no syscall has this number on the architectures rune runs on
 
 PROBE_C = r"""
@@ -73,20 +70,6 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> str:
     if p.returncode != 0:
         pytest.skip(f"cannot build a static probe (libc6-dev missing?): {p.stderr.strip()[:200]}")
     return str(d / "probe")
-
-
-@pytest.fixture(params=["rune", "runc"])
-def runtime(request: pytest.FixtureRequest, rune: Rune, tmp_path: Path) -> Iterator[Rune]:
-    if request.param == "rune":
-        yield rune
-        return
-    if not os.path.exists(RUNC):
-        pytest.skip(f"{RUNC} is not installed: no runc half to compare with")
-    r = Rune(RUNC, str(tmp_path / "runc-state"))
-    yield r
-    if os.path.isdir(r.root):
-        for cid in os.listdir(r.root):
-            r.run("delete", "--force", cid)
 
 
 def _native_oci_arch() -> str:

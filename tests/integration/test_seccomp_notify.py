@@ -24,10 +24,9 @@ import pytest
 
 from inclavare.errors import SeccompError
 from inclavare.linux import seccomp
-from tests.conftest import SRC, Rune, needs_busybox, needs_root
+from tests.conftest import RUNC, SRC, Rune, needs_busybox, needs_root
 from tests.integration.test_bad_input import check_clean_failure
 
-RUNC = "/usr/sbin/runc"
 AGENT = Path(__file__).with_name("seccomp_agent.py")
 _WAIT = 30.0
 
@@ -81,20 +80,6 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-@pytest.fixture(params=["rune", "runc"])
-def runtime(request: pytest.FixtureRequest, rune: Rune, tmp_path: Path) -> Iterator[Rune]:
-    if request.param == "rune":
-        yield rune
-        return
-    if not os.path.exists(RUNC):
-        pytest.skip(f"{RUNC} is not installed: no runc half to compare with")
-    r = Rune(RUNC, str(tmp_path / "runc-state"))
-    yield r
-    if os.path.isdir(r.root):
-        for cid in os.listdir(r.root):
-            r.run("delete", "--force", cid)
 
 
 def _bundle(make_bundle: Any, tmp_path: Path, script: str, *, listener: str | None, metadata: str | None = "meta",
