@@ -1,8 +1,10 @@
 """Container state on disk: one directory per container under the runtime root.
 
-``state.json`` is written atomically (temp file + fsync + rename) and every command that changes a
+``state.json`` is written atomically (temp file + rename) and every command that changes a
 container holds an exclusive flock on the container's directory, so concurrent calls are safe and a
-runtime killed at any point leaves a directory that ``delete --force`` can clean.
+runtime killed at any point leaves a directory that ``delete --force`` can clean. As runc's, the file
+is not fsync'd: it describes processes that do not outlive a crash of the machine, and a file a crash
+leaves empty or truncated loads as an incomplete container, which ``delete --force`` removes.
 """
 
 from __future__ import annotations
@@ -115,7 +117,6 @@ class Store:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, data)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, final)
