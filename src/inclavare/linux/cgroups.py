@@ -257,12 +257,6 @@ def current_layout() -> Layout:
 # path rules
 
 
-def _relpath(path: str, start: str) -> str:
-    import posixpath  # create's path only
-
-    return posixpath.relpath(path, start)
-
-
 def _dirs_below(top: str) -> Iterator[str]:
     """``top`` and every directory below it, top-down, as os.walk yields them (nothing if ``top`` is gone)."""
     try:
@@ -283,7 +277,7 @@ def clean_path(path: str) -> str:
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     if not path.startswith("/"):
-        path = _relpath(os.path.normpath("/" + path), "/")
+        path = os.path.relpath(os.path.normpath("/" + path), "/")
     return os.path.normpath(path)
 
 
@@ -301,7 +295,7 @@ def _below_root(path: str, root: str) -> str:
     if root in ("", "/"):
         return path.lstrip("/")
     if _under(path, root):
-        return _relpath(path, root) if path != root else ""
+        return os.path.relpath(path, root) if path != root else ""
     _log(
         "debug",
         "cgroup %s lies outside the mounted part %s of its hierarchy; using the mount point",
@@ -1112,7 +1106,7 @@ class Manager:
         enable = " ".join("+" + c for c in controllers)
         domain = _needs_domain_controller(res)
         chain = [mount]
-        rel = _relpath(path, mount)
+        rel = os.path.relpath(path, mount)
         if rel != ".":
             cur = mount
             for part in rel.split("/"):
@@ -1475,7 +1469,7 @@ class Manager:
                 f"{field}: the {ctrl} controller is neither mounted as cgroup v1 nor available in {mount}"
             )
         cur = mount
-        parts = _relpath(path, mount).split("/") if path != mount else []
+        parts = os.path.relpath(path, mount).split("/") if path != mount else []
         for part in parts:
             st = os.path.join(cur, "cgroup.subtree_control")
             try:

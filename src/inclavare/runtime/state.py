@@ -85,9 +85,17 @@ class Store:
         return os.path.join(self.root, cid, name) if name else os.path.join(self.root, cid)
 
     def make(self, cid: str) -> str:
-        import os as real_os
+        try:
+            os.mkdir(self.root, 0o711)  # the common cases without importing os (~1.4 ms)
+        except FileExistsError:
+            if not os.path.isdir(self.root):
+                import os as real_os
 
-        real_os.makedirs(self.root, 0o711, exist_ok=True)
+                real_os.makedirs(self.root, 0o711, exist_ok=True)  # its error for a root that is no directory
+        except FileNotFoundError:
+            import os as real_os
+
+            real_os.makedirs(self.root, 0o711, exist_ok=True)
         d = self.path(cid)
         try:
             os.mkdir(d, 0o711)
