@@ -35,10 +35,10 @@ import time
 
 from inclavare import _fastos as os  # the posix builtin: `delete` imports this module, `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
+from inclavare.linux.cgpaths import CgroupPaths, _log, _read_text  # what delete needs lives there
 
 TYPE_CHECKING = False  # spares importing typing (and re) at run time; type checkers see True
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any
 
 __all__ = [
@@ -63,13 +63,6 @@ __all__ = [
 ]
 
 
-def _log(level: str, msg: str, *args: Any) -> None:
-    """Log through the stdlib logging module, imported only when something is worth saying."""
-    import logging
-
-    getattr(logging.getLogger(__name__), level)(msg, *args)
-
-
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 # Controllers a v1 hierarchy can carry (super options that are not plain mount options).
@@ -85,9 +78,6 @@ V1_SUBSYSTEMS = (
     "cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb", "net_cls", "net_prio",
     "perf_event", "freezer", "rdma", "name=systemd",
 )  # fmt: skip
-
-# Paths joined on a best-effort basis (runc's NameGroup{Join: true}): errors are ignored.
-_JOIN_ONLY = frozenset({"name=systemd", ""})
 
 _MAX_U64 = (1 << 64) - 1
 _CLOCK_TICKS = 100  # sysconf(_SC_CLK_TCK) on Linux, as runc hard-codes it
@@ -257,18 +247,6 @@ def current_layout() -> Layout:
 # path rules
 
 
-def _dirs_below(top: str) -> Iterator[str]:
-    """``top`` and every directory below it, top-down, as os.walk yields them (nothing if ``top`` is gone)."""
-    try:
-        with os.scandir(top) as it:
-            subs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return
-    yield top
-    for sub in subs:
-        yield from _dirs_below(sub)
-
-
 def clean_path(path: str) -> str:
     """runc's utils.CleanPath: normalise; relative paths cannot climb above their base."""
     if not path:
@@ -352,11 +330,6 @@ def _num_to_str(value: int) -> str:
 
 # --------------------------------------------------------------------------------------------
 # file access (module functions so tests can observe writes)
-
-
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
 
 
 def _write(path: str, data: str) -> None:
@@ -890,28 +863,13 @@ def _blkio_entry(major: int, minor: int, op: str, value: int) -> dict[str, Any]:
 # the manager
 
 
-class Manager:
-    """The cgroups of one container.
+class Manager(CgroupPaths):
+    """The cgroups of one container (queries and removal are :class:`CgroupPaths`').
 
     Build one with :meth:`for_container` (resolves paths, touches nothing) or :meth:`from_dict`
     (what :meth:`to_dict` saved in state.json).  ``paths`` maps subsystem names ("" for the
     unified hierarchy) to directories; ``mode`` is "v1", "hybrid" or "v2".
     """
-
-    def __init__(
-        self,
-        mode: str,
-        paths: dict[str, str],
-        mounts: dict[str, str],
-        created: list[str] | None = None,
-    ) -> None:
-        self.mode = mode
-        self.paths = paths
-        self.mounts = mounts  # key of paths -> mount point of that hierarchy
-        self.created: list[str] = list(created or [])
-
-    def __repr__(self) -> str:
-        return f"Manager(mode={self.mode!r}, paths={self.paths!r})"
 
     # -- construction ------------------------------------------------------------------------
 
@@ -968,41 +926,7 @@ class Manager:
             mounts[""] = layout.unified.mountpoint
         return cls(layout.mode, paths, mounts)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able record of this manager for state.json."""
-        return {
-            "version": 1,
-            "mode": self.mode,
-            "paths": dict(self.paths),
-            "mounts": dict(self.mounts),
-            "created": list(self.created),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manager:
-        """Rebuild a manager from :meth:`to_dict` output without looking at the system."""
-        try:
-            mode = d["mode"]
-            paths = {str(k): str(v) for k, v in d["paths"].items()}
-        except (KeyError, TypeError, AttributeError) as e:
-            raise CgroupError(f"saved cgroup state is malformed: {e!r}") from None
-        if mode not in ("v1", "hybrid", "v2"):
-            raise CgroupError(f"saved cgroup state has unknown mode {mode!r}")
-        mounts = {str(k): str(v) for k, v in (d.get("mounts") or {}).items()}
-        return cls(mode, paths, mounts, [str(p) for p in d.get("created") or []])
-
     # -- helpers -----------------------------------------------------------------------------
-
-    def _join_only(self, key: str) -> bool:
-        """Whether failing to create/join this path is ignored (runc's NameGroup{Join: true})."""
-        return key in _JOIN_ONLY and not (key == "" and self.mode == "v2")
-
-    def _unique_paths(self) -> list[str]:
-        seen: list[str] = []
-        for p in self.paths.values():
-            if p not in seen:
-                seen.append(p)
-        return seen
 
     def _mkdir(self, path: str) -> bool:
         """mkdir one cgroup directory, recording it; False if it existed.  ENOENT passes through."""
@@ -1772,27 +1696,6 @@ class Manager:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def _main_path(self) -> str:
-        return self.paths[""] if self.mode == "v2" else self.paths.get("devices") or next(iter(self.paths.values()))
-
-    def exists(self) -> bool:
-        """Whether the container's cgroup (devices cgroup on v1, the v2 directory) exists."""
-        return os.path.isdir(self._main_path())
-
-    def pids(self) -> list[int]:
-        """Every process in the container's cgroup and its sub-cgroups."""
-        top = self._main_path()
-        out: list[int] = []
-        for dirpath in _dirs_below(top):
-            try:
-                text = _read_text(os.path.join(dirpath, "cgroup.procs"))
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise CgroupError(f"reading {dirpath}/cgroup.procs: {e.strerror}") from None
-            out.extend(int(x) for x in text.split())
-        return out
-
     def stats(self) -> dict[str, Any]:
         """Usage statistics shaped like the "data" object of ``runc events --stats``."""
         try:
@@ -2029,39 +1932,6 @@ class Manager:
                     raise CgroupError(f"error adding pid {pid} to cgroups: failed to write {pid}: "
                                       f"{target}: {reason}") from None
 
-    def destroy(self) -> None:
-        """Remove the container's cgroups (and sub-cgroups); ENOENT is fine, EBUSY is retried."""
-        remaining = self._unique_paths()
-        delay = 0.01
-        last: dict[str, str] = {}
-        for attempt in range(5):
-            if attempt:
-                time.sleep(delay)
-                delay *= 2
-            still = []
-            for p in remaining:
-                err = _remove_tree(p)
-                if os.path.isdir(p):
-                    still.append(p)
-                    last[p] = err or "still exists"
-            remaining = still
-            if not remaining:
-                break
-        if remaining:
-            detail = "; ".join(f"{p}: {last[p]}" for p in remaining)
-            raise CgroupError(f"removing cgroups: {detail}")
-        leaves = set(self.paths.values())
-        for p in reversed(self.created):
-            if p in leaves:
-                continue
-            try:
-                os.rmdir(p)
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
-                    _log("debug", "cannot remove cgroup parent %s: %s", p, e)
-        self.created = []
-
-
 class OomWatcher:
     """OOM notifications of one memory cgroup.
 
@@ -2131,35 +2001,6 @@ class OomWatcher:
         if self.efd >= 0:
             os.close(self.efd)
             self.efd = -1
-
-
-def _remove_tree(path: str) -> str:
-    """rmdir ``path`` after its sub-cgroups; returns the last error text ("" when removed/absent)."""
-    try:
-        os.rmdir(path)
-        return ""
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        first = e.strerror or str(e)
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        return e.strerror or str(e)
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            err = _remove_tree(entry.path)
-            if err:
-                return err
-    try:
-        os.rmdir(path)
-        return ""
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        return e.strerror or first
 
 
 def _rdma_line(dev: str, lim: dict[str, Any]) -> str:

@@ -44,10 +44,18 @@ def _freezer_file(paths: dict[str, str]) -> str:
     return ""
 
 
-def _manager(state: dict[str, Any]) -> Any:
+def _manager(state: dict[str, Any], light: bool = False) -> Any:
+    """The container's cgroups from state.json. ``light``: only listing processes and removing the
+    directories are needed (:class:`CgroupPaths`), so the full manager module is not imported."""
+    if not state.get("cgroup"):
+        return None
+    if light:
+        from inclavare.linux.cgpaths import CgroupPaths
+
+        return CgroupPaths.from_dict(state["cgroup"])
     from inclavare.linux.cgroups import Manager
 
-    return Manager.from_dict(state["cgroup"]) if state.get("cgroup") else None
+    return Manager.from_dict(state["cgroup"])
 
 
 def _wait_gone(pid: int, start: str | None, timeout: float = 10.0) -> bool:
@@ -348,7 +356,7 @@ class Runtime:
 
     def kill(self, cid: str, sig: int, all_procs: bool = False) -> None:
         state, status = self.load(cid)
-        mgr = _manager(state)
+        mgr = _manager(state, light=not all_procs and status != "paused")  # freezing needs the manager
         if all_procs:
             self._kill_all(cid, state, status, mgr, sig)
             return
@@ -419,7 +427,7 @@ class Runtime:
             if status in ("running", "paused") and not force:
                 # runc's words exactly (no quotes around the id): a created container is deleted, as runc
                 raise ContainerError(f"cannot delete container {cid} that is not stopped: {status}")
-            mgr = _manager(state)
+            mgr = _manager(state, light=status != "paused")  # a paused one is thawed first
             pid = int(state.get("pid") or 0)
             if status != "stopped":
                 if status == "paused" and mgr is not None:
@@ -462,7 +470,7 @@ class Runtime:
 
     def pids(self, cid: str) -> list[int]:
         state, status = self.load(cid)
-        mgr = _manager(state)
+        mgr = _manager(state, light=True)
         if mgr is None or not mgr.exists():
             return []
         return list(mgr.pids())
