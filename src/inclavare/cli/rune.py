@@ -353,6 +353,23 @@ def _tty_session(run: Any) -> int:
     return relay(master, pid)
 
 
+class _StderrLog:
+    """The logger without --log, --debug or --log-format: runelog's Logger(None, "text", False), imported
+    only when something is logged (most calls log nothing; the import costs ~0.2 ms)."""
+
+    debug = False
+
+    def __init__(self) -> None:
+        self._logger: Any = None
+
+    def __call__(self, level: str, msg: str, **fields: str) -> None:
+        if self._logger is None:
+            from inclavare.cli.runelog import Logger
+
+            self._logger = Logger(None, "text", False)
+        self._logger(level, msg, **fields)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if b"RUNE_TRACE_FILE" in os.environ:  # timing marks for performance work (runtime/trace.py)
@@ -366,9 +383,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_version()
         if gopts.get("help") or not rest:
             return cmd_help(None)
-        from inclavare.cli.runelog import Logger
+        fmt = gopts.get("log-format") or "text"
+        if gopts.get("log") or gopts.get("debug") or fmt != "text":
+            from inclavare.cli.runelog import Logger
 
-        log = Logger(gopts.get("log"), gopts.get("log-format") or "text", bool(gopts.get("debug")))
+            log = Logger(gopts.get("log"), fmt, bool(gopts.get("debug")))
+        else:
+            log = _StderrLog()
         if gopts.get("systemd-cgroup"):
             raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported by rune on this host; "
                              "use the cgroupfs driver (drop the flag, or SystemdCgroup = false in containerd)")

@@ -9,8 +9,6 @@ leaves empty or truncated loads as an incomplete container, which ``delete --for
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import time
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
@@ -67,6 +65,8 @@ class _Lock:
             if self.missing_ok:
                 return False
             raise ContainerError(not_exist(self.cid, self.root)) from None
+        import fcntl  # here: `state` and `list` take no lock
+
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         # a concurrent delete may have removed the directory while we waited
         return os.path.isdir(self.path)
@@ -152,9 +152,8 @@ class Store:
                     pass
         try:
             os.rmdir(d)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise
+        except FileNotFoundError:
+            pass
 
     def ids(self) -> list[str]:
         try:
