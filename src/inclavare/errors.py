@@ -1,7 +1,7 @@
 """Error hierarchy. Every error a user can cause carries a one-line message saying what and where."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call):
+# annotations that name TYPE_CHECKING-only types are quoted.
 
 class InclavareError(Exception):
     """Base of every error the project raises on purpose."""

@@ -1,4 +1,4 @@
-"""cli/rune.py without root: flag parsing, sizes, update resources, exec process building, main()."""
+"""cli/rune.py and cli/runecmds.py without root: flag parsing, sizes, update resources, exec process, main()."""
 
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ from inclavare.cli.rune import (
     COMMANDS,
     GLOBAL_FLAGS,
     UsageError,
-    exec_process,
     main,
     parse_flags,
-    parse_size,
-    resources_from_flags,
 )
+from inclavare.cli.runecmds import exec_process, parse_size, resources_from_flags
 from inclavare.errors import ConfigError
 
 EXEC = COMMANDS["exec"][0]

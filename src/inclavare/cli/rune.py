@@ -7,8 +7,8 @@ first argument so `rune exec ID sh -c ...` passes `-c` to the container. `-h`/`-
 on stdout and exits 0. Imports stay minimal: this runs 3-4 times per container lifecycle.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call):
+# annotations that name TYPE_CHECKING-only types are quoted.
 import sys
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
@@ -125,7 +125,7 @@ NO_REORDER = frozenset({"exec"})
 
 
 def parse_flags(args: list[str], spec: dict[str, Flag], where: str,
-                reorder: bool = False) -> tuple[dict[str, Any], list[str]]:
+                reorder: bool = False) -> "tuple[dict[str, Any], list[str]]":
     """Flags and positional arguments. With ``reorder`` (urfave/cli's default for runc's commands) a
     known flag after an argument is still a flag; an unknown ``-x`` after an argument is an argument."""
     names: dict[str, str] = {}
@@ -186,26 +186,8 @@ def _one_id(cmd: str, pos: list[str]) -> str:
     return pos[0]
 
 
-def _print_json(obj: Any, indent: int | None = 2) -> None:
+def _print_json(obj: "Any", indent: int | None = 2) -> None:
     sys.stdout.write((json.dumps_pretty(obj) if indent else json.dumps(obj)) + "\n")
-
-
-_SIZE = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
-         "t": 1 << 40, "tb": 1 << 40}
-
-
-def parse_size(flag: str, text: str) -> int:
-    t = text.strip().lower()
-    if t == "-1":
-        return -1
-    cut = len(t)
-    while cut and t[cut - 1] in "bkmgti":
-        cut -= 1
-    num, unit = t[:cut], t[cut:].replace("i", "")
-    try:
-        return int(float(num) * _SIZE[unit])
-    except (ValueError, KeyError):
-        raise UsageError(f"--{flag}: invalid size {text!r}") from None
 
 
 def _int(flag: str, text: str) -> int:
@@ -215,142 +197,24 @@ def _int(flag: str, text: str) -> int:
         raise UsageError(f"--{flag}: invalid number {text!r}") from None
 
 
-def _interval(text: str) -> float:
-    t = text.strip()
-    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if t.endswith(suffix):
-            try:
-                return float(t[: -len(suffix)]) * mult
-            except ValueError:
-                break
-    try:
-        return float(t)
-    except ValueError:
-        raise UsageError(f"--interval: invalid duration {text!r}") from None
-
-
-def resources_from_flags(opts: dict[str, Any]) -> dict[str, Any]:
-    res: dict[str, Any] = {}
-    if "resources" in opts:
-        src = opts["resources"]
-        try:
-            text = sys.stdin.read() if src == "-" else open(src).read()
-            loaded = json.loads(text)
-        except OSError as e:
-            raise UsageError(f"--resources {src}: {e.strerror}") from None
-        except ValueError as e:
-            raise UsageError(f"--resources {src}: invalid JSON: {e}") from None
-        if not isinstance(loaded, dict):
-            raise UsageError(f"--resources {src}: must be a JSON object (linux.resources)")
-        res.update(loaded)
-    mem = res.setdefault("memory", {})
-    cpu = res.setdefault("cpu", {})
-    for flag, key in (("memory", "limit"), ("memory-reservation", "reservation"), ("memory-swap", "swap"),
-                      ("kernel-memory", "kernel"), ("kernel-memory-tcp", "kernelTCP")):
-        if flag in opts:
-            mem[key] = parse_size(flag, opts[flag])
-    for flag, key in (("cpu-period", "period"), ("cpu-quota", "quota"), ("cpu-rt-period", "realtimePeriod"),
-                      ("cpu-rt-runtime", "realtimeRuntime"), ("cpu-share", "shares")):
-        if flag in opts:
-            cpu[key] = _int(flag, opts[flag])
-    if "cpuset-cpus" in opts:
-        cpu["cpus"] = opts["cpuset-cpus"]
-    if "cpuset-mems" in opts:
-        cpu["mems"] = opts["cpuset-mems"]
-    if "pids-limit" in opts:
-        res["pids"] = {"limit": _int("pids-limit", opts["pids-limit"])}
-    if "blkio-weight" in opts:
-        res.setdefault("blockIO", {})["weight"] = _int("blkio-weight", opts["blkio-weight"])
-    if "l3-cache-schema" in opts or "mem-bw-schema" in opts:
-        raise UsageError("--l3-cache-schema/--mem-bw-schema: Intel RDT is not supported on this host")
-    return {k: v for k, v in res.items() if v != {}}
-
-
-def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dict[str, Any]:
-    """The process to exec: --process FILE, or the container's process with args and flag overrides."""
-    if "process" in opts:
-        try:
-            with open(opts["process"]) as f:
-                proc = json.loads(f.read())
-        except OSError as e:
-            raise UsageError(f"--process {opts['process']}: {e.strerror}") from None
-        except ValueError as e:
-            raise ConfigError(f"--process {opts['process']}", f"invalid JSON: {e}") from None
-        if not isinstance(proc, dict):
-            raise ConfigError(f"--process {opts['process']}", "must be a JSON object")
-    else:
-        if not pos:
-            raise UsageError('"exec" requires a command to run (or --process FILE)')
-        state, _ = rt.load(cid)
-        base = (state.get("config") or {}).get("process") or {}
-        proc = json.loads(json.dumps(base))
-        proc["args"] = pos
-        proc["terminal"] = bool(opts.get("tty"))
-        proc.pop("consoleSize", None)
-    if opts.get("tty"):
-        proc["terminal"] = True
-    if "env" in opts:
-        proc["env"] = list(proc.get("env") or []) + opts["env"]
-    if "cwd" in opts:
-        proc["cwd"] = opts["cwd"]
-    if "user" in opts:
-        uid, _, gid = opts["user"].partition(":")
-        user = dict(proc.get("user") or {})
-        user["uid"] = _int("user", uid)
-        if gid:  # as runc: without ":gid" the process keeps the configured gid
-            user["gid"] = _int("user", gid)
-        proc["user"] = user
-    if "additional-gids" in opts:
-        user = dict(proc.get("user") or {})
-        # appended to the configured ones, as runc does
-        user["additionalGids"] = list(user.get("additionalGids") or []) + [
-            _int("additional-gids", g) for g in opts["additional-gids"]]
-        proc["user"] = user
-    if "cap" in opts:
-        caps = dict(proc.get("capabilities") or {})
-        for kind in ("bounding", "effective", "permitted", "inheritable", "ambient"):
-            cur = list(caps.get(kind) or [])
-            for c in opts["cap"]:
-                name = c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper()
-                if name not in cur:
-                    cur.append(name)
-            caps[kind] = cur
-        proc["capabilities"] = caps
-    if opts.get("no-new-privs"):
-        proc["noNewPrivileges"] = True
-    if opts.get("apparmor"):
-        proc["apparmorProfile"] = opts["apparmor"]
-    return proc  # type: ignore[no-any-return]
-
-
 # ------------------------------------------------------------------------------ commands
 
-def cmd_spec(opts: dict[str, Any]) -> int:
-    from inclavare.formats.oci import default_spec
 
-    path = os.path.join(opts.get("bundle") or ".", "config.json")
-    if os.path.exists(path):
-        raise UsageError(f"{path}: already exists, remove it first")
-    with open(path, "w") as f:
-        f.write(json.dumps_pretty(default_spec(rootless=bool(opts.get("rootless"))), "\t"))
-    return 0
+class _StderrLog:
+    """The logger without --log, --debug or --log-format: runelog's Logger(None, "text", False), imported
+    only when something is logged (most calls log nothing; the import costs ~0.2 ms)."""
 
+    debug = False
 
-def _tty_session(run: Any) -> int:
-    """Foreground container with a terminal and no console socket: rune itself relays the pty."""
-    import socket
+    def __init__(self) -> None:
+        self._logger: Any = None
 
-    from inclavare.linux.pty import recv_fd
-    from inclavare.runtime.tty import relay
+    def __call__(self, level: str, msg: str, **fields: str) -> None:
+        if self._logger is None:
+            from inclavare.cli.runelog import Logger
 
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        pid = run(theirs.fileno())
-        theirs.close()
-        master = recv_fd(ours)
-    finally:
-        ours.close()
-    return relay(master, pid)
+            self._logger = Logger(None, "text", False)
+        self._logger(level, msg, **fields)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,22 +227,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gopts, rest = parse_flags(args, GLOBAL_FLAGS, "")
         if gopts.get("version"):
+            from inclavare.cli.runecmds import cmd_version
+
             return cmd_version()
         if gopts.get("help") or not rest:
-            return cmd_help(None)
-        from inclavare.cli.runelog import Logger
+            from inclavare.cli.runecmds import cmd_help
 
-        log = Logger(gopts.get("log"), gopts.get("log-format") or "text", bool(gopts.get("debug")))
+            return cmd_help(None)
+        fmt = gopts.get("log-format") or "text"
+        if gopts.get("log") or gopts.get("debug") or fmt != "text":
+            from inclavare.cli.runelog import Logger
+
+            log = Logger(gopts.get("log"), fmt, bool(gopts.get("debug")))
+        else:
+            log = _StderrLog()
         if gopts.get("systemd-cgroup"):
             raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported by rune on this host; "
                              "use the cgroupfs driver (drop the flag, or SystemdCgroup = false in containerd)")
         cmd, cargs = rest[0], rest[1:]
         if cmd in ("help", "h"):
+            from inclavare.cli.runecmds import cmd_help
+
             return cmd_help(cargs[0] if cargs else None)
         if cmd not in COMMANDS:
             raise UnknownCommand(f"No help topic for '{cmd}': unknown command (see `{PROG} --help`)")
         opts, pos = parse_flags(cargs, {**COMMANDS[cmd][0], "help": HELP_FLAG}, cmd, cmd not in NO_REORDER)
         if opts.pop("help", False):
+            from inclavare.cli.runecmds import cmd_help
+
             return cmd_help(cmd)
         if log.debug:
             log("debug", f"rune {cmd}: {' '.join(pos)}".rstrip(": "))
@@ -394,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any) -> int:
+def dispatch(cmd: str, opts: "dict[str, Any]", pos: list[str], root: str, log: "Any") -> int:
     if cmd == "spec":
+        from inclavare.cli.runecmds import cmd_spec
+
         return cmd_spec(opts)
     if cmd == "features":
         from inclavare.formats.oci import features
@@ -416,6 +294,8 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
         _print_json(rt.state(_one_id(cmd, pos)))
         return 0
     if cmd == "list":
+        from inclavare.cli.runecmds import cmd_list
+
         return cmd_list(rt, opts)
     if cmd == "kill":
         from inclavare.formats.signals import parse_signal
@@ -445,9 +325,13 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
                 failed = 1
         return failed
     if cmd == "ps":
+        from inclavare.cli.runecmds import cmd_ps
+
         return cmd_ps(rt, opts, pos)
     if cmd == "exec":
         try:
+            from inclavare.cli.runecmds import cmd_exec
+
             return cmd_exec(rt, opts, pos)
         except UsageError:
             raise
@@ -460,16 +344,22 @@ def dispatch(cmd: str, opts: dict[str, Any], pos: list[str], root: str, log: Any
         rt.resume(_one_id(cmd, pos))
         return 0
     if cmd == "events":
+        from inclavare.cli.runecmds import cmd_events
+
         return cmd_events(rt, opts, pos)
     if cmd == "update":
+        from inclavare.cli.runecmds import resources_from_flags
+
         rt.update(_one_id(cmd, pos), resources_from_flags(opts))
         return 0
     if cmd == "attest":
+        from inclavare.cli.runecmds import cmd_attest
+
         return cmd_attest(rt, opts, pos)
     raise UsageError(f"unknown command {cmd!r}")
 
 
-def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> int:
+def cmd_create_run(rt: "Any", cmd: str, opts: "dict[str, Any]", pos: list[str]) -> int:
     cid = _one_id(cmd, pos)
     from inclavare.linux.cgprime import prime_migration
 
@@ -509,6 +399,8 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
         needs_relay = bool(cfg["process"].get("terminal"))
     try:
         if needs_relay:
+            from inclavare.cli.runecmds import _tty_session
+
             status = _tty_session(run)
         else:
             pid = run()
@@ -522,210 +414,6 @@ def cmd_create_run(rt: Any, cmd: str, opts: dict[str, Any], pos: list[str]) -> i
             except InclavareError:
                 pass
     return status
-
-
-def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
-    if not pos:
-        raise UsageError('"exec" requires a minimum of 1 argument(s): <container-id> <command> [args...]')
-    cid, rest = pos[0], pos[1:]
-    from inclavare.linux.cgprime import prime_migration
-
-    prime_migration()
-    proc = exec_process(rt, cid, opts, rest)
-    preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
-    detach = bool(opts.get("detach"))
-    from inclavare.linux.syscalls import set_subreaper
-    from inclavare.runtime.container import wait_child
-
-    if not detach:
-        set_subreaper()
-    if proc.get("terminal") and not detach and not opts.get("console-socket"):
-        def run(console_fd: int | None = None) -> int:
-            return rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_fd=console_fd,  # type: ignore[no-any-return]
-                           preserve_fds=preserve, foreground=True, cgroup=opts.get("cgroup"),
-                           ignore_paused=bool(opts.get("ignore-paused")))
-
-        return _tty_session(run)
-    pid = rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
-                  preserve_fds=preserve, foreground=not detach, cgroup=opts.get("cgroup"),
-                  ignore_paused=bool(opts.get("ignore-paused")))
-    if detach:
-        return 0
-    return wait_child(pid)
-
-
-def cmd_attest(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
-    cid = _one_id("attest", pos)
-    res = rt.attest(cid, bool(opts.get("isRA")), opts.get("quote-type") or "ecdsa")
-    from inclavare.enclave.attest import describe
-
-    for flag, key in (("reportFile", "report"), ("quoteFile", "quote")):
-        if opts.get(flag) and key in res:
-            try:
-                with open(opts[flag], "wb") as f:
-                    f.write(res[key])
-            except OSError as e:
-                raise UsageError(f"--{flag} {opts[flag]}: {e.strerror}") from None
-    _print_json(describe(res))
-    return 0
-
-
-def cmd_list(rt: Any, opts: dict[str, Any]) -> int:
-    fmt = opts.get("format", "table")
-    items = rt.list_containers()
-    if opts.get("quiet"):
-        for it in items:
-            sys.stdout.write(it["id"] + "\n")
-        return 0
-    if fmt == "json":
-        _print_json(items, None)
-        return 0
-    if fmt != "table":
-        raise UsageError(f"--format: invalid format {fmt!r} (table or json)")
-    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
-    for it in items:
-        rows.append((it["id"], str(it["pid"]), it["status"], it["bundle"], it["created"], it["owner"] or "root"))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    for r in rows:
-        sys.stdout.write("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
-    return 0
-
-
-def cmd_ps(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
-    cid = _one_id("ps", pos)
-    pids = rt.pids(cid)
-    fmt = opts.get("format", "table")
-    if fmt == "json":
-        _print_json(pids, None)
-        return 0
-    if fmt != "table":
-        raise UsageError(f"--format: invalid format {fmt!r} (table or json)")
-    import subprocess
-
-    ps_args = pos[1:] or ["-ef"]
-    try:
-        out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise UsageError(f"ps {' '.join(ps_args)}: {e}") from None
-    lines = out.splitlines()
-    if not lines:
-        return 0
-    header = lines[0]
-    cols = header.split()
-    if "PID" not in cols:
-        raise UsageError("ps: the output has no PID column")
-    idx = cols.index("PID")
-    sys.stdout.write(header + "\n")
-    wanted = set(pids)
-    for line in lines[1:]:
-        fields = line.split()
-        if len(fields) > idx and fields[idx].isdigit() and int(fields[idx]) in wanted:
-            sys.stdout.write(line + "\n")
-    return 0
-
-
-def cmd_events(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
-    import time
-
-    cid = _one_id("events", pos)
-    if opts.get("stats"):
-        _print_json({"type": "stats", "id": cid, "data": rt.stats(cid)}, None)
-        return 0
-    interval = _interval(opts.get("interval", "5s"))
-    if interval <= 0:
-        raise UsageError("--interval: must be positive")
-    # as runc: an "oom" line as soon as the kernel reports one, a "stats" line every interval;
-    # ends when the container has stopped (runc: when its cgroup is removed)
-    watcher = rt.oom_watcher(cid)
-    try:
-        next_stats = time.monotonic() + interval
-        while True:
-            seen = watcher.wait(next_stats - time.monotonic())
-            if seen is None:
-                return 0
-            for _ in range(seen):
-                _print_json({"type": "oom", "id": cid}, None)
-            if time.monotonic() >= next_stats:
-                next_stats += interval
-                try:
-                    data = rt.stats(cid)
-                except InclavareError:
-                    return 0
-                _print_json({"type": "stats", "id": cid, "data": data}, None)
-            sys.stdout.flush()
-    finally:
-        watcher.close()
-
-
-def cmd_version() -> int:
-    from inclavare import OCI_VERSION, __version__
-
-    commit = _git_commit()
-    sys.stdout.write(f"{PROG} version {__version__}\ncommit: {commit}\nspec: {OCI_VERSION}\n")
-    return 0
-
-
-def _git_commit() -> str:
-    """The checkout's HEAD when running from one (it moves with every commit), else what setup recorded."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    top = os.path.abspath(os.path.join(here, "..", "..", ".."))
-    try:
-        with open(os.path.join(top, ".git", "HEAD")) as f:
-            ref = f.read().strip()
-        if not ref.startswith("ref: "):
-            return ref
-        refpath = os.path.join(top, ".git", ref[5:])
-        if os.path.exists(refpath):
-            with open(refpath) as f:
-                return f.read().strip()
-        with open(os.path.join(top, ".git", "packed-refs")) as f:
-            for line in f:
-                if line.rstrip().endswith(" " + ref[5:]):
-                    return line.split()[0]
-    except OSError:
-        pass
-    try:
-        from inclavare._build import COMMIT
-
-        return str(COMMIT)
-    except ImportError:
-        return "unknown"
-
-
-def _options(flags: dict[str, Flag]) -> list[tuple[str, str]]:
-    rows = []
-    for name, (aliases, takes, _rep, help_) in flags.items():
-        value = " value" if takes else ""
-        rows.append((", ".join([f"--{name}{value}"] + [f"-{a}{value}" for a in aliases]), help_))
-    return rows
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    width = max((len(a) for a, _ in rows), default=0)
-    return "".join(f"   {a.ljust(width)}  {b}".rstrip() + "\n" for a, b in rows)
-
-
-def cmd_help(cmd: str | None) -> int:
-    """Help on stdout, laid out as urfave/cli prints runc's (NAME, USAGE, ..., OPTIONS)."""
-    if cmd is not None and cmd not in COMMANDS and cmd not in ("help", "h"):
-        raise UnknownCommand(f"No help topic for '{cmd}': unknown command (see `{PROG} --help`)")
-    out = sys.stdout
-    if cmd in COMMANDS:
-        flags, usage, desc = COMMANDS[cmd]
-        out.write(f"NAME:\n   {PROG} {cmd} - {desc}\n\nUSAGE:\n   {PROG} {cmd} [command options] {usage}".rstrip()
-                  + "\n\nOPTIONS:\n" + _table(_options({**flags, "help": HELP_FLAG})))
-        return 0
-    from inclavare import __version__
-
-    commands = [(name, desc) for name, (_f, _u, desc) in COMMANDS.items()]
-    commands.append(("help, h", "Shows a list of commands or help for one command"))
-    out.write(f"NAME:\n   {PROG} - Open Container Initiative runtime for ordinary and enclave containers\n\n"
-              f"{PROG} is runc-compatible: with no enclave configured a container behaves as under runc; with\n"
-              "ENCLAVE_TYPE (process env) or enclave.type (annotation) its process runs inside an enclave.\n\n"
-              f"USAGE:\n   {PROG} [global options] command [command options] [arguments...]\n\n"
-              f"VERSION:\n   {__version__}\n\nCOMMANDS:\n" + _table(commands)
-              + "\nGLOBAL OPTIONS:\n" + _table(_options(GLOBAL_FLAGS)))
-    return 0
 
 
 def entry() -> None:

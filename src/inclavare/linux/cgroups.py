@@ -31,11 +31,11 @@ Everything here is stdlib only and does no work at import time; ctypes is loaded
 from __future__ import annotations
 
 import errno
-import os
-import posixpath
 import time
 
+from inclavare import _fastos as os  # the posix builtin: `delete` imports this module, `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
+from inclavare.linux.cgpaths import CgroupPaths, _log, _read_text  # what delete needs lives there
 
 TYPE_CHECKING = False  # spares importing typing (and re) at run time; type checkers see True
 if TYPE_CHECKING:
@@ -63,13 +63,6 @@ __all__ = [
 ]
 
 
-def _log(level: str, msg: str, *args: Any) -> None:
-    """Log through the stdlib logging module, imported only when something is worth saying."""
-    import logging
-
-    getattr(logging.getLogger(__name__), level)(msg, *args)
-
-
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 # Controllers a v1 hierarchy can carry (super options that are not plain mount options).
@@ -85,9 +78,6 @@ V1_SUBSYSTEMS = (
     "cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb", "net_cls", "net_prio",
     "perf_event", "freezer", "rdma", "name=systemd",
 )  # fmt: skip
-
-# Paths joined on a best-effort basis (runc's NameGroup{Join: true}): errors are ignored.
-_JOIN_ONLY = frozenset({"name=systemd", ""})
 
 _MAX_U64 = (1 << 64) - 1
 _CLOCK_TICKS = 100  # sysconf(_SC_CLK_TCK) on Linux, as runc hard-codes it
@@ -211,7 +201,7 @@ def detect_layout(
         mountinfo = _read_text("/proc/self/mountinfo")
     if proc_cgroup is None:
         proc_cgroup = _read_text("/proc/self/cgroup")
-    cgroup_root = posixpath.normpath(cgroup_root)
+    cgroup_root = os.path.normpath(cgroup_root)
     v1: dict[str, Hierarchy] = {}
     pure: Hierarchy | None = None
     hybrid: Hierarchy | None = None
@@ -261,18 +251,18 @@ def clean_path(path: str) -> str:
     """runc's utils.CleanPath: normalise; relative paths cannot climb above their base."""
     if not path:
         return ""
-    path = posixpath.normpath(path)
+    path = os.path.normpath(path)
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     if not path.startswith("/"):
-        path = posixpath.relpath(posixpath.normpath("/" + path), "/")
-    return posixpath.normpath(path)
+        path = os.path.relpath(os.path.normpath("/" + path), "/")
+    return os.path.normpath(path)
 
 
 def _join(*parts: str) -> str:
     """filepath.Join: join the non-empty parts and clean the result."""
     joined = "/".join(p for p in parts if p)
-    out = posixpath.normpath(joined) if joined else ""
+    out = os.path.normpath(joined) if joined else ""
     if out.startswith("//"):
         out = "/" + out.lstrip("/")
     return out
@@ -283,7 +273,7 @@ def _below_root(path: str, root: str) -> str:
     if root in ("", "/"):
         return path.lstrip("/")
     if _under(path, root):
-        return posixpath.relpath(path, root) if path != root else ""
+        return os.path.relpath(path, root) if path != root else ""
     _log(
         "debug",
         "cgroup %s lies outside the mounted part %s of its hierarchy; using the mount point",
@@ -340,11 +330,6 @@ def _num_to_str(value: int) -> str:
 
 # --------------------------------------------------------------------------------------------
 # file access (module functions so tests can observe writes)
-
-
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
 
 
 def _write(path: str, data: str) -> None:
@@ -878,28 +863,13 @@ def _blkio_entry(major: int, minor: int, op: str, value: int) -> dict[str, Any]:
 # the manager
 
 
-class Manager:
-    """The cgroups of one container.
+class Manager(CgroupPaths):
+    """The cgroups of one container (queries and removal are :class:`CgroupPaths`').
 
     Build one with :meth:`for_container` (resolves paths, touches nothing) or :meth:`from_dict`
     (what :meth:`to_dict` saved in state.json).  ``paths`` maps subsystem names ("" for the
     unified hierarchy) to directories; ``mode`` is "v1", "hybrid" or "v2".
     """
-
-    def __init__(
-        self,
-        mode: str,
-        paths: dict[str, str],
-        mounts: dict[str, str],
-        created: list[str] | None = None,
-    ) -> None:
-        self.mode = mode
-        self.paths = paths
-        self.mounts = mounts  # key of paths -> mount point of that hierarchy
-        self.created: list[str] = list(created or [])
-
-    def __repr__(self) -> str:
-        return f"Manager(mode={self.mode!r}, paths={self.paths!r})"
 
     # -- construction ------------------------------------------------------------------------
 
@@ -926,7 +896,7 @@ class Manager:
                 own = layout.own.get("")
                 if own is None:
                     raise CgroupError("/proc/self/cgroup: no cgroup v2 entry (0::PATH) for this process")
-                paths[""] = _join(h.mountpoint, _below_root(posixpath.dirname(own), h.root), inner)
+                paths[""] = _join(h.mountpoint, _below_root(os.path.dirname(own), h.root), inner)
             mounts[""] = h.mountpoint
             return cls("v2", paths, mounts)
         for key in V1_SUBSYSTEMS:
@@ -956,41 +926,7 @@ class Manager:
             mounts[""] = layout.unified.mountpoint
         return cls(layout.mode, paths, mounts)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able record of this manager for state.json."""
-        return {
-            "version": 1,
-            "mode": self.mode,
-            "paths": dict(self.paths),
-            "mounts": dict(self.mounts),
-            "created": list(self.created),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manager:
-        """Rebuild a manager from :meth:`to_dict` output without looking at the system."""
-        try:
-            mode = d["mode"]
-            paths = {str(k): str(v) for k, v in d["paths"].items()}
-        except (KeyError, TypeError, AttributeError) as e:
-            raise CgroupError(f"saved cgroup state is malformed: {e!r}") from None
-        if mode not in ("v1", "hybrid", "v2"):
-            raise CgroupError(f"saved cgroup state has unknown mode {mode!r}")
-        mounts = {str(k): str(v) for k, v in (d.get("mounts") or {}).items()}
-        return cls(mode, paths, mounts, [str(p) for p in d.get("created") or []])
-
     # -- helpers -----------------------------------------------------------------------------
-
-    def _join_only(self, key: str) -> bool:
-        """Whether failing to create/join this path is ignored (runc's NameGroup{Join: true})."""
-        return key in _JOIN_ONLY and not (key == "" and self.mode == "v2")
-
-    def _unique_paths(self) -> list[str]:
-        seen: list[str] = []
-        for p in self.paths.values():
-            if p not in seen:
-                seen.append(p)
-        return seen
 
     def _mkdir(self, path: str) -> bool:
         """mkdir one cgroup directory, recording it; False if it existed.  ENOENT passes through."""
@@ -1012,7 +948,7 @@ class Manager:
             cur = path
             while cur != stop and _under(cur, stop) and not os.path.isdir(cur):
                 missing.append(cur)
-                cur = posixpath.dirname(cur)
+                cur = os.path.dirname(cur)
             try:
                 for p in reversed(missing):
                     self._mkdir(p)
@@ -1037,7 +973,7 @@ class Manager:
             self._create_v2(res)
             return
         for key, path in self.paths.items():
-            mount = self.mounts.get(key) or posixpath.dirname(path)
+            mount = self.mounts.get(key) or os.path.dirname(path)
             try:
                 if key == "cpuset":
                     self._create_cpuset(path, mount, cpu)
@@ -1056,7 +992,7 @@ class Manager:
         cur = path
         while cur != mount and _under(cur, mount):
             chain.append(cur)
-            cur = posixpath.dirname(cur)
+            cur = os.path.dirname(cur)
         parent = mount
         for d in reversed(chain):
             try:
@@ -1074,10 +1010,10 @@ class Manager:
     def _cpuset_copy(self, cur: str, parent: str) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             try:
-                mine = _read_text(posixpath.join(cur, name))
+                mine = _read_text(os.path.join(cur, name))
                 if mine.strip():
                     continue
-                theirs = _read_text(posixpath.join(parent, name))
+                theirs = _read_text(os.path.join(parent, name))
             except OSError as e:
                 raise CgroupError(f"linux.cgroupsPath: reading {e.filename}: {e.strerror}") from None
             self._w("linux.cgroupsPath", cur, name, theirs.strip())
@@ -1088,17 +1024,17 @@ class Manager:
         if not _under(path, mount):
             raise CgroupError(f"linux.cgroupsPath: {path} is not below the cgroup2 mount {mount}")
         try:
-            controllers = _read_text(posixpath.join(mount, "cgroup.controllers")).split()
+            controllers = _read_text(os.path.join(mount, "cgroup.controllers")).split()
         except OSError as e:
             raise CgroupError(f"reading {mount}/cgroup.controllers: {e.strerror}") from None
         enable = " ".join("+" + c for c in controllers)
         domain = _needs_domain_controller(res)
         chain = [mount]
-        rel = posixpath.relpath(path, mount)
+        rel = os.path.relpath(path, mount)
         if rel != ".":
             cur = mount
             for part in rel.split("/"):
-                cur = posixpath.join(cur, part)
+                cur = os.path.join(cur, part)
                 chain.append(cur)
         for i, cur in enumerate(chain):
             if i > 0:
@@ -1107,7 +1043,7 @@ class Manager:
                 except FileNotFoundError as e:
                     raise CgroupError(f"linux.cgroupsPath: creating cgroup {cur}: {e.strerror}") from None
                 try:
-                    cgtype = _read_text(posixpath.join(cur, "cgroup.type")).strip()
+                    cgtype = _read_text(os.path.join(cur, "cgroup.type")).strip()
                 except OSError:
                     cgtype = ""
                 if cgtype == "domain invalid":
@@ -1117,7 +1053,7 @@ class Manager:
                             "it is in an invalid state"
                         )
                     try:
-                        _write(posixpath.join(cur, "cgroup.type"), "threaded")
+                        _write(os.path.join(cur, "cgroup.type"), "threaded")
                     except OSError:
                         pass
                 elif cgtype in ("domain threaded", "threaded") and domain:
@@ -1125,7 +1061,7 @@ class Manager:
                         f"linux.cgroupsPath: cannot enter cgroup {cur} with domain controllers: it is in {cgtype} mode"
                     )
             if i < len(chain) - 1 and enable:
-                target = posixpath.join(cur, "cgroup.subtree_control")
+                target = os.path.join(cur, "cgroup.subtree_control")
                 try:
                     _write(target, enable)
                 except OSError:
@@ -1151,7 +1087,7 @@ class Manager:
                 raise
 
     def _write_procs(self, path: str, pid: int) -> None:
-        target = posixpath.join(path, "cgroup.procs")
+        target = os.path.join(path, "cgroup.procs")
         for attempt in range(5):
             try:
                 _write(target, str(pid))
@@ -1168,7 +1104,7 @@ class Manager:
     def _w(self, field: str, path: str | None, name: str, data: str, missing: str = "") -> None:
         if path is None:
             raise CgroupError(f"{field}: cannot set this limit: {missing or 'controller'} is not available")
-        target = posixpath.join(path, name)
+        target = os.path.join(path, name)
         try:
             _write(target, data)
         except OSError as e:
@@ -1300,7 +1236,7 @@ class Manager:
             self._w(f"{field}.shares", path, "cpu.shares", str(shares), what)
             assert path is not None
             try:
-                got = _read_uint(posixpath.join(path, "cpu.shares"))
+                got = _read_uint(os.path.join(path, "cpu.shares"))
             except (OSError, ValueError) as e:
                 raise CgroupError(f"{field}.shares: reading back {path}/cpu.shares: {e}") from None
             if shares > got:
@@ -1334,7 +1270,7 @@ class Manager:
         limit = int(mem.get("limit") or 0)
         swap = int(mem.get("swap") or 0)
         memsw = "memory.memsw.limit_in_bytes"
-        if limit == -1 and swap == 0 and path is not None and os.path.exists(posixpath.join(path, memsw)):
+        if limit == -1 and swap == 0 and path is not None and os.path.exists(os.path.join(path, memsw)):
             swap = -1
 
         def set_limit() -> None:
@@ -1342,14 +1278,14 @@ class Manager:
                 return
             if path is None:
                 raise CgroupError(f"{field}.limit: cannot set this limit: {what} is not available")
-            target = posixpath.join(path, "memory.limit_in_bytes")
+            target = os.path.join(path, "memory.limit_in_bytes")
             try:
                 _write(target, str(limit))
             except OSError as e:
                 extra = ""
                 if e.errno == errno.EBUSY:
-                    usage = _read_opt_uint(posixpath.join(path, "memory.usage_in_bytes"))
-                    peak = _read_opt_uint(posixpath.join(path, "memory.max_usage_in_bytes"))
+                    usage = _read_opt_uint(os.path.join(path, "memory.usage_in_bytes"))
+                    peak = _read_opt_uint(os.path.join(path, "memory.max_usage_in_bytes"))
                     extra = f" (limit below current usage {usage}, peak usage {peak})"
                 raise _write_error(f"{field}.limit", str(limit), target, e, extra) from None
 
@@ -1359,7 +1295,7 @@ class Manager:
 
         if limit and swap and path is not None:
             try:
-                current = _read_uint(posixpath.join(path, "memory.limit_in_bytes"))
+                current = _read_uint(os.path.join(path, "memory.limit_in_bytes"))
             except (OSError, ValueError) as e:
                 raise CgroupError(f"{field}.limit: reading {path}/memory.limit_in_bytes: {e}") from None
             if swap == -1 or current < swap:
@@ -1376,7 +1312,7 @@ class Manager:
             ("kernelTCP", "memory.kmem.tcp.limit_in_bytes"),
         ):
             value = int(mem.get(key) or 0)
-            if value and path is not None and os.path.exists(posixpath.join(path, fname)):
+            if value and path is not None and os.path.exists(os.path.join(path, fname)):
                 self._w(f"{field}.{key}", path, fname, str(value), what)
             elif value:
                 _log("debug", "%s.%s ignored: %s is not available on this kernel", field, key, fname)
@@ -1391,7 +1327,7 @@ class Manager:
     def _set_v1_blkio(self, bio: dict[str, Any], field: str) -> None:
         path = self._v1("blkio")
         what = "the blkio controller"
-        if path is not None and os.path.exists(posixpath.join(path, "blkio.weight")):
+        if path is not None and os.path.exists(os.path.join(path, "blkio.weight")):
             wfile, wdfile = "blkio.weight", "blkio.weight_device"
         else:
             wfile, wdfile = "blkio.bfq.weight", "blkio.bfq.weight_device"
@@ -1447,9 +1383,9 @@ class Manager:
     def _enable_unified_controller(self, ctrl: str, field: str) -> None:
         """Hybrid mode: make ``ctrl`` available in the unified cgroup by enabling it down the path."""
         path = self.paths[""]
-        mount = self.mounts.get("") or posixpath.dirname(path)
+        mount = self.mounts.get("") or os.path.dirname(path)
         try:
-            available = _read_text(posixpath.join(mount, "cgroup.controllers")).split()
+            available = _read_text(os.path.join(mount, "cgroup.controllers")).split()
         except OSError as e:
             raise CgroupError(f"{field}: reading {mount}/cgroup.controllers: {e.strerror}") from None
         if ctrl not in available:
@@ -1457,27 +1393,27 @@ class Manager:
                 f"{field}: the {ctrl} controller is neither mounted as cgroup v1 nor available in {mount}"
             )
         cur = mount
-        parts = posixpath.relpath(path, mount).split("/") if path != mount else []
+        parts = os.path.relpath(path, mount).split("/") if path != mount else []
         for part in parts:
-            st = posixpath.join(cur, "cgroup.subtree_control")
+            st = os.path.join(cur, "cgroup.subtree_control")
             try:
                 enabled = _read_text(st).split()
             except OSError as e:
                 raise CgroupError(f"{field}: reading {st}: {e.strerror}") from None
             if ctrl not in enabled:
                 self._w(field, cur, "cgroup.subtree_control", "+" + ctrl)
-            cur = posixpath.join(cur, part)
+            cur = os.path.join(cur, part)
 
     def _set_unified(self, unified: dict[str, str], path: str, field: str) -> None:
         for key, value in unified.items():
-            target = posixpath.join(path, key)
+            target = os.path.join(path, key)
             try:
                 _write(target, str(value))
             except OSError as e:
                 if e.errno in (errno.EPERM, errno.ENOENT, errno.EACCES):
                     ctrl = key.split(".", 1)[0]
                     try:
-                        available = _read_text(posixpath.join(path, "cgroup.controllers")).split()
+                        available = _read_text(os.path.join(path, "cgroup.controllers")).split()
                     except OSError:
                         available = []
                     if ctrl != "cgroup" and ctrl not in available:
@@ -1490,7 +1426,7 @@ class Manager:
         path = self._v1("devices")
         if path is None:
             raise CgroupError(f"{field}.devices: the devices cgroup controller is not available")
-        list_file = posixpath.join(path, "devices.list")
+        list_file = os.path.join(path, "devices.list")
         try:
             current = DeviceEmulator.from_list(_read_text(list_file))
         except (OSError, ValueError) as e:
@@ -1589,7 +1525,7 @@ class Manager:
     def _set_v2_io(self, bio: dict[str, Any], path: str, field: str) -> None:
         weight = int(bio.get("weight") or 0)
         wdevs = bio.get("weightDevice") or []
-        bfq = posixpath.join(path, "io.bfq.weight")
+        bfq = os.path.join(path, "io.bfq.weight")
         have_bfq = (weight or wdevs) and os.path.exists(bfq)
         if weight:
             if have_bfq:
@@ -1661,7 +1597,7 @@ class Manager:
             self._w("freezer.state", path, "freezer.state", "THAWED")
 
     def _v1_freeze(self, path: str) -> None:
-        state_file = posixpath.join(path, "freezer.state")
+        state_file = os.path.join(path, "freezer.state")
         try:
             # runc's loop: a v1 freeze can stay FREEZING while tasks keep appearing; thaw and retry.
             for i in range(1000):
@@ -1688,7 +1624,7 @@ class Manager:
             raise
 
     def _v2_freezer(self, path: str, frozen: bool) -> None:
-        target = posixpath.join(path, "cgroup.freeze")
+        target = os.path.join(path, "cgroup.freeze")
         want = "1" if frozen else "0"
         if not os.path.exists(target):
             if not frozen:
@@ -1702,7 +1638,7 @@ class Manager:
 
     def _v2_state(self, path: str) -> str:
         try:
-            value = _read_text(posixpath.join(path, "cgroup.freeze")).strip()
+            value = _read_text(os.path.join(path, "cgroup.freeze")).strip()
         except FileNotFoundError:
             return "undefined"
         except OSError as e:
@@ -1713,7 +1649,7 @@ class Manager:
             return "thawed"
         if value != "1":
             raise CgroupError(f"{path}/cgroup.freeze: unknown state {value!r}")
-        events = posixpath.join(path, "cgroup.events")
+        events = os.path.join(path, "cgroup.events")
         for _ in range(1000):
             try:
                 text = _read_text(events)
@@ -1738,7 +1674,7 @@ class Manager:
             return "undefined"
         for _ in range(10000):
             try:
-                state = _read_text(posixpath.join(path, "freezer.state")).strip()
+                state = _read_text(os.path.join(path, "freezer.state")).strip()
             except OSError as e:
                 if e.errno in (errno.ENOENT, errno.ENODEV):
                     return "undefined"
@@ -1747,7 +1683,7 @@ class Manager:
                 return "thawed"
             if state == "FROZEN":
                 try:
-                    own = _read_text(posixpath.join(path, "freezer.self_freezing")).strip()
+                    own = _read_text(os.path.join(path, "freezer.self_freezing")).strip()
                 except OSError:
                     return "frozen"
                 # frozen only through an ancestor counts as thawed for this container, as in runc
@@ -1759,27 +1695,6 @@ class Manager:
         raise CgroupError(f"{path}/freezer.state: stuck in FREEZING")
 
     # -- queries -----------------------------------------------------------------------------
-
-    def _main_path(self) -> str:
-        return self.paths[""] if self.mode == "v2" else self.paths.get("devices") or next(iter(self.paths.values()))
-
-    def exists(self) -> bool:
-        """Whether the container's cgroup (devices cgroup on v1, the v2 directory) exists."""
-        return os.path.isdir(self._main_path())
-
-    def pids(self) -> list[int]:
-        """Every process in the container's cgroup and its sub-cgroups."""
-        top = self._main_path()
-        out: list[int] = []
-        for dirpath, _dirs, _files in os.walk(top):
-            try:
-                text = _read_text(posixpath.join(dirpath, "cgroup.procs"))
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise CgroupError(f"reading {dirpath}/cgroup.procs: {e.strerror}") from None
-            out.extend(int(x) for x in text.split())
-        return out
 
     def stats(self) -> dict[str, Any]:
         """Usage statistics shaped like the "data" object of ``runc events --stats``."""
@@ -1796,20 +1711,20 @@ class Manager:
         kernel = user = 0
         acct = self.paths.get("cpuacct")
         if acct and os.path.isdir(acct):
-            fields = _read_text(posixpath.join(acct, "cpuacct.stat")).split()
+            fields = _read_text(os.path.join(acct, "cpuacct.stat")).split()
             if len(fields) >= 4 and fields[0] == "user" and fields[2] == "system":
                 user = int(fields[1]) * 1_000_000_000 // _CLOCK_TICKS
                 kernel = int(fields[3]) * 1_000_000_000 // _CLOCK_TICKS
-            _nz(usage, "total", _read_uint(posixpath.join(acct, "cpuacct.usage")))
+            _nz(usage, "total", _read_uint(os.path.join(acct, "cpuacct.usage")))
             _nz(
                 usage,
                 "percpu",
-                [int(x) for x in _read_text(posixpath.join(acct, "cpuacct.usage_percpu")).split()],
+                [int(x) for x in _read_text(os.path.join(acct, "cpuacct.usage_percpu")).split()],
             )
             pk: list[int] = []
             pu: list[int] = []
             try:
-                lines = _read_text(posixpath.join(acct, "cpuacct.usage_all")).splitlines()[1:]
+                lines = _read_text(os.path.join(acct, "cpuacct.usage_all")).splitlines()[1:]
             except FileNotFoundError:
                 lines = []
             for line in lines:
@@ -1824,7 +1739,7 @@ class Manager:
         cpu_path = self.paths.get("cpu")
         if cpu_path:
             try:
-                kv = _read_key_values(posixpath.join(cpu_path, "cpu.stat"))
+                kv = _read_key_values(os.path.join(cpu_path, "cpu.stat"))
             except FileNotFoundError:
                 kv = {}
             _nz(throttling, "periods", kv.get("nr_periods", 0))
@@ -1840,8 +1755,8 @@ class Manager:
             out["memory"] = _memory_stats_v1(mp)
         pp = self.paths.get("pids")
         if pp and os.path.isdir(pp):
-            cur = _read_uint(posixpath.join(pp, "pids.current"))
-            lim = _read_uint(posixpath.join(pp, "pids.max"))
+            cur = _read_uint(os.path.join(pp, "pids.current"))
+            lim = _read_uint(os.path.join(pp, "pids.max"))
             out["pids"] = _pids_dict(cur, 0 if lim == _MAX_U64 else lim)
         bp = self.paths.get("blkio")
         if bp and os.path.isdir(bp):
@@ -1855,38 +1770,38 @@ class Manager:
         path = self.paths[""]
         out = _stats_skeleton()
         # pids
-        cur = _read_opt_uint(posixpath.join(path, "pids.current"))
+        cur = _read_opt_uint(os.path.join(path, "pids.current"))
         if cur is None:
             try:
-                cur = len(_read_text(posixpath.join(path, "cgroup.procs")).split())
+                cur = len(_read_text(os.path.join(path, "cgroup.procs")).split())
             except FileNotFoundError:
                 cur = 0
             lim = 0
         else:
-            lim = _read_uint(posixpath.join(path, "pids.max"))
+            lim = _read_uint(os.path.join(path, "pids.max"))
             lim = 0 if lim == _MAX_U64 else lim
         out["pids"] = _pids_dict(cur, lim)
         # memory
         try:
-            raw = _read_key_values(posixpath.join(path, "memory.stat"))
+            raw = _read_key_values(os.path.join(path, "memory.stat"))
         except FileNotFoundError:
             raw = None
         if raw is not None:
             mem: dict[str, Any] = {}
             _nz(mem, "cache", raw.get("file", 0))
-            m_usage = _read_opt_uint(posixpath.join(path, "memory.current"))
+            m_usage = _read_opt_uint(os.path.join(path, "memory.current"))
             if m_usage is None:
                 u, s = _meminfo_usage()
                 mem["usage"] = _mem_entry(_MAX_U64, u[0])
                 mem["swap"] = _mem_entry(_MAX_U64, s[0])
             else:
-                m_limit = _read_uint(posixpath.join(path, "memory.max"))
+                m_limit = _read_uint(os.path.join(path, "memory.max"))
                 mem["usage"] = _mem_entry(m_limit, m_usage)
-                s_usage = _read_opt_uint(posixpath.join(path, "memory.swap.current"))
+                s_usage = _read_opt_uint(os.path.join(path, "memory.swap.current"))
                 if s_usage is None:
                     mem["swap"] = _mem_entry()
                 else:
-                    s_limit = _read_uint(posixpath.join(path, "memory.swap.max"))
+                    s_limit = _read_uint(os.path.join(path, "memory.swap.max"))
                     # v1 reports memory+swap; keep that meaning
                     if s_limit != _MAX_U64:
                         s_limit = min(s_limit + m_limit, _MAX_U64)
@@ -1897,7 +1812,7 @@ class Manager:
             out["memory"] = mem
         # io
         try:
-            text = _read_text(posixpath.join(path, "io.stat"))
+            text = _read_text(os.path.join(path, "io.stat"))
         except FileNotFoundError:
             text = ""
         blkio: dict[str, Any] = {}
@@ -1916,7 +1831,7 @@ class Manager:
         usage: dict[str, Any] = {}
         throttling: dict[str, Any] = {}
         try:
-            kv = _read_key_values(posixpath.join(path, "cpu.stat"))
+            kv = _read_key_values(os.path.join(path, "cpu.stat"))
         except FileNotFoundError:
             kv = {}
         _nz(usage, "total", kv.get("usage_usec", 0) * 1000)
@@ -1956,7 +1871,7 @@ class Manager:
     def oom_watcher(self) -> OomWatcher:
         """What `events` waits on for OOM kills in the container's memory cgroup."""
         if self.mode == "v2":
-            return OomWatcher(None, posixpath.join(self.paths[""], "memory.events"))
+            return OomWatcher(None, os.path.join(self.paths[""], "memory.events"))
         path = self.paths.get("memory")
         if not path:
             raise CgroupError("events: the container has no memory cgroup to watch for OOM kills")
@@ -1991,7 +1906,7 @@ class Manager:
                                       f"this container has: {', '.join(k or '(unified)' for k in paths)})")
                 targets[ctrl] = sub
         for key, sub in targets.items():
-            joined = posixpath.normpath(posixpath.join(paths[key], sub))
+            joined = os.path.normpath(os.path.join(paths[key], sub))
             if not _under(joined, paths[key]):
                 raise CgroupError(f"{sub} is not a sub cgroup path (--cgroup: it leaves the container's cgroup)")
             paths[key] = joined
@@ -2002,7 +1917,7 @@ class Manager:
         Hierarchies the container itself only joins on a best-effort basis stay best-effort where
         the path is the container's own."""
         for key, path in paths.items():
-            target = posixpath.join(path, "cgroup.procs")
+            target = os.path.join(path, "cgroup.procs")
             for attempt in range(5):
                 try:
                     _write(target, str(pid))
@@ -2017,39 +1932,6 @@ class Manager:
                     raise CgroupError(f"error adding pid {pid} to cgroups: failed to write {pid}: "
                                       f"{target}: {reason}") from None
 
-    def destroy(self) -> None:
-        """Remove the container's cgroups (and sub-cgroups); ENOENT is fine, EBUSY is retried."""
-        remaining = self._unique_paths()
-        delay = 0.01
-        last: dict[str, str] = {}
-        for attempt in range(5):
-            if attempt:
-                time.sleep(delay)
-                delay *= 2
-            still = []
-            for p in remaining:
-                err = _remove_tree(p)
-                if os.path.isdir(p):
-                    still.append(p)
-                    last[p] = err or "still exists"
-            remaining = still
-            if not remaining:
-                break
-        if remaining:
-            detail = "; ".join(f"{p}: {last[p]}" for p in remaining)
-            raise CgroupError(f"removing cgroups: {detail}")
-        leaves = set(self.paths.values())
-        for p in reversed(self.created):
-            if p in leaves:
-                continue
-            try:
-                os.rmdir(p)
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY, errno.EEXIST):
-                    _log("debug", "cannot remove cgroup parent %s: %s", p, e)
-        self.created = []
-
-
 class OomWatcher:
     """OOM notifications of one memory cgroup.
 
@@ -2063,9 +1945,9 @@ class OomWatcher:
         self.efd = -1
         self._last = 0
         if v1_path is not None:
-            control = posixpath.join(v1_path, "cgroup.event_control")
+            control = os.path.join(v1_path, "cgroup.event_control")
             try:
-                ofd = os.open(posixpath.join(v1_path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+                ofd = os.open(os.path.join(v1_path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
             except OSError as e:
                 raise CgroupError(f"events: opening {v1_path}/memory.oom_control: {e.strerror}") from None
             try:
@@ -2099,7 +1981,7 @@ class OomWatcher:
             except BlockingIOError:
                 return 0
             # the kernel also signals when the cgroup is removed
-            if not os.path.exists(posixpath.join(self.v1_path, "cgroup.event_control")):
+            if not os.path.exists(os.path.join(self.v1_path, "cgroup.event_control")):
                 return None
             return n
         deadline = time.monotonic() + max(timeout, 0)
@@ -2119,35 +2001,6 @@ class OomWatcher:
         if self.efd >= 0:
             os.close(self.efd)
             self.efd = -1
-
-
-def _remove_tree(path: str) -> str:
-    """rmdir ``path`` after its sub-cgroups; returns the last error text ("" when removed/absent)."""
-    try:
-        os.rmdir(path)
-        return ""
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        first = e.strerror or str(e)
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        return e.strerror or str(e)
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            err = _remove_tree(entry.path)
-            if err:
-                return err
-    try:
-        os.rmdir(path)
-        return ""
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        return e.strerror or first
 
 
 def _rdma_line(dev: str, lim: dict[str, Any]) -> str:
@@ -2227,36 +2080,36 @@ def _cpuset_stats(path: str) -> dict[str, Any]:
     v: dict[str, Any] = {}
     for key in ("cpus", "mems"):
         try:
-            v[key] = _cpu_list(_read_text(posixpath.join(path, f"cpuset.{key}")))
+            v[key] = _cpu_list(_read_text(os.path.join(path, f"cpuset.{key}")))
         except FileNotFoundError:
             pass
     for key in _CPUSET_FLAGS:
-        value = _read_opt_uint(posixpath.join(path, f"cpuset.{key}"))
+        value = _read_opt_uint(os.path.join(path, f"cpuset.{key}"))
         if value is not None:
             v[key] = value
     try:
-        v["sched_relax_domain_level"] = int(_read_text(posixpath.join(path, "cpuset.sched_relax_domain_level")))
+        v["sched_relax_domain_level"] = int(_read_text(os.path.join(path, "cpuset.sched_relax_domain_level")))
     except FileNotFoundError:
         pass
     return _cpuset_dict(v)
 
 
 def _memory_data_v1(path: str, prefix: str, optional: bool) -> dict[str, int]:
-    usage = _read_opt_uint(posixpath.join(path, f"{prefix}.usage_in_bytes"))
+    usage = _read_opt_uint(os.path.join(path, f"{prefix}.usage_in_bytes"))
     if usage is None:
         if optional:
             return _mem_entry()
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", f"{path}/{prefix}.usage_in_bytes")
     return _mem_entry(
-        _read_opt_uint(posixpath.join(path, f"{prefix}.limit_in_bytes")) or 0,
+        _read_opt_uint(os.path.join(path, f"{prefix}.limit_in_bytes")) or 0,
         usage,
-        _read_opt_uint(posixpath.join(path, f"{prefix}.max_usage_in_bytes")) or 0,
-        _read_opt_uint(posixpath.join(path, f"{prefix}.failcnt")) or 0,
+        _read_opt_uint(os.path.join(path, f"{prefix}.max_usage_in_bytes")) or 0,
+        _read_opt_uint(os.path.join(path, f"{prefix}.failcnt")) or 0,
     )
 
 
 def _memory_stats_v1(path: str) -> dict[str, Any]:
-    raw = _read_key_values(posixpath.join(path, "memory.stat"))
+    raw = _read_key_values(os.path.join(path, "memory.stat"))
     mem: dict[str, Any] = {}
     _nz(mem, "cache", raw.get("cache", 0))
     mem["usage"] = _memory_data_v1(path, "memory", False)
@@ -2313,7 +2166,7 @@ def _blkio_stats_v1(path: str) -> dict[str, Any]:
     for group in groups:
         out: dict[str, Any] = {}
         for i, (fname, key) in enumerate(group):
-            entries = _read_blkio_entries(posixpath.join(path, fname))
+            entries = _read_blkio_entries(os.path.join(path, fname))
             if entries is None:
                 if i == 0:
                     break  # this family is not available: try the next one
@@ -2327,7 +2180,7 @@ def _blkio_stats_v1(path: str) -> dict[str, Any]:
 def _hugetlb_stats(path: str, v2: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for size in _hugepage_sizes():
-        base = posixpath.join(path, f"hugetlb.{size}")
+        base = os.path.join(path, f"hugetlb.{size}")
         entry: dict[str, Any] = {}
         if v2:
             usage = _read_opt_uint(base + ".current")

@@ -4,12 +4,12 @@ Each operation is one short-lived `rune` invocation, exactly like runc: state li
 root, guarded by a per-container flock. The container process is built by :mod:`inclavare.runtime.init`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call):
+# annotations that name TYPE_CHECKING-only types are quoted.
 import time
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
-from inclavare.errors import ConfigError, ContainerError, InclavareError, NotRunningError
+from inclavare.errors import ContainerError, InclavareError, NotRunningError
 from inclavare.runtime import state as st
 
 TYPE_CHECKING = False
@@ -25,29 +25,18 @@ def _noop_log(level: str, msg: str) -> None:
     pass
 
 
-def _abs(path: str | None) -> str | None:
-    return os.path.abspath(path) if path else None
+def _manager(state: "dict[str, Any]", light: bool = False) -> "Any":
+    """The container's cgroups from state.json. ``light``: only listing processes and removing the
+    directories are needed (:class:`CgroupPaths`), so the full manager module is not imported."""
+    if not state.get("cgroup"):
+        return None
+    if light:
+        from inclavare.linux.cgpaths import CgroupPaths
 
-
-def write_pid_file(path: str, pid: int) -> None:
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.rename(tmp, path)
-
-
-def _freezer_file(paths: dict[str, str]) -> str:
-    if "freezer" in paths:
-        return os.path.join(paths["freezer"], "freezer.state")
-    if "" in paths:
-        return os.path.join(paths[""], "cgroup.freeze")
-    return ""
-
-
-def _manager(state: dict[str, Any]) -> Any:
+        return CgroupPaths.from_dict(state["cgroup"])
     from inclavare.linux.cgroups import Manager
 
-    return Manager.from_dict(state["cgroup"]) if state.get("cgroup") else None
+    return Manager.from_dict(state["cgroup"])
 
 
 def _wait_gone(pid: int, start: str | None, timeout: float = 10.0) -> bool:
@@ -62,22 +51,22 @@ def _wait_gone(pid: int, start: str | None, timeout: float = 10.0) -> bool:
 
 
 class Runtime:
-    def __init__(self, root: str = "/run/rune", log: Log = _noop_log) -> None:
+    def __init__(self, root: str = "/run/rune", log: "Log" = _noop_log) -> None:
         self.store = st.Store(root)
         self.log = log
         self.debug = bool(getattr(log, "debug", False))  # debug lines are built only when asked for
 
     # ------------------------------------------------------------------ queries
 
-    def load(self, cid: str) -> tuple[dict[str, Any], str]:
+    def load(self, cid: str) -> "tuple[dict[str, Any], str]":
         state = self.store.load(cid)
         return state, st.status_of(self.store, state)
 
-    def state(self, cid: str) -> dict[str, Any]:
+    def state(self, cid: str) -> "dict[str, Any]":
         state, status = self.load(cid)
         return st.oci_state(state, status)
 
-    def list_containers(self) -> list[dict[str, Any]]:
+    def list_containers(self) -> "list[dict[str, Any]]":
         out = []
         for cid in self.store.ids():
             try:
@@ -92,155 +81,21 @@ class Runtime:
     def create(self, cid: str, bundle: str | None, *, pid_file: str | None = None,
                console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
                no_new_keyring: bool = False, preserve_fds: int = 0,
-               config: dict[str, Any] | None = None, foreground: bool = False) -> dict[str, Any]:
-        """``config``: the bundle's config.json when the caller has already loaded and validated it.
+               config: "dict[str, Any] | None" = None, foreground: bool = False) -> "dict[str, Any]":
+        """Create container ``cid`` from ``bundle`` (see :func:`inclavare.runtime.launch.create`).
+        ``config``: the bundle's config.json when the caller has already loaded and validated it.
         ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over."""
-        from inclavare.formats import oci
-        from inclavare.runtime.trace import mark
+        from inclavare.runtime.launch import create
 
-        mark("create: begin")
-        oci.validate_container_id(cid)
-        bundle = os.path.abspath(bundle or ".")
-        pid_file = _abs(pid_file)
-        console_socket = _abs(console_socket)
-        try:
-            os.chdir(bundle)
-        except OSError as e:
-            raise ConfigError("--bundle", f"{bundle}: {e.strerror}") from None
-        cfg = config if config is not None else oci.load_config(bundle)
-        linux = cfg.get("linux") or {}
-        if linux.get("seccomp"):
-            from inclavare.linux import seccomp
-
-            seccomp.validate(linux["seccomp"])
-        if linux.get("resources"):
-            from inclavare.linux import cgroups
-
-            cgroups.validate(linux["resources"])
-        process = cfg["process"]
-        enclave = _enclave_config(cfg, self.log) if mentions_enclave(cfg) else None
-        if process.get("terminal") and console_socket is None and console_fd is None:
-            raise ConfigError("process.terminal", "a terminal needs --console-socket (or `rune run` without --detach)")
-        rootfs = os.path.join(bundle, cfg["root"]["path"])
-        mark("create: config loaded")
-        self.store.make(cid)
-        state: dict[str, Any] = {
-            "id": cid, "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": st.now_rfc3339(),
-            "owner": "", "annotations": cfg.get("annotations") or {}, "config": cfg, "creating": True,
-        }
-        opened: list[int] = []
-        mgr = None
-        try:
-            from inclavare.linux.cgroups import Manager
-
-            found = Manager.for_container(linux.get("cgroupsPath") or "", cid)
-            found.check_resources(linux.get("resources"))
-            self._check_existing_cgroup(found)
-            mgr = found  # from here on a failed create removes the cgroup: it is ours
-            state["cgroup"] = mgr.to_dict()
-            state["freezer_file"] = _freezer_file(mgr.paths)
-            self.store.save(cid, state)
-            mark("create: cgroup manager")
-            fifo = self.store.path(cid, st.FIFO)
-            old_umask = os.umask(0)
-            try:
-                os.mkfifo(fifo, 0o622)  # writable by the container's (possibly non-root) user
-            finally:
-                os.umask(old_umask)
-            root_uid = _host_id(linux.get("uidMappings"), 0)
-            root_gid = _host_id(linux.get("gidMappings"), 0)
-            if root_uid or root_gid:
-                os.chown(fifo, root_uid, root_gid)
-            fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
-            opened.append(fifo_fd)
-            dir_fd = os.open(self.store.path(cid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            opened.append(dir_fd)
-            agent_fd = None
-            if enclave is not None:
-                from inclavare.enclave import agent
-
-                state["enclave"] = enclave
-                agent_fd = agent.listen(self.store.path(cid), root_uid, root_gid)
-                opened.append(agent_fd)
-            if process.get("terminal") and console_fd is None and console_socket:
-                from inclavare.linux.pty import connect_console_socket
-
-                console_fd = connect_console_socket(console_socket)
-                opened.append(console_fd)
-            from inclavare.runtime.init import SpawnRequest, spawn
-
-            req = SpawnRequest(
-                container_id=cid, config=cfg, process=process, rootfs=rootfs, bundle=bundle,
-                namespaces=list(linux.get("namespaces") or []), fifo_fd=fifo_fd, state_dir_fd=dir_fd,
-                console_fd=console_fd if process.get("terminal") else None, preserve_fds=preserve_fds,
-                no_pivot=no_pivot, no_new_keyring=no_new_keyring, cgroup_paths=dict(mgr.paths),
-                state={"id": cid, "bundle": bundle, "annotations": state["annotations"]},
-                enclave=enclave, agent_fd=agent_fd, fix_stdio=not foreground,
-            )
-            hooks = cfg.get("hooks") or {}
-
-            def on_pid(pid: int) -> None:
-                state["pid"] = pid
-                info = st.proc_start_time(pid)
-                state["pid_start"] = info[1] if info else None
-                self.store.save(cid, state)
-
-            def on_hooks(pid: int) -> None:
-                from inclavare.runtime.hooks import hook_state, run_hooks
-
-                # status "created" as crun passes it (runc says "creating"; the validation suite wants this)
-                hs = hook_state(state, "created")
-                run_hooks("prestart", hooks.get("prestart"), hs)
-                run_hooks("createRuntime", hooks.get("createRuntime"), hs)
-
-            mark("create: spawn")
-            def setup_cgroup(pid: int) -> None:
-                # runs while the forked child imports its modules and compiles seccomp
-                mgr.create(linux.get("resources"))
-                state["cgroup"] = mgr.to_dict()  # now records the directories create() made
-                mark("cgroup: created")
-                # always: without resources runc still applies deny-all plus the default devices
-                mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices"))
-                mark("cgroup: set")
-                mgr.apply(pid)
-
-            spawn(req, on_forked=setup_cgroup, on_pid=on_pid, on_hooks=on_hooks)
-            mark("create: spawned")
-            state["creating"] = False
-            self.store.save(cid, state)
-            if pid_file:
-                write_pid_file(pid_file, state["pid"])
-        except BaseException:
-            self._teardown(state, mgr)
-            raise
-        finally:
-            for fd in opened:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        return state
+        return create(self, cid, bundle, pid_file=pid_file, console_socket=console_socket, console_fd=console_fd,
+                      no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
+                      config=config, foreground=foreground)
 
     def _warn(self, msg: str) -> None:
         self.log("warning", msg)
 
-    def _check_existing_cgroup(self, mgr: Any) -> None:
-        """runc 1.1.5's checks of a cgroup that exists before create: processes in it are worth a
-        warning, a frozen one is refused (the init would hang in it)."""
-        from inclavare.errors import CgroupError
 
-        if mgr.exists():
-            try:
-                n = len(mgr.pids())
-            except CgroupError:
-                n = 0  # raced with its removal
-            if n:
-                self._warn(f"container's cgroup is not empty: {n} process(es) found")
-        if mgr.freezer_state() == "frozen":
-            where = mgr.paths.get("freezer") or mgr.paths.get("", "")
-            raise ContainerError(f"container's cgroup unexpectedly frozen: {where} (thaw it or remove it first)")
-
-    def _teardown(self, state: dict[str, Any], mgr: Any) -> None:
+    def _teardown(self, state: "dict[str, Any]", mgr: "Any") -> None:
         """Undo a failed create: kill what was started, remove the cgroup and the state dir."""
         pid = int(state.get("pid") or 0)
         if pid and st.process_alive(pid, state.get("pid_start")):
@@ -253,7 +108,7 @@ class Runtime:
             self._remove_cgroup(mgr, strict=False)
         self.store.remove(state["id"])
 
-    def _remove_cgroup(self, mgr: Any, strict: bool) -> None:
+    def _remove_cgroup(self, mgr: "Any", strict: bool) -> None:
         """Kill what is left in the container's cgroup, then remove it (a warning unless ``strict``).
 
         Done even when ``mgr.exists()`` says no: a create killed half-way through making the
@@ -268,7 +123,7 @@ class Runtime:
                 raise
             self.log("warning", str(e))
 
-    def _kill_cgroup(self, mgr: Any) -> None:
+    def _kill_cgroup(self, mgr: "Any") -> None:
         for _ in range(50):
             try:
                 pids = [p for p in mgr.pids() if p != os.getpid()]
@@ -304,7 +159,7 @@ class Runtime:
 
             run_hooks("poststart", hooks["poststart"], hook_state(state, "running"), warn=self._warn)
 
-    def _await_fifo(self, fd: int, state: dict[str, Any]) -> None:
+    def _await_fifo(self, fd: int, state: "dict[str, Any]") -> None:
         """Wait for the init's byte on the exec FIFO, then for EOF: the init keeps its O_CLOEXEC
         write end open until it execs the workload (or dies), so poststart hooks run after the
         exec, as runc's start does. The second wait is bounded: startContainer hooks run in it."""
@@ -348,7 +203,7 @@ class Runtime:
 
     def kill(self, cid: str, sig: int, all_procs: bool = False) -> None:
         state, status = self.load(cid)
-        mgr = _manager(state)
+        mgr = _manager(state, light=not all_procs and status != "paused")  # freezing needs the manager
         if all_procs:
             self._kill_all(cid, state, status, mgr, sig)
             return
@@ -366,7 +221,7 @@ class Runtime:
             # as runc: a SIGKILL stays pending in a frozen (v1) cgroup until it is thawed
             self._thaw_quietly(mgr)
 
-    def _kill_all(self, cid: str, state: dict[str, Any], status: str, mgr: Any, sig: int) -> None:
+    def _kill_all(self, cid: str, state: "dict[str, Any]", status: str, mgr: "Any", sig: int) -> None:
         """`kill --all`, as runc: nothing to do for a stopped container whose cgroup is gone; otherwise
         freeze, signal every process of the cgroup, thaw (a paused container ends up thawed)."""
         if mgr is None:
@@ -395,7 +250,7 @@ class Runtime:
         if frozen or status == "paused":
             self._thaw_quietly(mgr)
 
-    def _freeze_quietly(self, mgr: Any) -> bool:
+    def _freeze_quietly(self, mgr: "Any") -> bool:
         try:
             mgr.freeze()
             return True
@@ -403,7 +258,7 @@ class Runtime:
             self.log("warning", str(e))
             return False
 
-    def _thaw_quietly(self, mgr: Any) -> None:
+    def _thaw_quietly(self, mgr: "Any") -> None:
         try:
             mgr.thaw()
         except InclavareError as e:
@@ -419,7 +274,7 @@ class Runtime:
             if status in ("running", "paused") and not force:
                 # runc's words exactly (no quotes around the id): a created container is deleted, as runc
                 raise ContainerError(f"cannot delete container {cid} that is not stopped: {status}")
-            mgr = _manager(state)
+            mgr = _manager(state, light=status != "paused")  # a paused one is thawed first
             pid = int(state.get("pid") or 0)
             if status != "stopped":
                 if status == "paused" and mgr is not None:
@@ -462,18 +317,18 @@ class Runtime:
 
     def pids(self, cid: str) -> list[int]:
         state, status = self.load(cid)
-        mgr = _manager(state)
+        mgr = _manager(state, light=True)
         if mgr is None or not mgr.exists():
             return []
         return list(mgr.pids())
 
-    def stats(self, cid: str) -> dict[str, Any]:
+    def stats(self, cid: str) -> "dict[str, Any]":
         state, status = self.load(cid)
         if status == "stopped":
             raise ContainerError(f'container "{cid}" is not running')
         return _manager(state).stats()  # type: ignore[no-any-return]
 
-    def oom_watcher(self, cid: str) -> Any:
+    def oom_watcher(self, cid: str) -> "Any":
         """An :class:`~inclavare.linux.cgroups.OomWatcher` on a live container's memory cgroup."""
         state, status = self.load(cid)
         if status == "stopped":
@@ -483,7 +338,7 @@ class Runtime:
             raise ContainerError(f'container "{cid}" has no cgroup to watch')
         return mgr.oom_watcher()
 
-    def update(self, cid: str, resources: dict[str, Any]) -> None:
+    def update(self, cid: str, resources: "dict[str, Any]") -> None:
         from inclavare.linux import cgroups
 
         cgroups.validate(resources)
@@ -505,83 +360,21 @@ class Runtime:
 
     # ------------------------------------------------------------------ exec
 
-    def exec(self, cid: str, process: dict[str, Any], *, pid_file: str | None = None,
+    def exec(self, cid: str, process: "dict[str, Any]", *, pid_file: str | None = None,
              console_socket: str | None = None, console_fd: int | None = None,
              preserve_fds: int = 0, foreground: bool = False, cgroup: list[str] | None = None,
              ignore_paused: bool = False) -> int:
-        """Start ``process`` in the container; returns its host pid.
+        """Start ``process`` in the container; returns its host pid (see
+        :func:`inclavare.runtime.launch.exec_in`)."""
+        from inclavare.runtime.launch import exec_in
 
-        ``foreground``: fds 0-2 are the caller's own (see :meth:`create`). ``cgroup``: `exec --cgroup`
-        values, ``[controller[,controller]:]path`` below the container's cgroup. ``ignore_paused``:
-        `exec --ignore-paused` (the process waits in the frozen cgroup until `resume`)."""
-        from inclavare.formats import oci
-
-        state, status = self.load(cid)
-        check_exec_state(cid, status, ignore_paused)
-        oci.validate_process(process, "process")
-        pid_file = _abs(pid_file)
-        mgr = _manager(state)
-        join: Any = mgr.apply if mgr else (lambda pid: None)
-        if cgroup:
-            if mgr is None:
-                raise ContainerError(f'container "{cid}" has no cgroup for --cgroup {cgroup[0]}')
-            sub = mgr.sub_paths(cgroup)
-
-            def join(pid: int) -> None:
-                mgr.join(pid, sub)
-
-        cfg = state["config"]
-        init_pid = int(state["pid"])
-        from inclavare.linux.syscalls import NAMESPACES
-
-        namespaces = []
-        for ns in (cfg.get("linux") or {}).get("namespaces") or []:  # stage 1 joins the user ns first
-            name = NAMESPACES[ns["type"]][1]
-            path = f"/proc/{init_pid}/ns/{name}"
-            if ns["type"] == "time":
-                path = f"/proc/{init_pid}/ns/time_for_children"
-                if not os.path.exists(path):
-                    continue
-            namespaces.append({"type": ns["type"], "path": path})
-        opened = []
-        if process.get("terminal") and console_fd is None:
-            if not console_socket:
-                raise ConfigError("process.terminal", "a terminal needs --console-socket")
-            from inclavare.linux.pty import connect_console_socket
-
-            console_fd = connect_console_socket(os.path.abspath(console_socket))
-            opened.append(console_fd)
-        enclave = state.get("enclave")
-        conn_fd = None
-        if enclave:
-            from inclavare.enclave import agent
-            from inclavare.enclave.config import strip_env
-
-            strip_env(process)  # ENCLAVE_* settings are rune's, not the payload's
-            sock = agent.connect(self.store.path(cid))
-            conn_fd = sock.detach()
-            opened.append(conn_fd)
-        from inclavare.runtime.init import SpawnRequest, spawn
-
-        req = SpawnRequest(container_id=cid, config=cfg, process=process, namespaces=namespaces,
-                           enclave=enclave, agent_fd=conn_fd,
-                           exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
-                           preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
-                           fix_stdio=not foreground,
-                           state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations"),
-                                  "pid": init_pid})
-        try:
-            pid = spawn(req, on_forked=join, on_pid=lambda pid: None)
-        finally:
-            for fd in opened:
-                os.close(fd)
-        if pid_file:
-            write_pid_file(pid_file, pid)
-        return pid
+        return exec_in(self, cid, process, pid_file=pid_file, console_socket=console_socket,
+                       console_fd=console_fd, preserve_fds=preserve_fds, foreground=foreground, cgroup=cgroup,
+                       ignore_paused=ignore_paused)
 
     # ------------------------------------------------------------------ enclave
 
-    def attest(self, cid: str, is_ra: bool = False, quote_type: str = "ecdsa") -> dict[str, Any]:
+    def attest(self, cid: str, is_ra: bool = False, quote_type: str = "ecdsa") -> "dict[str, Any]":
         """A local REPORT from the container's enclave (and with ``is_ra`` a quote over it)."""
         state, status = self.load(cid)
         enclave = state.get("enclave")
@@ -611,7 +404,7 @@ def check_exec_state(cid: str, status: str, ignore_paused: bool) -> None:
         raise ContainerError(f'cannot exec in a paused container (use --ignore-paused to override): "{cid}"')
 
 
-def mentions_enclave(cfg: dict[str, Any]) -> bool:
+def mentions_enclave(cfg: "dict[str, Any]") -> bool:
     """Cheap test on the plain-container path: does any ENCLAVE_* variable or enclave.* annotation appear?"""
     for e in (cfg.get("process") or {}).get("env") or ():
         if e.startswith("ENCLAVE_"):
@@ -619,29 +412,12 @@ def mentions_enclave(cfg: dict[str, Any]) -> bool:
     return any(k.startswith("enclave.") for k in cfg.get("annotations") or ())
 
 
-def _enclave_config(cfg: dict[str, Any], log: Log) -> dict[str, str] | None:
-    from inclavare.enclave.config import prepare_spec, resolve
-
-    enclave = resolve(cfg["process"], cfg.get("annotations"))
-    if enclave is not None:
-        for warning in prepare_spec(cfg, enclave):
-            log("warning", warning)
-    return enclave
-
-
-def _host_id(maps: list[dict[str, Any]] | None, cid: int) -> int:
-    for m in maps or []:
-        if m["containerID"] <= cid < m["containerID"] + m["size"]:
-            return int(m["hostID"]) + cid - int(m["containerID"])
-    return 0
-
-
 def wait_child(pid: int, forward_signals: bool = True) -> int:
     """Wait for our child ``pid`` (we are its subreaper), forwarding signals; returns a shell-style status."""
     if forward_signals:
         import _signal  # the C module: `signal` would build its IntEnums (~10 ms)
 
-        def fwd(signum: int, _frame: Any) -> None:
+        def fwd(signum: int, _frame: "Any") -> None:
             try:
                 os.kill(pid, signum)
             except OSError:

@@ -13,9 +13,9 @@ Messages are JSON lines over two pipes.
 
 from __future__ import annotations
 
-import os
 import sys
 
+from inclavare import _fastos as os  # the posix builtin: create's parent need not import os (~1.4 ms)
 from inclavare.errors import InclavareError, SysError
 from inclavare.formats import fastjson as json
 
@@ -418,11 +418,13 @@ def _send_mount_sources(req: SpawnRequest, pid: int) -> None:
 
     mounts = req.config.get("mounts") or []
     fds: list[int] = []
+    from posixpath import realpath
+
     try:
         for i in req.mount_sources:
             source = mounts[i].get("source") or ""
             try:
-                fds.append(os.open(f"/proc/{pid}/root" + os.path.realpath(source),
+                fds.append(os.open(f"/proc/{pid}/root" + realpath(source),
                                    os.O_PATH | os.O_CLOEXEC))
             except OSError as e:
                 raise SysError(f"mounts[{i}] ({mounts[i].get('destination')}): bind source {source}: "

@@ -1,14 +1,14 @@
 """Container state on disk: one directory per container under the runtime root.
 
-``state.json`` is written atomically (temp file + fsync + rename) and every command that changes a
+``state.json`` is written atomically (temp file + rename) and every command that changes a
 container holds an exclusive flock on the container's directory, so concurrent calls are safe and a
-runtime killed at any point leaves a directory that ``delete --force`` can clean.
+runtime killed at any point leaves a directory that ``delete --force`` can clean. As runc's, the file
+is not fsync'd: it describes processes that do not outlive a crash of the machine, and a file a crash
+leaves empty or truncated loads as an incomplete container, which ``delete --force`` removes.
 """
 
-from __future__ import annotations
-
-import errno
-import fcntl
+# No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call):
+# annotations that name TYPE_CHECKING-only types are quoted.
 import time
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
@@ -65,6 +65,8 @@ class _Lock:
             if self.missing_ok:
                 return False
             raise ContainerError(not_exist(self.cid, self.root)) from None
+        import fcntl  # here: `state` and `list` take no lock
+
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         # a concurrent delete may have removed the directory while we waited
         return os.path.isdir(self.path)
@@ -83,9 +85,17 @@ class Store:
         return os.path.join(self.root, cid, name) if name else os.path.join(self.root, cid)
 
     def make(self, cid: str) -> str:
-        import os as real_os
+        try:
+            os.mkdir(self.root, 0o711)  # the common cases without importing os (~1.4 ms)
+        except FileExistsError:
+            if not os.path.isdir(self.root):
+                import os as real_os
 
-        real_os.makedirs(self.root, 0o711, exist_ok=True)
+                real_os.makedirs(self.root, 0o711, exist_ok=True)  # its error for a root that is no directory
+        except FileNotFoundError:
+            import os as real_os
+
+            real_os.makedirs(self.root, 0o711, exist_ok=True)
         d = self.path(cid)
         try:
             os.mkdir(d, 0o711)
@@ -96,7 +106,7 @@ class Store:
     def exists(self, cid: str) -> bool:
         return os.path.isdir(self.path(cid))
 
-    def load(self, cid: str) -> dict[str, Any]:
+    def load(self, cid: str) -> "dict[str, Any]":
         try:
             with open(self.path(cid, STATE_FILE), "rb") as f:
                 return json.loads(f.read())  # type: ignore[no-any-return]
@@ -108,14 +118,13 @@ class Store:
         except ValueError as e:
             return {"id": cid, "pid": 0, "incomplete": True, "corrupt": str(e)}
 
-    def save(self, cid: str, state: dict[str, Any]) -> None:
+    def save(self, cid: str, state: "dict[str, Any]") -> None:
         final = self.path(cid, STATE_FILE)
         tmp = final + ".tmp"
         data = json.dumps(state).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, data)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, final)
@@ -143,9 +152,8 @@ class Store:
                     pass
         try:
             os.rmdir(d)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise
+        except FileNotFoundError:
+            pass
 
     def ids(self) -> list[str]:
         try:
@@ -154,7 +162,7 @@ class Store:
             return []
 
 
-def status_of(store: Store, state: dict[str, Any]) -> str:
+def status_of(store: Store, state: "dict[str, Any]") -> str:
     """runc's status rules: no live init -> stopped; frozen -> paused (a created container can be
     paused too); fifo present -> created; else running."""
     if state.get("incomplete"):
@@ -175,7 +183,7 @@ def status_of(store: Store, state: dict[str, Any]) -> str:
     return "running"
 
 
-def oci_state(state: dict[str, Any], status: str) -> dict[str, Any]:
+def oci_state(state: "dict[str, Any]", status: str) -> "dict[str, Any]":
     """The state JSON `rune state` prints (runc's field set and order)."""
     from inclavare import OCI_VERSION
 
