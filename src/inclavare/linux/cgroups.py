@@ -1088,16 +1088,10 @@ class Manager(CgroupPaths):
 
     def _write_procs(self, path: str, pid: int) -> None:
         target = os.path.join(path, "cgroup.procs")
-        for attempt in range(5):
-            try:
-                _write(target, str(pid))
-                return
-            except OSError as e:
-                # EINVAL: the task may still be in TASK_NEW state; runc retries.
-                if e.errno == errno.EINVAL and attempt < 4:
-                    time.sleep(0.03)
-                    continue
-                raise CgroupError(f"adding pid {pid} to {target}: {e.strerror}") from None
+        try:
+            _write_pid(target, pid)
+        except OSError as e:
+            raise CgroupError(f"adding pid {pid} to {target}: {e.strerror}") from None
 
     # -- set ---------------------------------------------------------------------------------
 
@@ -1918,19 +1912,26 @@ class Manager(CgroupPaths):
         the path is the container's own."""
         for key, path in paths.items():
             target = os.path.join(path, "cgroup.procs")
-            for attempt in range(5):
-                try:
-                    _write(target, str(pid))
-                    break
-                except OSError as e:
-                    if e.errno == errno.EINVAL and attempt < 4:
-                        time.sleep(0.03)  # the task may still be TASK_NEW, as in apply()
-                        continue
-                    if self._join_only(key) and path == self.paths.get(key):
-                        break
-                    reason = (e.strerror or str(e)).lower()
-                    raise CgroupError(f"error adding pid {pid} to cgroups: failed to write {pid}: "
-                                      f"{target}: {reason}") from None
+            try:
+                _write_pid(target, pid)
+            except OSError as e:
+                if self._join_only(key) and path == self.paths.get(key):
+                    continue
+                reason = (e.strerror or str(e)).lower()
+                raise CgroupError(f"error adding pid {pid} to cgroups: failed to write {pid}: "
+                                  f"{target}: {reason}") from None
+
+def _write_pid(target: str, pid: int) -> None:
+    """Write ``pid`` to a cgroup.procs file; EINVAL (the task may still be TASK_NEW) is retried, as runc does."""
+    for attempt in range(5):
+        try:
+            _write(target, str(pid))
+            return
+        except OSError as e:
+            if e.errno != errno.EINVAL or attempt == 4:
+                raise
+            time.sleep(0.03)
+
 
 class OomWatcher:
     """OOM notifications of one memory cgroup.
