@@ -80,6 +80,27 @@ def _run_child(body: Callable[[], Any]) -> tuple[int, Any]:
     return status, json.loads(data) if data else None
 
 
+def _child_lines(body: Callable[[Callable[[str], None]], None]) -> tuple[int, list[str]]:
+    """Fork; the child runs body(say), each say(line) reaching the parent at once (so lines written
+    before a SIGSYS death survive it).  Returns (wait status, the lines)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            os.close(r)
+            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # a SIGSYS death must not write a core file
+            body(lambda line: os.write(w, f"{line}\n".encode()) and None)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        lines = pipe.read().splitlines()
+    _, status = os.waitpid(pid, 0)
+    return status, lines
+
+
 def _errno_of(fn: Callable[[], Any]) -> int:
     try:
         fn()
@@ -432,23 +453,14 @@ def test_enosys_stub_newer_syscall_gets_enosys_older_unlisted_gets_the_default(d
         "architectures": [_native_oci_arch()],
         "syscalls": [{"names": _allow_up_to("rseq", leave_out="mkdirat"), "action": "SCMP_ACT_ALLOW"}],
     }
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-            seccomp.compile(profile).load()
-            # (not newest + 1: on x86_64 that is uretprobe, which Linux >= 6.13 lets through every filter)
-            os.write(w, f"{_raw_syscall(clone3)} {_raw_syscall(_UNASSIGNED)}\n".encode())
-            os.write(w, f"{_raw_syscall(older)}\n".encode())  # under KILL_PROCESS, the end
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as pipe:
-        lines = pipe.read().splitlines()
-    _, status = os.waitpid(pid, 0)
+
+    def body(say: Callable[[str], None]) -> None:
+        seccomp.compile(profile).load()
+        # (not newest + 1: on x86_64 that is uretprobe, which Linux >= 6.13 lets through every filter)
+        say(f"{_raw_syscall(clone3)} {_raw_syscall(_UNASSIGNED)}")
+        say(f"{_raw_syscall(older)}")  # under KILL_PROCESS, the end
+
+    status, lines = _child_lines(body)
     assert lines[0] == f"{errno.ENOSYS} {errno.ENOSYS}"  # newer than every listed call: ENOSYS, never killed
     if default == "SCMP_ACT_ERRNO":
         assert lines[1:] == [str(errno.EPERM)]
@@ -471,24 +483,15 @@ def test_stacked_filters_newest_errno_wins_and_kill_beats_errno() -> None:
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdir", "mkdirat", "uname"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}],
     }
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-            seccomp.compile(older).load()
-            seccomp.compile(newer).load()
-            os.write(w, f"{_errno_of(lambda: os.mkdir('/nonexistent-dir/x'))}\n".encode())
-            os.uname()
-            os.write(w, b"survived\n")
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as pipe:
-        lines = pipe.read().splitlines()
-    _, status = os.waitpid(pid, 0)
+
+    def body(say: Callable[[str], None]) -> None:
+        seccomp.compile(older).load()
+        seccomp.compile(newer).load()
+        say(str(_errno_of(lambda: os.mkdir("/nonexistent-dir/x"))))
+        os.uname()
+        say("survived")
+
+    status, lines = _child_lines(body)
     assert lines == [str(errno.ENOSYS)]  # both ERRNO: the most recently installed filter's errno
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS  # KILL outranks ERRNO
 

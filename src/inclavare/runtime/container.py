@@ -94,7 +94,6 @@ class Runtime:
     def _warn(self, msg: str) -> None:
         self.log("warning", msg)
 
-
     def _teardown(self, state: "dict[str, Any]", mgr: "Any") -> None:
         """Undo a failed create: kill what was started, remove the cgroup and the state dir."""
         pid = int(state.get("pid") or 0)
