@@ -310,20 +310,24 @@ def _owner_line(text: str) -> list[str]:
     return lines[0].split()[1:]
 
 
+def _console_output(cmd: list[str], srv) -> str:  # type: ignore[no-untyped-def]
+    """Run a detached rune command that hands its pty master to the console socket; the pty's text."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    master = receive_master(srv)
+    try:
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        return read_until_eof(master).decode(errors="replace").replace("\r\n", "\n")
+    finally:
+        os.close(master)
+
+
 def test_non_root_terminal_owned_by_user_console_socket(rune, cid, make_bundle, console_socket):
     # as runc (fixStdioPermissions): the pty slave's owner is the container user; its group stays
     # the devpts mount's gid=5 (tty) and its mode 620, which the kernel sets
     path, srv = console_socket
     b = make_bundle(["sh", "-c", TTY_OWNER], terminal=True, edit=_as_user(1000, 1000))
-    proc = subprocess.Popen(rune.cmd("run", "-d", "--console-socket", str(path), "--bundle", b, cid),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    master = receive_master(srv)
-    try:
-        _out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        text = read_until_eof(master).decode(errors="replace").replace("\r\n", "\n")
-    finally:
-        os.close(master)
+    text = _console_output(rune.cmd("run", "-d", "--console-socket", str(path), "--bundle", b, cid), srv)
     assert _owner_line(text) == ["1000", "5", "620"]
 
 
@@ -339,16 +343,8 @@ def test_exec_tty_user_owns_its_terminal(rune, cid, running, console_socket):
     assert rc == 0, text
     assert _owner_line(text) == ["1000", "5", "620"]
     path, srv = console_socket
-    proc = subprocess.Popen(rune.cmd("exec", "-t", "-d", "--user", "2000", "--console-socket", str(path), cid,
-                                     "sh", "-c", TTY_OWNER),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    master = receive_master(srv)
-    try:
-        _out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        text = read_until_eof(master).decode(errors="replace").replace("\r\n", "\n")
-    finally:
-        os.close(master)
+    text = _console_output(rune.cmd("exec", "-t", "-d", "--user", "2000", "--console-socket", str(path), cid,
+                                    "sh", "-c", TTY_OWNER), srv)
     assert _owner_line(text) == ["2000", "5", "620"]
 
 
