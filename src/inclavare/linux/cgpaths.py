@@ -47,15 +47,22 @@ def _dirs_below(top: str) -> "Iterator[str]":
         yield from _dirs_below(sub)
 
 
-def _remove_tree(path: str) -> str:
-    """rmdir ``path`` after its sub-cgroups; returns the last error text ("" when removed/absent)."""
+def _rmdir(path: str) -> "str | None":
+    """rmdir ``path``: None when it is gone (removed or absent), else the error text."""
     try:
         os.rmdir(path)
-        return ""
+        return None
     except FileNotFoundError:
-        return ""
+        return None
     except OSError as e:
-        first = e.strerror or str(e)
+        return e.strerror or str(e)
+
+
+def _remove_tree(path: str) -> str:
+    """rmdir ``path`` after its sub-cgroups; returns the last error text ("" when removed/absent)."""
+    first = _rmdir(path)
+    if first is None:
+        return ""
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
@@ -67,13 +74,8 @@ def _remove_tree(path: str) -> str:
             err = _remove_tree(entry.path)
             if err:
                 return err
-    try:
-        os.rmdir(path)
-        return ""
-    except FileNotFoundError:
-        return ""
-    except OSError as e:
-        return e.strerror or first
+    last = _rmdir(path)
+    return "" if last is None else (last or first)
 
 
 class CgroupPaths:
