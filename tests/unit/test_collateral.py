@@ -33,7 +33,6 @@ from inclavare.attestation.collateral import (
     load_crl,
     parse_certificate_chain,
     raw_json_value,
-    read_cert_dir,
     to_bundle,
 )
 from inclavare.testing.fake_pcs import FakePcs, pcs_document
@@ -371,17 +370,6 @@ def test_chain_and_crl_files_in_every_served_encoding(tmp_path: Path) -> None:
         assert [sha(d) for d in c.qe_identity_issuer_chain] == expected
         assert [sha(d) for d in c.pck_crl_issuer_chain] == [PLATFORM_CA, ROOT_CA]
         assert c.pck_crl == vec(TDX_PCK_CRL).read_bytes() and c.root_ca_crl == vec(ROOT_CRL).read_bytes()
-
-
-def test_read_cert_dir_takes_pem_and_der(tmp_path: Path) -> None:
-    (tmp_path / "a.pem").write_bytes(vec("roots/intel_sgx_tcb_signing_2025.pem").read_bytes())
-    (tmp_path / "b.der").write_bytes(vec("roots/intel_sgx_root_ca.der").read_bytes())
-    (tmp_path / ".hidden").write_bytes(b"ignored")
-    assert [sha(d) for d in read_cert_dir(tmp_path)] == [TCB_SIGNING_2025, ROOT_CA]
-    (tmp_path / "c.txt").write_bytes(b"hello")
-    with pytest.raises(CollateralError) as e:
-        read_cert_dir(tmp_path)
-    assert f"certificate file {tmp_path / 'c.txt'}" in one_line(e)
 
 
 def _doc_variants(tcb: bytes, qe: bytes) -> list[tuple[str, bytes, bytes, str]]:

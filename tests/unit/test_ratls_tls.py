@@ -848,3 +848,33 @@ def test_our_client_against_openssl_s_server(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def test_programs_take_a_trust_folder(program_env: dict[str, str], sim_dir: str, tmp_path: Path) -> None:
+    """--certs DIR on the RATS-TLS programs: a root CA CRL kept in the folder completes collateral that carries none
+    (the sim platform's bundle without its root CA CRL); without the folder that collateral is refused."""
+    from inclavare.sim.platform import SimPlatform
+
+    platform = SimPlatform.open(sim_dir)
+    bundle = platform.collateral_bundle()
+    root_crl = bytes.fromhex(bundle.pop("root_ca_crl"))
+    (tmp_path / "bundle.json").write_text(json.dumps(bundle))
+    folder = tmp_path / "trust"
+    folder.mkdir()
+    (folder / "sim_root.pem").write_bytes(platform.root_ca_pem())
+    (folder / "sim_root_ca.crl").write_bytes(root_crl)
+    (folder / "README.md").write_text("Trust material for the sim platform.\n")
+    server, port = _start_server(["-a", "sim", "-p", "0", "-n", "2"], program_env)
+    try:
+        client = ["-v", "sim", "--trust-sim", "--collateral", str(tmp_path / "bundle.json"), "-p", str(port)]
+        refused = subprocess.run(_program("rats_tls_client", *client, env=program_env), env=program_env,
+                                 capture_output=True, text=True, timeout=TIMEOUT)
+        assert refused.returncode == 1 and "root CA CRL" in refused.stderr, refused.stderr
+        ok = subprocess.run(_program("rats_tls_client", *client, "--certs", str(folder), env=program_env),
+                            env=program_env, capture_output=True, text=True, timeout=TIMEOUT)
+        assert ok.returncode == 0, ok.stderr
+        peer = json.loads(next(x for x in ok.stdout.splitlines() if x.startswith("Peer claims: ")).split(": ", 1)[1])
+        assert (peer["tee"], peer["verified"], peer["tcb_status"]) == ("sim", True, "UpToDate")
+    finally:
+        server.kill()
+        server.wait()

@@ -167,3 +167,87 @@ def test_sgx_tools_verify_quote_uses_the_same_core(capsys) -> None:  # type: ign
         assert sgx_tools.main(["verify-quote", "--quote-type", "ecdsa", "--quote", str(p)]) == 1
     finally:
         p.unlink()
+
+
+# Every vector, verified the way operators run it: --certs pointing at roots/ exactly as shipped (Intel and AMD
+# certificates, the Intel root CA CRL), with the outcome VECTORS.md lists.
+_VECTOR_CASES = [
+    # (id, evidence, extra flags, exit code, tcb_status, root CA CRL taken from the folder)
+    ("sgx-genuine", "sgx/dcapqvl_sgx_quote.bin", [], 0, None, False),
+    ("sgx-2025-06", "sgx/dcapqvl_sgx_quote.bin", ["--collateral", "sgx/dcapqvl_sgx_quote_collateral_2025-06.json",
+                                                   "--as-of", "2025-07-01T00:00:00Z"],
+     0, "ConfigurationAndSWHardeningNeeded", False),
+    ("sgx-2023-11", "sgx/dcapqvl_sgx_quote.bin", ["--collateral", "sgx/dcapqvl_sgx_quote_collateral_2023-11.json",
+                                                   "--as-of", "2023-12-01T00:00:00Z"],
+     0, "ConfigurationAndSWHardeningNeeded", False),
+    ("sgx-expired-now", "sgx/dcapqvl_sgx_quote.bin", ["--collateral",
+                                                       "sgx/dcapqvl_sgx_quote_collateral_2025-06.json"],
+     1, "ConfigurationAndSWHardeningNeeded", False),  # expired now: the status is still reported
+    ("tdx-genuine", "tdx/dcapqvl_tdx_quote.bin", [], 0, None, False),
+    ("tdx-2025-06", "tdx/dcapqvl_tdx_quote.bin", ["--collateral", "tdx/dcapqvl_tdx_quote_collateral_2025-06.json",
+                                                   "--as-of", "2025-07-01T00:00:00Z"], 0, "UpToDate", False),
+    ("tdx-pcs-files", "tdx/gotdxguest_cos113_tdx_quote.bin",
+     ["--tcb-info", "tdx/automata_tdx_tcbinfo_00806f050000_2025-10.json",
+      "--qe-identity", "tdx/automata_td_qe_identity_2025-10.json",
+      "--pck-crl", "tdx/automata_pck_platform_crl_2025-10.der",
+      "--as-of", "2025-10-25T00:00:00Z"], 0, "UpToDate", True),
+    ("snp-vcek", "snp/gosevguest_attestation.bin", ["--vcek", "snp/gosevguest_vcek.der", "--as-of",
+                                                    "2025-01-01T00:00:00Z"], 0, "UpToDate", False),
+    ("snp-forged-vcek-legacy", "snp/gosevguest_attestation.bin",
+     ["--vcek", "snp/negative/trustee_test_vcek_invalid_legacy.der"], 1, None, False),
+    ("snp-forged-vcek-new", "snp/gosevguest_attestation.bin",
+     ["--vcek", "snp/negative/trustee_test_vcek_invalid_new.der"], 1, None, False),
+    ("ratls-inclavare", "ratls/inclavare_rats_tls_cert_sample.pem", [], 0, None, False),
+    ("ratls-ccc-in-validity", "ratls/ccc_rats_tls_cert.pem", ["--as-of", "2023-06-01T00:00:00Z"], 0, None, False),
+    ("ratls-ccc-expired", "ratls/ccc_rats_tls_cert.pem", [], 1, None, False),
+]
+
+
+@needs_vectors
+@pytest.mark.parametrize(("evidence", "flags", "code", "status", "crl_used"), [c[1:] for c in _VECTOR_CASES],
+                         ids=[c[0] for c in _VECTOR_CASES])
+def test_every_vector_with_the_roots_folder_as_shipped(capsys, evidence, flags, code, status,  # type: ignore[no-untyped-def]
+                                                       crl_used) -> None:
+    args = [str(A / f) if f.split("/")[0] in ("sgx", "tdx", "snp", "ratls") else f for f in flags]
+    got, res, err = run(capsys, str(A / evidence), *args, "--certs", str(A / "roots"), "--json")
+    assert got == code, (res, err)
+    assert isinstance(res, dict), err
+    assert res["tcb_status"] == status
+    if code == 0:
+        assert res["verified"] is True and res["errors"] == []
+    crls = [f for f in res["trust_material"] if f["kind"] == "crl"]
+    assert [c["file"] for c in crls] == [str(A / "roots/intel_sgx_root_ca_crl_2025-03.der")]
+    assert crls[0]["used_as"] == ("root_ca_crl" if crl_used else None)
+    listed = {f["file"] for f in res["trust_material"]}
+    assert listed == {str(p) for p in (A / "roots").iterdir()}
+
+
+@needs_vectors
+def test_the_folders_crl_revokes_like_an_explicit_one(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The root CA CRL found in --certs is the one the verifier checks: a folder whose only CRL is not signed by the
+    Intel root is not used, and then revocation cannot be checked (collateral_valid false)."""
+    import shutil
+
+    folder = tmp_path / "roots"
+    shutil.copytree(A / "roots", folder)
+    base = [str(A / "tdx/gotdxguest_cos113_tdx_quote.bin"),
+            "--tcb-info", str(A / "tdx/automata_tdx_tcbinfo_00806f050000_2025-10.json"),
+            "--qe-identity", str(A / "tdx/automata_td_qe_identity_2025-10.json"),
+            "--pck-crl", str(A / "tdx/automata_pck_platform_crl_2025-10.der"), "--as-of", "2025-10-25T00:00:00Z",
+            "--certs", str(folder), "--json"]
+    (folder / "intel_sgx_root_ca_crl_2025-03.der").unlink()
+    code, res, _ = run(capsys, *base)
+    assert code == 1 and res["collateral_valid"] is False and any("root CA CRL" in e for e in res["errors"])
+    # a CRL named as the root's but signed by another key (the PCK Platform CA's CRL re-labelled) is not taken
+    (folder / "root.crl").write_bytes((A / "tdx/automata_pck_platform_crl_2025-10.der").read_bytes())
+    code, res, _ = run(capsys, *base)
+    assert code == 1 and [f["used_as"] for f in res["trust_material"] if f["kind"] == "crl"] == [None]
+
+
+@needs_vectors
+def test_sgx_tools_verify_quote_takes_the_roots_folder(capsys) -> None:  # type: ignore[no-untyped-def]
+    code = sgx_tools.main(["verify-quote", "--quote", str(A / "sgx/dcapqvl_sgx_quote.bin"), "--certs", str(A / "roots"),
+                           "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["verified"] is True
+    assert {f["kind"] for f in res["trust_material"]} == {"certificates", "crl"}

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from inclavare.atomicfile import write_atomic
 from inclavare.attestation.api import CollateralError
+from inclavare.formats import pem
 
 __all__ = [
     "BUNDLE_KEYS",
@@ -39,7 +40,6 @@ __all__ = [
     "parse_certificate_chain",
     "parse_signed_document",
     "raw_json_value",
-    "read_cert_dir",
     "to_bundle",
 ]
 
@@ -171,7 +171,6 @@ def raw_json_value(document: bytes, key: str, *, where: str = "JSON document") -
 # --------------------------------------------------------------------------------------------------
 # PEM, DER, hex
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----([A-Za-z0-9+/=\s]*?)-----END ([A-Z0-9 ]+)-----")
 # URL-encoding with '+' for spaces (Go's QueryEscape, application/x-www-form-urlencoded) turns the markers
 # into "-----BEGIN+CERTIFICATE-----"; the base64 body keeps its own '+' (encoded as %2B) either way.
 _PLUS_MARKER = re.compile(rb"-----(BEGIN|END)\+([A-Z0-9+]+)-----")
@@ -182,28 +181,17 @@ def _pem_blocks(data: bytes, label: str, where: str) -> list[bytes]:
     """DER bytes of every PEM block of ``data``, each of which must be labelled ``label``; only whitespace
     (and a trailing NUL, as Intel's QE leaves) may surround them."""
     data = _PLUS_MARKER.sub(lambda m: b"-----" + m[1] + b" " + m[2].replace(b"+", b" ") + b"-----", data)
-    out: list[bytes] = []
-    pos = 0
-    for m in _PEM_BLOCK.finditer(data):
-        if data[pos:m.start()].strip(b" \t\r\n\x00"):
-            raise CollateralError(f"{where}: unexpected text before PEM block {len(out) + 1}")
-        if m[1] != m[3]:
-            raise CollateralError(f"{where}: PEM block {len(out) + 1} begins as {m[1].decode()!r} "
-                                  f"but ends as {m[3].decode()!r}")
-        if m[1].decode() != label:
-            raise CollateralError(f"{where}: PEM block {len(out) + 1} is {m[1].decode()!r}, not {label!r}")
-        try:
-            der = base64.b64decode(b"".join(m[2].split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise CollateralError(f"{where}: PEM block {len(out) + 1} is not valid base64") from None
-        if not der:
-            raise CollateralError(f"{where}: PEM block {len(out) + 1} is empty")
-        out.append(der)
-        pos = m.end()
-    if data[pos:].strip(b" \t\r\n\x00"):
-        what = "after the last PEM block" if out else f"no complete {label} PEM block"
-        raise CollateralError(f"{where}: unexpected text {what}" if out else f"{where}: {what}")
-    return out
+
+    def fail(problem: str) -> CollateralError:
+        if problem == "no PEM block":
+            problem = f"no complete {label} PEM block"
+        return CollateralError(f"{where}: {problem}")
+
+    found = pem.blocks(data, fail)
+    for n, block in enumerate(found, 1):
+        if block.label != label:
+            raise CollateralError(f"{where}: PEM block {n} is {block.label!r}, not {label!r}")
+    return [block.der for block in found]
 
 
 def _pem(label: str, der: bytes) -> str:
@@ -364,7 +352,7 @@ def crl_next_update(der: bytes) -> datetime.datetime | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Issuers from a pool of certificates (``--certs DIR``)
+# Issuers from a pool of certificates (``--certs DIR``, see attestation/trust.py)
 
 
 def _utc(t: datetime.datetime | None) -> datetime.datetime:
@@ -476,23 +464,6 @@ class _Pool:
                 continue
         best = self._best(signing) or self._best(named)
         return self.chain_up(*best) if best else []
-
-
-def read_cert_dir(path: str | os.PathLike[str]) -> list[bytes]:
-    """DER certificates from every regular file in ``path`` (``--certs DIR``): DER or PEM, one or more per
-    file, in file-name order. Files that hold no certificate raise, naming the file."""
-    p = os.fspath(path)
-    try:
-        names = sorted(os.listdir(p))
-    except OSError as e:
-        raise CollateralError(f"certificate directory {p}: {e.strerror}") from None
-    out: list[bytes] = []
-    for name in names:
-        full = os.path.join(p, name)
-        if name.startswith(".") or not os.path.isfile(full):
-            continue
-        out.extend(parse_certificate_chain(_read_file(full, "certificate file"), where=f"certificate file {full}"))
-    return out
 
 
 # --------------------------------------------------------------------------------------------------

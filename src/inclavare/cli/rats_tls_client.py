@@ -3,7 +3,7 @@ prints the server's echo and what was verified about the server, as rats-tls' sa
 
     rats-tls-client [-a ATTESTER] [-v VERIFIER] [-t TLS] [-c CRYPTO] [-m] [-e] [-l LEVEL] [-i IP] [-p PORT] [-D]
                     [-E] [--freshness] [--trust-sim] [--sim-root PEM] [--collateral BUNDLE] [--pccs URL]
-                    [--message TEXT]
+                    [--certs DIR] [--message TEXT]
 
 The flags are the server's (see ``rats-tls-server``), plus upstream's ``-E/--verdictd`` (send the greeting
 as verdictd's JSON echo command) and ``--message`` (send this text instead of the greeting). Output, on

@@ -3,7 +3,7 @@ echoes back what the client sends (at most 255 bytes per connection), as rats-tl
 
     rats-tls-server [-a ATTESTER] [-v VERIFIER] [-t TLS] [-c CRYPTO] [-m] [-e] [-l LEVEL] [-i IP] [-p PORT] [-D]
                     [--freshness] [--trust-sim] [--sim-root PEM] [--collateral BUNDLE] [--pccs URL]
-                    [-n CONNECTIONS]
+                    [--certs DIR] [-n CONNECTIONS]
 
 Upstream's flags: ``-a/--attester`` (nullattester, sim, sgx_ecdsa, tdx_ecdsa, sev_snp; default: by priority),
 ``-v/--verifier`` (nullverifier, sim, sgx_ecdsa, tdx_ecdsa, sev_snp; default: by priority, re-selected per
@@ -14,7 +14,8 @@ free port, logged), ``-D/--debug-enclave`` (no enclave is loaded here: it turns 
 certificate carries the custom claims ``key_0`` = "value_0" and ``key_1`` = "value_1" (with their NUL, as
 upstream's sample). Ours: ``--freshness`` (nonce-bound certificates, docs/ratls.md), ``--trust-sim``
 (accept the simulated platform, through the sim verifier; ``--sim-root`` pins its root CA, default the local
-platform's), ``--collateral`` / ``--pccs`` (DCAP collateral for verifying clients), ``-n`` (stop after that
+platform's), ``--collateral`` / ``--pccs`` (DCAP collateral for verifying clients), ``--certs`` (a trust folder:
+issuer certificates and the root CA CRL, see attestation/trust.py), ``-n`` (stop after that
 many connections; default: serve forever).
 
 A failed handshake is logged on one line and the server goes on with the next client (upstream's sample
@@ -75,6 +76,8 @@ def common_parser(prog: str, role: str) -> argparse.ArgumentParser:
     p.add_argument("--sim-root", metavar="PEM", help="the sim root CA to trust (default: the local platform's)")
     p.add_argument("--collateral", metavar="BUNDLE", help="DCAP collateral bundle (JSON) for the peer's quotes")
     p.add_argument("--pccs", metavar="URL", help="PCS/PCCS base URL to fetch DCAP collateral from")
+    p.add_argument("--certs", metavar="DIR", help="folder of issuer certificates and the root CA CRL (PEM or DER) "
+                   "the collateral does not carry")
     return p
 
 
@@ -115,15 +118,29 @@ def build_config(a: argparse.Namespace, *, custom_claims: dict[str, bytes] | Non
     fps: tuple[str, ...] = (sim_root_fingerprint(a.sim_root),) if a.sim_root else ()
     if a.sim_root and not a.trust_sim:
         raise UsageError("--sim-root needs --trust-sim")
+    material = None
+    if a.certs:
+        from inclavare.attestation.trust import read_trust_dir
+
+        material = read_trust_dir(a.certs)
     collateral = None
     if a.collateral:
         from inclavare.attestation.collateral import from_bundle
 
         collateral = from_bundle(read_file(a.collateral, "--collateral"))
+        if material is not None:  # a root CA CRL kept in the folder, when the bundle carries none
+            sim_roots = fps or ((sim_root_fingerprint(None),) if a.trust_sim else ())
+            collateral = material.apply_root_ca_crl(collateral, sim_roots)
+    if material is not None:
+        used = [f.path for f in material.files if f.used_as]
+        n = len(material.certificates)
+        log.info("--certs %s: %d certificate%s%s", material.directory, n, "" if n == 1 else "s",
+                 f", root CA CRL {used[0]}" if used else "")
     return RatsTlsConfig(attester=a.attester or None, verifier=a.verifier or None, crypto=crypto, mutual=a.mutual,
                          freshness=a.freshness, callback=callback, custom_claims=custom_claims or {},
                          provide_endorsements=a.endorsements, collateral=collateral, pccs=a.pccs or None,
-                         trust_sim=a.trust_sim, sim_root_fingerprints=fps)
+                         trust_sim=a.trust_sim, sim_root_fingerprints=fps,
+                         extra_certs=material.certificates if material is not None else ())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -288,8 +288,6 @@ def _platform_args(cmd: argparse.ArgumentParser) -> None:
 
 def cmd_verify_quote(args: argparse.Namespace) -> int:
     """verify-quote: the attestation verifier (the same core as `shelter verify`) on a DCAP quote."""
-    import json
-
     from inclavare.attestation import evidence as ev
     from inclavare.cli import shelter
 
@@ -300,13 +298,10 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(certs=args.certs, report_data=None, trust_sim=args.trust_sim, sim_root=args.sim_root,
                             collateral=args.collateral, tcb_info=None, qe_identity=None, pck_crl=None, root_crl=None,
                             vcek=None, cert_chain=None, as_of=args.as_of)
-    opts, with_collateral = shelter.build_options(ns, "dcap")
+    opts, with_collateral, material = shelter.build_options(ns, "dcap")
     result = ev.verify_raw(data, "auto", opts)
     ok = ev.summary(result, with_collateral)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        shelter._print_text(result, ok)
+    shelter.report(result, ok, material, args.json)
     return 0 if ok else 1
 
 

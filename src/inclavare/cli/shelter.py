@@ -6,7 +6,9 @@
 
 EVIDENCE is a DCAP quote (SGX v3, TDX v4/v5), an SEV-SNP report, or an RA-TLS certificate (PEM or DER).
 Exit 0 iff the evidence is verified (and the collateral valid when collateral was given); the TCB status is
-reported, not judged. Errors in the input: one line, exit 2.
+reported, not judged. Errors in the input: one line, exit 2. ``--certs DIR`` is a trust folder as operators keep
+it (certificates, the root CA CRL, README files beside them; see attestation/trust.py); ``--json`` then lists
+what it held and used under ``trust_material``.
 """
 
 from __future__ import annotations
@@ -38,15 +40,18 @@ def parse_as_of(text: str | None) -> datetime.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=datetime.UTC)
 
 
-def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool]:
-    """Options for the verifier from the flags; returns (options, collateral given)."""
+def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool, Any]:
+    """Options for the verifier from the flags; returns (options, collateral given, the --certs folder's
+    TrustMaterial or None)."""
     from inclavare.attestation.api import Options
 
     extra: list[bytes] = []
+    material = None
     if a.certs:
-        from inclavare.attestation.collateral import read_cert_dir
+        from inclavare.attestation.trust import read_trust_dir
 
-        extra = list(read_cert_dir(a.certs))
+        material = read_trust_dir(a.certs)
+        extra = list(material.certificates)
     report_data = None
     if a.report_data:
         try:
@@ -70,6 +75,8 @@ def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool]:
                 raise UsageError("--tcb-info and --qe-identity go together (with --pck-crl and --root-crl)")
             collateral = col.from_files(tcb_info=a.tcb_info, qe_identity=a.qe_identity, pck_crl=a.pck_crl,
                                         root_crl=a.root_crl, extra_certs=tuple(extra), as_of=parse_as_of(a.as_of))
+        if material is not None:  # a root CA CRL kept in the folder, when the collateral carries none
+            collateral = material.apply_root_ca_crl(collateral, sim_roots)
     if a.vcek:
         from inclavare.attestation.snp import SnpCollateral
 
@@ -77,7 +84,18 @@ def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool]:
         collateral = SnpCollateral.load(read_file(a.vcek, "--vcek"), chain)
     opts = Options(as_of=parse_as_of(a.as_of), report_data=report_data, trust_sim=bool(a.trust_sim),
                    sim_root_fingerprints=sim_roots, collateral=collateral, extra_certs=tuple(extra))
-    return opts, bool(a.collateral or dcap_files)
+    return opts, bool(a.collateral or dcap_files), material
+
+
+def report(result: Any, ok: bool, material: Any, as_json: bool) -> None:
+    """Print the result (text or JSON), with what the --certs folder supplied."""
+    if as_json:
+        out = result.to_json()
+        if material is not None:
+            out["trust_material"] = material.to_json()
+        print(json.dumps(out, indent=2))
+    else:
+        _print_text(result, ok, material)
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
@@ -86,8 +104,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
     data = read_file(a.evidence, "EVIDENCE")
     parse_as_of(a.as_of)  # flag errors first, before the evidence is judged
+    material = None
     try:
-        opts, with_collateral = build_options(a, ev.detect(data))
+        opts, with_collateral, material = build_options(a, ev.detect(data))
         tee = "sgx" if a.tee == "sim" else a.tee
         if a.tee == "sim" and not a.trust_sim:
             raise UsageError("--tee sim needs --trust-sim: simulated evidence is never trusted by default")
@@ -99,15 +118,15 @@ def cmd_verify(a: argparse.Namespace) -> int:
             _check_ccel(a, result)
     except AttestationError as e:
         if a.json:
-            print(json.dumps(ev.empty_result(a.tee, str(e)), indent=2))
+            out = ev.empty_result(a.tee, str(e))
+            if material is not None:
+                out["trust_material"] = material.to_json()
+            print(json.dumps(out, indent=2))
         else:
             sys.stderr.write(f"{PROG}: {e}\n")
         return 1
     ok = ev.summary(result, with_collateral)
-    if a.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        _print_text(result, ok)
+    report(result, ok, material, a.json)
     return 0 if ok else 1
 
 
@@ -129,7 +148,7 @@ def _check_ccel(a: argparse.Namespace, result: Any) -> None:
         result.errors.extend(f"CCEL: {p}" for p in problems)
 
 
-def _print_text(result: Any, ok: bool) -> None:
+def _print_text(result: Any, ok: bool, material: Any = None) -> None:
     out = sys.stdout
     out.write(f"tee: {result.tee}\nverified: {str(result.verified).lower()}\n")
     if result.collateral_valid is not None:
@@ -142,6 +161,12 @@ def _print_text(result: Any, ok: bool) -> None:
         if isinstance(v, dict | list):
             v = json.dumps(v)
         out.write(f"claim {k}: {v}\n")
+    if material is not None:
+        n = len(material.certificates)
+        out.write(f"trust_material: {n} certificate{'s' if n != 1 else ''} from {material.directory}\n")
+        for f in material.files:
+            if f.used_as:
+                out.write(f"trust_material {f.used_as}: {f.path}\n")
     for e in result.errors:
         out.write(f"error: {e}\n")
     out.write("result: " + ("OK" if ok else "FAILED") + "\n")
