@@ -2,6 +2,8 @@
 
 `make_bundle` and `make_rootfs` are re-exported lazily, so `python -m inclavare.testing.bundle`
 does not import the module twice.
+
+May import: anything (it is test support, never imported by the library).
 """
 
 from __future__ import annotations
