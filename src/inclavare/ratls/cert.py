@@ -77,6 +77,7 @@ __all__ = [
     "check_binding",
     "check_validity",
     "make_certificate",
+    "null_param_der",
     "parse_certificate",
 ]
 
@@ -296,6 +297,17 @@ def _load(der: bytes) -> _Loaded:
     if lenient is None:
         raise RatlsError(f"certificate: not a valid X.509 certificate ({strict_error})")
     return _Loaded(lenient.cert, lenient.tbs, lenient.spki, sigalg_null_params=True)
+
+
+def null_param_der(cert: Any) -> bytes | None:
+    """The DER of a certificate (PEM or DER) that ``cryptography`` refuses and this module reads only by
+    tolerating mbedTLS' explicit NULL on the ECDSA signature algorithm (self-signature verified); None for any
+    other certificate or input."""
+    try:
+        der = _der_input(cert)
+        return der if _load(der).sigalg_null_params else None
+    except RatlsError:
+        return None
 
 
 def _key_type(cert: x509.Certificate) -> str:
