@@ -442,6 +442,7 @@ def test_gramine_certificates_of_every_version(version: str, p384: Any, quote_fo
     check_binding(p, DcapQuote.parse(p.evidence).body.reportdata)
     peer = verify_peer_certificate(der, VERIFIERS["sim"], enforced=False, options=options)
     assert peer.verified and peer.format == p.format, peer
+    assert peer.claims["mrenclave"] == APP.mrenclave.hex()  # from the quote the format designates
 
 
 def test_gramine_forgeries_are_refused(p384: Any, quote_for: Callable[..., bytes], options: VerifyOptions) -> None:

@@ -16,6 +16,7 @@ accepted only when its own key signed exactly what was received.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +49,9 @@ def _alg(item: Any) -> tuple[str, bytes | None]:
     return str(item["algorithm"]), (bytes(params) if params.isValue else None)
 
 
+@functools.lru_cache(maxsize=16)
 def load_null_param_certificate(der: bytes) -> LenientCertificate | None:
-    """Read ``der`` if it is a DER certificate whose only deviation is an explicit NULL on its ECDSA signature
+    """(Cached per input: a verifier reads a peer's certificate for parsing and again for validity.) Read ``der`` if it is a DER certificate whose only deviation is an explicit NULL on its ECDSA signature
     algorithm, with a valid self-signature; None when it does not show that quirk at all (the caller reports its
     strict parser's error); :class:`RatlsError` for a certificate with the quirk and any other defect."""
     from pyasn1.codec.der import decoder, encoder
