@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
 from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import univ
 from pyasn1_modules import rfc5280
@@ -49,6 +50,7 @@ from inclavare.ratls.verifiers import VERIFIERS, EvidenceRejected, VerifyOptions
 from inclavare.sim.platform import SimPlatform
 from inclavare.sim.quoting import SimQuotingService
 from inclavare.sim.report import EnclaveIdentity, ReportKey
+from tests.unit.test_ratls_cert import _MUTATION, _mutate
 
 ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 ECDSA_SHA384 = "1.2.840.10045.4.3.3"
@@ -479,3 +481,18 @@ def test_gramine_forgeries_are_refused(p384: Any, quote_for: Callable[..., bytes
     der = gramine_cert(p384, raw_quote=good_raw, dice=forged_dice)
     with pytest.raises(EvidenceRejected, match="wrong report data"):
         verify_peer_certificate(der, VERIFIERS["sim"], enforced=False, options=options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fuzz: a mutated NULL-parameter certificate is refused with RatlsError, or was still validly self-signed
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_MUTATION)
+def test_fuzz_null_parameter_certificate(strict_and_null: tuple[bytes, bytes], ops: list[tuple[str, int, int]]) -> None:
+    data = _mutate(strict_and_null[1], ops)
+    try:
+        p = parse_certificate(data)
+    except RatlsError:
+        return
+    check_validity(p)  # what was accepted carries a valid self-signature

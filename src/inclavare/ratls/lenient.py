@@ -51,9 +51,10 @@ def _alg(item: Any) -> tuple[str, bytes | None]:
 
 @functools.lru_cache(maxsize=16)
 def load_null_param_certificate(der: bytes) -> LenientCertificate | None:
-    """(Cached per input: a verifier reads a peer's certificate for parsing and again for validity.) Read ``der`` if it is a DER certificate whose only deviation is an explicit NULL on its ECDSA signature
+    """Read ``der`` if it is a DER certificate whose only deviation is an explicit NULL on its ECDSA signature
     algorithm, with a valid self-signature; None when it does not show that quirk at all (the caller reports its
-    strict parser's error); :class:`RatlsError` for a certificate with the quirk and any other defect."""
+    strict parser's error); :class:`RatlsError` for a certificate with the quirk and any other defect. Cached
+    per input: a verifier reads a peer's certificate once to parse it and again to check its validity."""
     from pyasn1.codec.der import decoder, encoder
     from pyasn1.error import PyAsn1Error
     from pyasn1_modules import rfc5280
