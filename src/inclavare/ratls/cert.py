@@ -20,7 +20,12 @@ Formats read by :func:`parse_certificate`:
   (content ``06 09 2a 86 48 86 f8 4d 8a 39 06``, i.e. OID 0.6.9.42.840.113741.1337.6). Binding:
   report_data[0:32] = SHA-256 of the SubjectPublicKeyInfo, whatever the key type.
 
-When a certificate carries the DICE extension, it is used and legacy extensions are ignored.
+When a certificate carries the DICE extension, it is used and rats-tls legacy extensions are ignored; a Gramine
+quote extension beside it (Gramine >= 1.8 writes both) must agree with it, see :mod:`inclavare.ratls.gramine`.
+
+Certificates whose ECDSA AlgorithmIdentifiers carry an explicit NULL parameter (mbedTLS < 3.5: Gramine 1.4 and
+1.5, SGX SDK samples) are read through :mod:`inclavare.ratls.lenient` when ``cryptography`` refuses them
+(``sigalg_null_params``). The TBSCertificate's signature algorithm must equal the certificate's.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inclavare.attestation.collateral import DcapCollateral
 from inclavare.ratls.dice import (
@@ -56,6 +61,7 @@ from inclavare.ratls.dice import (
     report_data_for,
     tag_for,
 )
+from inclavare.ratls.gramine import check_companion_quote
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -71,6 +77,7 @@ __all__ = [
     "check_binding",
     "check_validity",
     "make_certificate",
+    "null_param_der",
     "parse_certificate",
 ]
 
@@ -142,8 +149,15 @@ def _tbs_children(der: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
     return tbs, end, children
 
 
-def _spki_of(der: bytes) -> bytes:
-    _, _, children = _tbs_children(der)
+def _spki_and_check_sigalg(der: bytes) -> bytes:
+    """The exact SubjectPublicKeyInfo DER; raises when the TBSCertificate's signature algorithm is not byte for
+    byte the certificate's signatureAlgorithm (RFC 5280 4.1.1.2; ``cryptography`` does not compare them)."""
+    _, end, children = _tbs_children(der)
+    start, hdr, length = children[2]
+    _, ahdr, alen = _der_header(der, end, "signatureAlgorithm")
+    if der[start:start + hdr + length] != der[end:end + ahdr + alen]:
+        raise RatlsError("certificate: the TBSCertificate's signature algorithm differs from the certificate's "
+                         "signatureAlgorithm")
     start, hdr, length = children[6]
     return der[start:start + hdr + length]
 
@@ -199,6 +213,7 @@ class RatlsCertificate:
     der: bytes
     evidence_critical: bool = False
     x509_version_quirk: bool = False
+    sigalg_null_params: bool = False  # read through the lenient fallback (mbedTLS < 3.5 ECDSA encoding)
     _tbs: bytes = field(default=b"", repr=False)
 
     @property
@@ -244,25 +259,55 @@ def _der_input(cert: Any) -> bytes:
     return data
 
 
-def _load(der: bytes) -> tuple[x509.Certificate, bytes, bool]:
-    """The certificate, the TBSCertificate its signature covers, and whether the v4 quirk was applied."""
+class _Loaded(NamedTuple):
+    cert: x509.Certificate  # for fields and extensions (a re-encoding when a quirk was tolerated)
+    tbs: bytes  # the original TBSCertificate: what the signature covers
+    spki: bytes  # the original SubjectPublicKeyInfo DER
+    version_quirk: bool = False
+    sigalg_null_params: bool = False
+
+
+def _load(der: bytes) -> _Loaded:
+    """Read a certificate strictly with ``cryptography``; on failure tolerate exactly one of two quirks: rats-tls
+    0.6's version field 3, or mbedTLS' explicit NULL on the ECDSA signature algorithm (see
+    :mod:`inclavare.ratls.lenient`, which also verifies the self-signature then)."""
     from cryptography import x509
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             cert = x509.load_der_x509_certificate(der)
-            return cert, cert.tbs_certificate_bytes, False
+            return _Loaded(cert, cert.tbs_certificate_bytes, _spki_and_check_sigalg(der))
         except x509.InvalidVersion:
             patched = _patch_v4(der)
             if patched is None:
                 raise RatlsError("certificate: unsupported X.509 version") from None
             try:
-                return x509.load_der_x509_certificate(patched[0]), patched[1], True
+                cert = x509.load_der_x509_certificate(patched[0])
             except Exception as e:
                 raise RatlsError(f"certificate: not a valid X.509 certificate ({e})") from None
+            return _Loaded(cert, patched[1], _spki_and_check_sigalg(der), version_quirk=True)
+        except RatlsError:
+            raise
         except Exception as e:
-            raise RatlsError(f"certificate: not a valid X.509 certificate ({e})") from None
+            strict_error = e
+    from inclavare.ratls.lenient import load_null_param_certificate
+
+    lenient = load_null_param_certificate(der)
+    if lenient is None:
+        raise RatlsError(f"certificate: not a valid X.509 certificate ({strict_error})")
+    return _Loaded(lenient.cert, lenient.tbs, lenient.spki, sigalg_null_params=True)
+
+
+def null_param_der(cert: Any) -> bytes | None:
+    """The DER of a certificate (PEM or DER) that ``cryptography`` refuses and this module reads only by
+    tolerating mbedTLS' explicit NULL on the ECDSA signature algorithm (self-signature verified); None for any
+    other certificate or input."""
+    try:
+        der = _der_input(cert)
+        return der if _load(der).sigalg_null_params else None
+    except RatlsError:
+        return None
 
 
 def _key_type(cert: x509.Certificate) -> str:
@@ -288,7 +333,8 @@ def parse_certificate(cert: Any, *, require_evidence: bool = True) -> RatlsCerti
     from cryptography import x509
 
     der = _der_input(cert)
-    c, tbs, quirk = _load(der)
+    loaded = _load(der)
+    c = loaded.cert
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -300,7 +346,7 @@ def parse_certificate(cert: Any, *, require_evidence: bool = True) -> RatlsCerti
         raise RatlsError(f"certificate: extension {e.oid.dotted_string} appears more than once") from None
     except Exception as e:  # cryptography's lazy field parsing: fail closed on whatever it raises
         raise RatlsError(f"certificate: malformed extension or field ({e})") from None
-    spki = _spki_of(der)
+    spki = loaded.spki
     key_type = _key_type(c)
 
     found: dict[str, tuple[bytes, bool]] = {}
@@ -314,7 +360,8 @@ def parse_certificate(cert: Any, *, require_evidence: bool = True) -> RatlsCerti
 
     common: dict[str, Any] = dict(public_key_spki=spki, public_key_type=key_type, serial_number=serial,
                                   subject=subject, not_before=not_before, not_after=not_after, der=der,
-                                  x509_version_quirk=quirk, _tbs=tbs)
+                                  x509_version_quirk=loaded.version_quirk,
+                                  sigalg_null_params=loaded.sigalg_null_params, _tbs=loaded.tbs)
     endorsements = None
     if TCG_DICE_ENDORSEMENT_MANIFEST_OID in found:
         endorsements = parse_endorsements_extension(found[TCG_DICE_ENDORSEMENT_MANIFEST_OID][0])
@@ -322,6 +369,12 @@ def parse_certificate(cert: Any, *, require_evidence: bool = True) -> RatlsCerti
     if TCG_DICE_TAGGED_EVIDENCE_OID in found:
         value, critical = found[TCG_DICE_TAGGED_EVIDENCE_OID]
         te = parse_evidence_extension(value)
+        if GRAMINE_QUOTE_OID in found:
+            raw = found[GRAMINE_QUOTE_OID][0]
+            if len(raw) > MAX_LEGACY_EXTENSION:
+                raise RatlsError(f"Gramine quote extension {GRAMINE_QUOTE_OID}: {len(raw)} bytes exceeds the "
+                                 f"{MAX_LEGACY_EXTENSION}-byte cap")
+            check_companion_quote(te.tag, te.evidence, raw, spki, GRAMINE_QUOTE_OID)
         if endorsements is not None and te.tag != TAG_INTEL_TEE_QUOTE:
             raise RatlsError(f"certificate: endorsements extension with {te.evidence_type} evidence; endorsements "
                              "are defined only for Intel TEE quotes (tag 60000)")
@@ -446,7 +499,7 @@ def check_validity(cert: Any, as_of: datetime.datetime | None = None, *, verify_
     from cryptography import x509
 
     der = cert.der if isinstance(cert, RatlsCertificate) else _der_input(cert)
-    c, tbs, _ = _load(der)
+    c, tbs = _load(der)[:2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

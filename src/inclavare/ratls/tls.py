@@ -46,6 +46,7 @@ import struct
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -571,22 +572,53 @@ def _verify_callback(conn: SSL.Connection, x509: crypto.X509, errnum: int, depth
 
 
 def _load_material(cert: bytes, key: bytes) -> tuple[Any, Any]:
+    """(certificate, private key) to present. The certificate is a ``cryptography`` object, or, for one that
+    ``cryptography`` refuses but the RA-TLS reader tolerates (mbedTLS' explicit NULL on the ECDSA signature
+    algorithm), OpenSSL's own X509 object holding the exact bytes given: presented as it was signed."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     try:
-        c = x509.load_pem_x509_certificate(cert) if b"-----BEGIN" in cert[:64] else \
-            x509.load_der_x509_certificate(cert)
         k = serialization.load_pem_private_key(key, password=None) if b"-----BEGIN" in key[:64] else \
             serialization.load_der_private_key(key, password=None)
     except ValueError as e:
         raise RatlsError(f"certificate/private key: not loadable ({e})") from None
+    try:
+        c: Any = x509.load_pem_x509_certificate(cert) if b"-----BEGIN" in cert[:64] else \
+            x509.load_der_x509_certificate(cert)
+    except ValueError as e:
+        c = _load_tolerated(cert, e)
     return c, k
+
+
+def _load_tolerated(cert: bytes, strict_error: ValueError) -> Any:
+    from OpenSSL import crypto
+
+    from inclavare.ratls.cert import null_param_der
+
+    der = null_param_der(cert)
+    if der is None:
+        raise RatlsError(f"certificate/private key: not loadable ({strict_error})") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+
+
+def _certificate_pem(c: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    if hasattr(c, "public_bytes"):
+        return bytes(c.public_bytes(serialization.Encoding.PEM))
+    from OpenSSL import crypto
+
+    return bytes(crypto.dump_certificate(crypto.FILETYPE_PEM, c))
 
 
 def _use_material(ctx: SSL.Context, cert: bytes, key: bytes) -> None:
     c, k = _load_material(cert, key)
-    ctx.use_certificate(c)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pyOpenSSL's X509 (the tolerated certificates)
+        ctx.use_certificate(c)
     ctx.use_privatekey(k)
     try:
         ctx.check_privatekey()
@@ -600,7 +632,7 @@ def _use_ssl_material(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
     from cryptography.hazmat.primitives import serialization
 
     c, k = _load_material(cert, key)
-    pem = c.public_bytes(serialization.Encoding.PEM) + k.private_bytes(
+    pem = _certificate_pem(c) + k.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     try:
         fd = os.memfd_create("rats-tls-key", os.MFD_CLOEXEC)
