@@ -211,9 +211,7 @@ def test_shelter_verify_reads_an_open_enclave_certificate(sim: Any, tmp_path: Pa
 def test_tdx_sgx_ttls_binding_is_sha384_over_48_bytes() -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     digest = hashlib.sha384(pem_public_key(_spki(key))).digest()
-    quote = bytearray(struct.pack("<HHI", 4, 2, 0x81) + bytes(1100))
-    quote[48 + 520:48 + 568] = digest  # TD report body: report data at 520
-    p = parse_certificate(_cert(key, [(TTLS, bytes(quote))]))
+    p = parse_certificate(_cert(key, [(TTLS, _tdx_quote(digest + bytes(16)))]))
     assert p.evidence_type == "tdx_ecdsa" and p.expected_report_data == digest.ljust(64, b"\x00")
     check_binding(p, digest + bytes(16))
     with pytest.raises(RatlsError, match="48-byte hash"):
@@ -340,3 +338,35 @@ def test_oversized_and_wrong_kind_extensions(sim: Any) -> None:
         parse_certificate(_cert(key, [(OE_REPORT, oe_report(tdx))]))
     with pytest.raises(AttestationError):
         parse_certificate(_cert(key, [(TTLS, b"\x00" * 8)]))
+
+
+def _tdx_quote(report_data: bytes) -> bytes:
+    quote = bytearray(struct.pack("<HHI", 4, 2, 0x81) + bytes(1100))
+    quote[48 + 520:48 + 584] = report_data  # TD report body: report data at 520
+    return bytes(quote)
+
+
+def test_sgx_ttls_tdx_dice_binds_sha384_of_the_claims() -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    claims = build_claims_buffer(hash_public_key(_spki(key), 7), hash_alg=7)
+    rd = hashlib.sha384(claims).digest() + bytes(16)
+    quote = _tdx_quote(rd)
+    p = parse_certificate(_cert(key, [(TCG_DICE_TAGGED_EVIDENCE_OID, build_evidence_extension(60000, quote, claims)),
+                                      (TTLS, quote)]))
+    assert (p.format, p.evidence_type) == ("dice", "tdx_ecdsa")
+    check_binding(p, rd)
+    check_binding(p, report_data_for(claims))  # the rats-tls rule still holds
+    with pytest.raises(RatlsError, match="wrong report data"):
+        check_binding(p, hashlib.sha384(claims).digest() + b"\x01" + bytes(15))
+    with pytest.raises(RatlsError, match="wrong report data"):
+        check_binding(p, hashlib.sha384(claims + b"x").digest() + bytes(16))
+    # the SHA-384 rule is for TDX quotes only: an SGX quote must carry the SHA-256 of the claims
+    sgx = parse_certificate(_cert(key, [(TCG_DICE_TAGGED_EVIDENCE_OID, build_evidence_extension(
+        60000, struct.pack("<HHI", 3, 2, 0) + bytes(1100), claims))]))
+    with pytest.raises(RatlsError, match="wrong report data"):
+        check_binding(sgx, rd)
+    # and the pubkey-hash claim must still name this key
+    other = parse_certificate(_cert(ec.generate_private_key(ec.SECP384R1()), [
+        (TCG_DICE_TAGGED_EVIDENCE_OID, build_evidence_extension(60000, quote, claims))]))
+    with pytest.raises(RatlsError, match="another key"):
+        check_binding(other, rd)

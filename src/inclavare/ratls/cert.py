@@ -56,7 +56,13 @@ from inclavare.ratls.dice import (
     report_data_for,
     tag_for,
 )
-from inclavare.ratls.foreign import FOREIGN_FORMATS, FOREIGN_OIDS, check_foreign_binding, read_foreign
+from inclavare.ratls.foreign import (
+    FOREIGN_FORMATS,
+    FOREIGN_OIDS,
+    check_foreign_binding,
+    read_foreign,
+    ttls_tdx_dice_bound,
+)
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -399,6 +405,8 @@ def check_binding(parsed: RatlsCertificate, report_data_from_evidence: bytes) ->
         if not hmac.compare_digest(actual, parsed.pubkey_hash):
             raise RatlsError(f"binding: the evidence is bound to another key: pubkey-hash claim "
                              f"{parsed.pubkey_hash.hex()} != hash of the certificate's public key {actual.hex()}")
+        if ttls_tdx_dice_bound(parsed, report_data_from_evidence):  # Intel sgx_ttls' TDX variant, see foreign.py
+            return
         what = "SHA-256 of the claims buffer"
     elif parsed.format == "legacy" and parsed.public_key_type == "rsa":
         what = "SHA-256 of the certificate's PKCS#1 RSAPublicKey (legacy binding)"

@@ -26,7 +26,9 @@ per format below and in docs/attestation.md ("RA-TLS certificates of other stack
   1.2.840.113741.1.13.1 holding the raw quote. Binding: SGX quotes carry SHA-256(PEM+NUL) in
   report_data[0:32], TDX quotes SHA-384(PEM+NUL) in report_data[0:48], the rest zero. Current sgx_ttls also
   writes the TCG DICE extension around the same quote; then the DICE extension binds the key (its quote was
-  made for the claims buffer, not the PEM) and the 1.13.1 extension must hold the very same quote.
+  made for the claims buffer, not the PEM) and the 1.13.1 extension must hold the very same quote. For TDX
+  quotes sgx_ttls fills that DICE evidence differently from rats-tls: report_data[0:48] = SHA-384(claims
+  buffer) (and a SHA-384 pubkey-hash); :func:`ttls_tdx_dice_bound` accepts that binding too.
   intel/linux-sgx: sdk/ttls/ttls.cpp, sdk/ttls/cert_verifier.cpp, sdk/ttls/cert_header.h.
 * ``occlum``: Occlum's gRPC RA-TLS (``occlum_get_key_cert``), extension 1.2.840.113741.1 holding the raw SGX
   quote. Binding: report_data[0:32] = SHA-256 of the SubjectPublicKeyInfo DER, the rest zero (the same binding
@@ -65,6 +67,7 @@ __all__ = [
     "check_foreign_binding",
     "pem_public_key",
     "read_foreign",
+    "ttls_tdx_dice_bound",
 ]
 
 OE_EVIDENCE_OIDS = ("1.3.6.1.4.1.311.105.2", "1.2.840.113556.10.1.2")
@@ -267,3 +270,15 @@ def check_foreign_binding(parsed: RatlsCertificate, report_data: bytes) -> None:
                          f"{expected.hex()} (evidence made for another key)")
     if any(rd[size:]):
         raise RatlsError(f"binding: the evidence's report data is not zero after the {size}-byte hash")
+
+
+def ttls_tdx_dice_bound(parsed: RatlsCertificate, report_data: bytes) -> bool:
+    """Whether DICE evidence holding a TDX quote binds its claims buffer the way Intel's sgx_ttls (built for
+    TDX) does: SHA-384(claims buffer) in report_data[0:48], zeros after. The caller has already checked the
+    pubkey-hash claim against the certificate's key; False sends it on to the rats-tls SHA-256 rule."""
+    if parsed.format != "dice" or parsed.evidence_type != "tdx_ecdsa" or parsed.claims_buffer is None:
+        return False
+    if not isinstance(report_data, bytes | bytearray | memoryview) or len(report_data) != REPORT_DATA_SIZE:
+        return False
+    rd = bytes(report_data)
+    return hmac.compare_digest(rd[:48], hashlib.sha384(parsed.claims_buffer).digest()) and not any(rd[48:])
