@@ -17,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from inclavare.attestation.api import AttestationError, Options
 from inclavare.attestation.evidence import verify_certificate
@@ -370,3 +372,23 @@ def test_sgx_ttls_tdx_dice_binds_sha384_of_the_claims() -> None:
         (TCG_DICE_TAGGED_EVIDENCE_OID, build_evidence_extension(60000, quote, claims))]))
     with pytest.raises(RatlsError, match="another key"):
         check_binding(other, rd)
+
+
+_FUZZ_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(oid=st.sampled_from([OE_EVIDENCE, OE_REPORT, TTLS, OCCLUM]),
+       head=st.sampled_from([b"", struct.pack("<I16sQ", 3, OE_FORMAT_SGX_ECDSA, 500), struct.pack("<IIQ", 1, 2, 500),
+                             struct.pack("<HHI", 3, 2, 0), struct.pack("<HHI", 4, 2, 0x81)]),
+       body=st.binary(max_size=1500))
+def test_arbitrary_extension_values_fail_closed(oid: str, head: bytes, body: bytes) -> None:
+    der = _cert(_FUZZ_KEY, [(oid, head + body)])
+    try:
+        p = parse_certificate(der)
+    except RatlsError as e:
+        assert "\n" not in str(e)
+        return
+    # whatever parses must still be bound: random report data never is
+    with pytest.raises(RatlsError, match="binding"):
+        check_binding(p, bytes(64))

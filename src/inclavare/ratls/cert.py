@@ -19,6 +19,7 @@ Formats read by :func:`parse_certificate`:
 * ``gramine``: Gramine's SGX quote extension, whose OID bytes mistakenly include the DER tag and length
   (content ``06 09 2a 86 48 86 f8 4d 8a 39 06``, i.e. OID 0.6.9.42.840.113741.1337.6). Binding:
   report_data[0:32] = SHA-256 of the SubjectPublicKeyInfo, whatever the key type.
+* Other stacks' formats (Open Enclave, Intel sgx_ttls, Occlum): read by :mod:`inclavare.ratls.foreign`.
 
 When a certificate carries the DICE extension, it is used and legacy extensions are ignored.
 """
