@@ -378,9 +378,9 @@ _FUZZ_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(oid=st.sampled_from([OE_EVIDENCE, OE_REPORT, TTLS, OCCLUM]),
+@given(oid=st.sampled_from([OE_EVIDENCE, OE_REPORT, TTLS, OCCLUM, "1.3.6.1.4.1.62397.1.1"]),
        head=st.sampled_from([b"", struct.pack("<I16sQ", 3, OE_FORMAT_SGX_ECDSA, 500), struct.pack("<IIQ", 1, 2, 500),
-                             struct.pack("<HHI", 3, 2, 0), struct.pack("<HHI", 4, 2, 0x81)]),
+                             struct.pack("<HHI", 3, 2, 0), struct.pack("<HHI", 4, 2, 0x81), b"\x04\x82\x04\x00"]),
        body=st.binary(max_size=1500))
 def test_arbitrary_extension_values_fail_closed(oid: str, head: bytes, body: bytes) -> None:
     der = _cert(_FUZZ_KEY, [(oid, head + body)])
@@ -392,3 +392,70 @@ def test_arbitrary_extension_values_fail_closed(oid: str, head: bytes, body: byt
     # whatever parses must still be bound: random report data never is
     with pytest.raises(RatlsError, match="binding"):
         check_binding(p, bytes(64))
+
+
+# --------------------------------------------------------------------------------------------------
+# Phala dstack
+
+
+DSTACK = "1.3.6.1.4.1.62397.1.1"
+DSTACK_EVENT_LOG = "1.3.6.1.4.1.62397.1.2"
+
+
+def _octets(data: bytes) -> bytes:
+    n, size = len(data), (len(data).bit_length() + 7) // 8
+    head = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
+    return b"\x04" + head + data
+
+
+def _dstack_rd(spki: bytes) -> bytes:
+    return hashlib.sha512(b"ratls-cert:" + spki).digest()
+
+
+def test_dstack_certificate_verifies_and_binds_all_64_bytes(sim: Any) -> None:
+    quote_fn, fp, _ = sim
+    key = ec.generate_private_key(ec.SECP256R1())
+    quote = quote_fn(_dstack_rd(_spki(key)))
+    der = _cert(key, [(DSTACK, _octets(quote)), (DSTACK_EVENT_LOG, _octets(b"[]"))])
+    p = parse_certificate(der)
+    assert (p.format, p.evidence_type, p.evidence) == ("dstack", "sgx_ecdsa", quote)
+    assert p.expected_report_data == _dstack_rd(_spki(key))
+    assert _verify(der, fp).format == "dstack"
+    rd = _dstack_rd(_spki(key))
+    with pytest.raises(RatlsError, match="ratls-cert"):
+        check_binding(p, rd[:63] + bytes([rd[63] ^ 1]))  # the last byte counts too
+    untagged = quote_fn(hashlib.sha512(_spki(key)).digest())
+    with pytest.raises(EvidenceRejected, match="binding"):
+        _verify(_cert(key, [(DSTACK, _octets(untagged))]), fp)
+
+
+def test_dstack_leaf_signed_by_its_app_ca_is_bound_but_not_self_signed(sim: Any) -> None:
+    quote_fn, fp, _ = sim
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    der = (x509.CertificateBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "RA-TLS TEMP Cert")]))
+           .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "App CA")]))
+           .public_key(key.public_key()).serial_number(7)
+           .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+           .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(DSTACK),
+                                                     _octets(quote_fn(_dstack_rd(_spki(key))))), critical=False)
+           .sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    result = verify_certificate(der, "auto", Options(trust_sim=True, sim_root_fingerprints=(fp,)))
+    assert not result.verified
+    assert any("not self-signed" in e for e in result.errors) and not any("binding" in e for e in result.errors)
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    (lambda q: q, "not a DER OCTET STRING"),
+    (lambda q: _octets(q) + b"\x00", "follow its header"),
+    (lambda q: _octets(q)[:-1], "follow its header"),
+    (lambda q: b"\x04\x82\x00\x05" + q[:5], "minimal DER"),
+    (lambda q: b"\x04\x80" + q, "bad DER length"),
+    (lambda q: _octets(q[:300]), "too short for a sgx_ecdsa quote"),
+])
+def test_dstack_framing_forgeries(sim: Any, value: Callable[[bytes], bytes], match: str) -> None:
+    quote_fn, _, _ = sim
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(RatlsError, match=match):
+        parse_certificate(_cert(key, [(DSTACK, value(quote_fn(_dstack_rd(_spki(key)))))]))

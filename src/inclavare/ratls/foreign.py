@@ -1,10 +1,10 @@
-"""RA-TLS certificates of other stacks: Open Enclave, Intel's SGX DCAP TLS library, Occlum's gRPC RA-TLS.
+"""RA-TLS certificates of other stacks: Open Enclave, Intel's sgx_ttls, Occlum's gRPC RA-TLS, Phala's dstack.
 
-Each stack puts a DCAP quote into a non-critical X.509 extension of a self-signed certificate and binds the
-certificate's key through the quote's report data. :func:`read_foreign` reads the extension (called by
-:func:`inclavare.ratls.cert.parse_certificate`); :func:`check_foreign_binding` compares the report data of a
-verified quote (called by :func:`inclavare.ratls.cert.check_binding`). Facts come from upstream sources, named
-per format below and in docs/attestation.md ("RA-TLS certificates of other stacks").
+Each stack puts a DCAP quote into a non-critical X.509 extension of its certificate (self-signed, except
+dstack's) and binds the certificate's key through the quote's report data. :func:`read_foreign` reads the
+extension (called by :func:`inclavare.ratls.cert.parse_certificate`); :func:`check_foreign_binding` compares
+the report data of a verified quote (called by :func:`inclavare.ratls.cert.check_binding`). Facts come from
+upstream sources, named per format below and in docs/ratls.md ("Certificates of other stacks").
 
 ``PEM+NUL`` below is the certificate's SubjectPublicKeyInfo as OpenSSL's ``PEM_write_bio_PUBKEY`` writes it
 ("-----BEGIN PUBLIC KEY-----", base64 in 64-character lines, "-----END PUBLIC KEY-----", each line ending in
@@ -33,6 +33,10 @@ per format below and in docs/attestation.md ("RA-TLS certificates of other stack
 * ``occlum``: Occlum's gRPC RA-TLS (``occlum_get_key_cert``), extension 1.2.840.113741.1 holding the raw SGX
   quote. Binding: report_data[0:32] = SHA-256 of the SubjectPublicKeyInfo DER, the rest zero (the same binding
   as Gramine, under another OID; occlum/occlum: demos/ra_tls/grpc/v1.38.1/src/cpp/sgx/sgx_ra_tls_occlum.cc).
+* ``dstack``: Phala's dstack RA-TLS, extension 1.3.6.1.4.1.62397.1.1 whose value is a DER OCTET STRING around
+  the quote (SGX or TDX). Binding: all 64 bytes of report data = SHA-512("ratls-cert:" || SubjectPublicKeyInfo
+  DER). dstack's leaf certificates are signed by an app CA, not self-signed (Phala-Network/dstack:
+  ra-tls/src/oids.rs, ra-tls/src/cert.rs, ra-tls/src/attestation.rs, ra-tls/src/traits.rs, ra-rpc/src/client.rs).
 """
 
 from __future__ import annotations
@@ -74,12 +78,15 @@ OE_EVIDENCE_OIDS = ("1.3.6.1.4.1.311.105.2", "1.2.840.113556.10.1.2")
 OE_REPORT_OIDS = ("1.3.6.1.4.1.311.105.1", "1.2.840.113556.10.1.1")
 INTEL_TTLS_QUOTE_OID = "1.2.840.113741.1.13.1"
 OCCLUM_QUOTE_OID = "1.2.840.113741.1"
+DSTACK_QUOTE_OID = "1.3.6.1.4.1.62397.1.1"
 FOREIGN_OIDS: dict[str, str] = {
     **dict.fromkeys(OE_EVIDENCE_OIDS, "openenclave"),
     **dict.fromkeys(OE_REPORT_OIDS, "openenclave_report"),
     INTEL_TTLS_QUOTE_OID: "intel_ttls",
     OCCLUM_QUOTE_OID: "occlum",
+    DSTACK_QUOTE_OID: "dstack",
 }
+DSTACK_REPORT_DATA_TAG = b"ratls-cert:"
 FOREIGN_FORMATS = frozenset(FOREIGN_OIDS.values())
 # The legacy rats-tls / Gramine OIDs, whose presence next to a foreign one makes the binding ambiguous.
 _RATS_TLS_ARC = "1.2.840.113741.1337."
@@ -205,8 +212,37 @@ def _occlum(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
             "expected_report_data": hashlib.sha256(spki).digest().ljust(REPORT_DATA_SIZE, b"\x00")}
 
 
+def _der_octet_string(value: bytes, where: str) -> bytes:
+    """The content of the single DER OCTET STRING that ``value`` must be (definite, minimal length, no tail)."""
+    if len(value) < 2 or value[0] != 0x04:
+        raise RatlsError(f"{where}: not a DER OCTET STRING")
+    first = value[1]
+    if first < 0x80:
+        hdr, length = 2, first
+    else:
+        n = first & 0x7F
+        if n == 0 or n > 3 or len(value) < 2 + n:
+            raise RatlsError(f"{where}: bad DER length in the OCTET STRING")
+        length = int.from_bytes(value[2:2 + n], "big")
+        if length < 0x80 or value[2] == 0:
+            raise RatlsError(f"{where}: the OCTET STRING length is not in minimal DER form")
+        hdr = 2 + n
+    if hdr + length != len(value):
+        raise RatlsError(f"{where}: the OCTET STRING says {length} bytes, {len(value) - hdr} follow its header")
+    return value[hdr:]
+
+
+def _dstack(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
+    quote = _der_octet_string(value, where)
+    etype = _quote_type(quote, where)
+    if etype not in ("sgx_ecdsa", "tdx_ecdsa"):
+        raise RatlsError(f"{where}: dstack writes SGX or TDX quotes, not {etype}")
+    return {"evidence": quote, "evidence_type": etype,
+            "expected_report_data": hashlib.sha512(DSTACK_REPORT_DATA_TAG + spki).digest()}
+
+
 _READERS = {"openenclave": _openenclave, "openenclave_report": _openenclave_report, "intel_ttls": _intel_ttls,
-            "occlum": _occlum}
+            "occlum": _occlum, "dstack": _dstack}
 
 
 def read_foreign(found: Mapping[str, tuple[bytes, bool]], spki: bytes) -> dict[str, Any] | None:
@@ -250,16 +286,20 @@ _BINDING_TEXT = {
     "openenclave_report": "SHA-256 of the certificate's PEM public key (OE report binding)",
     "intel_ttls": "{alg} of the certificate's PEM public key (sgx_ttls binding)",
     "occlum": "SHA-256 of the certificate's SubjectPublicKeyInfo (Occlum binding)",
+    "dstack": 'SHA-512 of "ratls-cert:" and the certificate\'s SubjectPublicKeyInfo (dstack binding)',
 }
 
 
 def check_foreign_binding(parsed: RatlsCertificate, report_data: bytes) -> None:
     """Raise unless the verified quote's report data binds this foreign-format certificate's key (see the
-    module docstring): the hash in the leading 32 (SHA-256) or 48 (SHA-384, sgx_ttls TDX) bytes, zeros after."""
+    module docstring): the hash in the leading 32 (SHA-256), 48 (SHA-384, sgx_ttls TDX) or all 64 (SHA-512,
+    dstack) bytes, zeros after."""
     if not isinstance(report_data, bytes | bytearray | memoryview):
         raise RatlsError(f"binding: report data must be bytes, got {type(report_data).__name__}")
     rd = bytes(report_data)
     size = 48 if (parsed.format == "intel_ttls" and parsed.evidence_type == "tdx_ecdsa") else 32
+    if parsed.format == "dstack":
+        size = REPORT_DATA_SIZE
     what = _BINDING_TEXT[parsed.format].format(alg="SHA-384" if size == 48 else "SHA-256")
     expected = parsed.expected_report_data[:size]
     if len(rd) < size:
