@@ -19,6 +19,7 @@ Formats read by :func:`parse_certificate`:
 * ``gramine``: Gramine's SGX quote extension, whose OID bytes mistakenly include the DER tag and length
   (content ``06 09 2a 86 48 86 f8 4d 8a 39 06``, i.e. OID 0.6.9.42.840.113741.1337.6). Binding:
   report_data[0:32] = SHA-256 of the SubjectPublicKeyInfo, whatever the key type.
+* Other stacks' formats (Open Enclave, Intel sgx_ttls, Occlum): read by :mod:`inclavare.ratls.foreign`.
 
 When a certificate carries the DICE extension, it is used and rats-tls legacy extensions are ignored; a Gramine
 quote extension beside it (Gramine >= 1.8 writes both) must agree with it, see :mod:`inclavare.ratls.gramine`.
@@ -61,6 +62,13 @@ from inclavare.ratls.dice import (
     report_data_for,
     tag_for,
 )
+from inclavare.ratls.foreign import (
+    FOREIGN_FORMATS,
+    FOREIGN_OIDS,
+    check_foreign_binding,
+    read_foreign,
+    ttls_tdx_dice_bound,
+)
 from inclavare.ratls.gramine import check_companion_quote
 
 if TYPE_CHECKING:
@@ -95,7 +103,8 @@ _LEGACY_OID_OF = {"sgx_ecdsa": f"{_INTEL}.6", "sim": f"{_INTEL}.6", "tdx_ecdsa":
 # Enclave-TLS' SGX EPID evidence (IAS report, its signing CA and leaf, the signature): recognised, not supported.
 _EPID_OIDS = {f"{_INTEL}.2", f"{_INTEL}.3", f"{_INTEL}.4", f"{_INTEL}.5"}
 GRAMINE_QUOTE_OID = "0.6.9.42.840.113741.1337.6"
-_HANDLED_OIDS = {TCG_DICE_TAGGED_EVIDENCE_OID, TCG_DICE_ENDORSEMENT_MANIFEST_OID, GRAMINE_QUOTE_OID, *LEGACY_OIDS}
+_HANDLED_OIDS = {TCG_DICE_TAGGED_EVIDENCE_OID, TCG_DICE_ENDORSEMENT_MANIFEST_OID, GRAMINE_QUOTE_OID, *LEGACY_OIDS,
+                 *FOREIGN_OIDS}
 
 MAX_CERTIFICATE = MAX_ENDORSEMENTS_EXTENSION + MAX_EVIDENCE_EXTENSION + 64 * 1024
 MAX_LEGACY_EXTENSION = 64 * 1024
@@ -192,7 +201,7 @@ class RatlsCertificate:
     """What an RA-TLS certificate says. ``expected_report_data`` is what the evidence's report data must be
     (64 bytes) for the evidence to be bound to this certificate's key; :func:`check_binding` compares."""
 
-    format: str  # "dice", "legacy", "gramine", or "none" (no evidence, e.g. a nullattester peer)
+    format: str  # "dice", "legacy", "gramine", a foreign format (see foreign.py), or "none" (no evidence)
     oid: str | None  # extension the evidence came from
     tag: int | None  # CBOR tag (dice)
     evidence_type: str | None  # sgx_ecdsa, tdx_ecdsa, sgx_la, sev_snp, sev, csv, intel_tee_report
@@ -366,6 +375,10 @@ def parse_certificate(cert: Any, *, require_evidence: bool = True) -> RatlsCerti
     if TCG_DICE_ENDORSEMENT_MANIFEST_OID in found:
         endorsements = parse_endorsements_extension(found[TCG_DICE_ENDORSEMENT_MANIFEST_OID][0])
 
+    foreign = read_foreign(found, spki)  # Open Enclave, Intel sgx_ttls, Occlum: see inclavare.ratls.foreign
+    if foreign is not None:
+        return RatlsCertificate(endorsements=endorsements, **foreign, **common)
+
     if TCG_DICE_TAGGED_EVIDENCE_OID in found:
         value, critical = found[TCG_DICE_TAGGED_EVIDENCE_OID]
         te = parse_evidence_extension(value)
@@ -437,6 +450,8 @@ def check_binding(parsed: RatlsCertificate, report_data_from_evidence: bytes) ->
     is the report data a verifier read from the (verified) evidence; bytes after the 32-byte hash must be zero."""
     if parsed.format == "none":
         raise RatlsError("binding: the certificate carries no evidence, nothing binds its key")
+    if parsed.format in FOREIGN_FORMATS:
+        return check_foreign_binding(parsed, report_data_from_evidence)
     if parsed.format == "dice":
         if parsed.pubkey_hash is None or parsed.pubkey_hash_alg is None or parsed.claims_buffer is None:
             raise RatlsError("binding: the DICE evidence has no pubkey-hash claim")
@@ -444,6 +459,8 @@ def check_binding(parsed: RatlsCertificate, report_data_from_evidence: bytes) ->
         if not hmac.compare_digest(actual, parsed.pubkey_hash):
             raise RatlsError(f"binding: the evidence is bound to another key: pubkey-hash claim "
                              f"{parsed.pubkey_hash.hex()} != hash of the certificate's public key {actual.hex()}")
+        if ttls_tdx_dice_bound(parsed, report_data_from_evidence):  # Intel sgx_ttls' TDX variant, see foreign.py
+            return
         what = "SHA-256 of the claims buffer"
     elif parsed.format == "legacy" and parsed.public_key_type == "rsa":
         what = "SHA-256 of the certificate's PKCS#1 RSAPublicKey (legacy binding)"
