@@ -9,7 +9,9 @@ Handshakes per second (connect + handshake + close, sequential) for:
                   certificate carries a sim DCAP quote and its collateral; the client verifies it fully (quote
                   signatures, PCK chain to the trusted sim root, collateral, TCB status, key binding) on every
                   handshake (no session resumption)
-and bulk throughput after the handshake (client -> server, 64 KiB writes) for plain TLS and RATS-TLS.
+and bulk throughput after the handshake (client -> server, 64 KiB writes) for plain TLS and RATS-TLS, the latter
+both on the ssl module's record layer (ratls/ssl_hook.py: the verify callback installed through ctypes) and on the
+pyOpenSSL fallback used where that hook is off: the measured cost of not having it.
 
 Goals (issue 7): attested handshake cost <= 2x plain; throughput >= 0.95x plain.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from inclavare.ratls import ssl_hook  # noqa: E402
 from inclavare.ratls.tls import RatsTls, RatsTlsConfig  # noqa: E402
 
 CHUNK = 64 * 1024
@@ -175,14 +178,24 @@ def main() -> int:
     for _ in range(args.rounds):
         for k, srv in servers.items():
             rates[k].append(handshake_rate(lambda k=k, srv=srv: clients[k](srv.port), args.seconds))
+    fallback = "RATS-TLS (sim-attested), pyOpenSSL fallback"
     sinks = {"plain TLS 1.3 (ssl module)": Server("plain", certs, True),
-             "RATS-TLS (sim-attested)": Server(sim_srv, certs, True)}
+             "RATS-TLS (sim-attested)": Server(sim_srv, certs, True),
+             fallback: Server(sim_srv, certs, True)}
     sink_clients = {"plain TLS 1.3 (ssl module)": lambda p: client_plain(p),
-                    "RATS-TLS (sim-attested)": lambda p: client_ratls(p, sim_cli)}
+                    "RATS-TLS (sim-attested)": lambda p: client_ratls(p, sim_cli),
+                    fallback: lambda p: client_ratls(p, sim_cli)}
+    if not ssl_hook.available():
+        del sinks[fallback], sink_clients[fallback]  # every RATS-TLS row is the fallback already
+    hook = ssl_hook.AVAILABLE
     tput: dict[str, list[float]] = {k: [] for k in sinks}
     for _ in range(args.rounds):
         for k, srv in sinks.items():
-            tput[k].append(throughput(lambda k=k, srv=srv: sink_clients[k](srv.port), args.megabytes))
+            ssl_hook.AVAILABLE = hook and k != fallback  # both ends of this run take the fallback
+            try:
+                tput[k].append(throughput(lambda k=k, srv=srv: sink_clients[k](srv.port), args.megabytes))
+            finally:
+                ssl_hook.AVAILABLE = hook
     best = {k: max(v) for k, v in rates.items()}
     base = best["plain TLS 1.3 (ssl module)"]
     tbest = {k: max(v) for k, v in tput.items()}

@@ -136,3 +136,16 @@ def ok(p: subprocess.CompletedProcess) -> str:
 
 
 sys.path.insert(0, str(SRC))
+
+
+@pytest.fixture(params=["ssl", "pyopenssl"])
+def tls_library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """RATS-TLS blocking connections through the ssl module (the verify callback installed by ratls/ssl_hook.py on
+    CPython 3.11 with OpenSSL 3), and through pyOpenSSL, the fallback used anywhere else."""
+    from inclavare.ratls import ssl_hook
+
+    if request.param == "pyopenssl":
+        monkeypatch.setattr(ssl_hook, "AVAILABLE", False)
+    elif not ssl_hook.available():
+        pytest.skip("the ssl module's OpenSSL cannot be reached here (not CPython 3.11 with OpenSSL 3)")
+    return str(request.param)

@@ -215,16 +215,6 @@ def test_shelter_verifies_a_null_parameter_certificate(strict_and_null: tuple[by
 # A real RATS-TLS handshake presenting the NULL-parameter certificate
 
 
-@pytest.fixture(params=["ssl", "pyopenssl"])
-def tls_library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    from inclavare.ratls import tls as tls_module
-
-    if request.param == "pyopenssl":
-        monkeypatch.setattr(tls_module, "_libssl", lambda: None)
-    elif tls_module._libssl() is None:
-        pytest.skip("the ssl module's OpenSSL cannot be reached here (not CPython 3.11)")
-    return str(request.param)
-
 
 def _pair(server_cfg: RatsTlsConfig, client_cfg: RatsTlsConfig) -> dict[str, Any]:
     a, b = socket.socketpair()

@@ -148,17 +148,10 @@ def cert_with(ext_value: bytes | None, *, key: Any = None, not_before: datetime.
                               serialization.NoEncryption()))
 
 
-@pytest.fixture(autouse=True, params=["ssl", "pyopenssl"])
-def tls_library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs twice: blocking connections through the ssl module (with the verify callback installed
-    through ctypes on CPython 3.11), and through pyOpenSSL, the fallback used anywhere else."""
-    from inclavare.ratls import tls as tls_module
-
-    if request.param == "pyopenssl":
-        monkeypatch.setattr(tls_module, "_libssl", lambda: None)
-    elif tls_module._libssl() is None:
-        pytest.skip("the ssl module's OpenSSL cannot be reached here (not CPython 3.11)")
-    return str(request.param)
+@pytest.fixture(autouse=True)
+def _both_tls_libraries(tls_library: str) -> str:
+    """Every test runs twice (see the tls_library fixture in tests/conftest.py)."""
+    return tls_library
 
 
 def test_the_intended_tls_library_carries_the_connection(tls_library: str) -> None:

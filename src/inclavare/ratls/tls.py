@@ -32,9 +32,7 @@ nonce, so a certificate captured from an earlier connection is refused.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import datetime
-import functools
 import hashlib
 import io
 import logging
@@ -43,7 +41,6 @@ import select
 import socket
 import ssl
 import struct
-import sys
 import tempfile
 import threading
 import warnings
@@ -51,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from inclavare.ratls import ssl_hook
 from inclavare.ratls.dice import RatlsError
 from inclavare.ratls.verifiers import (
     NONCE_CLAIM,
@@ -427,7 +425,7 @@ class _Core:
         """An ``ssl`` module context for this side (cached as :meth:`context`), or None when the ``ssl`` module's
         OpenSSL cannot be reached for what the module lacks (session cache off, verify callback): then pyOpenSSL
         carries the connection."""
-        if _libssl() is None:
+        if not ssl_hook.available():
             return None
         return self._cached("ssl", material, self._new_ssl_context)  # type: ignore[no-any-return]
 
@@ -455,7 +453,7 @@ class _Core:
         ctx.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
         if self.server_side:
             ctx.num_tickets = 0
-        if not _ssl_session_cache_off(ctx):
+        if not ssl_hook.session_cache_off(ctx):
             return None
         if material is not None:
             _use_ssl_material(ctx, *material)
@@ -654,109 +652,6 @@ def _use_ssl_material(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
             os.rmdir(tmpdir)
 
 
-SSL_CTRL_SET_SESS_CACHE_MODE = 44
-SSL_CTRL_GET_SESS_CACHE_MODE = 45
-SSL_SESS_CACHE_OFF = 0
-SSL_VERIFY_PEER = 0x01
-SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
-_VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
-
-
-@functools.cache
-def _libssl() -> Any:
-    """The few OpenSSL functions the ``ssl`` module lacks, from the OpenSSL it uses (None if not reachable):
-    turning the session cache off and a verify callback."""
-    # the object layouts _pointer_at reads were checked against CPython 3.11 (the project's Python); elsewhere
-    # the connection goes through pyOpenSSL
-    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11):
-        return None
-    import _ssl
-
-    try:
-        lib = ctypes.CDLL(getattr(_ssl, "__file__", None))  # its own libssl/libcrypto come first in its scope
-        sigs: dict[str, tuple[Any, list[Any]]] = {
-            "SSL_CTX_ctrl": (ctypes.c_long, [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]),
-            "SSL_CTX_get_options": (ctypes.c_uint64, [ctypes.c_void_p]),
-            "SSL_get_SSL_CTX": (ctypes.c_void_p, [ctypes.c_void_p]),
-            "SSL_set_verify": (None, [ctypes.c_void_p, ctypes.c_int, _VERIFY_CALLBACK]),
-            "X509_STORE_CTX_get_current_cert": (ctypes.c_void_p, [ctypes.c_void_p]),
-            "X509_STORE_CTX_get_error_depth": (ctypes.c_int, [ctypes.c_void_p]),
-            "i2d_X509": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]),
-        }
-        for name, (restype, argtypes) in sigs.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = restype, argtypes
-    except (OSError, AttributeError):
-        return None
-    return lib
-
-
-def _pointer_at(obj: object, index: int) -> int:
-    """The index-th pointer-sized field after the object header of a C-level object (CPython)."""
-    size = ctypes.sizeof(ctypes.c_void_p)
-    return int(ctypes.c_void_p.from_address(id(obj) + object.__basicsize__ + index * size).value or 0)
-
-
-def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int | None:
-    """The SSL_CTX of an ``ssl`` context (CPython keeps it first after the object header), checked against the
-    context's options; None when it cannot be had."""
-    lib = _libssl()
-    ptr = _pointer_at(ctx, 0) if lib is not None else 0
-    if not ptr or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
-        return None
-    return ptr
-
-
-def _ssl_pointer(obj: Any, ctx: ssl.SSLContext) -> int | None:
-    """The SSL of the ``ssl`` module's connection object (fields: socket weakref, SSL, context), checked: the
-    context field is ``ctx`` and the SSL belongs to its SSL_CTX; None when it cannot be had."""
-    lib = _libssl()
-    ctx_ptr = _ssl_ctx_pointer(ctx)
-    if lib is None or ctx_ptr is None or _pointer_at(obj, 2) != id(ctx):
-        return None
-    ptr = _pointer_at(obj, 1)
-    if not ptr or lib.SSL_get_SSL_CTX(ptr) != ctx_ptr:
-        return None
-    return ptr
-
-
-def _ssl_session_cache_off(ctx: ssl.SSLContext) -> bool:
-    """Turn the session cache of an ``ssl`` context off (the module has no setting for it); False if it
-    cannot be done, and the caller then uses pyOpenSSL."""
-    lib = _libssl()
-    ptr = _ssl_ctx_pointer(ctx)
-    if ptr is None:
-        return False
-    lib.SSL_CTX_ctrl(ptr, SSL_CTRL_SET_SESS_CACHE_MODE, SSL_SESS_CACHE_OFF, None)
-    return bool(lib.SSL_CTX_ctrl(ptr, SSL_CTRL_GET_SESS_CACHE_MODE, 0, None) == SSL_SESS_CACHE_OFF)
-
-
-def _ssl_verify_callback(core: _Core) -> Any:
-    """An OpenSSL verify callback judging the peer's certificate with ``core`` (as pyOpenSSL's does)."""
-    lib = _libssl()
-
-    def verify(ok: int, store: int | None) -> int:
-        try:
-            if lib.X509_STORE_CTX_get_error_depth(store) > 0:
-                return 1  # the decision is made on the peer's own certificate
-            x509 = lib.X509_STORE_CTX_get_current_cert(store)
-            size = lib.i2d_X509(x509, None) if x509 else 0
-            if size <= 0:
-                core.reject_reason = "the peer's certificate could not be read"
-                return 0
-            buf = ctypes.create_string_buffer(size)
-            cursor = ctypes.c_char_p(ctypes.addressof(buf))
-            if lib.i2d_X509(x509, ctypes.byref(cursor)) != size:
-                core.reject_reason = "the peer's certificate could not be read"
-                return 0
-            return 1 if core.judge_der(buf.raw) else 0
-        except BaseException as e:  # fail closed
-            core.reject_reason = f"internal error while verifying: {type(e).__name__}: {e}"
-            return 0
-
-    return _VERIFY_CALLBACK(verify)
-
-
 class _SslConnection:
     """What :attr:`RatsTls.connection` is on the ``ssl`` module path: the pyOpenSSL ``Connection`` queries
     callers use, answered by the ``ssl`` object."""
@@ -881,15 +776,13 @@ class RatsTls:
         # the C object under ssl.SSLSocket: it does its I/O on the socket's descriptor, honours the socket's
         # timeout and, unlike SSLContext.wrap_socket, leaves the socket object with its owner
         obj = ctx._wrap_socket(sock, core.server_side, None)  # type: ignore[attr-defined]
-        ssl_ptr = _ssl_pointer(obj, ctx)
-        if ssl_ptr is None:
+        # the ssl module cannot judge a self-signed certificate: an OpenSSL verify callback does, during the
+        # handshake, so a rejected peer gets an alert as with pyOpenSSL (ratls/ssl_hook.py)
+        handle = ssl_hook.install_verify_callback(obj, ctx, core if core.verifies else None,
+                                                  require_peer=core.server_side)
+        if handle is None:
             return False
-        if core.verifies:
-            # the ssl module cannot judge a self-signed certificate: an OpenSSL verify callback does, during the
-            # handshake, so a rejected peer gets an alert as with pyOpenSSL
-            self._verify_cb = _ssl_verify_callback(core)
-            mode = SSL_VERIFY_PEER | (SSL_VERIFY_FAIL_IF_NO_PEER_CERT if core.server_side else 0)
-            _libssl().SSL_set_verify(ssl_ptr, mode, self._verify_cb)
+        self._verify_cb = handle
         self._fast = obj
         core.conn = _SslConnection(obj)  # type: ignore[assignment]
         obj.do_handshake()
