@@ -8,8 +8,8 @@ the field or offset, and what is wrong.
 
 Offsets follow the SDM tables (also found in intel/linux-sgx ``arch.h`` and the Linux ``sgx/arch.h``).
 
-The structures live in one module each (common: constants, bit names, ATTRIBUTES, dates; sigstruct; report:
-REPORT, REPORT BODY, TARGETINFO; keys: EINITTOKEN, KEYREQUEST; secs); this package re-exports them.
+Modules: common (constants, bit names, ATTRIBUTES, dates, field helpers), sigstruct (SIGSTRUCT), structures
+(REPORT, TARGETINFO, EINITTOKEN, KEYREQUEST, SECS); this package re-exports every name.
 """
 
 from __future__ import annotations
@@ -58,20 +58,16 @@ from inclavare.formats.sgx.common import (
     encode_bcd_date,
     mrsigner_of,
 )
-from inclavare.formats.sgx.keys import (
-    EInitToken,
-    KeyRequest,
-)
-from inclavare.formats.sgx.report import (
-    Report,
-    ReportBody,
-    TargetInfo,
-)
-from inclavare.formats.sgx.secs import (
-    Secs,
-)
 from inclavare.formats.sgx.sigstruct import (
     SigStruct,
+)
+from inclavare.formats.sgx.structures import (
+    EInitToken,
+    KeyRequest,
+    Report,
+    ReportBody,
+    Secs,
+    TargetInfo,
 )
 
 __all__ = [
