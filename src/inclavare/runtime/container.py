@@ -1,7 +1,10 @@
 """Container lifecycle: create, start, run, state, kill, delete, exec, pause/resume, ps, events, update.
 
-Each operation is one short-lived `rune` invocation, exactly like runc: state lives under the runtime
-root, guarded by a per-container flock. The container process is built by :mod:`inclavare.runtime.init`.
+A library: no printing, no exit, errors as :mod:`inclavare.errors` types, logging through the ``log``
+callable the caller injects. Each operation may be one short-lived `rune` invocation, exactly like runc,
+or a call from a resident caller: state lives under the runtime root, guarded by a per-container flock.
+The container process is built by :mod:`inclavare.runtime.init` and run by the caller's
+:class:`~inclavare.runtime.executor.Executor` (execve by default).
 """
 
 # No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call):
@@ -15,6 +18,9 @@ from inclavare.runtime import state as st
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from inclavare.runtime.executor import Executor
+    from inclavare.runtime.launch import PickExecutor
 
     Log = Any  # a callable(level, message)
 
@@ -81,15 +87,29 @@ class Runtime:
     def create(self, cid: str, bundle: str | None, *, pid_file: str | None = None,
                console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
                no_new_keyring: bool = False, preserve_fds: int = 0,
-               config: "dict[str, Any] | None" = None, foreground: bool = False) -> "dict[str, Any]":
+               config: "dict[str, Any] | None" = None, foreground: bool = False,
+               executor: "Executor | PickExecutor | None" = None) -> "dict[str, Any]":
         """Create container ``cid`` from ``bundle`` (see :func:`inclavare.runtime.launch.create`).
         ``config``: the bundle's config.json when the caller has already loaded and validated it.
-        ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over."""
+        ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over.
+        ``executor``: what runs the workload (execve when None), or a function of the config that picks it."""
         from inclavare.runtime.launch import create
 
         return create(self, cid, bundle, pid_file=pid_file, console_socket=console_socket, console_fd=console_fd,
                       no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
-                      config=config, foreground=foreground)
+                      config=config, foreground=foreground, executor=executor)
+
+    def run(self, cid: str, bundle: str | None, *, detach: bool = False, keep: bool = False,
+            pid_file: str | None = None, console_socket: str | None = None, no_pivot: bool = False,
+            no_new_keyring: bool = False, preserve_fds: int = 0,
+            executor: "Executor | PickExecutor | None" = None) -> int:
+        """create + start (see :func:`inclavare.runtime.foreground.run`); without ``detach`` wait for the
+        workload (relaying its terminal if it has one and no console socket is given) and return its
+        shell-style exit status, deleting the container unless ``keep``."""
+        from inclavare.runtime.foreground import run
+
+        return run(self, cid, bundle, detach=detach, keep=keep, pid_file=pid_file, console_socket=console_socket,
+                   no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds, executor=executor)
 
     def _warn(self, msg: str) -> None:
         self.log("warning", msg)
@@ -362,28 +382,25 @@ class Runtime:
     def exec(self, cid: str, process: "dict[str, Any]", *, pid_file: str | None = None,
              console_socket: str | None = None, console_fd: int | None = None,
              preserve_fds: int = 0, foreground: bool = False, cgroup: list[str] | None = None,
-             ignore_paused: bool = False) -> int:
+             ignore_paused: bool = False, executor: "Executor | None" = None) -> int:
         """Start ``process`` in the container; returns its host pid (see
         :func:`inclavare.runtime.launch.exec_in`)."""
         from inclavare.runtime.launch import exec_in
 
         return exec_in(self, cid, process, pid_file=pid_file, console_socket=console_socket,
                        console_fd=console_fd, preserve_fds=preserve_fds, foreground=foreground, cgroup=cgroup,
-                       ignore_paused=ignore_paused)
+                       ignore_paused=ignore_paused, executor=executor)
 
-    # ------------------------------------------------------------------ enclave
+    def exec_wait(self, cid: str, process: "dict[str, Any]", *, detach: bool = False,
+                  pid_file: str | None = None, console_socket: str | None = None, preserve_fds: int = 0,
+                  cgroup: list[str] | None = None, ignore_paused: bool = False,
+                  executor: "Executor | None" = None) -> int:
+        """exec, and without ``detach`` wait for the process (relaying its terminal if it has one and no
+        console socket is given); returns its shell-style exit status (0 when detached)."""
+        from inclavare.runtime.foreground import exec_wait
 
-    def attest(self, cid: str, is_ra: bool = False, quote_type: str = "ecdsa") -> "dict[str, Any]":
-        """A local REPORT from the container's enclave (and with ``is_ra`` a quote over it)."""
-        state, status = self.load(cid)
-        enclave = state.get("enclave")
-        if not enclave:
-            raise ContainerError(f'container "{cid}" has no enclave (no ENCLAVE_TYPE / enclave.type)')
-        if status not in ("created", "running"):
-            raise ContainerError(f'cannot attest container "{cid}": it is {status}')
-        from inclavare.enclave import attest
-
-        return attest.attest(self.store.path(cid), enclave, is_ra, quote_type)
+        return exec_wait(self, cid, process, detach=detach, pid_file=pid_file, console_socket=console_socket,
+                         preserve_fds=preserve_fds, cgroup=cgroup, ignore_paused=ignore_paused, executor=executor)
 
 
 def start_refusal(cid: str, status: str) -> str:
@@ -401,14 +418,6 @@ def check_exec_state(cid: str, status: str, ignore_paused: bool) -> None:
         raise ContainerError(f'cannot exec in a stopped container: "{cid}"')
     if status == "paused" and not ignore_paused:
         raise ContainerError(f'cannot exec in a paused container (use --ignore-paused to override): "{cid}"')
-
-
-def mentions_enclave(cfg: "dict[str, Any]") -> bool:
-    """Cheap test on the plain-container path: does any ENCLAVE_* variable or enclave.* annotation appear?"""
-    for e in (cfg.get("process") or {}).get("env") or ():
-        if e.startswith("ENCLAVE_"):
-            return True
-    return any(k.startswith("enclave.") for k in cfg.get("annotations") or ())
 
 
 def wait_child(pid: int, forward_signals: bool = True) -> int:
