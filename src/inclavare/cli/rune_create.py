@@ -32,6 +32,6 @@ def cmd_create_run(rt: "Runtime", cmd: str, opts: "dict[str, Any]", pos: list[st
     if cmd == "create":
         state = rt.create(cid, opts.get("bundle"), **kw)
         if rt.debug:
-            rt.log("debug", f"create: init process {state['pid']} of {cid} waits on the exec fifo for start")
+            rt.log("debug", f"create: init process {state.pid} of {cid} waits on the exec fifo for start")
         return 0
     return rt.run(cid, opts.get("bundle"), detach=bool(opts.get("detach")), keep=bool(opts.get("keep")), **kw)

@@ -113,7 +113,7 @@ def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dic
         if not pos:
             raise UsageError('"exec" requires a command to run (or --process FILE)')
         state, _ = rt.load(cid)
-        base = (state.get("config") or {}).get("process") or {}
+        base = state.config_dict().get("process") or {}
         proc = json.loads(json.dumps(base))
         proc["args"] = pos
         proc["terminal"] = bool(opts.get("tty"))
@@ -172,7 +172,7 @@ def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     proc = exec_process(rt, cid, opts, rest)
     state, _status = rt.load(cid)
     executor = None
-    if state.get("enclave"):  # recorded at create by the init-runelet: only then is enclave/ imported
+    if state.extra.get("enclave"):  # recorded at create by the init-runelet: only then is enclave/ imported
         from inclavare.enclave.runelet import for_state
 
         executor = for_state(state)
@@ -187,7 +187,7 @@ def cmd_attest(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     enclave package: the runtime only tells where the container's state is and whether it runs."""
     cid = _one_id("attest", pos)
     state, status = rt.load(cid)
-    enclave = state.get("enclave")
+    enclave = state.extra.get("enclave")
     if not enclave:
         raise ContainerError(f'container "{cid}" has no enclave (no ENCLAVE_TYPE / enclave.type)')
     if status not in ("created", "running"):

@@ -81,9 +81,10 @@ def for_config(cfg: dict[str, Any]) -> InitRunelet | None:
     return InitRunelet(enclave) if enclave is not None else None
 
 
-def for_state(state: dict[str, Any]) -> ExecRunelet | None:
-    """The executor for `exec` in a container with this state.json: a runelet for an enclave container."""
-    return ExecRunelet() if state.get("enclave") else None
+def for_state(state: Any) -> ExecRunelet | None:
+    """The executor for `exec` in a container with this :class:`~inclavare.runtime.state.State`: a runelet
+    when its init-runelet recorded an enclave."""
+    return ExecRunelet() if state.extra.get("enclave") else None
 
 
 class InitRunelet(Executor):

@@ -31,18 +31,18 @@ def _noop_log(level: str, msg: str) -> None:
     pass
 
 
-def _manager(state: "dict[str, Any]", light: bool = False) -> "Any":
+def _manager(state: "st.State", light: bool = False) -> "Any":
     """The container's cgroups from state.json. ``light``: only listing processes and removing the
     directories are needed (:class:`CgroupPaths`), so the full manager module is not imported."""
-    if not state.get("cgroup"):
+    if not state.cgroup or state.cgroup is st.UNSET:
         return None
     if light:
         from inclavare.linux.cgpaths import CgroupPaths
 
-        return CgroupPaths.from_dict(state["cgroup"])
+        return CgroupPaths.from_dict(state.cgroup)
     from inclavare.linux.cgroups import Manager
 
-    return Manager.from_dict(state["cgroup"])
+    return Manager.from_dict(state.cgroup)
 
 
 def _wait_gone(pid: int, start: str | None, timeout: float = 10.0) -> bool:
@@ -64,7 +64,8 @@ class Runtime:
 
     # ------------------------------------------------------------------ queries
 
-    def load(self, cid: str) -> "tuple[dict[str, Any], str]":
+    def load(self, cid: str) -> "tuple[st.State, str]":
+        """The container's state and its status (created, running, paused or stopped)."""
         state = self.store.load(cid)
         return state, st.status_of(self.store, state)
 
@@ -88,7 +89,7 @@ class Runtime:
                console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
                no_new_keyring: bool = False, preserve_fds: int = 0,
                config: "dict[str, Any] | None" = None, foreground: bool = False,
-               executor: "Executor | PickExecutor | None" = None) -> "dict[str, Any]":
+               executor: "Executor | PickExecutor | None" = None) -> "st.State":
         """Create container ``cid`` from ``bundle`` (see :func:`inclavare.runtime.launch.create`).
         ``config``: the bundle's config.json when the caller has already loaded and validated it.
         ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over.
@@ -114,18 +115,18 @@ class Runtime:
     def _warn(self, msg: str) -> None:
         self.log("warning", msg)
 
-    def _teardown(self, state: "dict[str, Any]", mgr: "Any") -> None:
+    def _teardown(self, state: "st.State", mgr: "Any") -> None:
         """Undo a failed create: kill what was started, remove the cgroup and the state dir."""
-        pid = int(state.get("pid") or 0)
-        if pid and st.process_alive(pid, state.get("pid_start")):
+        pid = int(state.pid or 0)
+        if pid and st.process_alive(pid, state.start_time()):
             try:
                 os.kill(pid, SIGKILL)
             except OSError:
                 pass
-            _wait_gone(pid, state.get("pid_start"))
+            _wait_gone(pid, state.start_time())
         if mgr is not None:
             self._remove_cgroup(mgr, strict=False)
-        self.store.remove(state["id"])
+        self.store.remove(state.id)
 
     def _remove_cgroup(self, mgr: "Any", strict: bool) -> None:
         """Kill what is left in the container's cgroup, then remove it (a warning unless ``strict``).
@@ -172,13 +173,13 @@ class Runtime:
                 os.unlink(fifo)
             except FileNotFoundError:
                 pass
-        hooks = (state.get("config") or {}).get("hooks") or {}
+        hooks = state.hooks()
         if hooks.get("poststart"):
             from inclavare.runtime.hooks import hook_state, run_hooks
 
-            run_hooks("poststart", hooks["poststart"], hook_state(state, "running"), warn=self._warn)
+            run_hooks("poststart", hooks["poststart"], hook_state(state.hook_seed(), "running"), warn=self._warn)
 
-    def _await_fifo(self, fd: int, state: "dict[str, Any]") -> None:
+    def _await_fifo(self, fd: int, state: "st.State") -> None:
         """Wait for the init's byte on the exec FIFO, then for EOF: the init keeps its O_CLOEXEC
         write end open until it execs the workload (or dies), so poststart hooks run after the
         exec, as runc's start does. The second wait is bounded: startContainer hooks run in it."""
@@ -186,7 +187,7 @@ class Runtime:
 
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        pid, start = int(state["pid"]), state.get("pid_start")
+        pid, start = int(state.pid), state.start_time()
         while True:
             # reset each round: a poll that times out (init slow to reach the FIFO) reads nothing
             data: bytes | None = None
@@ -198,10 +199,10 @@ class Runtime:
                 if data:
                     break
             if not st.process_alive(pid, start):
-                raise ContainerError(f'container "{state["id"]}": init process exited before start')
+                raise ContainerError(f'container "{state.id}": init process exited before start')
             if data == b"":
                 time.sleep(0.002)  # no writer yet: a FIFO without one reads as EOF
-        hooks = ((state.get("config") or {}).get("hooks") or {}).get("startContainer") or []
+        hooks = state.hooks().get("startContainer") or []
         limit = 10.0 + sum(float(h.get("timeout") or 0) for h in hooks)
         deadline = time.monotonic() + limit
         while True:
@@ -214,7 +215,7 @@ class Runtime:
             elif not st.process_alive(pid, start):
                 return
             if time.monotonic() > deadline:
-                self._warn(f'container "{state["id"]}": the init process has not started the workload '
+                self._warn(f'container "{state.id}": the init process has not started the workload '
                            f"{limit:g}s after start; running the poststart hooks anyway")
                 return
 
@@ -229,7 +230,7 @@ class Runtime:
         # runc's words first: containerd's shim and CRI-O take "container not running" for "already finished"
         if status == "stopped":
             raise NotRunningError(f'container not running: "{cid}" has stopped')
-        pid = int(state["pid"])
+        pid = int(state.pid)
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -240,13 +241,13 @@ class Runtime:
             # as runc: a SIGKILL stays pending in a frozen (v1) cgroup until it is thawed
             self._thaw_quietly(mgr)
 
-    def _kill_all(self, cid: str, state: "dict[str, Any]", status: str, mgr: "Any", sig: int) -> None:
+    def _kill_all(self, cid: str, state: "st.State", status: str, mgr: "Any", sig: int) -> None:
         """`kill --all`, as runc: nothing to do for a stopped container whose cgroup is gone; otherwise
         freeze, signal every process of the cgroup, thaw (a paused container ends up thawed)."""
         if mgr is None:
             if status != "stopped":
                 try:
-                    os.kill(int(state["pid"]), sig)
+                    os.kill(int(state.pid), sig)
                 except ProcessLookupError:
                     pass
             return
@@ -294,7 +295,7 @@ class Runtime:
                 # runc's words exactly (no quotes around the id): a created container is deleted, as runc
                 raise ContainerError(f"cannot delete container {cid} that is not stopped: {status}")
             mgr = _manager(state, light=status != "paused")  # a paused one is thawed first
-            pid = int(state.get("pid") or 0)
+            pid = int(state.pid or 0)
             if status != "stopped":
                 if status == "paused" and mgr is not None:
                     mgr.thaw()
@@ -302,15 +303,15 @@ class Runtime:
                     os.kill(pid, SIGKILL)
                 except OSError:
                     pass
-                if not _wait_gone(pid, state.get("pid_start")):
+                if not _wait_gone(pid, state.start_time()):
                     raise ContainerError(f'container "{cid}": init process {pid} did not die after SIGKILL')
             if mgr is not None:
                 self._remove_cgroup(mgr, strict=not force)
-            hooks = (state.get("config") or {}).get("hooks") or {}
-            if hooks.get("poststop") and not state.get("incomplete"):
+            hooks = state.hooks()
+            if hooks.get("poststop") and not state.is_incomplete():
                 from inclavare.runtime.hooks import hook_state, run_hooks
 
-                run_hooks("poststop", hooks["poststop"], hook_state(state, "stopped"), warn=self._warn)
+                run_hooks("poststop", hooks["poststop"], hook_state(state.hook_seed(), "stopped"), warn=self._warn)
             self.store.remove(cid)
             if self.debug:
                 self.log("debug", f"delete: container {cid} ({status}) destroyed")
@@ -365,7 +366,7 @@ class Runtime:
             state, status = self.load(cid)
             if status == "stopped":
                 raise ContainerError(f'container "{cid}" is not running')
-            linux = state["config"].setdefault("linux", {})
+            linux = state.config.setdefault("linux", {})
             merged = dict(linux.get("resources") or {})
             for k, v in resources.items():
                 if isinstance(v, dict) and isinstance(merged.get(k), dict):

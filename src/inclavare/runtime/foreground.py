@@ -49,7 +49,7 @@ def run(rt: "Runtime", cid: str, bundle: str | None, *, detach: bool = False, ke
         except BaseException:
             rt.delete(cid, force=True)
             raise
-        return int(state["pid"])
+        return int(state.pid)
 
     needs_relay = False
     if not detach and not console_socket:

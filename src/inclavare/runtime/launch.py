@@ -39,7 +39,7 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
            console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
            no_new_keyring: bool = False, preserve_fds: int = 0,
            config: dict[str, Any] | None = None, foreground: bool = False,
-           executor: Executor | PickExecutor | None = None) -> dict[str, Any]:
+           executor: Executor | PickExecutor | None = None) -> st.State:
     """``config``: the bundle's config.json when the caller has already loaded and validated it.
     ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over.
     ``executor``: runs the workload (execve when None), or a function that picks it from the
@@ -77,10 +77,9 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
     rootfs = os.path.join(bundle, cfg["root"]["path"])
     mark("create: config loaded")
     rt.store.make(cid)
-    state: dict[str, Any] = {
-        "id": cid, "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": st.now_rfc3339(),
-        "owner": "", "annotations": cfg.get("annotations") or {}, "config": cfg, "creating": True,
-    }
+    state = st.State(cid)
+    state.bundle, state.rootfs, state.created, state.owner = bundle, rootfs, st.now_rfc3339(), ""
+    state.annotations, state.config, state.creating = cfg.get("annotations") or {}, cfg, True
     opened: list[int] = []
     mgr = None
     try:
@@ -90,8 +89,8 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         found.check_resources(linux.get("resources"))
         _check_existing_cgroup(rt, found)
         mgr = found  # from here on a failed create removes the cgroup: it is ours
-        state["cgroup"] = mgr.to_dict()
-        state["freezer_file"] = _freezer_file(mgr.paths)
+        state.cgroup = mgr.to_dict()
+        state.freezer_file = _freezer_file(mgr.paths)
         rt.store.save(cid, state)
         mark("create: cgroup manager")
         fifo = rt.store.path(cid, st.FIFO)
@@ -109,7 +108,7 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         dir_fd = os.open(rt.store.path(cid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         opened.append(dir_fd)
         if executor is not None:
-            state.update(executor.state_fields())
+            state.extra.update(executor.state_fields())
             opened.extend(executor.open(rt.store.path(cid), root_uid, root_gid))
         if process.get("terminal") and console_fd is None and console_socket:
             from inclavare.linux.pty import connect_console_socket
@@ -123,22 +122,22 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
             namespaces=list(linux.get("namespaces") or []), fifo_fd=fifo_fd, state_dir_fd=dir_fd,
             console_fd=console_fd if process.get("terminal") else None, preserve_fds=preserve_fds,
             no_pivot=no_pivot, no_new_keyring=no_new_keyring, cgroup_paths=dict(mgr.paths),
-            state={"id": cid, "bundle": bundle, "annotations": state["annotations"]},
+            state={"id": cid, "bundle": bundle, "annotations": state.annotations},
             executor=executor, fix_stdio=not foreground,
         )
         hooks = cfg.get("hooks") or {}
 
         def on_pid(pid: int) -> None:
-            state["pid"] = pid
+            state.pid = pid
             info = st.proc_start_time(pid)
-            state["pid_start"] = info[1] if info else None
+            state.pid_start = info[1] if info else None
             rt.store.save(cid, state)
 
         def on_hooks(pid: int) -> None:
             from inclavare.runtime.hooks import hook_state, run_hooks
 
             # status "created" as crun passes it (runc says "creating"; the validation suite wants this)
-            hs = hook_state(state, "created")
+            hs = hook_state(state.hook_seed(), "created")
             run_hooks("prestart", hooks.get("prestart"), hs)
             run_hooks("createRuntime", hooks.get("createRuntime"), hs)
 
@@ -146,7 +145,7 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         def setup_cgroup(pid: int) -> None:
             # runs while the forked child imports its modules and compiles seccomp
             mgr.create(linux.get("resources"))
-            state["cgroup"] = mgr.to_dict()  # now records the directories create() made
+            state.cgroup = mgr.to_dict()  # now records the directories create() made
             mark("cgroup: created")
             # always: without resources runc still applies deny-all plus the default devices
             mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices"))
@@ -155,10 +154,10 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
 
         spawn(req, on_forked=setup_cgroup, on_pid=on_pid, on_hooks=on_hooks)
         mark("create: spawned")
-        state["creating"] = False
+        state.creating = False
         rt.store.save(cid, state)
         if pid_file:
-            write_pid_file(pid_file, state["pid"])
+            write_pid_file(pid_file, state.pid)
     except BaseException:
         rt._teardown(state, mgr)
         raise
@@ -215,8 +214,8 @@ def exec_in(rt: Runtime, cid: str, process: dict[str, Any], *, pid_file: str | N
         def join(pid: int) -> None:
             mgr.join(pid, sub)
 
-    cfg = state["config"]
-    init_pid = int(state["pid"])
+    cfg = state.config_dict()
+    init_pid = int(state.pid)
     from inclavare.linux.syscalls import NAMESPACES
 
     namespaces = []
@@ -246,7 +245,7 @@ def exec_in(rt: Runtime, cid: str, process: dict[str, Any], *, pid_file: str | N
                        exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
                        preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
                        fix_stdio=not foreground,
-                       state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations"),
+                       state={"id": cid, "bundle": state.bundle, "annotations": state.annotations_dict(),
                               "pid": init_pid})
     try:
         pid = spawn(req, on_forked=join, on_pid=lambda pid: None)
