@@ -12,10 +12,17 @@ if TYPE_CHECKING:
     from inclavare.runtime.executor import Executor
 
 
+def mentions_enclave(cfg: "dict[str, Any]") -> bool:
+    """The caller's cheap test on the plain-container path (no import): does any ENCLAVE_* variable in
+    process.env or enclave.* annotation appear? enclave.config.resolve then decides."""
+    for e in (cfg.get("process") or {}).get("env") or ():
+        if e.startswith("ENCLAVE_"):
+            return True
+    return any(k.startswith("enclave.") for k in cfg.get("annotations") or ())
+
+
 def pick_executor(cfg: "dict[str, Any]") -> "Executor | None":
     """None (execve) for a plain container; the enclave package is imported only for an enclave one."""
-    from inclavare.enclave.probe import mentions_enclave
-
     if not mentions_enclave(cfg):
         return None
     from inclavare.enclave.runelet import for_config
