@@ -40,6 +40,7 @@ _HEAD = ("id", "pid", "bundle", "rootfs", "created", "owner", "annotations", "co
          "freezer_file")
 _TAIL = ("pid_start", "incomplete", "corrupt")
 _KNOWN = frozenset(_HEAD + _TAIL)
+_UNSET_AT_FIRST = _HEAD[2:] + _TAIL
 
 
 class State:
@@ -54,23 +55,28 @@ class State:
 
     __slots__ = ("id", "pid", "bundle", "rootfs", "created", "owner", "annotations", "config", "creating",
                  "cgroup", "freezer_file", "pid_start", "incomplete", "corrupt", "extra")
+    id: str
+    pid: int
+    bundle: "Any"
+    rootfs: "Any"
+    created: "Any"
+    owner: "Any"
+    annotations: "Any"
+    config: "Any"
+    creating: "Any"
+    cgroup: "Any"
+    freezer_file: "Any"
+    pid_start: "Any"
+    incomplete: "Any"
+    corrupt: "Any"
+    extra: "dict[str, Any]"
 
     def __init__(self, cid: str, pid: int = 0) -> None:
         self.id = cid
         self.pid = pid
-        self.bundle: Any = UNSET
-        self.rootfs: Any = UNSET
-        self.created: Any = UNSET
-        self.owner: Any = UNSET
-        self.annotations: Any = UNSET
-        self.config: Any = UNSET
-        self.creating: Any = UNSET
-        self.cgroup: Any = UNSET
-        self.freezer_file: Any = UNSET
-        self.pid_start: Any = UNSET
-        self.incomplete: Any = UNSET
-        self.corrupt: Any = UNSET
-        self.extra: dict[str, Any] = {}
+        for k in _UNSET_AT_FIRST:
+            setattr(self, k, UNSET)
+        self.extra = {}
 
     @classmethod
     def from_dict(cls, d: "dict[str, Any]") -> "State":
