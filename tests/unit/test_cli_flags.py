@@ -21,6 +21,7 @@ from inclavare.cli.rune import (
 )
 from inclavare.cli.runecmds import exec_process, parse_size, resources_from_flags
 from inclavare.errors import ConfigError
+from inclavare.runtime.state import State
 
 EXEC = COMMANDS["exec"][0]
 UPDATE = COMMANDS["update"][0]
@@ -271,9 +272,9 @@ class FakeRuntime:
                                        "process": json.loads(json.dumps(process or BASE_PROCESS))}
         self.loaded: list[str] = []
 
-    def load(self, cid: str) -> tuple[dict[str, Any], str]:
+    def load(self, cid: str) -> tuple[State, str]:
         self.loaded.append(cid)
-        return {"id": cid, "pid": 1, "config": self.config}, "running"
+        return State.from_dict({"id": cid, "pid": 1, "config": self.config}), "running"
 
 
 def test_exec_uses_container_process_with_new_args() -> None:

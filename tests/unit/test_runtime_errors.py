@@ -21,7 +21,8 @@ def rt(tmp_path: Path) -> Runtime:
 def _stopped(rt: Runtime, cid: str = "c1") -> str:
     """A container whose init is gone (pid 0): status "stopped", no cgroup recorded."""
     rt.store.make(cid)
-    rt.store.save(cid, {"id": cid, "pid": 0, "bundle": "/b", "rootfs": "/b/rootfs", "created": "", "owner": ""})
+    rt.store.save(cid, st.State.from_dict({"id": cid, "pid": 0, "bundle": "/b", "rootfs": "/b/rootfs", "created": "",
+                                          "owner": ""}))
     assert st.status_of(rt.store, rt.store.load(cid)) == "stopped"
     return cid
 

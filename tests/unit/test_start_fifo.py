@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from inclavare.runtime.container import Runtime
+from inclavare.runtime.state import State
 
 
 def test_await_fifo_when_the_writer_comes_after_the_first_poll_timeout(tmp_path: Path) -> None:
@@ -25,7 +26,8 @@ def test_await_fifo_when_the_writer_comes_after_the_first_poll_timeout(tmp_path:
     t = threading.Thread(target=late_writer)
     t.start()
     try:
-        Runtime(str(tmp_path / "root"))._await_fifo(fd, {"id": "late", "pid": os.getpid(), "pid_start": None})
+        init = State.from_dict({"id": "late", "pid": os.getpid(), "pid_start": None})
+        Runtime(str(tmp_path / "root"))._await_fifo(fd, init)
     finally:
         t.join()
         os.close(fd)
@@ -49,7 +51,7 @@ def test_await_fifo_returns_only_when_the_write_end_closes(tmp_path: Path) -> No
     t = threading.Thread(target=init)
     t.start()
     try:
-        Runtime(str(tmp_path / "root"))._await_fifo(fd, {"id": "c", "pid": os.getpid(), "pid_start": None})
+        Runtime(str(tmp_path / "root"))._await_fifo(fd, State.from_dict({"id": "c", "pid": os.getpid()}))
         events.append("start returned")
     finally:
         t.join()

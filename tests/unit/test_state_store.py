@@ -17,6 +17,8 @@ from inclavare import OCI_VERSION
 from inclavare.errors import ContainerError
 from inclavare.runtime import state as st
 
+S = st.State.from_dict  # state.json's object -> the typed State
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> st.Store:
@@ -59,7 +61,7 @@ def test_load_missing_container(store: st.Store) -> None:
 
 def test_load_dir_without_state_is_incomplete(store: st.Store) -> None:
     store.make("half")
-    assert store.load("half") == {"id": "half", "pid": 0, "incomplete": True}
+    assert store.load("half").to_dict() == {"id": "half", "pid": 0, "incomplete": True}
 
 
 @pytest.mark.parametrize("content", [b"", b"{", b'{"id": "x",}', b"\x00\x01", b'{"id": "x"} trailing'])
@@ -67,39 +69,39 @@ def test_load_corrupt_state_is_incomplete(store: st.Store, content: bytes) -> No
     store.make("bad")
     Path(store.path("bad", st.STATE_FILE)).write_bytes(content)
     s = store.load("bad")
-    assert s["id"] == "bad"
-    assert s["pid"] == 0
-    assert s["incomplete"] is True
-    assert isinstance(s["corrupt"], str) and s["corrupt"]
+    assert s.id == "bad"
+    assert s.pid == 0
+    assert s.incomplete is True
+    assert isinstance(s.corrupt, str) and s.corrupt
 
 
 def test_save_round_trips_and_leaves_no_tmp(store: st.Store) -> None:
     store.make("c")
     state = {"id": "c", "pid": 1234, "pid_start": "98765", "bundle": "/b", "created": st.now_rfc3339(),
              "annotations": {"k": "v\u00e9\n"}, "config": {"process": {"args": ["sh", "-c", "echo \"hi\""]}}}
-    store.save("c", state)
+    store.save("c", S(state))
     assert os.listdir(store.path("c")) == [st.STATE_FILE]
-    assert store.load("c") == state
+    assert store.load("c").to_dict() == state
     assert json.loads(Path(store.path("c", st.STATE_FILE)).read_text()) == state
     assert stat.S_IMODE(os.stat(store.path("c", st.STATE_FILE)).st_mode) == 0o600
 
 
 def test_save_replaces_previous_state_and_stale_tmp(store: st.Store) -> None:
     store.make("c")
-    store.save("c", {"id": "c", "pid": 1, "long": "x" * 10000})
+    store.save("c", S({"id": "c", "pid": 1, "long": "x" * 10000}))
     Path(store.path("c", st.STATE_FILE + ".tmp")).write_text("garbage from a crashed writer" * 100)
-    store.save("c", {"id": "c", "pid": 2})
-    assert store.load("c") == {"id": "c", "pid": 2}
+    store.save("c", S({"id": "c", "pid": 2}))
+    assert store.load("c").to_dict() == {"id": "c", "pid": 2}
     assert sorted(os.listdir(store.path("c"))) == [st.STATE_FILE]
 
 
 def test_save_is_a_rename(store: st.Store) -> None:
     """A reader holding the old file keeps the old content: the new state is a new inode."""
     store.make("c")
-    store.save("c", {"id": "c", "pid": 1})
+    store.save("c", S({"id": "c", "pid": 1}))
     with open(store.path("c", st.STATE_FILE), "rb") as old:
         ino = os.fstat(old.fileno()).st_ino
-        store.save("c", {"id": "c", "pid": 2})
+        store.save("c", S({"id": "c", "pid": 2}))
         assert json.loads(old.read()) == {"id": "c", "pid": 1}
     assert os.stat(store.path("c", st.STATE_FILE)).st_ino != ino
 
@@ -146,7 +148,7 @@ def test_lock_reports_container_deleted_while_waiting(store: st.Store, monkeypat
 
 def test_remove(store: st.Store, tmp_path: Path) -> None:
     store.make("c")
-    store.save("c", {"id": "c"})
+    store.save("c", S({"id": "c"}))
     d = Path(store.path("c"))
     (d / "sub" / "deeper").mkdir(parents=True)
     (d / "sub" / "deeper" / "f").write_text("x")
@@ -219,32 +221,32 @@ def test_zombie_is_not_alive() -> None:
 # ------------------------------------------------------------------------------ status_of
 
 
-def _live_state(cid: str) -> dict[str, Any]:
+def _live(cid: str) -> dict[str, Any]:
     me = os.getpid()
     return {"id": cid, "pid": me, "pid_start": st.proc_start_time(me)[1]}  # type: ignore[index]
 
 
 def test_status_running(store: st.Store) -> None:
     store.make("c")
-    assert st.status_of(store, _live_state("c")) == "running"
+    assert st.status_of(store, S(_live("c"))) == "running"
 
 
 def test_status_created_when_fifo_exists(store: st.Store) -> None:
     store.make("c")
     os.mkfifo(store.path("c", st.FIFO))
-    assert st.status_of(store, _live_state("c")) == "created"
+    assert st.status_of(store, S(_live("c"))) == "created"
 
 
 def test_status_stopped(store: st.Store) -> None:
     store.make("c")
     os.mkfifo(store.path("c", st.FIFO))
-    assert st.status_of(store, {"id": "c", "pid": _dead_pid()}) == "stopped"
-    assert st.status_of(store, {"id": "c", "pid": 0}) == "stopped"
-    assert st.status_of(store, {"id": "c"}) == "stopped"
-    wrong = _live_state("c")
+    assert st.status_of(store, S({"id": "c", "pid": _dead_pid()})) == "stopped"
+    assert st.status_of(store, S({"id": "c", "pid": 0})) == "stopped"
+    assert st.status_of(store, S({"id": "c"})) == "stopped"
+    wrong = _live("c")
     wrong["pid_start"] = "1"
-    assert st.status_of(store, wrong) == "stopped"
-    assert st.status_of(store, {**_live_state("c"), "incomplete": True}) == "stopped"
+    assert st.status_of(store, S(wrong)) == "stopped"
+    assert st.status_of(store, S({**_live("c"), "incomplete": True})) == "stopped"
 
 
 @pytest.mark.parametrize(("content", "status"), [
@@ -255,13 +257,13 @@ def test_status_from_freezer_file(store: st.Store, tmp_path: Path, content: str,
     store.make("c")
     freezer = tmp_path / "freezer.state"
     freezer.write_text(content)
-    assert st.status_of(store, {**_live_state("c"), "freezer_file": str(freezer)}) == status
+    assert st.status_of(store, S({**_live("c"), "freezer_file": str(freezer)})) == status
 
 
 def test_status_with_missing_freezer_file(store: st.Store, tmp_path: Path) -> None:
     store.make("c")
-    state = {**_live_state("c"), "freezer_file": str(tmp_path / "gone" / "freezer.state")}
-    assert st.status_of(store, state) == "running"
+    state = {**_live("c"), "freezer_file": str(tmp_path / "gone" / "freezer.state")}
+    assert st.status_of(store, S(state)) == "running"
 
 
 def test_frozen_wins_over_created(store: st.Store, tmp_path: Path) -> None:
@@ -271,9 +273,9 @@ def test_frozen_wins_over_created(store: st.Store, tmp_path: Path) -> None:
     os.mkfifo(store.path("c", st.FIFO))
     freezer = tmp_path / "freezer.state"
     freezer.write_text("FROZEN\n")
-    assert st.status_of(store, {**_live_state("c"), "freezer_file": str(freezer)}) == "paused"
+    assert st.status_of(store, S({**_live("c"), "freezer_file": str(freezer)})) == "paused"
     freezer.write_text("THAWED\n")
-    assert st.status_of(store, {**_live_state("c"), "freezer_file": str(freezer)}) == "created"
+    assert st.status_of(store, S({**_live("c"), "freezer_file": str(freezer)})) == "created"
 
 
 # ------------------------------------------------------------------------------ oci_state
@@ -284,7 +286,7 @@ FULL = {"id": "c1", "pid": 4242, "bundle": "/bundles/c1", "rootfs": "/bundles/c1
 
 
 def test_oci_state_fields_and_order() -> None:
-    out = st.oci_state(FULL, "running")
+    out = st.oci_state(S(FULL), "running")
     assert list(out) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"]
     assert out == {"ociVersion": OCI_VERSION, "id": "c1", "pid": 4242, "status": "running",
                    "bundle": "/bundles/c1", "rootfs": "/bundles/c1/rootfs",
@@ -293,29 +295,29 @@ def test_oci_state_fields_and_order() -> None:
 
 def test_oci_state_annotations_order_matches_runc() -> None:
     # runc's containerState: ... rootfs, created, annotations (omitempty), owner
-    out = st.oci_state({**FULL, "annotations": {"a": "b"}}, "created")
+    out = st.oci_state(S({**FULL, "annotations": {"a": "b"}}), "created")
     assert out["annotations"] == {"a": "b"}
     assert list(out) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "annotations",
                          "owner"]
 
 
 def test_oci_state_empty_annotations_omitted() -> None:
-    assert "annotations" not in st.oci_state({**FULL, "annotations": {}}, "running")
+    assert "annotations" not in st.oci_state(S({**FULL, "annotations": {}}), "running")
 
 
 @pytest.mark.parametrize("status", ["created", "running", "paused"])
 def test_oci_state_pid_for_live_states(status: str) -> None:
-    assert st.oci_state(FULL, status)["pid"] == 4242
+    assert st.oci_state(S(FULL), status)["pid"] == 4242
 
 
 def test_oci_state_pid_zero_when_stopped() -> None:
-    out = st.oci_state(FULL, "stopped")
+    out = st.oci_state(S(FULL), "stopped")
     assert out["pid"] == 0
     assert out["status"] == "stopped"
 
 
 def test_oci_state_of_incomplete_record() -> None:
-    out = st.oci_state({"id": "x", "pid": 0, "incomplete": True}, "stopped")
+    out = st.oci_state(S({"id": "x", "pid": 0, "incomplete": True}), "stopped")
     assert out == {"ociVersion": OCI_VERSION, "id": "x", "pid": 0, "status": "stopped", "bundle": "",
                    "rootfs": "", "created": "", "owner": ""}
 

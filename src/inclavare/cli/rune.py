@@ -284,6 +284,8 @@ def dispatch(cmd: str, opts: "dict[str, Any]", pos: list[str], root: str, log: "
 
     rt = Runtime(root, log)
     if cmd in ("create", "run"):
+        from inclavare.cli.rune_create import cmd_create_run
+
         return cmd_create_run(rt, cmd, opts, pos)
     if cmd == "start":
         rt.start(_one_id(cmd, pos))
@@ -357,63 +359,6 @@ def dispatch(cmd: str, opts: "dict[str, Any]", pos: list[str], root: str, log: "
 
         return cmd_attest(rt, opts, pos)
     raise UsageError(f"unknown command {cmd!r}")
-
-
-def cmd_create_run(rt: "Any", cmd: str, opts: "dict[str, Any]", pos: list[str]) -> int:
-    cid = _one_id(cmd, pos)
-    from inclavare.linux.cgprime import prime_migration
-
-    prime_migration()  # the kernel's cgroup-migration RCU wait overlaps with config parsing and forking
-    preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
-    kw = dict(pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
-              no_pivot=bool(opts.get("no-pivot")), no_new_keyring=bool(opts.get("no-new-keyring")),
-              preserve_fds=preserve)
-    if cmd == "create":
-        state = rt.create(cid, opts.get("bundle"), **kw)
-        if rt.debug:
-            rt.log("debug", f"create: init process {state['pid']} of {cid} waits on the exec fifo for start")
-        return 0
-    detach = bool(opts.get("detach"))
-    from inclavare.linux.syscalls import set_subreaper
-    from inclavare.runtime.container import wait_child
-
-    if not detach:
-        set_subreaper()
-
-    cfg: dict[str, Any] | None = None
-
-    def run(console_fd: int | None = None) -> int:
-        state = rt.create(cid, opts.get("bundle"), console_fd=console_fd, config=cfg, foreground=not detach, **kw)
-        try:
-            rt.start(cid)
-        except BaseException:
-            rt.delete(cid, force=True)
-            raise
-        return int(state["pid"])
-
-    needs_relay = False
-    if not detach and not opts.get("console-socket"):
-        from inclavare.formats.oci import load_config
-
-        cfg = load_config(os.path.abspath(opts.get("bundle") or "."))  # handed to create: parsed once
-        needs_relay = bool(cfg["process"].get("terminal"))
-    try:
-        if needs_relay:
-            from inclavare.cli.runecmds import _tty_session
-
-            status = _tty_session(run)
-        else:
-            pid = run()
-            if detach:
-                return 0
-            status = wait_child(pid)
-    finally:
-        if not detach and not opts.get("keep"):
-            try:
-                rt.delete(cid, force=True)
-            except InclavareError:
-                pass
-    return status
 
 
 def entry() -> None:

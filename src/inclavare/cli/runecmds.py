@@ -20,7 +20,7 @@ from inclavare.cli.rune import (
     _one_id,
     _print_json,
 )
-from inclavare.errors import ConfigError, InclavareError
+from inclavare.errors import ConfigError, ContainerError, InclavareError
 from inclavare.formats import fastjson as json
 
 TYPE_CHECKING = False
@@ -113,7 +113,7 @@ def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dic
         if not pos:
             raise UsageError('"exec" requires a command to run (or --process FILE)')
         state, _ = rt.load(cid)
-        base = (state.get("config") or {}).get("process") or {}
+        base = state.config_dict().get("process") or {}
         proc = json.loads(json.dumps(base))
         proc["args"] = pos
         proc["terminal"] = bool(opts.get("tty"))
@@ -165,58 +165,36 @@ def cmd_spec(opts: dict[str, Any]) -> int:
     return 0
 
 
-def _tty_session(run: Any) -> int:
-    """Foreground container with a terminal and no console socket: rune itself relays the pty."""
-    import socket
-
-    from inclavare.linux.pty import recv_fd
-    from inclavare.runtime.tty import relay
-
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        pid = run(theirs.fileno())
-        theirs.close()
-        master = recv_fd(ours)
-    finally:
-        ours.close()
-    return relay(master, pid)
-
-
 def cmd_exec(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
     if not pos:
         raise UsageError('"exec" requires a minimum of 1 argument(s): <container-id> <command> [args...]')
     cid, rest = pos[0], pos[1:]
-    from inclavare.linux.cgprime import prime_migration
-
-    prime_migration()
     proc = exec_process(rt, cid, opts, rest)
-    preserve = _int("preserve-fds", opts.get("preserve-fds", "0"))
-    detach = bool(opts.get("detach"))
-    from inclavare.linux.syscalls import set_subreaper
-    from inclavare.runtime.container import wait_child
+    state, _status = rt.load(cid)
+    executor = None
+    if state.extra.get("enclave"):  # recorded at create by the init-runelet: only then is enclave/ imported
+        from inclavare.enclave.runelet import for_state
 
-    if not detach:
-        set_subreaper()
-    if proc.get("terminal") and not detach and not opts.get("console-socket"):
-        def run(console_fd: int | None = None) -> int:
-            return rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_fd=console_fd,  # type: ignore[no-any-return]
-                           preserve_fds=preserve, foreground=True, cgroup=opts.get("cgroup"),
-                           ignore_paused=bool(opts.get("ignore-paused")))
-
-        return _tty_session(run)
-    pid = rt.exec(cid, proc, pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
-                  preserve_fds=preserve, foreground=not detach, cgroup=opts.get("cgroup"),
-                  ignore_paused=bool(opts.get("ignore-paused")))
-    if detach:
-        return 0
-    return wait_child(pid)
+        executor = for_state(state)
+    return rt.exec_wait(cid, proc, detach=bool(opts.get("detach")), pid_file=opts.get("pid-file"),  # type: ignore[no-any-return]
+                        console_socket=opts.get("console-socket"),
+                        preserve_fds=_int("preserve-fds", opts.get("preserve-fds", "0")),
+                        cgroup=opts.get("cgroup"), ignore_paused=bool(opts.get("ignore-paused")), executor=executor)
 
 
 def cmd_attest(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
+    """A local REPORT from the container's enclave (and with --isRA a quote over it), through the
+    enclave package: the runtime only tells where the container's state is and whether it runs."""
     cid = _one_id("attest", pos)
-    res = rt.attest(cid, bool(opts.get("isRA")), opts.get("quote-type") or "ecdsa")
-    from inclavare.enclave.attest import describe
+    state, status = rt.load(cid)
+    enclave = state.extra.get("enclave")
+    if not enclave:
+        raise ContainerError(f'container "{cid}" has no enclave (no ENCLAVE_TYPE / enclave.type)')
+    if status not in ("created", "running"):
+        raise ContainerError(f'cannot attest container "{cid}": it is {status}')
+    from inclavare.enclave.attest import attest, describe
 
+    res = attest(rt.store.path(cid), enclave, bool(opts.get("isRA")), opts.get("quote-type") or "ecdsa")
     for flag, key in (("reportFile", "report"), ("quoteFile", "quote")):
         if opts.get(flag) and key in res:
             try:

@@ -1,4 +1,6 @@
-"""The init-runelet and the exec runelet: the executors of enclave containers.
+"""The init-runelet and the exec runelet: the executors of enclave containers, plugged into
+runtime/'s :class:`~inclavare.runtime.executor.Executor` seam by the caller (see :func:`for_config` and
+:func:`for_state`).
 
 With an enclave configured, a container's init does not ``execve`` its workload. It becomes the
 *init-runelet*: it loads the enclave runtime's PAL on the host (before pivot_root), calls
@@ -28,6 +30,7 @@ import threading
 from inclavare.enclave import agent, agentwire
 from inclavare.enclave.api import TARGETINFO_SIZE, PalError
 from inclavare.enclave.config import pal_args
+from inclavare.runtime.executor import Executor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,15 +71,51 @@ def _say(msg: str, fd: int = 2) -> None:
         pass
 
 
-class InitRunelet:
+def for_config(cfg: dict[str, Any]) -> InitRunelet | None:
+    """The executor for a container created from ``cfg``: an init-runelet when its process env or its
+    annotations name an enclave type, else None (execve). Takes the ``ENCLAVE_*`` variables out of
+    the process env (they are rune's settings); raises EnclaveConfigError for unusable values."""
+    from inclavare.enclave.config import resolve
+
+    enclave = resolve(cfg["process"], cfg.get("annotations"))
+    return InitRunelet(enclave) if enclave is not None else None
+
+
+def for_state(state: Any) -> ExecRunelet | None:
+    """The executor for `exec` in a container with this :class:`~inclavare.runtime.state.State`: a runelet
+    when its init-runelet recorded an enclave."""
+    return ExecRunelet() if state.extra.get("enclave") else None
+
+
+class InitRunelet(Executor):
     """Executor of an enclave container's init process."""
 
-    def __init__(self, enclave: dict[str, str], spec: dict[str, Any], listen_fd: int | None) -> None:
+    replaces_process = False  # the init stays: it runs the payload through the PAL
+    strict_resolve = False  # an enclave runtime may keep the payload where the container cannot see it
+
+    def __init__(self, enclave: dict[str, str], spec: dict[str, Any] | None = None,
+                 listen_fd: int | None = None) -> None:
         self.enclave = enclave
-        self.spec = spec
+        self.spec: dict[str, Any] = spec or {}
         self.listen_fd = listen_fd
         self.pal: Any = None
         self.lock = threading.Lock()
+
+    # -- create, in the parent: the spec, the state, the agent socket
+
+    def prepare(self, config: dict[str, Any], process: dict[str, Any], log: Any) -> None:
+        from inclavare.enclave.config import prepare_spec
+
+        self.spec = config
+        for warning in prepare_spec(config, self.enclave):
+            log("warning", warning)
+
+    def state_fields(self) -> dict[str, Any]:
+        return {"enclave": self.enclave}  # `exec` and `attest` find the enclave by it
+
+    def open(self, state_dir: str, root_uid: int, root_gid: int) -> list[int]:
+        self.listen_fd = agent.listen(state_dir, root_uid, root_gid)
+        return [self.listen_fd]
 
     # -- create: on the host, then in the container before "ready"
 
@@ -247,11 +286,23 @@ def _lookup(arg0: str, env: list[str]) -> str:
         return arg0
 
 
-class ExecRunelet:
+class ExecRunelet(Executor):
     """Executor of ``rune exec`` in an enclave container: relays to the init-runelet's agent."""
 
-    def __init__(self, conn_fd: int) -> None:
+    replaces_process = False
+    strict_resolve = False
+
+    def __init__(self, conn_fd: int = -1) -> None:
         self.conn_fd = conn_fd
+
+    def prepare(self, config: dict[str, Any], process: dict[str, Any], log: Any) -> None:
+        from inclavare.enclave.config import strip_env
+
+        strip_env(process)  # ENCLAVE_* settings are rune's, not the payload's
+
+    def open(self, state_dir: str, root_uid: int, root_gid: int) -> list[int]:
+        self.conn_fd = agent.connect(state_dir).detach()
+        return [self.conn_fd]
 
     def preload(self) -> None:
         pass  # agent and its codec are imported with this module

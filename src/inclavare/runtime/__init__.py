@@ -1,5 +1,8 @@
-"""The container engine as a library: lifecycle state machine, create/start/exec/kill/delete, hooks, the state
-store, and the executor seam (execve by default) that enclave/ plugs into. Knows nothing of enclaves.
+"""The container engine as a library: lifecycle (container.Runtime: create, start, run, exec, kill, delete,
+state, pause, resume, update, events' stats and OOM watch, ps), the typed State and its store, hooks, and the
+executor seam (executor.Executor: execve by default) that a caller hands in -- enclave/'s runelets for
+enclave containers. Knows nothing of enclaves; prints nothing and never exits (errors are inclavare.errors
+types, logging goes through the caller's ``log``).
 
 May import: linux, formats.
 """

@@ -1,7 +1,10 @@
 """Container lifecycle: create, start, run, state, kill, delete, exec, pause/resume, ps, events, update.
 
-Each operation is one short-lived `rune` invocation, exactly like runc: state lives under the runtime
-root, guarded by a per-container flock. The container process is built by :mod:`inclavare.runtime.init`.
+A library: no printing, no exit, errors as :mod:`inclavare.errors` types, logging through the ``log``
+callable the caller injects. Each operation may be one short-lived `rune` invocation, exactly like runc,
+or a call from a resident caller: state lives under the runtime root, guarded by a per-container flock.
+The container process is built by :mod:`inclavare.runtime.init` and run by the caller's
+:class:`~inclavare.runtime.executor.Executor` (execve by default).
 """
 
 # No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call):
@@ -16,6 +19,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from inclavare.runtime.executor import Executor
+    from inclavare.runtime.launch import PickExecutor
+
     Log = Any  # a callable(level, message)
 
 SIGKILL = 9  # the signal module costs an enum import on every call
@@ -25,18 +31,18 @@ def _noop_log(level: str, msg: str) -> None:
     pass
 
 
-def _manager(state: "dict[str, Any]", light: bool = False) -> "Any":
+def _manager(state: "st.State", light: bool = False) -> "Any":
     """The container's cgroups from state.json. ``light``: only listing processes and removing the
     directories are needed (:class:`CgroupPaths`), so the full manager module is not imported."""
-    if not state.get("cgroup"):
+    if not state.cgroup or state.cgroup is st.UNSET:
         return None
     if light:
         from inclavare.linux.cgpaths import CgroupPaths
 
-        return CgroupPaths.from_dict(state["cgroup"])
+        return CgroupPaths.from_dict(state.cgroup)
     from inclavare.linux.cgroups import Manager
 
-    return Manager.from_dict(state["cgroup"])
+    return Manager.from_dict(state.cgroup)
 
 
 def _wait_gone(pid: int, start: str | None, timeout: float = 10.0) -> bool:
@@ -58,7 +64,8 @@ class Runtime:
 
     # ------------------------------------------------------------------ queries
 
-    def load(self, cid: str) -> "tuple[dict[str, Any], str]":
+    def load(self, cid: str) -> "tuple[st.State, str]":
+        """The container's state and its status (created, running, paused or stopped)."""
         state = self.store.load(cid)
         return state, st.status_of(self.store, state)
 
@@ -81,31 +88,45 @@ class Runtime:
     def create(self, cid: str, bundle: str | None, *, pid_file: str | None = None,
                console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
                no_new_keyring: bool = False, preserve_fds: int = 0,
-               config: "dict[str, Any] | None" = None, foreground: bool = False) -> "dict[str, Any]":
+               config: "dict[str, Any] | None" = None, foreground: bool = False,
+               executor: "Executor | PickExecutor | None" = None) -> "st.State":
         """Create container ``cid`` from ``bundle`` (see :func:`inclavare.runtime.launch.create`).
         ``config``: the bundle's config.json when the caller has already loaded and validated it.
-        ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over."""
+        ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over.
+        ``executor``: what runs the workload (execve when None), or a function of the config that picks it."""
         from inclavare.runtime.launch import create
 
         return create(self, cid, bundle, pid_file=pid_file, console_socket=console_socket, console_fd=console_fd,
                       no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
-                      config=config, foreground=foreground)
+                      config=config, foreground=foreground, executor=executor)
+
+    def run(self, cid: str, bundle: str | None, *, detach: bool = False, keep: bool = False,
+            pid_file: str | None = None, console_socket: str | None = None, no_pivot: bool = False,
+            no_new_keyring: bool = False, preserve_fds: int = 0,
+            executor: "Executor | PickExecutor | None" = None) -> int:
+        """create + start (see :func:`inclavare.runtime.foreground.run`); without ``detach`` wait for the
+        workload (relaying its terminal if it has one and no console socket is given) and return its
+        shell-style exit status, deleting the container unless ``keep``."""
+        from inclavare.runtime.foreground import run
+
+        return run(self, cid, bundle, detach=detach, keep=keep, pid_file=pid_file, console_socket=console_socket,
+                   no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds, executor=executor)
 
     def _warn(self, msg: str) -> None:
         self.log("warning", msg)
 
-    def _teardown(self, state: "dict[str, Any]", mgr: "Any") -> None:
+    def _teardown(self, state: "st.State", mgr: "Any") -> None:
         """Undo a failed create: kill what was started, remove the cgroup and the state dir."""
-        pid = int(state.get("pid") or 0)
-        if pid and st.process_alive(pid, state.get("pid_start")):
+        pid = int(state.pid or 0)
+        if pid and st.process_alive(pid, state.start_time()):
             try:
                 os.kill(pid, SIGKILL)
             except OSError:
                 pass
-            _wait_gone(pid, state.get("pid_start"))
+            _wait_gone(pid, state.start_time())
         if mgr is not None:
             self._remove_cgroup(mgr, strict=False)
-        self.store.remove(state["id"])
+        self.store.remove(state.id)
 
     def _remove_cgroup(self, mgr: "Any", strict: bool) -> None:
         """Kill what is left in the container's cgroup, then remove it (a warning unless ``strict``).
@@ -152,13 +173,13 @@ class Runtime:
                 os.unlink(fifo)
             except FileNotFoundError:
                 pass
-        hooks = (state.get("config") or {}).get("hooks") or {}
+        hooks = state.hooks()
         if hooks.get("poststart"):
             from inclavare.runtime.hooks import hook_state, run_hooks
 
-            run_hooks("poststart", hooks["poststart"], hook_state(state, "running"), warn=self._warn)
+            run_hooks("poststart", hooks["poststart"], hook_state(state.hook_seed(), "running"), warn=self._warn)
 
-    def _await_fifo(self, fd: int, state: "dict[str, Any]") -> None:
+    def _await_fifo(self, fd: int, state: "st.State") -> None:
         """Wait for the init's byte on the exec FIFO, then for EOF: the init keeps its O_CLOEXEC
         write end open until it execs the workload (or dies), so poststart hooks run after the
         exec, as runc's start does. The second wait is bounded: startContainer hooks run in it."""
@@ -166,7 +187,7 @@ class Runtime:
 
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        pid, start = int(state["pid"]), state.get("pid_start")
+        pid, start = int(state.pid), state.start_time()
         while True:
             # reset each round: a poll that times out (init slow to reach the FIFO) reads nothing
             data: bytes | None = None
@@ -178,10 +199,10 @@ class Runtime:
                 if data:
                     break
             if not st.process_alive(pid, start):
-                raise ContainerError(f'container "{state["id"]}": init process exited before start')
+                raise ContainerError(f'container "{state.id}": init process exited before start')
             if data == b"":
                 time.sleep(0.002)  # no writer yet: a FIFO without one reads as EOF
-        hooks = ((state.get("config") or {}).get("hooks") or {}).get("startContainer") or []
+        hooks = state.hooks().get("startContainer") or []
         limit = 10.0 + sum(float(h.get("timeout") or 0) for h in hooks)
         deadline = time.monotonic() + limit
         while True:
@@ -194,7 +215,7 @@ class Runtime:
             elif not st.process_alive(pid, start):
                 return
             if time.monotonic() > deadline:
-                self._warn(f'container "{state["id"]}": the init process has not started the workload '
+                self._warn(f'container "{state.id}": the init process has not started the workload '
                            f"{limit:g}s after start; running the poststart hooks anyway")
                 return
 
@@ -209,7 +230,7 @@ class Runtime:
         # runc's words first: containerd's shim and CRI-O take "container not running" for "already finished"
         if status == "stopped":
             raise NotRunningError(f'container not running: "{cid}" has stopped')
-        pid = int(state["pid"])
+        pid = int(state.pid)
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -220,13 +241,13 @@ class Runtime:
             # as runc: a SIGKILL stays pending in a frozen (v1) cgroup until it is thawed
             self._thaw_quietly(mgr)
 
-    def _kill_all(self, cid: str, state: "dict[str, Any]", status: str, mgr: "Any", sig: int) -> None:
+    def _kill_all(self, cid: str, state: "st.State", status: str, mgr: "Any", sig: int) -> None:
         """`kill --all`, as runc: nothing to do for a stopped container whose cgroup is gone; otherwise
         freeze, signal every process of the cgroup, thaw (a paused container ends up thawed)."""
         if mgr is None:
             if status != "stopped":
                 try:
-                    os.kill(int(state["pid"]), sig)
+                    os.kill(int(state.pid), sig)
                 except ProcessLookupError:
                     pass
             return
@@ -274,7 +295,7 @@ class Runtime:
                 # runc's words exactly (no quotes around the id): a created container is deleted, as runc
                 raise ContainerError(f"cannot delete container {cid} that is not stopped: {status}")
             mgr = _manager(state, light=status != "paused")  # a paused one is thawed first
-            pid = int(state.get("pid") or 0)
+            pid = int(state.pid or 0)
             if status != "stopped":
                 if status == "paused" and mgr is not None:
                     mgr.thaw()
@@ -282,15 +303,15 @@ class Runtime:
                     os.kill(pid, SIGKILL)
                 except OSError:
                     pass
-                if not _wait_gone(pid, state.get("pid_start")):
+                if not _wait_gone(pid, state.start_time()):
                     raise ContainerError(f'container "{cid}": init process {pid} did not die after SIGKILL')
             if mgr is not None:
                 self._remove_cgroup(mgr, strict=not force)
-            hooks = (state.get("config") or {}).get("hooks") or {}
-            if hooks.get("poststop") and not state.get("incomplete"):
+            hooks = state.hooks()
+            if hooks.get("poststop") and not state.is_incomplete():
                 from inclavare.runtime.hooks import hook_state, run_hooks
 
-                run_hooks("poststop", hooks["poststop"], hook_state(state, "stopped"), warn=self._warn)
+                run_hooks("poststop", hooks["poststop"], hook_state(state.hook_seed(), "stopped"), warn=self._warn)
             self.store.remove(cid)
             if self.debug:
                 self.log("debug", f"delete: container {cid} ({status}) destroyed")
@@ -345,7 +366,7 @@ class Runtime:
             state, status = self.load(cid)
             if status == "stopped":
                 raise ContainerError(f'container "{cid}" is not running')
-            linux = state["config"].setdefault("linux", {})
+            linux = state.config.setdefault("linux", {})
             merged = dict(linux.get("resources") or {})
             for k, v in resources.items():
                 if isinstance(v, dict) and isinstance(merged.get(k), dict):
@@ -362,28 +383,25 @@ class Runtime:
     def exec(self, cid: str, process: "dict[str, Any]", *, pid_file: str | None = None,
              console_socket: str | None = None, console_fd: int | None = None,
              preserve_fds: int = 0, foreground: bool = False, cgroup: list[str] | None = None,
-             ignore_paused: bool = False) -> int:
+             ignore_paused: bool = False, executor: "Executor | None" = None) -> int:
         """Start ``process`` in the container; returns its host pid (see
         :func:`inclavare.runtime.launch.exec_in`)."""
         from inclavare.runtime.launch import exec_in
 
         return exec_in(self, cid, process, pid_file=pid_file, console_socket=console_socket,
                        console_fd=console_fd, preserve_fds=preserve_fds, foreground=foreground, cgroup=cgroup,
-                       ignore_paused=ignore_paused)
+                       ignore_paused=ignore_paused, executor=executor)
 
-    # ------------------------------------------------------------------ enclave
+    def exec_wait(self, cid: str, process: "dict[str, Any]", *, detach: bool = False,
+                  pid_file: str | None = None, console_socket: str | None = None, preserve_fds: int = 0,
+                  cgroup: list[str] | None = None, ignore_paused: bool = False,
+                  executor: "Executor | None" = None) -> int:
+        """exec, and without ``detach`` wait for the process (relaying its terminal if it has one and no
+        console socket is given); returns its shell-style exit status (0 when detached)."""
+        from inclavare.runtime.foreground import exec_wait
 
-    def attest(self, cid: str, is_ra: bool = False, quote_type: str = "ecdsa") -> "dict[str, Any]":
-        """A local REPORT from the container's enclave (and with ``is_ra`` a quote over it)."""
-        state, status = self.load(cid)
-        enclave = state.get("enclave")
-        if not enclave:
-            raise ContainerError(f'container "{cid}" has no enclave (no ENCLAVE_TYPE / enclave.type)')
-        if status not in ("created", "running"):
-            raise ContainerError(f'cannot attest container "{cid}": it is {status}')
-        from inclavare.enclave import attest
-
-        return attest.attest(self.store.path(cid), enclave, is_ra, quote_type)
+        return exec_wait(self, cid, process, detach=detach, pid_file=pid_file, console_socket=console_socket,
+                         preserve_fds=preserve_fds, cgroup=cgroup, ignore_paused=ignore_paused, executor=executor)
 
 
 def start_refusal(cid: str, status: str) -> str:
@@ -401,14 +419,6 @@ def check_exec_state(cid: str, status: str, ignore_paused: bool) -> None:
         raise ContainerError(f'cannot exec in a stopped container: "{cid}"')
     if status == "paused" and not ignore_paused:
         raise ContainerError(f'cannot exec in a paused container (use --ignore-paused to override): "{cid}"')
-
-
-def mentions_enclave(cfg: "dict[str, Any]") -> bool:
-    """Cheap test on the plain-container path: does any ENCLAVE_* variable or enclave.* annotation appear?"""
-    for e in (cfg.get("process") or {}).get("env") or ():
-        if e.startswith("ENCLAVE_"):
-            return True
-    return any(k.startswith("enclave.") for k in cfg.get("annotations") or ())
 
 
 def wait_child(pid: int, forward_signals: bool = True) -> int:

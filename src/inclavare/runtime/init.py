@@ -18,6 +18,7 @@ import sys
 from inclavare import _fastos as os  # the posix builtin: create's parent need not import os (~1.4 ms)
 from inclavare.errors import InclavareError, SysError
 from inclavare.formats import fastjson as json
+from inclavare.runtime.executor import EXECVE, Executor
 
 # imported here, not lazily: the child stages run where the runtime's files may be out of reach
 from inclavare.runtime.trace import mark
@@ -72,7 +73,8 @@ class SpawnRequest:
     """What the child stages need; built by the lifecycle code in the parent.
 
     ``namespaces``: for create, the config's entries (join by path, or new); for exec, the init's
-    /proc/PID/ns paths. ``executor`` replaces execve (the enclave init-runelet plugs in here).
+    /proc/PID/ns paths. ``executor`` runs the workload (see :mod:`inclavare.runtime.executor`;
+    execve by default); the child is forked, not re-exec'd, so the object is used as it is.
     """
 
     def __init__(self, container_id: str, config: dict[str, Any], process: dict[str, Any], *,
@@ -80,8 +82,7 @@ class SpawnRequest:
                  exec_mode: bool = False, fifo_fd: int | None = None, state_dir_fd: int | None = None,
                  console_fd: int | None = None, preserve_fds: int = 0, no_pivot: bool = False,
                  no_new_keyring: bool = False, cgroup_paths: dict[str, str] | None = None,
-                 executor: Callable[[Any], None] | None = None, state: dict[str, Any] | None = None,
-                 enclave: dict[str, str] | None = None, agent_fd: int | None = None,
+                 executor: Executor | None = None, state: dict[str, Any] | None = None,
                  fix_stdio: bool = True) -> None:
         self.container_id = container_id
         self.config = config
@@ -97,17 +98,12 @@ class SpawnRequest:
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.cgroup_paths = cgroup_paths or {}
-        self.executor = executor
+        self.executor = executor if executor is not None else EXECVE
         self.state = state or {}
-        # an enclave container: the init-runelet (create) or a runelet (exec) is the executor; agent_fd is
-        # the agent's listening socket (create) or a connection to it (exec)
-        self.enclave = enclave
-        self.agent_fd = agent_fd
         # give fds 0-2 to the container user (runc does, where it hands them over); not when they are
         # the foreground caller's own terminal or files (runc relays those through pipes of its own)
         self.fix_stdio = fix_stdio
         self.finalizer: Any = None  # built by the child in _preload
-        self.runelet: Any = None  # likewise, for enclave containers
         # bind sources opened by the parent for a container with its own user namespace
         self.mount_sources: list[int] = []  # indexes into config mounts
         self.mount_sock: Any = None  # (parent end, child end) of a socketpair that carries them
@@ -336,14 +332,7 @@ def _preload(req: SpawnRequest) -> None:
     req.finalizer = Finalizer(req.process, (cfg.get("linux") or {}).get("seccomp"),
                               fix_stdio=req.fix_stdio or bool(req.process.get("terminal")))
     req.finalizer.prepare_seccomp()
-    if req.enclave is not None:
-        from inclavare.enclave import runelet
-
-        if req.exec_mode:
-            req.runelet = runelet.ExecRunelet(req.agent_fd)  # type: ignore[arg-type]
-        else:
-            req.runelet = runelet.InitRunelet(req.enclave, cfg, req.agent_fd)
-        req.runelet.preload()  # the PAL is loaded from its host path, before any namespace switch
+    req.executor.preload()  # e.g. an enclave runtime's PAL, from its host path, before any namespace switch
 
 
 def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str, Any],
@@ -365,15 +354,15 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
     fin.chdir_early()
     fin.identity_and_caps()
     fin.chdir()
-    if req.runelet is None:
+    executor = req.executor
+    if executor.strict_resolve:
         fin.resolve()
     else:
-        fin.resolve_lenient()  # an enclave runtime may keep the payload where the container cannot see it
+        fin.resolve_lenient()  # e.g. an enclave runtime may keep the payload where the container cannot see it
     if fin.nnp:
         # as late as possible, but before "ready" (as runc): the listener gets its fd during create
         _send_notify_fd(ch, fin.load_seccomp())
-    if req.runelet is not None:
-        req.runelet.before_ready()  # pal_get_version + pal_init: their failure fails `create`
+    executor.before_ready()  # e.g. pal_get_version + pal_init: their failure fails `create`
     mark("stage2: ready")
     ch.send(t="ready")
     ch.close()
@@ -382,15 +371,10 @@ def _finalize_and_wait(req: SpawnRequest, ch: Channel, fin: Any, hooks: dict[str
         started_fd = _wait_for_start(req)
         run_hooks("startContainer", hooks.get("startContainer"), hook_state(state, "created"),
                   env=fin.env)
-    if req.runelet is None and req.executor is None:
-        fin.execute()  # the FIFO's write end is O_CLOEXEC: `rune start` sees EOF exactly now
-    if started_fd is not None:
-        os.close(started_fd)  # no execve on these paths: let `rune start` go on before the payload runs
-    if req.runelet is not None:
-        req.runelet.run(fin)
-    else:
-        assert req.executor is not None
-        req.executor(fin)
+    if started_fd is not None and not executor.replaces_process:
+        os.close(started_fd)  # no execve: let `rune start` go on before the payload runs
+    # with execve, the FIFO's write end is O_CLOEXEC: `rune start` sees EOF exactly at the exec
+    executor.run(fin)
 
 
 def _mount_sources(req: SpawnRequest) -> list[int]:

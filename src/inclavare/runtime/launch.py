@@ -8,24 +8,46 @@ from __future__ import annotations
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms per call
 from inclavare.errors import ConfigError, ContainerError
 from inclavare.runtime import state as st
-from inclavare.runtime.container import Runtime, _manager, check_exec_state, mentions_enclave
+from inclavare.runtime.container import Runtime, _manager, check_exec_state
+from inclavare.runtime.executor import Executor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     Log = Any  # a callable(level, message)
+    # the caller's choice of executor, made once the config is loaded: None for execve
+    PickExecutor = Callable[[dict[str, Any]], Executor | None]
+
+
+_primed = False
+
+
+def prime() -> None:
+    """Start the kernel's cgroup-migration wait in the background (see linux.cgprime), once per process:
+    as early as the caller can, so that it overlaps with config parsing and forking."""
+    global _primed
+    if not _primed:
+        _primed = True
+        from inclavare.linux.cgprime import prime_migration
+
+        prime_migration()
 
 
 def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = None,
            console_socket: str | None = None, console_fd: int | None = None, no_pivot: bool = False,
            no_new_keyring: bool = False, preserve_fds: int = 0,
-           config: dict[str, Any] | None = None, foreground: bool = False) -> dict[str, Any]:
+           config: dict[str, Any] | None = None, foreground: bool = False,
+           executor: Executor | PickExecutor | None = None) -> st.State:
     """``config``: the bundle's config.json when the caller has already loaded and validated it.
-    ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over."""
+    ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over.
+    ``executor``: runs the workload (execve when None), or a function that picks it from the
+    loaded config (so that a caller need not load the config itself to choose)."""
     from inclavare.formats import oci
     from inclavare.runtime.trace import mark
 
+    prime()
     mark("create: begin")
     oci.validate_container_id(cid)
     bundle = os.path.abspath(bundle or ".")
@@ -46,16 +68,18 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
 
         cgroups.validate(linux["resources"])
     process = cfg["process"]
-    enclave = _enclave_config(cfg, rt.log) if mentions_enclave(cfg) else None
+    if executor is not None and not isinstance(executor, Executor):
+        executor = executor(cfg)
+    if executor is not None:
+        executor.prepare(cfg, process, rt.log)
     if process.get("terminal") and console_socket is None and console_fd is None:
         raise ConfigError("process.terminal", "a terminal needs --console-socket (or `rune run` without --detach)")
     rootfs = os.path.join(bundle, cfg["root"]["path"])
     mark("create: config loaded")
     rt.store.make(cid)
-    state: dict[str, Any] = {
-        "id": cid, "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": st.now_rfc3339(),
-        "owner": "", "annotations": cfg.get("annotations") or {}, "config": cfg, "creating": True,
-    }
+    state = st.State(cid)
+    state.bundle, state.rootfs, state.created, state.owner = bundle, rootfs, st.now_rfc3339(), ""
+    state.annotations, state.config, state.creating = cfg.get("annotations") or {}, cfg, True
     opened: list[int] = []
     mgr = None
     try:
@@ -65,8 +89,8 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         found.check_resources(linux.get("resources"))
         _check_existing_cgroup(rt, found)
         mgr = found  # from here on a failed create removes the cgroup: it is ours
-        state["cgroup"] = mgr.to_dict()
-        state["freezer_file"] = _freezer_file(mgr.paths)
+        state.cgroup = mgr.to_dict()
+        state.freezer_file = _freezer_file(mgr.paths)
         rt.store.save(cid, state)
         mark("create: cgroup manager")
         fifo = rt.store.path(cid, st.FIFO)
@@ -83,13 +107,9 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         opened.append(fifo_fd)
         dir_fd = os.open(rt.store.path(cid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         opened.append(dir_fd)
-        agent_fd = None
-        if enclave is not None:
-            from inclavare.enclave import agent
-
-            state["enclave"] = enclave
-            agent_fd = agent.listen(rt.store.path(cid), root_uid, root_gid)
-            opened.append(agent_fd)
+        if executor is not None:
+            state.extra.update(executor.state_fields())
+            opened.extend(executor.open(rt.store.path(cid), root_uid, root_gid))
         if process.get("terminal") and console_fd is None and console_socket:
             from inclavare.linux.pty import connect_console_socket
 
@@ -102,22 +122,22 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
             namespaces=list(linux.get("namespaces") or []), fifo_fd=fifo_fd, state_dir_fd=dir_fd,
             console_fd=console_fd if process.get("terminal") else None, preserve_fds=preserve_fds,
             no_pivot=no_pivot, no_new_keyring=no_new_keyring, cgroup_paths=dict(mgr.paths),
-            state={"id": cid, "bundle": bundle, "annotations": state["annotations"]},
-            enclave=enclave, agent_fd=agent_fd, fix_stdio=not foreground,
+            state={"id": cid, "bundle": bundle, "annotations": state.annotations},
+            executor=executor, fix_stdio=not foreground,
         )
         hooks = cfg.get("hooks") or {}
 
         def on_pid(pid: int) -> None:
-            state["pid"] = pid
+            state.pid = pid
             info = st.proc_start_time(pid)
-            state["pid_start"] = info[1] if info else None
+            state.pid_start = info[1] if info else None
             rt.store.save(cid, state)
 
         def on_hooks(pid: int) -> None:
             from inclavare.runtime.hooks import hook_state, run_hooks
 
             # status "created" as crun passes it (runc says "creating"; the validation suite wants this)
-            hs = hook_state(state, "created")
+            hs = hook_state(state.hook_seed(), "created")
             run_hooks("prestart", hooks.get("prestart"), hs)
             run_hooks("createRuntime", hooks.get("createRuntime"), hs)
 
@@ -125,7 +145,7 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         def setup_cgroup(pid: int) -> None:
             # runs while the forked child imports its modules and compiles seccomp
             mgr.create(linux.get("resources"))
-            state["cgroup"] = mgr.to_dict()  # now records the directories create() made
+            state.cgroup = mgr.to_dict()  # now records the directories create() made
             mark("cgroup: created")
             # always: without resources runc still applies deny-all plus the default devices
             mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices"))
@@ -134,10 +154,10 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
 
         spawn(req, on_forked=setup_cgroup, on_pid=on_pid, on_hooks=on_hooks)
         mark("create: spawned")
-        state["creating"] = False
+        state.creating = False
         rt.store.save(cid, state)
         if pid_file:
-            write_pid_file(pid_file, state["pid"])
+            write_pid_file(pid_file, state.pid)
     except BaseException:
         rt._teardown(state, mgr)
         raise
@@ -170,14 +190,16 @@ def _check_existing_cgroup(rt: Runtime, mgr: Any) -> None:
 def exec_in(rt: Runtime, cid: str, process: dict[str, Any], *, pid_file: str | None = None,
          console_socket: str | None = None, console_fd: int | None = None,
          preserve_fds: int = 0, foreground: bool = False, cgroup: list[str] | None = None,
-         ignore_paused: bool = False) -> int:
+         ignore_paused: bool = False, executor: Executor | None = None) -> int:
     """Start ``process`` in the container; returns its host pid.
 
     ``foreground``: fds 0-2 are the caller's own (see :meth:`create`). ``cgroup``: `exec --cgroup`
     values, ``[controller[,controller]:]path`` below the container's cgroup. ``ignore_paused``:
-    `exec --ignore-paused` (the process waits in the frozen cgroup until `resume`)."""
+    `exec --ignore-paused` (the process waits in the frozen cgroup until `resume`). ``executor``: runs
+    the process (execve when None); the caller picks it from :meth:`Runtime.load`'s state."""
     from inclavare.formats import oci
 
+    prime()
     state, status = rt.load(cid)
     check_exec_state(cid, status, ignore_paused)
     oci.validate_process(process, "process")
@@ -192,8 +214,8 @@ def exec_in(rt: Runtime, cid: str, process: dict[str, Any], *, pid_file: str | N
         def join(pid: int) -> None:
             mgr.join(pid, sub)
 
-    cfg = state["config"]
-    init_pid = int(state["pid"])
+    cfg = state.config_dict()
+    init_pid = int(state.pid)
     from inclavare.linux.syscalls import NAMESPACES
 
     namespaces = []
@@ -213,24 +235,17 @@ def exec_in(rt: Runtime, cid: str, process: dict[str, Any], *, pid_file: str | N
 
         console_fd = connect_console_socket(os.path.abspath(console_socket))
         opened.append(console_fd)
-    enclave = state.get("enclave")
-    conn_fd = None
-    if enclave:
-        from inclavare.enclave import agent
-        from inclavare.enclave.config import strip_env
-
-        strip_env(process)  # ENCLAVE_* settings are rune's, not the payload's
-        sock = agent.connect(rt.store.path(cid))
-        conn_fd = sock.detach()
-        opened.append(conn_fd)
+    if executor is not None:
+        executor.prepare(cfg, process, rt.log)
+        opened.extend(executor.open(rt.store.path(cid), 0, 0))
     from inclavare.runtime.init import SpawnRequest, spawn
 
     req = SpawnRequest(container_id=cid, config=cfg, process=process, namespaces=namespaces,
-                       enclave=enclave, agent_fd=conn_fd,
+                       executor=executor,
                        exec_mode=True, console_fd=console_fd if process.get("terminal") else None,
                        preserve_fds=preserve_fds, cgroup_paths=dict(mgr.paths) if mgr else {},
                        fix_stdio=not foreground,
-                       state={"id": cid, "bundle": state["bundle"], "annotations": state.get("annotations"),
+                       state={"id": cid, "bundle": state.bundle, "annotations": state.annotations_dict(),
                               "pid": init_pid})
     try:
         pid = spawn(req, on_forked=join, on_pid=lambda pid: None)
@@ -259,16 +274,6 @@ def _freezer_file(paths: dict[str, str]) -> str:
     if "" in paths:
         return os.path.join(paths[""], "cgroup.freeze")
     return ""
-
-
-def _enclave_config(cfg: dict[str, Any], log: Log) -> dict[str, str] | None:
-    from inclavare.enclave.config import prepare_spec, resolve
-
-    enclave = resolve(cfg["process"], cfg.get("annotations"))
-    if enclave is not None:
-        for warning in prepare_spec(cfg, enclave):
-            log("warning", warning)
-    return enclave
 
 
 def _host_id(maps: list[dict[str, Any]] | None, cid: int) -> int:

@@ -23,6 +23,108 @@ STATE_FILE = "state.json"
 FIFO = "exec.fifo"
 
 
+class _Unset:
+    """A key state.json does not have (yet): distinct from a recorded null."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: "Any" = _Unset()
+
+# state.json's keys in the order the runtime writes them; the executor's keys (State.extra) go before
+# pid_start, which create records last. Engines and tests read the file: keep names and order.
+_HEAD = ("id", "pid", "bundle", "rootfs", "created", "owner", "annotations", "config", "creating", "cgroup",
+         "freezer_file")
+_TAIL = ("pid_start", "incomplete", "corrupt")
+_KNOWN = frozenset(_HEAD + _TAIL)
+_UNSET_AT_FIRST = _HEAD[2:] + _TAIL
+
+
+class State:
+    """One container's state (its state.json), typed. A plain class with __slots__: it is built on every
+    `rune` call. A key the file lacks is :data:`UNSET` here and stays absent when saved.
+
+    ``pid_start``: the init's start time in clock ticks (tells a reused pid apart); ``cgroup``: the
+    cgroup manager's record; ``freezer_file``: where `paused` is read; ``creating``: create has not
+    finished; ``incomplete``: no (readable) state.json, only the directory (``corrupt``: why);
+    ``extra``: the keys an executor recorded (:meth:`Executor.state_fields`), kept as they are.
+    """
+
+    __slots__ = ("id", "pid", "bundle", "rootfs", "created", "owner", "annotations", "config", "creating",
+                 "cgroup", "freezer_file", "pid_start", "incomplete", "corrupt", "extra")
+    id: str
+    pid: int
+    bundle: "Any"
+    rootfs: "Any"
+    created: "Any"
+    owner: "Any"
+    annotations: "Any"
+    config: "Any"
+    creating: "Any"
+    cgroup: "Any"
+    freezer_file: "Any"
+    pid_start: "Any"
+    incomplete: "Any"
+    corrupt: "Any"
+    extra: "dict[str, Any]"
+
+    def __init__(self, cid: str, pid: int = 0) -> None:
+        self.id = cid
+        self.pid = pid
+        for k in _UNSET_AT_FIRST:
+            setattr(self, k, UNSET)
+        self.extra = {}
+
+    @classmethod
+    def from_dict(cls, d: "dict[str, Any]") -> "State":
+        """From state.json's object; unknown keys go to ``extra``."""
+        self = cls(d["id"], d.get("pid", 0))
+        for k, v in d.items():
+            if k in _KNOWN:
+                setattr(self, k, v)
+            elif k != "id" and k != "pid":
+                self.extra[k] = v
+        return self
+
+    def to_dict(self) -> "dict[str, Any]":
+        """state.json's object: the keys that are set, in the runtime's order."""
+        out: dict[str, Any] = {"id": self.id, "pid": self.pid}
+        for k in _HEAD[2:]:
+            v = getattr(self, k)
+            if v is not UNSET:
+                out[k] = v
+        out.update(self.extra)
+        for k in _TAIL:
+            v = getattr(self, k)
+            if v is not UNSET:
+                out[k] = v
+        return out
+
+    # the values with their defaults, for readers
+    def start_time(self) -> "str | None":
+        return None if self.pid_start is UNSET else self.pid_start
+
+    def config_dict(self) -> "dict[str, Any]":
+        return self.config if isinstance(self.config, dict) else {}
+
+    def hooks(self) -> "dict[str, Any]":
+        return self.config_dict().get("hooks") or {}
+
+    def annotations_dict(self) -> "dict[str, Any]":
+        return self.annotations if isinstance(self.annotations, dict) else {}
+
+    def is_incomplete(self) -> bool:
+        return bool(self.incomplete) and self.incomplete is not UNSET
+
+    def hook_seed(self) -> "dict[str, Any]":
+        """What :func:`inclavare.runtime.hooks.hook_state` reads: id, pid, bundle, annotations."""
+        return {"id": self.id, "pid": self.pid, "bundle": "" if self.bundle is UNSET else self.bundle,
+                "annotations": self.annotations_dict()}
+
+
 def now_rfc3339() -> str:
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
@@ -106,22 +208,28 @@ class Store:
     def exists(self, cid: str) -> bool:
         return os.path.isdir(self.path(cid))
 
-    def load(self, cid: str) -> "dict[str, Any]":
+    def load(self, cid: str) -> State:
+        incomplete = State(cid)
+        incomplete.incomplete = True
         try:
             with open(self.path(cid, STATE_FILE), "rb") as f:
-                return json.loads(f.read())  # type: ignore[no-any-return]
+                d = json.loads(f.read())
         except FileNotFoundError:
             if self.exists(cid):
-                # a create that was interrupted before it recorded anything
-                return {"id": cid, "pid": 0, "incomplete": True}
+                return incomplete  # a create that was interrupted before it recorded anything
             raise ContainerError(not_exist(cid, self.root)) from None
         except ValueError as e:
-            return {"id": cid, "pid": 0, "incomplete": True, "corrupt": str(e)}
+            incomplete.corrupt = str(e)
+            return incomplete
+        if not isinstance(d, dict) or not isinstance(d.get("id"), str):
+            incomplete.corrupt = "state.json: not an object with an id"
+            return incomplete
+        return State.from_dict(d)
 
-    def save(self, cid: str, state: "dict[str, Any]") -> None:
+    def save(self, cid: str, state: State) -> None:
         final = self.path(cid, STATE_FILE)
         tmp = final + ".tmp"
-        data = json.dumps(state).encode()
+        data = json.dumps(state.to_dict()).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, data)
@@ -162,14 +270,14 @@ class Store:
             return []
 
 
-def status_of(store: Store, state: "dict[str, Any]") -> str:
+def status_of(store: Store, state: State) -> str:
     """runc's status rules: no live init -> stopped; frozen -> paused (a created container can be
     paused too); fifo present -> created; else running."""
-    if state.get("incomplete"):
+    if state.is_incomplete():
         return "stopped"
-    if not process_alive(int(state.get("pid") or 0), state.get("pid_start")):
+    if not process_alive(int(state.pid or 0), state.start_time()):
         return "stopped"
-    freezer = state.get("freezer_file")
+    freezer = state.freezer_file if state.freezer_file is not UNSET else None
     if freezer:
         try:
             with open(freezer) as f:
@@ -178,25 +286,28 @@ def status_of(store: Store, state: "dict[str, Any]") -> str:
                 return "paused"
         except OSError:
             pass
-    if os.path.exists(store.path(state["id"], FIFO)):
+    if os.path.exists(store.path(state.id, FIFO)):
         return "created"
     return "running"
 
 
-def oci_state(state: "dict[str, Any]", status: str) -> "dict[str, Any]":
+def oci_state(state: State, status: str) -> "dict[str, Any]":
     """The state JSON `rune state` prints (runc's field set and order)."""
     from inclavare import OCI_VERSION
 
+    def get(v: "Any") -> "Any":
+        return "" if v is UNSET else v
+
     out: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
-        "id": state["id"],
-        "pid": 0 if status == "stopped" else int(state.get("pid") or 0),
+        "id": state.id,
+        "pid": 0 if status == "stopped" else int(state.pid or 0),
         "status": status,
-        "bundle": state.get("bundle", ""),
-        "rootfs": state.get("rootfs", ""),
-        "created": state.get("created", ""),
+        "bundle": get(state.bundle),
+        "rootfs": get(state.rootfs),
+        "created": get(state.created),
     }
-    if state.get("annotations"):
-        out["annotations"] = state["annotations"]
-    out["owner"] = state.get("owner", "")
+    if state.annotations_dict():
+        out["annotations"] = state.annotations
+    out["owner"] = get(state.owner)
     return out
