@@ -100,15 +100,24 @@ class SnpCollateral:
         and the rest join the chain) or an extended report's certificate table (:meth:`from_cert_table`),
         ``chain`` in DER (one certificate) or PEM (any number)."""
         raw = vcek.encode() if isinstance(vcek, str) else bytes(vcek)
+        if looks_like_cert_table(raw):
+            return cls.from_cert_table(raw, source).with_chain(chain)
         try:
             extra = _certificates(chain, "certificate chain") if chain is not None else []
-            if looks_like_cert_table(raw):
-                table = cls.from_cert_table(raw, source)
-                return cls(vcek=table.vcek, chain=[*table.chain, *extra], source=table.source)
             leaf, *rest = _certificates(raw, "VCEK/VLEK")
         except SnpFormatError as e:
             raise CollateralError(f"{source or 'SNP collateral'}: {e}") from None
         return cls(vcek=leaf, chain=[*rest, *extra], source=source)
+
+    def with_chain(self, chain: bytes | str | None) -> SnpCollateral:
+        """These certificates and those of ``chain`` (file contents: DER, or PEM of any number)."""
+        if chain is None:
+            return self
+        try:
+            extra = _certificates(chain, "certificate chain")
+        except SnpFormatError as e:
+            raise CollateralError(f"{self.source or 'SNP collateral'}: {e}") from None
+        return SnpCollateral(vcek=self.vcek, chain=[*self.chain, *extra], source=self.source)
 
     @classmethod
     def from_cert_table(cls, blob: bytes, source: str = "") -> SnpCollateral:

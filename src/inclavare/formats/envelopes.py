@@ -114,7 +114,7 @@ def unwrap_snp_report_resp(data: bytes) -> bytes | None:
     if not SNP_REPORT_RESP.size <= len(data) <= SNP_REPORT_RESP_MAX or len(data) == SNP_REPORT_SIZE:
         return None
     status, size, reserved = SNP_REPORT_RESP.unpack_from(data, 0)
-    if any(reserved) or 2 <= status <= 5:
+    if any(reserved) or 2 <= status <= 5 or status == size == 0:  # all zero: nothing says it is a response
         return None
     what = "SNP MSG_REPORT_RSP"
     if status != 0:
