@@ -6,6 +6,8 @@ What :meth:`SnpVerifier.verify` checks, in order (any failure raises an :class:`
    (signing_key VCEK or VLEK, MASK_CHIP_KEY clear -- with it set the firmware leaves the signature zero).
 2. Collateral (:class:`SnpCollateral`): the VCEK or VLEK certificate and its chain. The certificate's role
    (subject CN ``SEV-VCEK`` with a hwID, or ``SEV-VLEK`` with a CSP ID) must match the report's signing_key.
+   It may come as an extended report's certificate table, or, with no collateral, be found among
+   ``Options.extra_certs`` (a ``--certs`` folder as snpguest writes it) by role, chip ID and signature.
 3. Its issuer is the ASK (``SEV-<product>``) for a VCEK or the ASVK (``SEV-VLEK-<product>``) for a VLEK, the
    product (Milan, Genoa, Turin) agrees with the certificate's productName and, for report v3+, with the
    CPUID family/model; the ARK that issued the ASK/ASVK is byte-identical to AMD's ARK for that product
