@@ -93,6 +93,23 @@ def _evidence(data: bytes) -> None:
         pass
 
 
+def _envelopes(data: bytes) -> None:
+    """The wrappers of formats/envelopes.py, and SNP collateral from a certificate table (as --vcek gives it)."""
+    from inclavare.attestation.api import AttestationError
+    from inclavare.attestation.snp import SnpCollateral
+    from inclavare.formats import envelopes
+
+    for parse in (envelopes.unwrap_tdx_quote_buf, envelopes.unwrap_snp_report_resp, envelopes.parse_cert_table):
+        try:
+            parse(data)
+        except envelopes.EnvelopeError:
+            pass
+    try:
+        SnpCollateral.from_cert_table(data)
+    except AttestationError:
+        pass
+
+
 def _agent(data: bytes) -> None:
     from inclavare.enclave import agent
 
@@ -111,7 +128,7 @@ def _agent(data: bytes) -> None:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "dcap": _dcap, "snp": _snp, "ccel": _ccel, "collateral": _collateral, "ratls": _ratls,
-    "evidence": _evidence, "agent": _agent,
+    "evidence": _evidence, "envelopes": _envelopes, "agent": _agent,
 }
 
 

@@ -321,13 +321,17 @@ def test_flipped_byte_in_a_signed_region_fails(rel: str, offset: int, what: str)
     assert r.errors
 
 
-def test_trailing_bytes_are_not_trusted_and_do_not_matter() -> None:
-    data = bytearray(vec("tdx/dcapqvl_tdx_quote.bin"))
-    data[-1] ^= 0xFF  # in the 70 bytes after the signature data
+def test_zero_padding_does_not_matter_and_other_trailing_bytes_are_reported() -> None:
+    data = bytearray(vec("tdx/dcapqvl_tdx_quote.bin"))  # 70 zero bytes after the signature data
     r = verify_quote(bytes(data), Options(as_of=t("2025-07-01T00:00:00+00:00")))
     assert r.verified is True
     big = verify_quote(bytes(data) + bytes(1 << 20), Options(as_of=t("2025-07-01T00:00:00+00:00")))
     assert big.verified is True and big.claims == r.claims
+    data[-1] ^= 0xFF  # unsigned, but not padding: a quote saved with junk after it is refused
+    bad = verify_quote(bytes(data), Options(as_of=t("2025-07-01T00:00:00+00:00")))
+    assert bad.verified is False and bad.claims == r.claims
+    assert bad.errors == ["quote: non-zero byte at offset 5005 in the 70 bytes after the signature data (only zero "
+                          "padding may follow a quote)"]
 
 
 @pytest.mark.parametrize("cut", [0, 47, 48, 431, 435, 436, 1000, 4599])

@@ -24,6 +24,7 @@ SEEDS = {
     "collateral": ["attestation/sgx/dcapqvl_sgx_quote_collateral_2025-06.json"],
     "ratls": ["attestation/ratls/ccc_rats_tls_cert.pem"],
     "evidence": ["attestation/snp/gosevguest_attestation.bin", "attestation/ratls/ccc_rats_tls_cert.pem"],
+    "envelopes": ["attestation/snp/gosevguest_attestation.bin"],
     "agent": [],
 }
 

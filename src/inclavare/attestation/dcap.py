@@ -88,6 +88,7 @@ from inclavare.formats.dcap import (
     report_body_lenient,
     split_pem_chain,
 )
+from inclavare.formats.envelopes import EnvelopeError, unwrap_tdx_quote_buf
 from inclavare.formats.sgx import ReportBody, SgxFormatError, _unchecked
 
 if TYPE_CHECKING:
@@ -1055,6 +1056,7 @@ def _verify(data: bytes, options: Options, expect: str | None, override: tuple[s
     if options is None:
         options = Options()
     as_of = _check_options(options)
+    data = unwrap_quote(data)
     try:
         q = DcapQuote.parse(data)
     except SgxFormatError as e:
@@ -1065,6 +1067,11 @@ def _verify(data: bytes, options: Options, expect: str | None, override: tuple[s
                                   f"{q.tee_type:#x}), not {expect.upper()}")
     result = Result(tee=tee, claims=_claims(q))
     errors = result.errors
+    if any(q.trailing):
+        end = len(data) - len(q.trailing)
+        first = end + next(i for i, b in enumerate(q.trailing) if b)
+        errors.append(f"quote: non-zero byte at offset {first} in the {len(q.trailing)} bytes after the signature "
+                      "data (only zero padding may follow a quote)")
     if q.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
         errors.append(f"header: QE vendor ID {q.header.qe_vendor_id.hex()} is not Intel's "
                       f"({INTEL_QE_VENDOR_ID.hex()})")
@@ -1585,6 +1592,18 @@ def _judge(facts: _DocumentFacts, ext: PckExtension, quote_version: int, td: _Td
 
 # --------------------------------------------------------------------------------------------------
 # Public entry points
+
+
+def unwrap_quote(data: bytes) -> bytes:
+    """The quote itself when ``data`` is a TDX GetQuote buffer (``struct tdx_quote_buf``: header, quote, zero
+    padding); ``data`` unchanged otherwise. An inconsistent buffer raises EvidenceFormatError."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        return data  # the parser names the wrong type
+    try:
+        inner = unwrap_tdx_quote_buf(bytes(data))
+    except EnvelopeError as e:
+        raise EvidenceFormatError(str(e)) from None
+    return data if inner is None else inner
 
 
 def verify_quote(data: bytes, options: Options | None = None, *,

@@ -1,9 +1,10 @@
 """Evidence of any supported kind, verified through one entry point: ``shelter verify`` and
 ``sgx-tools verify-quote`` use it.
 
-Kinds: an Intel DCAP quote (SGX v3, TDX v4/v5), an AMD SEV-SNP attestation report, a quote from the simulated
-SGX platform (accepted only when told to trust the sim root), or an RA-TLS certificate carrying one of those
-(DICE / CCC interoperable format or the legacy OIDs): then the evidence must also be bound to the
+Kinds: an Intel DCAP quote (SGX v3, TDX v4/v5; also followed by zero padding, or inside a TDX GetQuote
+buffer), an AMD SEV-SNP attestation report (also inside the sev-guest ioctl's MSG_REPORT_RSP), a quote from
+the simulated SGX platform (accepted only when told to trust the sim root), or an RA-TLS certificate carrying
+one of those (DICE / CCC interoperable format or the legacy OIDs): then the evidence must also be bound to the
 certificate's key, and the certificate's endorsements extension serves as collateral when none is given.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from inclavare.attestation.api import AttestationError, EvidenceFormatError, Options, Result
+from inclavare.formats.envelopes import EnvelopeError, unwrap_snp_report_resp
 
 TEES = ("auto", "sgx", "tdx", "snp", "sim")
 SNP_REPORT_SIZE = 1184
@@ -27,6 +29,13 @@ def detect(data: bytes) -> str:
         return "cert"
     if len(data) == SNP_REPORT_SIZE and 2 <= struct.unpack_from("<I", data, 0)[0] <= 5:
         return "snp"
+    if len(data) >= 24 and struct.unpack_from("<Q", data, 0)[0] == 1:
+        return "dcap"  # a TDX GetQuote buffer: header, quote, padding (the DCAP verifier takes the quote out)
+    try:
+        if unwrap_snp_report_resp(data) is not None:
+            return "snp"
+    except EnvelopeError:
+        return "snp"  # an SNP MSG_REPORT_RSP saying why it has no report: the SNP verifier says so
     if len(data) >= 48:
         version, key_type = struct.unpack_from("<HH", data, 0)
         if version in (3, 4, 5) and key_type == 2:

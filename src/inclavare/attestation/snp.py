@@ -6,6 +6,8 @@ What :meth:`SnpVerifier.verify` checks, in order (any failure raises an :class:`
    (signing_key VCEK or VLEK, MASK_CHIP_KEY clear -- with it set the firmware leaves the signature zero).
 2. Collateral (:class:`SnpCollateral`): the VCEK or VLEK certificate and its chain. The certificate's role
    (subject CN ``SEV-VCEK`` with a hwID, or ``SEV-VLEK`` with a CSP ID) must match the report's signing_key.
+   It may come as an extended report's certificate table, or, with no collateral, be found among
+   ``Options.extra_certs`` (a ``--certs`` folder as snpguest writes it) by role, chip ID and signature.
 3. Its issuer is the ASK (``SEV-<product>``) for a VCEK or the ASVK (``SEV-VLEK-<product>``) for a VLEK, the
    product (Milan, Genoa, Turin) agrees with the certificate's productName and, for report v3+, with the
    CPUID family/model; the ARK that issued the ASK/ASVK is byte-identical to AMD's ARK for that product
@@ -39,6 +41,12 @@ from inclavare.attestation.api import (
     Options,
     Result,
     VerificationError,
+)
+from inclavare.formats.envelopes import (
+    EnvelopeError,
+    looks_like_cert_table,
+    parse_cert_table,
+    unwrap_snp_report_resp,
 )
 from inclavare.formats.snp import (
     OID_BASIC_CONSTRAINTS,
@@ -91,13 +99,45 @@ class SnpCollateral:
     @classmethod
     def load(cls, vcek: bytes | str, chain: bytes | str | None = None, source: str = "") -> SnpCollateral:
         """From file contents: ``vcek`` in DER or PEM (in a PEM bundle the first certificate is the VCEK/VLEK
-        and the rest join the chain), ``chain`` in DER (one certificate) or PEM (any number)."""
+        and the rest join the chain) or an extended report's certificate table (:meth:`from_cert_table`),
+        ``chain`` in DER (one certificate) or PEM (any number)."""
+        raw = vcek.encode() if isinstance(vcek, str) else bytes(vcek)
+        if looks_like_cert_table(raw):
+            return cls.from_cert_table(raw, source).with_chain(chain)
         try:
-            leaf, *rest = _certificates(vcek, "VCEK/VLEK")
             extra = _certificates(chain, "certificate chain") if chain is not None else []
+            leaf, *rest = _certificates(raw, "VCEK/VLEK")
         except SnpFormatError as e:
             raise CollateralError(f"{source or 'SNP collateral'}: {e}") from None
         return cls(vcek=leaf, chain=[*rest, *extra], source=source)
+
+    def with_chain(self, chain: bytes | str | None) -> SnpCollateral:
+        """These certificates and those of ``chain`` (file contents: DER, or PEM of any number)."""
+        if chain is None:
+            return self
+        try:
+            extra = _certificates(chain, "certificate chain")
+        except SnpFormatError as e:
+            raise CollateralError(f"{self.source or 'SNP collateral'}: {e}") from None
+        return SnpCollateral(vcek=self.vcek, chain=[*self.chain, *extra], source=self.source)
+
+    @classmethod
+    def from_cert_table(cls, blob: bytes, source: str = "") -> SnpCollateral:
+        """From the certificate table of an extended report (``SNP_GET_EXT_REPORT`` certs, configfs-tsm
+        ``auxblob``): the VCEK (else the VLEK) is the leaf; ASK, ARK and the other leaf, if any, form the chain
+        (:meth:`SnpVerifier.verify` takes the leaf that fits the report's signing_key). Unknown GUIDs are
+        ignored; a malformed table is a CollateralError."""
+        try:
+            entries = parse_cert_table(blob)
+        except EnvelopeError as e:
+            raise CollateralError(f"{source + ': ' if source else ''}{e}") from None
+        named = {e.name: e.data for e in entries if e.name is not None}
+        leaf = named.get("VCEK") or named.get("VLEK")
+        if leaf is None:
+            raise CollateralError(f"{source or 'SNP certificate table'}: no VCEK or VLEK entry among its "
+                                  f"{len(entries)} entries")
+        chain = [named[n] for n in ("VLEK", "VCEK", "ASK", "ARK") if n in named and named[n] is not leaf]
+        return cls(vcek=leaf, chain=chain, source=source or "SNP certificate table")
 
 
 def _certificates(data: bytes | str, what: str) -> list[bytes]:
@@ -112,10 +152,63 @@ def _certificates(data: bytes | str, what: str) -> list[bytes]:
     return [raw]
 
 
-def _coerce_collateral(value: Any, extra: tuple[bytes, ...]) -> SnpCollateral:
+def _role_of(der: bytes) -> tuple[str | None, bytes | None]:
+    """("VCEK" or "VLEK", hwID) of a certificate, (None, None) for any other or unreadable certificate."""
+    try:
+        cert = parse_certificate(der, "certificate")
+        role = {"SEV-VCEK": "VCEK", "SEV-VLEK": "VLEK"}.get(cert.subject_cn or "")
+        return role, (decode_vcek_extensions(cert).hwid if role else None)
+    except SnpFormatError:
+        return None, None
+
+
+def _signs(der: bytes, report: SnpReport) -> bool:
+    """Whether the key of certificate ``der`` verifies the report's signature (used only to choose among
+    candidate leaves; the verifier checks the chosen one again, with everything else)."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    try:
+        key = serialization.load_der_public_key(parse_certificate(der, "certificate").spki)
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return False
+        key.verify(encode_dss_signature(report.signature_r, report.signature_s), report.signed_bytes(),
+                   ec.ECDSA(hashes.SHA384()))
+    except (SnpFormatError, InvalidSignature, UnsupportedAlgorithm, ValueError):
+        return False
+    return True
+
+
+def _pick_leaf(candidates: list[bytes], report: SnpReport) -> bytes | None:
+    """The certificate among ``candidates`` that signed ``report``: the role its signing_key names, for a VCEK
+    the report's chip ID as hwID (Turin: the first 8 bytes), and when several remain, the one whose key
+    verifies the report."""
+    role = SIGNING_KEY_NAMES.get(report.signing_key)
+    fits = []
+    for der in candidates:
+        got, hwid = _role_of(der)
+        if got != role:
+            continue
+        if role == "VCEK" and not report.chip_id_masked and hwid not in (report.chip_id, report.chip_id[:8]):
+            continue
+        fits.append(der)
+    if len(fits) > 1:
+        fits = [der for der in fits if _signs(der, report)]
+    return fits[0] if fits else None
+
+
+def _coerce_collateral(value: Any, extra: tuple[bytes, ...], report: SnpReport) -> SnpCollateral:
     if value is None:
-        raise CollateralError("SNP: no VCEK/VLEK certificate given; the report can only be checked against the "
-                              "certificate of the key that signed it (and its ASK/ASVK and ARK)")
+        leaf = _pick_leaf(list(extra), report) if extra else None
+        if leaf is None:
+            role = SIGNING_KEY_NAMES.get(report.signing_key, "VCEK/VLEK")
+            among = (f", and none of the {len(extra)} extra certificate(s) is the {role} that signed this report "
+                     f"(chip_id {report.chip_id.hex()[:16]}...)") if extra else ""
+            raise CollateralError("SNP: no VCEK/VLEK certificate given" + among + "; the report can only be checked "
+                                  "against the certificate of the key that signed it (and its ASK/ASVK and ARK)")
+        return SnpCollateral(vcek=leaf, chain=[d for d in extra if d is not leaf], source="extra certificates")
     if isinstance(value, SnpCollateral):
         coll = value
     elif isinstance(value, bytes | bytearray | memoryview | str):
@@ -125,6 +218,12 @@ def _coerce_collateral(value: Any, extra: tuple[bytes, ...]) -> SnpCollateral:
                               "SnpCollateral or the VCEK/VLEK certificate (DER, or a PEM bundle)")
     if extra:
         coll = SnpCollateral(vcek=coll.vcek, chain=[*coll.chain, *extra], source=coll.source)
+    want = SIGNING_KEY_NAMES.get(report.signing_key)
+    if _role_of(coll.vcek)[0] != want:  # a certificate table with both a VCEK and a VLEK: take the one that signed
+        other = next((d for d in coll.chain if _role_of(d)[0] == want), None)
+        if other is not None:
+            coll = SnpCollateral(vcek=other, chain=[coll.vcek, *(d for d in coll.chain if d is not other)],
+                                 source=coll.source)
     return coll
 
 
@@ -152,13 +251,14 @@ class SnpVerifier:
     # -- the one entry point
     def verify(self, evidence: bytes, options: Options) -> Result:
         try:
-            report = SnpReport.parse(bytes(evidence))
-        except SnpFormatError as e:
+            raw = bytes(evidence)
+            report = SnpReport.parse(unwrap_snp_report_resp(raw) or raw)
+        except (SnpFormatError, EnvelopeError) as e:
             raise EvidenceFormatError(str(e)) from None
         except TypeError:
             raise EvidenceFormatError(f"SNP evidence must be bytes, not {type(evidence).__name__}") from None
         self._check_report_header(report)
-        coll = _coerce_collateral(options.collateral, tuple(options.extra_certs))
+        coll = _coerce_collateral(options.collateral, tuple(options.extra_certs), report)
         leaf, exts, role = self._leaf(coll, report)
         ica, ark, product = self._chain(coll, leaf, exts, role, report)
         self._check_signatures(ark, ica, leaf, report)

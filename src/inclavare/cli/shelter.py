@@ -1,10 +1,14 @@
 """shelter: the off-cloud verifier CLI.
 
   shelter verify EVIDENCE [--tee auto|sgx|tdx|snp|sim] [--collateral BUNDLE.json] [--tcb-info F] [--qe-identity F]
-                 [--pck-crl F] [--root-crl F] [--vcek F] [--cert-chain F] [--certs DIR] [--as-of ISO8601]
-                 [--report-data HEX] [--trust-sim] [--sim-root PEM] [--ccel-table F --ccel-log F] [--json]
+                 [--pck-crl F] [--root-crl F] [--vcek F] [--cert-chain F] [--cert-table F] [--certs DIR]
+                 [--as-of ISO8601] [--report-data HEX] [--trust-sim] [--sim-root PEM] [--ccel-table F --ccel-log F]
+                 [--json]
 
-EVIDENCE is a DCAP quote (SGX v3, TDX v4/v5), an SEV-SNP report, or an RA-TLS certificate (PEM or DER).
+EVIDENCE is a DCAP quote (SGX v3, TDX v4/v5), an SEV-SNP report, or an RA-TLS certificate (PEM or DER); also a
+quote followed by zero padding or inside a TDX GetQuote buffer, and a report inside the sev-guest MSG_REPORT_RSP
+(docs/attestation-variants.md). For SNP, ``--vcek`` takes the VCEK/VLEK or the extended report's certificate
+table (so does ``--cert-table``); with neither, the VCEK is looked for among the ``--certs`` certificates.
 Exit 0 iff the evidence is verified (and the collateral valid when collateral was given); the TCB status is
 reported, not judged. Errors in the input: one line, exit 2. ``--certs DIR`` is a trust folder as operators keep
 it (certificates, the root CA CRL, README files beside them; see attestation/trust.py); ``--json`` then lists
@@ -77,11 +81,18 @@ def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool, Any]:
                                         root_crl=a.root_crl, extra_certs=tuple(extra), as_of=parse_as_of(a.as_of))
         if material is not None:  # a root CA CRL kept in the folder, when the collateral carries none
             collateral = material.apply_root_ca_crl(collateral, sim_roots)
-    if a.vcek:
+    cert_table = getattr(a, "cert_table", None)  # sgx-tools verify-quote has no such flag
+    if a.vcek and cert_table:
+        raise UsageError("--vcek and --cert-table both name the VCEK/VLEK; give one")
+    if a.vcek or cert_table:
         from inclavare.attestation.snp import SnpCollateral
 
         chain = read_file(a.cert_chain, "--cert-chain") if a.cert_chain else None
-        collateral = SnpCollateral.load(read_file(a.vcek, "--vcek"), chain)
+        if cert_table:
+            collateral = SnpCollateral.from_cert_table(read_file(cert_table, "--cert-table"),
+                                                       f"--cert-table {cert_table}").with_chain(chain)
+        else:
+            collateral = SnpCollateral.load(read_file(a.vcek, "--vcek"), chain)
     opts = Options(as_of=parse_as_of(a.as_of), report_data=report_data, trust_sim=bool(a.trust_sim),
                    sim_root_fingerprints=sim_roots, collateral=collateral, extra_certs=tuple(extra))
     return opts, bool(a.collateral or dcap_files), material
@@ -185,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--root-crl")
     v.add_argument("--vcek", help="VCEK/VLEK (DER, or a PEM bundle: VCEK first, then the chain)")
     v.add_argument("--cert-chain", help="ASK/ASVK and ARK (PEM)")
+    v.add_argument("--cert-table", help="SNP: the extended report's certificate table (SNP_GET_EXT_REPORT certs, "
+                   "configfs-tsm auxblob): VCEK/VLEK, ASK, ARK")
     v.add_argument("--certs", help="directory of issuer certificates the collateral does not carry")
     v.add_argument("--as-of", help="evaluate validity at this time (ISO 8601), default now")
     v.add_argument("--report-data", help="hex the evidence's report data must equal (prefix; rest zero)")
