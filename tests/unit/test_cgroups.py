@@ -15,6 +15,8 @@ import pytest
 
 from inclavare.errors import CgroupError, ConfigError
 from inclavare.linux import cgroups as cg
+from inclavare.linux.cgroups import _fs, ebpf, stats
+from inclavare.linux.cgroups import layout as cglayout
 
 # /proc/self/mountinfo and /proc/self/cgroup of our machines at boot: v1 controllers each on their own,
 # name=systemd, cgroup2 at /sys/fs/cgroup/unified, hugetlb/net_cls/perf_event not mounted.
@@ -139,15 +141,15 @@ def test_parse_proc_cgroup_rejects_garbage() -> None:
 def test_current_layout_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     fake = cg.detect_layout(HYBRID_MOUNTINFO, HYBRID_CGROUP)
-    monkeypatch.setattr(cg, "_LAYOUT", None)
+    monkeypatch.setattr(cglayout, "_LAYOUT", None)
 
     def detect() -> cg.Layout:
         calls.append(1)
         return fake
 
-    monkeypatch.setattr(cg, "detect_layout", detect)
-    assert cg.current_layout() is fake
-    assert cg.current_layout() is fake
+    monkeypatch.setattr(cglayout, "detect_layout", detect)
+    assert cglayout.current_layout() is fake
+    assert cglayout.current_layout() is fake
     assert calls == [1]
 
 
@@ -253,8 +255,8 @@ def test_state_round_trip_needs_no_detection(monkeypatch: pytest.MonkeyPatch) ->
     def boom(*_a: Any, **_k: Any) -> None:
         raise AssertionError("from_dict must not detect the layout")
 
-    monkeypatch.setattr(cg, "detect_layout", boom)
-    monkeypatch.setattr(cg, "current_layout", boom)
+    monkeypatch.setattr(cglayout, "detect_layout", boom)
+    monkeypatch.setattr(cglayout, "current_layout", boom)
     back = cg.Manager.from_dict(saved)
     assert (back.mode, back.paths, back.mounts, back.created) == (m.mode, m.paths, m.mounts, m.created)
     with pytest.raises(CgroupError, match="unknown mode"):
@@ -544,8 +546,8 @@ class FakeCgroupFS:
         self.v2 = v2
         self.writes: list[tuple[str, str]] = []
         self.fail: dict[str, int] = {}  # relative path -> errno to raise on write
-        monkeypatch.setattr(cg, "_write", self.write)
-        monkeypatch.setattr(cg, "_make_dir", self.mkdir)
+        monkeypatch.setattr(_fs, "write", self.write)
+        monkeypatch.setattr(_fs, "make_dir", self.mkdir)
 
     def populate(self, d: Path, hierarchy: str) -> None:
         files = V2_FILES if self.v2 else CONTROL_FILES[hierarchy]
@@ -803,7 +805,7 @@ def test_v1_cpu_shares_are_read_back(v1fs: tuple[FakeCgroupFS, cg.Layout], monke
     def clamp(path: str, data: str) -> None:  # the kernel clamps cpu.shares to [2, 262144]
         real(path, str(min(int(data), 262144)) if path.endswith("cpu.shares") else data)
 
-    monkeypatch.setattr(cg, "_write", clamp)
+    monkeypatch.setattr(_fs, "write", clamp)
     with pytest.raises(CgroupError, match="maximum allowed cpu-shares is 262144"):
         m.set({"cpu": {"shares": 300000}}, skip_devices=True)
 
@@ -938,7 +940,7 @@ def test_freeze_that_fails_thaws_again(v1fs: tuple[FakeCgroupFS, cg.Layout], mon
     def odd_state(path: str, data: str) -> None:
         real(path, "BROKEN" if data == "FROZEN" else data)
 
-    monkeypatch.setattr(cg, "_write", odd_state)
+    monkeypatch.setattr(_fs, "write", odd_state)
     with pytest.raises(CgroupError, match="unexpected state 'BROKEN'"):
         m.freeze()
     assert (fs.root / "freezer/x/freezer.state").read_text() == "THAWED"
@@ -1015,7 +1017,7 @@ def test_v2_create_refuses_threaded_parent_for_domain_controllers(
 def test_v2_set_conversions(v2fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
     fs, layout = v2fs
     attached: list[tuple[str, bytes]] = []
-    monkeypatch.setattr(cg, "_attach_device_filter", lambda path, prog: attached.append((path, prog)))
+    monkeypatch.setattr(ebpf, "attach_device_filter", lambda path, prog: attached.append((path, prog)))
     m = cg.Manager.for_container("c1", "c1", layout)
     m.create()
     fs.writes.clear()
@@ -1068,7 +1070,7 @@ def test_v2_device_filter_failure_fails_closed(
     def no_bpf(path: str, prog: bytes) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(cg, "_attach_device_filter", no_bpf)
+    monkeypatch.setattr(ebpf, "attach_device_filter", no_bpf)
     m = cg.Manager.for_container("c1", "c1", layout)
     m.create()
     with pytest.raises(CgroupError, match=r"^linux\.resources\.devices: cannot install the eBPF device filter"):
@@ -1095,7 +1097,7 @@ def test_v2_freezer(v2fs: tuple[FakeCgroupFS, cg.Layout]) -> None:
 
 def test_stats_v1_shape(v1fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
     fs, layout = v1fs
-    monkeypatch.setattr(cg, "_HUGEPAGE_SIZES", ["2MB", "1GB"])
+    monkeypatch.setattr(stats, "_HUGEPAGE_SIZES", ["2MB", "1GB"])
     m = cg.Manager.for_container("/s", "s", layout)
     m.create()
     files = {
@@ -1163,7 +1165,7 @@ def test_stats_v1_shape(v1fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytes
 
 def test_stats_v2_shape(v2fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
     fs, layout = v2fs
-    monkeypatch.setattr(cg, "_HUGEPAGE_SIZES", ["2MB"])
+    monkeypatch.setattr(stats, "_HUGEPAGE_SIZES", ["2MB"])
     m = cg.Manager.for_container("c1", "c1", layout)
     m.create()
     d = fs.root / "user.slice/c1"
