@@ -15,7 +15,7 @@ import pytest
 
 from inclavare.errors import CgroupError, ConfigError
 from inclavare.linux import cgroups as cg
-from inclavare.linux.cgroups import _fs, ebpf, stats
+from inclavare.linux.cgroups import ebpf, stats
 from inclavare.linux.cgroups import layout as cglayout
 
 # /proc/self/mountinfo and /proc/self/cgroup of our machines at boot: v1 controllers each on their own,
@@ -546,8 +546,8 @@ class FakeCgroupFS:
         self.v2 = v2
         self.writes: list[tuple[str, str]] = []
         self.fail: dict[str, int] = {}  # relative path -> errno to raise on write
-        monkeypatch.setattr(_fs, "write", self.write)
-        monkeypatch.setattr(_fs, "make_dir", self.mkdir)
+        monkeypatch.setattr(cg, "_write", self.write)
+        monkeypatch.setattr(cg, "_make_dir", self.mkdir)
 
     def populate(self, d: Path, hierarchy: str) -> None:
         files = V2_FILES if self.v2 else CONTROL_FILES[hierarchy]
@@ -805,7 +805,7 @@ def test_v1_cpu_shares_are_read_back(v1fs: tuple[FakeCgroupFS, cg.Layout], monke
     def clamp(path: str, data: str) -> None:  # the kernel clamps cpu.shares to [2, 262144]
         real(path, str(min(int(data), 262144)) if path.endswith("cpu.shares") else data)
 
-    monkeypatch.setattr(_fs, "write", clamp)
+    monkeypatch.setattr(cg, "_write", clamp)
     with pytest.raises(CgroupError, match="maximum allowed cpu-shares is 262144"):
         m.set({"cpu": {"shares": 300000}}, skip_devices=True)
 
@@ -940,7 +940,7 @@ def test_freeze_that_fails_thaws_again(v1fs: tuple[FakeCgroupFS, cg.Layout], mon
     def odd_state(path: str, data: str) -> None:
         real(path, "BROKEN" if data == "FROZEN" else data)
 
-    monkeypatch.setattr(_fs, "write", odd_state)
+    monkeypatch.setattr(cg, "_write", odd_state)
     with pytest.raises(CgroupError, match="unexpected state 'BROKEN'"):
         m.freeze()
     assert (fs.root / "freezer/x/freezer.state").read_text() == "THAWED"
@@ -1299,3 +1299,64 @@ def test_oom_watcher_v1_needs_a_memory_cgroup(tmp_path: Path) -> None:
     m = cg.Manager("v1", {"memory": str(tmp_path / "gone")}, {})
     with pytest.raises(CgroupError, match="memory.oom_control"):
         m.oom_watcher()
+
+
+# --------------------------------------------------------------------------------------------
+# the package: names and what the create path loads
+
+
+def test_package_names_resolve_from_their_modules() -> None:
+    for name in [*cg.__all__, *cg._LAZY]:
+        assert getattr(cg, name) is not None, name
+    assert cg.Manager.__module__ == "inclavare.linux.cgroups.manager"
+    assert cg.validate is __import__("inclavare.linux.cgroups.validation", fromlist=["validate"]).validate
+    assert {"Manager", "validate", "OomWatcher"} <= set(dir(cg))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        cg.nope  # noqa: B018
+
+
+# A v1 create as rune runs it (validate, resolve, create, set, apply), in a fresh interpreter, against plain
+# files standing in for cgroupfs: devices.list already holds the wanted rules, so set() writes no device rule.
+_CREATE_PATH = r"""
+import os, sys
+before = set(sys.modules)
+from inclavare.linux import cgroups as cg
+from inclavare.linux.cgroups.devices import DeviceEmulator, default_device_rules, oci_device_rules, rule_string
+
+root = sys.argv[1]
+res = {"devices": [{"allow": False, "access": "rwm"}], "memory": {"limit": 1048576}}
+cg.validate(res)
+info = "".join(f"{40 + i} 31 0:{40 + i} / {root}/{h} rw - cgroup cgroup rw,{h}\n"
+               for i, h in enumerate(["devices", "memory"]))
+layout = cg.detect_layout(info, "2:devices:/\n1:memory:/\n", cgroup_root=root)
+m = cg.Manager.for_container("c", "c", layout)
+want = DeviceEmulator.from_rules(oci_device_rules(res["devices"] + default_device_rules()))
+files = {"devices/c/devices.list": "".join(rule_string(*r[:4]) + "\n" for r in want.clean_rules()),
+         "devices/c/devices.allow": "", "devices/c/devices.deny": "", "devices/c/cgroup.procs": "",
+         "memory/c/memory.limit_in_bytes": "", "memory/c/cgroup.procs": ""}
+for rel, text in files.items():
+    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+    with open(os.path.join(root, rel), "w") as f:
+        f.write(text)
+m.create(res)
+m.set(res)
+m.apply(os.getpid())
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_v1_create_path_loads_neither_v2_nor_ebpf_nor_stats(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CREATE_PATH, str(tmp_path)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert {"inclavare.linux.cgroups.manager", "inclavare.linux.cgroups.v1"} <= loaded  # it did run
+    assert (tmp_path / "memory/c/memory.limit_in_bytes").read_text() == "1048576"
+    assert (tmp_path / "devices/c/cgroup.procs").read_text().isdigit()
+    assert (tmp_path / "devices/c/devices.allow").read_text() == ""  # nothing to change
+    package = {m.rsplit(".", 1)[1] for m in loaded if m.startswith("inclavare.linux.cgroups.")}
+    assert package == {"devices", "layout", "manager", "v1", "validation"}
+    assert not loaded & {"ctypes", "struct", "select", "resource", "logging", "typing"}

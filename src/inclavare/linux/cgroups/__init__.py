@@ -34,18 +34,30 @@ The package, by responsibility (each module says what it owns):
   devices     default device rules and the devices cgroup emulator; ebpf: the v2 device filter program
   validation  checks of ``linux.resources`` that need no system
   stats       ``events --stats`` counters; events: OOM notifications
-  _fs         cgroupfs file access shared by the others (tests replace its write/make_dir)
+  (here)      cgroupfs file access that the modules share: every write and mkdir goes through
+              :func:`_write` and :func:`_make_dir` of this module, which a test can replace
 
-Everything is stdlib only and does no work at import time. This ``__init__`` imports nothing: each
-name below is loaded from its module on first use, so `rune create` on a v1 or hybrid host never
-loads v2, ebpf (ctypes), stats or events, and with an empty ``linux.resources`` not validation either.
+Everything is stdlib only and does no work at import time. Each public name is loaded from its module
+on first use, so `rune create` on a v1 or hybrid host never loads v2, ebpf (ctypes), stats or events,
+and with an empty ``linux.resources`` not validation either. (Every module costs its own import; that
+is why the shared file helpers live here rather than in a module of their own.)
 
 May import: formats (and inclavare.errors, _fastos), like the rest of ``linux``.
 """
 
+from __future__ import annotations
+
+import errno
+import time
+
+from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
+from inclavare.errors import CgroupError
+from inclavare.linux.cgpaths import CgroupPaths as CgroupPaths  # the base of Manager, loaded anyway
+from inclavare.linux.cgpaths import _log as _log  # for the modules of this package
+from inclavare.linux.cgpaths import _read_text as _read_text
+
 # name -> (module of this package, attribute there); the one table of what the package offers.
 _LAZY: dict[str, tuple[str, str]] = {
-    "CGROUP_ROOT": ("layout", "CGROUP_ROOT"),
     "Hierarchy": ("layout", "Hierarchy"),
     "Layout": ("layout", "Layout"),
     "V1_CONTROLLERS": ("layout", "V1_CONTROLLERS"),
@@ -56,7 +68,6 @@ _LAZY: dict[str, tuple[str, str]] = {
     "parse_mountinfo": ("layout", "parse_mountinfo"),
     "parse_proc_cgroup": ("layout", "parse_proc_cgroup"),
     "Manager": ("manager", "Manager"),
-    "CgroupPaths": ("manager", "CgroupPaths"),
     "DEFAULT_DEVICE_RULES": ("devices", "DEFAULT_DEVICE_RULES"),
     "DeviceEmulator": ("devices", "DeviceEmulator"),
     "Rule": ("devices", "Rule"),
@@ -97,7 +108,8 @@ __all__ = [
 
 TYPE_CHECKING = False  # spares importing typing at run time; type checkers see True
 if TYPE_CHECKING:
-    from inclavare.linux.cgpaths import CgroupPaths as CgroupPaths
+    from typing import Any
+
     from inclavare.linux.cgroups.devices import DEFAULT_DEVICE_RULES as DEFAULT_DEVICE_RULES
     from inclavare.linux.cgroups.devices import DeviceEmulator as DeviceEmulator
     from inclavare.linux.cgroups.devices import Rule as Rule
@@ -108,7 +120,6 @@ if TYPE_CHECKING:
     from inclavare.linux.cgroups.ebpf import _bpf_query_device_progs as _bpf_query_device_progs  # noqa: F401
     from inclavare.linux.cgroups.ebpf import device_filter_program as device_filter_program
     from inclavare.linux.cgroups.events import OomWatcher as OomWatcher
-    from inclavare.linux.cgroups.layout import CGROUP_ROOT as CGROUP_ROOT
     from inclavare.linux.cgroups.layout import V1_CONTROLLERS as V1_CONTROLLERS
     from inclavare.linux.cgroups.layout import V1_SUBSYSTEMS as V1_SUBSYSTEMS
     from inclavare.linux.cgroups.layout import Hierarchy as Hierarchy
@@ -123,6 +134,111 @@ if TYPE_CHECKING:
     from inclavare.linux.cgroups.v2 import memory_swap_to_v2 as memory_swap_to_v2
     from inclavare.linux.cgroups.v2 import shares_to_weight as shares_to_weight
     from inclavare.linux.cgroups.validation import validate as validate
+
+
+# --------------------------------------------------------------------------------------------
+# cgroupfs file access shared by the modules of this package
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+_MAX_U64 = (1 << 64) - 1
+
+
+def _write(path: str, data: str) -> None:
+    """Write ``data`` to an existing cgroup file in one write(2), as the kernel wants it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def _make_dir(path: str) -> None:
+    os.mkdir(path, 0o755)
+
+
+def _write_pid(target: str, pid: int) -> None:
+    """Write ``pid`` to a cgroup.procs file; EINVAL (the task may still be TASK_NEW) is retried, as runc does."""
+    for attempt in range(5):
+        try:
+            _write(target, str(pid))
+            return
+        except OSError as e:
+            if e.errno != errno.EINVAL or attempt == 4:
+                raise
+            time.sleep(0.03)
+
+
+def _fmt_data(data: str) -> str:
+    return f'"{data}"' if (not data or any(c.isspace() for c in data)) else data
+
+
+def _write_error(field: str, data: str, path: str, exc: OSError, extra: str = "") -> CgroupError:
+    """The one-line error for a failed write of ``data`` to ``path``, naming the spec ``field``."""
+    reason = exc.strerror or os.strerror(exc.errno or 0)
+    return CgroupError(f"{field}: writing {_fmt_data(data)} to {path}: {reason}{extra}")
+
+
+def _parse_uint(text: str) -> int:
+    """fscommon.GetCgroupParamUint semantics: "max" -> 2^64-1, negative -> 0."""
+    text = text.strip()
+    if text == "max":
+        return _MAX_U64
+    value = int(text)
+    return 0 if value < 0 else min(value, _MAX_U64)
+
+
+def _read_uint(path: str) -> int:
+    return _parse_uint(_read_text(path))
+
+
+def _read_opt_uint(path: str) -> int | None:
+    """:func:`_read_uint`, or None when the file does not exist."""
+    try:
+        return _read_uint(path)
+    except FileNotFoundError:
+        return None
+
+
+def _read_key_values(path: str) -> dict[str, int]:
+    """A flat-keyed file ("key value" lines, e.g. cpu.stat); lines that do not parse are skipped."""
+    out: dict[str, int] = {}
+    for line in _read_text(path).splitlines():
+        parts = line.split(" ")
+        if len(parts) != 2:
+            continue
+        try:
+            out[parts[0]] = _parse_uint(parts[1])
+        except ValueError:
+            continue
+    return out
+
+
+def _under(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (plain string paths, already clean)."""
+    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _join(*parts: str) -> str:
+    """filepath.Join: join the non-empty parts and clean the result."""
+    joined = "/".join(p for p in parts if p)
+    out = os.path.normpath(joined) if joined else ""
+    if out.startswith("//"):
+        out = "/" + out.lstrip("/")
+    return out
+
+
+def _rdma_line(dev: str, lim: dict[str, Any]) -> str:
+    """One rdma.max line (the same format on v1 and v2)."""
+    line = dev
+    if lim.get("hcaHandles") is not None:
+        line += f" hca_handle={int(lim['hcaHandles'])}"
+    if lim.get("hcaObjects") is not None:
+        line += f" hca_object={int(lim['hcaObjects'])}"
+    return line
+
+
+# --------------------------------------------------------------------------------------------
+# the lazy names
 
 
 def __getattr__(name: str) -> object:

@@ -30,7 +30,7 @@ RWM = 7
 
 
 def perm_bits(access: str) -> int:
-    """"rwm" letters as permission bits (r=1, w=2, m=4); other letters count for nothing."""
+    """Permission bits of the letters r (1), w (2) and m (4) in ``access``; other letters count for nothing."""
     bits = 0
     for ch in access:
         bits |= _PERM_BITS.get(ch, 0)

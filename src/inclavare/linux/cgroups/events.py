@@ -9,7 +9,7 @@ import time
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError
-from inclavare.linux.cgroups import _fs
+from inclavare.linux import cgroups as _cg
 
 
 class OomWatcher:
@@ -32,7 +32,7 @@ class OomWatcher:
                 raise CgroupError(f"events: opening {v1_path}/memory.oom_control: {e.strerror}") from None
             try:
                 self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-                _fs.write(control, f"{self.efd} {ofd}")
+                _cg._write(control, f"{self.efd} {ofd}")
             except OSError as e:
                 self.close()
                 raise CgroupError(f"events: registering for OOM notifications in {control}: {e.strerror}") from None
@@ -44,7 +44,7 @@ class OomWatcher:
     def _v2_count(self) -> int | None:
         assert self.v2_events is not None
         try:
-            return _fs.read_key_values(self.v2_events).get("oom_kill", 0)
+            return _cg._read_key_values(self.v2_events).get("oom_kill", 0)
         except (OSError, CgroupError, ValueError):
             return None
 

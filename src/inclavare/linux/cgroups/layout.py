@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
-from inclavare.linux.cgroups._fs import CGROUP_ROOT, join, log, read_text, under
+from inclavare.linux.cgroups import CGROUP_ROOT, _join, _log, _read_text, _under
 
 __all__ = [
     "CGROUP_ROOT", "Hierarchy", "Layout", "V1_CONTROLLERS", "V1_SUBSYSTEMS", "clean_path", "current_layout",
@@ -126,9 +126,9 @@ def detect_layout(
     pure v2, one at ``<cgroup_root>/unified`` next to v1 hierarchies means hybrid.
     """
     if mountinfo is None:
-        mountinfo = read_text("/proc/self/mountinfo")
+        mountinfo = _read_text("/proc/self/mountinfo")
     if proc_cgroup is None:
-        proc_cgroup = read_text("/proc/self/cgroup")
+        proc_cgroup = _read_text("/proc/self/cgroup")
     cgroup_root = os.path.normpath(cgroup_root)
     v1: dict[str, Hierarchy] = {}
     pure: Hierarchy | None = None
@@ -148,7 +148,7 @@ def detect_layout(
                 prev = v1.get(c)
                 # First mount wins, but one below the cgroup root beats one elsewhere (runc tries
                 # /sys/fs/cgroup/<controller> before scanning mountinfo).
-                if prev is None or (not under(prev.mountpoint, cgroup_root) and under(mountpoint, cgroup_root)):
+                if prev is None or (not _under(prev.mountpoint, cgroup_root) and _under(mountpoint, cgroup_root)):
                     v1[c] = h
     own = parse_proc_cgroup(proc_cgroup)
     if pure is not None:
@@ -191,9 +191,9 @@ def _below_root(path: str, root: str) -> str:
     """``path`` relative to the hierarchy root mounted at the mount point ("" when outside it)."""
     if root in ("", "/"):
         return path.lstrip("/")
-    if under(path, root):
+    if _under(path, root):
         return os.path.relpath(path, root) if path != root else ""
-    log(
+    _log(
         "debug",
         "cgroup %s lies outside the mounted part %s of its hierarchy; using the mount point",
         path,
@@ -222,12 +222,12 @@ def resolve(
         h = layout.unified
         assert h is not None
         if absolute:
-            paths[""] = join(h.mountpoint, inner)
+            paths[""] = _join(h.mountpoint, inner)
         else:
             own = layout.own.get("")
             if own is None:
                 raise CgroupError("/proc/self/cgroup: no cgroup v2 entry (0::PATH) for this process")
-            paths[""] = join(h.mountpoint, _below_root(os.path.dirname(own), h.root), inner)
+            paths[""] = _join(h.mountpoint, _below_root(os.path.dirname(own), h.root), inner)
         mounts[""] = h.mountpoint
         return "v2", paths, mounts
     for key in V1_SUBSYSTEMS:
@@ -240,19 +240,19 @@ def resolve(
                 )
             continue
         if absolute:
-            path = join(hier.mountpoint, inner)
+            path = _join(hier.mountpoint, inner)
         else:
             own = layout.own.get(key)
             if own is None:
                 if key == "devices":
                     raise CgroupError("/proc/self/cgroup: this process has no devices cgroup")
                 continue
-            path = join(hier.mountpoint, _below_root(own, hier.root), inner)
+            path = _join(hier.mountpoint, _below_root(own, hier.root), inner)
         paths[key] = path
         mounts[key] = hier.mountpoint
     if layout.mode == "hybrid" and layout.unified is not None:
         # runc joins <unified mount>/<path> whatever the kind of path (GetOwnCgroupPath("")
         # returns the mount point itself).
-        paths[""] = join(layout.unified.mountpoint, inner)
+        paths[""] = _join(layout.unified.mountpoint, inner)
         mounts[""] = layout.unified.mountpoint
     return layout.mode, paths, mounts

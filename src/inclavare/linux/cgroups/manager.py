@@ -16,9 +16,9 @@ import time
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError
+from inclavare.linux import cgroups as _cg
 from inclavare.linux.cgpaths import CgroupPaths
-from inclavare.linux.cgroups import _fs
-from inclavare.linux.cgroups._fs import log, read_text, under, write_error
+from inclavare.linux.cgroups import _log, _read_text, _under, _write_error
 
 TYPE_CHECKING = False  # spares importing typing at run time; type checkers see True
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Manager(CgroupPaths):
     def _mkdir(self, path: str) -> bool:
         """mkdir one cgroup directory, recording it; False if it existed.  ENOENT passes through."""
         try:
-            _fs.make_dir(path)
+            _cg._make_dir(path)
         except FileExistsError:
             return False
         except FileNotFoundError:
@@ -69,7 +69,7 @@ class Manager(CgroupPaths):
         for attempt in range(5):
             missing = []
             cur = path
-            while cur != stop and under(cur, stop) and not os.path.isdir(cur):
+            while cur != stop and _under(cur, stop) and not os.path.isdir(cur):
                 missing.append(cur)
                 cur = os.path.dirname(cur)
             try:
@@ -111,14 +111,14 @@ class Manager(CgroupPaths):
                 self._write_procs(path, pid)
             except CgroupError:
                 if self._join_only(key):
-                    log("debug", "cannot join %s cgroup %s; ignored as runc does", key or "unified", path)
+                    _log("debug", "cannot join %s cgroup %s; ignored as runc does", key or "unified", path)
                     continue
                 raise
 
     def _write_procs(self, path: str, pid: int) -> None:
         target = os.path.join(path, "cgroup.procs")
         try:
-            _fs.write_pid(target, pid)
+            _cg._write_pid(target, pid)
         except OSError as e:
             raise CgroupError(f"adding pid {pid} to {target}: {e.strerror}") from None
 
@@ -131,9 +131,9 @@ class Manager(CgroupPaths):
             raise CgroupError(f"{field}: cannot set this limit: {missing or 'controller'} is not available")
         target = os.path.join(path, name)
         try:
-            _fs.write(target, data)
+            _cg._write(target, data)
         except OSError as e:
-            raise write_error(field, data, target, e) from None
+            raise _write_error(field, data, target, e) from None
 
     def set(
         self,
@@ -199,7 +199,7 @@ class Manager(CgroupPaths):
         path = self.paths[""]
         mount = self.mounts.get("") or os.path.dirname(path)
         try:
-            available = read_text(os.path.join(mount, "cgroup.controllers")).split()
+            available = _read_text(os.path.join(mount, "cgroup.controllers")).split()
         except OSError as e:
             raise CgroupError(f"{field}: reading {mount}/cgroup.controllers: {e.strerror}") from None
         if ctrl not in available:
@@ -211,7 +211,7 @@ class Manager(CgroupPaths):
         for part in parts:
             st = os.path.join(cur, "cgroup.subtree_control")
             try:
-                enabled = read_text(st).split()
+                enabled = _read_text(st).split()
             except OSError as e:
                 raise CgroupError(f"{field}: reading {st}: {e.strerror}") from None
             if ctrl not in enabled:
@@ -223,19 +223,19 @@ class Manager(CgroupPaths):
         for key, value in unified.items():
             target = os.path.join(path, key)
             try:
-                _fs.write(target, str(value))
+                _cg._write(target, str(value))
             except OSError as e:
                 if e.errno in (errno.EPERM, errno.ENOENT, errno.EACCES):
                     ctrl = key.split(".", 1)[0]
                     try:
-                        available = read_text(os.path.join(path, "cgroup.controllers")).split()
+                        available = _read_text(os.path.join(path, "cgroup.controllers")).split()
                     except OSError:
                         available = []
                     if ctrl != "cgroup" and ctrl not in available:
                         raise CgroupError(
                             f"{field}.{key}: cannot be set: controller {ctrl!r} is not available in {path}"
                         ) from None
-                raise write_error(f"{field}.{key}", str(value), target, e) from None
+                raise _write_error(f"{field}.{key}", str(value), target, e) from None
 
     # -- freezer -----------------------------------------------------------------------------
 
@@ -267,12 +267,12 @@ class Manager(CgroupPaths):
             # runc's loop: a v1 freeze can stay FREEZING while tasks keep appearing; thaw and retry.
             for i in range(1000):
                 if i % 50 == 49:
-                    _fs.write(state_file, "THAWED")
+                    _cg._write(state_file, "THAWED")
                     time.sleep(0.01)
                 self._w("freezer.state", path, "freezer.state", "FROZEN")
                 if i % 25 == 24:
                     time.sleep(0.00001)
-                state = read_text(state_file).strip()
+                state = _read_text(state_file).strip()
                 if state == "FREEZING":
                     continue
                 if state == "FROZEN":
@@ -281,7 +281,7 @@ class Manager(CgroupPaths):
             raise CgroupError(f"freezer.state: {state_file} stayed FREEZING; unable to freeze")
         except BaseException as e:
             try:
-                _fs.write(state_file, "THAWED")  # never leave a half-frozen container behind
+                _cg._write(state_file, "THAWED")  # never leave a half-frozen container behind
             except OSError:
                 pass
             if isinstance(e, OSError):
@@ -303,7 +303,7 @@ class Manager(CgroupPaths):
 
     def _v2_state(self, path: str) -> str:
         try:
-            value = read_text(os.path.join(path, "cgroup.freeze")).strip()
+            value = _read_text(os.path.join(path, "cgroup.freeze")).strip()
         except FileNotFoundError:
             return "undefined"
         except OSError as e:
@@ -317,7 +317,7 @@ class Manager(CgroupPaths):
         events = os.path.join(path, "cgroup.events")
         for _ in range(1000):
             try:
-                text = read_text(events)
+                text = _read_text(events)
             except OSError as e:
                 raise CgroupError(f"reading {events}: {e.strerror}") from None
             for line in text.splitlines():
@@ -339,7 +339,7 @@ class Manager(CgroupPaths):
             return "undefined"
         for _ in range(10000):
             try:
-                state = read_text(os.path.join(path, "freezer.state")).strip()
+                state = _read_text(os.path.join(path, "freezer.state")).strip()
             except OSError as e:
                 if e.errno in (errno.ENOENT, errno.ENODEV):
                     return "undefined"
@@ -348,7 +348,7 @@ class Manager(CgroupPaths):
                 return "thawed"
             if state == "FROZEN":
                 try:
-                    own = read_text(os.path.join(path, "freezer.self_freezing")).strip()
+                    own = _read_text(os.path.join(path, "freezer.self_freezing")).strip()
                 except OSError:
                     return "frozen"
                 # frozen only through an ancestor counts as thawed for this container, as in runc
@@ -435,7 +435,7 @@ class Manager(CgroupPaths):
                 targets[ctrl] = sub
         for key, sub in targets.items():
             joined = os.path.normpath(os.path.join(paths[key], sub))
-            if not under(joined, paths[key]):
+            if not _under(joined, paths[key]):
                 raise CgroupError(f"{sub} is not a sub cgroup path (--cgroup: it leaves the container's cgroup)")
             paths[key] = joined
         return paths
@@ -447,7 +447,7 @@ class Manager(CgroupPaths):
         for key, path in paths.items():
             target = os.path.join(path, "cgroup.procs")
             try:
-                _fs.write_pid(target, pid)
+                _cg._write_pid(target, pid)
             except OSError as e:
                 if self._join_only(key) and path == self.paths.get(key):
                     continue

@@ -11,8 +11,17 @@ import errno
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
-from inclavare.linux.cgroups import _fs
-from inclavare.linux.cgroups._fs import MAX_U64, log, rdma_line, read_opt_uint, read_text, read_uint, under, write_error
+from inclavare.linux import cgroups as _cg
+from inclavare.linux.cgroups import (
+    _MAX_U64,
+    _log,
+    _rdma_line,
+    _read_opt_uint,
+    _read_text,
+    _read_uint,
+    _under,
+    _write_error,
+)
 from inclavare.linux.cgroups.devices import DeviceEmulator, Rule, rule_string
 
 TYPE_CHECKING = False  # spares importing typing at run time; type checkers see True
@@ -37,7 +46,7 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
                 set_rt(mgr, path, cpu, "linux.resources.cpu")
         except CgroupError:
             if mgr._join_only(key):
-                log("debug", "cannot create %s cgroup %s; not joining it", key or "unified", path)
+                _log("debug", "cannot create %s cgroup %s; not joining it", key or "unified", path)
                 continue
             raise
 
@@ -45,7 +54,7 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
 def _create_cpuset(mgr: Manager, path: str, mount: str, cpu: dict[str, Any]) -> None:
     chain = []
     cur = path
-    while cur != mount and under(cur, mount):
+    while cur != mount and _under(cur, mount):
         chain.append(cur)
         cur = os.path.dirname(cur)
     parent = mount
@@ -66,10 +75,10 @@ def _create_cpuset(mgr: Manager, path: str, mount: str, cpu: dict[str, Any]) -> 
 def _cpuset_copy(mgr: Manager, cur: str, parent: str) -> None:
     for name in ("cpuset.cpus", "cpuset.mems"):
         try:
-            mine = read_text(os.path.join(cur, name))
+            mine = _read_text(os.path.join(cur, name))
             if mine.strip():
                 continue
-            theirs = read_text(os.path.join(parent, name))
+            theirs = _read_text(os.path.join(parent, name))
         except OSError as e:
             raise CgroupError(f"linux.cgroupsPath: reading {e.filename}: {e.strerror}") from None
         mgr._w("linux.cgroupsPath", cur, name, theirs.strip())
@@ -136,7 +145,7 @@ def set_resources(mgr: Manager, res: dict[str, Any], rules: list[Rule] | None, f
             f"{field}.rdma.{dev}",
             mgr.paths.get("rdma"),
             "rdma.max",
-            rdma_line(dev, lim),
+            _rdma_line(dev, lim),
             "the rdma controller",
         )
     # unified
@@ -172,7 +181,7 @@ def _set_cpu(mgr: Manager, cpu: dict[str, Any], field: str) -> None:
         mgr._w(f"{field}.shares", path, "cpu.shares", str(shares), what)
         assert path is not None
         try:
-            got = read_uint(os.path.join(path, "cpu.shares"))
+            got = _read_uint(os.path.join(path, "cpu.shares"))
         except (OSError, ValueError) as e:
             raise CgroupError(f"{field}.shares: reading back {path}/cpu.shares: {e}") from None
         if shares > got:
@@ -217,14 +226,14 @@ def _set_memory(mgr: Manager, mem: dict[str, Any], field: str) -> None:
             raise CgroupError(f"{field}.limit: cannot set this limit: {what} is not available")
         target = os.path.join(path, "memory.limit_in_bytes")
         try:
-            _fs.write(target, str(limit))
+            _cg._write(target, str(limit))
         except OSError as e:
             extra = ""
             if e.errno == errno.EBUSY:
-                usage = read_opt_uint(os.path.join(path, "memory.usage_in_bytes"))
-                peak = read_opt_uint(os.path.join(path, "memory.max_usage_in_bytes"))
+                usage = _read_opt_uint(os.path.join(path, "memory.usage_in_bytes"))
+                peak = _read_opt_uint(os.path.join(path, "memory.max_usage_in_bytes"))
                 extra = f" (limit below current usage {usage}, peak usage {peak})"
-            raise write_error(f"{field}.limit", str(limit), target, e, extra) from None
+            raise _write_error(f"{field}.limit", str(limit), target, e, extra) from None
 
     def set_swap() -> None:
         if swap:
@@ -232,7 +241,7 @@ def _set_memory(mgr: Manager, mem: dict[str, Any], field: str) -> None:
 
     if limit and swap and path is not None:
         try:
-            current = read_uint(os.path.join(path, "memory.limit_in_bytes"))
+            current = _read_uint(os.path.join(path, "memory.limit_in_bytes"))
         except (OSError, ValueError) as e:
             raise CgroupError(f"{field}.limit: reading {path}/memory.limit_in_bytes: {e}") from None
         if swap == -1 or current < swap:
@@ -252,13 +261,13 @@ def _set_memory(mgr: Manager, mem: dict[str, Any], field: str) -> None:
         if value and path is not None and os.path.exists(os.path.join(path, fname)):
             mgr._w(f"{field}.{key}", path, fname, str(value), what)
         elif value:
-            log("debug", "%s.%s ignored: %s is not available on this kernel", field, key, fname)
+            _log("debug", "%s.%s ignored: %s is not available on this kernel", field, key, fname)
     if mem.get("reservation"):
         mgr._w(f"{field}.reservation", path, "memory.soft_limit_in_bytes", str(int(mem["reservation"])), what)
     if mem.get("disableOOMKiller"):
         mgr._w(f"{field}.disableOOMKiller", path, "memory.oom_control", "1", what)
     swappiness = mem.get("swappiness")
-    if swappiness is not None and int(swappiness) not in (-1, MAX_U64):
+    if swappiness is not None and int(swappiness) not in (-1, _MAX_U64):
         mgr._w(f"{field}.swappiness", path, "memory.swappiness", str(int(swappiness)), what)
 
 
@@ -308,7 +317,7 @@ def _set_devices(mgr: Manager, rules: list[Rule], field: str) -> None:
         raise CgroupError(f"{field}.devices: the devices cgroup controller is not available")
     list_file = os.path.join(path, "devices.list")
     try:
-        current = DeviceEmulator.from_list(read_text(list_file))
+        current = DeviceEmulator.from_list(_read_text(list_file))
     except (OSError, ValueError) as e:
         raise CgroupError(f"{field}.devices: reading {list_file}: {e}") from None
     try:
@@ -323,7 +332,7 @@ def _set_devices(mgr: Manager, rules: list[Rule], field: str) -> None:
             rule_string(typ, major, minor, bits),
         )
     try:
-        after = DeviceEmulator.from_list(read_text(list_file))
+        after = DeviceEmulator.from_list(_read_text(list_file))
     except (OSError, ValueError) as e:
         raise CgroupError(f"{field}.devices: reading {list_file}: {e}") from None
     if (not target.default_allow and after != target) or after.default_allow != target.default_allow:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
-from inclavare.linux.cgroups import _fs
-from inclavare.linux.cgroups._fs import CGROUP_ROOT, log, rdma_line, read_text, under
+from inclavare.linux import cgroups as _cg
+from inclavare.linux.cgroups import CGROUP_ROOT, _log, _rdma_line, _read_text, _under
 
 TYPE_CHECKING = False  # spares importing typing at run time; type checkers see True
 if TYPE_CHECKING:
@@ -68,10 +68,10 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
     refuses a path whose cgroup.type cannot take the domain controllers that ``res`` needs."""
     path = mgr.paths[""]
     mount = mgr.mounts.get("") or CGROUP_ROOT
-    if not under(path, mount):
+    if not _under(path, mount):
         raise CgroupError(f"linux.cgroupsPath: {path} is not below the cgroup2 mount {mount}")
     try:
-        controllers = read_text(os.path.join(mount, "cgroup.controllers")).split()
+        controllers = _read_text(os.path.join(mount, "cgroup.controllers")).split()
     except OSError as e:
         raise CgroupError(f"reading {mount}/cgroup.controllers: {e.strerror}") from None
     enable = " ".join("+" + c for c in controllers)
@@ -90,7 +90,7 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
             except FileNotFoundError as e:
                 raise CgroupError(f"linux.cgroupsPath: creating cgroup {cur}: {e.strerror}") from None
             try:
-                cgtype = read_text(os.path.join(cur, "cgroup.type")).strip()
+                cgtype = _read_text(os.path.join(cur, "cgroup.type")).strip()
             except OSError:
                 cgtype = ""
             if cgtype == "domain invalid":
@@ -100,7 +100,7 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
                         "it is in an invalid state"
                     )
                 try:
-                    _fs.write(os.path.join(cur, "cgroup.type"), "threaded")
+                    _cg._write(os.path.join(cur, "cgroup.type"), "threaded")
                 except OSError:
                     pass
             elif cgtype in ("domain threaded", "threaded") and domain:
@@ -110,11 +110,11 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
         if i < len(chain) - 1 and enable:
             target = os.path.join(cur, "cgroup.subtree_control")
             try:
-                _fs.write(target, enable)
+                _cg._write(target, enable)
             except OSError:
                 for one in enable.split():
                     try:
-                        _fs.write(target, one)
+                        _cg._write(target, one)
                     except OSError:
                         pass  # a missing controller surfaces when a limit needs it
 
@@ -189,7 +189,7 @@ def set_resources(mgr: Manager, res: dict[str, Any], rules: list[Rule] | None, f
         mgr._set_hugetlb(res["hugepageLimits"], f"{field}.hugepageLimits")
     # rdma
     for dev, lim in (res.get("rdma") or {}).items():
-        mgr._w(f"{field}.rdma.{dev}", path, "rdma.max", rdma_line(dev, lim))
+        mgr._w(f"{field}.rdma.{dev}", path, "rdma.max", _rdma_line(dev, lim))
     # unified
     if res.get("unified"):
         mgr._set_unified(res["unified"], path, f"{field}.unified")
@@ -209,7 +209,7 @@ def _set_io(mgr: Manager, bio: dict[str, Any], path: str, field: str) -> None:
         per_device = False
         if have_bfq:
             try:  # kernels >= 5.4 list "default N" plus per-device lines; older ones one number
-                int(read_text(bfq).strip())
+                int(_read_text(bfq).strip())
             except ValueError:
                 per_device = True
             except OSError:
@@ -218,7 +218,7 @@ def _set_io(mgr: Manager, bio: dict[str, Any], path: str, field: str) -> None:
             if not wd.get("weight"):
                 continue
             if not per_device:
-                log(
+                _log(
                     "warning",
                     "%s.weightDevice[%d] ignored: no per-device BFQ weights here (as runc)",
                     field,

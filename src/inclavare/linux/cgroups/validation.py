@@ -6,8 +6,7 @@ before anything is written.
 from __future__ import annotations
 
 from inclavare.errors import ConfigError
-from inclavare.linux.cgroups._fs import MAX_U64
-from inclavare.linux.cgroups.devices import DeviceEmulator, oci_device_rules
+from inclavare.linux.cgroups import _MAX_U64
 
 TYPE_CHECKING = False  # spares importing typing at run time; type checkers see True
 if TYPE_CHECKING:
@@ -86,6 +85,8 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
                 raise ConfigError(f"{f}.access", f"invalid device access {access!r} (want a combination of r, w, m)")
             _check_int(d, "major", f, -1, _U32)
             _check_int(d, "minor", f, -1, _U32)
+        from inclavare.linux.cgroups.devices import DeviceEmulator, oci_device_rules
+
         try:
             DeviceEmulator.from_rules(oci_device_rules(res["devices"]))
         except ValueError as e:
@@ -96,7 +97,7 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
         for key in ("limit", "reservation", "swap", "kernel", "kernelTCP"):
             _check_int(mem, key, f, -1)
         sw = mem.get("swappiness")
-        if sw is not None and (not _is_int(sw) or not (0 <= sw <= 100 or sw in (-1, MAX_U64))):
+        if sw is not None and (not _is_int(sw) or not (0 <= sw <= 100 or sw in (-1, _MAX_U64))):
             raise ConfigError(f"{f}.swappiness", f"invalid memory swappiness value {sw!r} (valid range is 0-100)")
         for key in ("disableOOMKiller", "useHierarchy", "checkBeforeUpdate"):
             if mem.get(key) is not None and not isinstance(mem[key], bool):
@@ -144,7 +145,7 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
                 _check_dict(td, g)
                 _check_int(td, "major", g, 0, required=True)
                 _check_int(td, "minor", g, 0, required=True)
-                _check_int(td, "rate", g, 0, MAX_U64, required=True)
+                _check_int(td, "rate", g, 0, _MAX_U64, required=True)
     if res.get("hugepageLimits") is not None:
         for i, hl in enumerate(_check_list(res["hugepageLimits"], f"{field}.hugepageLimits")):
             g = f"{field}.hugepageLimits[{i}]"
@@ -158,7 +159,7 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
                 or size[0] == "0"
             ):
                 raise ConfigError(f"{g}.pageSize", f'invalid huge page size {size!r} (want e.g. "2MB" or "1GB")')
-            _check_int(hl, "limit", g, 0, MAX_U64, required=True)
+            _check_int(hl, "limit", g, 0, _MAX_U64, required=True)
     if res.get("network") is not None:
         f = f"{field}.network"
         net = _check_dict(res["network"], f)
