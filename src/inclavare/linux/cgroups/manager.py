@@ -49,7 +49,7 @@ class Manager(CgroupPaths):
 
         return cls(*_layout.resolve(cgroups_path, container_id, layout))
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- helpers (also called by the v1 and v2 modules of this package) ---------------------
 
     def _mkdir(self, path: str) -> bool:
         """mkdir one cgroup directory, recording it; False if it existed.  ENOENT passes through."""
