@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from inclavare.linux.cgroups.devices import Rule
     from inclavare.linux.cgroups.manager import Manager
 
+
 # conversions (runc's cgroups.Convert* helpers)
 
 
