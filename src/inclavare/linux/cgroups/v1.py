@@ -154,23 +154,11 @@ def set_resources(mgr: Manager, res: dict[str, Any], rules: list[Rule] | None, f
 
 
 def set_rt(mgr: Manager, path: str | None, cpu: dict[str, Any], field: str) -> None:
-    """Real-time bandwidth; needed before a real-time task can join, hence also in :func:`create`."""
-    if cpu.get("realtimePeriod"):
-        mgr._w(
-            f"{field}.realtimePeriod",
-            path,
-            "cpu.rt_period_us",
-            str(int(cpu["realtimePeriod"])),
-            "the cpu controller",
-        )
-    if cpu.get("realtimeRuntime"):
-        mgr._w(
-            f"{field}.realtimeRuntime",
-            path,
-            "cpu.rt_runtime_us",
-            str(int(cpu["realtimeRuntime"])),
-            "the cpu controller",
-        )
+    """Real-time bandwidth (period first, as runc); needed before a real-time task can join, hence also
+    in :func:`create`."""
+    for key, name in (("realtimePeriod", "cpu.rt_period_us"), ("realtimeRuntime", "cpu.rt_runtime_us")):
+        if cpu.get(key):
+            mgr._w(f"{field}.{key}", path, name, str(int(cpu[key])), "the cpu controller")
 
 
 def _set_cpu(mgr: Manager, cpu: dict[str, Any], field: str) -> None:
