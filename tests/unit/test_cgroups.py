@@ -15,6 +15,8 @@ import pytest
 
 from inclavare.errors import CgroupError, ConfigError
 from inclavare.linux import cgroups as cg
+from inclavare.linux.cgroups import ebpf, stats
+from inclavare.linux.cgroups import layout as cglayout
 
 # /proc/self/mountinfo and /proc/self/cgroup of our machines at boot: v1 controllers each on their own,
 # name=systemd, cgroup2 at /sys/fs/cgroup/unified, hugetlb/net_cls/perf_event not mounted.
@@ -139,15 +141,15 @@ def test_parse_proc_cgroup_rejects_garbage() -> None:
 def test_current_layout_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     fake = cg.detect_layout(HYBRID_MOUNTINFO, HYBRID_CGROUP)
-    monkeypatch.setattr(cg, "_LAYOUT", None)
+    monkeypatch.setattr(cglayout, "_LAYOUT", None)
 
     def detect() -> cg.Layout:
         calls.append(1)
         return fake
 
-    monkeypatch.setattr(cg, "detect_layout", detect)
-    assert cg.current_layout() is fake
-    assert cg.current_layout() is fake
+    monkeypatch.setattr(cglayout, "detect_layout", detect)
+    assert cglayout.current_layout() is fake
+    assert cglayout.current_layout() is fake
     assert calls == [1]
 
 
@@ -253,8 +255,8 @@ def test_state_round_trip_needs_no_detection(monkeypatch: pytest.MonkeyPatch) ->
     def boom(*_a: Any, **_k: Any) -> None:
         raise AssertionError("from_dict must not detect the layout")
 
-    monkeypatch.setattr(cg, "detect_layout", boom)
-    monkeypatch.setattr(cg, "current_layout", boom)
+    monkeypatch.setattr(cglayout, "detect_layout", boom)
+    monkeypatch.setattr(cglayout, "current_layout", boom)
     back = cg.Manager.from_dict(saved)
     assert (back.mode, back.paths, back.mounts, back.created) == (m.mode, m.paths, m.mounts, m.created)
     with pytest.raises(CgroupError, match="unknown mode"):
@@ -1015,7 +1017,7 @@ def test_v2_create_refuses_threaded_parent_for_domain_controllers(
 def test_v2_set_conversions(v2fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
     fs, layout = v2fs
     attached: list[tuple[str, bytes]] = []
-    monkeypatch.setattr(cg, "_attach_device_filter", lambda path, prog: attached.append((path, prog)))
+    monkeypatch.setattr(ebpf, "attach_device_filter", lambda path, prog: attached.append((path, prog)))
     m = cg.Manager.for_container("c1", "c1", layout)
     m.create()
     fs.writes.clear()
@@ -1068,7 +1070,7 @@ def test_v2_device_filter_failure_fails_closed(
     def no_bpf(path: str, prog: bytes) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(cg, "_attach_device_filter", no_bpf)
+    monkeypatch.setattr(ebpf, "attach_device_filter", no_bpf)
     m = cg.Manager.for_container("c1", "c1", layout)
     m.create()
     with pytest.raises(CgroupError, match=r"^linux\.resources\.devices: cannot install the eBPF device filter"):
@@ -1095,7 +1097,7 @@ def test_v2_freezer(v2fs: tuple[FakeCgroupFS, cg.Layout]) -> None:
 
 def test_stats_v1_shape(v1fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
     fs, layout = v1fs
-    monkeypatch.setattr(cg, "_HUGEPAGE_SIZES", ["2MB", "1GB"])
+    monkeypatch.setattr(stats, "_HUGEPAGE_SIZES", ["2MB", "1GB"])
     m = cg.Manager.for_container("/s", "s", layout)
     m.create()
     files = {
@@ -1163,7 +1165,7 @@ def test_stats_v1_shape(v1fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytes
 
 def test_stats_v2_shape(v2fs: tuple[FakeCgroupFS, cg.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
     fs, layout = v2fs
-    monkeypatch.setattr(cg, "_HUGEPAGE_SIZES", ["2MB"])
+    monkeypatch.setattr(stats, "_HUGEPAGE_SIZES", ["2MB"])
     m = cg.Manager.for_container("c1", "c1", layout)
     m.create()
     d = fs.root / "user.slice/c1"
@@ -1297,3 +1299,64 @@ def test_oom_watcher_v1_needs_a_memory_cgroup(tmp_path: Path) -> None:
     m = cg.Manager("v1", {"memory": str(tmp_path / "gone")}, {})
     with pytest.raises(CgroupError, match="memory.oom_control"):
         m.oom_watcher()
+
+
+# --------------------------------------------------------------------------------------------
+# the package: names and what the create path loads
+
+
+def test_package_names_resolve_from_their_modules() -> None:
+    for name in [*cg.__all__, *cg._LAZY]:
+        assert getattr(cg, name) is not None, name
+    assert cg.Manager.__module__ == "inclavare.linux.cgroups.manager"
+    assert cg.validate is __import__("inclavare.linux.cgroups.validation", fromlist=["validate"]).validate
+    assert {"Manager", "validate", "OomWatcher"} <= set(dir(cg))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        cg.nope  # noqa: B018
+
+
+# A v1 create as rune runs it (validate, resolve, create, set, apply), in a fresh interpreter, against plain
+# files standing in for cgroupfs: devices.list already holds the wanted rules, so set() writes no device rule.
+_CREATE_PATH = r"""
+import os, sys
+before = set(sys.modules)
+from inclavare.linux import cgroups as cg
+from inclavare.linux.cgroups.devices import DeviceEmulator, default_device_rules, oci_device_rules, rule_string
+
+root = sys.argv[1]
+res = {"devices": [{"allow": False, "access": "rwm"}], "memory": {"limit": 1048576}}
+cg.validate(res)
+info = "".join(f"{40 + i} 31 0:{40 + i} / {root}/{h} rw - cgroup cgroup rw,{h}\n"
+               for i, h in enumerate(["devices", "memory"]))
+layout = cg.detect_layout(info, "2:devices:/\n1:memory:/\n", cgroup_root=root)
+m = cg.Manager.for_container("c", "c", layout)
+want = DeviceEmulator.from_rules(oci_device_rules(res["devices"] + default_device_rules()))
+files = {"devices/c/devices.list": "".join(rule_string(*r[:4]) + "\n" for r in want.clean_rules()),
+         "devices/c/devices.allow": "", "devices/c/devices.deny": "", "devices/c/cgroup.procs": "",
+         "memory/c/memory.limit_in_bytes": "", "memory/c/cgroup.procs": ""}
+for rel, text in files.items():
+    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+    with open(os.path.join(root, rel), "w") as f:
+        f.write(text)
+m.create(res)
+m.set(res)
+m.apply(os.getpid())
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_v1_create_path_loads_neither_v2_nor_ebpf_nor_stats(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CREATE_PATH, str(tmp_path)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert {"inclavare.linux.cgroups.manager", "inclavare.linux.cgroups.v1"} <= loaded  # it did run
+    assert (tmp_path / "memory/c/memory.limit_in_bytes").read_text() == "1048576"
+    assert (tmp_path / "devices/c/cgroup.procs").read_text().isdigit()
+    assert (tmp_path / "devices/c/devices.allow").read_text() == ""  # nothing to change
+    package = {m.rsplit(".", 1)[1] for m in loaded if m.startswith("inclavare.linux.cgroups.")}
+    assert package == {"devices", "layout", "manager", "v1", "validation"}
+    assert not loaded & {"ctypes", "struct", "select", "resource", "logging", "typing"}

@@ -1,7 +1,7 @@
 """A container's cgroup directories as state.json records them, and what needs no more than that.
 
 `delete`, `kill` and `state`-side commands run once per container and only list the processes of a
-container's cgroups and remove the directories; they should not pay for importing the 2.5k lines of
+container's cgroups and remove the directories; they should not pay for importing the package
 :mod:`inclavare.linux.cgroups` (layout detection, resources, devices, stats) that `create` and
 `update` need. :class:`inclavare.linux.cgroups.Manager` extends :class:`CgroupPaths`.
 """
