@@ -18,10 +18,10 @@ Call = tuple[Any, ...]
 
 
 class _Fault:
-    __slots__ = ("name", "err", "target", "times")
+    __slots__ = ("name", "err", "target", "times", "skip")
 
-    def __init__(self, name: str, err: int, target: str | None, times: int | None) -> None:
-        self.name, self.err, self.target, self.times = name, err, target, times
+    def __init__(self, name: str, err: int, target: object, times: int | None, skip: int) -> None:
+        self.name, self.err, self.target, self.times, self.skip = name, err, target, times, skip
 
 
 class RecordingSyscalls(sc.Syscalls):
@@ -37,13 +37,14 @@ class RecordingSyscalls(sc.Syscalls):
         self.caps = caps
         self._faults: list[_Fault] = []
 
-    def fail(self, name: str, err: int, target: str | None = None, times: int | None = 1) -> None:
-        """Make the next ``times`` calls of ``name`` (all of them with ``times=None``) fail with ``err``;
-        with ``target``, only those whose target (the path, or the name for sethostname, or the option for
-        prctl) is ``target``. A failed call is logged too."""
+    def fail(self, name: str, err: int, target: object = None, times: int | None = 1, skip: int = 0) -> None:
+        """Make ``times`` calls of ``name`` (all of them with ``times=None``) fail with ``err``, after letting
+        ``skip`` of them succeed; with ``target``, count only the calls whose target (the path, the link for
+        symlink, the name for sethostname, the option for prctl) is ``target``. Failed calls are logged too;
+        the first fault that matches a call decides."""
         if name not in _TARGET:
             raise ValueError(f"RecordingSyscalls.fail: no call named {name!r}")
-        self._faults.append(_Fault(name, err, target, times))
+        self._faults.append(_Fault(name, err, target, times, skip))
 
     def names(self) -> list[str]:
         """The names of the calls so far, in order."""
@@ -55,6 +56,9 @@ class RecordingSyscalls(sc.Syscalls):
         target = call[_TARGET[call[0]]]
         for f in self._faults:
             if f.name == call[0] and f.times != 0 and (f.target is None or f.target == target):
+                if f.skip:
+                    f.skip -= 1
+                    return 0
                 if f.times is not None:
                     f.times -= 1
                 return f.err
