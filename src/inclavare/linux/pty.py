@@ -14,6 +14,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from inclavare.linux.syscalls import Syscalls
+
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
@@ -82,8 +84,8 @@ def make_controlling(slave: int) -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def attach_console(rootfs_dev_console: str, slave_path: str) -> None:
+def attach_console(rootfs_dev_console: str, slave_path: str, kernel: Syscalls = sc.KERNEL) -> None:
     """Bind the pty slave onto /dev/console of the container."""
     if not os.path.lexists(rootfs_dev_console):
         os.close(os.open(rootfs_dev_console, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-    sc.mount(slave_path, rootfs_dev_console, None, sc.MS_BIND)
+    kernel.mount(slave_path, rootfs_dev_console, None, sc.MS_BIND)

@@ -1,6 +1,9 @@
 """Container root filesystem: mounts, devices, /dev links, pivot_root, masked and read-only paths.
 
 Runs inside the container's new mount namespace (the init process, before it executes the workload).
+:func:`prepare_rootfs`, :func:`enter_rootfs` and :func:`finish_rootfs` are the setup plan in its order.
+Every kernel call goes through ``kernel``, a :class:`~inclavare.linux.syscalls.Syscalls` (``KERNEL`` unless
+a test hands in a recording double); filesystem queries (stat, secure_join) are made on the real rootfs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from inclavare.linux import syscalls as sc
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from inclavare.linux.syscalls import Syscalls
+
+KERNEL = sc.KERNEL
 
 # option -> (clear, set) as the mount(8) options runc understands
 _FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
@@ -210,28 +217,28 @@ class RootfsContext:
         self.source_fds = source_fds or {}
 
 
-def _apply_propagation(dest: str, spec: MountSpec) -> None:
+def _apply_propagation(dest: str, spec: MountSpec, kernel: Syscalls) -> None:
     for p in spec.propagation:
-        sc.mount(None, dest, None, p)
+        kernel.mount(None, dest, None, p)
 
 
-def _bind(src: str, dest: str, spec: MountSpec) -> None:
+def _bind(src: str, dest: str, spec: MountSpec, kernel: Syscalls) -> None:
     flags = sc.MS_BIND | (spec.flags & sc.MS_REC)
-    sc.mount(src, dest, None, flags)
+    kernel.mount(src, dest, None, flags)
     extra = spec.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
     if extra:
         remount_flags = sc.MS_BIND | sc.MS_REMOUNT | extra
         try:
-            sc.mount(None, dest, None, remount_flags)
+            kernel.mount(None, dest, None, remount_flags)
         except SysError as e:
             if e.errno != errno.EPERM:
                 raise
             # in a user namespace, flags locked on the source mount must be kept
-            sc.mount(None, dest, None, remount_flags | statfs_flags(dest))
-    _apply_propagation(dest, spec)
+            kernel.mount(None, dest, None, remount_flags | statfs_flags(dest))
+    _apply_propagation(dest, spec, kernel)
 
 
-def mount_one(index: int, m: dict[str, Any], ctx: RootfsContext) -> None:
+def mount_one(index: int, m: dict[str, Any], ctx: RootfsContext, kernel: Syscalls = KERNEL) -> None:
     where = f"mounts[{index}] ({m.get('destination')})"
     mtype = m.get("type") or ""
     spec = parse_options(m.get("options"))
@@ -251,31 +258,31 @@ def mount_one(index: int, m: dict[str, Any], ctx: RootfsContext) -> None:
                 raise ConfigError(where, f"bind source {source}: {e.strerror}") from None
             _create_target(dest, stat.S_ISDIR(st.st_mode))
             spec.flags |= sc.MS_BIND
-            _bind(path, dest, spec)
+            _bind(path, dest, spec, kernel)
             if spec.rec_set or spec.rec_clr:
-                _set_rec_attr(dest, spec)
+                _set_rec_attr(dest, spec, kernel)
             return
         if mtype == "cgroup":
-            _mount_cgroup(dest, spec, ctx)
+            _mount_cgroup(dest, spec, ctx, kernel)
             return
         if mtype == "proc" and os.path.relpath(dest, ctx.rootfs) != "proc":
             raise ConfigError(where, "proc can only be mounted on /proc")
         _mkdir_all(dest)
         if "tmpcopyup" in spec.extensions and mtype == "tmpfs":
-            _tmpcopyup(source, dest, spec)
+            _tmpcopyup(source, dest, spec, kernel)
             return
         data = ",".join(spec.data) or None
         try:
-            sc.mount(source, dest, mtype or None, spec.flags & ~sc.MS_REMOUNT, data)
+            kernel.mount(source, dest, mtype or None, spec.flags & ~sc.MS_REMOUNT, data)
         except SysError as e:
             if e.errno == errno.EPERM and mtype in ("sysfs", "mqueue"):
                 # not permitted in a user namespace without its own netns/ipcns: bind the host's
                 host = "/sys" if mtype == "sysfs" else "/dev/mqueue"
                 spec.flags |= sc.MS_BIND | sc.MS_REC
-                _bind(host, dest, spec)
+                _bind(host, dest, spec, kernel)
                 return
             raise
-        _apply_propagation(dest, spec)
+        _apply_propagation(dest, spec, kernel)
     except SysError as e:
         raise SysError(f"{where}: {e}", e.errno) from None
 
@@ -296,9 +303,9 @@ def _check_plain_dir(where: str, mtype: str, rootfs: str, destination: str) -> N
                                  f"({destination} in the rootfs is {kind})")
 
 
-def _set_rec_attr(dest: str, spec: MountSpec) -> None:
+def _set_rec_attr(dest: str, spec: MountSpec, kernel: Syscalls = KERNEL) -> None:
     try:
-        sc.mount_setattr(dest, spec.rec_set, spec.rec_clr, sc.AT_RECURSIVE)
+        kernel.mount_setattr(dest, spec.rec_set, spec.rec_clr, sc.AT_RECURSIVE)
     except SysError as e:
         if e.errno == errno.ENOSYS:
             raise SysError(f"recursive mount options (rro, rnosuid, ...) need mount_setattr(2), "
@@ -306,66 +313,66 @@ def _set_rec_attr(dest: str, spec: MountSpec) -> None:
         raise
 
 
-def _tmpcopyup(source: str, dest: str, spec: MountSpec) -> None:
+def _tmpcopyup(source: str, dest: str, spec: MountSpec, kernel: Syscalls) -> None:
     import shutil
     import tempfile
 
     tmp = tempfile.mkdtemp(prefix="rune-tmpcopyup-")
     try:
-        sc.mount(source, tmp, "tmpfs", spec.flags, ",".join(spec.data) or None)
+        kernel.mount(source, tmp, "tmpfs", spec.flags, ",".join(spec.data) or None)
         for name in os.listdir(dest):
             s, d = os.path.join(dest, name), os.path.join(tmp, name)
             if os.path.isdir(s) and not os.path.islink(s):
                 shutil.copytree(s, d, symlinks=True)
             else:
                 shutil.copy2(s, d, follow_symlinks=False)
-        sc.mount(tmp, dest, None, sc.MS_MOVE)
+        kernel.mount(tmp, dest, None, sc.MS_MOVE)
     finally:
         os.rmdir(tmp)
-    _apply_propagation(dest, spec)
+    _apply_propagation(dest, spec, kernel)
 
 
-def _mount_cgroup(dest: str, spec: MountSpec, ctx: RootfsContext) -> None:
+def _mount_cgroup(dest: str, spec: MountSpec, ctx: RootfsContext, kernel: Syscalls) -> None:
     """Mount the container's cgroups at ``dest`` (v1: a tmpfs with one bind per hierarchy)."""
     _mkdir_all(dest)
     paths = ctx.cgroup_paths
     unified_only = list(paths) == [""] or not paths
     if unified_only:
         if ctx.cgroupns:
-            sc.mount("cgroup2", dest, "cgroup2", spec.flags)
+            kernel.mount("cgroup2", dest, "cgroup2", spec.flags)
         elif paths:
-            _bind(paths[""], dest, MountSpec(flags=sc.MS_BIND | spec.flags))
+            _bind(paths[""], dest, MountSpec(flags=sc.MS_BIND | spec.flags), kernel)
         return
-    sc.mount("tmpfs", dest, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
+    kernel.mount("tmpfs", dest, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
     for subsys, host in sorted(paths.items()):
         name = "unified" if subsys == "" else subsys
         target = os.path.join(dest, name)
         _mkdir_all(target)
         bind_flags = sc.MS_BIND | sc.MS_REC | (spec.flags & ~sc.MS_REMOUNT)
-        _bind(host, target, MountSpec(flags=bind_flags))
+        _bind(host, target, MountSpec(flags=bind_flags), kernel)
     # comounted controllers are reached through their single names too (cpu -> cpu,cpuacct)
     for subsys in paths:
         if "," in subsys:
             for part in subsys.split(","):
                 link = os.path.join(dest, part.removeprefix("name="))
                 if not os.path.lexists(link):
-                    os.symlink(subsys, link)
+                    kernel.symlink(subsys, link)
     if spec.flags & sc.MS_RDONLY:
-        sc.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+        kernel.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
                  "mode=755")
 
 
-def _mknod(dest: str, kind: str, major: int, minor: int, mode: int, uid: int, gid: int) -> None:
+def _mknod(dest: str, kind: str, major: int, minor: int, mode: int, uid: int, gid: int, kernel: Syscalls) -> None:
     fmt = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
     try:
-        os.mknod(dest, fmt | (mode & 0o7777), os.makedev(major, minor))
+        kernel.mknod(dest, fmt | (mode & 0o7777), os.makedev(major, minor))
     except FileExistsError:
         return
-    os.chown(dest, uid, gid)
-    os.chmod(dest, mode & 0o7777)
+    kernel.chown(dest, uid, gid)
+    kernel.chmod(dest, mode & 0o7777)
 
 
-def create_devices(rootfs: str, devices: list[dict[str, Any]], in_userns: bool) -> None:
+def create_devices(rootfs: str, devices: list[dict[str, Any]], in_userns: bool, kernel: Syscalls = KERNEL) -> None:
     todo: list[dict[str, Any]] = [
         {"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
         for p, ma, mi in DEFAULT_DEVICES
@@ -380,11 +387,12 @@ def create_devices(rootfs: str, devices: list[dict[str, Any]], in_userns: bool) 
             try:
                 if in_userns:
                     _create_target(dest, False)
-                    sc.mount(dev["path"], dest, None, sc.MS_BIND)
+                    kernel.mount(dev["path"], dest, None, sc.MS_BIND)
                 else:
                     mode = dev.get("fileMode")
                     _mknod(dest, dev["type"], int(dev.get("major", 0)), int(dev.get("minor", 0)),
-                           0o666 if mode is None else int(mode), int(dev.get("uid") or 0), int(dev.get("gid") or 0))
+                           0o666 if mode is None else int(mode), int(dev.get("uid") or 0), int(dev.get("gid") or 0),
+                           kernel)
             except (OSError, SysError) as e:
                 raise SysError(f"devices: creating {dev['path']}: {getattr(e, 'strerror', None) or e}",
                                getattr(e, "errno", 0) or 0) from None
@@ -392,53 +400,48 @@ def create_devices(rootfs: str, devices: list[dict[str, Any]], in_userns: bool) 
         os.umask(old)
 
 
-def dev_symlinks(rootfs: str) -> None:
+def dev_symlinks(rootfs: str, kernel: Syscalls = KERNEL) -> None:
     links = [("/proc/self/fd", "dev/fd"), ("/proc/self/fd/0", "dev/stdin"),
              ("/proc/self/fd/1", "dev/stdout"), ("/proc/self/fd/2", "dev/stderr")]
     if os.path.exists("/proc/kcore"):
         links.append(("/proc/kcore", "dev/core"))
     for target, name in links:
         try:
-            os.symlink(target, os.path.join(rootfs, name))
+            kernel.symlink(target, os.path.join(rootfs, name))
         except FileExistsError:
             pass
     ptmx = os.path.join(rootfs, "dev/ptmx")
     try:
-        os.unlink(ptmx)
+        kernel.unlink(ptmx)
     except FileNotFoundError:
         pass
-    os.symlink("pts/ptmx", ptmx)
+    kernel.symlink("pts/ptmx", ptmx)
 
 
-def _mountinfo() -> list[list[str]]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split() for line in f]
-
-
-def make_parent_private(rootfs: str) -> None:
+def make_parent_private(rootfs: str, kernel: Syscalls = KERNEL) -> None:
     """pivot_root refuses a new root whose parent mount is shared: make that parent private."""
     best = ""
     shared = False
-    for fields in _mountinfo():
+    for fields in kernel.mountinfo():
         mp = fields[4]
         if (rootfs == mp or rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
             best = mp
             opt = fields[6:fields.index("-")]
             shared = any(o.startswith("shared:") for o in opt)
     if best and shared:
-        sc.mount(None, best, None, sc.MS_PRIVATE)
+        kernel.mount(None, best, None, sc.MS_PRIVATE)
 
 
-def pivot(rootfs: str) -> None:
+def pivot(rootfs: str, kernel: Syscalls = KERNEL) -> None:
     old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fchdir(new)
-        sc.pivot_root(".", ".")
-        os.fchdir(old)
-        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
-        sc.umount(".", sc.MNT_DETACH)
-        os.chdir("/")
+        kernel.fchdir(new)
+        kernel.pivot_root(".", ".")
+        kernel.fchdir(old)
+        kernel.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        kernel.umount(".", sc.MNT_DETACH)
+        kernel.chdir("/")
     finally:
         os.close(old)
         os.close(new)
@@ -453,69 +456,131 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda mo: chr(int(mo.group(1), 8)), field)
 
 
-def _detach_host_proc_sys(rootfs: str) -> None:
+def _detach_host_proc_sys(rootfs: str, kernel: Syscalls) -> None:
     """--no-pivot keeps the old root's mounts in the namespace, out of sight but counted by the kernel:
     a full host procfs or sysfs there would let the container mount an unmasked one. Detach every such
     mount outside the rootfs, or cover it with a tmpfs where it is locked (as runc's msMoveRoot)."""
     rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
     inside = rootfs.rstrip("/") + "/"
-    for fields in _mountinfo():
+    for fields in kernel.mountinfo():
         fstype = fields[fields.index("-") + 1]
         mp = _unescape(fields[4])
         if fields[3] != "/" or fstype not in ("proc", "sysfs") or mp == rootfs or mp.startswith(inside):
             continue
         try:
-            sc.mount(None, mp, None, sc.MS_SLAVE | sc.MS_REC)  # the detach must not reach the host
+            kernel.mount(None, mp, None, sc.MS_SLAVE | sc.MS_REC)  # the detach must not reach the host
         except SysError as e:
             if e.errno == errno.ENOENT:
                 continue  # under a mount already detached
             raise
         try:
-            sc.umount(mp, sc.MNT_DETACH)
+            kernel.umount(mp, sc.MNT_DETACH)
         except SysError as e:
             if e.errno not in (errno.EINVAL, errno.EPERM):
                 raise
-            sc.mount("tmpfs", mp, "tmpfs")
+            kernel.mount("tmpfs", mp, "tmpfs")
 
 
-def move_root(rootfs: str) -> None:
+def move_root(rootfs: str, kernel: Syscalls = KERNEL) -> None:
     """--no-pivot: move the rootfs mount over / and chroot into it."""
-    _detach_host_proc_sys(rootfs)
-    os.chdir(rootfs)
-    sc.mount(rootfs, "/", None, sc.MS_MOVE)
-    os.chroot(".")
-    os.chdir("/")
+    _detach_host_proc_sys(rootfs, kernel)
+    kernel.chdir(rootfs)
+    kernel.mount(rootfs, "/", None, sc.MS_MOVE)
+    kernel.chroot(".")
+    kernel.chdir("/")
 
 
-def mask_path(path: str) -> None:
+def mask_path(path: str, kernel: Syscalls = KERNEL) -> None:
     try:
-        sc.mount("/dev/null", path, None, sc.MS_BIND)
+        kernel.mount("/dev/null", path, None, sc.MS_BIND)
     except SysError as e:
         if e.errno == errno.ENOENT:
             return
         if e.errno == errno.ENOTDIR:
-            sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
+            kernel.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
             return
         raise SysError(f"maskedPaths: {path}: {e}", e.errno) from None
 
 
-def readonly_path(path: str) -> None:
+def readonly_path(path: str, kernel: Syscalls = KERNEL) -> None:
     try:
-        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+        kernel.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
     except SysError as e:
         if e.errno == errno.ENOENT:
             return
         raise SysError(f"readonlyPaths: {path}: {e}", e.errno) from None
     flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC
     try:
-        sc.mount(None, path, None, flags)
+        kernel.mount(None, path, None, flags)
     except SysError:
-        sc.mount(None, path, None, flags | statfs_flags(path))
+        kernel.mount(None, path, None, flags | statfs_flags(path))
 
 
-def set_readonly_root() -> None:
+def set_readonly_root(kernel: Syscalls = KERNEL) -> None:
     flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
     try:
-        sc.mount(None, "/", None, flags)
+        kernel.mount(None, "/", None, flags)
     except SysError:
-        sc.mount(None, "/", None, flags | statfs_flags("/"))
+        kernel.mount(None, "/", None, flags | statfs_flags("/"))
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def prepare_rootfs(rootfs: str, config: dict[str, Any], ctx: RootfsContext, in_userns: bool,
+                   kernel: Syscalls = KERNEL) -> None:
+    """Before the createContainer hooks, in the new mount namespace: the propagation of /, the rootfs
+    bound onto itself (pivot_root needs a mount point), the config's mounts in order, device nodes, /dev links.
+    Closes the mount-source fds of ``ctx`` once the mounts are done."""
+    linux = config.get("linux") or {}
+    prop = PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
+    if prop & sc.MS_UNBINDABLE:
+        prop = sc.MS_PRIVATE | (prop & sc.MS_REC)  # the rootfs must stay bindable until pivot_root
+    kernel.mount(None, "/", None, prop)
+    make_parent_private(rootfs, kernel)
+    kernel.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    for i, m in enumerate(config.get("mounts") or []):
+        mount_one(i, m, ctx, kernel)
+    for fd in ctx.source_fds.values():
+        os.close(fd)
+    create_devices(rootfs, linux.get("devices") or [], in_userns, kernel)
+    if os.path.isdir(os.path.join(rootfs, "dev")):
+        dev_symlinks(rootfs, kernel)
+
+
+def enter_rootfs(rootfs: str, has_mntns: bool, no_pivot: bool, kernel: Syscalls = KERNEL) -> None:
+    """Make the rootfs the root: pivot_root, or (--no-pivot) move it over / and chroot; a plain chroot
+    without a mount namespace."""
+    if has_mntns:
+        if no_pivot:
+            move_root(rootfs, kernel)
+        else:
+            pivot(rootfs, kernel)
+    else:
+        kernel.chroot(rootfs)
+        kernel.chdir("/")
+
+
+def finish_rootfs(config: dict[str, Any], ns_types: set[str] | frozenset[str], kernel: Syscalls = KERNEL) -> None:
+    """After the root switch: sysctls (first: readonlyPaths usually makes /proc/sys read-only), a shared or
+    unbindable rootfsPropagation, masked and read-only paths, the read-only root, then hostname and domainname."""
+    linux = config.get("linux") or {}
+    for key, value in (linux.get("sysctl") or {}).items():
+        try:
+            kernel.write_sysctl(key, value)
+        except OSError as e:
+            raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}", e.errno or 0) from None
+    if "mount" in ns_types:
+        if (linux.get("rootfsPropagation") or "") in ("shared", "rshared", "unbindable", "runbindable"):
+            kernel.mount(None, "/", None, PROPAGATION[linux["rootfsPropagation"]])
+        for p in linux.get("maskedPaths") or []:
+            mask_path(p, kernel)
+        for p in linux.get("readonlyPaths") or []:
+            readonly_path(p, kernel)
+        if (config.get("root") or {}).get("readonly"):
+            set_readonly_root(kernel)
+    if "uts" in ns_types:
+        if config.get("hostname"):
+            kernel.sethostname(config["hostname"])
+        if config.get("domainname"):
+            kernel.setdomainname(config["domainname"])

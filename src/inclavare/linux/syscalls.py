@@ -2,6 +2,11 @@
 
 Everything raises SysError naming the call and its target, so callers need no errno handling
 beyond the cases they want to tolerate (check ``SysError.errno``).
+
+:class:`Syscalls` gathers the operations of the container setup plan (mounts, root switch, device
+nodes, /dev links, names, capabilities) behind one small interface, as youki's ``Syscall`` trait:
+``KERNEL`` does them for real, and ``inclavare.testing.syscalls.RecordingSyscalls`` logs them so that
+the plan of linux/rootfs.py and linux/caps.py is unit-tested without root.
 """
 
 from __future__ import annotations
@@ -112,8 +117,18 @@ def libc() -> ctypes.CDLL:
     return _libc
 
 
+def sys_error(call: str, target: str, err: int) -> SysError:
+    """The error a failed ``call`` on ``target`` raises: "call target: strerror", with its errno."""
+    return SysError(f"{call}{' ' + target if target else ''}: {os.strerror(err)}", err)
+
+
 def _raise(call: str, target: str, err: int) -> None:
-    raise SysError(f"{call}{' ' + target if target else ''}: {os.strerror(err)}", err)
+    raise sys_error(call, target, err)
+
+
+def mount_target(source: str | None, target: str, fstype: str | None) -> str:
+    """How a mount(2) error names what it tried: "SOURCE on TARGET (FSTYPE)"."""
+    return f"{source or 'none'} on {target}" + (f" ({fstype})" if fstype else "")
 
 
 def _enc(s: str | None) -> bytes | None:
@@ -122,7 +137,7 @@ def _enc(s: str | None) -> bytes | None:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
     if libc().mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) < 0:
-        _raise("mount", f"{source or 'none'} on {target}" + (f" ({fstype})" if fstype else ""), ctypes.get_errno())
+        _raise("mount", mount_target(source, target, fstype), ctypes.get_errno())
 
 
 def umount(target: str, flags: int = 0) -> None:
@@ -248,3 +263,81 @@ def pidfd_getfd(pid: int, fd: int) -> int:
         return syscall("pidfd_getfd", pidfd, fd, 0)
     finally:
         os.close(pidfd)
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) capability sets of ``pid`` (0: this thread) as 64-bit masks."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    syscall("capget", ctypes.byref(hdr), ctypes.byref(data))
+    eff, perm, inh = (getattr(data[0], f) | (getattr(data[1], f) << 32)
+                      for f in ("effective", "permitted", "inheritable"))
+    return eff, perm, inh
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's effective, permitted and inheritable capability sets (64-bit masks)."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> (32 * i)) & 0xFFFFFFFF
+    syscall("capset", ctypes.byref(hdr), ctypes.byref(data))
+
+
+def mountinfo() -> list[list[str]]:
+    """This process's mount table, one whitespace-split /proc/self/mountinfo line per mount."""
+    with open("/proc/self/mountinfo") as f:
+        return [line.split() for line in f]
+
+
+def write_sysctl(key: str, value: str) -> None:
+    """Write ``value`` to the sysctl ``key`` (dotted, as in the OCI config) under /proc/sys; OSError as open/write."""
+    with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+        f.write(value)
+
+
+class Syscalls:
+    """The kernel operations of the container setup plan, as one small interface.
+
+    Each method is the module (or ``os``) function of the same name itself, so ``KERNEL.mount(...)`` costs
+    one attribute lookup more than ``mount(...)``. Filesystem queries (stat, secure_join) are not here:
+    the plan makes them on the real rootfs. The recording double overrides every method.
+    """
+
+    __slots__ = ()
+
+    mount = staticmethod(mount)
+    umount = staticmethod(umount)
+    pivot_root = staticmethod(pivot_root)
+    mount_setattr = staticmethod(mount_setattr)
+    mountinfo = staticmethod(mountinfo)
+    chdir = staticmethod(os.chdir)
+    fchdir = staticmethod(os.fchdir)
+    chroot = staticmethod(os.chroot)
+    mknod = staticmethod(os.mknod)
+    chown = staticmethod(os.chown)
+    chmod = staticmethod(os.chmod)
+    symlink = staticmethod(os.symlink)
+    unlink = staticmethod(os.unlink)
+    write_sysctl = staticmethod(write_sysctl)
+    sethostname = staticmethod(sethostname)
+    setdomainname = staticmethod(setdomainname)
+    prctl = staticmethod(prctl)
+    capget = staticmethod(capget)
+    capset = staticmethod(capset)
+
+
+KERNEL = Syscalls()
