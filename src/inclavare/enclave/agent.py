@@ -2,7 +2,7 @@
 
 Wire format as upstream rune: ``<state dir>/agent.sock`` (unix stream), each message a 4-byte
 little-endian length then an ``AgentServiceRequest`` / ``AgentServiceResponse`` protobuf
-(agentwire.py; contract in proto/agent.proto). An exec request
+(generated from proto/agent.proto, see agentwire.py). An exec request
 is followed by four file descriptors, one SCM_RIGHTS message each, in this order: the signal pipe (read
 end; the client writes ``Kill`` requests into it, framed the same way), stdin, stdout, stderr. The reply
 carries the payload's exit code.
@@ -54,8 +54,8 @@ def read_message(read: Any, kind: str) -> Any:
     msg = pb.AgentServiceRequest() if kind == "request" else pb.AgentServiceResponse()
     try:
         msg.ParseFromString(data)
-    except ValueError as e:
-        raise AgentError(f"agent: malformed {kind}: {e}") from None
+    except (ValueError, agentwire.DecodeError) as e:
+        raise AgentError(f"agent: malformed {kind}: {' '.join(str(e).split())}") from None
     return msg
 
 
