@@ -12,7 +12,7 @@ on stdout and exits 0. Imports stay minimal: this runs 3-4 times per container l
 import sys
 
 from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
-from inclavare.errors import ConfigError, ExecFailed, InclavareError
+from inclavare.errors import ConfigError, ExecFailed, InclavareError, UsageError
 from inclavare.formats import fastjson as json
 
 TYPE_CHECKING = False
@@ -107,10 +107,6 @@ COMMANDS: dict[str, tuple[dict[str, Flag], str, str]] = {
         "quoteFile": ((), True, False, "write the quote to this file (with --isRA)"),
     }, "<container-id>", "get a local REPORT (and with --isRA a quote) from an enclave container"),
 }
-
-
-class UsageError(InclavareError):
-    exit_code = 1
 
 
 class UnknownCommand(UsageError):
