@@ -389,7 +389,7 @@ def cmd_create_run(rt: "Any", cmd: str, opts: "dict[str, Any]", pos: list[str]) 
 
     needs_relay = False
     if not detach and not opts.get("console-socket"):
-        from inclavare.formats.oci import load_config
+        from inclavare.runtime.bundle_io import load_config
 
         cfg = load_config(os.path.abspath(opts.get("bundle") or "."))  # handed to create: parsed once
         needs_relay = bool(cfg["process"].get("terminal"))

@@ -161,7 +161,7 @@ def cmd_spec(opts: dict[str, Any]) -> int:
     if os.path.exists(path):
         raise UsageError(f"{path}: already exists, remove it first")
     with open(path, "w") as f:
-        f.write(json.dumps_pretty(default_spec(rootless=bool(opts.get("rootless"))), "\t"))
+        f.write(json.dumps_pretty(default_spec(bool(opts.get("rootless")), os.geteuid(), os.getegid()), "\t"))
     return 0
 
 

@@ -24,6 +24,7 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
     """``config``: the bundle's config.json when the caller has already loaded and validated it.
     ``foreground``: fds 0-2 are the caller's own (`run` without --detach), not handed over."""
     from inclavare.formats import oci
+    from inclavare.runtime.bundle_io import load_config
     from inclavare.runtime.trace import mark
 
     mark("create: begin")
@@ -35,7 +36,7 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         os.chdir(bundle)
     except OSError as e:
         raise ConfigError("--bundle", f"{bundle}: {e.strerror}") from None
-    cfg = config if config is not None else oci.load_config(bundle)
+    cfg = config if config is not None else load_config(bundle)
     linux = cfg.get("linux") or {}
     if linux.get("seccomp"):
         from inclavare.linux import seccomp
