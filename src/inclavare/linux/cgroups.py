@@ -33,7 +33,7 @@ from __future__ import annotations
 import errno
 import time
 
-from inclavare import _fastos as os  # the posix builtin: `delete` imports this module, `import os` costs ~1.4 ms
+from inclavare import _fastos as fos  # the posix builtin: `delete` imports this module, `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
 from inclavare.linux.cgpaths import CgroupPaths, _log, _read_text  # what delete needs lives there
 
@@ -201,7 +201,7 @@ def detect_layout(
         mountinfo = _read_text("/proc/self/mountinfo")
     if proc_cgroup is None:
         proc_cgroup = _read_text("/proc/self/cgroup")
-    cgroup_root = os.path.normpath(cgroup_root)
+    cgroup_root = fos.path.normpath(cgroup_root)
     v1: dict[str, Hierarchy] = {}
     pure: Hierarchy | None = None
     hybrid: Hierarchy | None = None
@@ -251,18 +251,18 @@ def clean_path(path: str) -> str:
     """runc's utils.CleanPath: normalise; relative paths cannot climb above their base."""
     if not path:
         return ""
-    path = os.path.normpath(path)
+    path = fos.path.normpath(path)
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     if not path.startswith("/"):
-        path = os.path.relpath(os.path.normpath("/" + path), "/")
-    return os.path.normpath(path)
+        path = fos.path.relpath(fos.path.normpath("/" + path), "/")
+    return fos.path.normpath(path)
 
 
 def _join(*parts: str) -> str:
     """filepath.Join: join the non-empty parts and clean the result."""
     joined = "/".join(p for p in parts if p)
-    out = os.path.normpath(joined) if joined else ""
+    out = fos.path.normpath(joined) if joined else ""
     if out.startswith("//"):
         out = "/" + out.lstrip("/")
     return out
@@ -273,7 +273,7 @@ def _below_root(path: str, root: str) -> str:
     if root in ("", "/"):
         return path.lstrip("/")
     if _under(path, root):
-        return os.path.relpath(path, root) if path != root else ""
+        return fos.path.relpath(path, root) if path != root else ""
     _log(
         "debug",
         "cgroup %s lies outside the mounted part %s of its hierarchy; using the mount point",
@@ -333,15 +333,15 @@ def _num_to_str(value: int) -> str:
 
 
 def _write(path: str, data: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = fos.open(path, fos.O_WRONLY | fos.O_CLOEXEC)
     try:
-        os.write(fd, data.encode())
+        fos.write(fd, data.encode())
     finally:
-        os.close(fd)
+        fos.close(fd)
 
 
 def _make_dir(path: str) -> None:
-    os.mkdir(path, 0o755)
+    fos.mkdir(path, 0o755)
 
 
 def _fmt_data(data: str) -> str:
@@ -349,7 +349,7 @@ def _fmt_data(data: str) -> str:
 
 
 def _write_error(field: str, data: str, path: str, exc: OSError, extra: str = "") -> CgroupError:
-    reason = exc.strerror or os.strerror(exc.errno or 0)
+    reason = exc.strerror or fos.strerror(exc.errno or 0)
     return CgroupError(f"{field}: writing {_fmt_data(data)} to {path}: {reason}{extra}")
 
 
@@ -649,14 +649,14 @@ def _bpf(cmd: int, attr: bytearray) -> int:
     if _libc_handle is None:
         _libc_handle = ctypes.CDLL(None, use_errno=True)
         _libc_handle.syscall.restype = ctypes.c_long
-    nr = _NR_BPF.get(os.uname().machine)
+    nr = _NR_BPF.get(fos.uname().machine)
     if nr is None:
-        raise OSError(errno.ENOSYS, f"bpf(2) syscall number unknown on {os.uname().machine}")
+        raise OSError(errno.ENOSYS, f"bpf(2) syscall number unknown on {fos.uname().machine}")
     buf = (ctypes.c_char * len(attr)).from_buffer(attr)
     res = _libc_handle.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), ctypes.byref(buf), ctypes.c_ulong(len(attr)))
     if res < 0:
         e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+        raise OSError(e, fos.strerror(e))
     return int(res)
 
 
@@ -751,7 +751,7 @@ def _attach_device_filter(dirpath: str, program: bytes) -> None:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
-    dirfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dirfd = fos.open(dirpath, fos.O_RDONLY | fos.O_DIRECTORY | fos.O_CLOEXEC)
     old_fds: list[int] = []
     prog_fd = -1
     try:
@@ -773,7 +773,7 @@ def _attach_device_filter(dirpath: str, program: bytes) -> None:
     finally:
         for fd in [*old_fds, prog_fd, dirfd]:
             if fd >= 0:
-                os.close(fd)
+                fos.close(fd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -797,7 +797,7 @@ def _hugepage_sizes() -> list[str]:
     if _HUGEPAGE_SIZES is None:
         sizes = []
         try:
-            names = os.listdir("/sys/kernel/mm/hugepages")
+            names = fos.listdir("/sys/kernel/mm/hugepages")
         except OSError:
             names = []
         for name in sorted(names):
@@ -896,7 +896,7 @@ class Manager(CgroupPaths):
                 own = layout.own.get("")
                 if own is None:
                     raise CgroupError("/proc/self/cgroup: no cgroup v2 entry (0::PATH) for this process")
-                paths[""] = _join(h.mountpoint, _below_root(os.path.dirname(own), h.root), inner)
+                paths[""] = _join(h.mountpoint, _below_root(fos.path.dirname(own), h.root), inner)
             mounts[""] = h.mountpoint
             return cls("v2", paths, mounts)
         for key in V1_SUBSYSTEMS:
@@ -946,9 +946,9 @@ class Manager(CgroupPaths):
         for attempt in range(5):
             missing = []
             cur = path
-            while cur != stop and _under(cur, stop) and not os.path.isdir(cur):
+            while cur != stop and _under(cur, stop) and not fos.path.isdir(cur):
                 missing.append(cur)
-                cur = os.path.dirname(cur)
+                cur = fos.path.dirname(cur)
             try:
                 for p in reversed(missing):
                     self._mkdir(p)
@@ -973,7 +973,7 @@ class Manager(CgroupPaths):
             self._create_v2(res)
             return
         for key, path in self.paths.items():
-            mount = self.mounts.get(key) or os.path.dirname(path)
+            mount = self.mounts.get(key) or fos.path.dirname(path)
             try:
                 if key == "cpuset":
                     self._create_cpuset(path, mount, cpu)
@@ -992,7 +992,7 @@ class Manager(CgroupPaths):
         cur = path
         while cur != mount and _under(cur, mount):
             chain.append(cur)
-            cur = os.path.dirname(cur)
+            cur = fos.path.dirname(cur)
         parent = mount
         for d in reversed(chain):
             try:
@@ -1010,10 +1010,10 @@ class Manager(CgroupPaths):
     def _cpuset_copy(self, cur: str, parent: str) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             try:
-                mine = _read_text(os.path.join(cur, name))
+                mine = _read_text(fos.path.join(cur, name))
                 if mine.strip():
                     continue
-                theirs = _read_text(os.path.join(parent, name))
+                theirs = _read_text(fos.path.join(parent, name))
             except OSError as e:
                 raise CgroupError(f"linux.cgroupsPath: reading {e.filename}: {e.strerror}") from None
             self._w("linux.cgroupsPath", cur, name, theirs.strip())
@@ -1024,17 +1024,17 @@ class Manager(CgroupPaths):
         if not _under(path, mount):
             raise CgroupError(f"linux.cgroupsPath: {path} is not below the cgroup2 mount {mount}")
         try:
-            controllers = _read_text(os.path.join(mount, "cgroup.controllers")).split()
+            controllers = _read_text(fos.path.join(mount, "cgroup.controllers")).split()
         except OSError as e:
             raise CgroupError(f"reading {mount}/cgroup.controllers: {e.strerror}") from None
         enable = " ".join("+" + c for c in controllers)
         domain = _needs_domain_controller(res)
         chain = [mount]
-        rel = os.path.relpath(path, mount)
+        rel = fos.path.relpath(path, mount)
         if rel != ".":
             cur = mount
             for part in rel.split("/"):
-                cur = os.path.join(cur, part)
+                cur = fos.path.join(cur, part)
                 chain.append(cur)
         for i, cur in enumerate(chain):
             if i > 0:
@@ -1043,7 +1043,7 @@ class Manager(CgroupPaths):
                 except FileNotFoundError as e:
                     raise CgroupError(f"linux.cgroupsPath: creating cgroup {cur}: {e.strerror}") from None
                 try:
-                    cgtype = _read_text(os.path.join(cur, "cgroup.type")).strip()
+                    cgtype = _read_text(fos.path.join(cur, "cgroup.type")).strip()
                 except OSError:
                     cgtype = ""
                 if cgtype == "domain invalid":
@@ -1053,7 +1053,7 @@ class Manager(CgroupPaths):
                             "it is in an invalid state"
                         )
                     try:
-                        _write(os.path.join(cur, "cgroup.type"), "threaded")
+                        _write(fos.path.join(cur, "cgroup.type"), "threaded")
                     except OSError:
                         pass
                 elif cgtype in ("domain threaded", "threaded") and domain:
@@ -1061,7 +1061,7 @@ class Manager(CgroupPaths):
                         f"linux.cgroupsPath: cannot enter cgroup {cur} with domain controllers: it is in {cgtype} mode"
                     )
             if i < len(chain) - 1 and enable:
-                target = os.path.join(cur, "cgroup.subtree_control")
+                target = fos.path.join(cur, "cgroup.subtree_control")
                 try:
                     _write(target, enable)
                 except OSError:
@@ -1075,7 +1075,7 @@ class Manager(CgroupPaths):
         """Move ``pid`` into every cgroup of the container (creating missing directories)."""
         if pid == -1:
             return
-        if any(not os.path.isdir(p) for k, p in self.paths.items() if not self._join_only(k)):
+        if any(not fos.path.isdir(p) for k, p in self.paths.items() if not self._join_only(k)):
             self.create()
         for key, path in self.paths.items():
             try:
@@ -1087,7 +1087,7 @@ class Manager(CgroupPaths):
                 raise
 
     def _write_procs(self, path: str, pid: int) -> None:
-        target = os.path.join(path, "cgroup.procs")
+        target = fos.path.join(path, "cgroup.procs")
         try:
             _write_pid(target, pid)
         except OSError as e:
@@ -1098,7 +1098,7 @@ class Manager(CgroupPaths):
     def _w(self, field: str, path: str | None, name: str, data: str, missing: str = "") -> None:
         if path is None:
             raise CgroupError(f"{field}: cannot set this limit: {missing or 'controller'} is not available")
-        target = os.path.join(path, name)
+        target = fos.path.join(path, name)
         try:
             _write(target, data)
         except OSError as e:
@@ -1230,7 +1230,7 @@ class Manager(CgroupPaths):
             self._w(f"{field}.shares", path, "cpu.shares", str(shares), what)
             assert path is not None
             try:
-                got = _read_uint(os.path.join(path, "cpu.shares"))
+                got = _read_uint(fos.path.join(path, "cpu.shares"))
             except (OSError, ValueError) as e:
                 raise CgroupError(f"{field}.shares: reading back {path}/cpu.shares: {e}") from None
             if shares > got:
@@ -1264,7 +1264,7 @@ class Manager(CgroupPaths):
         limit = int(mem.get("limit") or 0)
         swap = int(mem.get("swap") or 0)
         memsw = "memory.memsw.limit_in_bytes"
-        if limit == -1 and swap == 0 and path is not None and os.path.exists(os.path.join(path, memsw)):
+        if limit == -1 and swap == 0 and path is not None and fos.path.exists(fos.path.join(path, memsw)):
             swap = -1
 
         def set_limit() -> None:
@@ -1272,14 +1272,14 @@ class Manager(CgroupPaths):
                 return
             if path is None:
                 raise CgroupError(f"{field}.limit: cannot set this limit: {what} is not available")
-            target = os.path.join(path, "memory.limit_in_bytes")
+            target = fos.path.join(path, "memory.limit_in_bytes")
             try:
                 _write(target, str(limit))
             except OSError as e:
                 extra = ""
                 if e.errno == errno.EBUSY:
-                    usage = _read_opt_uint(os.path.join(path, "memory.usage_in_bytes"))
-                    peak = _read_opt_uint(os.path.join(path, "memory.max_usage_in_bytes"))
+                    usage = _read_opt_uint(fos.path.join(path, "memory.usage_in_bytes"))
+                    peak = _read_opt_uint(fos.path.join(path, "memory.max_usage_in_bytes"))
                     extra = f" (limit below current usage {usage}, peak usage {peak})"
                 raise _write_error(f"{field}.limit", str(limit), target, e, extra) from None
 
@@ -1289,7 +1289,7 @@ class Manager(CgroupPaths):
 
         if limit and swap and path is not None:
             try:
-                current = _read_uint(os.path.join(path, "memory.limit_in_bytes"))
+                current = _read_uint(fos.path.join(path, "memory.limit_in_bytes"))
             except (OSError, ValueError) as e:
                 raise CgroupError(f"{field}.limit: reading {path}/memory.limit_in_bytes: {e}") from None
             if swap == -1 or current < swap:
@@ -1306,7 +1306,7 @@ class Manager(CgroupPaths):
             ("kernelTCP", "memory.kmem.tcp.limit_in_bytes"),
         ):
             value = int(mem.get(key) or 0)
-            if value and path is not None and os.path.exists(os.path.join(path, fname)):
+            if value and path is not None and fos.path.exists(fos.path.join(path, fname)):
                 self._w(f"{field}.{key}", path, fname, str(value), what)
             elif value:
                 _log("debug", "%s.%s ignored: %s is not available on this kernel", field, key, fname)
@@ -1321,7 +1321,7 @@ class Manager(CgroupPaths):
     def _set_v1_blkio(self, bio: dict[str, Any], field: str) -> None:
         path = self._v1("blkio")
         what = "the blkio controller"
-        if path is not None and os.path.exists(os.path.join(path, "blkio.weight")):
+        if path is not None and fos.path.exists(fos.path.join(path, "blkio.weight")):
             wfile, wdfile = "blkio.weight", "blkio.weight_device"
         else:
             wfile, wdfile = "blkio.bfq.weight", "blkio.bfq.weight_device"
@@ -1377,9 +1377,9 @@ class Manager(CgroupPaths):
     def _enable_unified_controller(self, ctrl: str, field: str) -> None:
         """Hybrid mode: make ``ctrl`` available in the unified cgroup by enabling it down the path."""
         path = self.paths[""]
-        mount = self.mounts.get("") or os.path.dirname(path)
+        mount = self.mounts.get("") or fos.path.dirname(path)
         try:
-            available = _read_text(os.path.join(mount, "cgroup.controllers")).split()
+            available = _read_text(fos.path.join(mount, "cgroup.controllers")).split()
         except OSError as e:
             raise CgroupError(f"{field}: reading {mount}/cgroup.controllers: {e.strerror}") from None
         if ctrl not in available:
@@ -1387,27 +1387,27 @@ class Manager(CgroupPaths):
                 f"{field}: the {ctrl} controller is neither mounted as cgroup v1 nor available in {mount}"
             )
         cur = mount
-        parts = os.path.relpath(path, mount).split("/") if path != mount else []
+        parts = fos.path.relpath(path, mount).split("/") if path != mount else []
         for part in parts:
-            st = os.path.join(cur, "cgroup.subtree_control")
+            st = fos.path.join(cur, "cgroup.subtree_control")
             try:
                 enabled = _read_text(st).split()
             except OSError as e:
                 raise CgroupError(f"{field}: reading {st}: {e.strerror}") from None
             if ctrl not in enabled:
                 self._w(field, cur, "cgroup.subtree_control", "+" + ctrl)
-            cur = os.path.join(cur, part)
+            cur = fos.path.join(cur, part)
 
     def _set_unified(self, unified: dict[str, str], path: str, field: str) -> None:
         for key, value in unified.items():
-            target = os.path.join(path, key)
+            target = fos.path.join(path, key)
             try:
                 _write(target, str(value))
             except OSError as e:
                 if e.errno in (errno.EPERM, errno.ENOENT, errno.EACCES):
                     ctrl = key.split(".", 1)[0]
                     try:
-                        available = _read_text(os.path.join(path, "cgroup.controllers")).split()
+                        available = _read_text(fos.path.join(path, "cgroup.controllers")).split()
                     except OSError:
                         available = []
                     if ctrl != "cgroup" and ctrl not in available:
@@ -1420,7 +1420,7 @@ class Manager(CgroupPaths):
         path = self._v1("devices")
         if path is None:
             raise CgroupError(f"{field}.devices: the devices cgroup controller is not available")
-        list_file = os.path.join(path, "devices.list")
+        list_file = fos.path.join(path, "devices.list")
         try:
             current = DeviceEmulator.from_list(_read_text(list_file))
         except (OSError, ValueError) as e:
@@ -1519,8 +1519,8 @@ class Manager(CgroupPaths):
     def _set_v2_io(self, bio: dict[str, Any], path: str, field: str) -> None:
         weight = int(bio.get("weight") or 0)
         wdevs = bio.get("weightDevice") or []
-        bfq = os.path.join(path, "io.bfq.weight")
-        have_bfq = (weight or wdevs) and os.path.exists(bfq)
+        bfq = fos.path.join(path, "io.bfq.weight")
+        have_bfq = (weight or wdevs) and fos.path.exists(bfq)
         if weight:
             if have_bfq:
                 self._w(f"{field}.weight", path, "io.bfq.weight", str(weight))
@@ -1591,7 +1591,7 @@ class Manager(CgroupPaths):
             self._w("freezer.state", path, "freezer.state", "THAWED")
 
     def _v1_freeze(self, path: str) -> None:
-        state_file = os.path.join(path, "freezer.state")
+        state_file = fos.path.join(path, "freezer.state")
         try:
             # runc's loop: a v1 freeze can stay FREEZING while tasks keep appearing; thaw and retry.
             for i in range(1000):
@@ -1618,9 +1618,9 @@ class Manager(CgroupPaths):
             raise
 
     def _v2_freezer(self, path: str, frozen: bool) -> None:
-        target = os.path.join(path, "cgroup.freeze")
+        target = fos.path.join(path, "cgroup.freeze")
         want = "1" if frozen else "0"
-        if not os.path.exists(target):
+        if not fos.path.exists(target):
             if not frozen:
                 return
             raise CgroupError(f"cgroup.freeze: freezer not supported: {target} does not exist")
@@ -1632,7 +1632,7 @@ class Manager(CgroupPaths):
 
     def _v2_state(self, path: str) -> str:
         try:
-            value = _read_text(os.path.join(path, "cgroup.freeze")).strip()
+            value = _read_text(fos.path.join(path, "cgroup.freeze")).strip()
         except FileNotFoundError:
             return "undefined"
         except OSError as e:
@@ -1643,7 +1643,7 @@ class Manager(CgroupPaths):
             return "thawed"
         if value != "1":
             raise CgroupError(f"{path}/cgroup.freeze: unknown state {value!r}")
-        events = os.path.join(path, "cgroup.events")
+        events = fos.path.join(path, "cgroup.events")
         for _ in range(1000):
             try:
                 text = _read_text(events)
@@ -1668,7 +1668,7 @@ class Manager(CgroupPaths):
             return "undefined"
         for _ in range(10000):
             try:
-                state = _read_text(os.path.join(path, "freezer.state")).strip()
+                state = _read_text(fos.path.join(path, "freezer.state")).strip()
             except OSError as e:
                 if e.errno in (errno.ENOENT, errno.ENODEV):
                     return "undefined"
@@ -1677,7 +1677,7 @@ class Manager(CgroupPaths):
                 return "thawed"
             if state == "FROZEN":
                 try:
-                    own = _read_text(os.path.join(path, "freezer.self_freezing")).strip()
+                    own = _read_text(fos.path.join(path, "freezer.self_freezing")).strip()
                 except OSError:
                     return "frozen"
                 # frozen only through an ancestor counts as thawed for this container, as in runc
@@ -1704,21 +1704,21 @@ class Manager(CgroupPaths):
         throttling: dict[str, Any] = {}
         kernel = user = 0
         acct = self.paths.get("cpuacct")
-        if acct and os.path.isdir(acct):
-            fields = _read_text(os.path.join(acct, "cpuacct.stat")).split()
+        if acct and fos.path.isdir(acct):
+            fields = _read_text(fos.path.join(acct, "cpuacct.stat")).split()
             if len(fields) >= 4 and fields[0] == "user" and fields[2] == "system":
                 user = int(fields[1]) * 1_000_000_000 // _CLOCK_TICKS
                 kernel = int(fields[3]) * 1_000_000_000 // _CLOCK_TICKS
-            _nz(usage, "total", _read_uint(os.path.join(acct, "cpuacct.usage")))
+            _nz(usage, "total", _read_uint(fos.path.join(acct, "cpuacct.usage")))
             _nz(
                 usage,
                 "percpu",
-                [int(x) for x in _read_text(os.path.join(acct, "cpuacct.usage_percpu")).split()],
+                [int(x) for x in _read_text(fos.path.join(acct, "cpuacct.usage_percpu")).split()],
             )
             pk: list[int] = []
             pu: list[int] = []
             try:
-                lines = _read_text(os.path.join(acct, "cpuacct.usage_all")).splitlines()[1:]
+                lines = _read_text(fos.path.join(acct, "cpuacct.usage_all")).splitlines()[1:]
             except FileNotFoundError:
                 lines = []
             for line in lines:
@@ -1733,7 +1733,7 @@ class Manager(CgroupPaths):
         cpu_path = self.paths.get("cpu")
         if cpu_path:
             try:
-                kv = _read_key_values(os.path.join(cpu_path, "cpu.stat"))
+                kv = _read_key_values(fos.path.join(cpu_path, "cpu.stat"))
             except FileNotFoundError:
                 kv = {}
             _nz(throttling, "periods", kv.get("nr_periods", 0))
@@ -1742,21 +1742,21 @@ class Manager(CgroupPaths):
         out = _stats_skeleton()
         out["cpu"] = {"usage": usage, "throttling": throttling}
         cs = self.paths.get("cpuset")
-        if cs and os.path.isdir(cs):
+        if cs and fos.path.isdir(cs):
             out["cpuset"] = _cpuset_stats(cs)
         mp = self.paths.get("memory")
-        if mp and os.path.isdir(mp):
+        if mp and fos.path.isdir(mp):
             out["memory"] = _memory_stats_v1(mp)
         pp = self.paths.get("pids")
-        if pp and os.path.isdir(pp):
-            cur = _read_uint(os.path.join(pp, "pids.current"))
-            lim = _read_uint(os.path.join(pp, "pids.max"))
+        if pp and fos.path.isdir(pp):
+            cur = _read_uint(fos.path.join(pp, "pids.current"))
+            lim = _read_uint(fos.path.join(pp, "pids.max"))
             out["pids"] = _pids_dict(cur, 0 if lim == _MAX_U64 else lim)
         bp = self.paths.get("blkio")
-        if bp and os.path.isdir(bp):
+        if bp and fos.path.isdir(bp):
             out["blkio"] = _blkio_stats_v1(bp)
         hp, v2 = self._hugetlb_target()
-        if hp and os.path.isdir(hp):
+        if hp and fos.path.isdir(hp):
             out["hugetlb"] = _hugetlb_stats(hp, v2)
         return out
 
@@ -1764,38 +1764,38 @@ class Manager(CgroupPaths):
         path = self.paths[""]
         out = _stats_skeleton()
         # pids
-        cur = _read_opt_uint(os.path.join(path, "pids.current"))
+        cur = _read_opt_uint(fos.path.join(path, "pids.current"))
         if cur is None:
             try:
-                cur = len(_read_text(os.path.join(path, "cgroup.procs")).split())
+                cur = len(_read_text(fos.path.join(path, "cgroup.procs")).split())
             except FileNotFoundError:
                 cur = 0
             lim = 0
         else:
-            lim = _read_uint(os.path.join(path, "pids.max"))
+            lim = _read_uint(fos.path.join(path, "pids.max"))
             lim = 0 if lim == _MAX_U64 else lim
         out["pids"] = _pids_dict(cur, lim)
         # memory
         try:
-            raw = _read_key_values(os.path.join(path, "memory.stat"))
+            raw = _read_key_values(fos.path.join(path, "memory.stat"))
         except FileNotFoundError:
             raw = None
         if raw is not None:
             mem: dict[str, Any] = {}
             _nz(mem, "cache", raw.get("file", 0))
-            m_usage = _read_opt_uint(os.path.join(path, "memory.current"))
+            m_usage = _read_opt_uint(fos.path.join(path, "memory.current"))
             if m_usage is None:
                 u, s = _meminfo_usage()
                 mem["usage"] = _mem_entry(_MAX_U64, u[0])
                 mem["swap"] = _mem_entry(_MAX_U64, s[0])
             else:
-                m_limit = _read_uint(os.path.join(path, "memory.max"))
+                m_limit = _read_uint(fos.path.join(path, "memory.max"))
                 mem["usage"] = _mem_entry(m_limit, m_usage)
-                s_usage = _read_opt_uint(os.path.join(path, "memory.swap.current"))
+                s_usage = _read_opt_uint(fos.path.join(path, "memory.swap.current"))
                 if s_usage is None:
                     mem["swap"] = _mem_entry()
                 else:
-                    s_limit = _read_uint(os.path.join(path, "memory.swap.max"))
+                    s_limit = _read_uint(fos.path.join(path, "memory.swap.max"))
                     # v1 reports memory+swap; keep that meaning
                     if s_limit != _MAX_U64:
                         s_limit = min(s_limit + m_limit, _MAX_U64)
@@ -1806,7 +1806,7 @@ class Manager(CgroupPaths):
             out["memory"] = mem
         # io
         try:
-            text = _read_text(os.path.join(path, "io.stat"))
+            text = _read_text(fos.path.join(path, "io.stat"))
         except FileNotFoundError:
             text = ""
         blkio: dict[str, Any] = {}
@@ -1825,7 +1825,7 @@ class Manager(CgroupPaths):
         usage: dict[str, Any] = {}
         throttling: dict[str, Any] = {}
         try:
-            kv = _read_key_values(os.path.join(path, "cpu.stat"))
+            kv = _read_key_values(fos.path.join(path, "cpu.stat"))
         except FileNotFoundError:
             kv = {}
         _nz(usage, "total", kv.get("usage_usec", 0) * 1000)
@@ -1865,7 +1865,7 @@ class Manager(CgroupPaths):
     def oom_watcher(self) -> OomWatcher:
         """What `events` waits on for OOM kills in the container's memory cgroup."""
         if self.mode == "v2":
-            return OomWatcher(None, os.path.join(self.paths[""], "memory.events"))
+            return OomWatcher(None, fos.path.join(self.paths[""], "memory.events"))
         path = self.paths.get("memory")
         if not path:
             raise CgroupError("events: the container has no memory cgroup to watch for OOM kills")
@@ -1900,7 +1900,7 @@ class Manager(CgroupPaths):
                                       f"this container has: {', '.join(k or '(unified)' for k in paths)})")
                 targets[ctrl] = sub
         for key, sub in targets.items():
-            joined = os.path.normpath(os.path.join(paths[key], sub))
+            joined = fos.path.normpath(fos.path.join(paths[key], sub))
             if not _under(joined, paths[key]):
                 raise CgroupError(f"{sub} is not a sub cgroup path (--cgroup: it leaves the container's cgroup)")
             paths[key] = joined
@@ -1911,7 +1911,7 @@ class Manager(CgroupPaths):
         Hierarchies the container itself only joins on a best-effort basis stay best-effort where
         the path is the container's own."""
         for key, path in paths.items():
-            target = os.path.join(path, "cgroup.procs")
+            target = fos.path.join(path, "cgroup.procs")
             try:
                 _write_pid(target, pid)
             except OSError as e:
@@ -1946,19 +1946,19 @@ class OomWatcher:
         self.efd = -1
         self._last = 0
         if v1_path is not None:
-            control = os.path.join(v1_path, "cgroup.event_control")
+            control = fos.path.join(v1_path, "cgroup.event_control")
             try:
-                ofd = os.open(os.path.join(v1_path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+                ofd = fos.open(fos.path.join(v1_path, "memory.oom_control"), fos.O_RDONLY | fos.O_CLOEXEC)
             except OSError as e:
                 raise CgroupError(f"events: opening {v1_path}/memory.oom_control: {e.strerror}") from None
             try:
-                self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                self.efd = fos.eventfd(0, fos.EFD_CLOEXEC | fos.EFD_NONBLOCK)
                 _write(control, f"{self.efd} {ofd}")
             except OSError as e:
                 self.close()
                 raise CgroupError(f"events: registering for OOM notifications in {control}: {e.strerror}") from None
             finally:
-                os.close(ofd)  # the kernel holds its own reference
+                fos.close(ofd)  # the kernel holds its own reference
         else:
             self._last = self._v2_count() or 0
 
@@ -1978,11 +1978,11 @@ class OomWatcher:
             if not ready:
                 return 0
             try:
-                n = int.from_bytes(os.read(self.efd, 8), "little")
+                n = int.from_bytes(fos.read(self.efd, 8), "little")
             except BlockingIOError:
                 return 0
             # the kernel also signals when the cgroup is removed
-            if not os.path.exists(os.path.join(self.v1_path, "cgroup.event_control")):
+            if not fos.path.exists(fos.path.join(self.v1_path, "cgroup.event_control")):
                 return None
             return n
         deadline = time.monotonic() + max(timeout, 0)
@@ -2000,7 +2000,7 @@ class OomWatcher:
 
     def close(self) -> None:
         if self.efd >= 0:
-            os.close(self.efd)
+            fos.close(self.efd)
             self.efd = -1
 
 
@@ -2081,36 +2081,36 @@ def _cpuset_stats(path: str) -> dict[str, Any]:
     v: dict[str, Any] = {}
     for key in ("cpus", "mems"):
         try:
-            v[key] = _cpu_list(_read_text(os.path.join(path, f"cpuset.{key}")))
+            v[key] = _cpu_list(_read_text(fos.path.join(path, f"cpuset.{key}")))
         except FileNotFoundError:
             pass
     for key in _CPUSET_FLAGS:
-        value = _read_opt_uint(os.path.join(path, f"cpuset.{key}"))
+        value = _read_opt_uint(fos.path.join(path, f"cpuset.{key}"))
         if value is not None:
             v[key] = value
     try:
-        v["sched_relax_domain_level"] = int(_read_text(os.path.join(path, "cpuset.sched_relax_domain_level")))
+        v["sched_relax_domain_level"] = int(_read_text(fos.path.join(path, "cpuset.sched_relax_domain_level")))
     except FileNotFoundError:
         pass
     return _cpuset_dict(v)
 
 
 def _memory_data_v1(path: str, prefix: str, optional: bool) -> dict[str, int]:
-    usage = _read_opt_uint(os.path.join(path, f"{prefix}.usage_in_bytes"))
+    usage = _read_opt_uint(fos.path.join(path, f"{prefix}.usage_in_bytes"))
     if usage is None:
         if optional:
             return _mem_entry()
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", f"{path}/{prefix}.usage_in_bytes")
     return _mem_entry(
-        _read_opt_uint(os.path.join(path, f"{prefix}.limit_in_bytes")) or 0,
+        _read_opt_uint(fos.path.join(path, f"{prefix}.limit_in_bytes")) or 0,
         usage,
-        _read_opt_uint(os.path.join(path, f"{prefix}.max_usage_in_bytes")) or 0,
-        _read_opt_uint(os.path.join(path, f"{prefix}.failcnt")) or 0,
+        _read_opt_uint(fos.path.join(path, f"{prefix}.max_usage_in_bytes")) or 0,
+        _read_opt_uint(fos.path.join(path, f"{prefix}.failcnt")) or 0,
     )
 
 
 def _memory_stats_v1(path: str) -> dict[str, Any]:
-    raw = _read_key_values(os.path.join(path, "memory.stat"))
+    raw = _read_key_values(fos.path.join(path, "memory.stat"))
     mem: dict[str, Any] = {}
     _nz(mem, "cache", raw.get("cache", 0))
     mem["usage"] = _memory_data_v1(path, "memory", False)
@@ -2167,7 +2167,7 @@ def _blkio_stats_v1(path: str) -> dict[str, Any]:
     for group in groups:
         out: dict[str, Any] = {}
         for i, (fname, key) in enumerate(group):
-            entries = _read_blkio_entries(os.path.join(path, fname))
+            entries = _read_blkio_entries(fos.path.join(path, fname))
             if entries is None:
                 if i == 0:
                     break  # this family is not available: try the next one
@@ -2181,7 +2181,7 @@ def _blkio_stats_v1(path: str) -> dict[str, Any]:
 def _hugetlb_stats(path: str, v2: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for size in _hugepage_sizes():
-        base = os.path.join(path, f"hugetlb.{size}")
+        base = fos.path.join(path, f"hugetlb.{size}")
         entry: dict[str, Any] = {}
         if v2:
             usage = _read_opt_uint(base + ".current")
