@@ -16,6 +16,7 @@ from __future__ import annotations
 import inclavare
 from inclavare.errors import ConfigError
 from inclavare.formats import fastjson as json
+from inclavare.formats.jsonshape import Shape
 from inclavare.formats.signals import parse_signal
 
 TYPE_CHECKING = False
@@ -398,46 +399,16 @@ def _get(obj: dict[str, Any], key: str) -> Any:
     return obj.get(key)
 
 
-def _req(obj: dict[str, Any], key: str, field: str) -> Any:
-    value = obj.get(key)
-    if value is None:
-        raise ConfigError(field, "required")
-    return value
-
-
-def _object(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(field, "must be an object")
-    return value
-
-
-def _array(value: Any, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(field, "must be an array")
-    return value
+_shape = Shape(ConfigError)
+_req = _shape.required
+_object = _shape.object
+_array = _shape.array
+_bool = _shape.boolean
+_int = _shape.integer
 
 
 def _string(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(field, "must be a string")
-    if "\x00" in value:
-        raise ConfigError(field, "must not contain a NUL byte")
-    return value
-
-
-def _bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(field, "must be a boolean")
-    return value
-
-
-def _int(value: Any, field: str, lo: int, hi: int, what: str = "") -> int:
-    # bool is a subclass of int in Python but never a JSON number.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(field, "must be an integer")
-    if not lo <= value <= hi:
-        raise ConfigError(field, what or f"must be between {lo} and {hi}")
-    return value
+    return _shape.string(value, field, allow_nul=False)
 
 
 def _uint32(value: Any, field: str) -> int:
@@ -445,10 +416,7 @@ def _uint32(value: Any, field: str) -> int:
 
 
 def _strings(value: Any, field: str) -> list[str]:
-    items = _array(value, field)
-    for i, item in enumerate(items):
-        _string(item, f"{field}[{i}]")
-    return items
+    return _shape.strings(value, field, allow_nul=False)
 
 
 def _abs_path(value: Any, field: str) -> str:
