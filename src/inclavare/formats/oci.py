@@ -17,7 +17,6 @@ import inclavare
 from inclavare.errors import ConfigError
 from inclavare.formats import fastjson as json
 from inclavare.formats.jsonshape import Shape
-from inclavare.formats.signals import parse_signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -367,6 +366,13 @@ def parse_config(raw: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError("config.json", "must be a JSON object")
     return doc
+
+
+def parse_signal(text: str) -> int:
+    """`inclavare.formats.signals.parse_signal`, loaded on first use: `create` validates without it."""
+    from inclavare.formats.signals import parse_signal as parse
+
+    return parse(text)
 
 
 def _join(base: str, path: str) -> str:
