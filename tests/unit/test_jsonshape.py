@@ -54,3 +54,11 @@ def test_the_callers_error_type_is_raised() -> None:
 def test_bool_is_never_an_integer() -> None:
     assert is_int(0) and not is_int(True) and not is_int(1.0)
     assert is_uint(5, 5) and not is_uint(6, 5) and not is_uint(-1, 5) and not is_uint(False, 5)
+
+
+def test_c_string_refuses_nul_bytes() -> None:
+    assert S.c_string("ok", "f") == "ok"
+    with pytest.raises(ConfigError, match=r"^process.env\[0\]: must not contain a NUL byte$"):
+        S.c_string("A=\0", "process.env[0]")
+    with pytest.raises(ConfigError, match=r"^f: must be a string$"):
+        S.c_string(None, "f")

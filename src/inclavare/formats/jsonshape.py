@@ -63,6 +63,15 @@ class Shape:
             raise self.error(field, "must not contain a NUL byte")
         return value
 
+    def c_string(self, value: "Any", field: str) -> str:
+        """A string without NUL bytes (it has to reach a C string); `string(..., allow_nul=False)` without the
+        keyword, for hot loops."""
+        if not isinstance(value, str):
+            raise self.error(field, "must be a string")
+        if "\x00" in value:
+            raise self.error(field, "must not contain a NUL byte")
+        return value
+
     def boolean(self, value: "Any", field: str) -> bool:
         if not isinstance(value, bool):
             raise self.error(field, "must be a boolean")
@@ -79,6 +88,7 @@ class Shape:
     def strings(self, value: "Any", field: str, *, allow_nul: bool = True) -> "list[str]":
         """An array of strings; a bad item is named by its index (``field[i]``)."""
         items = self.array(value, field)
+        check = self.string if allow_nul else self.c_string
         for i, item in enumerate(items):
-            self.string(item, f"{field}[{i}]", allow_nul=allow_nul)
+            check(item, f"{field}[{i}]")
         return items

@@ -411,10 +411,7 @@ _object = _shape.object
 _array = _shape.array
 _bool = _shape.boolean
 _int = _shape.integer
-
-
-def _string(value: Any, field: str) -> str:
-    return _shape.string(value, field, allow_nul=False)
+_string = _shape.c_string
 
 
 def _uint32(value: Any, field: str) -> int:
