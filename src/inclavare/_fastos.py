@@ -2,7 +2,7 @@
 
 ``import os`` (with ``posixpath``, ``stat``, ``_collections_abc``) costs about 2 ms, and `rune` is
 started 3-4 times per container lifecycle. Modules on the hot path (the CLI, the lifecycle and the
-state store) do ``from inclavare import _fastos as os``: the ``posix`` functions are the same objects
+state store) do ``from inclavare import _fastos as fos``: the ``posix`` functions are the same objects
 ``os`` re-exports, and ``os.path`` is replaced by the few pure functions below, with posixpath's
 semantics. Everything else imports the real ``os`` where it needs it.
 """

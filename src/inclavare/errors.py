@@ -9,6 +9,11 @@ class InclavareError(Exception):
     exit_code = 1
 
 
+class UsageError(InclavareError):
+    """A command line is malformed (unknown flag, missing or unparsable argument); every CLI raises this one
+    type so the exit status (1) and the one-line message are handled alike."""
+
+
 class ConfigError(InclavareError):
     """A bundle's config.json (or a process.json) is malformed or asks for something invalid."""
 

@@ -13,6 +13,7 @@ import pytest
 
 from inclavare.errors import InclavareError
 from inclavare.formats import oci
+from inclavare.runtime.bundle_io import load_config
 from inclavare.testing import bundle as tb
 
 BUSYBOX = "/bin/busybox"
@@ -88,7 +89,7 @@ def test_static_elf_detection() -> None:
 def test_make_bundle_defaults(tmp_path: Path) -> None:
     path = tb.make_bundle(str(tmp_path / "b"))
     assert path == str(tmp_path / "b")
-    spec = oci.load_config(path)
+    spec = load_config(path)
     assert spec == json.loads((tmp_path / "b/config.json").read_text())
     assert spec["process"]["args"] == ["sh", "-c", "echo hello"]
     assert spec["process"]["terminal"] is False
@@ -104,15 +105,15 @@ def test_make_bundle_defaults(tmp_path: Path) -> None:
 @needs_busybox
 def test_make_bundle_options(tmp_path: Path) -> None:
     path = tb.make_bundle(str(tmp_path / "b"), ["true"], terminal=True, readonly=False, hostnet=True)
-    spec = oci.load_config(path)
+    spec = load_config(path)
     assert spec["process"]["args"] == ["true"]
     assert spec["process"]["terminal"] is True
     assert spec["root"]["readonly"] is False
     assert "network" not in [n["type"] for n in spec["linux"]["namespaces"]]
     path = tb.make_bundle(str(tmp_path / "c"), ("sleep", "1"), writable_rootfs=True)
-    assert oci.load_config(path)["root"]["readonly"] is False
+    assert load_config(path)["root"]["readonly"] is False
     path = tb.make_bundle(str(tmp_path / "d"), ("sleep", "1"), readonly=False, writable_rootfs=False)
-    assert oci.load_config(path)["root"]["readonly"] is True
+    assert load_config(path)["root"]["readonly"] is True
 
 
 @needs_busybox
@@ -125,7 +126,7 @@ def test_make_bundle_existing_dir(tmp_path: Path) -> None:
     (target / "rootfs/extra").write_text("x")
     tb.make_bundle(str(target), ["true"], force=True)
     assert not (target / "rootfs/extra").exists()
-    assert oci.load_config(str(target))["process"]["args"] == ["true"]
+    assert load_config(str(target))["process"]["args"] == ["true"]
 
 
 def test_make_bundle_relative_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,7 +159,7 @@ def test_cli(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(tmp_path / "b")
     assert "RuntimeWarning" not in run.stderr
-    spec = oci.load_config(str(tmp_path / "b"))
+    spec = load_config(str(tmp_path / "b"))
     assert spec["process"]["args"] == ["sh", "-c", "echo hi"]
     assert spec["process"]["terminal"] is True
     assert spec["root"]["readonly"] is False
@@ -179,4 +180,4 @@ def test_cli(tmp_path: Path) -> None:
         env=env,
     )
     assert forced.returncode == 0, forced.stderr
-    assert oci.load_config(str(tmp_path / "b"))["process"]["args"] == ["sh", "-c", "echo hello"]
+    assert load_config(str(tmp_path / "b"))["process"]["args"] == ["sh", "-c", "echo hello"]

@@ -18,6 +18,7 @@ import pytest
 import inclavare
 from inclavare.errors import ConfigError
 from inclavare.formats import oci
+from inclavare.runtime.bundle_io import load_config
 
 
 def good_spec() -> dict[str, Any]:
@@ -39,7 +40,7 @@ def error_for(
     spec = good_spec()
     edit(spec)
     with pytest.raises(ConfigError) as info:
-        oci.load_config(write_bundle(tmp_path, spec), need_process=need_process)
+        load_config(write_bundle(tmp_path, spec), need_process=need_process)
     return info.value
 
 
@@ -53,7 +54,7 @@ def expect(tmp_path: Path, edit: Callable[[dict[str, Any]], object], field: str,
 def ok(tmp_path: Path, edit: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     spec = good_spec()
     edit(spec)
-    return oci.load_config(write_bundle(tmp_path, spec))
+    return load_config(write_bundle(tmp_path, spec))
 
 
 def ns(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,12 +71,12 @@ def drop_ns(spec: dict[str, Any], kind: str) -> None:
 
 def test_default_spec_loads_unchanged(tmp_path: Path) -> None:
     spec = good_spec()
-    assert oci.load_config(write_bundle(tmp_path, spec)) == spec
+    assert load_config(write_bundle(tmp_path, spec)) == spec
 
 
 def test_rootless_spec_loads(tmp_path: Path) -> None:
     spec = oci.default_spec(rootless=True)
-    assert oci.load_config(write_bundle(tmp_path, spec)) == spec
+    assert load_config(write_bundle(tmp_path, spec)) == spec
 
 
 def test_a_rich_valid_config_loads(tmp_path: Path) -> None:
@@ -150,24 +151,24 @@ def test_json_null_means_absent(tmp_path: Path) -> None:
 
 def test_missing_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        oci.load_config(str(tmp_path))
+        load_config(str(tmp_path))
     assert str(info.value) == f"config.json: not found in bundle {tmp_path}"
 
 
 def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{\n  "ociVersion": "1.0.0",\n    "root" {}\n}')
     with pytest.raises(ConfigError) as info:
-        oci.load_config(str(tmp_path))
+        load_config(str(tmp_path))
     assert str(info.value).startswith("config.json: invalid JSON at line 3 column 12: ")
 
 
 def test_not_utf8_and_not_object(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_bytes(b'{"a": "\xff"}')
     with pytest.raises(ConfigError, match="not valid UTF-8"):
-        oci.load_config(str(tmp_path))
+        load_config(str(tmp_path))
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="config.json: must be a JSON object"):
-        oci.load_config(str(tmp_path))
+        load_config(str(tmp_path))
 
 
 # ---- ociVersion and root ------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_process_required_unless_caller_allows(tmp_path: Path) -> None:
     expect(tmp_path, lambda s: s.pop("process"), "process", "required")
     spec = good_spec()
     del spec["process"]
-    assert "process" not in oci.load_config(write_bundle(tmp_path, spec), need_process=False)
+    assert "process" not in load_config(write_bundle(tmp_path, spec), need_process=False)
 
 
 def test_process_args(tmp_path: Path) -> None:
@@ -724,7 +725,7 @@ def test_default_spec_matches_runc_spec(tmp_path: Path, rootless: bool) -> None:
     cmd = [runc, "spec"] + (["--rootless"] if rootless else [])
     subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     theirs = json.loads((tmp_path / "config.json").read_text())
-    ours = oci.default_spec(rootless=rootless)
+    ours = oci.default_spec(rootless, os.geteuid(), os.getegid())
     assert ours["ociVersion"] == inclavare.OCI_VERSION
     theirs["ociVersion"] = ours["ociVersion"]
     assert ours == theirs
@@ -741,10 +742,11 @@ def test_default_spec_returns_fresh_objects() -> None:
 
 
 def test_rootless_spec_differences() -> None:
-    spec = oci.default_spec(rootless=True)
+    spec = oci.default_spec(rootless=True, host_uid=1234, host_gid=5678)
     kinds = [n["type"] for n in spec["linux"]["namespaces"]]
     assert "network" not in kinds and "user" in kinds
-    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 1234, "size": 1}]
+    assert spec["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 5678, "size": 1}]
     assert "resources" not in spec["linux"]
     assert not any(o.startswith(("uid=", "gid=")) for m in spec["mounts"] for o in m.get("options", []))
 
@@ -782,3 +784,25 @@ def test_features_agree_with_runc_where_runc_has_the_same_lists() -> None:
     assert set(theirs["linux"]["namespaces"]) <= set(ours["linux"]["namespaces"])
     assert set(theirs["linux"]["seccomp"]["actions"]) == set(ours["linux"]["seccomp"]["actions"])
     assert set(theirs["linux"]["seccomp"]["operators"]) == set(ours["linux"]["seccomp"]["operators"])
+
+
+def test_validate_config_uses_only_the_callers_stat() -> None:
+    """formats/oci.py does no I/O: the root filesystem is looked at only through the `stat` it is handed."""
+    spec = oci.default_spec()
+    oci.validate_config(spec, "/nonexistent-bundle")  # no stat: root.path is not looked at
+    seen: list[str] = []
+
+    def missing(path: str) -> Any:
+        seen.append(path)
+        raise FileNotFoundError(path)
+
+    with pytest.raises(ConfigError, match=r"^root.path: /nonexistent-bundle/rootfs does not exist$"):
+        oci.validate_config(spec, "/nonexistent-bundle", stat=missing)
+    assert seen == ["/nonexistent-bundle/rootfs"]
+
+
+def test_parse_config_rejects_non_objects() -> None:
+    with pytest.raises(ConfigError, match=r"^config.json: must be a JSON object$"):
+        oci.parse_config(b"[1]")
+    with pytest.raises(ConfigError, match=r"^config.json: not valid UTF-8 at byte 1$"):
+        oci.parse_config(b"{\xff}")

@@ -464,11 +464,11 @@ MOUNTS = [
 def test_mount_sources_only_with_user_and_mount_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
     from inclavare.runtime import init
 
-    monkeypatch.setattr(init.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(init.fos, "geteuid", lambda: 0)
     assert init._mount_sources(_req(["user", "mount", "pid"], MOUNTS)) == [1, 3]
     assert init._mount_sources(_req(["mount", "pid"], MOUNTS)) == []  # runc: only with a user namespace
     assert init._mount_sources(_req(["user", "pid"], MOUNTS)) == []  # nothing is mounted without a mount ns
     assert init._mount_sources(_req(["user", "mount"], MOUNTS, exec_mode=True)) == []
     assert init._mount_sources(_req(["user", "mount"], MOUNTS[:1])) == []
-    monkeypatch.setattr(init.os, "geteuid", lambda: 1000)  # rootless: the runtime has nothing more to offer
+    monkeypatch.setattr(init.fos, "geteuid", lambda: 1000)  # rootless: the runtime has nothing more to offer
     assert init._mount_sources(_req(["user", "mount"], MOUNTS)) == []

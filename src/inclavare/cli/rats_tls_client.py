@@ -19,8 +19,8 @@ import json
 import socket
 import sys
 
-from inclavare.cli.rats_tls_server import UsageError, _port, build_config, common_parser, setup_logging
-from inclavare.errors import InclavareError
+from inclavare.cli.rats_tls_server import _port, build_config, common_parser, setup_logging
+from inclavare.errors import InclavareError, UsageError
 
 PROG = "rats-tls-client"
 GREETING = "Hello and welcome to RATS-TLS!\n"

@@ -31,7 +31,7 @@ import sys
 from typing import Any, NoReturn
 
 from inclavare.cli._inputs import read_file, sim_root_fingerprint
-from inclavare.errors import InclavareError
+from inclavare.errors import InclavareError, UsageError
 
 PROG = "rats-tls-server"
 DEFAULT_IP = "127.0.0.1"
@@ -45,10 +45,6 @@ TLS_WRAPPERS = ("", "openssl")
 CRYPTO_WRAPPERS = {"": "ecdsa", "openssl": "ecdsa", "ecdsa": "ecdsa", "rsa": "rsa"}
 
 log = logging.getLogger("inclavare.ratls.program")
-
-
-class UsageError(InclavareError):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):

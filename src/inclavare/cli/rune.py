@@ -11,8 +11,8 @@ on stdout and exits 0. Imports stay minimal: this runs 3-4 times per container l
 # annotations that name TYPE_CHECKING-only types are quoted.
 import sys
 
-from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
-from inclavare.errors import ConfigError, ExecFailed, InclavareError
+from inclavare import _fastos as fos  # the posix builtin: `import os` costs ~2 ms per call
+from inclavare.errors import ConfigError, ExecFailed, InclavareError, UsageError
 from inclavare.formats import fastjson as json
 
 TYPE_CHECKING = False
@@ -107,10 +107,6 @@ COMMANDS: dict[str, tuple[dict[str, Flag], str, str]] = {
         "quoteFile": ((), True, False, "write the quote to this file (with --isRA)"),
     }, "<container-id>", "get a local REPORT (and with --isRA a quote) from an enclave container"),
 }
-
-
-class UsageError(InclavareError):
-    exit_code = 1
 
 
 class UnknownCommand(UsageError):
@@ -219,7 +215,7 @@ class _StderrLog:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if b"RUNE_TRACE_FILE" in os.environ:  # timing marks for performance work (runtime/trace.py)
+    if b"RUNE_TRACE_FILE" in fos.environ:  # timing marks for performance work (runtime/trace.py)
         from inclavare.runtime.trace import mark
 
         mark("main")
@@ -365,7 +361,7 @@ def entry() -> None:
     """The installed launcher's entry point: main(), then exit without interpreter finalization.
 
     Tearing down the interpreter costs about 2 ms, and rune runs 3-4 times per container lifecycle.
-    Everything rune writes goes through os.write or closed files; stdio is flushed here.
+    Everything rune writes goes through fos.write or closed files; stdio is flushed here.
     """
     code = main()
     try:
@@ -373,7 +369,7 @@ def entry() -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         code = code or 1
-    os._exit(code)
+    fos._exit(code)
 
 
 if __name__ == "__main__":

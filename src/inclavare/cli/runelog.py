@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from inclavare import _fastos as os
+from inclavare import _fastos as fos
 from inclavare.formats import fastjson as json
 
 TYPE_CHECKING = False
@@ -96,7 +96,7 @@ class Logger:
         if fmt not in FORMATS:
             raise InclavareError(f"invalid log-format: {fmt} (text or json)")
         # absolute now: `create` changes into the bundle directory before anything is logged
-        self.path = os.path.abspath(path) if path else None
+        self.path = fos.path.abspath(path) if path else None
         self.fmt = fmt
         self.debug = debug
         self.fd: int | None = None
@@ -104,7 +104,7 @@ class Logger:
     @staticmethod
     def _stderr(data: bytes) -> None:
         try:
-            os.write(2, data)
+            fos.write(2, data)
         except OSError:
             pass
 
@@ -119,10 +119,10 @@ class Logger:
         line = (format_line(self.fmt, level, msg, fields) + "\n").encode()
         try:
             if self.path is None:
-                os.write(2, line)
+                fos.write(2, line)
                 return
             if self.fd is None:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.write(self.fd, line)
+                self.fd = fos.open(self.path, fos.O_WRONLY | fos.O_APPEND | fos.O_CREAT | fos.O_CLOEXEC, 0o644)
+            fos.write(self.fd, line)
         except OSError:
             pass

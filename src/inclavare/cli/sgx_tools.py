@@ -24,13 +24,9 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from inclavare.errors import InclavareError
+from inclavare.errors import InclavareError, UsageError
 
 PROG = "sgx-tools"
-
-
-class UsageError(InclavareError):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,13 +25,9 @@ import sys
 from typing import Any
 
 from inclavare.cli._inputs import read_file, sim_root_fingerprint
-from inclavare.errors import InclavareError
+from inclavare.errors import InclavareError, UsageError
 
 PROG = "shelter"
-
-
-class UsageError(InclavareError):
-    pass
 
 
 def parse_as_of(text: str | None) -> datetime.datetime | None:

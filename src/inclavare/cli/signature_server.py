@@ -19,14 +19,10 @@ import sys
 import threading
 from typing import NoReturn
 
-from inclavare.errors import InclavareError
+from inclavare.errors import InclavareError, UsageError
 
 PROG = "signature-server"
 DEFAULT_KEY = "/etc/signature/pki/privatekey.pem"  # upstream's default --private-key
-
-
-class UsageError(InclavareError):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):

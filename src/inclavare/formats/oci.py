@@ -1,8 +1,9 @@
 """OCI runtime-spec config.json: loading, validation, name tables, `spec` defaults and `features`.
 
-Pure module: the only I/O is reading `<bundle>/config.json` and checking that the root filesystem
-exists. Every problem is reported as a `ConfigError` whose field is the JSON path of the offending
-value (e.g. ``process.capabilities.bounding[1]``), so the message points the user at one spot.
+Pure module, no I/O: the caller reads `<bundle>/config.json` (see `inclavare.runtime.bundle_io`) and
+hands `validate_config` the `stat` that checks the root filesystem exists. Every problem is reported
+as a `ConfigError` whose field is the JSON path of the offending value (e.g.
+``process.capabilities.bounding[1]``), so the message points the user at one spot.
 
 Host-dependent checks (is a namespace path really a namespace, is a `net.*` sysctl with a joined
 network namespace really private, does the kernel support time namespaces) belong to the runtime,
@@ -13,13 +14,13 @@ their contents are validated by the seccomp and cgroup modules.
 from __future__ import annotations
 
 import inclavare
-from inclavare import _fastos as os  # the posix builtin: create need not import os (~1.4 ms)
 from inclavare.errors import ConfigError
 from inclavare.formats import fastjson as json
-from inclavare.formats.signals import parse_signal
+from inclavare.formats.jsonshape import Shape
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "capability_number",
     "default_spec",
     "features",
-    "load_config",
+    "parse_config",
     "parse_signal",
     "validate_config",
     "validate_container_id",
@@ -346,16 +347,8 @@ def validate_container_id(cid: str) -> None:
 # Loading and validation
 
 
-def load_config(bundle: str, need_process: bool = True) -> dict[str, Any]:
-    """Read, parse and validate `<bundle>/config.json`; return the parsed document unchanged."""
-    path = os.path.join(bundle, "config.json")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise ConfigError("config.json", f"not found in bundle {bundle}") from None
-    except OSError as e:
-        raise ConfigError("config.json", f"cannot read {path}: {e.strerror}") from None
+def parse_config(raw: bytes) -> dict[str, Any]:
+    """Decode and parse the bytes of a config.json into its top-level object (not yet validated)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -372,13 +365,36 @@ def load_config(bundle: str, need_process: bool = True) -> dict[str, Any]:
         ) from None
     if not isinstance(doc, dict):
         raise ConfigError("config.json", "must be a JSON object")
-    validate_config(doc, bundle, need_process=need_process)
     return doc
 
 
-def validate_config(doc: dict[str, Any], bundle: str, *, need_process: bool = True) -> None:
-    """Validate a parsed config.json; `bundle` anchors a relative root.path."""
-    _Validator(doc, bundle).run(need_process)
+def parse_signal(text: str) -> int:
+    """`inclavare.formats.signals.parse_signal`, loaded on first use: `create` validates without it."""
+    from inclavare.formats.signals import parse_signal as parse
+
+    return parse(text)
+
+
+def _join(base: str, path: str) -> str:
+    """`os.path.join(base, path)` for two parts, without importing os."""
+    if path.startswith("/") or not base:
+        return path
+    return base + path if base.endswith("/") else base + "/" + path
+
+
+def validate_config(
+    doc: dict[str, Any],
+    bundle: str,
+    *,
+    need_process: bool = True,
+    stat: Callable[[str], Any] | None = None,
+) -> None:
+    """Validate a parsed config.json; `bundle` anchors a relative root.path.
+
+    `stat` (e.g. `os.stat`) is the caller's way to check that root.path is a directory: this module does
+    no I/O itself. Without it the root filesystem is not looked at.
+    """
+    _Validator(doc, bundle, stat).run(need_process)
 
 
 # ---- typed accessors: each takes the container, the key and the JSON path of the value -----------
@@ -389,46 +405,13 @@ def _get(obj: dict[str, Any], key: str) -> Any:
     return obj.get(key)
 
 
-def _req(obj: dict[str, Any], key: str, field: str) -> Any:
-    value = obj.get(key)
-    if value is None:
-        raise ConfigError(field, "required")
-    return value
-
-
-def _object(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(field, "must be an object")
-    return value
-
-
-def _array(value: Any, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(field, "must be an array")
-    return value
-
-
-def _string(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(field, "must be a string")
-    if "\x00" in value:
-        raise ConfigError(field, "must not contain a NUL byte")
-    return value
-
-
-def _bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(field, "must be a boolean")
-    return value
-
-
-def _int(value: Any, field: str, lo: int, hi: int, what: str = "") -> int:
-    # bool is a subclass of int in Python but never a JSON number.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(field, "must be an integer")
-    if not lo <= value <= hi:
-        raise ConfigError(field, what or f"must be between {lo} and {hi}")
-    return value
+_shape = Shape(ConfigError)
+_req = _shape.required
+_object = _shape.object
+_array = _shape.array
+_bool = _shape.boolean
+_int = _shape.integer
+_string = _shape.c_string
 
 
 def _uint32(value: Any, field: str) -> int:
@@ -436,10 +419,7 @@ def _uint32(value: Any, field: str) -> int:
 
 
 def _strings(value: Any, field: str) -> list[str]:
-    items = _array(value, field)
-    for i, item in enumerate(items):
-        _string(item, f"{field}[{i}]")
-    return items
+    return _shape.strings(value, field, allow_nul=False)
 
 
 def _abs_path(value: Any, field: str) -> str:
@@ -494,9 +474,10 @@ def _sysctl_name(key: str) -> str:
 
 
 class _Validator:
-    def __init__(self, doc: dict[str, Any], bundle: str) -> None:
+    def __init__(self, doc: dict[str, Any], bundle: str, stat: Callable[[str], Any] | None = None) -> None:
         self.doc = doc
         self.bundle = bundle
+        self.stat = stat
         self.linux: dict[str, Any] = {}
         self.namespaces: dict[str, str] = {}  # type -> path ("" when a new namespace is created)
 
@@ -542,9 +523,11 @@ class _Validator:
         readonly = _get(root, "readonly")
         if readonly is not None:
             _bool(readonly, "root.readonly")
-        full = os.path.join(self.bundle, path)
+        if self.stat is None:
+            return
+        full = _join(self.bundle, path)
         try:
-            st = os.stat(full)
+            st = self.stat(full)
         except FileNotFoundError:
             raise ConfigError("root.path", f"{full} does not exist") from None
         except OSError as e:
@@ -853,8 +836,11 @@ def _is_dir(mode: int) -> bool:
 _DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 
-def default_spec(rootless: bool = False) -> dict[str, Any]:
-    """The config.json `runc spec` (or `runc spec --rootless`) writes, with our ociVersion."""
+def default_spec(rootless: bool = False, host_uid: int = 0, host_gid: int = 0) -> dict[str, Any]:
+    """The config.json `runc spec` (or `runc spec --rootless`) writes, with our ociVersion.
+
+    `host_uid`/`host_gid` (the caller's effective ids) are mapped to root in a rootless spec.
+    """
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {
@@ -915,8 +901,8 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
         # What `runc spec --rootless` changes: no network namespace, a user namespace mapping the
         # caller to root, /sys as a read-only rbind, no uid=/gid= mount options, no resources.
         linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user")]
-        linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
-        linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+        linux["uidMappings"] = [{"containerID": 0, "hostID": host_uid, "size": 1}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": host_gid, "size": 1}]
         del linux["resources"]
         for m in mounts:
             if m["destination"] == "/sys":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from inclavare.errors import ConfigError
+from inclavare.formats.jsonshape import Shape, is_int, is_uint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -106,12 +107,9 @@ _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 for the terminating NUL
 # Validation (pure Python)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_uint(value: object, maximum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
+_is_int = is_int
+_is_uint = is_uint
+_shape = Shape(ConfigError)
 
 
 def enabled(seccomp: Mapping[str, Any] | None) -> bool:
@@ -136,8 +134,7 @@ def _check_errno_ret(value: object, path: str, action: object) -> None:
 def _check_action(value: object, path: str) -> str:
     if value is None or value == "":
         raise ConfigError(path, "missing (required)")
-    if not isinstance(value, str):
-        raise ConfigError(path, f"must be a string, got {type(value).__name__}")
+    _shape.string(value, path, got=True)
     if value not in ACTIONS:
         raise ConfigError(path, f'unknown action "{value}"')
     return value
@@ -149,8 +146,7 @@ def _check_u64(value: object, path: str) -> None:
 
 
 def _check_arg(arg: object, path: str) -> None:
-    if not isinstance(arg, dict):
-        raise ConfigError(path, "must be an object")
+    arg = _shape.object(arg, path)
     if "index" not in arg:
         raise ConfigError(f"{path}.index", "missing (required)")
     index = arg["index"]
@@ -164,16 +160,14 @@ def _check_arg(arg: object, path: str) -> None:
     op = arg.get("op")
     if op is None or op == "":
         raise ConfigError(f"{path}.op", "missing (required)")
-    if not isinstance(op, str):
-        raise ConfigError(f"{path}.op", f"must be a string, got {type(op).__name__}")
+    _shape.string(op, f"{path}.op", got=True)
     if op not in OPERATORS:
         raise ConfigError(f"{path}.op", f'unknown operator "{op}"')
 
 
 def _check_syscall(call: object, path: str) -> bool:
     """Check one ``syscalls[]`` entry; return whether it uses SCMP_ACT_NOTIFY."""
-    if not isinstance(call, dict):
-        raise ConfigError(path, "must be an object")
+    call = _shape.object(call, path)
     names = call.get("names")
     if not isinstance(names, list) or not names:
         raise ConfigError(f"{path}.names", "must be a non-empty list of strings")
@@ -190,8 +184,7 @@ def _check_syscall(call: object, path: str) -> bool:
                 raise ConfigError(f"{path}.names[{j}]", 'SCMP_ACT_NOTIFY cannot be used for the write syscall')
     args = call.get("args")
     if args is not None:
-        if not isinstance(args, list):
-            raise ConfigError(f"{path}.args", "must be a list")
+        _shape.array(args, f"{path}.args", "must be a list")
         for k, arg in enumerate(args):
             _check_arg(arg, f"{path}.args[{k}]")
     return action == "SCMP_ACT_NOTIFY"
@@ -203,8 +196,7 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
     Needs no library.  A profile with neither ``defaultAction`` nor ``syscalls`` is accepted as
     "seccomp disabled" (see :func:`enabled`), as runc does.
     """
-    if not isinstance(seccomp, dict):
-        raise ConfigError(field, "must be an object")
+    seccomp = _shape.object(seccomp, field)
     if not enabled(seccomp):
         return
     default_action = _check_action(seccomp.get("defaultAction"), f"{field}.defaultAction")
@@ -215,12 +207,10 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
 
     arches = seccomp.get("architectures")
     if arches is not None:
-        if not isinstance(arches, list):
-            raise ConfigError(f"{field}.architectures", "must be a list of strings")
+        _shape.array(arches, f"{field}.architectures", "must be a list of strings")
         for i, arch in enumerate(arches):
             path = f"{field}.architectures[{i}]"
-            if not isinstance(arch, str):
-                raise ConfigError(path, f"must be a string, got {type(arch).__name__}")
+            _shape.string(arch, path, got=True)
             if arch in _SPEC_ONLY_ARCHITECTURES:
                 raise ConfigError(path, f'architecture "{arch}" is not supported by this runtime')
             if arch not in ARCHITECTURES:
@@ -228,34 +218,30 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
 
     flags = seccomp.get("flags")
     if flags is not None:
-        if not isinstance(flags, list):
-            raise ConfigError(f"{field}.flags", "must be a list of strings")
+        _shape.array(flags, f"{field}.flags", "must be a list of strings")
         for i, flag in enumerate(flags):
             path = f"{field}.flags[{i}]"
-            if not isinstance(flag, str):
-                raise ConfigError(path, f"must be a string, got {type(flag).__name__}")
+            _shape.string(flag, path, got=True)
             if flag not in FLAGS:
                 raise ConfigError(path, f'unknown flag "{flag}"')
 
     listener_path = seccomp.get("listenerPath")
     if listener_path is not None:
-        if not isinstance(listener_path, str):
-            raise ConfigError(f"{field}.listenerPath", "must be a string")
+        _shape.string(listener_path, f"{field}.listenerPath")
         if len(os.fsencode(listener_path)) > _SUN_PATH_MAX:
             raise ConfigError(
                 f"{field}.listenerPath", f"a unix socket path must not be longer than {_SUN_PATH_MAX} bytes"
             )
     metadata = seccomp.get("listenerMetadata")
-    if metadata is not None and not isinstance(metadata, str):
-        raise ConfigError(f"{field}.listenerMetadata", "must be a string")
+    if metadata is not None:
+        _shape.string(metadata, f"{field}.listenerMetadata")
     # (metadata without listenerPath is a config the spec says must not be written; runc accepts it and
     # so does rune: without a listener there is nobody to give it to)
 
     syscalls = seccomp.get("syscalls")
     uses_notify = False
     if syscalls is not None:
-        if not isinstance(syscalls, list):
-            raise ConfigError(f"{field}.syscalls", "must be a list")
+        _shape.array(syscalls, f"{field}.syscalls", "must be a list")
         for i, call in enumerate(syscalls):
             uses_notify |= _check_syscall(call, f"{field}.syscalls[{i}]")
     if uses_notify and not listener_path:

@@ -11,7 +11,7 @@ The container process is built by :mod:`inclavare.runtime.init` and run by the c
 # annotations that name TYPE_CHECKING-only types are quoted.
 import time
 
-from inclavare import _fastos as os  # the posix builtin: `import os` costs ~2 ms per call
+from inclavare import _fastos as fos  # the posix builtin: `import os` costs ~2 ms per call
 from inclavare.errors import ContainerError, InclavareError, NotRunningError
 from inclavare.runtime import state as st
 
@@ -120,7 +120,7 @@ class Runtime:
         pid = int(state.pid or 0)
         if pid and st.process_alive(pid, state.start_time()):
             try:
-                os.kill(pid, SIGKILL)
+                fos.kill(pid, SIGKILL)
             except OSError:
                 pass
             _wait_gone(pid, state.start_time())
@@ -146,14 +146,14 @@ class Runtime:
     def _kill_cgroup(self, mgr: "Any") -> None:
         for _ in range(50):
             try:
-                pids = [p for p in mgr.pids() if p != os.getpid()]
+                pids = [p for p in mgr.pids() if p != fos.getpid()]
             except InclavareError:
                 return
             if not pids:
                 return
             for p in pids:
                 try:
-                    os.kill(p, SIGKILL)
+                    fos.kill(p, SIGKILL)
                 except OSError:
                     pass
             time.sleep(0.01)
@@ -164,13 +164,13 @@ class Runtime:
             if status != "created":
                 raise ContainerError(start_refusal(cid, status))
             fifo = self.store.path(cid, st.FIFO)
-            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = fos.open(fifo, fos.O_RDONLY | fos.O_NONBLOCK | fos.O_CLOEXEC)
             try:
                 self._await_fifo(fd, state)
             finally:
-                os.close(fd)
+                fos.close(fd)
             try:
-                os.unlink(fifo)
+                fos.unlink(fifo)
             except FileNotFoundError:
                 pass
         hooks = state.hooks()
@@ -193,7 +193,7 @@ class Runtime:
             data: bytes | None = None
             if poller.poll(50):
                 try:
-                    data = os.read(fd, 1)
+                    data = fos.read(fd, 1)
                 except BlockingIOError:
                     data = None
                 if data:
@@ -208,7 +208,7 @@ class Runtime:
         while True:
             if poller.poll(50):
                 try:
-                    if os.read(fd, 512) == b"":
+                    if fos.read(fd, 512) == b"":
                         return  # every write end is closed: the workload runs (or the init is gone)
                 except BlockingIOError:
                     pass
@@ -232,7 +232,7 @@ class Runtime:
             raise NotRunningError(f'container not running: "{cid}" has stopped')
         pid = int(state.pid)
         try:
-            os.kill(pid, sig)
+            fos.kill(pid, sig)
         except ProcessLookupError:
             raise NotRunningError(f'container not running: "{cid}" has stopped (no such process {pid})') from None
         if self.debug:
@@ -247,7 +247,7 @@ class Runtime:
         if mgr is None:
             if status != "stopped":
                 try:
-                    os.kill(int(state.pid), sig)
+                    fos.kill(int(state.pid), sig)
                 except ProcessLookupError:
                     pass
             return
@@ -262,7 +262,7 @@ class Runtime:
             raise
         for p in pids:
             try:
-                os.kill(p, sig)
+                fos.kill(p, sig)
             except ProcessLookupError:
                 pass
         if self.debug:
@@ -300,7 +300,7 @@ class Runtime:
                 if status == "paused" and mgr is not None:
                     mgr.thaw()
                 try:
-                    os.kill(pid, SIGKILL)
+                    fos.kill(pid, SIGKILL)
                 except OSError:
                     pass
                 if not _wait_gone(pid, state.start_time()):
@@ -428,7 +428,7 @@ def wait_child(pid: int, forward_signals: bool = True) -> int:
 
         def fwd(signum: int, _frame: "Any") -> None:
             try:
-                os.kill(pid, signum)
+                fos.kill(pid, signum)
             except OSError:
                 pass
 
@@ -441,12 +441,12 @@ def wait_child(pid: int, forward_signals: bool = True) -> int:
                 pass
     while True:
         try:
-            wpid, status = os.waitpid(-1, 0)
+            wpid, status = fos.waitpid(-1, 0)
         except ChildProcessError:
             return 255
         except InterruptedError:
             continue
         if wpid == pid:
-            if os.WIFSIGNALED(status):
-                return 128 + os.WTERMSIG(status)
-            return os.WEXITSTATUS(status)
+            if fos.WIFSIGNALED(status):
+                return 128 + fos.WTERMSIG(status)
+            return fos.WEXITSTATUS(status)

@@ -7,7 +7,7 @@ terminal carries.
 """
 
 # No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call).
-from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms per call
+from inclavare import _fastos as fos  # the posix builtin: `import os` costs ~1.4 ms per call
 from inclavare.errors import InclavareError
 
 TYPE_CHECKING = False
@@ -53,9 +53,9 @@ def run(rt: "Runtime", cid: str, bundle: str | None, *, detach: bool = False, ke
 
     needs_relay = False
     if not detach and not console_socket:
-        from inclavare.formats.oci import load_config
+        from inclavare.runtime.bundle_io import load_config
 
-        cfg = load_config(os.path.abspath(bundle or "."))  # handed to create: parsed once
+        cfg = load_config(fos.path.abspath(bundle or "."))  # handed to create: parsed once
         needs_relay = bool(cfg["process"].get("terminal"))
     try:
         if needs_relay:

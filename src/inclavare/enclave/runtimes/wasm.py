@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inclavare.enclave import api
+from inclavare.formats.jsonshape import Shape, is_int
 
 log = logging.getLogger(__name__)
 
@@ -531,11 +532,10 @@ def _memory_limit(spec: dict[str, Any]) -> int:
         node = node.get(key) if isinstance(node, dict) else None
         if node is None:
             return 0
-    if not isinstance(node, dict):
-        raise api.EnclaveConfigError("linux.resources.memory", "must be an object")
+    node = Shape(api.EnclaveConfigError).object(node, "linux.resources.memory")
     limit = node.get("limit")
     if limit is None:
         return 0
-    if isinstance(limit, bool) or not isinstance(limit, int):
+    if not is_int(limit):
         raise api.EnclaveConfigError("linux.resources.memory.limit", f"must be an integer, got {limit!r}")
     return limit if limit > 0 else 0

@@ -6,7 +6,7 @@ Detection reads two proc files and runs once per process (:func:`current_layout`
 
 from __future__ import annotations
 
-from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
+from inclavare import _fastos as fos  # the posix builtin: `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
 from inclavare.linux.cgroups import CGROUP_ROOT, _join, _log, _read_text, _under
 
@@ -129,7 +129,7 @@ def detect_layout(
         mountinfo = _read_text("/proc/self/mountinfo")
     if proc_cgroup is None:
         proc_cgroup = _read_text("/proc/self/cgroup")
-    cgroup_root = os.path.normpath(cgroup_root)
+    cgroup_root = fos.path.normpath(cgroup_root)
     v1: dict[str, Hierarchy] = {}
     pure: Hierarchy | None = None
     hybrid: Hierarchy | None = None
@@ -179,12 +179,12 @@ def clean_path(path: str) -> str:
     """runc's utils.CleanPath: normalise; relative paths cannot climb above their base."""
     if not path:
         return ""
-    path = os.path.normpath(path)
+    path = fos.path.normpath(path)
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     if not path.startswith("/"):
-        path = os.path.relpath(os.path.normpath("/" + path), "/")
-    return os.path.normpath(path)
+        path = fos.path.relpath(fos.path.normpath("/" + path), "/")
+    return fos.path.normpath(path)
 
 
 def _below_root(path: str, root: str) -> str:
@@ -192,7 +192,7 @@ def _below_root(path: str, root: str) -> str:
     if root in ("", "/"):
         return path.lstrip("/")
     if _under(path, root):
-        return os.path.relpath(path, root) if path != root else ""
+        return fos.path.relpath(path, root) if path != root else ""
     _log(
         "debug",
         "cgroup %s lies outside the mounted part %s of its hierarchy; using the mount point",
@@ -227,7 +227,7 @@ def resolve(
             own = layout.own.get("")
             if own is None:
                 raise CgroupError("/proc/self/cgroup: no cgroup v2 entry (0::PATH) for this process")
-            paths[""] = _join(h.mountpoint, _below_root(os.path.dirname(own), h.root), inner)
+            paths[""] = _join(h.mountpoint, _below_root(fos.path.dirname(own), h.root), inner)
         mounts[""] = h.mountpoint
         return "v2", paths, mounts
     for key in V1_SUBSYSTEMS:

@@ -7,7 +7,7 @@ the eBPF device filter is imported from here, only when device rules are set.
 
 from __future__ import annotations
 
-from inclavare import _fastos as os  # the posix builtin: `import os` costs ~1.4 ms
+from inclavare import _fastos as fos  # the posix builtin: `import os` costs ~1.4 ms
 from inclavare.errors import CgroupError, ConfigError
 from inclavare.linux import cgroups as _cg
 from inclavare.linux.cgroups import CGROUP_ROOT, _log, _rdma_line, _read_text, _under
@@ -72,17 +72,17 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
     if not _under(path, mount):
         raise CgroupError(f"linux.cgroupsPath: {path} is not below the cgroup2 mount {mount}")
     try:
-        controllers = _read_text(os.path.join(mount, "cgroup.controllers")).split()
+        controllers = _read_text(fos.path.join(mount, "cgroup.controllers")).split()
     except OSError as e:
         raise CgroupError(f"reading {mount}/cgroup.controllers: {e.strerror}") from None
     enable = " ".join("+" + c for c in controllers)
     domain = _needs_domain_controller(res)
     chain = [mount]
-    rel = os.path.relpath(path, mount)
+    rel = fos.path.relpath(path, mount)
     if rel != ".":
         cur = mount
         for part in rel.split("/"):
-            cur = os.path.join(cur, part)
+            cur = fos.path.join(cur, part)
             chain.append(cur)
     for i, cur in enumerate(chain):
         if i > 0:
@@ -91,7 +91,7 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
             except FileNotFoundError as e:
                 raise CgroupError(f"linux.cgroupsPath: creating cgroup {cur}: {e.strerror}") from None
             try:
-                cgtype = _read_text(os.path.join(cur, "cgroup.type")).strip()
+                cgtype = _read_text(fos.path.join(cur, "cgroup.type")).strip()
             except OSError:
                 cgtype = ""
             if cgtype == "domain invalid":
@@ -101,7 +101,7 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
                         "it is in an invalid state"
                     )
                 try:
-                    _cg._write(os.path.join(cur, "cgroup.type"), "threaded")
+                    _cg._write(fos.path.join(cur, "cgroup.type"), "threaded")
                 except OSError:
                     pass
             elif cgtype in ("domain threaded", "threaded") and domain:
@@ -109,7 +109,7 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
                     f"linux.cgroupsPath: cannot enter cgroup {cur} with domain controllers: it is in {cgtype} mode"
                 )
         if i < len(chain) - 1 and enable:
-            target = os.path.join(cur, "cgroup.subtree_control")
+            target = fos.path.join(cur, "cgroup.subtree_control")
             try:
                 _cg._write(target, enable)
             except OSError:
@@ -199,8 +199,8 @@ def set_resources(mgr: Manager, res: dict[str, Any], rules: list[Rule] | None, f
 def _set_io(mgr: Manager, bio: dict[str, Any], path: str, field: str) -> None:
     weight = int(bio.get("weight") or 0)
     wdevs = bio.get("weightDevice") or []
-    bfq = os.path.join(path, "io.bfq.weight")
-    have_bfq = (weight or wdevs) and os.path.exists(bfq)
+    bfq = fos.path.join(path, "io.bfq.weight")
+    have_bfq = (weight or wdevs) and fos.path.exists(bfq)
     if weight:
         if have_bfq:
             mgr._w(f"{field}.weight", path, "io.bfq.weight", str(weight))

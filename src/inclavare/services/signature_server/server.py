@@ -1,0 +1,288 @@
+"""The HTTP(S) side: the request handler (upstream's API), the threading server and `make_server`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import socket
+import ssl
+import sys
+import threading
+import urllib.parse
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from inclavare.formats.sgx import SIGNING_MATERIAL_SIZE
+from inclavare.services.signature_server.audit import AuditLog
+from inclavare.services.signature_server.auth import AccessPolicy
+from inclavare.services.signature_server.common import (
+    API_PREFIX,
+    IO_TIMEOUT,
+    MAX_BODY,
+    MaterialError,
+    SignatureServerError,
+    log,
+)
+from inclavare.services.signature_server.config import (
+    ServerConfig,
+    _is_loopback,
+    _policy_for,
+    _tls_context,
+    parse_listen,
+)
+from inclavare.services.signature_server.signing import (
+    _material_fields,
+    _Signer,
+    check_material,
+    load_signing_key,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "inclavare-signature-server"
+    sys_version = ""
+    disable_nagle_algorithm = True  # headers and body go out as two writes; no delayed-ACK stall on keep-alive
+    server: SignatureServer
+
+    # ---- plumbing
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        log.info("%s %s", self.client_address[0], format % args)
+
+    def _send(self, status: int, body: bytes, ctype: str, close: bool = False,
+              extra: Iterable[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in extra:
+            self.send_header(k, v)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: dict[str, Any], close: bool = False,
+              extra: Iterable[tuple[str, str]] = ()) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json; charset=utf-8", close, extra)
+
+    def _error(self, status: int, message: str, close: bool = False,
+               extra: Iterable[tuple[str, str]] = ()) -> None:
+        self._json(status, {"error": message}, close, extra)
+
+    def _text(self, text: str | bytes) -> None:
+        self._send(200, text if isinstance(text, bytes) else text.encode(), "text/plain; charset=utf-8")
+
+    def _peer(self) -> tuple[dict[str, Any] | None, bytes | None]:
+        conn = self.connection
+        if isinstance(conn, ssl.SSLSocket):
+            try:
+                return conn.getpeercert() or None, conn.getpeercert(binary_form=True)
+            except (ValueError, ssl.SSLError):
+                return None, None
+        return None, None
+
+    def _route(self) -> str:
+        return urllib.parse.urlsplit(self.path).path
+
+    # ---- methods
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        if self._route() == "/":
+            self._send(200, b"", "text/plain; charset=utf-8")
+        else:
+            self._error(404, f"no such resource: {self._route()}")
+
+    def do_GET(self) -> None:  # noqa: N802
+        route = self._route()
+        if route == "/ping":
+            self._text("ping")
+        elif route == "/healthz":
+            self._text("ok")
+        elif route == f"{API_PREFIX}/public-key":
+            self._text(self.server.signer.public_pem)
+        elif route == f"{API_PREFIX}/pkcs1":
+            self._error(405, "use POST with the signing material as the body", extra=[("Allow", "POST")])
+        else:
+            self._error(404, f"no such resource: {route}")
+
+    def do_POST(self) -> None:  # noqa: N802
+        route = self._route()
+        if route != f"{API_PREFIX}/pkcs1":
+            if route in ("/ping", "/healthz", f"{API_PREFIX}/public-key"):
+                self._error(405, f"{route} takes GET", close=True, extra=[("Allow", "GET")])
+            else:
+                self._error(404, f"no such resource: {route}", close=True)
+            return
+        self._sign()
+
+    def _sign(self) -> None:
+        signer = self.server.signer
+        remote = self.client_address[0]
+        peercert, der = self._peer()
+        decision = self.server.policy.decide(self.headers.get("Authorization"), peercert, der)
+        if decision.status != 200:
+            signer.record(remote=remote, client=decision.identity, outcome="refused", status=decision.status,
+                          reason=decision.reason)
+            extra = [("WWW-Authenticate", 'Bearer realm="signature-server"')] if decision.status == 401 else []
+            self._error(decision.status, decision.reason, close=True, extra=extra)
+            return
+        body = self._read_body()
+        if body is None:
+            return
+        base = {"remote": remote, "client": decision.identity, "material_sha256": hashlib.sha256(body).hexdigest()}
+        try:
+            sig = check_material(body)
+        except MaterialError as e:
+            signer.record(**base, outcome="refused", status=400, reason=str(e))
+            self._error(400, str(e))
+            return
+        fields = _material_fields(sig)
+        try:
+            signature = signer.sign(body)
+        except Exception as e:  # noqa: BLE001 (reported to the client as a server error, details in the log)
+            log.error("signing failed: %s", type(e).__name__)
+            signer.record(**base, **fields, outcome="error", status=500, reason="signing failed")
+            self._error(500, "signing failed")
+            return
+        try:
+            signer.record(**base, **fields, outcome="signed", status=200, mrsigner=signer.mrsigner,
+                          signature_sha256=hashlib.sha256(signature).hexdigest())
+        except OSError as e:
+            log.error("audit log %s: %s; the signature is withheld", signer.audit and signer.audit.path, e.strerror)
+            self._error(500, "the audit log cannot be written, so the signature is withheld")
+            return
+        self._json(200, {"signature": base64.b64encode(signature).decode(),
+                         "publicKey": signer.public_pem.decode()})
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._error(411, "send the signing material with a Content-Length", close=True)
+            return None
+        text = self.headers.get("Content-Length")
+        if text is None:
+            self._error(411, "send the signing material with a Content-Length", close=True)
+            return None
+        try:
+            length = int(text, 10)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._error(400, f"Content-Length {text!r} is not a byte count", close=True)
+            return None
+        if length > MAX_BODY:
+            self._error(413, f"signing material is {length} bytes, expected {SIGNING_MATERIAL_SIZE}", close=True)
+            return None
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            return None
+        return body
+
+
+class SignatureServer(http.server.ThreadingHTTPServer):
+    """The HTTP(S) server: one thread per connection, TLS handshakes done in that thread."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, signer: _Signer,
+                 policy: AccessPolicy, tls: ssl.SSLContext | None) -> None:
+        self.address_family = family
+        self.signer, self.policy, self.tls = signer, policy, tls
+        self._thread: threading.Thread | None = None
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # every v4 and v6 address
+        super().server_bind()
+
+    @property
+    def url(self) -> str:
+        addr: Any = self.server_address
+        host, port = str(addr[0]), int(addr[1])
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(IO_TIMEOUT)
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                log.info("%s: TLS handshake failed: %s", client_address[0], getattr(e, "reason", None) or e)
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        peer = client_address[0] if client_address else "?"
+        if isinstance(err, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.debug("%s: connection error: %s", peer, err)
+        else:  # e.g. the audit log could not record a refusal: the request got no answer
+            log.error("%s: request failed: %s: %s", peer, type(err).__name__, err)
+
+    def start(self) -> SignatureServer:
+        """Serve from a background thread (tests, benchmarks); :meth:`stop` ends it."""
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="signature-server",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server_close()
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self.signer.audit is not None:
+            self.signer.audit.close()
+
+
+def make_server(config: ServerConfig, key: RSAPrivateKey | None = None) -> SignatureServer:
+    """Check ``config``, load (or create) the key, open the audit log and bind; call ``serve_forever()`` or
+    ``start()`` next. ``key`` skips reading ``config.key_path`` (tests)."""
+    policy = _policy_for(config)
+    host, port = parse_listen(config.listen)
+    if key is None:
+        key = load_signing_key(config.key_path, config.generate_key)
+    tls = _tls_context(config, policy) if config.cert else None
+    if tls is None and policy.token_hashes and not _is_loopback(host):
+        log.warning("bearer tokens over plain HTTP on %s can be read off the network; use --cert/--tls-key",
+                    config.listen)
+    if policy.allow_anyone:
+        log.warning("no allow-list: every client that can connect gets its enclaves signed")
+    family = socket.AF_INET
+    if not host:
+        host, family = ("::", socket.AF_INET6) if socket.has_dualstack_ipv6() else ("0.0.0.0", socket.AF_INET)
+    elif ":" in host:
+        family = socket.AF_INET6
+    audit = AuditLog(config.audit_log) if config.audit_log else None
+    try:
+        return SignatureServer((host, port), family, _Signer(key, audit), policy, tls)
+    except OSError as e:
+        if audit is not None:
+            audit.close()
+        raise SignatureServerError(f"cannot listen on {config.listen}: {e.strerror}") from None

@@ -1,0 +1,33 @@
+"""Every CLI raises the one UsageError of inclavare.errors (it was defined five times)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from inclavare import errors
+from inclavare.cli import rats_tls_client, rats_tls_server, rune, runecmds, sgx_tools, shelter, signature_server
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "inclavare"
+
+
+def test_one_usage_error_for_every_cli() -> None:
+    for module in (rats_tls_client, rats_tls_server, rune, runecmds, sgx_tools, shelter, signature_server):
+        assert module.UsageError is errors.UsageError, module.__name__
+    assert issubclass(rune.UnknownCommand, errors.UsageError)
+    assert errors.UsageError.exit_code == 1 and rune.UnknownCommand.exit_code == 3
+
+
+def test_no_module_defines_its_own_usage_error() -> None:
+    defined = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+               for node in ast.walk(ast.parse(p.read_text()))
+               if isinstance(node, ast.ClassDef) and node.name == "UsageError"]
+    assert defined == ["errors.py"]
+
+
+def test_formats_oci_does_no_file_io() -> None:
+    tree = ast.parse((SRC / "formats" / "oci.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "os" not in imported and "_fastos" not in imported
+    assert "open" not in called
