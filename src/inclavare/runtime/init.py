@@ -244,21 +244,9 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
     rootfs = req.rootfs
     has_mntns = "mount" in ns_types
     if has_mntns:
-        prop = rfs.PROPAGATION.get(linux.get("rootfsPropagation") or "", sc.MS_SLAVE | sc.MS_REC)
-        if prop & sc.MS_UNBINDABLE:
-            prop = sc.MS_PRIVATE | (prop & sc.MS_REC)  # the rootfs must stay bindable until pivot_root
-        sc.mount(None, "/", None, prop)
-        rfs.make_parent_private(rootfs)
-        sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
         ctx = rfs.RootfsContext(rootfs=rootfs, cgroup_paths=req.cgroup_paths,
                                 cgroupns="cgroup" in ns_types, source_fds=req.mount_fds)
-        for i, m in enumerate(cfg.get("mounts") or []):
-            rfs.mount_one(i, m, ctx)
-        for fd in req.mount_fds.values():
-            fos.close(fd)
-        rfs.create_devices(rootfs, linux.get("devices") or [], in_userns)
-        if fos.path.isdir(fos.path.join(rootfs, "dev")):
-            rfs.dev_symlinks(rootfs)
+        rfs.prepare_rootfs(rootfs, cfg, ctx, in_userns)
     mark("stage2: mounts done")
     hooks = cfg.get("hooks") or {}
     if hooks.get("prestart") or hooks.get("createRuntime"):
@@ -271,35 +259,8 @@ def _finish_init(req: SpawnRequest, ch: Channel, in_userns: bool) -> None:
               env=req.finalizer.env, cwd=rootfs)
     if proc.get("terminal"):
         _setup_console(req, rootfs, has_mntns)
-    if has_mntns:
-        if req.no_pivot:
-            rfs.move_root(rootfs)
-        else:
-            rfs.pivot(rootfs)
-    else:
-        fos.chroot(rootfs)
-        fos.chdir("/")
-    # sysctls first: readonlyPaths usually makes /proc/sys read-only
-    for key, value in (linux.get("sysctl") or {}).items():
-        try:
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
-        except OSError as e:
-            raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}", e.errno or 0) from None
-    if has_mntns:
-        if (linux.get("rootfsPropagation") or "") in ("shared", "rshared", "unbindable", "runbindable"):
-            sc.mount(None, "/", None, rfs.PROPAGATION[linux["rootfsPropagation"]])
-        for p in linux.get("maskedPaths") or []:
-            rfs.mask_path(p)
-        for p in linux.get("readonlyPaths") or []:
-            rfs.readonly_path(p)
-        if (cfg.get("root") or {}).get("readonly"):
-            rfs.set_readonly_root()
-    if "uts" in ns_types:
-        if cfg.get("hostname"):
-            sc.sethostname(cfg["hostname"])
-        if cfg.get("domainname"):
-            sc.setdomainname(cfg["domainname"])
+    rfs.enter_rootfs(rootfs, has_mntns, req.no_pivot)
+    rfs.finish_rootfs(cfg, ns_types)
     mark("stage2: rootfs done")
     set_rlimits(proc.get("rlimits"))
     if linux.get("personality"):
