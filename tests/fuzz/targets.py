@@ -84,11 +84,11 @@ def _ratls(data: bytes) -> None:
 
 
 def _evidence(data: bytes) -> None:
-    from inclavare.attestation import evidence
     from inclavare.attestation.api import AttestationError, Options
+    from inclavare.ratls.appraise import verify_evidence
 
     try:
-        evidence.verify_raw(data, "auto", Options(as_of=AS_OF))
+        verify_evidence(data, "auto", Options(as_of=AS_OF))
     except AttestationError:
         pass
 

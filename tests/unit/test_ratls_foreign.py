@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inclavare.attestation.api import AttestationError, Options
-from inclavare.attestation.evidence import verify_certificate
 from inclavare.cli import shelter
 from inclavare.formats.sgx import Attributes
+from inclavare.ratls.appraise import verify_certificate
 from inclavare.ratls.cert import check_binding, parse_certificate
 from inclavare.ratls.dice import (
     TCG_DICE_TAGGED_EVIDENCE_OID,

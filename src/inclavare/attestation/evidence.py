@@ -1,20 +1,18 @@
-"""Evidence of any supported kind, verified through one entry point: ``shelter verify`` and
-``sgx-tools verify-quote`` use it.
+"""Raw evidence verified through one entry point (``sgx-tools verify-quote``; ``shelter verify`` through
+:func:`inclavare.ratls.appraise.verify_evidence`, which adds RA-TLS certificates).
 
 Kinds: an Intel DCAP quote (SGX v3, TDX v4/v5; also followed by zero padding, or inside a TDX GetQuote
-buffer), an AMD SEV-SNP attestation report (also inside the sev-guest ioctl's MSG_REPORT_RSP), a quote from
-the simulated SGX platform (accepted only when told to trust the sim root), or an RA-TLS certificate carrying
-one of those (DICE / CCC interoperable format or the legacy OIDs): then the evidence must also be bound to the
-certificate's key, and the certificate's endorsements extension serves as collateral when none is given.
+buffer), an AMD SEV-SNP attestation report (also inside the sev-guest ioctl's MSG_REPORT_RSP), or a quote from
+the simulated SGX platform (accepted only when told to trust the sim root). :func:`detect` also recognises RA-TLS
+certificates, which ratls/ appraises (attestation/ knows nothing of certificates: the layer rule).
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 from typing import Any
 
-from inclavare.attestation.api import AttestationError, EvidenceFormatError, Options, Result
+from inclavare.attestation.api import EvidenceFormatError, Options, Result
 from inclavare.formats.envelopes import EnvelopeError, unwrap_snp_report_resp
 
 TEES = ("auto", "sgx", "tdx", "snp", "sim")
@@ -44,16 +42,17 @@ def detect(data: bytes) -> str:
                               f"SEV-SNP report ({SNP_REPORT_SIZE} bytes) nor an RA-TLS certificate")
 
 
-def _tee_matches(asked: str, result: Result) -> str | None:
+def tee_mismatch(asked: str, result: Result) -> str | None:
     if asked in ("auto", result.tee):
         return None
     return f"the evidence is {result.tee}, not {asked}"
 
 
 def verify_raw(data: bytes, tee: str, options: Options) -> Result:
+    """A DCAP quote or an SEV-SNP report (RA-TLS certificates: inclavare.ratls.appraise.verify_evidence)."""
     kind = detect(data)
     if kind == "cert":
-        return verify_certificate(data, tee, options)
+        raise EvidenceFormatError("an RA-TLS certificate is verified by inclavare.ratls.appraise, not here")
     if kind == "snp":
         if tee not in ("auto", "snp"):
             raise EvidenceFormatError(f"--tee {tee}: the evidence is an SEV-SNP report")
@@ -65,50 +64,10 @@ def verify_raw(data: bytes, tee: str, options: Options) -> Result:
     from inclavare.attestation.dcap import verify_quote
 
     result = verify_quote(data, options)
-    problem = _tee_matches(tee, result)
+    problem = tee_mismatch(tee, result)
     if problem:
         result.verified = False
         result.errors.append(problem)
-    return result
-
-
-def verify_certificate(data: bytes, tee: str, options: Options) -> Result:
-    """An RA-TLS certificate: its time validity and self-signature, the evidence, and the binding."""
-    from inclavare.ratls.cert import check_binding, check_validity, parse_certificate
-
-    parsed = parse_certificate(data)
-    evidence_tee = {"sgx_ecdsa": "sgx", "tdx_ecdsa": "tdx", "sev_snp": "snp"}.get(parsed.evidence_type or "")
-    if evidence_tee is None:
-        raise EvidenceFormatError(f"RA-TLS certificate: {parsed.evidence_type} evidence cannot be verified here "
-                                  "(supported: sgx_ecdsa, tdx_ecdsa, sev_snp)")
-    opts = options
-    if opts.collateral is None and parsed.collateral is not None and evidence_tee in ("sgx", "tdx"):
-        opts = replace(opts, collateral=parsed.collateral)
-    if evidence_tee == "snp":
-        from inclavare.attestation.snp import SnpVerifier
-
-        result = SnpVerifier().verify(parsed.evidence, opts)
-    else:
-        from inclavare.attestation.dcap import verify_quote
-
-        result = verify_quote(parsed.evidence, opts)
-    problem = _tee_matches(tee, result)
-    if problem:
-        result.verified = False
-        result.errors.append(problem)
-    report_data = bytes.fromhex(str(result.claims.get("report_data", "")))
-    try:
-        check_binding(parsed, report_data)
-    except AttestationError as e:
-        result.verified = False
-        result.errors.append(f"RA-TLS certificate: {e}")
-    try:
-        check_validity(parsed.der, opts.as_of)
-    except AttestationError as e:
-        result.verified = False
-        result.errors.append(f"RA-TLS certificate: {e}")
-    result.claims["ratls_format"] = parsed.format
-    result.claims["ratls_custom_claims"] = {k: v.hex() for k, v in parsed.custom_claims.items()}
     return result
 
 

@@ -117,7 +117,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
         tee = "sgx" if a.tee == "sim" else a.tee
         if a.tee == "sim" and not a.trust_sim:
             raise UsageError("--tee sim needs --trust-sim: simulated evidence is never trusted by default")
-        result = ev.verify_raw(data, tee, opts)
+        from inclavare.ratls.appraise import verify_evidence
+
+        result = verify_evidence(data, tee, opts)
         if a.tee == "sim" and result.tee != "sim":
             result.verified = False
             result.errors.append("the quote does not chain to the trusted sim root")
