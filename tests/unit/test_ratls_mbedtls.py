@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,12 +43,13 @@ from inclavare.ratls.dice import (
     hash_public_key,
     report_data_for,
 )
-from inclavare.ratls.tls import RatsTls, RatsTlsConfig
+from inclavare.ratls.tls import RatsTlsConfig
 from inclavare.ratls.verifiers import VERIFIERS, EvidenceRejected, VerifyOptions, verify_peer_certificate
 from inclavare.sim.platform import SimPlatform
 from inclavare.sim.quoting import SimQuotingService
 from inclavare.sim.report import EnclaveIdentity, ReportKey
 from tests.unit.test_ratls_cert import _MUTATION, _mutate
+from tests.unit.test_ratls_tls import pair
 
 ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 ECDSA_SHA384 = "1.2.840.10045.4.3.3"
@@ -216,45 +215,12 @@ def test_shelter_verifies_a_null_parameter_certificate(strict_and_null: tuple[by
 
 
 
-def _pair(server_cfg: RatsTlsConfig, client_cfg: RatsTlsConfig) -> dict[str, Any]:
-    a, b = socket.socketpair()
-    a.settimeout(TIMEOUT)
-    b.settimeout(TIMEOUT)
-    out: dict[str, Any] = {}
-
-    def server() -> None:
-        try:
-            h = RatsTls(server_cfg, True)
-            out["server_peer"] = h.negotiate(a)
-            h.transmit(h.receive(1024))
-            h.close()
-        except Exception as e:
-            out["server_error"] = e
-        finally:
-            a.close()
-
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
-    try:
-        h = RatsTls(client_cfg, False)
-        out["client_peer"] = h.negotiate(b)
-        h.transmit(b"ping")
-        out["echo"] = h.receive(1024)
-        h.close()
-    except Exception as e:
-        out["client_error"] = e
-    finally:
-        b.close()
-        t.join(TIMEOUT)
-    return out
-
-
 def test_handshake_with_a_null_parameter_certificate(tls_library: str, strict_and_null: tuple[bytes, bytes],
                                                      ec_key: Any, options: VerifyOptions, sim_dir: str) -> None:
     null = strict_and_null[1]
     fps = options.sim_root_fingerprints
     served = RatsTlsConfig(certificate=_pem(null), private_key=_key_pem(ec_key))
-    out = _pair(served, RatsTlsConfig(trust_sim=True, sim_root_fingerprints=fps))
+    out = pair(served, RatsTlsConfig(trust_sim=True, sim_root_fingerprints=fps))
     assert "client_error" not in out and "server_error" not in out, out
     peer = out["client_peer"]
     assert out["echo"] == b"ping" and peer.verified and peer.certificate_der == null  # the exact bytes went out
@@ -264,7 +230,7 @@ def test_handshake_with_a_null_parameter_certificate(tls_library: str, strict_an
     server = RatsTlsConfig(attester=SimAttester(sim_dir), mutual=True, trust_sim=True, sim_root_fingerprints=fps)
     client = RatsTlsConfig(certificate=null, private_key=_key_pem(ec_key), mutual=True, trust_sim=True,
                            sim_root_fingerprints=fps)
-    out = _pair(server, client)
+    out = pair(server, client)
     assert "client_error" not in out and "server_error" not in out, out
     assert out["server_peer"].verified and out["server_peer"].certificate_der == null
 
