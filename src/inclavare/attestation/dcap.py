@@ -65,6 +65,7 @@ import functools
 import hashlib
 import json
 import operator
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -495,7 +496,9 @@ def _load_cert(der: bytes) -> x509.Certificate:
     fields = _cert_fields(der)
     known = _converted_names()
     try:
-        cert = x509.load_der_x509_certificate(der)
+        with warnings.catch_warnings():  # a non-positive serial (a mutated certificate) fails the chain checks later
+            warnings.simplefilter("ignore")
+            cert = x509.load_der_x509_certificate(der)
         # parse the lazy parts now, inside the try; a name whose exact encoding has been turned into a Name
         # before (the issuer is usually the subject of another certificate of the chain) would turn out the same
         subject = known.get(fields[2]) if fields is not None else None
