@@ -14,7 +14,7 @@ connections use the ``ssl`` module's C record layer, and this module reaches its
 Every pointer read is checked before use (the context's options read back through ``SSL_CTX_get_options``
 equal ``ctx.options``; the connection's ``SSL*`` belongs to that ``SSL_CTX``; its context field is the context
 object itself), and :data:`AVAILABLE` is decided once, at import, by a self-check on a throwaway context and
-connection. Where the gate or the self-check fails, :func:`available` is False and the caller (ratls/tls.py)
+connection. Where the gate or the self-check fails, :func:`available` is False and the caller (ratls/tls/)
 uses pyOpenSSL for everything: slower, never wrong.
 """
 
@@ -48,7 +48,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
 
 
 class Judge(Protocol):
-    """The side of a connection that decides on the peer's certificate (ratls/tls.py's ``_Core``)."""
+    """The side of a connection that decides on the peer's certificate (ratls/tls/core.py: ``_Core``)."""
 
     reject_reason: str | None
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from inclavare.formats import envelopes
 from inclavare.ratls.attesters.base import (
     Attester,
     AttesterError,
@@ -41,14 +41,10 @@ if TYPE_CHECKING:
 SEV_GUEST_DEVICE = "/dev/sev-guest"
 SEV_GUEST_DEVICE_ENV = "INCLAVARE_SEV_GUEST_DEVICE"
 SNP_METHODS = ("auto", "configfs", "ioctl")
-CERT_TABLE_GUIDS: dict[str, str] = {
-    "63da758d-e664-4564-adc5-f4b93be8accd": "vcek",
-    "a8074bc2-a25a-483e-aae6-39c045a0b8a1": "vlek",
-    "4ab7b379-bbac-4fe4-a02f-05aef327c782": "ask",
-    "c0b406a4-a803-4952-9743-3fb6014cd0ae": "ark",
-}
-CERT_TABLE_ENTRY = struct.Struct("<16sII")
-MAX_CERT_TABLE_ENTRIES = 64
+# the GHCB certificate table's codec is formats/envelopes.py; by lower-case name here, as the evidence carries it
+CERT_TABLE_GUIDS: dict[str, str] = {str(guid): name.lower() for guid, name in envelopes.CERT_TABLE_GUIDS.items()}
+CERT_TABLE_ENTRY = envelopes.CERT_TABLE_ENTRY
+MAX_CERT_TABLE_ENTRIES = envelopes.MAX_CERT_TABLE_ENTRIES
 
 SNP_GUEST_REQUEST_SIZE = 32
 SNP_GET_REPORT = _ioc(_IOC_READ | _IOC_WRITE, "S", 0, SNP_GUEST_REQUEST_SIZE)
@@ -64,40 +60,19 @@ SNP_CERTS_INITIAL = 4 * PAGE  # SEV_FW_BLOB_MAX_SIZE on current kernels
 SNP_CERTS_MAX = 1 << 20
 
 
-def parse_cert_table(blob: bytes, *, where: str = "certificate table") -> dict[str, bytes]:
+def parse_cert_table(blob: bytes, *, where: str = "") -> dict[str, bytes]:
     """The certificates of a GHCB certificate table by name (``vcek``, ``vlek``, ``ask``, ``ark``, or the GUID
-    text for others). Entries must lie after the table inside ``blob``; a missing terminator, a duplicate GUID
-    or an empty entry is refused. An empty blob is an empty table."""
+    text for others), read by :func:`inclavare.formats.envelopes.parse_cert_table` (bounds, terminator,
+    duplicates, overlaps). An empty blob, or one whose first entry is the terminator (the host gave no
+    certificates), is an empty table."""
     blob = bytes(blob)
-    if not blob:
+    if not any(blob[:CERT_TABLE_ENTRY.size]):
         return {}
-    entries: list[tuple[str, str, int, int]] = []
-    pos = 0
-    while True:
-        if pos + CERT_TABLE_ENTRY.size > len(blob):
-            raise AttesterError(f"{where}: no terminating all-zero entry in its {len(blob)} bytes")
-        guid, offset, length = CERT_TABLE_ENTRY.unpack_from(blob, pos)
-        pos += CERT_TABLE_ENTRY.size
-        if guid == bytes(16):
-            if offset or length:
-                raise AttesterError(f"{where}: the terminating entry at byte {pos - CERT_TABLE_ENTRY.size} is "
-                                    "not all zero")
-            break
-        if len(entries) >= MAX_CERT_TABLE_ENTRIES:
-            raise AttesterError(f"{where}: more than {MAX_CERT_TABLE_ENTRIES} entries")
-        text = str(uuid.UUID(bytes=guid))
-        entries.append((CERT_TABLE_GUIDS.get(text, text), text, offset, length))
-    certs: dict[str, bytes] = {}
-    for name, text, offset, length in entries:
-        if name in certs:
-            raise AttesterError(f"{where}: {name} ({text}) appears twice")
-        if length == 0:
-            raise AttesterError(f"{where}: {name} ({text}) has length 0")
-        if offset < pos or offset + length > len(blob):
-            raise AttesterError(f"{where}: {name} at offset {offset}, length {length} lies outside the "
-                                f"{len(blob)}-byte blob after the {pos}-byte table")
-        certs[name] = blob[offset:offset + length]
-    return certs
+    try:
+        entries = envelopes.parse_cert_table(blob)
+    except envelopes.EnvelopeError as e:
+        raise AttesterError(f"{where}: {e}" if where else str(e)) from None
+    return {entry.name.lower() if entry.name else str(entry.guid): entry.data for entry in entries}
 
 
 def snp_collateral_of(evidence: Evidence) -> SnpCollateral | None:
@@ -175,7 +150,7 @@ class SevSnpAttester(Attester):
         if self.vmpl is not None and parsed.vmpl != self.vmpl:
             raise AttesterError(f"{self.name}: {source} returned a report for VMPL {parsed.vmpl}, not the "
                                 f"requested {self.vmpl}")
-        certs = parse_cert_table(table, where=f"{self.name}: {source} certificate table") if table else {}
+        certs = parse_cert_table(table, where=f"{self.name}: {source}") if table else {}
         extra.update(certificates=certs, cert_table=table or b"")
         return Evidence(self.evidence_kind, report, None, extra)
 
