@@ -31,3 +31,20 @@ def test_formats_oci_does_no_file_io() -> None:
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert "os" not in imported and "_fastos" not in imported
     assert "open" not in called
+
+
+def test_programs_share_code_only_through_the_private_modules() -> None:
+    """Issue 13: a program module imports another program only within its own family (rune's split modules);
+    what two programs share lives in a cli/_*.py module."""
+    problems = []
+    for path in sorted((SRC / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module == "inclavare.cli":
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("inclavare.cli."):
+                names = [(node.module or "").split(".")[2]]
+            for name in names:
+                if not name.startswith("_") and not (name.startswith("rune") and path.stem.startswith("rune")):
+                    problems.append(f"cli/{path.name} imports inclavare.cli.{name}")
+    assert not problems, "\n".join(problems)
