@@ -148,17 +148,22 @@ def _sgx_quote3_split(data: bytes, where: str) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
+def _oe_header(value: bytes, header: struct.Struct, what: str, version: int, where: str) -> tuple[Any, bytes]:
+    """Split an OE header (version, one field, size of what follows) off ``value``, checking the version and
+    the size; returns (the middle field, the rest). ``what`` names the header in errors."""
+    if len(value) < header.size:
+        raise RatlsError(f"{where}: {len(value)} bytes, too short for OE's {header.size}-byte {what} header")
+    got, middle, size = header.unpack_from(value, 0)
+    if got != version:
+        raise RatlsError(f"{where}: {what} header version {got}, expected {version}")
+    rest = value[header.size:]
+    if size != len(rest):
+        raise RatlsError(f"{where}: the {what} header says {size} bytes follow it, the extension holds {len(rest)}")
+    return middle, rest
+
+
 def _openenclave(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
-    if len(value) < _OE_HEADER.size:
-        raise RatlsError(f"{where}: {len(value)} bytes, too short for OE's {_OE_HEADER.size}-byte attestation "
-                         "header")
-    version, format_id, data_size = _OE_HEADER.unpack_from(value, 0)
-    if version != OE_ATTESTATION_HEADER_VERSION:
-        raise RatlsError(f"{where}: attestation header version {version}, expected "
-                         f"{OE_ATTESTATION_HEADER_VERSION}")
-    if data_size != len(value) - _OE_HEADER.size:
-        raise RatlsError(f"{where}: the header says {data_size} bytes of evidence, the extension holds "
-                         f"{len(value) - _OE_HEADER.size}")
+    format_id, body = _oe_header(value, _OE_HEADER, "attestation", OE_ATTESTATION_HEADER_VERSION, where)
     if format_id == OE_FORMAT_TDX_ECDSA:
         raise RatlsError(f"{where}: OE TDX evidence (format {uuid.UUID(bytes=format_id)}) has no custom claims; OE "
                          "itself cannot bind it to a certificate key, so it is refused")
@@ -166,7 +171,7 @@ def _openenclave(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
         name = _OE_OTHER_FORMATS.get(format_id, "unknown")
         raise RatlsError(f"{where}: evidence format {uuid.UUID(bytes=format_id)} ({name}) is not supported; only OE's "
                          f"SGX ECDSA format {uuid.UUID(bytes=OE_FORMAT_SGX_ECDSA)} is")
-    quote, custom_claims = _sgx_quote3_split(value[_OE_HEADER.size:], where)
+    quote, custom_claims = _sgx_quote3_split(body, where)
     pem = pem_public_key(spki)
     if not hmac.compare_digest(custom_claims, pem):
         raise RatlsError(f"{where}: the custom claims buffer ({len(custom_claims)} bytes) is not the certificate's "
@@ -177,18 +182,9 @@ def _openenclave(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
 
 
 def _openenclave_report(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
-    if len(value) < _OE_REPORT_HEADER.size:
-        raise RatlsError(f"{where}: {len(value)} bytes, too short for OE's {_OE_REPORT_HEADER.size}-byte report "
-                         "header")
-    version, report_type, size = _OE_REPORT_HEADER.unpack_from(value, 0)
-    if version != OE_REPORT_HEADER_VERSION:
-        raise RatlsError(f"{where}: report header version {version}, expected {OE_REPORT_HEADER_VERSION}")
+    report_type, quote = _oe_header(value, _OE_REPORT_HEADER, "report", OE_REPORT_HEADER_VERSION, where)
     if report_type != OE_REPORT_TYPE_SGX_REMOTE:
         raise RatlsError(f"{where}: report type {report_type}, expected {OE_REPORT_TYPE_SGX_REMOTE} (SGX remote)")
-    if size != len(value) - _OE_REPORT_HEADER.size:
-        raise RatlsError(f"{where}: the header says a {size}-byte report, the extension holds "
-                         f"{len(value) - _OE_REPORT_HEADER.size}")
-    quote = value[_OE_REPORT_HEADER.size:]
     if _quote_type(quote, where) != "sgx_ecdsa":
         raise RatlsError(f"{where}: an OE remote report holds an SGX quote, not this one")
     return {"evidence": quote, "evidence_type": "sgx_ecdsa",

@@ -237,6 +237,22 @@ def _rdma_line(dev: str, lim: dict[str, Any]) -> str:
     return line
 
 
+#: OCI ``blockIO`` throttle lists -> (the cgroup v1 file, the key in v2's ``io.max``)
+_THROTTLE_DEVICES: dict[str, tuple[str, str]] = {
+    "throttleReadBpsDevice": ("blkio.throttle.read_bps_device", "rbps"),
+    "throttleWriteBpsDevice": ("blkio.throttle.write_bps_device", "wbps"),
+    "throttleReadIOPSDevice": ("blkio.throttle.read_iops_device", "riops"),
+    "throttleWriteIOPSDevice": ("blkio.throttle.write_iops_device", "wiops"),
+}
+
+
+def _throttles(bio: dict[str, Any], field: str) -> list[tuple[str, str, str, str, int]]:
+    """The throttle entries of a ``blockIO`` object, each as (its field, v1 file, io.max key, "major:minor",
+    rate), in runc's order: by list, then as given."""
+    return [(f"{field}.{key}[{i}]", v1_file, v2_key, f"{int(td['major'])}:{int(td['minor'])}", int(td["rate"]))
+            for key, (v1_file, v2_key) in _THROTTLE_DEVICES.items() for i, td in enumerate(bio.get(key) or [])]
+
+
 # --------------------------------------------------------------------------------------------
 # the lazy names
 

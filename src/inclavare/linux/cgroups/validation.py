@@ -6,7 +6,7 @@ before anything is written.
 from __future__ import annotations
 
 from inclavare.errors import ConfigError
-from inclavare.linux.cgroups import _MAX_U64
+from inclavare.linux.cgroups import _MAX_U64, _THROTTLE_DEVICES
 
 TYPE_CHECKING = False  # spares importing typing at run time; type checkers see True
 if TYPE_CHECKING:
@@ -134,12 +134,7 @@ def validate(resources: dict[str, Any] | None, field: str = "linux.resources") -
             _check_int(wd, "minor", g, 0, required=True)
             _check_int(wd, "weight", g, 0, _U16)
             _check_int(wd, "leafWeight", g, 0, _U16)
-        for key in (
-            "throttleReadBpsDevice",
-            "throttleWriteBpsDevice",
-            "throttleReadIOPSDevice",
-            "throttleWriteIOPSDevice",
-        ):
+        for key in _THROTTLE_DEVICES:
             for i, td in enumerate(_check_list(bio.get(key) or [], f"{f}.{key}")):
                 g = f"{f}.{key}[{i}]"
                 _check_dict(td, g)
