@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -41,7 +40,14 @@ from cryptography.x509.oid import NameOID
 from inclavare.atomicfile import write_atomic
 from inclavare.formats.dcap import SGX_EXTENSION_OID, PckConfiguration, PckExtension, SgxType
 from inclavare.formats.sgx import AttributeFlags, Attributes, SgxFormatError, Xfrm
-from inclavare.sim.report import SIM_CPUSVN, EnclaveIdentity, SimPlatformError, check_private, default_state_dir
+from inclavare.sim.report import (
+    SIM_CPUSVN,
+    EnclaveIdentity,
+    SimPlatformError,
+    check_private,
+    default_state_dir,
+    state_lock,
+)
 
 __all__ = [
     "COLLATERAL_VALIDITY",
@@ -283,20 +289,12 @@ class SimPlatform:
             if value is not None and (isinstance(value, bool) or not 0 <= value <= 0xFFFF):
                 raise SimPlatformError(f"sim platform: {name}={value!r} is not a 16-bit SVN")
         if not os.path.exists(os.path.join(d, MANIFEST)):
-            try:
-                os.makedirs(state_dir, mode=0o700, exist_ok=True)
-                lock_fd = os.open(os.path.join(state_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as e:
-                raise SimPlatformError(f"sim state directory {state_dir}: {e.strerror}") from None
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            with state_lock(state_dir):
                 if not os.path.exists(os.path.join(d, MANIFEST)):  # another process may have won the race
                     try:
                         cls._create(state_dir, d, qe_isvsvn, pce_svn)
                     except OSError as e:
                         raise SimPlatformError(f"sim platform {d}: cannot create ({e.strerror})") from None
-            finally:
-                os.close(lock_fd)
         platform = cls._load(state_dir, d)
         for name, want, have in (("qe_isvsvn", qe_isvsvn, platform._cfg.qe_isvsvn),
                                  ("pce_svn", pce_svn, platform._cfg.pce_svn)):
