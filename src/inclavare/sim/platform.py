@@ -24,7 +24,6 @@ they never go stale. Private keys are never logged and ``repr()`` does not show 
 from __future__ import annotations
 
 import datetime
-import errno
 import hashlib
 import json
 import os
@@ -46,6 +45,7 @@ from inclavare.sim.report import (
     SimPlatformError,
     check_private,
     default_state_dir,
+    read_private,
     state_lock,
 )
 
@@ -107,23 +107,11 @@ def _check_file(path: str, st: os.stat_result) -> None:
 
 
 def _read(path: str) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+    data = read_private(path, f"sim platform file {path}", _check_file, MAX_FILE)
+    if data is None:
         raise SimPlatformError(f"sim platform file {path}: missing (the set is incomplete; remove "
-                               f"{os.path.dirname(path)} to recreate the simulated platform)") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise SimPlatformError(f"sim platform file {path}: is a symbolic link") from None
-        raise SimPlatformError(f"sim platform file {path}: {e.strerror}") from None
-    try:
-        _check_file(path, os.fstat(fd))
-        chunks = []
-        while chunk := os.read(fd, MAX_FILE + 1):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+                               f"{os.path.dirname(path)} to recreate the simulated platform)")
+    return data
 
 
 def _fsync_dir(path: str) -> None:

@@ -39,7 +39,7 @@ import hmac
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -184,21 +184,32 @@ def _check_key_file(path: str, st: os.stat_result) -> None:
         raise SimPlatformError(f"sim report key {path}: {st.st_size} bytes, expected {KEY_SIZE}")
 
 
-def _read_key(path: str) -> bytes | None:
+def read_private(path: str, what: str, check: Callable[[str, os.stat_result], None], limit: int) -> bytes | None:
+    """The content of the state file ``path``, or None if it does not exist. It is opened without following a
+    symbolic link and ``check`` judges its fstat (owner, mode, size); at most ``limit`` + 1 bytes are read, so a
+    file that grew past ``limit`` shows as too long. Errors name the file as ``what``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise SimPlatformError(f"sim report key {path}: is a symbolic link") from None
-        raise SimPlatformError(f"sim report key {path}: {e.strerror}") from None
+            raise SimPlatformError(f"{what}: is a symbolic link") from None
+        raise SimPlatformError(f"{what}: {e.strerror}") from None
     try:
-        _check_key_file(path, os.fstat(fd))
-        data = os.read(fd, KEY_SIZE + 1)
+        check(path, os.fstat(fd))
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
     finally:
         os.close(fd)
-    if len(data) != KEY_SIZE:
+    return b"".join(chunks)
+
+
+def _read_key(path: str) -> bytes | None:
+    data = read_private(path, f"sim report key {path}", _check_key_file, KEY_SIZE)
+    if data is not None and len(data) != KEY_SIZE:
         raise SimPlatformError(f"sim report key {path}: {len(data)} bytes, expected {KEY_SIZE}")
     return data
 
