@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from inclavare.errors import InclavareError
-from inclavare.formats import oci
+from inclavare.formats.oci_spec import default_spec
 from inclavare.runtime.bundle_io import load_config
 from inclavare.testing import bundle as tb
 
@@ -96,7 +96,7 @@ def test_make_bundle_defaults(tmp_path: Path) -> None:
     assert spec["root"] == {"path": "rootfs", "readonly": True}
     assert "network" in [n["type"] for n in spec["linux"]["namespaces"]]
     # Everything else is the `runc spec` default.
-    expected = oci.default_spec()
+    expected = default_spec()
     for key in ("mounts", "hostname", "ociVersion"):
         assert spec[key] == expected[key]
     assert (tmp_path / "b/rootfs/bin/sh").is_symlink()

@@ -1,4 +1,4 @@
-"""formats/oci.py: config.json validation, name tables, signals, container ids, spec and features."""
+"""formats/oci.py and oci_spec.py: config.json validation, name tables, signals, container ids, spec and features."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ import pytest
 
 import inclavare
 from inclavare.errors import ConfigError
-from inclavare.formats import oci
+from inclavare.formats import oci, oci_spec
+from inclavare.formats.signals import parse_signal
 from inclavare.runtime.bundle_io import load_config
 
 
 def good_spec() -> dict[str, Any]:
-    spec = oci.default_spec()
+    spec = oci_spec.default_spec()
     spec["process"]["terminal"] = False
     return spec
 
@@ -75,7 +76,7 @@ def test_default_spec_loads_unchanged(tmp_path: Path) -> None:
 
 
 def test_rootless_spec_loads(tmp_path: Path) -> None:
-    spec = oci.default_spec(rootless=True)
+    spec = oci_spec.default_spec(rootless=True)
     assert load_config(write_bundle(tmp_path, spec)) == spec
 
 
@@ -684,7 +685,7 @@ def test_validate_config_does_not_modify_input(tmp_path: Path) -> None:
     ],
 )
 def test_parse_signal(text: str, number: int) -> None:
-    assert oci.parse_signal(text) == int(number)
+    assert parse_signal(text) == int(number)
 
 
 @pytest.mark.parametrize(
@@ -692,7 +693,7 @@ def test_parse_signal(text: str, number: int) -> None:
 )
 def test_parse_signal_rejects(text: str) -> None:
     with pytest.raises(ConfigError) as info:
-        oci.parse_signal(text)
+        parse_signal(text)
     assert info.value.field == "signal"
     assert str(info.value).startswith(f"signal: unknown signal {json.dumps(text)}")
 
@@ -725,24 +726,24 @@ def test_default_spec_matches_runc_spec(tmp_path: Path, rootless: bool) -> None:
     cmd = [runc, "spec"] + (["--rootless"] if rootless else [])
     subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     theirs = json.loads((tmp_path / "config.json").read_text())
-    ours = oci.default_spec(rootless, os.geteuid(), os.getegid())
+    ours = oci_spec.default_spec(rootless, os.geteuid(), os.getegid())
     assert ours["ociVersion"] == inclavare.OCI_VERSION
     theirs["ociVersion"] = ours["ociVersion"]
     assert ours == theirs
 
 
 def test_default_spec_returns_fresh_objects() -> None:
-    a = oci.default_spec()
+    a = oci_spec.default_spec()
     a["process"]["capabilities"]["bounding"].append("CAP_SYS_ADMIN")
     a["mounts"].clear()
-    b = oci.default_spec()
+    b = oci_spec.default_spec()
     assert "CAP_SYS_ADMIN" not in b["process"]["capabilities"]["bounding"]
     assert len(b["mounts"]) == 7
     assert b["process"]["capabilities"]["bounding"] is not b["process"]["capabilities"]["effective"]
 
 
 def test_rootless_spec_differences() -> None:
-    spec = oci.default_spec(rootless=True, host_uid=1234, host_gid=5678)
+    spec = oci_spec.default_spec(rootless=True, host_uid=1234, host_gid=5678)
     kinds = [n["type"] for n in spec["linux"]["namespaces"]]
     assert "network" not in kinds and "user" in kinds
     assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 1234, "size": 1}]
@@ -752,7 +753,7 @@ def test_rootless_spec_differences() -> None:
 
 
 def test_features() -> None:
-    f = oci.features()
+    f = oci_spec.features()
     json.dumps(f)  # serialisable
     assert f["ociVersionMin"] == "1.0.0"
     assert f["ociVersionMax"] == inclavare.OCI_VERSION
@@ -776,7 +777,7 @@ def test_features_agree_with_runc_where_runc_has_the_same_lists() -> None:
     if runc is None:
         pytest.skip("runc is not installed")
     theirs = json.loads(subprocess.run([runc, "features"], check=True, capture_output=True, text=True).stdout)
-    ours = oci.features()
+    ours = oci_spec.features()
     assert ours["hooks"] == theirs["hooks"]
     assert ours["mountOptions"] == theirs["mountOptions"]
     assert ours["linux"]["capabilities"] == theirs["linux"]["capabilities"]
@@ -788,7 +789,7 @@ def test_features_agree_with_runc_where_runc_has_the_same_lists() -> None:
 
 def test_validate_config_uses_only_the_callers_stat() -> None:
     """formats/oci.py does no I/O: the root filesystem is looked at only through the `stat` it is handed."""
-    spec = oci.default_spec()
+    spec = oci_spec.default_spec()
     oci.validate_config(spec, "/nonexistent-bundle")  # no stat: root.path is not looked at
     seen: list[str] = []
 

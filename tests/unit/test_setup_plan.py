@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from inclavare.errors import ConfigError, SysError
-from inclavare.formats.oci import default_spec
+from inclavare.formats.oci_spec import default_spec
 from inclavare.linux import caps as capmod
 from inclavare.linux import pty
 from inclavare.linux import rootfs as rf

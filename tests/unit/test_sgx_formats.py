@@ -197,6 +197,38 @@ def test_secs_layout_and_ecreate_rules() -> None:
             bad.validate_for_ecreate()
 
 
+def test_reserved_ranges_are_the_gaps_of_the_field_tables() -> None:
+    """The reserved ranges are derived from each table, not written down; these are the SDM's."""
+    assert sgx.ReportBody.LAYOUT.reserved == ((21, 11), (96, 32), (160, 32), (262, 42))
+    assert sgx.TargetInfo.LAYOUT.reserved == ((49, 1), (56, 8), (128, 384))
+    assert sgx.EInitToken.LAYOUT.reserved == ((4, 44), (96, 32), (160, 32), (212, 24))
+    assert sgx.KeyRequest.LAYOUT.reserved == ((7, 1), (78, 434))
+    assert sgx.Secs.LAYOUT.reserved == ((24, 24), (96, 32), (160, 32), (262, 4096 - 262))
+    assert SigStruct.LAYOUT.reserved == ((44, 84), (910, 2), (992, 16), (1028, 12))
+
+
+@pytest.mark.parametrize("cls", [sgx.ReportBody, sgx.TargetInfo, sgx.EInitToken, sgx.KeyRequest, sgx.Secs])
+def test_every_reserved_range_is_refused_when_non_zero(cls: type) -> None:
+    raw = cls().pack()
+    assert cls.parse(raw) == cls()
+    for off, size in cls.LAYOUT.reserved:
+        bad = bytearray(raw)
+        bad[off + size - 1] = 0x80
+        with pytest.raises(SgxFormatError, match=rf"reserved bytes {off}\.\.{off + size - 1} must be zero"):
+            cls.parse(bytes(bad))
+
+
+def test_layout_refuses_overlaps_and_wrong_attribute_types() -> None:
+    from inclavare.formats.sgx.layout import Layout, b, u
+
+    with pytest.raises(ValueError, match="X: B at 2 overlaps"):
+        Layout("X", 8, u("a", "A", 0, 4), b("b", "B", 2, 2))
+    with pytest.raises(ValueError, match="past the 4-byte structure"):
+        Layout("X", 4, u("a", "A", 0, 8))
+    with pytest.raises(SgxFormatError, match="REPORTBODY: ATTRIBUTES must be Attributes, got int"):
+        sgx.ReportBody(attributes=7)  # type: ignore[arg-type]
+
+
 # ---- measurement and SGXS
 
 

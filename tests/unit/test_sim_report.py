@@ -59,6 +59,20 @@ def test_insecure_or_odd_key_files_are_refused(tmp_path: Path) -> None:
         ReportKey.load(str(tmp_path / "other"), create=False)
 
 
+def test_read_private_reads_at_most_one_byte_past_the_limit(tmp_path: Path) -> None:
+    """The shared reader of the sim state files: missing is None, the check sees the fstat, reading is bounded."""
+    path = tmp_path / "f"
+    assert simreport.read_private(str(path), "f", lambda p, st: None, 4) is None
+    path.write_bytes(b"0123456789")
+    seen: list[int] = []
+    assert simreport.read_private(str(path), "f", lambda p, st: seen.append(st.st_size), 4) == b"01234"
+    assert seen == [10]
+    assert simreport.read_private(str(path), "f", lambda p, st: None, 64) == b"0123456789"
+    os.symlink(path, tmp_path / "link")
+    with pytest.raises(SimPlatformError, match=r"^the link: is a symbolic link$"):
+        simreport.read_private(str(tmp_path / "link"), "the link", lambda p, st: None, 64)
+
+
 def test_report_reports_the_enclave(key: ReportKey) -> None:
     raw = key.make_report(ALICE, DATA, BOB.targetinfo())
     assert len(raw) == 432

@@ -272,7 +272,7 @@ def dispatch(cmd: str, opts: "dict[str, Any]", pos: list[str], root: str, log: "
 
         return cmd_spec(opts)
     if cmd == "features":
-        from inclavare.formats.oci import features
+        from inclavare.formats.oci_spec import features
 
         _print_json(features())
         return 0

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inclavare.errors import InclavareError
-from inclavare.formats.oci import default_spec
+from inclavare.formats.oci_spec import default_spec
 from inclavare.testing._tool import run_tool
 
 __all__ = ["bundle_config", "make_bundle", "make_rootfs"]
