@@ -189,32 +189,20 @@ def _oid_entries_fast(data: bytes, start: int, end: int,
     out: list[tuple[str, int, int, int]] = []
     pos = start
     while pos < end:
-        if end - pos < 2 or data[pos] != TAG_SEQUENCE:
+        if data[pos] != TAG_SEQUENCE or (h := _short_header(data, pos, end)) is None:
             return None
-        iend = data[pos + 1]
-        if iend < 0x80:
-            istart = pos + 2
-        elif (h := _short_header(data, pos, end)) is not None:
-            istart, iend = h
-        else:
-            return None
+        istart, iend = h
         iend += istart
         # the OID: short form only (every OID we name is), and one we name
         if iend > end or iend - istart < 2 or data[istart] != TAG_OID or (vpos := data[istart + 1]) >= 0x80:
             return None
         vpos += istart + 2
-        if vpos > iend or (oid := known.get(data[istart + 2:vpos])) is None or iend - vpos < 2:
+        if vpos > iend or (oid := known.get(data[istart + 2:vpos])) is None:
             return None
-        vend = data[vpos + 1]
-        if vend < 0x80:
-            vstart = vpos + 2
-        elif (h := _short_header(data, vpos, iend)) is not None:
-            vstart, vend = h
-        else:
+        # the value: it must end exactly where the entry ends (not run past it, nor leave elements after it)
+        if (h := _short_header(data, vpos, iend)) is None or h[0] + h[1] != iend:
             return None
-        if vstart + vend != iend:  # runs past the entry, or more elements follow in it
-            return None
-        out.append((oid, data[vpos], vstart, iend))
+        out.append((oid, data[vpos], h[0], iend))
         pos = iend
     return out
 
