@@ -87,6 +87,12 @@ class _Reader:
 
 
 
+_HEADER = "SGX quote v3 header"
+# (name in messages, attribute, width in bits) of the header's integers, in their order on the wire
+_HEADER_INT_FIELDS = (("version", "version", 16), ("attestation key type", "att_key_type", 16),
+                      ("TEE type", "tee_type", 32), ("QE SVN", "qe_svn", 16), ("PCE SVN", "pce_svn", 16))
+
+
 @dataclass(frozen=True)
 class QuoteHeader:
     """The 48-byte quote header."""
@@ -100,13 +106,10 @@ class QuoteHeader:
     user_data: bytes = bytes(USER_DATA_SIZE)
 
     def __post_init__(self) -> None:
-        s = "SGX quote v3 header"
-        for name, value, bits in (("version", self.version, 16), ("attestation key type", self.att_key_type, 16),
-                                  ("TEE type", self.tee_type, 32), ("QE SVN", self.qe_svn, 16),
-                                  ("PCE SVN", self.pce_svn, 16)):
-            _check_int(s, name, value, bits)
-        _need_bytes(s, "QE vendor ID", self.qe_vendor_id, 16)
-        _need_bytes(s, "user data", self.user_data, USER_DATA_SIZE)
+        for label, attr, bits in _HEADER_INT_FIELDS:
+            _check_int(_HEADER, label, getattr(self, attr), bits)
+        _need_bytes(_HEADER, "QE vendor ID", self.qe_vendor_id, 16)
+        _need_bytes(_HEADER, "user data", self.user_data, USER_DATA_SIZE)
 
     @classmethod
     def parse(cls, data: bytes) -> QuoteHeader:
