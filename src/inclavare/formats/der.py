@@ -226,8 +226,8 @@ def encode(tag: int, content: bytes) -> bytes:
 def oid_content(dotted: str) -> bytes:
     """The content bytes of an OBJECT IDENTIFIER (what :class:`DerReader` ``known_oids`` maps)."""
     arcs = [int(a) for a in dotted.split(".")]
-    out = bytearray([40 * arcs[0] + arcs[1]])
-    for arc in arcs[2:]:
+    out = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):  # the first two arcs share one subidentifier
         chunk = [arc & 0x7F]
         arc >>= 7
         while arc:
