@@ -217,9 +217,9 @@ def test_pem_chain_splitting() -> None:
     assert split_pem_chain(pem + b"\x00") == ders           # Intel's QE may NUL-terminate
     assert split_pem_chain(pem.replace(b"\n", b"\r\n")) == ders
     first_end = pem.index(b"-----END CERTIFICATE-----\n") + 26
-    with pytest.raises(SgxFormatError, match=f"unexpected bytes at offset {first_end} before PEM block 1"):
+    with pytest.raises(SgxFormatError, match=f"unexpected text before PEM block 2, at offset {first_end}"):
         split_pem_chain(pem[:first_end] + b"junk\n" + pem[first_end:])
-    with pytest.raises(SgxFormatError, match="after the last PEM block"):
+    with pytest.raises(SgxFormatError, match=f"after the last PEM block, at offset {len(pem)}"):
         split_pem_chain(pem + b"junk")
     with pytest.raises(SgxFormatError, match="is 'PRIVATE KEY', not CERTIFICATE"):
         split_pem_chain(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")

@@ -36,7 +36,7 @@ from inclavare.formats.envelopes import (
     unwrap_snp_report_resp,
     unwrap_tdx_quote_buf,
 )
-from inclavare.formats.snp import pem_certificates
+from inclavare.formats.snp_certs import pem_certificates
 
 V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"))
 A = V / "attestation"

@@ -447,11 +447,11 @@ def test_dstack_leaf_signed_by_its_app_ca_is_bound_but_not_self_signed(sim: Any)
 
 
 @pytest.mark.parametrize(("value", "match"), [
-    (lambda q: q, "not a DER OCTET STRING"),
-    (lambda q: _octets(q) + b"\x00", "follow its header"),
-    (lambda q: _octets(q)[:-1], "follow its header"),
-    (lambda q: b"\x04\x82\x00\x05" + q[:5], "minimal DER"),
-    (lambda q: b"\x04\x80" + q, "bad DER length"),
+    (lambda q: q, "OCTET STRING around the quote at byte 0: DER tag 0x03, expected 0x04"),
+    (lambda q: _octets(q) + b"\x00", "1 unexpected bytes"),
+    (lambda q: _octets(q)[:-1], "runs past the end"),
+    (lambda q: b"\x04\x82\x00\x05" + q[:5], "non-minimal DER length"),
+    (lambda q: b"\x04\x80" + q, "indefinite length is not DER"),
     (lambda q: _octets(q[:300]), "too short for a sgx_ecdsa quote"),
 ])
 def test_dstack_framing_forgeries(sim: Any, value: Callable[[bytes], bytes], match: str) -> None:

@@ -37,10 +37,8 @@ from inclavare.formats.snp import (
     SnpFormatError,
     SnpReport,
     TcbVersion,
-    decode_vcek_extensions,
-    parse_certificate,
-    pem_certificates,
 )
+from inclavare.formats.snp_certs import decode_vcek_extensions, parse_certificate, pem_certificates
 from tests.unit.sgx_helpers import vectors_root
 
 UTC = datetime.UTC

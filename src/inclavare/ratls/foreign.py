@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from inclavare.formats.der import TAG_OCTET_STRING, DerReader
 from inclavare.ratls.dice import (
     REPORT_DATA_SIZE,
     TAG_INTEL_TEE_QUOTE,
@@ -210,22 +211,13 @@ def _occlum(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
 
 def _der_octet_string(value: bytes, where: str) -> bytes:
     """The content of the single DER OCTET STRING that ``value`` must be (definite, minimal length, no tail)."""
-    if len(value) < 2 or value[0] != 0x04:
-        raise RatlsError(f"{where}: not a DER OCTET STRING")
-    first = value[1]
-    if first < 0x80:
-        hdr, length = 2, first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 3 or len(value) < 2 + n:
-            raise RatlsError(f"{where}: bad DER length in the OCTET STRING")
-        length = int.from_bytes(value[2:2 + n], "big")
-        if length < 0x80 or value[2] == 0:
-            raise RatlsError(f"{where}: the OCTET STRING length is not in minimal DER form")
-        hdr = 2 + n
-    if hdr + length != len(value):
-        raise RatlsError(f"{where}: the OCTET STRING says {length} bytes, {len(value) - hdr} follow its header")
-    return value[hdr:]
+    def fail(field_name: str, offset: int, problem: str) -> RatlsError:
+        return RatlsError(f"{where}: {field_name} at byte {offset}: {problem}")
+
+    der = DerReader(value, fail)
+    start, end = der.expect(TAG_OCTET_STRING, "the DER OCTET STRING around the quote")
+    der.done("the DER OCTET STRING around the quote")
+    return value[start:end]
 
 
 def _dstack(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
