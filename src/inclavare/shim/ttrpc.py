@@ -403,8 +403,8 @@ class TtrpcServer:
             try:
                 request = request_type.FromString(payload)
             except DecodeError as e:
-                what = request_type.DESCRIPTOR.full_name
-                raise TtrpcError(Code.INVALID_ARGUMENT, f"{ctx.service}/{ctx.method}: undecodable {what}: {e}") from None
+                what = f"{ctx.service}/{ctx.method}: undecodable {request_type.DESCRIPTOR.full_name}: {e}"
+                raise TtrpcError(Code.INVALID_ARGUMENT, what) from None
             response = handler(ctx, request)
             if not isinstance(response, Message):
                 raise TypeError(f"{ctx.service}/{ctx.method} returned {type(response).__name__}, not a message")
