@@ -96,9 +96,14 @@ class FrameDecoder:
         self.max_message = max_message
 
     @property
-    def pending(self) -> int:
-        """Bytes held for an incomplete frame (plus bytes still to skip)."""
-        return len(self._buf) + self._skip
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame (never more than one header plus one allowed payload)."""
+        return len(self._buf)
+
+    @property
+    def skipping(self) -> int:
+        """Bytes of a refused oversized payload still to be dropped."""
+        return self._skip
 
     def feed(self, data: bytes) -> list[Frame | OversizedFrame]:
         out: list[Frame | OversizedFrame] = []
