@@ -176,8 +176,8 @@ def test_events_queued_while_containerd_is_stopped_arrive_in_order_after_restart
         last = events.wait_for('"q-5"')
         seen = [line for line in events.lines if '"q-' in line]
         assert [event_json(x)["container_id"] for x in seen] == ["q-1", "q-2", "q-3", "q-4", "q-5"]
-        assert [x[:x.index(" {")].split()[-1] for x in seen] == ["/tasks/start", "/tasks/exec-added", "/tasks/exec-started",
-                                               "/tasks/exit", "/tasks/delete"]
+        assert [x[:x.index(" {")].split()[-1] for x in seen] == [
+            "/tasks/start", "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit", "/tasks/delete"]
         assert event_json(last)["exit_status"] == 7
         assert pub.close() == 0 and pub.dropped == 0
     finally:
