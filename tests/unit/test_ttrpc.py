@@ -112,9 +112,10 @@ class Echo:
 
     def block(self, ctx: CallContext, req: request_pb2.KeyValue) -> request_pb2.KeyValue:
         self.entered.set()
-        if ctx.cancelled.wait(20):
-            self.seen_cancel.set()
-        self.release.wait(20)
+        end = time.monotonic() + 20
+        while not self.release.wait(0.01) and time.monotonic() < end:
+            if ctx.cancelled.is_set():
+                self.seen_cancel.set()
         return req
 
     def fail(self, ctx: CallContext, req: request_pb2.KeyValue) -> request_pb2.KeyValue:
@@ -261,6 +262,24 @@ def test_concurrent_calls_on_one_connection_run_at_once(server: tuple[TtrpcServe
             t.join(30)
     assert not errors
     assert sorted(results) == sorted(str(i) for i in range(n))  # each answer reached its own caller
+
+
+def test_inline_method_is_answered_while_a_blocking_call_is_in_flight(tmp_path: Path) -> None:
+    impl = Echo()
+    with TtrpcServer() as srv:
+        srv.register(SVC, "Block", request_pb2.KeyValue, impl.block)
+        srv.register(SVC, "Echo", request_pb2.KeyValue, impl.echo, inline=True)
+        srv.serve(str(tmp_path / "s"))
+        with raw(str(tmp_path / "s")) as s:
+            s.sendall(request_frame(1, "Block"))
+            assert impl.entered.wait(20)
+            for sid in (3, 5, 7):  # the inline handler keeps the reading thread; each is answered in turn
+                s.sendall(request_frame(sid, "Echo", request_pb2.KeyValue(key=str(sid)).SerializeToString()))
+                got, resp = read_response(s)
+                assert (got, resp.status.code, request_pb2.KeyValue.FromString(resp.payload).key) == (sid, 0, str(sid))
+            impl.release.set()
+            got, resp = read_response(s)
+            assert (got, resp.status.code) == (1, 0)
 
 
 def test_request_timeout_is_honoured_by_the_server(server: tuple[TtrpcServer, Echo, str]) -> None:

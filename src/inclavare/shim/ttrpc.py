@@ -11,12 +11,17 @@ own thread: requests go to an elastic pool that reuses idle threads and grows wh
 connection). Forking from a threaded process is unsafe, which is why the shim forks containers through a fork
 server started before this server's first thread; nothing here forks.
 
-One reader thread per connection decodes frames and dispatches them; a worker runs the handler and writes the
-response under the connection's send lock. Hostile peers: an oversized frame is skipped without buffering and
-answered RESOURCE_EXHAUSTED (as ttrpc does), garbage or an even stream id gets INVALID_ARGUMENT on that stream,
-a stalled half frame blocks only its own reader, and a peer that stops reading is disconnected after
-``send_timeout``. A request's ``timeout_nano`` is honoured: at the deadline the caller gets DEADLINE_EXCEEDED
-and the handler's :class:`CallContext` is cancelled (a late result is dropped).
+Each connection has one reading role, held by one pool thread at a time: it reads and decodes frames, and at
+a request it hands the role to another pool thread and runs the handler itself, writing the response under
+the connection's send lock; so no thread has to be woken between a request's arrival and its answer. Methods
+registered ``inline`` (quick, non-blocking) skip even the hand-over. Measured on a unary call from another
+process (bench/ttrpc.py): the hand-over costs about 45 µs of GIL traffic, which is why ``inline`` exists.
+
+Hostile peers: an oversized frame is skipped without buffering and answered RESOURCE_EXHAUSTED (as ttrpc
+does), garbage or an even stream id gets INVALID_ARGUMENT on that stream, a stalled half frame blocks only its
+own connection, and a peer that stops reading is disconnected after ``send_timeout``. A request's
+``timeout_nano`` is honoured: at the deadline the caller gets DEADLINE_EXCEEDED and the handler's
+:class:`CallContext` is cancelled (a late result is dropped).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from inclavare.errors import ConfigError, InclavareError
 from inclavare.formats.ttrpc import (
     TYPE_REQUEST,
     TYPE_RESPONSE,
+    Frame,
     FrameDecoder,
     OversizedFrame,
     TtrpcFrameError,
@@ -185,6 +191,9 @@ class _Conn:
         self.lock = threading.Lock()
         self.inflight: dict[int, CallContext] = {}
         self.closed = False
+        # touched only by the thread holding the reading role (handed over through the worker queue)
+        self.decoder = FrameDecoder()
+        self.backlog: deque[Frame | OversizedFrame] = deque()
 
     def claim(self, stream_id: int) -> bool:
         """Take the right to answer ``stream_id`` (once: either the handler's result or the deadline)."""
@@ -228,7 +237,7 @@ class TtrpcServer:
         self.max_inflight = max_inflight
         self.send_timeout = send_timeout
         self.error_status = error_status
-        self._handlers: dict[str, dict[str, tuple[type[Message], Handler]]] = {}
+        self._handlers: dict[str, dict[str, tuple[type[Message], Handler, bool]]] = {}
         self._workers = _Workers("ttrpc-worker")
         self._lock = threading.Lock()
         self._conns: set[_Conn] = set()
@@ -243,16 +252,22 @@ class TtrpcServer:
     # -- registration --------------------------------------------------------------------------
 
     def register(self, service: str, method: str, request_type: type[M],
-                 handler: Callable[[CallContext, M], Message]) -> None:
-        """Serve ``service``/``method``: the payload is decoded as ``request_type`` and passed to ``handler``."""
+                 handler: Callable[[CallContext, M], Message], *, inline: bool = False) -> None:
+        """Serve ``service``/``method``: the payload is decoded as ``request_type`` and passed to ``handler``.
+
+        ``inline``: the handler is quick and never blocks (a state lookup), so the thread that read the request
+        runs it without first handing the connection's reading role on: about 45 µs less per call, measured,
+        and no GIL hand-over. The connection's next requests wait while it runs."""
         methods = self._handlers.setdefault(service, {})
         if method in methods:
             raise ValueError(f"ttrpc: {service}/{method} is already registered")
-        methods[method] = (request_type, handler)
+        methods[method] = (request_type, handler, inline)
 
-    def register_service(self, descriptor: Any, impl: object) -> list[str]:
+    def register_service(self, descriptor: Any, impl: object, *, inline: Iterable[str] = ()) -> list[str]:
         """Serve every method of a protobuf ``ServiceDescriptor`` that ``impl`` defines (same name, called as
-        ``impl.Method(ctx, request)``); the others stay UNIMPLEMENTED. Returns the names served."""
+        ``impl.Method(ctx, request)``); the others stay UNIMPLEMENTED. ``inline`` names the quick methods (see
+        :meth:`register`). Returns the names served."""
+        quick = set(inline)
         from google.protobuf import message_factory
 
         served = []
@@ -260,7 +275,8 @@ class TtrpcServer:
             fn = getattr(impl, m.name, None)
             if fn is None:
                 continue
-            self.register(descriptor.full_name, m.name, message_factory.GetMessageClass(m.input_type), fn)
+            self.register(descriptor.full_name, m.name, message_factory.GetMessageClass(m.input_type), fn,
+                          inline=m.name in quick)
             served.append(m.name)
         self._handlers.setdefault(descriptor.full_name, {})  # the service exists even if no method is served
         return served
@@ -331,49 +347,67 @@ class TtrpcServer:
                 conn = _Conn(sock)
                 self._conns.add(conn)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, sndtimeo)
-            threading.Thread(target=self._read_loop, args=(conn,), name="ttrpc-conn", daemon=True).start()
+            self._workers.submit(lambda c=conn: self._read_role(c))  # type: ignore[misc]
 
     # -- per connection ------------------------------------------------------------------------
 
-    def _read_loop(self, conn: _Conn) -> None:
-        decoder = FrameDecoder()
+    def _read_role(self, conn: _Conn) -> None:
+        """Hold the connection's reading role: read frames and answer the ones that need no handler; at the
+        first request that does, pass the role to another pool thread and run the handler here, so a call
+        is answered by the thread that read it (no thread wake-up on its path) while reading goes on."""
         try:
             while True:
-                try:
-                    data = conn.sock.recv(_RECV)
-                except OSError:
-                    break
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    if isinstance(frame, OversizedFrame):
-                        conn.send(frame.stream_id, Code.RESOURCE_EXHAUSTED, frame.message())
-                    elif frame.type == TYPE_REQUEST:
-                        self._dispatch(conn, frame.stream_id, frame.payload)
-                    # other types (data frames of streams) are ignored, as ttrpc's unary server does
-        finally:
-            conn.shutdown()
-            conn.sock.close()
-            with self._lock:
-                self._conns.discard(conn)
+                while not conn.backlog:
+                    try:
+                        data = conn.sock.recv(_RECV)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self._finish(conn)
+                        return
+                    conn.backlog.extend(conn.decoder.feed(data))
+                frame = conn.backlog.popleft()
+                if isinstance(frame, OversizedFrame):
+                    conn.send(frame.stream_id, Code.RESOURCE_EXHAUSTED, frame.message())
+                elif frame.type == TYPE_REQUEST:
+                    found = self._dispatch(conn, frame.stream_id, frame.payload)
+                    if found is not None:
+                        job, inline = found
+                        if inline:  # a quick handler: keep the role, answer, read on
+                            job()
+                            continue
+                        self._workers.submit(lambda: self._read_role(conn))
+                        job()
+                        return
+                # other types (data frames of streams) are ignored, as ttrpc's unary server does
+        except BaseException:
+            self._finish(conn)
+            raise
 
-    def _dispatch(self, conn: _Conn, stream_id: int, payload: bytes) -> None:
+    def _finish(self, conn: _Conn) -> None:
+        conn.shutdown()
+        conn.sock.close()
+        with self._lock:
+            self._conns.discard(conn)
+
+    def _dispatch(self, conn: _Conn, stream_id: int, payload: bytes) -> tuple[Callable[[], None], bool] | None:
+        """Check a request frame; answer it at once if it cannot be served, else return the job serving it."""
         try:
             req = request_pb2.Request.FromString(payload)
         except DecodeError as e:
             conn.send(stream_id, Code.INVALID_ARGUMENT, f"unmarshal request error: {e}")
-            return
+            return None
         if stream_id % 2 != 1:
             conn.send(stream_id, Code.INVALID_ARGUMENT, "StreamID must be odd for client initiated streams")
-            return
+            return None
         methods = self._handlers.get(req.service)
         if methods is None:
             conn.send(stream_id, Code.UNIMPLEMENTED, f"service {req.service}")
-            return
+            return None
         entry = methods.get(req.method)
         if entry is None:
             conn.send(stream_id, Code.UNIMPLEMENTED, f"method {req.method}")
-            return
+            return None
         metadata: dict[str, list[str]] = {}
         for kv in req.metadata:
             metadata.setdefault(kv.key, []).append(kv.value)
@@ -381,7 +415,7 @@ class TtrpcServer:
         ctx = CallContext(req.service, req.method, metadata, deadline)
         with conn.lock:
             if conn.closed:
-                return
+                return None
             if stream_id in conn.inflight:
                 problem = f"stream {stream_id} is already in use"
             elif len(conn.inflight) >= self.max_inflight:
@@ -391,11 +425,11 @@ class TtrpcServer:
                 conn.inflight[stream_id] = ctx
         if problem:
             conn.send(stream_id, Code.INVALID_ARGUMENT if "in use" in problem else Code.RESOURCE_EXHAUSTED, problem)
-            return
+            return None
         if deadline is not None:
             self._add_deadline(deadline, conn, stream_id, ctx)
-        request_type, handler = entry
-        self._workers.submit(lambda: self._run(conn, stream_id, ctx, request_type, handler, req.payload))
+        request_type, handler, inline = entry
+        return (lambda: self._run(conn, stream_id, ctx, request_type, handler, req.payload)), inline
 
     def _run(self, conn: _Conn, stream_id: int, ctx: CallContext, request_type: type[Message], handler: Handler,
              payload: bytes) -> None:
