@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """ttrpc unary round trip (the shim's wire), against floors measured in the same run.
 
-(a) ours: TtrpcClient -> TtrpcServer over a unix socket, Task/Connect (a real message each way), sequential.
-(b) Go server: the same client -> containerd's own ttrpc server (a private containerd; an unknown service, so
-    Go's ttrpc decodes the request and answers UNIMPLEMENTED without any handler work). Needs root and
+Every server runs in its own process, as the shim does beside containerd.
+(a) ours: TtrpcClient -> TtrpcServer, Task/Connect (a real message each way), registered ``inline``.
+(b) the same, registered normally (the reading role is handed to another thread before the handler runs).
+(c) Go server: the same client -> containerd's own ttrpc server (a private containerd; an unknown service, so
+    Go's ttrpc decodes the request and answers UNIMPLEMENTED without handler work). Needs root and
     containerd; skipped otherwise or with --no-containerd.
-(c) floor: a 10-byte ping-pong between two Python threads over a unix socket (what any threaded Python server
-    pays for a wake-up each way).
-(d) throughput: --threads callers sharing one client connection, calls/s.
+(d) floor: a 10-byte ping-pong with a Python echo process over a unix socket.
+(e) throughput: --threads callers sharing one client connection against (b), calls/s.
 
 usage: bench/ttrpc.py [--calls N] [--threads N] [--no-containerd] [--markdown]
 """
@@ -19,6 +20,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -55,13 +57,44 @@ def summary(us: list[float]) -> tuple[float, float]:
     return statistics.median(us), us[int(len(us) * 0.99) - 1]
 
 
-def bench_ours(path: str, calls: int, threads: int) -> tuple[list[float], float]:
-    with TtrpcServer() as srv:
-        srv.register(TASK, "Connect", shim_pb2.ConnectRequest, connect)
-        srv.serve(path)
-        with TtrpcClient(path) as c:
-            req = shim_pb2.ConnectRequest(id="bench")
-            lat = timed(lambda: c.call(TASK, "Connect", req, shim_pb2.ConnectResponse), calls)
+def serve(kind: str, path: str) -> None:
+    """The server side, run as ``bench/ttrpc.py --serve KIND PATH`` in its own process."""
+    if kind == "echo":
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(path)
+        lsock.listen(1)
+        print("ready", flush=True)
+        conn, _ = lsock.accept()
+        while data := conn.recv(64):
+            conn.sendall(data)
+        return
+    srv = TtrpcServer()
+    srv.register(TASK, "Connect", shim_pb2.ConnectRequest, connect, inline=kind == "inline")
+    srv.serve(path)
+    print("ready", flush=True)
+    sys.stdin.read()
+    srv.close()
+
+
+class Server:
+    def __init__(self, kind: str, path: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+def bench_ours(path: str, calls: int, threads: int = 0) -> tuple[list[float], float]:
+    with TtrpcClient(path) as c:
+        req = shim_pb2.ConnectRequest(id="bench")
+        lat = timed(lambda: c.call(TASK, "Connect", req, shim_pb2.ConnectResponse), calls)
+        rate = 0.0
+        if threads:
             per = max(1, calls // threads)
             t = time.perf_counter()
             ts = [threading.Thread(target=lambda: [c.call(TASK, "Connect", req, shim_pb2.ConnectResponse)
@@ -96,16 +129,6 @@ def bench_go(calls: int, base: str) -> list[float] | None:
 
 
 def bench_floor(path: str, calls: int) -> list[float]:
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-
-    def echo() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            while data := conn.recv(64):
-                conn.sendall(data)
-    threading.Thread(target=echo, daemon=True).start()
     cl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     cl.connect(path)
 
@@ -116,10 +139,12 @@ def bench_floor(path: str, calls: int) -> list[float]:
         return timed(one, calls)
     finally:
         cl.close()
-        srv.close()
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2], sys.argv[3])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=8)
@@ -127,18 +152,31 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
     base = tempfile.mkdtemp(prefix="bench-ttrpc-")
+    results: dict[str, list[float]] = {}
+    rate = 0.0
     try:
-        ours, rate = bench_ours(os.path.join(base, "ours.sock"), a.calls, a.threads)
-        floor = bench_floor(os.path.join(base, "floor.sock"), a.calls)
+        for kind in ("inline", "handover", "echo"):
+            path = os.path.join(base, kind + ".sock")
+            srv = Server(kind, path)
+            try:
+                if kind == "echo":
+                    results[kind] = bench_floor(path, a.calls)
+                else:
+                    results[kind], r = bench_ours(path, a.calls, a.threads if kind == "handover" else 0)
+                    rate = r or rate
+            finally:
+                srv.close()
         go = None
         if not a.no_containerd and os.geteuid() == 0 and shutil.which("containerd"):
             go = bench_go(a.calls, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    rows = [("(a) ours: client -> TtrpcServer, Task/Connect", ours)]
+    rows = [("(a) ours, inline handler: Task/Connect", results["inline"]),
+            ("(b) ours, handed-over handler: Task/Connect", results["handover"])]
     if go is not None:
-        rows.append(("(b) client -> containerd's Go ttrpc server (UNIMPLEMENTED)", go))
-    rows.append(("(c) floor: 10-byte ping-pong between Python threads", floor))
+        rows.append(("(c) containerd's Go ttrpc server (UNIMPLEMENTED)", go))
+    rows.append(("(d) floor: 10-byte ping-pong with a Python process", results["echo"]))
+    floor = results["echo"]
     f_med = summary(floor)[0]
     if a.markdown:
         print("| round trip | median | p99 | vs floor |\n|---|---|---|---|")
@@ -147,8 +185,8 @@ def main() -> int:
         if a.markdown:
             print(f"| {name} | {med:.1f} µs | {p99:.1f} µs | {med / f_med:.2f}x |")
         else:
-            print(f"{name:62s} median {med:7.1f} µs  p99 {p99:7.1f} µs  {med / f_med:5.2f}x floor")
-    tail = f"(d) {a.threads} threads on one connection: {rate:,.0f} calls/s ({a.calls} calls each measurement)"
+            print(f"{name:52s} median {med:7.1f} µs  p99 {p99:7.1f} µs  {med / f_med:5.2f}x floor")
+    tail = f"(e) {a.threads} threads on one connection: {rate:,.0f} calls/s ({a.calls} calls each measurement)"
     print(("\n" if a.markdown else "") + tail)
     return 0
 

@@ -282,6 +282,41 @@ def test_inline_method_is_answered_while_a_blocking_call_is_in_flight(tmp_path: 
             assert (got, resp.status.code) == (1, 0)
 
 
+def test_many_threads_share_one_client(server: tuple[TtrpcServer, Echo, str]) -> None:
+    _, _, path = server
+    wrong: list[str] = []
+    with TtrpcClient(path) as c:
+        def worker(t: int) -> None:
+            for i in range(50):
+                key = f"{t}-{i}"
+                if c.call(SVC, "Echo", request_pb2.KeyValue(key=key), request_pb2.KeyValue).key != key:
+                    wrong.append(key)
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+    assert wrong == []
+
+
+def test_a_caller_that_times_out_hands_reading_to_the_others(server: tuple[TtrpcServer, Echo, str]) -> None:
+    _, impl, path = server
+    got: list[str] = []
+    with TtrpcClient(path) as c:
+        def second() -> None:
+            impl.entered.wait(20)  # the first call holds the reading role by now
+            got.append(c.call(SVC, "Block", request_pb2.KeyValue(key="second"), request_pb2.KeyValue).key)
+        t = threading.Thread(target=second)
+        t.start()
+        with pytest.raises(TtrpcError) as e:
+            c.call(SVC, "Block", request_pb2.KeyValue(key="first"), request_pb2.KeyValue, timeout=0.5)
+        assert e.value.code == Code.DEADLINE_EXCEEDED
+        impl.release.set()  # only now is the second call answered: someone must be reading
+        t.join(20)
+    assert got == ["second"]
+
+
 def test_request_timeout_is_honoured_by_the_server(server: tuple[TtrpcServer, Echo, str]) -> None:
     _, impl, path = server
     with raw(path) as s:  # a caller that would wait for ever: the server's deadline answers it

@@ -82,7 +82,8 @@ class EventPublisher:
         self._connect = connect
         self._queue: deque[events_ttrpc_pb2.Envelope] = deque()
         self._cv = threading.Condition()
-        self._busy = False  # the sender holds an event taken off the queue
+        self._busy: events_ttrpc_pb2.Envelope | None = None  # the event being sent (the queue's head, unless
+        # a full queue dropped it meanwhile)
         self._closing = False
         self._thread: threading.Thread | None = None
         self._client: TtrpcClient | None = None
@@ -106,15 +107,15 @@ class EventPublisher:
             self._cv.notify_all()
 
     def pending(self) -> int:
-        """Events not yet delivered (queued or being sent)."""
+        """Events not yet delivered (queued, the one being sent included)."""
         with self._cv:
-            return len(self._queue) + self._busy
+            return len(self._queue)  # the event being sent stays at the head until delivered
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued event is delivered (or dropped); False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
-            while self._queue or self._busy:
+            while self._queue or self._busy is not None:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -126,7 +127,7 @@ class EventPublisher:
         self.flush(timeout)
         with self._cv:
             self._closing = True
-            left = len(self._queue) + self._busy
+            left = len(self._queue)
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(self.call_timeout + 1)
@@ -157,7 +158,7 @@ class EventPublisher:
                 if self._closing:
                     return
                 env = self._queue[0]
-                self._busy = True
+                self._busy = env
             done = False
             try:
                 self._send(env)
@@ -180,7 +181,7 @@ class EventPublisher:
                         self._queue.popleft()
                     backoff = self.initial_backoff
                     refusals = 0
-                self._busy = False
+                self._busy = None
                 self._cv.notify_all()
                 if not done and not self._closing:
                     self._cv.wait(backoff)  # close() cuts the wait short

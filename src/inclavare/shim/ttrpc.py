@@ -30,6 +30,7 @@ import contextlib
 import heapq
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -486,19 +487,23 @@ class TtrpcServer:
 # ---------------------------------------------------------------------------------------------- client
 
 class _Waiter:
-    __slots__ = ("event", "response", "error")
+    __slots__ = ("event", "response", "error", "done")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = threading.Event()  # set when done, or when asked to take over reading
         self.response: request_pb2.Response | None = None
         self.error: TtrpcError | None = None
+        self.done = False
 
 
 class TtrpcClient:
     """Unary ttrpc calls over one unix socket connection; safe to share between threads (calls interleave).
 
-    ``metadata`` is sent with every call (e.g. ``{NAMESPACE_KEY: "k8s.io"}``). A broken connection fails the
-    calls in flight and every later call with UNAVAILABLE; make a new client to reconnect.
+    No background thread: a caller waiting for its answer reads the socket itself if nobody else is reading
+    (and hands answers for other callers to them), else sleeps until its answer or its turn to read comes;
+    so a lone call costs what a blocking send and receive cost. ``metadata`` is sent with every call (e.g.
+    ``{NAMESPACE_KEY: "k8s.io"}``). A broken connection fails the calls in flight and every later call with
+    UNAVAILABLE; make a new client to reconnect.
     """
 
     def __init__(self, path: str, *, metadata: dict[str, str] | None = None, connect_timeout: float = 5.0) -> None:
@@ -515,10 +520,13 @@ class TtrpcClient:
         self._sock = sock
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # the reading role
+        self._decoder = FrameDecoder()  # used by the holder of the reading role only
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
         self._pending: dict[int, _Waiter] = {}
         self._next_id = 1
         self._closed: str | None = None
-        threading.Thread(target=self._read_loop, name="ttrpc-client", daemon=True).start()
 
     @property
     def closed(self) -> bool:
@@ -533,6 +541,7 @@ class TtrpcClient:
         req = request_pb2.Request(service=service, method=method, payload=request.SerializeToString(),
                                   timeout_nano=int(timeout * 1e9) if timeout else 0,
                                   metadata=[request_pb2.KeyValue(key=k, value=v) for k, v in pairs])
+        deadline = None if timeout is None else time.monotonic() + timeout
         waiter = _Waiter()
         with self._lock:
             if self._closed is not None:
@@ -550,7 +559,8 @@ class TtrpcClient:
                 self._sock.sendall(frame)
         except OSError as e:
             self._fail(f"ttrpc: closed ({e.strerror or e})")
-        if not waiter.event.wait(timeout):
+        self._await(stream_id, waiter, deadline)
+        if not waiter.done:
             self._forget(stream_id)
             raise TtrpcError(Code.DEADLINE_EXCEEDED, f"{service}/{method}: context deadline exceeded")
         if waiter.error is not None:
@@ -568,13 +578,82 @@ class TtrpcClient:
 
     def close(self) -> None:
         self._fail("ttrpc: closed")
-        self._sock.close()
+        with self._read_lock:  # wait for a reader to notice (shutdown woke it) before the fd goes
+            self._sock.close()
 
     def __enter__(self) -> TtrpcClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- waiting and reading ---------------------------------------------------------------------
+
+    def _await(self, stream_id: int, waiter: _Waiter, deadline: float | None) -> None:
+        """Until ``waiter`` is answered or the deadline passes: read (holding the role) or sleep. Whoever leaves
+        while calls still wait and nobody reads wakes one of them to take over."""
+        try:
+            while not waiter.done:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                if self._read_lock.acquire(blocking=False):
+                    try:
+                        self._read_for(waiter, deadline)
+                    finally:
+                        self._read_lock.release()
+                else:
+                    waiter.event.wait(left)
+                    if not waiter.done:
+                        waiter.event.clear()  # woken to take over reading (or timed out): loop
+        finally:
+            if not waiter.done:
+                self._forget(stream_id)
+            if not self._read_lock.locked():
+                self._wake_a_reader()
+
+    def _read_for(self, waiter: _Waiter, deadline: float | None) -> None:
+        while not waiter.done and self._closed is None:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if not self._poll.poll(max(1, int(left * 1000))):
+                    continue
+            try:
+                data = self._sock.recv(_RECV)
+            except OSError as e:
+                self._fail(f"ttrpc: closed ({e.strerror or e})")
+                return
+            if not data:
+                self._fail("ttrpc: closed")
+                return
+            for frame in self._decoder.feed(data):
+                self._deliver(frame)
+
+    def _deliver(self, frame: Frame | OversizedFrame) -> None:
+        with self._lock:
+            waiter = self._pending.pop(frame.stream_id, None)
+        if waiter is None:
+            return  # a call that timed out, or a stray stream
+        if isinstance(frame, OversizedFrame):
+            waiter.error = TtrpcError(Code.RESOURCE_EXHAUSTED, frame.message())
+        elif frame.type != TYPE_RESPONSE:
+            waiter.error = TtrpcError(Code.INTERNAL, f"unexpected frame type {frame.type} on stream {frame.stream_id}")
+        else:
+            try:
+                waiter.response = request_pb2.Response.FromString(frame.payload)
+            except DecodeError as e:
+                waiter.error = TtrpcError(Code.INTERNAL, f"undecodable ttrpc response: {e}")
+        waiter.done = True
+        waiter.event.set()
+
+    def _wake_a_reader(self) -> None:
+        """After giving up the reading role: if calls still wait, wake one of them to take it."""
+        with self._lock:
+            for w in self._pending.values():
+                w.event.set()
+                return
 
     def _forget(self, stream_id: int) -> None:
         with self._lock:
@@ -589,32 +668,5 @@ class TtrpcClient:
             self._sock.shutdown(socket.SHUT_RDWR)
         for w in pending.values():
             w.error = TtrpcError(Code.UNAVAILABLE, why)
+            w.done = True
             w.event.set()
-
-    def _read_loop(self) -> None:
-        decoder = FrameDecoder()
-        why = "ttrpc: closed"
-        try:
-            while True:
-                data = self._sock.recv(_RECV)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
-                    with self._lock:
-                        waiter = self._pending.pop(frame.stream_id, None)
-                    if waiter is None:
-                        continue  # a call that timed out, or a stray stream
-                    if isinstance(frame, OversizedFrame):
-                        waiter.error = TtrpcError(Code.RESOURCE_EXHAUSTED, frame.message())
-                    elif frame.type != TYPE_RESPONSE:
-                        waiter.error = TtrpcError(Code.INTERNAL, f"unexpected frame type {frame.type} on stream "
-                                                                  f"{frame.stream_id}")
-                    else:
-                        try:
-                            waiter.response = request_pb2.Response.FromString(frame.payload)
-                        except DecodeError as e:
-                            waiter.error = TtrpcError(Code.INTERNAL, f"undecodable ttrpc response: {e}")
-                    waiter.event.set()
-        except OSError as e:
-            why = f"ttrpc: closed ({e.strerror or e})"
-        self._fail(why)
