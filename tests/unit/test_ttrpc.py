@@ -4,7 +4,10 @@ hostile peers)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -417,6 +420,47 @@ def test_random_bytes_never_take_the_server_down(blob: bytes, tmp_path_factory: 
         with raw(path) as s:
             s.sendall(blob)
         assert call(path, "Echo", "ok").key == "ok"
+
+
+def _answer_bytes_as(path: str, uid: int | None) -> int:
+    """In a child process (as ``uid`` if given): connect, send one Echo request, return how many bytes came
+    back (0: the server closed the connection)."""
+    pid = os.fork()
+    if pid == 0:  # the child only makes syscalls, then leaves through os._exit
+        code = 255
+        try:
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(20)
+            s.connect(path)
+            s.sendall(request_frame(1, "Echo"))
+            try:
+                code = min(len(s.recv(100)), 200)
+            except ConnectionResetError:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
+def test_peers_of_another_user_are_refused() -> None:
+    d = tempfile.mkdtemp(prefix="ttrpc-peer-")
+    try:
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "s")
+        with TtrpcServer() as srv:
+            srv.register(SVC, "Echo", request_pb2.KeyValue, Echo().echo)
+            srv.serve(path)
+            os.chmod(path, 0o777)  # past the file mode: the credential check itself must refuse
+            assert _answer_bytes_as(path, 65534) == 0
+            assert _answer_bytes_as(path, None) > 0
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- client failures

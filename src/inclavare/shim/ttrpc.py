@@ -183,6 +183,21 @@ class _Workers:
 
 # ---------------------------------------------------------------------------------------------- server
 
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+
+
+def _same_user(sock: socket.socket) -> bool:
+    """The peer runs as our effective uid and gid (SO_PEERCRED); refused when it cannot be told."""
+    try:
+        _, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    except OSError:
+        return False
+    if (uid, gid) != (os.geteuid(), os.getegid()):
+        log.warning("ttrpc: refusing a peer running as uid %d gid %d", uid, gid)
+        return False
+    return True
+
+
 class _Conn:
     """One accepted connection: its socket, send lock, and the calls in flight by stream id."""
 
@@ -233,8 +248,11 @@ class TtrpcServer:
     """A ttrpc server on a unix socket; register handlers, then :meth:`serve` (a path or a bound socket)."""
 
     def __init__(self, *, max_connections: int = 256, max_inflight: int = 1024, send_timeout: float = 30.0,
+                 same_user_only: bool = True,
                  error_status: Callable[[BaseException], tuple[int, str]] = status_of) -> None:
         self.max_connections = max_connections
+        # ttrpc's shim servers admit only peers of their own uid and gid (UnixSocketRequireSameUser)
+        self.same_user_only = same_user_only
         self.max_inflight = max_inflight
         self.send_timeout = send_timeout
         self.error_status = error_status
@@ -340,6 +358,9 @@ class TtrpcServer:
                 if self._closing:
                     return
                 time.sleep(0.01)  # EMFILE and friends: do not spin
+                continue
+            if self.same_user_only and not _same_user(sock):
+                sock.close()
                 continue
             with self._lock:
                 if self._closing or len(self._conns) >= self.max_connections:
