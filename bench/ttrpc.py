@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """ttrpc unary round trip (the shim's wire), against floors measured in the same run.
 
-Every server runs in its own process, as the shim does beside containerd.
-(a) ours: TtrpcClient -> TtrpcServer, Task/Connect (a real message each way), registered ``inline``.
-(b) the same, registered normally (the reading role is handed to another thread before the handler runs).
-(c) Go server: the same client -> containerd's own ttrpc server (a private containerd; an unknown service, so
-    Go's ttrpc decodes the request and answers UNIMPLEMENTED without handler work). Needs root and
-    containerd; skipped otherwise or with --no-containerd.
+Every server runs in its own process, as the shim does beside containerd; each is called by a lean client
+(one pre-encoded request frame, blocking send and receive: what the server costs) and by our TtrpcClient.
+(a) ours: TtrpcServer, Task/Connect (a real message each way), registered ``inline``.
+(b) ours, registered normally (the reading role is handed to another thread before the handler runs).
+(c) containerd's own Go ttrpc server (a private containerd; an unknown service, so Go's ttrpc decodes the
+    request and answers UNIMPLEMENTED without handler work). Needs root and containerd; else skipped, or
+    with --no-containerd.
 (d) floor: a 10-byte ping-pong with a Python echo process over a unix socket.
-(e) throughput: --threads callers sharing one client connection against (b), calls/s.
+(e) throughput: --threads callers sharing one TtrpcClient connection against (b), calls/s.
 
 usage: bench/ttrpc.py [--calls N] [--threads N] [--no-containerd] [--markdown]
 """
@@ -31,7 +32,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from google.protobuf import empty_pb2  # noqa: E402
 
+from inclavare.formats.ttrpc import TYPE_REQUEST, FrameDecoder, encode_frame  # noqa: E402
 from inclavare.shim.proto.task import shim_pb2  # noqa: E402
+from inclavare.shim.proto.ttrpc import request_pb2  # noqa: E402
 from inclavare.shim.ttrpc import CallContext, TtrpcClient, TtrpcError, TtrpcServer  # noqa: E402
 
 TASK = "containerd.task.v2.Task"
@@ -89,9 +92,28 @@ class Server:
         self.proc.wait()
 
 
-def bench_ours(path: str, calls: int, threads: int = 0) -> tuple[list[float], float]:
+def lean(path: str, service: str, method: str, payload: bytes, calls: int) -> list[float]:
+    """A blocking client: one pre-encoded request frame, read until one response frame."""
+    frame = encode_frame(1, TYPE_REQUEST, request_pb2.Request(service=service, method=method,
+                                                              payload=payload).SerializeToString())
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+
+    def one() -> None:
+        s.sendall(frame)
+        dec = FrameDecoder()
+        while not dec.feed(s.recv(65536)):
+            pass
+    try:
+        return timed(one, calls)
+    finally:
+        s.close()
+
+
+def ours(path: str, calls: int, threads: int = 0) -> tuple[list[float], list[float], float]:
+    req = shim_pb2.ConnectRequest(id="bench")
+    lean_us = lean(path, TASK, "Connect", req.SerializeToString(), calls)
     with TtrpcClient(path) as c:
-        req = shim_pb2.ConnectRequest(id="bench")
         lat = timed(lambda: c.call(TASK, "Connect", req, shim_pb2.ConnectResponse), calls)
         rate = 0.0
         if threads:
@@ -104,31 +126,34 @@ def bench_ours(path: str, calls: int, threads: int = 0) -> tuple[list[float], fl
             for x in ts:
                 x.join()
             rate = per * threads / (time.perf_counter() - t)
-    return lat, rate
+    return lean_us, lat, rate
 
 
-def bench_go(calls: int, base: str) -> list[float] | None:
+def go(calls: int, base: str) -> tuple[list[float], list[float]] | None:
     from inclavare.testing.containerd import ContainerdError, PrivateContainerd
 
     c = PrivateContainerd(os.path.join(base, "ctrd"), namespace="bench-ttrpc")
     try:
         c.start()
     except ContainerdError as e:
-        print(f"(b) skipped: {e}", file=sys.stderr)
+        print(f"(c) skipped: {e}", file=sys.stderr)
         return None
     try:
-        with TtrpcClient(c.address + ".ttrpc") as cl:
+        path = c.address + ".ttrpc"
+        lean_us = lean(path, "bench.v1.Nope", "X", b"", calls)
+        with TtrpcClient(path) as cl:
             def one() -> None:
                 try:
                     cl.call("bench.v1.Nope", "X", empty_pb2.Empty(), empty_pb2.Empty)
                 except TtrpcError:
                     pass
-            return timed(one, calls)
+            return lean_us, timed(one, calls)
     finally:
         c.purge()
 
 
 def bench_floor(path: str, calls: int) -> list[float]:
+    """Round trips of 10 bytes through the echo process."""
     cl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     cl.connect(path)
 
@@ -152,40 +177,39 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
     base = tempfile.mkdtemp(prefix="bench-ttrpc-")
-    results: dict[str, list[float]] = {}
+    rows: list[tuple[str, list[float], list[float] | None]] = []
     rate = 0.0
     try:
-        for kind in ("inline", "handover", "echo"):
+        for kind, name in (("inline", "(a) ours, inline handler (Task/Connect)"),
+                           ("handover", "(b) ours, handed-over handler (Task/Connect)"),
+                           ("echo", "(d) floor: 10-byte ping-pong, Python process")):
             path = os.path.join(base, kind + ".sock")
             srv = Server(kind, path)
             try:
                 if kind == "echo":
-                    results[kind] = bench_floor(path, a.calls)
+                    rows.append((name, bench_floor(path, a.calls), None))
                 else:
-                    results[kind], r = bench_ours(path, a.calls, a.threads if kind == "handover" else 0)
+                    lean_us, client_us, r = ours(path, a.calls, a.threads if kind == "handover" else 0)
+                    rows.insert(len(rows), (name, lean_us, client_us))
                     rate = r or rate
             finally:
                 srv.close()
-        go = None
         if not a.no_containerd and os.geteuid() == 0 and shutil.which("containerd"):
-            go = bench_go(a.calls, base)
+            g = go(a.calls, base)
+            if g is not None:
+                rows.insert(2, ("(c) containerd's Go ttrpc server (UNIMPLEMENTED)", g[0], g[1]))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    rows = [("(a) ours, inline handler: Task/Connect", results["inline"]),
-            ("(b) ours, handed-over handler: Task/Connect", results["handover"])]
-    if go is not None:
-        rows.append(("(c) containerd's Go ttrpc server (UNIMPLEMENTED)", go))
-    rows.append(("(d) floor: 10-byte ping-pong with a Python process", results["echo"]))
-    floor = results["echo"]
-    f_med = summary(floor)[0]
+    f_med = summary(rows[-1][1])[0]
     if a.markdown:
-        print("| round trip | median | p99 | vs floor |\n|---|---|---|---|")
-    for name, us in rows:
-        med, p99 = summary(us)
+        print("| server | lean client: median / p99 | vs floor | TtrpcClient: median / p99 |\n|---|---|---|---|")
+    for name, lean_us, client_us in rows:
+        med, p99 = summary(lean_us)
+        cl = "-" if client_us is None else "{:.1f} / {:.1f} µs".format(*summary(client_us))
         if a.markdown:
-            print(f"| {name} | {med:.1f} µs | {p99:.1f} µs | {med / f_med:.2f}x |")
+            print(f"| {name} | {med:.1f} / {p99:.1f} µs | {med / f_med:.2f}x | {cl} |")
         else:
-            print(f"{name:52s} median {med:7.1f} µs  p99 {p99:7.1f} µs  {med / f_med:5.2f}x floor")
+            print(f"{name:50s} lean {med:6.1f} µs (p99 {p99:7.1f})  {med / f_med:5.2f}x floor   client {cl}")
     tail = f"(e) {a.threads} threads on one connection: {rate:,.0f} calls/s ({a.calls} calls each measurement)"
     print(("\n" if a.markdown else "") + tail)
     return 0
