@@ -354,6 +354,26 @@ def test_inflight_cap_per_connection(tmp_path: Path) -> None:
             impl.release.set()
 
 
+def test_inflight_cap_across_connections_and_its_release(tmp_path: Path) -> None:
+    impl = Echo()
+    with TtrpcServer(max_total_inflight=2) as srv:
+        srv.register(SVC, "Block", request_pb2.KeyValue, impl.block)
+        srv.serve(str(tmp_path / "s"))
+        a, b = raw(str(tmp_path / "s")), raw(str(tmp_path / "s"))
+        a.sendall(request_frame(1, "Block"))
+        b.sendall(request_frame(1, "Block") + request_frame(3, "Block"))
+        sid, resp = read_response(b)
+        assert (sid, resp.status.code) == (3, Code.RESOURCE_EXHAUSTED)
+        assert resp.status.message == "more than 2 requests in flight"
+        impl.release.set()
+        assert read_response(a)[0] == 1 and read_response(b)[0] == 1
+        for sid in (5, 7):  # both places are free again
+            b.sendall(request_frame(sid, "Block"))
+            assert read_response(b) == (sid, request_pb2.Response(status=status_pb2.Status(), payload=b""))
+        a.close()
+        b.close()
+
+
 # ---------------------------------------------------------------------------------------------- hostile peers
 
 def test_oversized_frame_is_refused_and_the_connection_kept(server: tuple[TtrpcServer, Echo, str]) -> None:
@@ -436,10 +456,10 @@ def _answer_bytes_as(path: str, uid: int | None) -> int:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(20)
             s.connect(path)
-            s.sendall(request_frame(1, "Echo"))
             try:
+                s.sendall(request_frame(1, "Echo"))
                 code = min(len(s.recv(100)), 200)
-            except ConnectionResetError:
+            except (BrokenPipeError, ConnectionResetError):  # the server hung up first
                 code = 0
         finally:
             os._exit(code)

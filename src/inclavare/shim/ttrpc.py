@@ -198,11 +198,32 @@ def _same_user(sock: socket.socket) -> bool:
     return True
 
 
+class _Budget:
+    """Requests in flight across all connections (each holds a thread while its handler runs)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.used >= self.limit:
+                return False
+            self.used += 1
+            return True
+
+    def give(self, n: int = 1) -> None:
+        with self.lock:
+            self.used -= n
+
+
 class _Conn:
     """One accepted connection: its socket, send lock, and the calls in flight by stream id."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, budget: _Budget) -> None:
         self.sock = sock
+        self.budget = budget
         self.send_lock = threading.Lock()
         self.lock = threading.Lock()
         self.inflight: dict[int, CallContext] = {}
@@ -214,7 +235,10 @@ class _Conn:
     def claim(self, stream_id: int) -> bool:
         """Take the right to answer ``stream_id`` (once: either the handler's result or the deadline)."""
         with self.lock:
-            return self.inflight.pop(stream_id, None) is not None
+            if self.inflight.pop(stream_id, None) is None:
+                return False
+        self.budget.give()
+        return True
 
     def send(self, stream_id: int, code: int, message: str, payload: bytes = b"") -> None:
         # the status is always present, an empty one on success, as ttrpc's Go server sends it
@@ -239,6 +263,7 @@ class _Conn:
             self.closed = True
             for ctx in self.inflight.values():
                 ctx.cancelled.set()
+            self.budget.give(len(self.inflight))
             self.inflight.clear()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -247,13 +272,15 @@ class _Conn:
 class TtrpcServer:
     """A ttrpc server on a unix socket; register handlers, then :meth:`serve` (a path or a bound socket)."""
 
-    def __init__(self, *, max_connections: int = 256, max_inflight: int = 1024, send_timeout: float = 30.0,
+    def __init__(self, *, max_connections: int = 256, max_inflight: int = 1024, max_total_inflight: int = 4096,
+                 send_timeout: float = 30.0,
                  same_user_only: bool = True,
                  error_status: Callable[[BaseException], tuple[int, str]] = status_of) -> None:
         self.max_connections = max_connections
         # ttrpc's shim servers admit only peers of their own uid and gid (UnixSocketRequireSameUser)
         self.same_user_only = same_user_only
         self.max_inflight = max_inflight
+        self._budget = _Budget(max_total_inflight)
         self.send_timeout = send_timeout
         self.error_status = error_status
         self._handlers: dict[str, dict[str, tuple[type[Message], Handler, bool]]] = {}
@@ -366,7 +393,7 @@ class TtrpcServer:
                 if self._closing or len(self._conns) >= self.max_connections:
                     sock.close()
                     continue
-                conn = _Conn(sock)
+                conn = _Conn(sock, self._budget)
                 self._conns.add(conn)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, sndtimeo)
             self._workers.submit(lambda c=conn: self._read_role(c))  # type: ignore[misc]
@@ -442,6 +469,8 @@ class TtrpcServer:
                 problem = f"stream {stream_id} is already in use"
             elif len(conn.inflight) >= self.max_inflight:
                 problem = f"more than {self.max_inflight} requests in flight on one connection"
+            elif not self._budget.take():
+                problem = f"more than {self._budget.limit} requests in flight"
             else:
                 problem = ""
                 conn.inflight[stream_id] = ctx
