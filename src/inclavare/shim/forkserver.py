@@ -1,0 +1,396 @@
+"""The fork server: the one process that forks containers for the shim.
+
+The shim serves ttrpc from threads, and forking a threaded CPython process is unsafe (a lock another thread
+held at the fork stays held in the child forever: the import lock, a logging handler's, malloc's). So the
+shim forks this server first, before any thread exists, with the runtime library already imported. It
+serves requests from a ``SOCK_SEQPACKET`` socketpair: one JSON message each, with the file descriptors the
+container needs (stdio, console socket) passed by ``SCM_RIGHTS``. For each request it forks a *worker*, a
+copy of itself that is exactly a `rune create` / `rune exec` / `rune start` / `rune delete` process without
+the interpreter start: the worker puts the stdio fds on 0-2, calls :class:`~inclavare.runtime.container.
+Runtime`, writes its answer on a pipe and exits. The server itself never calls the runtime, so a create
+that changes the working directory or stdio, or a runtime that starts a thread (the cgroup priming), never
+touches it, and requests run in parallel.
+
+The server forwards each worker's answer when the worker has exited (a pidfd per worker says when), so
+every request gets exactly one answer, also when a worker dies. Workers are the server's children and it
+reaps them; the container processes are not (see :mod:`inclavare.shim.supervisor`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import threading
+from typing import Any
+
+from inclavare.errors import InclavareError, ShimError
+
+MAX_MESSAGE = 1 << 20  # a request or answer; a process spec is a few KiB
+MAX_FDS = 8
+REPLY_CAP = 60000  # below a pipe's 64 KiB buffer: a worker's answer never blocks it
+FD_NAMES = ("stdin", "stdout", "stderr", "console", "logout", "logerr", "logready")
+
+
+class ForkServer:
+    """The shim's side: starts the server and sends it requests (thread-safe, concurrent)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.pid = 0
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._next = 0
+        self._waiting: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._reader: threading.Thread | None = None
+        self._closed = False
+
+    def start(self) -> int:
+        """Fork the server (call before any thread is started); returns its pid."""
+        if threading.active_count() > 1:
+            raise ShimError("the fork server must be started before any thread: "
+                            f"{threading.active_count() - 1} other thread(s) are running")
+        _preload()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE * 2)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                ours.close()
+                _serve(theirs, self.root)
+            except BaseException:  # noqa: BLE001 - nothing may unwind into the shim's code in this child
+                code = 1
+            os._exit(code)
+        theirs.close()
+        self.pid, self._sock = pid, ours
+        return pid
+
+    def start_reader(self) -> None:
+        """Start the thread that hands answers to the callers (after :meth:`start`)."""
+        self._reader = threading.Thread(target=self._read_answers, name="shim-forkserver", daemon=True)
+        self._reader.start()
+
+    def call(self, op: str, args: dict[str, Any], fds: dict[str, int] | None = None,
+             timeout: float | None = None) -> dict[str, Any]:
+        """Run ``op`` in a worker; returns its result or raises ShimError with the worker's message."""
+        fds = {k: v for k, v in (fds or {}).items() if v is not None}
+        for name in fds:
+            if name not in FD_NAMES:
+                raise ShimError(f"fork server: unknown fd name {name!r}")
+        with self._lock:
+            if self._sock is None or self._closed:
+                raise ShimError("fork server: not running")
+            self._next += 1
+            rid = self._next
+            done = threading.Event()
+            box: list[dict[str, Any]] = []
+            self._waiting[rid] = (done, box)
+            msg = json.dumps({"id": rid, "op": op, "args": args, "fds": list(fds)}).encode()
+            if len(msg) > MAX_MESSAGE:
+                del self._waiting[rid]
+                raise ShimError(f"fork server: {op} request of {len(msg)} bytes is over {MAX_MESSAGE}")
+            try:
+                socket.send_fds(self._sock, [msg], list(fds.values()))
+            except OSError as e:
+                del self._waiting[rid]
+                raise ShimError(f"fork server: sending {op}: {e.strerror}") from None
+        if not done.wait(timeout):
+            raise ShimError(f"fork server: no answer to {op} within {timeout}s")
+        answer = box[0]
+        if not answer.get("ok"):
+            raise ShimError(str(answer.get("error") or f"{op} failed"))
+        return dict(answer.get("result") or {})
+
+    def _read_answers(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(MAX_MESSAGE)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                answer = json.loads(data)
+                entry = self._waiting.pop(int(answer["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            entry[1].append(answer)
+            entry[0].set()
+        with self._lock:
+            self._closed = True
+            pending, self._waiting = self._waiting, {}
+        for done, box in pending.values():
+            box.append({"ok": False, "error": "fork server: it exited"})
+            done.set()
+
+    def close(self) -> None:
+        """Tell the server to stop (it exits once its running workers have answered)."""
+        with self._lock:
+            self._closed = True
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+
+def _preload() -> None:
+    """Import what every worker uses, once, so that a worker starts with it loaded."""
+    import inclavare.enclave.runelet  # noqa: F401
+    import inclavare.formats.oci  # noqa: F401
+    import inclavare.linux.cgroups  # noqa: F401
+    import inclavare.linux.pty  # noqa: F401
+    import inclavare.linux.rootfs  # noqa: F401
+    import inclavare.runtime.hooks  # noqa: F401
+    import inclavare.runtime.init  # noqa: F401
+    import inclavare.runtime.launch  # noqa: F401
+    import inclavare.runtime.process  # noqa: F401
+    from inclavare.linux import syscalls
+
+    syscalls.libc()
+
+
+# ----------------------------------------------------------------------------------------------- server
+
+
+class _Worker:
+    def __init__(self, pid: int, rid: int, pidfd: int, reply_fd: int) -> None:
+        self.pid, self.rid, self.pidfd, self.reply_fd = pid, rid, pidfd, reply_fd
+
+
+def _serve(sock: socket.socket, root: str) -> None:
+    """The server's loop (in the forked child): fork a worker per request, forward its answer."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)  # nothing of the shim's stdio reaches a container
+    os.close(null)
+    workers: dict[int, _Worker] = {}  # by pidfd
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    accepting = True
+    while accepting or workers:
+        for fd, _events in poller.poll():
+            if fd == sock.fileno():
+                if not _accept(sock, root, workers, poller):
+                    accepting = False
+                    poller.unregister(sock.fileno())
+            else:
+                _finish(sock, workers.pop(fd), poller)
+
+
+def _answer(sock: socket.socket, rid: int, ok: bool, **rest: Any) -> None:
+    try:
+        sock.send(json.dumps({"id": rid, "ok": ok, **rest}).encode())
+    except OSError:
+        pass  # the shim is gone: nobody to tell
+
+
+def _accept(sock: socket.socket, root: str, workers: dict[int, _Worker], poller: Any) -> bool:
+    """One request: fork its worker. False when the shim has closed its end."""
+    try:
+        msg, fds, flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    except OSError:
+        return False
+    if not msg and not fds:
+        return False
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ValueError("request truncated")
+        req = json.loads(msg)
+        rid = int(req["id"])
+        names = list(req["fds"])
+        if len(names) != len(fds) or any(n not in FD_NAMES for n in names):
+            raise ValueError(f"fd names {names} do not match the {len(fds)} fds passed")
+    except (ValueError, KeyError, TypeError) as e:
+        for fd in fds:
+            os.close(fd)
+        rid_guess = req.get("id", 0) if isinstance(locals().get("req"), dict) else 0
+        _answer(sock, int(rid_guess or 0), False, error=f"fork server: bad request: {e}")
+        return True
+    reply_r, reply_w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        for fd in (*fds, reply_r, reply_w):
+            os.close(fd)
+        _answer(sock, rid, False, error=f"fork server: fork: {e.strerror}")
+        return True
+    if pid == 0:
+        # the worker: nothing of the server's may reach the container (all are O_CLOEXEC, but the
+        # container's init holds them until it execs)
+        code = 0
+        try:
+            sock.close()
+            os.close(reply_r)
+            for w in workers.values():
+                os.close(w.pidfd)
+                os.close(w.reply_fd)
+            _work(root, req, dict(zip(names, fds, strict=True)), reply_w)
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    for fd in (*fds, reply_w):
+        os.close(fd)
+    pidfd = os.pidfd_open(pid)
+    workers[pidfd] = _Worker(pid, rid, pidfd, reply_r)
+    poller.register(pidfd, select.POLLIN)
+    return True
+
+
+def _finish(sock: socket.socket, w: _Worker, poller: Any) -> None:
+    """A worker has exited: reap it, forward its answer (or say how it died)."""
+    poller.unregister(w.pidfd)
+    os.close(w.pidfd)
+    _, status = os.waitpid(w.pid, 0)
+    os.set_blocking(w.reply_fd, False)
+    data = b""
+    try:
+        while len(data) <= REPLY_CAP:
+            chunk = os.read(w.reply_fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    except BlockingIOError:
+        pass  # a container process still holds the write end (until it execs): the answer is complete
+    os.close(w.reply_fd)
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        from inclavare.shim.supervisor import exit_status
+
+        _answer(sock, w.rid, False, error=f"fork server: the worker died (status {exit_status(status)})")
+        return
+    answer["id"] = w.rid
+    try:
+        sock.send(json.dumps(answer).encode())
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- worker
+
+
+def _work(root: str, req: dict[str, Any], fds: dict[str, int], reply_fd: int) -> None:
+    """In the worker: run one operation, write the answer."""
+    import signal
+
+    for s in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)  # Python ignores them; the workload must not inherit that
+    warnings: list[str] = []
+
+    def log(level: str, msg: str) -> None:
+        if level in ("warning", "error"):
+            warnings.append(msg)
+
+    answer: dict[str, Any]
+    try:
+        result = _OPS[req["op"]](root, req.get("args") or {}, fds, log)
+        answer = {"ok": True, "result": result, "warnings": warnings}
+    except KeyError as e:
+        answer = {"ok": False, "error": f"fork server: unknown operation {e}"}
+    except InclavareError as e:
+        answer = {"ok": False, "error": str(e), "kind": type(e).__name__, "warnings": warnings}
+    except Exception as e:  # noqa: BLE001 - reported, never raised into the server
+        answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    data = json.dumps(answer).encode()
+    if len(data) > REPLY_CAP:
+        data = json.dumps({"ok": False, "error": "fork server: answer too large"}).encode()
+    os.write(reply_fd, data)
+
+
+def _stdio(fds: dict[str, int]) -> None:
+    """Put the request's stdio fds on 0-2 (/dev/null for those not given) and close the originals, so
+    the container's process holds each pipe end once and its readers see EOF when it exits."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for target, name in enumerate(("stdin", "stdout", "stderr")):
+        os.dup2(fds.get(name, null), target)
+    for name in ("stdin", "stdout", "stderr"):
+        if name in fds and fds[name] > 2:
+            os.close(fds.pop(name))
+    os.close(null)
+
+
+def _runtime(root: str, log: Any) -> Any:
+    from inclavare.runtime.container import Runtime
+
+    return Runtime(root, log=log)
+
+
+def _op_create(root: str, args: dict[str, Any], fds: dict[str, int], log: Any) -> dict[str, Any]:
+    from inclavare.enclave.runelet import for_config
+
+    _stdio(fds)
+    rt = _runtime(root, log)
+    state = rt.create(str(args["id"]), str(args["bundle"]), console_fd=fds.get("console"),
+                      no_pivot=bool(args.get("no_pivot")), no_new_keyring=bool(args.get("no_new_keyring")),
+                      executor=for_config)
+    return {"pid": int(state.pid)}
+
+
+def _op_exec(root: str, args: dict[str, Any], fds: dict[str, int], log: Any) -> dict[str, Any]:
+    from inclavare.enclave.runelet import for_state
+
+    _stdio(fds)
+    rt = _runtime(root, log)
+    cid = str(args["id"])
+    state, _status = rt.load(cid)
+    pid = rt.exec(cid, dict(args["process"]), console_fd=fds.get("console"), executor=for_state(state))
+    return {"pid": int(pid)}
+
+
+def _op_start(root: str, args: dict[str, Any], fds: dict[str, int], log: Any) -> dict[str, Any]:
+    _runtime(root, log).start(str(args["id"]))
+    return {}
+
+
+def _op_delete(root: str, args: dict[str, Any], fds: dict[str, int], log: Any) -> dict[str, Any]:
+    _runtime(root, log).delete(str(args["id"]), force=bool(args.get("force")))
+    return {}
+
+
+def _op_logger(root: str, args: dict[str, Any], fds: dict[str, int], log: Any) -> dict[str, Any]:
+    """Start a binary:// logger with fds 3, 4, 5 = its stdout pipe, stderr pipe and "ready" pipe, stdio on
+    /dev/null, and only CONTAINER_ID and CONTAINER_NAMESPACE (plus the URI's env.* parameters) in its
+    environment, as containerd's shims do. It outlives this worker and is re-parented to the shim."""
+    import fcntl
+
+    for name in ("logout", "logerr", "logready"):
+        if name not in fds:
+            raise ShimError(f"logger: the {name} fd is missing")
+    path = str(args["path"])
+    argv = [path, *[str(a) for a in args.get("args") or []]]
+    env = {str(k): str(v) for k, v in dict(args.get("env") or {}).items()}
+    sources = [fds["logout"], fds["logerr"], fds["logready"]]
+    err_r, err_w = os.pipe()  # O_CLOEXEC: EOF at a successful exec, the errno text otherwise
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (*sources, err_w)]
+            err_w = high.pop()
+            null = os.open("/dev/null", os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            for i, fd in enumerate(high):
+                os.dup2(fd, 3 + i)  # the copy is inheritable
+            os.closerange(6, err_w)
+            os.closerange(err_w + 1, 1 << 20)
+            os.execve(path, argv, env)
+        except OSError as e:
+            os.write(err_w, (e.strerror or str(e)).encode())
+        finally:
+            os._exit(127)
+    os.close(err_w)
+    why = os.read(err_r, 4096).decode(errors="replace")
+    os.close(err_r)
+    if why:
+        os.waitpid(pid, 0)
+        raise ShimError(f"binary logger {path}: {why}")
+    return {"pid": pid}
+
+
+_OPS = {"create": _op_create, "exec": _op_exec, "start": _op_start, "delete": _op_delete, "logger": _op_logger}
