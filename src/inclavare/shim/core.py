@@ -57,16 +57,20 @@ ExitListener = Callable[[str, str, int, int, int], None]  # (id, exec_id, pid, s
 class ShimCore:
     """Containers of one shim. Construct it before any thread is started (it forks the fork server)."""
 
-    def __init__(self, root: str, namespace: str = "default", on_exit: ExitListener | None = None) -> None:
+    def __init__(self, root: str, namespace: str = "default", on_exit: ExitListener | None = None,
+                 reap_orphans: bool = True, allow_threads: bool = False) -> None:
+        """``reap_orphans``: also reap zombie children nobody adopted (the shim binary wants this; a program
+        that embeds the core and has children of its own, such as a test, does not). ``allow_threads``: see
+        :meth:`ForkServer.start`."""
         self.root = root
         self.namespace = namespace
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._containers: dict[str, _Container] = {}
         self._by_pid: dict[int, _Process] = {}
-        self.supervisor = Supervisor(on_exit=self._reaped)  # the subreaper before anything is forked
+        self.supervisor = Supervisor(on_exit=self._reaped, reap_orphans=reap_orphans)  # the subreaper before anything is forked
         self.forkserver = ForkServer(root)
-        fs_pid = self.forkserver.start()
+        fs_pid = self.forkserver.start(allow_threads)
         self.supervisor.start()
         self.forkserver.start_reader()
         self._fs_proc = self.supervisor.adopt(fs_pid)
@@ -416,4 +420,5 @@ class ShimCore:
                     p.io = None
         self.forkserver.close()
         self._fs_proc.wait(10)
+        self.forkserver.release()
         self.supervisor.stop()

@@ -46,9 +46,10 @@ class ForkServer:
         self._reader: threading.Thread | None = None
         self._closed = False
 
-    def start(self) -> int:
-        """Fork the server (call before any thread is started); returns its pid."""
-        if threading.active_count() > 1:
+    def start(self, allow_threads: bool = False) -> int:
+        """Fork the server (call before any thread is started); returns its pid. ``allow_threads``: a test
+        that embeds the core in a process that already has threads takes the risk knowingly."""
+        if threading.active_count() > 1 and not allow_threads:
             raise ShimError("the fork server must be started before any thread: "
                             f"{threading.active_count() - 1} other thread(s) are running")
         _preload()
@@ -136,6 +137,15 @@ class ForkServer:
                     self._sock.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
+
+    def release(self) -> None:
+        """Close our socket once the server has exited (the answer thread then ends)."""
+        if self._reader is not None:
+            self._reader.join(5)
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
 
 
 def _preload() -> None:

@@ -1,5 +1,5 @@
-"""The shim's supervisor: it is the child subreaper of its containers, reaps every child, and records each
-exit's status (a signal ``n`` as ``128 + n``, as containerd expects) and time.
+"""The shim's supervisor: it is the child subreaper of its containers, reaps them, and records each exit's
+status (a signal ``n`` as ``128 + n``, as containerd expects) and time.
 
 Who is whose parent: the fork server forks a worker per request, the worker runs the runtime library's
 ``create``/``exec``, whose stage 1 forks the container process and exits. The orphan goes to the nearest
@@ -7,12 +7,14 @@ ancestor that is a child subreaper: this process (neither the fork server nor it
 container's init and every exec'd process become our children, exactly as under runc's shim (which is the
 subreaper of what ``runc`` forks). Binary loggers, started by a worker, are re-parented to us the same way.
 
-One thread reaps: it peeks with ``waitid(WNOWAIT)``, records the exit under the lock, and only then
-reaps the pid, so a pid is never reused while anyone could still mistake it for the process it was.
-A process can exit before the caller who started it learns its pid (a workload that fails at once):
-callers start a :meth:`Supervisor.watch` before asking the fork server, and the exits of pids nobody has
-claimed yet are kept in every open watch, where :meth:`Supervisor.adopt` finds them (containerd's runc
-shim does the same with its exit subscriptions).
+A process can exit before the caller who started it learns its pid (a workload that fails at once). It
+stays a zombie, our child, until it is reaped, and only the process it is handed to reaps it: each adopted
+process gets a pidfd, one thread polls them and reaps exactly those pids (``waitpid(pid)``), so a pid is
+never reused while anyone could still mistake it for the process it was, signals go through the pidfd, and
+children of the embedding program (a ``subprocess`` of the Task service, a test) are left to their owner.
+Orphans nobody adopts (daemons of a container in the host's pid namespace) are swept from time to time
+when ``reap_orphans`` is set -- never while a start is in flight (:meth:`Supervisor.watch`), when the
+zombie may be the process whose pid is about to be adopted.
 """
 
 from __future__ import annotations
@@ -84,26 +86,28 @@ class Proc:
 
 
 class Watch:
-    """Exits of pids nobody had claimed while the watch was open."""
-
-    def __init__(self) -> None:
-        self.exits: dict[int, Exit] = {}
+    """A start in flight: while one is open, unadopted zombies are left alone."""
 
 
 class Supervisor:
-    """Reaper of this process's children; becomes the child subreaper when constructed, which must happen
+    """Reaper of the processes handed to it; becomes the child subreaper when constructed, which must happen
     before anything that will be re-parented to it is forked."""
 
-    def __init__(self, on_exit: Callable[[Proc], None] | None = None) -> None:
+    SWEEP_INTERVAL = 1.0  # seconds between sweeps of unadopted orphans (reap_orphans only)
+
+    def __init__(self, on_exit: Callable[[Proc], None] | None = None, reap_orphans: bool = True) -> None:
         from inclavare.linux.syscalls import set_subreaper
 
         set_subreaper()
         self._lock = threading.Lock()
-        self._procs: dict[int, Proc] = {}
-        self._watches: set[Watch] = set()
+        self._procs: dict[int, Proc] = {}  # by pidfd
+        self._pidfds: dict[int, int] = {}  # pid -> pidfd
+        self._watches = 0
         self._on_exit = on_exit
+        self._reap_orphans = reap_orphans
         self._stop = False
-        self._kick = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -113,75 +117,112 @@ class Supervisor:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop reaping (processes still supervised are left as they are)."""
         self._stop = True
-        self._kick.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
 
     @contextmanager
     def watch(self) -> Iterator[Watch]:
         """Open while a process is being started, until :meth:`adopt` has its pid."""
-        w = Watch()
         with self._lock:
-            self._watches.add(w)
+            self._watches += 1
         try:
-            yield w
+            yield Watch()
         finally:
             with self._lock:
-                self._watches.discard(w)
+                self._watches -= 1
 
     def adopt(self, pid: int, watch: Watch | None = None) -> Proc:
-        """Supervise our child ``pid``, started while ``watch`` was open (it may have exited already)."""
+        """Supervise our child ``pid`` (alive, or a zombie nobody has reaped)."""
         with self._lock:
-            if pid in self._procs:
+            if pid in self._pidfds:
                 raise ShimError(f"process {pid} is already supervised")
-            exited = watch.exits.pop(pid, None) if watch is not None else None
-            if exited is not None:
-                return Proc(pid, None, exited)
             try:
-                pidfd = os.pidfd_open(pid)  # the pid is our unreaped child: it cannot have been reused
+                pidfd = os.pidfd_open(pid)
             except OSError as e:
                 raise ShimError(f"supervising process {pid}: pidfd_open: {e.strerror}") from None
             proc = Proc(pid, pidfd)
-            self._procs[pid] = proc
-        self._kick.set()
+            self._procs[pidfd] = proc
+            self._pidfds[pid] = pidfd
+        self._wake()
         return proc
 
-    def forget(self, pid: int) -> None:
-        """Stop tracking ``pid`` (its exit, if it comes, is then discarded)."""
-        with self._lock:
-            proc = self._procs.pop(pid, None)
-        if proc is not None and proc.exit is None:
-            proc._finish(Exit(255, time.time_ns()))
-
     def _loop(self) -> None:
+        import select
+
+        last_sweep = time.monotonic()
         while not self._stop:
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)
+            with self._lock:
+                for fd in self._procs:
+                    poller.register(fd, select.POLLIN)
+            timeout = int(self.SWEEP_INTERVAL * 1000) if self._reap_orphans else -1
             try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
-            except ChildProcessError:
-                self._kick.wait(0.2)  # no children at the moment
-                self._kick.clear()
-                continue
+                ready = poller.poll(timeout)
             except InterruptedError:
                 continue
-            if info is None:
-                continue
-            self._record(info.si_pid)
+            for fd, _ev in ready:
+                if fd == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._reap(fd)
+            if self._reap_orphans and time.monotonic() - last_sweep >= self.SWEEP_INTERVAL:
+                last_sweep = time.monotonic()
+                self._sweep()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
-    def _record(self, pid: int) -> None:
+    def _reap(self, pidfd: int) -> None:
         now = time.time_ns()
         with self._lock:
-            try:
-                _, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                return
-            exited = Exit(exit_status(status), now)
-            proc = self._procs.pop(pid, None)
+            proc = self._procs.get(pidfd)
             if proc is None:
-                for w in self._watches:
-                    w.exits[pid] = exited
-        if proc is not None:
-            proc._finish(exited)
-            if self._on_exit is not None:
+                return
+            try:
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = proc.pid, 255 << 8  # reaped by someone else: the status is lost
+            if pid == 0:
+                return  # not exited yet (a stop or continue woke the pidfd)
+            del self._procs[pidfd]
+            del self._pidfds[proc.pid]
+        proc._finish(Exit(exit_status(status), now))
+        if self._on_exit is not None:
+            try:
+                self._on_exit(proc)
+            except Exception:  # noqa: BLE001 - a listener's failure must not stop the reaping
+                pass
+
+    def _sweep(self) -> None:
+        """Reap zombie children nobody adopted (only while no start is in flight)."""
+        while True:
+            with self._lock:
+                if self._watches:
+                    return
                 try:
-                    self._on_exit(proc)
-                except Exception:  # noqa: BLE001 - a listener's failure must not stop the reaping
-                    pass
+                    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    return
+                if info is None:
+                    return
+                pid = info.si_pid
+                pidfd = self._pidfds.get(pid)
+                if pidfd is None:
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+                    continue
+            self._reap(pidfd)
