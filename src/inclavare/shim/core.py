@@ -68,7 +68,8 @@ class ShimCore:
         self._lock = threading.Lock()
         self._containers: dict[str, _Container] = {}
         self._by_pid: dict[int, _Process] = {}
-        self.supervisor = Supervisor(on_exit=self._reaped, reap_orphans=reap_orphans)  # the subreaper before anything is forked
+        # the subreaper before anything is forked
+        self.supervisor = Supervisor(on_exit=self._reaped, reap_orphans=reap_orphans)
         self.forkserver = ForkServer(root)
         fs_pid = self.forkserver.start(allow_threads)
         self.supervisor.start()
@@ -319,13 +320,13 @@ class ShimCore:
                                         "failed_precondition")
                 try:
                     self.forkserver.call("delete", {"id": cid})
-                except ShimError as e:
-                    if "does not exist" not in str(e):
+                except ShimError as err:
+                    if "does not exist" not in str(err):
                         raise
                 if p.proc is not None:
                     p.done.wait(10)
-                for e in list(c.execs.values()):
-                    self._close_io(e)
+                for other in list(c.execs.values()):
+                    self._close_io(other)
                 self._close_io(p)
                 with self._lock:
                     self._containers.pop(cid, None)

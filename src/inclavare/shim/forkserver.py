@@ -207,6 +207,7 @@ def _accept(sock: socket.socket, root: str, workers: dict[int, _Worker], poller:
         return False
     if not msg and not fds:
         return False
+    rid = 0
     try:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             raise ValueError("request truncated")
@@ -218,8 +219,7 @@ def _accept(sock: socket.socket, root: str, workers: dict[int, _Worker], poller:
     except (ValueError, KeyError, TypeError) as e:
         for fd in fds:
             os.close(fd)
-        rid_guess = req.get("id", 0) if isinstance(locals().get("req"), dict) else 0
-        _answer(sock, int(rid_guess or 0), False, error=f"fork server: bad request: {e}")
+        _answer(sock, rid, False, error=f"fork server: bad request: {e}")
         return True
     reply_r, reply_w = os.pipe()
     try:

@@ -60,9 +60,7 @@ def parse_binary_uri(uri: str, cid: str, namespace: str) -> LoggerSpec:
     as arguments, in the URI's order; ``env.NAME=v`` keys go to the environment (containerd 2.x); the
     environment is CONTAINER_ID and CONTAINER_NAMESPACE and nothing of the shim's."""
     u = urlsplit(uri)
-    path = unquote(u.path)
-    if not path.startswith("/"):
-        raise ShimError(f"stdout {uri!r}: a binary:// logger needs an absolute path", "invalid_argument")
+    path = _local_path(u.netloc, u.path, uri)
     args: list[str] = []
     env: dict[str, str] = {}
     for k, v in parse_qsl(u.query, keep_blank_values=True):
@@ -99,10 +97,17 @@ def _open_fifo(path: str, what: str) -> int:
     return os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
 
+def _local_path(netloc: str, path: str, uri: str) -> str:
+    """The absolute local path of a binary:// or file:// URI (scheme:///path); a host part is refused
+    (containerd would silently drop it: binary://bin/logger would run /logger)."""
+    if netloc or not path.startswith("/"):
+        raise ShimError(f"stdout {uri!r}: expected an absolute path as in scheme:///path", "invalid_argument")
+    return unquote(path)
+
+
 def _open_log_file(uri: str) -> int:
-    path = unquote(urlsplit(uri).path)
-    if not path.startswith("/"):
-        raise ShimError(f"stdout {uri!r}: a file:// URI needs an absolute path", "invalid_argument")
+    u = urlsplit(uri)
+    path = _local_path(u.netloc, u.path, uri)
     try:
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -295,9 +300,7 @@ class ProcessIO:
                 ready = poller.poll()
             except InterruptedError:
                 continue
-            if any(f == self._stop_r for f, _ in ready):
-                return False
-            return True
+            return not any(f == self._stop_r for f, _ in ready)
 
     def _copy_out(self, src: int, dst: object, close_src: bool) -> None:
         fd = dst.fd if isinstance(dst, _Shared) else int(dst)  # type: ignore[call-overload]
