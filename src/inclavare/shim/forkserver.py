@@ -4,12 +4,12 @@ The shim serves ttrpc from threads, and forking a threaded CPython process is un
 held at the fork stays held in the child forever: the import lock, a logging handler's, malloc's). So the
 shim forks this server first, before any thread exists, with the runtime library already imported. It
 serves requests from a ``SOCK_SEQPACKET`` socketpair: one JSON message each, with the file descriptors the
-container needs (stdio, console socket) passed by ``SCM_RIGHTS``. For each request it forks a *worker*, a
-copy of itself that is exactly a `rune create` / `rune exec` / `rune start` / `rune delete` process without
-the interpreter start: the worker puts the stdio fds on 0-2, calls :class:`~inclavare.runtime.container.
-Runtime`, writes its answer on a pipe and exits. The server itself never calls the runtime, so a create
-that changes the working directory or stdio, or a runtime that starts a thread (the cgroup priming), never
-touches it, and requests run in parallel.
+container needs (stdio, console socket) passed by ``SCM_RIGHTS``. Each request goes to a *worker*, a copy
+of the server forked ahead of need, which is exactly a `rune create` / `rune exec` / `rune start` /
+`rune delete` process without the interpreter start: it puts the stdio fds on 0-2, calls
+:class:`~inclavare.runtime.container.Runtime`, writes its answer on a pipe and exits. The server itself
+never calls the runtime, so a create that changes the working directory or stdio, or a runtime that
+starts a thread (the cgroup priming), never touches it, and requests run in parallel.
 
 The server forwards each worker's answer when the worker has exited (a pidfd per worker says when), so
 every request gets exactly one answer, also when a worker dies. Workers are the server's children and it
@@ -168,28 +168,137 @@ def _preload() -> None:
 
 
 class _Worker:
-    def __init__(self, pid: int, rid: int, pidfd: int, reply_fd: int) -> None:
-        self.pid, self.rid, self.pidfd, self.reply_fd = pid, rid, pidfd, reply_fd
+    """A forked worker: idle (``rid`` None, waiting on ``sock`` for its one request) or busy."""
+
+    def __init__(self, pid: int, pidfd: int, reply_fd: int, sock: socket.socket | None) -> None:
+        self.pid, self.pidfd, self.reply_fd, self.sock = pid, pidfd, reply_fd, sock
+        self.rid: int | None = None
+
+
+class _Server:
+    """The server's loop (in the forked child). Workers are forked ahead of need (``POOL`` idle ones), so
+    a request waits for no fork of the server: forking even a small CPython process costs milliseconds
+    (page tables), and on some hosts tens of them. A request goes to an idle worker with its fds; a
+    replacement is forked while the worker runs."""
+
+    POOL = 2
+
+    def __init__(self, sock: socket.socket, root: str) -> None:
+        self.sock, self.root = sock, root
+        self.idle: list[_Worker] = []
+        self.workers: dict[int, _Worker] = {}  # every live worker, by pidfd
+        self.poller = select.poll()
+
+    def run(self) -> None:
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)  # nothing of the shim's stdio reaches a container
+        os.close(null)
+        self.poller.register(self.sock.fileno(), select.POLLIN)
+        self._fill()
+        accepting = True
+        while accepting or any(w.rid is not None for w in self.workers.values()):
+            for fd, _events in self.poller.poll():
+                if fd == self.sock.fileno():
+                    if not self._accept():
+                        accepting = False
+                        self.poller.unregister(self.sock.fileno())
+                        self._retire_idle()
+                elif fd in self.workers:
+                    w = self.workers.pop(fd)
+                    if w in self.idle:
+                        self.idle.remove(w)
+                    _finish(self.sock, w, self.poller)
+            if accepting:
+                self._fill()
+
+    def _fill(self) -> None:
+        while len(self.idle) < self.POOL:
+            try:
+                self.idle.append(self._prefork())
+            except OSError:
+                return  # out of processes: a request forks its worker when it comes
+
+    def _retire_idle(self) -> None:
+        for w in self.idle:
+            if w.sock is not None:
+                w.sock.close()  # EOF: the idle worker exits
+                w.sock = None
+        for w in self.idle:
+            self.workers.pop(w.pidfd, None)
+            _finish(self.sock, w, self.poller)  # reaps it (no answer: it had no request)
+        self.idle = []
+
+    def _prefork(self) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE * 2)
+        reply_r, reply_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            # the worker: nothing of the server's may reach the container (all are O_CLOEXEC, but the
+            # container's init holds them until it execs)
+            code = 0
+            try:
+                self.sock.close()
+                ours.close()
+                os.close(reply_r)
+                for w in self.workers.values():
+                    os.close(w.pidfd)
+                    os.close(w.reply_fd)
+                    if w.sock is not None:
+                        w.sock.close()
+                _idle_worker(theirs, self.root, reply_w)
+            except BaseException:  # noqa: BLE001 - nothing may unwind into the server's loop in this child
+                code = 1
+            os._exit(code)
+        theirs.close()
+        os.close(reply_w)
+        pidfd = os.pidfd_open(pid)
+        w = _Worker(pid, pidfd, reply_r, ours)
+        self.workers[pidfd] = w
+        self.poller.register(pidfd, select.POLLIN)
+        return w
+
+    def _accept(self) -> bool:
+        """One request: hand it to an idle worker. False when the shim has closed its end."""
+        try:
+            msg, fds, flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, MAX_FDS)
+        except OSError:
+            return False
+        if not msg and not fds:
+            return False
+        rid = 0
+        try:
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                raise ValueError("request truncated")
+            req = json.loads(msg)
+            rid = int(req["id"])
+            names = list(req["fds"])
+            if len(names) != len(fds) or any(n not in FD_NAMES for n in names):
+                raise ValueError(f"fd names {names} do not match the {len(fds)} fds passed")
+        except (ValueError, KeyError, TypeError) as e:
+            for fd in fds:
+                os.close(fd)
+            _answer(self.sock, rid, False, error=f"fork server: bad request: {e}")
+            return True
+        try:
+            w = self.idle.pop(0) if self.idle else self._prefork()
+            assert w.sock is not None
+            socket.send_fds(w.sock, [msg], fds)
+        except OSError as e:
+            _answer(self.sock, rid, False, error=f"fork server: starting a worker: {e.strerror}")
+            return True
+        finally:
+            for fd in fds:
+                os.close(fd)
+        w.rid = rid
+        w.sock.close()
+        w.sock = None
+        return True
 
 
 def _serve(sock: socket.socket, root: str) -> None:
-    """The server's loop (in the forked child): fork a worker per request, forward its answer."""
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)  # nothing of the shim's stdio reaches a container
-    os.close(null)
-    workers: dict[int, _Worker] = {}  # by pidfd
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    accepting = True
-    while accepting or workers:
-        for fd, _events in poller.poll():
-            if fd == sock.fileno():
-                if not _accept(sock, root, workers, poller):
-                    accepting = False
-                    poller.unregister(sock.fileno())
-            else:
-                _finish(sock, workers.pop(fd), poller)
+    _Server(sock, root).run()
 
 
 def _answer(sock: socket.socket, rid: int, ok: bool, **rest: Any) -> None:
@@ -199,60 +308,18 @@ def _answer(sock: socket.socket, rid: int, ok: bool, **rest: Any) -> None:
         pass  # the shim is gone: nobody to tell
 
 
-def _accept(sock: socket.socket, root: str, workers: dict[int, _Worker], poller: Any) -> bool:
-    """One request: fork its worker. False when the shim has closed its end."""
-    try:
-        msg, fds, flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
-    except OSError:
-        return False
-    if not msg and not fds:
-        return False
-    rid = 0
-    try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            raise ValueError("request truncated")
-        req = json.loads(msg)
-        rid = int(req["id"])
-        names = list(req["fds"])
-        if len(names) != len(fds) or any(n not in FD_NAMES for n in names):
-            raise ValueError(f"fd names {names} do not match the {len(fds)} fds passed")
-    except (ValueError, KeyError, TypeError) as e:
-        for fd in fds:
-            os.close(fd)
-        _answer(sock, rid, False, error=f"fork server: bad request: {e}")
-        return True
-    reply_r, reply_w = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError as e:
-        for fd in (*fds, reply_r, reply_w):
-            os.close(fd)
-        _answer(sock, rid, False, error=f"fork server: fork: {e.strerror}")
-        return True
-    if pid == 0:
-        # the worker: nothing of the server's may reach the container (all are O_CLOEXEC, but the
-        # container's init holds them until it execs)
-        code = 0
-        try:
-            sock.close()
-            os.close(reply_r)
-            for w in workers.values():
-                os.close(w.pidfd)
-                os.close(w.reply_fd)
-            _work(root, req, dict(zip(names, fds, strict=True)), reply_w)
-        except BaseException:  # noqa: BLE001
-            code = 1
-        os._exit(code)
-    for fd in (*fds, reply_w):
-        os.close(fd)
-    pidfd = os.pidfd_open(pid)
-    workers[pidfd] = _Worker(pid, rid, pidfd, reply_r)
-    poller.register(pidfd, select.POLLIN)
-    return True
+def _idle_worker(sock: socket.socket, root: str, reply_w: int) -> None:
+    """A pre-forked worker: wait for one request (EOF: the server is stopping), do it, answer."""
+    msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    sock.close()
+    if not msg:
+        return
+    req = json.loads(msg)
+    _work(root, req, dict(zip(req["fds"], fds, strict=True)), reply_w)
 
 
 def _finish(sock: socket.socket, w: _Worker, poller: Any) -> None:
-    """A worker has exited: reap it, forward its answer (or say how it died)."""
+    """A worker has exited: reap it, forward its answer (or say how it died; nothing for an idle one)."""
     poller.unregister(w.pidfd)
     os.close(w.pidfd)
     _, status = os.waitpid(w.pid, 0)
@@ -267,6 +334,10 @@ def _finish(sock: socket.socket, w: _Worker, poller: Any) -> None:
     except BlockingIOError:
         pass  # a container process still holds the write end (until it execs): the answer is complete
     os.close(w.reply_fd)
+    if w.sock is not None:
+        w.sock.close()
+    if w.rid is None:
+        return  # an idle worker: retired, or died before it had a request
     try:
         answer = json.loads(data)
     except ValueError:
