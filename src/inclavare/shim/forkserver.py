@@ -173,6 +173,8 @@ class _Worker:
     def __init__(self, pid: int, pidfd: int, reply_fd: int, sock: socket.socket | None) -> None:
         self.pid, self.pidfd, self.reply_fd, self.sock = pid, pidfd, reply_fd, sock
         self.rid: int | None = None
+        self.buf = b""
+        self.answered = False
 
 
 class _Server:
@@ -187,6 +189,7 @@ class _Server:
         self.sock, self.root = sock, root
         self.idle: list[_Worker] = []
         self.workers: dict[int, _Worker] = {}  # every live worker, by pidfd
+        self.replies: dict[int, _Worker] = {}  # busy workers' answer pipes, by fd
         self.poller = select.poll()
 
     def run(self) -> None:
@@ -204,13 +207,15 @@ class _Server:
                         accepting = False
                         self.poller.unregister(self.sock.fileno())
                         self._retire_idle()
+                elif fd in self.replies:
+                    self._read_answer(self.replies[fd])
                 elif fd in self.workers:
                     w = self.workers.pop(fd)
                     if w in self.idle:
                         self.idle.remove(w)
-                    _finish(self.sock, w, self.poller)
-            if accepting:
-                self._fill()
+                    self._reap(w)
+            if accepting and not self.replies:
+                self._fill()  # between requests: a fork now would slow the worker that is answering
 
     def _fill(self) -> None:
         while len(self.idle) < self.POOL:
@@ -226,8 +231,61 @@ class _Server:
                 w.sock = None
         for w in self.idle:
             self.workers.pop(w.pidfd, None)
-            _finish(self.sock, w, self.poller)  # reaps it (no answer: it had no request)
+            self._reap(w)
         self.idle = []
+
+    def _read_answer(self, w: _Worker) -> None:
+        """Forward a worker's answer as soon as it is complete (a line): its exit, which tears down a
+        copy of this process, is not waited for."""
+        try:
+            chunk = os.read(w.reply_fd, 65536)
+        except BlockingIOError:
+            return
+        w.buf += chunk
+        if b"\n" in w.buf or not chunk or len(w.buf) > REPLY_CAP:
+            self._forward(w)
+
+    def _forward(self, w: _Worker, status: int | None = None) -> None:
+        if w.answered or w.rid is None:
+            return
+        w.answered = True
+        self.poller.unregister(w.reply_fd)
+        del self.replies[w.reply_fd]
+        try:
+            answer = json.loads(w.buf.partition(b"\n")[0])
+            if not isinstance(answer, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            from inclavare.shim.supervisor import exit_status
+
+            how = f" (status {exit_status(status)})" if status is not None else ""
+            _answer(self.sock, w.rid, False, error=f"fork server: the worker died{how}")
+            return
+        answer["id"] = w.rid
+        try:
+            self.sock.send(json.dumps(answer).encode())
+        except OSError:
+            pass  # the shim is gone: nobody to tell
+
+    def _reap(self, w: _Worker) -> None:
+        """A worker has exited: reap it; say how it died if it had not answered."""
+        self.poller.unregister(w.pidfd)
+        os.close(w.pidfd)
+        _, status = os.waitpid(w.pid, 0)
+        if w.rid is not None and not w.answered:
+            os.set_blocking(w.reply_fd, False)
+            try:
+                while len(w.buf) <= REPLY_CAP:
+                    chunk = os.read(w.reply_fd, 65536)
+                    if not chunk:
+                        break
+                    w.buf += chunk
+            except BlockingIOError:
+                pass  # a container process holds the write end until it execs
+            self._forward(w, status)
+        os.close(w.reply_fd)
+        if w.sock is not None:
+            w.sock.close()
 
     def _prefork(self) -> _Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -294,6 +352,9 @@ class _Server:
         w.rid = rid
         w.sock.close()
         w.sock = None
+        os.set_blocking(w.reply_fd, False)
+        self.replies[w.reply_fd] = w
+        self.poller.register(w.reply_fd, select.POLLIN)
         return True
 
 
@@ -316,40 +377,6 @@ def _idle_worker(sock: socket.socket, root: str, reply_w: int) -> None:
         return
     req = json.loads(msg)
     _work(root, req, dict(zip(req["fds"], fds, strict=True)), reply_w)
-
-
-def _finish(sock: socket.socket, w: _Worker, poller: Any) -> None:
-    """A worker has exited: reap it, forward its answer (or say how it died; nothing for an idle one)."""
-    poller.unregister(w.pidfd)
-    os.close(w.pidfd)
-    _, status = os.waitpid(w.pid, 0)
-    os.set_blocking(w.reply_fd, False)
-    data = b""
-    try:
-        while len(data) <= REPLY_CAP:
-            chunk = os.read(w.reply_fd, 65536)
-            if not chunk:
-                break
-            data += chunk
-    except BlockingIOError:
-        pass  # a container process still holds the write end (until it execs): the answer is complete
-    os.close(w.reply_fd)
-    if w.sock is not None:
-        w.sock.close()
-    if w.rid is None:
-        return  # an idle worker: retired, or died before it had a request
-    try:
-        answer = json.loads(data)
-    except ValueError:
-        from inclavare.shim.supervisor import exit_status
-
-        _answer(sock, w.rid, False, error=f"fork server: the worker died (status {exit_status(status)})")
-        return
-    answer["id"] = w.rid
-    try:
-        sock.send(json.dumps(answer).encode())
-    except OSError:
-        pass
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -380,7 +407,7 @@ def _work(root: str, req: dict[str, Any], fds: dict[str, int], reply_fd: int) ->
     data = json.dumps(answer).encode()
     if len(data) > REPLY_CAP:
         data = json.dumps({"ok": False, "error": "fork server: answer too large"}).encode()
-    os.write(reply_fd, data)
+    os.write(reply_fd, data + b"\n")  # one line: the server forwards it at once
 
 
 def _stdio(fds: dict[str, int]) -> None:
