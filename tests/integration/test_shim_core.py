@@ -355,11 +355,28 @@ def test_an_enclave_sim_container(core, cid, make_bundle, tmp_path):
     def enclave(cfg: dict) -> None:
         cfg["process"]["env"] += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:sim"]
 
-    b = make_bundle(["sh", "-c", "echo native-in-sim; exit 4"], edit=enclave)
-    (Path(b) / "rootfs" / "enclave").mkdir()
-    (Path(b) / "rootfs" / "enclave" / "enclave.img").write_bytes(img)
+    def bundle(args: list[str]) -> str:
+        b = make_bundle(args, edit=enclave)
+        (Path(b) / "rootfs" / "enclave").mkdir()
+        (Path(b) / "rootfs" / "enclave" / "enclave.img").write_bytes(img)
+        return str(b)
+
     f = Fifos(tmp_path / "io")
-    status, _ = run_to_exit(core, cid, b, f.stdio())
+    status, _ = run_to_exit(core, cid, bundle(["sh", "-c", "echo native-in-sim; exit 4"]), f.stdio())
     assert status == 4
     assert f.read("stdout") == b"native-in-sim\n"
     f.close()
+    # exec goes through the init-runelet's agent
+    core.create(cid + "x", bundle(["sleep", "100"]), Stdio())
+    core.start(cid + "x")
+    assert json.loads((Path(core.root) / (cid + "x") / "state.json").read_text()).get("enclave")
+    f = Fifos(tmp_path / "exec")
+    core.exec(cid + "x", "e", {"args": ["sh", "-c", "echo exec-in-sim; exit 6"], "cwd": "/"}, f.stdio())
+    core.start(cid + "x", "e")
+    assert core.wait(cid + "x", "e", timeout=30)[0] == 6
+    assert f.read("stdout") == b"exec-in-sim\n"
+    core.delete(cid + "x", "e")
+    f.close()
+    core.kill(cid + "x", "", signal.SIGKILL)
+    core.wait(cid + "x", timeout=30)
+    core.delete(cid + "x")
