@@ -31,7 +31,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShimCore]:
     old = os.environ.get("INCLAVARE_SIM_STATE_DIR")
     os.environ["INCLAVARE_SIM_STATE_DIR"] = str(sim_dir)  # the fork server's workers inherit it
     c = ShimCore(str(tmp_path_factory.mktemp("shim") / "root"), namespace="shimtest", reap_orphans=False,
-                 allow_threads=True)
+                 allow_threads=True, on_exit=lambda *exit: EXITS.append(exit))
     yield c
     for cid in c.ids():
         try:
@@ -48,6 +48,9 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShimCore]:
         del os.environ["INCLAVARE_SIM_STATE_DIR"]
     else:
         os.environ["INCLAVARE_SIM_STATE_DIR"] = old
+
+
+EXITS: list[tuple[str, str, int, int, int]] = []  # what the core told its listener: (id, exec_id, pid, status, at)
 
 
 @pytest.fixture
@@ -183,6 +186,26 @@ def test_exec_output_status_signal_and_pids(core, cid, make_bundle, tmp_path):
     assert e.value.code == "failed_precondition" and "running" in str(e.value)
     core.kill(cid, "", signal.SIGKILL, all_procs=True)
     assert core.wait(cid, timeout=30)[0] == 137
+    core.delete(cid)
+
+
+def test_exec_exits_are_reported_before_the_init_exit(core, cid, make_bundle):
+    b = make_bundle(["sleep", "100"])
+    init_pid = core.create(cid, b, Stdio())
+    core.start(cid)
+    pids = []
+    for e in ("a", "b"):
+        core.exec(cid, e, {"args": ["sleep", "100"], "cwd": "/"}, Stdio())
+        pids.append(core.start(cid, e))
+    core.kill(cid, "", signal.SIGKILL)
+    assert core.wait(cid, timeout=30)[0] == 137
+    mine = [x for x in EXITS if x[0] == cid]
+    assert [x[1] for x in mine[:2]] in (["a", "b"], ["b", "a"]) and mine[2][1:4] == ("", init_pid, 137)
+    assert {x[2] for x in mine[:2]} == set(pids) and all(x[3] == 137 for x in mine)
+    with pytest.raises(ShimError):
+        core.exec(cid, "c", {"args": ["true"], "cwd": "/"}, Stdio())
+    core.delete(cid, "a")
+    core.delete(cid, "b")
     core.delete(cid)
 
 

@@ -37,10 +37,15 @@ class _Process:
         self.started = False
         self.done = threading.Event()
         self.exit: Exit | None = None
+        self.pending: Exit | None = None  # an init's exit, held until its exec'd processes have exited
 
     def exited(self, ex: Exit) -> None:
-        self.exit = ex
+        self.exit, self.pending = ex, None
         self.done.set()
+
+    @property
+    def finished(self) -> bool:
+        return self.exit is not None or self.pending is not None
 
 
 class _Container:
@@ -68,6 +73,7 @@ class ShimCore:
         self._lock = threading.Lock()
         self._containers: dict[str, _Container] = {}
         self._by_pid: dict[int, _Process] = {}
+        self._exit_lock = threading.RLock()
         # the subreaper before anything is forked
         self.supervisor = Supervisor(on_exit=self._reaped, reap_orphans=reap_orphans)
         self.forkserver = ForkServer(root)
@@ -107,22 +113,40 @@ class ShimCore:
         self._finish(p, proc.exit)
 
     def _finish(self, p: _Process, ex: Exit) -> None:
-        if p.exit is not None:
-            return
-        if not p.exec_id:
-            c = self._containers.get(p.cid)
-            if c is not None:
-                if c.host_pid_ns:
-                    self._kill_all_quietly(p.cid)
-                for e in list(c.execs.values()):
+        """Record an exit and tell the listener. An init's exit waits until its started exec'd processes
+        have exited (the kernel or :meth:`_kill_all_quietly` ends them), so that, as with runc's shim,
+        containerd sees every exec's exit before the init's."""
+        c = self._containers.get(p.cid)
+        publish: list[tuple[_Process, Exit]] = []
+        with self._exit_lock:
+            if p.exit is not None or p.pending is not None:
+                return
+            if not p.exec_id:
+                running = []
+                for e in list(c.execs.values()) if c is not None else []:
                     if e.proc is None and not e.done.is_set():  # never started: it will not run now
                         e.exited(Exit(255, ex.exited_at_ns))
-        p.exited(ex)
+                    elif e.exit is None:
+                        running.append(e)
+                if running:
+                    p.pending = ex
+                else:
+                    publish.append((p, ex))
+            else:
+                publish.append((p, ex))
+                if c is not None and c.init.pending is not None and not any(
+                        e.proc is not None and e.exit is None and e is not p for e in c.execs.values()):
+                    publish.append((c.init, c.init.pending))
+            for q, qex in publish:
+                q.exited(qex)
+        if not p.exec_id and c is not None and c.host_pid_ns:
+            self._kill_all_quietly(p.cid)
         if self._on_exit is not None:
-            try:
-                self._on_exit(p.cid, p.exec_id, p.pid, ex.status, ex.exited_at_ns)
-            except Exception:  # noqa: BLE001 - the listener's failure must not lose the exit
-                pass
+            for q, qex in publish:
+                try:
+                    self._on_exit(q.cid, q.exec_id, q.pid, qex.status, qex.exited_at_ns)
+                except Exception:  # noqa: BLE001 - the listener's failure must not lose the exit
+                    pass
 
     def _kill_all_quietly(self, cid: str) -> None:
         """As runc's shim: an init in the host's pid namespace leaves its children to us; kill them."""
@@ -228,12 +252,12 @@ class ShimCore:
             if p.started:
                 raise ShimError(f"process {exec_id or cid}: already started", "failed_precondition")
             if not exec_id:
-                if p.exit is not None:
+                if p.finished:
                     raise ShimError(f"container {cid}: cannot start a stopped container", "failed_precondition")
                 self.forkserver.call("start", {"id": cid})
                 p.started = True
                 return p.pid
-            if c.init.exit is not None:
+            if c.init.finished:
                 raise ShimError(f"container {cid}: cannot exec in a stopped container", "failed_precondition")
             p.started = True
         try:
@@ -244,10 +268,17 @@ class ShimCore:
                 finally:
                     p.io.handed()
                 self._adopt(p, int(res["pid"]), w)
+            if c.init.finished and c.host_pid_ns and p.proc is not None:
+                # the init exited while this process was being started: it must not outlive it
+                try:
+                    p.proc.signal(9)
+                except ProcessLookupError:
+                    pass
             p.io.attach()
         except BaseException:
             self._close_io(p)
-            p.exited(Exit(255, time.time_ns()))
+            if not p.done.is_set():
+                p.exited(Exit(255, time.time_ns()))
             raise
         return p.pid
 
@@ -265,7 +296,7 @@ class ShimCore:
         with c.lock:
             if exec_id in c.execs:
                 raise ShimError(f"process {exec_id} of container {cid}: already exists", "already_exists")
-            if c.init.exit is not None:
+            if c.init.finished:
                 raise ShimError(f"container {cid}: cannot exec in a stopped container", "failed_precondition")
             spec = dict(process)
             spec["terminal"] = bool(stdio.terminal)
@@ -281,7 +312,7 @@ class ShimCore:
             except ProcessLookupError:
                 raise ShimError(f"process {exec_id}: process already finished", "not_found") from None
             return
-        if p.exit is not None and not all_procs:
+        if p.finished and not all_procs:
             raise ShimError(f"container {cid}: process already finished", "not_found")
         try:
             if p.proc is not None and not all_procs:
