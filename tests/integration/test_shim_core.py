@@ -328,6 +328,20 @@ def _fds() -> set[str]:
     return out
 
 
+def _quiet_forkserver_fds(core: ShimCore) -> int:
+    """The fork server's open fds once it is idle: its busy workers gone, its pool of idle ones full."""
+    from inclavare.shim.forkserver import _Server
+
+    pid = core.forkserver.pid
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if len(children) == _Server.POOL:
+            return len(os.listdir(f"/proc/{pid}/fd"))
+        time.sleep(0.02)
+    raise AssertionError(f"the fork server never settled: children {children}")
+
+
 def _mounts() -> int:
     return len(Path("/proc/self/mountinfo").read_text().splitlines())
 
@@ -338,6 +352,7 @@ def test_twenty_containers_at_once_leave_nothing_behind(core, make_bundle, tmp_p
     # warm-up: the first container loads what the later ones share
     assert run_to_exit(core, base + "w", bundles[0], Stdio())[0] == 0
     fds, mounts = _fds(), _mounts()
+    fs_fds = _quiet_forkserver_fds(core)
     fifos = [Fifos(tmp_path / f"io{i}") for i in range(20)]
     results: dict[int, object] = {}
 
@@ -357,6 +372,7 @@ def test_twenty_containers_at_once_leave_nothing_behind(core, make_bundle, tmp_p
         assert f.read("stdout") == f"n{i}\n".encode()
         f.close()
     assert _fds() == fds  # nothing of the shim's stays open
+    assert _quiet_forkserver_fds(core) == fs_fds  # nor of the fork server's
     assert _mounts() == mounts
     assert os.listdir(core.root) == []
     leftovers = subprocess.run(["find", "/sys/fs/cgroup", "-name", f"*{base}*"], capture_output=True,
