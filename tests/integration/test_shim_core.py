@@ -209,6 +209,33 @@ def test_exec_exits_are_reported_before_the_init_exit(core, cid, make_bundle):
     core.delete(cid)
 
 
+def test_pause_resume_update_stats(core, cid, make_bundle):
+    b = make_bundle(["sleep", "100"])
+    core.create(cid, b, Stdio())
+    core.start(cid)
+    core.pause(cid)
+    assert core.state(cid)["status"] == "paused"
+    core.resume(cid)
+    with pytest.raises(ShimError) as e:
+        core.resume(cid)  # not paused any more
+    assert e.value.code == "failed_precondition"
+    assert core.state(cid)["status"] == "running"
+    core.update(cid, {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}})
+    state = json.loads((Path(core.root) / cid / "state.json").read_text())
+    assert state["config"]["linux"]["resources"]["memory"]["limit"] == 64 << 20
+    stats = core.stats(cid)
+    assert stats["memory"]["usage"]["limit"] == 64 << 20 and stats["pids"]["limit"] == 50
+    with pytest.raises(ShimError) as e:
+        core.update(cid, {"memory": {"limit": "lots"}})
+    assert e.value.code == "invalid_argument"
+    core.pause(cid)
+    core.kill(cid, "", signal.SIGKILL)  # a paused container is thawed so that the kill lands
+    assert core.wait(cid, timeout=30)[0] == 137
+    with pytest.raises(ShimError):
+        core.stats(cid)
+    core.delete(cid)
+
+
 def test_stdin_through_the_fifo_and_close_io(core, cid, make_bundle, tmp_path):
     b = make_bundle(["sh", "-c", "read a; echo got:$a; cat; echo done"])
     f = Fifos(tmp_path / "io", stdin=True)

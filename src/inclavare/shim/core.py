@@ -317,6 +317,8 @@ class ShimCore:
         try:
             if p.proc is not None and not all_procs:
                 p.proc.signal(sig)  # the pidfd: never a reused pid
+                if sig == 9 and self._status(cid) == "paused":
+                    self.rt.resume(cid)  # as runc: a SIGKILL stays pending in a frozen cgroup until thawed
             else:
                 self.rt.kill(cid, sig, all_procs=all_procs)
         except ProcessLookupError:
