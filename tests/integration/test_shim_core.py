@@ -355,18 +355,22 @@ def _fds() -> set[str]:
     return out
 
 
-def _quiet_forkserver_fds(core: ShimCore) -> int:
-    """The fork server's open fds once it is idle: its busy workers gone, its pool of idle ones full."""
+def _quiet_forkserver_fds(core: ShimCore) -> list[str]:
+    """The fork server's open fds once it is idle: no busy worker, its pool of idle ones full, and the
+    same listing twice in a row."""
     from inclavare.shim.forkserver import _Server
 
     pid = core.forkserver.pid
+    last: list[str] = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if len(children) == _Server.POOL:
-            return len(os.listdir(f"/proc/{pid}/fd"))
-        time.sleep(0.02)
-    raise AssertionError(f"the fork server never settled: children {children}")
+        fds = sorted(os.readlink(f"/proc/{pid}/fd/{fd}").split(":")[0] for fd in os.listdir(f"/proc/{pid}/fd"))
+        if len(children) == _Server.POOL and fds.count("anon_inode") == _Server.POOL and fds == last:
+            return fds
+        last = fds
+        time.sleep(0.05)
+    raise AssertionError(f"the fork server never settled: children {children}, fds {last}")
 
 
 def _mounts() -> int:

@@ -193,6 +193,9 @@ class _Server:
         self.poller = select.poll()
 
     def run(self) -> None:
+        # fork copied every fd of the shim; they are left open (closing an fd a Python object of the shim
+        # still owns would let its finalizer close a later, unrelated fd) and never reach a workload: the
+        # runtime marks everything above 2 (plus preserved fds) close-on-exec before it execs
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)  # nothing of the shim's stdio reaches a container
