@@ -99,6 +99,47 @@ def test_supervisor_reaps_orphans_handed_to_it_and_nothing_else() -> None:
     assert lines[1:] == ["signal 143", "gone", "subprocess 5"]
 
 
+SWEEP_SCRIPT = textwrap.dedent("""
+    import os, time
+    from inclavare.shim.supervisor import Supervisor
+
+    sup = Supervisor(reap_orphans=True)
+    sup.SWEEP_INTERVAL = 0.05
+    sup.start()
+
+    def zombie():
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3)
+        while open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] != "Z":
+            time.sleep(0.01)
+        return pid
+
+    def gone(pid, wait):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not os.path.exists(f"/proc/{pid}"):
+                return True
+            time.sleep(0.01)
+        return False
+
+    with sup.watch() as w:
+        held = zombie()
+        print("kept while a start is in flight", not gone(held, 0.3))
+        p = sup.adopt(held, w)
+    print("adopted", p.wait(10).status)
+    print("orphan swept", gone(zombie(), 10))
+    sup.stop()
+""")
+
+
+def test_supervisor_sweeps_unadopted_zombies_but_not_during_a_start() -> None:
+    p = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=SRC))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["kept while a start is in flight True", "adopted 3", "orphan swept True"]
+
+
 # ------------------------------------------------------------------------------------------ fork server
 
 
@@ -125,6 +166,22 @@ def test_forkserver_answers_every_request_even_a_bad_one(forkserver: ForkServer)
     # and it goes on serving
     with pytest.raises(ShimError, match="does not exist"):
         forkserver.call("delete", {"id": "nope"})
+
+
+def test_forkserver_survives_a_worker_killed_while_idle(forkserver: ForkServer) -> None:
+    deadline = time.monotonic() + 20
+    children: list[str] = []
+    while len(children) < 2 and time.monotonic() < deadline:  # the idle pool, forked after the start
+        children = Path(f"/proc/{forkserver.pid}/task/{forkserver.pid}/children").read_text().split()
+        time.sleep(0.01)
+    assert len(children) == 2
+    for pid in children:
+        os.kill(int(pid), 9)
+    while set(children) & set(Path(f"/proc/{forkserver.pid}/task/{forkserver.pid}/children").read_text().split()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # until the server has reaped them: a request is not raced with the kill
+    with pytest.raises(ShimError, match="does not exist"):
+        forkserver.call("start", {"id": "nope"})
 
 
 LOGGER = """#!/bin/sh

@@ -343,9 +343,7 @@ class _Server:
             _answer(self.sock, rid, False, error=f"fork server: bad request: {e}")
             return True
         try:
-            w = self.idle.pop(0) if self.idle else self._prefork()
-            assert w.sock is not None
-            socket.send_fds(w.sock, [msg], fds)
+            w = self._hand_over(msg, fds)
         except OSError as e:
             _answer(self.sock, rid, False, error=f"fork server: starting a worker: {e.strerror}")
             return True
@@ -353,12 +351,29 @@ class _Server:
             for fd in fds:
                 os.close(fd)
         w.rid = rid
-        w.sock.close()
-        w.sock = None
+        if w.sock is not None:
+            w.sock.close()
+            w.sock = None
         os.set_blocking(w.reply_fd, False)
         self.replies[w.reply_fd] = w
         self.poller.register(w.reply_fd, select.POLLIN)
         return True
+
+
+    def _hand_over(self, msg: bytes, fds: list[int]) -> _Worker:
+        """Give the request to an idle worker; one that died idle (its socket refuses) is skipped."""
+        while self.idle:
+            w = self.idle.pop(0)
+            try:
+                assert w.sock is not None
+                socket.send_fds(w.sock, [msg], fds)
+                return w
+            except OSError:
+                continue  # its pidfd reports the death; _reap cleans up
+        w = self._prefork()
+        assert w.sock is not None
+        socket.send_fds(w.sock, [msg], fds)
+        return w
 
 
 def _serve(sock: socket.socket, root: str) -> None:
