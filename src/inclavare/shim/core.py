@@ -11,6 +11,7 @@ and started by ``start(id, exec_id)`` (runc's shim runs ``runc exec`` there too)
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class _Container:
         self.execs: dict[str, _Process] = {}
         self.lock = threading.Lock()
         self.host_pid_ns = False
+        self.rootfs_mounted = False
 
 
 ExitListener = Callable[[str, str, int, int, int], None]  # (id, exec_id, pid, status, exited_at_ns)
@@ -199,9 +201,11 @@ class ShimCore:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def create(self, cid: str, bundle: str, stdio: Stdio, options: dict[str, Any] | None = None) -> int:
+    def create(self, cid: str, bundle: str, stdio: Stdio, options: dict[str, Any] | None = None,
+               rootfs: list[dict[str, Any]] | None = None) -> int:
         """Create container ``cid`` from ``bundle`` (its init waits for :meth:`start`); returns the init's pid.
-        ``options``: no_pivot, no_new_keyring (runc's Options)."""
+        ``options``: no_pivot, no_new_keyring (runc's Options). ``rootfs``: the request's mounts
+        (``{"type", "source", "options"}``), mounted on BUNDLE/rootfs now and unmounted at delete."""
         from inclavare.formats import oci
 
         try:
@@ -215,6 +219,11 @@ class ShimCore:
                 raise ShimError(f"container {cid}: already exists", "already_exists")
             self._containers[cid] = c
         try:
+            if rootfs:
+                from inclavare.shim.rootfs import mount_all
+
+                mount_all(rootfs, os.path.join(bundle, "rootfs"))
+                c.rootfs_mounted = True
             p.io = self._open_io(cid, p)
             opts = options or {}
             with self.supervisor.watch() as w:
@@ -236,8 +245,17 @@ class ShimCore:
             if p.pid:
                 self._forkserver_quiet("delete", {"id": cid, "force": True})
             self._close_io(p)
+            self._unmount(c)
             raise
         return p.pid
+
+    @staticmethod
+    def _unmount(c: _Container) -> None:
+        if c.rootfs_mounted:
+            from inclavare.shim.rootfs import unmount_all
+
+            unmount_all(os.path.join(c.bundle, "rootfs"))
+            c.rootfs_mounted = False
 
     def _forkserver_quiet(self, op: str, args: dict[str, Any]) -> None:
         try:
@@ -361,6 +379,7 @@ class ShimCore:
                 for other in list(c.execs.values()):
                     self._close_io(other)
                 self._close_io(p)
+                self._unmount(c)
                 with self._lock:
                     self._containers.pop(cid, None)
         ex = p.exit or Exit(255, time.time_ns())
