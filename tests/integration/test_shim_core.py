@@ -348,7 +348,7 @@ def test_bad_requests_are_clear_and_leave_nothing(core, cid, make_bundle, tmp_pa
 def test_rootfs_mounts_of_the_request_are_mounted_and_undone(core, cid, make_bundle, tmp_path):
     import shutil
 
-    from inclavare.shim.rootfs import is_mount_point
+    from inclavare.shim.rootfs import is_mount_point, unmount_all
 
     b = Path(make_bundle(["sh", "-c", "cat /marker"]))
     snapshot = tmp_path / "snapshot"
@@ -356,18 +356,21 @@ def test_rootfs_mounts_of_the_request_are_mounted_and_undone(core, cid, make_bun
     (snapshot / "marker").write_text("from-the-snapshot\n")
     f = Fifos(tmp_path / "io")
     mounts = [{"type": "bind", "source": str(snapshot), "options": ["rbind", "rw"]}]
-    core.create(cid, str(b), f.stdio(), rootfs=mounts)
-    assert is_mount_point(str(b / "rootfs"))
-    core.start(cid)
-    assert core.wait(cid, timeout=30)[0] == 0
-    core.delete(cid)
-    assert f.read("stdout") == b"from-the-snapshot\n"
-    assert not is_mount_point(str(b / "rootfs"))
-    f.close()
-    with pytest.raises(ShimError, match=r"rootfs\[0\]"):
-        core.create(cid, str(b), Stdio(), rootfs=[{"type": "bind", "source": str(tmp_path / "none"),
-                                                   "options": ["rbind"]}])
-    assert not is_mount_point(str(b / "rootfs")) and cid not in core.ids()
+    try:
+        core.create(cid, str(b), f.stdio(), rootfs=mounts)
+        assert is_mount_point(str(b / "rootfs"))
+        core.start(cid)
+        assert core.wait(cid, timeout=30)[0] == 0
+        core.delete(cid)
+        assert f.read("stdout") == b"from-the-snapshot\n"
+        assert not is_mount_point(str(b / "rootfs"))
+        f.close()
+        with pytest.raises(ShimError, match=r"rootfs\[0\]"):
+            core.create(cid, str(b), Stdio(), rootfs=[{"type": "bind", "source": str(tmp_path / "none"),
+                                                       "options": ["rbind"]}])
+        assert not is_mount_point(str(b / "rootfs")) and cid not in core.ids()
+    finally:
+        unmount_all(str(b / "rootfs"))  # whatever happened above
 
 
 def _fds() -> set[str]:
