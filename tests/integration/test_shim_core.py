@@ -325,7 +325,7 @@ def test_file_uri_appends_stdout_and_stderr(core, cid, make_bundle, tmp_path):
     assert len(log.read_text().splitlines()) == 4  # appended
 
 
-def test_bad_requests_are_clear_and_leave_nothing(core, cid, make_bundle, tmp_path):
+def test_bad_requests_are_clear_and_leave_nothing(core, cid, make_bundle, tmp_path, rune_bin):
     with pytest.raises(ShimError, match="no such file|No such file|config.json"):
         core.create(cid, str(tmp_path / "nope"), Stdio())
     assert cid not in core.ids() and not Path(core.root, cid).exists()
@@ -338,6 +338,13 @@ def test_bad_requests_are_clear_and_leave_nothing(core, cid, make_bundle, tmp_pa
     with pytest.raises(ShimError) as e:
         core.create(cid, b, Stdio())
     assert e.value.code == "already_exists"
+    # a container of the same root made by the rune CLI is refused, and left alone
+    subprocess.run([rune_bin, "--root", core.root, "create", "--bundle", b, cid + "cli"], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with pytest.raises(ShimError) as e:
+        core.create(cid + "cli", b, Stdio())
+    assert e.value.code == "already_exists" and Path(core.root, cid + "cli").exists()
+    subprocess.run([rune_bin, "--root", core.root, "delete", "--force", cid + "cli"], check=True)
     with pytest.raises(ShimError) as e:
         core.exec(cid, "x", {"args": []}, Stdio())
     assert e.value.code == "invalid_argument"

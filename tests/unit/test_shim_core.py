@@ -159,8 +159,9 @@ def test_forkserver_answers_every_request_even_a_bad_one(forkserver: ForkServer)
         forkserver.call("reboot", {})
     with pytest.raises(ShimError, match="unknown fd name"):
         forkserver.call("start", {"id": "x"}, {"tty": 0})
-    with pytest.raises(ShimError, match="does not exist"):
+    with pytest.raises(ShimError, match="does not exist") as e:
         forkserver.call("start", {"id": "nope"})
+    assert e.value.code == "not_found"
     with pytest.raises(ShimError, match="over"):
         forkserver.call("exec", {"blob": "x" * (2 << 20)})
     # and it goes on serving

@@ -372,7 +372,7 @@ class ShimCore:
                 try:
                     self.forkserver.call("delete", {"id": cid})
                 except ShimError as err:
-                    if "does not exist" not in str(err):
+                    if err.code != "not_found":
                         raise
                 if p.proc is not None:
                     p.done.wait(10)

@@ -19,6 +19,7 @@ reaps them; the container processes are not (see :mod:`inclavare.shim.supervisor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import socket
@@ -30,6 +31,7 @@ from inclavare.errors import InclavareError, ShimError
 MAX_MESSAGE = 1 << 20  # a request or answer; a process spec is a few KiB
 MAX_FDS = 8
 REPLY_CAP = 60000  # below a pipe's 64 KiB buffer: a worker's answer never blocks it
+log = logging.getLogger("inclavare.shim")
 FD_NAMES = ("stdin", "stdout", "stderr", "console", "logout", "logerr", "logready")
 
 
@@ -101,8 +103,10 @@ class ForkServer:
         if not done.wait(timeout):
             raise ShimError(f"fork server: no answer to {op} within {timeout}s")
         answer = box[0]
+        for warning in answer.get("warnings") or ():
+            log.warning("%s: %s", op, warning)
         if not answer.get("ok"):
-            raise ShimError(str(answer.get("error") or f"{op} failed"))
+            raise ShimError(str(answer.get("error") or f"{op} failed"), str(answer.get("code") or "unknown"))
         return dict(answer.get("result") or {})
 
     def _read_answers(self) -> None:
@@ -413,19 +417,37 @@ def _work(root: str, req: dict[str, Any], fds: dict[str, int], reply_fd: int) ->
             warnings.append(msg)
 
     answer: dict[str, Any]
+    op = _OPS.get(str(req.get("op")))
     try:
-        result = _OPS[req["op"]](root, req.get("args") or {}, fds, log)
+        if op is None:
+            raise ShimError(f"fork server: unknown operation {req.get('op')!r}", "invalid_argument")
+        result = op(root, req.get("args") or {}, fds, log)
         answer = {"ok": True, "result": result, "warnings": warnings}
-    except KeyError as e:
-        answer = {"ok": False, "error": f"fork server: unknown operation {e}"}
     except InclavareError as e:
-        answer = {"ok": False, "error": str(e), "kind": type(e).__name__, "warnings": warnings}
+        answer = {"ok": False, "error": str(e), "code": _code(e), "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - reported, never raised into the server
         answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     data = json.dumps(answer).encode()
     if len(data) > REPLY_CAP:
         data = json.dumps({"ok": False, "error": "fork server: answer too large"}).encode()
     os.write(reply_fd, data + b"\n")  # one line: the server forwards it at once
+
+
+def _code(e: InclavareError) -> str:
+    """The ShimError code for a runtime error: what the Task service answers containerd with."""
+    from inclavare.errors import ConfigError, ContainerError, NotRunningError
+
+    if isinstance(e, ShimError):
+        return e.code
+    if isinstance(e, NotRunningError) or (isinstance(e, ContainerError) and "does not exist" in str(e)):
+        return "not_found"
+    if isinstance(e, ContainerError) and "already exists" in str(e):
+        return "already_exists"
+    if isinstance(e, ConfigError):
+        return "invalid_argument"
+    if isinstance(e, ContainerError):
+        return "failed_precondition"
+    return "unknown"
 
 
 def _stdio(fds: dict[str, int]) -> None:
