@@ -236,6 +236,17 @@ def test_pause_resume_update_stats(core, cid, make_bundle):
     core.delete(cid)
 
 
+def test_hooks_run_in_a_worker(core, cid, make_bundle, tmp_path):
+    def hooks(cfg: dict) -> None:
+        cfg["hooks"] = {k: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {tmp_path}/{k}.json"]}]
+                        for k in ("poststart", "poststop")}
+
+    b = make_bundle(["true"], edit=hooks)
+    assert run_to_exit(core, cid, b, Stdio())[0] == 0
+    assert json.loads((tmp_path / "poststart.json").read_text())["id"] == cid
+    assert json.loads((tmp_path / "poststop.json").read_text())["status"] == "stopped"
+
+
 def test_stdin_through_the_fifo_and_close_io(core, cid, make_bundle, tmp_path):
     b = make_bundle(["sh", "-c", "read a; echo got:$a; cat; echo done"])
     f = Fifos(tmp_path / "io", stdin=True)

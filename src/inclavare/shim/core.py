@@ -257,6 +257,26 @@ class ShimCore:
             unmount_all(os.path.join(c.bundle, "rootfs"))
             c.rootfs_mounted = False
 
+    def _lifecycle(self, op: str, cid: str, hook: str) -> None:
+        """`start` or `delete` through the runtime library: in this process (neither forks), unless the
+        container has ``hook`` hooks, which run as child processes and so go through a worker."""
+        try:
+            state, _ = self.rt.load(cid)
+        except InclavareError:
+            state = None
+        if state is None or state.hooks().get(hook):
+            self.forkserver.call(op, {"id": cid})
+            return
+        try:
+            if op == "start":
+                self.rt.start(cid)
+            else:
+                self.rt.delete(cid)
+        except InclavareError as e:
+            from inclavare.shim.forkserver import error_code
+
+            raise ShimError(str(e), error_code(e)) from None
+
     def _forkserver_quiet(self, op: str, args: dict[str, Any]) -> None:
         try:
             self.forkserver.call(op, args)
@@ -272,7 +292,7 @@ class ShimCore:
             if not exec_id:
                 if p.finished:
                     raise ShimError(f"container {cid}: cannot start a stopped container", "failed_precondition")
-                self.forkserver.call("start", {"id": cid})
+                self._lifecycle("start", cid, "poststart")
                 p.started = True
                 return p.pid
             if c.init.finished:
@@ -370,7 +390,7 @@ class ShimCore:
                         raise ShimError(f"cannot delete container {cid} that is not stopped: {status}",
                                         "failed_precondition")
                 try:
-                    self.forkserver.call("delete", {"id": cid})
+                    self._lifecycle("delete", cid, "poststop")
                 except ShimError as err:
                     if err.code != "not_found":
                         raise

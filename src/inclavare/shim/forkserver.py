@@ -424,7 +424,7 @@ def _work(root: str, req: dict[str, Any], fds: dict[str, int], reply_fd: int) ->
         result = op(root, req.get("args") or {}, fds, log)
         answer = {"ok": True, "result": result, "warnings": warnings}
     except InclavareError as e:
-        answer = {"ok": False, "error": str(e), "code": _code(e), "warnings": warnings}
+        answer = {"ok": False, "error": str(e), "code": error_code(e), "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - reported, never raised into the server
         answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     data = json.dumps(answer).encode()
@@ -433,7 +433,7 @@ def _work(root: str, req: dict[str, Any], fds: dict[str, int], reply_fd: int) ->
     os.write(reply_fd, data + b"\n")  # one line: the server forwards it at once
 
 
-def _code(e: InclavareError) -> str:
+def error_code(e: InclavareError) -> str:
     """The ShimError code for a runtime error: what the Task service answers containerd with."""
     from inclavare.errors import ConfigError, ContainerError, NotRunningError
 
