@@ -354,3 +354,15 @@ def test_enclave_container_through_the_rune_shim(shim: Shim, cid: str, pal_v2: s
     assert shim.ctr("tasks", "exec", "--exec-id", "e2", cid, "sh", "-c", "exit 6").returncode == 6
     ok(shim.ctr("tasks", "kill", "-s", "TERM", cid))
     shim.wait_status(cid, "STOPPED")
+
+
+def test_socket_address_matches_containerds_runc_shim(shim: Shim, cid: str, rune_bin: str) -> None:
+    """containerd's own shim (runc v2, rune as its runtime binary) computes the same address we do."""
+    from inclavare.cli.shim import socket_address
+
+    if not shutil.which("containerd-shim-runc-v2"):
+        pytest.skip("containerd-shim-runc-v2 is not installed")
+    ok(shim.ctr("run", "-d", "--runtime", "io.containerd.runc.v2", "--runc-binary", rune_bin, "--runc-root",
+                os.path.join(shim.root, "runc-shim"), IMAGE, cid, "sleep", "1000"))
+    shim.wait_status(cid, "RUNNING")
+    assert (shim.bundle(cid) / "address").read_text() == socket_address(shim.ctrd.address, shim.ctrd.namespace, cid)
