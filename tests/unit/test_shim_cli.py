@@ -207,3 +207,23 @@ def test_delete_never_removes_a_socket_outside_containerds_directory(
     (bundle / "address").write_text(f"unix://{other}")
     _delete(bundle, capsysbinary)
     assert other.exists()
+
+
+def test_delete_answers_with_the_response_the_shim_left(tmp_path: Path, sockdir: str,
+                                                       capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    from inclavare.shim.service import write_deleted
+
+    bundle = _bundle(tmp_path / "b8", None)
+    left = shim_pb2.DeleteResponse(pid=4242, exit_status=7)
+    left.exited_at.FromNanoseconds(1_700_000_000_000_000_123)
+    write_deleted(str(bundle), left)
+    assert cli.main([*BASE, "-id", "c8", "-bundle", str(bundle), "delete"]) == 0
+    assert shim_pb2.DeleteResponse.FromString(capsysbinary.readouterr().out) == left
+
+
+def test_mountinfo_unescape() -> None:
+    assert cli._unescape(r"/a\040b/c\134d") == "/a b/c\\d"
+    assert cli._unescape("/plain") == "/plain"
+    assert cli._unescape(r"/x\04") == r"/x\04"  # too short: kept
+    assert cli._unescape(r"/x\089") == r"/x\089"  # not octal: kept
+    assert cli._is_mount_point("/proc") and not cli._is_mount_point("/proc/self")

@@ -14,7 +14,8 @@ containerd runs it twice per container, always with ``-namespace NS -address SOC
   starting any.
 - ``delete``: after the shim went away (containerd runs it whenever its connection to a task's shim
   closes): force-delete the container through the runtime library if its state is still there, unmount
-  ``BUNDLE/rootfs``, drop a dead shim's socket, and write a ``DeleteResponse`` (exit 137, now) on stdout.
+  ``BUNDLE/rootfs``, drop a dead shim's socket, and write a ``DeleteResponse`` on stdout: the one the shim
+  left in the bundle when it deleted the container (the real exit), else exit 137 and now, as runc's shim.
 
 State root: ``Options.Root`` (the runc options, on start's stdin) or ``/run/containerd/rune``, then the
 namespace, as runc's shim does with ``/run/containerd/runc``; ``$RUNE_SHIM_ROOT`` replaces the default.
@@ -36,6 +37,7 @@ RUNTIME_ID = "io.containerd.rune.v2"
 DEFAULT_ROOT = "/run/containerd/rune"
 SOCKET_DIR = "/run/containerd/s"  # containerd's shims' socket directory (defaults.DefaultStateDir + "/s")
 ROOT_FILE = "rune-root"  # in the bundle: the state root the container was made under, for `delete`
+DELETED_FILE = "rune-deleted"  # in the bundle: written by the shim at Task.Delete (service.write_deleted)
 GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "io.containerd.runc.v2.group")
 SOCKET_PATH_LIMIT = 106
 
@@ -200,21 +202,29 @@ def _read_options(data: bytes) -> "Any":
     return parse_options(value)
 
 
-def cmd_start(flags: "dict[str, Any]") -> int:
+def _root_from_stdin(namespace: str) -> str:
+    """The state root from start's stdin options; protobuf is loaded only when there are options to read."""
+    data = sys.stdin.buffer.read()
+    if not data:
+        return os.path.join(default_root(), namespace)
     from inclavare.errors import ShimError
     from inclavare.shim.service import state_root
 
+    try:
+        opts = _read_options(data)
+    except ShimError as e:
+        raise ValueError(str(e)) from None
+    return state_root(opts, namespace, default_root())
+
+
+def cmd_start(flags: "dict[str, Any]") -> int:
     ns, cid = flags["namespace"], flags["id"]
     if not cid:
         raise ValueError("start: -id is required")
     bundle = flags["bundle"] or os.getcwd()
     address = socket_address(flags["address"], ns, group_of(bundle, cid))
     path = address[len("unix://"):]
-    try:
-        opts = _read_options(sys.stdin.buffer.read())
-    except ShimError as e:
-        raise ValueError(str(e)) from None
-    root = state_root(opts, ns, default_root())
+    root = _root_from_stdin(ns)
     _write_file(os.path.join(bundle, ROOT_FILE), root)
     sock = _listen(path)
     if sock is None:  # the group's shim is alive: it serves this container too
@@ -261,10 +271,25 @@ def _adjust_oom_score(pid: int) -> None:
         pass
 
 
-def _is_mount_point(path: str) -> bool:
-    """Whether mountinfo lists ``path`` as a mount point (text scan; octal escapes decoded)."""
-    import re
+def _unescape(field: str) -> str:
+    """mountinfo's octal escapes (\\040 for a space) decoded, without importing re."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        c = field[i]
+        digits = field[i + 1:i + 4]
+        if c == "\\" and len(digits) == 3 and all(d in "01234567" for d in digits):
+            out.append(chr(int(digits, 8)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
+
+def _is_mount_point(path: str) -> bool:
+    """Whether mountinfo lists ``path`` as a mount point (a text scan: no ctypes, no runtime import)."""
     real = os.path.realpath(path)
     try:
         with open("/proc/self/mountinfo", "rb") as f:
@@ -272,25 +297,32 @@ def _is_mount_point(path: str) -> bool:
     except OSError:
         return False
     for line in text.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4 and re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]) == real:
+        fields = line.split(" ", 5)
+        if len(fields) > 4 and _unescape(fields[4]) == real:
             return True
     return False
 
 
 def cmd_delete(flags: "dict[str, Any]") -> int:
-    """Clean up after a container whose shim is gone; warnings on stderr, the DeleteResponse always."""
-    import time
-
+    """Clean up after a container whose shim is gone; warnings on stderr, the DeleteResponse always: the one
+    the shim left in the bundle when it deleted the container, else exit 137 now (as runc's shim)."""
     cid = flags["id"]
     bundle = flags["bundle"] or os.getcwd()
-    pid = 0
+    _drop_dead_socket(bundle)
+    try:
+        with open(os.path.join(bundle, DELETED_FILE), "rb") as f:
+            deleted = f.read()
+    except OSError:
+        deleted = None
+    state_gone = True
     try:
         with open(os.path.join(bundle, ROOT_FILE)) as f:
             root = f.read().strip()
     except OSError:
         root = os.path.join(default_root(), flags["namespace"])
+    pid = 0
     if cid and os.path.isdir(os.path.join(root, cid)):
+        state_gone = False
         try:
             from inclavare.runtime.container import Runtime
 
@@ -310,14 +342,13 @@ def cmd_delete(flags: "dict[str, Any]") -> int:
             unmount_all(rootfs)
         except Exception as e:  # noqa: BLE001
             sys.stderr.write(f"{PROG}: unmounting {rootfs}: {e}\n")
-    try:
-        with open(os.path.join(bundle, "address")) as f:
-            address = f.read().strip()
-        sock = address[len("unix://"):] if address.startswith("unix://") else ""
-        if sock.startswith(SOCKET_DIR + "/") and not _can_connect(sock):
-            os.unlink(sock)
-    except OSError:
-        pass
+    if deleted is not None and state_gone:
+        # the shim deleted the container and left its DeleteResponse (serialized by protobuf) here
+        sys.stdout.buffer.write(deleted)
+        sys.stdout.flush()
+        return 0
+    import time
+
     from google.protobuf import timestamp_pb2
 
     from inclavare.shim.proto.task import shim_pb2
@@ -327,6 +358,22 @@ def cmd_delete(flags: "dict[str, Any]") -> int:
     sys.stdout.buffer.write(shim_pb2.DeleteResponse(pid=pid, exit_status=128 + 9, exited_at=ts).SerializeToString())
     sys.stdout.flush()
     return 0
+
+
+def _drop_dead_socket(bundle: str) -> None:
+    """Remove the socket named in BUNDLE/address when nothing answers on it (its shim died); a live group
+    shim's socket stays, and nothing outside containerd's socket directory is touched."""
+    try:
+        with open(os.path.join(bundle, "address")) as f:
+            address = f.read().strip()
+    except OSError:
+        return
+    sock = address[len("unix://"):] if address.startswith("unix://") else ""
+    if sock.startswith(SOCKET_DIR + "/") and os.path.exists(sock) and not _can_connect(sock):
+        try:
+            os.unlink(sock)
+        except OSError:
+            pass
 
 
 def cmd_serve(flags: "dict[str, Any]") -> int:
