@@ -77,21 +77,23 @@ class Shim:
         return "/run/containerd/s/" + hashlib.sha256(path.encode()).hexdigest()
 
     def shim_pids(self) -> list[int]:
-        """Resident shims of this containerd: processes of our launcher whose parent is not containerd."""
+        """Resident shims of this containerd (comm ``rune-shim``; not their fork servers and workers, which
+        inherit the name, nor the shim template)."""
         found = []
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
             try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                stat = Path(f"/proc/{pid}/stat").read_text()
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                parent = Path(f"/proc/{ppid}/comm").read_text().strip() if ppid else ""
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if any(b"containerd-shim-rune-v2" in c for c in cmd) and self.ctrd.address.encode() in cmd:
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                if not Path(f"/proc/{ppid}/cmdline").exists() or b"containerd-shim-rune-v2" not in \
-                        Path(f"/proc/{ppid}/cmdline").read_bytes():
-                    found.append(int(pid))
+            if comm == "rune-shim" and parent != "rune-shim" and state != "Z" \
+                    and self.ctrd.address.encode() in cmd:
+                found.append(int(pid))
         return found
 
     def remove(self, cid: str) -> None:
@@ -366,3 +368,20 @@ def test_socket_address_matches_containerds_runc_shim(shim: Shim, cid: str, rune
                 os.path.join(shim.root, "runc-shim"), IMAGE, cid, "sleep", "1000"))
     shim.wait_status(cid, "RUNNING")
     assert (shim.bundle(cid) / "address").read_text() == socket_address(shim.ctrd.address, shim.ctrd.namespace, cid)
+
+
+def test_shims_come_from_the_warm_template(shim: Shim, cid: str) -> None:
+    """After a first start, resident shims are forked by the shim template (comm rune-shim-tmpl), which
+    lives in containerd's socket directory, is not itself a shim, and serves later containers."""
+    ok(shim.run(cid + "-w", "true", flags=("--rm",)))  # makes sure a template has been started
+    deadline = time.monotonic() + 20
+    while not list(Path("/run/containerd/s").glob("rune-template-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ok(shim.run(cid, "sleep", "1000", flags=("-d",)))
+    shim.wait_status(cid, "RUNNING")
+    (pid,) = shim.shim_pids()
+    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert Path(f"/proc/{ppid}/comm").read_text().strip() == "rune-shim-tmpl"
+    assert Path(f"/proc/{pid}/cwd").resolve() == shim.bundle(cid).resolve()
+    assert os.getsid(pid) == pid  # a session of its own
+    assert ok(shim.ctr("tasks", "exec", "--exec-id", "e", cid, "echo", "served")) == "served\n"

@@ -9,9 +9,10 @@ containerd runs it twice per container, always with ``-namespace NS -address SOC
   ``io.containerd.runc.v2.group``) or else the container: a ``start`` whose group already has a live shim
   prints that shim's address. Otherwise this process binds the socket, forks the resident shim (its own
   session, stdio on /dev/null, listening on the inherited socket), writes ``address`` into the bundle and
-  prints the address. Forking instead of exec'ing a second interpreter spares the resident shim its start-up;
-  nothing here has started a thread, so the fork is safe, and the resident shim forks its fork server before
-  starting any.
+  prints the address. The resident shim comes from the shim template when one is warm (a process that has
+  imported everything a shim needs and forks shims on request; see inclavare.shim.template), else this
+  process forks it (nothing here has started a thread, so the fork is safe; the resident shim forks its fork
+  server before starting any) and execs a template for the next start.
 - ``delete``: after the shim went away (containerd runs it whenever its connection to a task's shim
   closes): force-delete the container through the runtime library if its state is still there, unmount
   ``BUNDLE/rootfs``, drop a dead shim's socket, and write a ``DeleteResponse`` on stdout: the one the shim
@@ -231,8 +232,21 @@ def cmd_start(flags: "dict[str, Any]") -> int:
         _write_file(os.path.join(bundle, "address"), address)
         sys.stdout.write(address)
         return 0
+    from inclavare.shim import template
+
+    use_template = template.enabled() and os.path.basename(sys.argv[0]).startswith(PROG)
     try:
         _write_file(os.path.join(bundle, "address"), address)
+        if use_template:
+            tpath = template.template_path(SOCKET_DIR, flags["address"], sys.argv[0])
+            env = {k: os.environ[k] for k in ("TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE") if k in os.environ}
+            pid = template.spawn(tpath, sock, {"path": path, "namespace": ns, "root": root, "bundle": bundle,
+                                               "debug": bool(flags["debug"]), "env": env})
+            if pid is not None:
+                sock.close()
+                _adjust_oom_score(pid)
+                sys.stdout.write(address)
+                return 0
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -257,7 +271,17 @@ def cmd_start(flags: "dict[str, Any]") -> int:
     sock.close()
     _adjust_oom_score(pid)
     sys.stdout.write(address)
+    if use_template:  # a warm template for the next start
+        sys.stdout.flush()
+        template.start_template(sys.argv[0], ns, flags["address"])
     return 0
+
+
+def cmd_template(flags: "dict[str, Any]") -> int:
+    """Serve as the shim template for this containerd (see inclavare.shim.template)."""
+    from inclavare.shim import template
+
+    return template.run(template.template_path(SOCKET_DIR, flags["address"], sys.argv[0]), flags["address"])
 
 
 def _adjust_oom_score(pid: int) -> None:
@@ -420,7 +444,7 @@ def main(argv: "list[str] | None" = None) -> int:
         sys.stderr.write(f"{RUNTIME_ID}: shim namespace cannot be empty")
         return 1
     action = flags["action"]
-    commands = {"start": cmd_start, "delete": cmd_delete, "": cmd_serve}
+    commands = {"start": cmd_start, "delete": cmd_delete, "template": cmd_template, "": cmd_serve}
     if action not in commands:
         sys.stderr.write(f"{RUNTIME_ID}: unknown action {action!r} (start, delete)")
         return 1

@@ -53,8 +53,10 @@ def serve(sock: socket.socket, path: str, namespace: str, root: str, bundle: str
     """Serve the Task service on the listening ``sock`` (its file ``path`` is removed at exit)."""
     from inclavare.shim.core import ShimCore
     from inclavare.shim.service import INLINE_METHODS, TASK_SERVICE, error_status
+    from inclavare.shim.template import COMM_SHIM, set_comm
     from inclavare.shim.ttrpc import TtrpcServer
 
+    set_comm(COMM_SHIM)
     _open_log(bundle, debug)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     done = threading.Event()
