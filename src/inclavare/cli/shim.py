@@ -106,9 +106,9 @@ def _clean_join(*parts: str) -> str:
 
 def socket_address(address: str, namespace: str, group: str) -> str:
     """containerd 1.6's shim.SocketAddress: unix:///run/containerd/s/<hex sha256 of address/namespace/group>."""
-    import hashlib
+    from _sha256 import sha256  # hashlib's OpenSSL loading costs ~5 ms; start runs once per container
 
-    digest = hashlib.sha256(_clean_join(address, namespace, group).encode()).hexdigest()
+    digest = sha256(_clean_join(address, namespace, group).encode()).hexdigest()
     return f"unix://{SOCKET_DIR}/{digest}"
 
 
@@ -146,9 +146,9 @@ def _write_file(path: str, text: str) -> None:
 
 
 def _can_connect(path: str) -> bool:
-    import socket
+    import _socket  # the C module: `socket` pulls in enum (~5 ms)
 
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     s.settimeout(1.0)
     try:
         s.connect(path)
@@ -161,14 +161,14 @@ def _can_connect(path: str) -> bool:
 
 def _listen(path: str) -> "Any":
     """A listening socket on ``path``, or None when a live shim already serves it (a stale one is replaced)."""
+    import _socket
     import errno
-    import socket
 
     if len(path) > SOCKET_PATH_LIMIT:
         raise OSError(f"{path!r}: unix socket path too long (> {SOCKET_PATH_LIMIT})")
     os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
     for _ in range(2):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
             s.bind(path)
@@ -240,7 +240,7 @@ def cmd_start(flags: "dict[str, Any]") -> int:
         if use_template:
             tpath = template.template_path(SOCKET_DIR, flags["address"], sys.argv[0])
             env = {k: os.environ[k] for k in ("TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE") if k in os.environ}
-            pid = template.spawn(tpath, sock, {"path": path, "namespace": ns, "root": root, "bundle": bundle,
+            pid = template.spawn(tpath, sock.fileno(), {"path": path, "namespace": ns, "root": root, "bundle": bundle,
                                                "debug": bool(flags["debug"]), "env": env})
             if pid is not None:
                 sock.close()
@@ -263,9 +263,11 @@ def cmd_start(flags: "dict[str, Any]") -> int:
                 os.dup2(null, fd)
             if null > 2:
                 os.close(null)
+            import socket
+
             from inclavare.shim.resident import serve
 
-            code = serve(sock, path, ns, root, bundle, bool(flags["debug"]))
+            code = serve(socket.socket(fileno=sock.detach()), path, ns, root, bundle, bool(flags["debug"]))
         finally:
             os._exit(code)
     sock.close()
@@ -410,9 +412,10 @@ def cmd_serve(flags: "dict[str, Any]") -> int:
     bundle = flags["bundle"] or os.getcwd()
     if flags["socket"]:
         path = flags["socket"][len("unix://"):] if flags["socket"].startswith("unix://") else flags["socket"]
-        sock = _listen(path)
-        if sock is None:
+        raw = _listen(path)
+        if raw is None:
             raise ValueError(f"{path}: a shim already serves this socket")
+        sock = socket.socket(fileno=raw.detach())
     else:
         sock = socket.socket(fileno=3)
         path = ""

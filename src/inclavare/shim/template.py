@@ -18,20 +18,21 @@ while it lives and re-parented to init after. ``RUNE_SHIM_TEMPLATE=0`` turns it 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import socket
-import struct
 import sys
-import time
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
+
+# The client side (what `start` runs, once per container) imports only C modules: `json`, `socket` and
+# `hashlib` would cost ~25 ms of re, enum and OpenSSL; the template side imports what it likes.
 
 IDLE_SECONDS = 600.0
 MAX_REQUEST = 65536
 COMM_SHIM = "rune-shim"
 COMM_TEMPLATE = "rune-shim-tmpl"
-_UCRED = struct.Struct("iII")
 
 
 def enabled() -> bool:
@@ -74,22 +75,29 @@ def code_identity(launcher: str) -> str:
 
 
 def template_path(socket_dir: str, containerd_address: str, launcher: str) -> str:
-    digest = hashlib.sha256(f"{containerd_address}\n{code_identity(launcher)}".encode()).hexdigest()
+    from _sha256 import sha256
+
+    digest = sha256(f"{containerd_address}\n{code_identity(launcher)}".encode()).hexdigest()
     return os.path.join(socket_dir, f"rune-template-{digest[:32]}")
 
 
 # ---------------------------------------------------------------------------------------------- client side
 
 
-def spawn(path: str, listener: socket.socket, request: dict[str, Any], timeout: float = 5.0) -> int | None:
-    """Ask the template at ``path`` for a resident shim serving ``listener``; its pid, or None when there is
-    no template (or it failed: the caller then forks the shim itself)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+def spawn(path: str, listener_fd: int, request: dict[str, Any], timeout: float = 5.0) -> int | None:
+    """Ask the template at ``path`` for a resident shim serving the listening socket ``listener_fd``; its pid,
+    or None when there is no template (or it failed: the caller then forks the shim itself)."""
+    import _socket
+
+    from inclavare.formats import fastjson
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     s.settimeout(timeout)
     try:
         s.connect(path)
-        socket.send_fds(s, [json.dumps(request).encode()], [listener.fileno()])
-        answer = json.loads(s.recv(4096) or b"{}")
+        rights = listener_fd.to_bytes(4, sys.byteorder)
+        s.sendmsg([fastjson.dumps(request).encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+        answer = fastjson.loads(s.recv(4096) or b"{}")
     except (OSError, ValueError):
         return None
     finally:
@@ -121,8 +129,12 @@ def start_template(launcher: str, namespace: str, containerd_address: str) -> No
 
 
 def _same_user(conn: socket.socket) -> bool:
+    import socket
+    import struct
+
+    ucred = struct.Struct("iII")
     try:
-        _, uid, _ = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        _, uid, _ = ucred.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, ucred.size))
     except OSError:
         return False
     return bool(uid == os.geteuid())
@@ -131,6 +143,7 @@ def _same_user(conn: socket.socket) -> bool:
 def _bind(path: str) -> socket.socket | None:
     """The template's socket, or None when a live template already has it."""
     import errno
+    import socket
 
     os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
     for _ in range(2):
@@ -161,6 +174,7 @@ def _bind(path: str) -> socket.socket | None:
 def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
     """Serve spawn requests at ``path`` until idle or containerd's socket is gone."""
     import select
+    import time
 
     import inclavare.shim.resident  # noqa: F401 - everything a shim needs, imported once here
     from inclavare.shim.forkserver import _preload
@@ -202,6 +216,9 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
 
 
 def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
+    import json
+    import socket
+
     conn.settimeout(5.0)
     try:
         msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
@@ -232,6 +249,8 @@ def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
 
 
 def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
+    import json
+
     try:
         conn.send(json.dumps(answer).encode())
     except OSError:
@@ -239,6 +258,8 @@ def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
 
 
 def _become_shim(fd: int, args: tuple[str, str, str, str, bool], env: dict[str, str]) -> int:
+    import socket
+
     from inclavare.shim.resident import serve
 
     path, namespace, root, bundle, debug = args
