@@ -385,3 +385,21 @@ def test_shims_come_from_the_warm_template(shim: Shim, cid: str) -> None:
     assert Path(f"/proc/{pid}/cwd").resolve() == shim.bundle(cid).resolve()
     assert os.getsid(pid) == pid  # a session of its own
     assert ok(shim.ctr("tasks", "exec", "--exec-id", "e", cid, "echo", "served")) == "served\n"
+
+
+def test_oom_kill_is_published(shim: Shim, cid: str) -> None:
+    if unmounted_v1_hierarchies():
+        pytest.skip("cgroup v1 controllers listed but not mounted")
+    ev = subprocess.Popen(shim.ctrd.ctr_cmd("events"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.3)
+        p = shim.run(cid, "sh", "-c", "x=$(yes | head -c 200000000); echo survived",
+                     flags=("--rm", "--memory-limit", str(16 << 20)), timeout=120)
+        assert p.returncode == 128 + 9, (p.returncode, p.stdout, p.stderr)
+        time.sleep(1.0)
+    finally:
+        ev.terminate()
+        out, _ = ev.communicate(timeout=10)
+    topics = [w for line in out.splitlines() if cid in line for w in line.split() if w.startswith("/tasks/")]
+    assert "/tasks/oom" in topics, out
+    assert topics.index("/tasks/oom") < topics.index("/tasks/delete")

@@ -38,6 +38,7 @@ TASK_SERVICE = shim_pb2.DESCRIPTOR.services_by_name["Task"]
 # quick handlers that never block: answered on the thread that read them (see TtrpcServer.register)
 INLINE_METHODS = ("State", "Pids", "Connect", "ResizePty", "CloseIO")
 
+OOM_POLL_SECONDS = 2.0  # an OOM watcher re-checks that its container still exists this often
 OPTIONS_TYPE = oci_pb2.Options.DESCRIPTOR.full_name  # containerd.runc.v1.Options
 _STATUS = {"created": types_pb2.CREATED, "running": types_pb2.RUNNING, "stopped": types_pb2.STOPPED,
            "paused": types_pb2.PAUSED, "pausing": types_pb2.PAUSING}
@@ -184,7 +185,32 @@ class TaskService:
         self._send(ev.TaskCreate(container_id=req.id, bundle=req.bundle, rootfs=req.rootfs,
                                  io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
                                               terminal=req.terminal), pid=pid))
+        self._watch_oom(req.id)
         return shim_pb2.CreateTaskResponse(pid=pid)
+
+    def _watch_oom(self, cid: str) -> None:
+        """TaskOOM for each OOM kill in the container's memory cgroup, from a thread that ends with the cgroup
+        (or the container); a container without a memory cgroup has no watcher."""
+        try:
+            watcher = self.core.rt.oom_watcher(cid)
+        except Exception as e:  # noqa: BLE001 - no memory cgroup, or none visible: nothing to watch
+            log.debug("container %s: no OOM watcher: %s", cid, e)
+            return
+
+        def watch() -> None:
+            try:
+                while cid in self.core.ids():
+                    n = watcher.wait(OOM_POLL_SECONDS)
+                    if n is None:
+                        return
+                    if n:
+                        self._send(ev.TaskOOM(container_id=cid))
+            except Exception:  # noqa: BLE001
+                log.exception("container %s: OOM watcher", cid)
+            finally:
+                watcher.close()
+
+        threading.Thread(target=watch, name=f"oom-{cid}", daemon=True).start()
 
     def Start(self, ctx: CallContext, req: shim_pb2.StartRequest) -> shim_pb2.StartResponse:  # noqa: N802
         key = (req.id, req.exec_id)
