@@ -403,3 +403,44 @@ def test_oom_kill_is_published(shim: Shim, cid: str) -> None:
     topics = [w for line in out.splitlines() if cid in line for w in line.split() if w.startswith("/tasks/")]
     assert "/tasks/oom" in topics, out
     assert topics.index("/tasks/oom") < topics.index("/tasks/delete")
+
+
+def test_50_concurrent_run_rm_leave_nothing_behind(shim: Shim) -> None:
+    import concurrent.futures
+
+    tag = "cc" + uuid.uuid4().hex[:6]
+    ids = [f"{tag}-{i}" for i in range(50)]
+
+    def one(c: str) -> subprocess.CompletedProcess[str]:
+        return shim.run(c, "sh", "-c", f"echo hello-{c}", flags=("--rm",), timeout=180)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = dict(zip(ids, pool.map(one, ids), strict=True))
+        failed = {c: (p.returncode, p.stderr) for c, p in results.items()
+                  if p.returncode != 0 or p.stdout != f"hello-{c}\n"}
+        assert not failed, failed
+        for c in ids:
+            shim.assert_clean(c)
+        assert not [s for s in ok(shim.ctr("snapshots", "ls")).split() if s.startswith(tag)]
+    finally:
+        for c in ids:
+            if c in shim.tasks() or c in shim.ctr("containers", "ls", "-q").stdout.split():
+                shim.remove(c)
+
+
+def test_containerd_restart_while_the_shim_serves(shim: Shim, cid: str) -> None:
+    """containerd reconnects to the running shim after its restart (Connect, State); exec, kill and delete
+    then work."""
+    ok(shim.run(cid, "sleep", "1000", flags=("-d",)))
+    pid = shim.wait_status(cid, "RUNNING")
+    (shim_pid,) = shim.shim_pids()
+    shim.ctrd.restart()
+    assert shim.tasks()[cid] == (pid, "RUNNING")
+    assert shim.shim_pids() == [shim_pid]
+    assert ok(shim.ctr("tasks", "exec", "--exec-id", "after", cid, "sh", "-c", "echo $((6*7))")) == "42\n"
+    ok(shim.ctr("tasks", "kill", "-s", "KILL", cid))
+    shim.wait_status(cid, "STOPPED")
+    ok(shim.ctr("tasks", "delete", cid))
+    ok(shim.ctr("containers", "delete", cid))
+    shim.assert_clean(cid)

@@ -12,7 +12,8 @@ any thread) becomes the resident shim: its own session, stdio on /dev/null, the 
 The hash covers containerd's address and the shim's code (the launcher and the package's files, by path and
 mtime), so an upgraded shim never gets an old template. The first ``start`` that finds no template forks the
 resident shim itself and execs a template in the background for the next ones. The template ends when
-containerd's socket is gone or after ``IDLE_SECONDS`` without a request; its children (the shims) are reaped
+containerd's socket has been gone for ``GONE_SECONDS`` (a restart keeps it) or after ``IDLE_SECONDS``
+without a request; its children (the shims) are reaped
 while it lives and re-parented to init after. ``RUNE_SHIM_TEMPLATE=0`` turns it off.
 """
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 # `hashlib` would cost ~25 ms of re, enum and OpenSSL; the template side imports what it likes.
 
 IDLE_SECONDS = 600.0
+GONE_SECONDS = 30.0  # containerd's socket missing this long: containerd is gone, not restarting
 MAX_REQUEST = 65536
 COMM_SHIM = "rune-shim"
 COMM_TEMPLATE = "rune-shim-tmpl"
@@ -185,6 +187,7 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
     if sock is None:
         return 0
     last = time.monotonic()
+    gone_since = 0.0
     try:
         while True:
             while True:  # reap shims that exited
@@ -194,7 +197,10 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
                     break
                 if pid == 0:
                     break
-            if time.monotonic() - last > idle or (containerd_address and not os.path.exists(containerd_address)):
+            now = time.monotonic()
+            present = not containerd_address or os.path.exists(containerd_address)
+            gone_since = 0.0 if present else (gone_since or now)
+            if now - last > idle or (gone_since and now - gone_since > GONE_SECONDS):
                 return 0
             if not select.select([sock], [], [], 1.0)[0]:
                 continue
