@@ -540,10 +540,12 @@ class _Waiter:
     __slots__ = ("event", "response", "error", "done")
 
     def __init__(self) -> None:
-        self.event = threading.Event()  # set when done, or when asked to take over reading
+        # made (under the client's lock) only by a caller about to sleep; set when done, or when the caller is
+        # asked to take over reading
+        self.event: threading.Event | None = None
         self.response: request_pb2.Response | None = None
         self.error: TtrpcError | None = None
-        self.done = False
+        self.done = False  # written under the client's lock
 
 
 class TtrpcClient:
@@ -585,12 +587,14 @@ class TtrpcClient:
     def call(self, service: str, method: str, request: Message, response_type: type[M], *,
              timeout: float | None = None, metadata: dict[str, str] | Iterable[tuple[str, str]] | None = None) -> M:
         """Call ``service``/``method``; returns the decoded response or raises :class:`TtrpcError`."""
-        pairs = list(self.metadata.items())
-        if metadata:
-            pairs += list(metadata.items() if isinstance(metadata, dict) else metadata)
-        req = request_pb2.Request(service=service, method=method, payload=request.SerializeToString(),
-                                  timeout_nano=int(timeout * 1e9) if timeout else 0,
-                                  metadata=[request_pb2.KeyValue(key=k, value=v) for k, v in pairs])
+        req = request_pb2.Request(service=service, method=method, payload=request.SerializeToString())
+        if timeout:
+            req.timeout_nano = int(timeout * 1e9)
+        if self.metadata or metadata:
+            pairs = list(self.metadata.items())
+            if metadata:
+                pairs += list(metadata.items() if isinstance(metadata, dict) else metadata)
+            req.metadata.extend(request_pb2.KeyValue(key=k, value=v) for k, v in pairs)
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = _Waiter()
         with self._lock:
@@ -653,9 +657,17 @@ class TtrpcClient:
                     finally:
                         self._read_lock.release()
                 else:
-                    waiter.event.wait(left)
+                    with self._lock:
+                        if waiter.done:
+                            return
+                        event = waiter.event
+                        if event is None:
+                            event = waiter.event = threading.Event()
+                    if not self._read_lock.locked():  # the reader left before it could see us: read
+                        continue
+                    event.wait(left)
                     if not waiter.done:
-                        waiter.event.clear()  # woken to take over reading (or timed out): loop
+                        event.clear()  # woken to take over reading (or timed out): loop
         finally:
             if not waiter.done:
                 self._forget(stream_id)
@@ -695,15 +707,19 @@ class TtrpcClient:
                 waiter.response = request_pb2.Response.FromString(frame.payload)
             except DecodeError as e:
                 waiter.error = TtrpcError(Code.INTERNAL, f"undecodable ttrpc response: {e}")
-        waiter.done = True
-        waiter.event.set()
+        with self._lock:
+            waiter.done = True
+            event = waiter.event
+        if event is not None:
+            event.set()
 
     def _wake_a_reader(self) -> None:
         """After giving up the reading role: if calls still wait, wake one of them to take it."""
         with self._lock:
             for w in self._pending.values():
-                w.event.set()
-                return
+                if w.event is not None:  # asleep (one not yet asleep checks the role itself first)
+                    w.event.set()
+                    return
 
     def _forget(self, stream_id: int) -> None:
         with self._lock:
@@ -718,5 +734,8 @@ class TtrpcClient:
             self._sock.shutdown(socket.SHUT_RDWR)
         for w in pending.values():
             w.error = TtrpcError(Code.UNAVAILABLE, why)
-            w.done = True
-            w.event.set()
+            with self._lock:
+                w.done = True
+                event = w.event
+            if event is not None:
+                event.set()
