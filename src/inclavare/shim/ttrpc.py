@@ -115,17 +115,32 @@ _EXCEPTION_CODES: list[tuple[type[BaseException] | tuple[type[BaseException], ..
 ]
 
 
+_EVENT_LOCK = threading.Lock()
+
+
 class CallContext:
     """What a handler knows about its call: names, metadata (the containerd namespace), deadline, cancellation."""
 
-    __slots__ = ("service", "method", "metadata", "deadline", "cancelled")
+    __slots__ = ("service", "method", "metadata", "deadline", "_cancelled")
 
     def __init__(self, service: str, method: str, metadata: dict[str, list[str]], deadline: float | None) -> None:
         self.service = service
         self.method = method
         self.metadata = metadata
         self.deadline = deadline  # time.monotonic() value, or None
-        self.cancelled = threading.Event()
+        self._cancelled: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the caller's deadline passes or its connection goes (made on first use: most calls never
+        look)."""
+        event = self._cancelled
+        if event is None:
+            with _EVENT_LOCK:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+                event = self._cancelled
+        return event
 
     @property
     def namespace(self) -> str | None:
