@@ -32,6 +32,7 @@ import logging
 import os
 import select
 import socket
+import stat
 import struct
 import threading
 import time
@@ -350,13 +351,21 @@ class TtrpcServer:
         if isinstance(where, socket.socket):
             sock = where
         else:
+            try:
+                if stat.S_ISSOCK(os.lstat(where).st_mode):
+                    os.unlink(where)  # a stale socket of an earlier server
+                else:
+                    raise TtrpcError(Code.ALREADY_EXISTS, f"ttrpc socket {where}: something that is not a socket "
+                                                          "is in the way")
+            except FileNotFoundError:
+                pass
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            with contextlib.suppress(FileNotFoundError):
-                if os.path.exists(where) and not os.path.isdir(where):
-                    os.unlink(where)
             old = os.umask(0o177)
             try:
                 sock.bind(where)
+            except OSError as e:
+                sock.close()
+                raise TtrpcError(Code.UNAVAILABLE, f"ttrpc socket {where}: {e.strerror or e}") from None
             finally:
                 os.umask(old)
             self._path = where
