@@ -34,7 +34,8 @@ from inclavare.formats.ttrpc import (
 from inclavare.shim.proto.rpc import status_pb2
 from inclavare.shim.proto.task import shim_pb2
 from inclavare.shim.proto.ttrpc import request_pb2
-from inclavare.shim.ttrpc import NAMESPACE_KEY, CallContext, Code, TtrpcClient, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc import NAMESPACE_KEY, CallContext, Code, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc_client import TtrpcClient
 
 SVC = "test.v1.Echo"
 
