@@ -35,7 +35,8 @@ from google.protobuf import empty_pb2  # noqa: E402
 from inclavare.formats.ttrpc import TYPE_REQUEST, FrameDecoder, encode_frame  # noqa: E402
 from inclavare.shim.proto.task import shim_pb2  # noqa: E402
 from inclavare.shim.proto.ttrpc import request_pb2  # noqa: E402
-from inclavare.shim.ttrpc import CallContext, TtrpcClient, TtrpcError, TtrpcServer  # noqa: E402
+from inclavare.shim.ttrpc import CallContext, TtrpcError, TtrpcServer  # noqa: E402
+from inclavare.shim.ttrpc_client import TtrpcClient  # noqa: E402
 
 TASK = "containerd.task.v2.Task"
 

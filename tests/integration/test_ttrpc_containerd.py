@@ -25,7 +25,8 @@ from inclavare.shim.proto.events import task_pb2 as ev
 from inclavare.shim.proto.events import ttrpc_pb2 as events_ttrpc_pb2
 from inclavare.shim.proto.task import shim_pb2
 from inclavare.shim.proto.types import task_pb2 as types_task_pb2
-from inclavare.shim.ttrpc import NAMESPACE_KEY, CallContext, Code, TtrpcClient, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc import NAMESPACE_KEY, CallContext, Code, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc_client import TtrpcClient
 from tests.conftest import is_root
 
 NAMESPACE = "inclavare-ttrpc"

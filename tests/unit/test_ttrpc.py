@@ -34,7 +34,8 @@ from inclavare.formats.ttrpc import (
 from inclavare.shim.proto.rpc import status_pb2
 from inclavare.shim.proto.task import shim_pb2
 from inclavare.shim.proto.ttrpc import request_pb2
-from inclavare.shim.ttrpc import NAMESPACE_KEY, CallContext, Code, TtrpcClient, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc import NAMESPACE_KEY, CallContext, Code, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc_client import TtrpcClient
 
 SVC = "test.v1.Echo"
 
@@ -481,6 +482,23 @@ def test_peers_of_another_user_are_refused() -> None:
             assert _answer_bytes_as(path, None) > 0
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_serve_replaces_a_stale_socket_but_nothing_else(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old.bind(path)
+    old.close()  # a dead server's socket file stays behind
+    with TtrpcServer() as srv:
+        srv.register(SVC, "Echo", request_pb2.KeyValue, Echo().echo)
+        srv.serve(path)
+        assert call(path, "Echo", "fresh").key == "fresh"
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    assert not os.path.exists(path)  # close removes it
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(TtrpcError, match="not a socket"):
+        TtrpcServer().serve(str(tmp_path / "f"))
+    assert (tmp_path / "f").read_text() == "keep"
 
 
 # ---------------------------------------------------------------------------------------------- client failures

@@ -24,7 +24,8 @@ from google.protobuf.message import Message
 
 from inclavare.shim.proto.events import task_pb2 as events_pb2
 from inclavare.shim.proto.events import ttrpc_pb2 as events_ttrpc_pb2
-from inclavare.shim.ttrpc import NAMESPACE_KEY, Code, TtrpcClient, TtrpcError
+from inclavare.shim.ttrpc import NAMESPACE_KEY, Code, TtrpcError
+from inclavare.shim.ttrpc_client import TtrpcClient
 
 log = logging.getLogger("inclavare.shim.events")
 

@@ -1,4 +1,5 @@
-"""ttrpc over unix sockets: the server the shim's Task service runs on, and the client its events go out by.
+"""ttrpc over unix sockets: the server the shim's Task service runs on, status codes, and call contexts (the
+client its events go out by is :mod:`inclavare.shim.ttrpc_client`).
 
 Unary calls only (all containerd asks of a shim v2): a request frame carries a ``ttrpc.Request`` (service,
 method, payload, relative timeout, metadata), the response frame on the same stream id a ``ttrpc.Response``
@@ -30,8 +31,8 @@ import contextlib
 import heapq
 import logging
 import os
-import select
 import socket
+import stat
 import struct
 import threading
 import time
@@ -115,17 +116,32 @@ _EXCEPTION_CODES: list[tuple[type[BaseException] | tuple[type[BaseException], ..
 ]
 
 
+_EVENT_LOCK = threading.Lock()
+
+
 class CallContext:
     """What a handler knows about its call: names, metadata (the containerd namespace), deadline, cancellation."""
 
-    __slots__ = ("service", "method", "metadata", "deadline", "cancelled")
+    __slots__ = ("service", "method", "metadata", "deadline", "_cancelled")
 
     def __init__(self, service: str, method: str, metadata: dict[str, list[str]], deadline: float | None) -> None:
         self.service = service
         self.method = method
         self.metadata = metadata
         self.deadline = deadline  # time.monotonic() value, or None
-        self.cancelled = threading.Event()
+        self._cancelled: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the caller's deadline passes or its connection goes (made on first use: most calls never
+        look)."""
+        event = self._cancelled
+        if event is None:
+            with _EVENT_LOCK:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+                event = self._cancelled
+        return event
 
     @property
     def namespace(self) -> str | None:
@@ -335,13 +351,21 @@ class TtrpcServer:
         if isinstance(where, socket.socket):
             sock = where
         else:
+            try:
+                if stat.S_ISSOCK(os.lstat(where).st_mode):
+                    os.unlink(where)  # a stale socket of an earlier server
+                else:
+                    raise TtrpcError(Code.ALREADY_EXISTS, f"ttrpc socket {where}: something that is not a socket "
+                                                          "is in the way")
+            except FileNotFoundError:
+                pass
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            with contextlib.suppress(FileNotFoundError):
-                if os.path.exists(where) and not os.path.isdir(where):
-                    os.unlink(where)
             old = os.umask(0o177)
             try:
                 sock.bind(where)
+            except OSError as e:
+                sock.close()
+                raise TtrpcError(Code.UNAVAILABLE, f"ttrpc socket {where}: {e.strerror or e}") from None
             finally:
                 os.umask(old)
             self._path = where
@@ -532,191 +556,3 @@ class TtrpcServer:
                 if conn.claim(stream_id):
                     ctx.cancelled.set()
                     conn.send(stream_id, Code.DEADLINE_EXCEEDED, "context deadline exceeded")
-
-
-# ---------------------------------------------------------------------------------------------- client
-
-class _Waiter:
-    __slots__ = ("event", "response", "error", "done")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()  # set when done, or when asked to take over reading
-        self.response: request_pb2.Response | None = None
-        self.error: TtrpcError | None = None
-        self.done = False
-
-
-class TtrpcClient:
-    """Unary ttrpc calls over one unix socket connection; safe to share between threads (calls interleave).
-
-    No background thread: a caller waiting for its answer reads the socket itself if nobody else is reading
-    (and hands answers for other callers to them), else sleeps until its answer or its turn to read comes;
-    so a lone call costs what a blocking send and receive cost. ``metadata`` is sent with every call (e.g.
-    ``{NAMESPACE_KEY: "k8s.io"}``). A broken connection fails the calls in flight and every later call with
-    UNAVAILABLE; make a new client to reconnect.
-    """
-
-    def __init__(self, path: str, *, metadata: dict[str, str] | None = None, connect_timeout: float = 5.0) -> None:
-        self.path = path[len("unix://"):] if path.startswith("unix://") else path
-        self.metadata = dict(metadata or {})
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(connect_timeout)
-        try:
-            sock.connect(self.path)
-        except OSError as e:
-            sock.close()
-            raise TtrpcError(Code.UNAVAILABLE, f"connect {self.path}: {e.strerror or e}") from None
-        sock.settimeout(None)
-        self._sock = sock
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._read_lock = threading.Lock()  # the reading role
-        self._decoder = FrameDecoder()  # used by the holder of the reading role only
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
-        self._pending: dict[int, _Waiter] = {}
-        self._next_id = 1
-        self._closed: str | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed is not None
-
-    def call(self, service: str, method: str, request: Message, response_type: type[M], *,
-             timeout: float | None = None, metadata: dict[str, str] | Iterable[tuple[str, str]] | None = None) -> M:
-        """Call ``service``/``method``; returns the decoded response or raises :class:`TtrpcError`."""
-        pairs = list(self.metadata.items())
-        if metadata:
-            pairs += list(metadata.items() if isinstance(metadata, dict) else metadata)
-        req = request_pb2.Request(service=service, method=method, payload=request.SerializeToString(),
-                                  timeout_nano=int(timeout * 1e9) if timeout else 0,
-                                  metadata=[request_pb2.KeyValue(key=k, value=v) for k, v in pairs])
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = _Waiter()
-        with self._lock:
-            if self._closed is not None:
-                raise TtrpcError(Code.UNAVAILABLE, self._closed)
-            stream_id = self._next_id
-            self._next_id = (self._next_id + 2) & 0xFFFFFFFF or 1
-            self._pending[stream_id] = waiter
-        try:
-            frame = encode_frame(stream_id, TYPE_REQUEST, req.SerializeToString())
-        except TtrpcFrameError as e:
-            self._forget(stream_id)
-            raise TtrpcError(Code.RESOURCE_EXHAUSTED, str(e)) from None
-        try:
-            with self._send_lock:
-                self._sock.sendall(frame)
-        except OSError as e:
-            self._fail(f"ttrpc: closed ({e.strerror or e})")
-        self._await(stream_id, waiter, deadline)
-        if not waiter.done:
-            self._forget(stream_id)
-            raise TtrpcError(Code.DEADLINE_EXCEEDED, f"{service}/{method}: context deadline exceeded")
-        if waiter.error is not None:
-            raise waiter.error
-        resp = waiter.response
-        assert resp is not None
-        if resp.status.code:
-            raise TtrpcError(resp.status.code, resp.status.message)
-        try:
-            out: M = response_type.FromString(resp.payload)
-        except DecodeError as e:
-            raise TtrpcError(Code.INTERNAL, f"{service}/{method}: undecodable "
-                                            f"{response_type.DESCRIPTOR.full_name}: {e}") from None
-        return out
-
-    def close(self) -> None:
-        self._fail("ttrpc: closed")
-        with self._read_lock:  # wait for a reader to notice (shutdown woke it) before the fd goes
-            self._sock.close()
-
-    def __enter__(self) -> TtrpcClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- waiting and reading ---------------------------------------------------------------------
-
-    def _await(self, stream_id: int, waiter: _Waiter, deadline: float | None) -> None:
-        """Until ``waiter`` is answered or the deadline passes: read (holding the role) or sleep. Whoever leaves
-        while calls still wait and nobody reads wakes one of them to take over."""
-        try:
-            while not waiter.done:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                if self._read_lock.acquire(blocking=False):
-                    try:
-                        self._read_for(waiter, deadline)
-                    finally:
-                        self._read_lock.release()
-                else:
-                    waiter.event.wait(left)
-                    if not waiter.done:
-                        waiter.event.clear()  # woken to take over reading (or timed out): loop
-        finally:
-            if not waiter.done:
-                self._forget(stream_id)
-            if not self._read_lock.locked():
-                self._wake_a_reader()
-
-    def _read_for(self, waiter: _Waiter, deadline: float | None) -> None:
-        while not waiter.done and self._closed is None:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                if not self._poll.poll(max(1, int(left * 1000))):
-                    continue
-            try:
-                data = self._sock.recv(_RECV)
-            except OSError as e:
-                self._fail(f"ttrpc: closed ({e.strerror or e})")
-                return
-            if not data:
-                self._fail("ttrpc: closed")
-                return
-            for frame in self._decoder.feed(data):
-                self._deliver(frame)
-
-    def _deliver(self, frame: Frame | OversizedFrame) -> None:
-        with self._lock:
-            waiter = self._pending.pop(frame.stream_id, None)
-        if waiter is None:
-            return  # a call that timed out, or a stray stream
-        if isinstance(frame, OversizedFrame):
-            waiter.error = TtrpcError(Code.RESOURCE_EXHAUSTED, frame.message())
-        elif frame.type != TYPE_RESPONSE:
-            waiter.error = TtrpcError(Code.INTERNAL, f"unexpected frame type {frame.type} on stream {frame.stream_id}")
-        else:
-            try:
-                waiter.response = request_pb2.Response.FromString(frame.payload)
-            except DecodeError as e:
-                waiter.error = TtrpcError(Code.INTERNAL, f"undecodable ttrpc response: {e}")
-        waiter.done = True
-        waiter.event.set()
-
-    def _wake_a_reader(self) -> None:
-        """After giving up the reading role: if calls still wait, wake one of them to take it."""
-        with self._lock:
-            for w in self._pending.values():
-                w.event.set()
-                return
-
-    def _forget(self, stream_id: int) -> None:
-        with self._lock:
-            self._pending.pop(stream_id, None)
-
-    def _fail(self, why: str) -> None:
-        with self._lock:
-            if self._closed is None:
-                self._closed = why
-            pending, self._pending = self._pending, {}
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        for w in pending.values():
-            w.error = TtrpcError(Code.UNAVAILABLE, why)
-            w.done = True
-            w.event.set()
