@@ -22,7 +22,8 @@ from inclavare.shim.proto.types import mount_pb2
 from inclavare.shim.proto.types import task_pb2 as types_pb2
 from inclavare.shim.service import TaskService, error_status, parse_options, state_root
 from inclavare.shim.stdio import Stdio
-from inclavare.shim.ttrpc import CallContext, Code, TtrpcClient, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc import CallContext, Code, TtrpcError, TtrpcServer
+from inclavare.shim.ttrpc_client import TtrpcClient
 
 CTX = CallContext("containerd.task.v2.Task", "X", {}, None)
 

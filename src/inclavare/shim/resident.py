@@ -14,12 +14,14 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 from inclavare.shim.service import TaskService
 
 log = logging.getLogger("inclavare.shim")
 
+HANGUP_WAIT = 1.0  # seconds to wait at exit for containerd to close its connections
 EVENTS_CLOSE_TIMEOUT = 5.0  # seconds to deliver queued events at exit (containerd's shims wait as long)
 
 
@@ -84,6 +86,10 @@ def serve(sock: socket.socket, path: str, namespace: str, root: str, bundle: str
     left = publisher.close(EVENTS_CLOSE_TIMEOUT)
     if left:
         log.warning("%d events were not delivered", left)
+    # let Shutdown's answer go out: containerd hangs up once it has it
+    deadline = time.monotonic() + HANGUP_WAIT
+    while server.connections() and time.monotonic() < deadline:
+        time.sleep(0.005)
     server.close()
     if path:
         try:
