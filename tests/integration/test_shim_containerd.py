@@ -123,6 +123,23 @@ class Shim:
         assert not self.shim_pids()
 
 
+def listeners_of(path: str) -> list[int]:
+    """Pids holding the listening unix socket bound at ``path`` (from /proc/net/unix and /proc/PID/fd)."""
+    inodes = {line.split()[6] for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+              if line.split()[-1] == path}
+    holders = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if any(f"socket:[{i}]" in links for i in inodes):
+            holders.append(int(pid))
+    return sorted(holders)
+
+
 @pytest.fixture(scope="module")
 def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
     from inclavare.testing.containerd import ContainerdError, PrivateContainerd
@@ -317,6 +334,9 @@ def test_kill_9_of_the_shim_leaves_nothing(shim: Shim, cid: str) -> None:
     pid = shim.wait_status(cid, "RUNNING")
     shims = shim.shim_pids()
     assert len(shims) == 1
+    # only the shim holds its listening socket (not its fork server or workers): once it is dead, connections
+    # are refused, so `delete` and a later `start` of its group see it as dead
+    assert listeners_of(shim.socket_of(cid)) == shims
     os.kill(shims[0], signal.SIGKILL)
     # containerd notices, runs `shim delete`: the container is killed, its state, rootfs and socket go
     deadline = time.monotonic() + 20

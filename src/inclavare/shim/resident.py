@@ -41,6 +41,25 @@ def _open_log(bundle: str, debug: bool) -> None:
     root.addHandler(handler)
 
 
+_listener_fd = -1  # the ttrpc listening socket while the fork server is being forked
+
+
+def _drop_listener_in_child() -> None:
+    """In the fork server (forked by ShimCore): close the shim's listening socket, once. A copy held there would
+    keep accepting connections into its backlog after the shim died, so ``delete`` would take the dead shim for a
+    live one and keep its socket (and a later ``start`` of the group would hand containerd a dead address)."""
+    global _listener_fd
+    if _listener_fd >= 0:
+        try:
+            os.close(_listener_fd)
+        except OSError:
+            pass
+        _listener_fd = -1
+
+
+os.register_at_fork(after_in_child=_drop_listener_in_child)
+
+
 class _NoEvents:
     """Events when containerd gave no TTRPC_ADDRESS: logged, not sent."""
 
@@ -72,7 +91,12 @@ def serve(sock: socket.socket, path: str, namespace: str, root: str, bundle: str
         publisher = _NoEvents()
     service = TaskService(namespace, publisher.publish, root, on_shutdown=done.set)
     os.makedirs(root, 0o711, exist_ok=True)
-    core = ShimCore(root, namespace=namespace, on_exit=service.on_exit)  # forks: before any thread
+    global _listener_fd
+    _listener_fd = sock.fileno()
+    try:
+        core = ShimCore(root, namespace=namespace, on_exit=service.on_exit)  # forks: before any thread
+    finally:
+        _listener_fd = -1
     service.core = core
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
