@@ -227,3 +227,14 @@ def test_mountinfo_unescape() -> None:
     assert cli._unescape(r"/x\04") == r"/x\04"  # too short: kept
     assert cli._unescape(r"/x\089") == r"/x\089"  # not octal: kept
     assert cli._is_mount_point("/proc") and not cli._is_mount_point("/proc/self")
+
+
+def test_delete_finds_the_socket_without_the_address_file(tmp_path: Path, sockdir: str,
+                                                          capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    bundle = _bundle(tmp_path / "b9", {"io.kubernetes.cri.sandbox-id": "pod7"})
+    dead = cli.socket_address("/run/c/containerd.sock", "ns1", "pod7")[len("unix://"):]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(dead)
+    s.close()
+    _delete(bundle, capsysbinary)
+    assert not os.path.exists(dead)

@@ -334,7 +334,7 @@ def cmd_delete(flags: "dict[str, Any]") -> int:
     the shim left in the bundle when it deleted the container, else exit 137 now (as runc's shim)."""
     cid = flags["id"]
     bundle = flags["bundle"] or os.getcwd()
-    _drop_dead_socket(bundle)
+    _drop_dead_socket(bundle, flags)
     try:
         with open(os.path.join(bundle, DELETED_FILE), "rb") as f:
             deleted = f.read()
@@ -386,14 +386,15 @@ def cmd_delete(flags: "dict[str, Any]") -> int:
     return 0
 
 
-def _drop_dead_socket(bundle: str) -> None:
-    """Remove the socket named in BUNDLE/address when nothing answers on it (its shim died); a live group
-    shim's socket stays, and nothing outside containerd's socket directory is touched."""
+def _drop_dead_socket(bundle: str, flags: "dict[str, Any]") -> None:
+    """Remove the shim's socket when nothing answers on it (its shim died); a live group shim's socket stays,
+    and nothing outside containerd's socket directory is touched. The socket is the one BUNDLE/address names,
+    else the one ``start`` would compute (the bundle may be half gone: containerd deletes it concurrently)."""
     try:
         with open(os.path.join(bundle, "address")) as f:
             address = f.read().strip()
     except OSError:
-        return
+        address = socket_address(flags["address"], flags["namespace"], group_of(bundle, flags["id"]))
     sock = address[len("unix://"):] if address.startswith("unix://") else ""
     if sock.startswith(SOCKET_DIR + "/") and os.path.exists(sock) and not _can_connect(sock):
         try:
