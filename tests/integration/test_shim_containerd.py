@@ -140,6 +140,32 @@ def listeners_of(path: str) -> list[int]:
     return sorted(holders)
 
 
+def topics_for(events: subprocess.Popen[bytes], cid: str, until: str, timeout: float = 20) -> list[str]:
+    """Read `ctr events` until ``cid`` has had topic ``until`` (or the timeout); its /tasks/ topics in order."""
+    import select
+
+    assert events.stdout is not None
+    fd = events.stdout.fileno()
+    buf = b""
+    topics: list[str] = []
+    deadline = time.monotonic() + timeout
+    while until not in topics and time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.2)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace")
+            if cid in text:
+                topics += [w for w in text.split() if w.startswith("/tasks/")]
+    events.terminate()
+    events.wait(10)
+    return topics
+
+
 @pytest.fixture(scope="module")
 def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
     from inclavare.testing.containerd import ContainerdError, PrivateContainerd
@@ -290,16 +316,11 @@ def test_checkpoint_is_unimplemented(shim: Shim, cid: str, running: int) -> None
 
 
 def test_events_in_containerds_order(shim: Shim, cid: str) -> None:
-    ev = subprocess.Popen(shim.ctrd.ctr_cmd("events"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        time.sleep(0.3)
-        ok(shim.run(cid, "true", flags=("--rm",)))
-        time.sleep(0.5)
-    finally:
-        ev.terminate()
-        out, _ = ev.communicate(timeout=10)
-    task_topics = [w for line in out.splitlines() if cid in line for w in line.split() if w.startswith("/tasks/")]
-    assert task_topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], out
+    ev = subprocess.Popen(shim.ctrd.ctr_cmd("events"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    ok(shim.run(cid, "true", flags=("--rm",)))
+    topics = topics_for(ev, cid, "/tasks/delete")
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], topics
 
 
 def test_group_shares_one_shim(shim: Shim) -> None:
@@ -410,18 +431,13 @@ def test_shims_come_from_the_warm_template(shim: Shim, cid: str) -> None:
 def test_oom_kill_is_published(shim: Shim, cid: str) -> None:
     if unmounted_v1_hierarchies():
         pytest.skip("cgroup v1 controllers listed but not mounted")
-    ev = subprocess.Popen(shim.ctrd.ctr_cmd("events"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        time.sleep(0.3)
-        p = shim.run(cid, "sh", "-c", "x=$(yes | head -c 200000000); echo survived",
-                     flags=("--rm", "--memory-limit", str(16 << 20)), timeout=120)
-        assert p.returncode == 128 + 9, (p.returncode, p.stdout, p.stderr)
-        time.sleep(1.0)
-    finally:
-        ev.terminate()
-        out, _ = ev.communicate(timeout=10)
-    topics = [w for line in out.splitlines() if cid in line for w in line.split() if w.startswith("/tasks/")]
-    assert "/tasks/oom" in topics, out
+    ev = subprocess.Popen(shim.ctrd.ctr_cmd("events"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    p = shim.run(cid, "sh", "-c", "x=$(yes | head -c 200000000); echo survived",
+                 flags=("--rm", "--memory-limit", str(16 << 20)), timeout=120)
+    topics = topics_for(ev, cid, "/tasks/delete")
+    assert p.returncode == 128 + 9, (p.returncode, p.stdout, p.stderr)
+    assert "/tasks/oom" in topics, topics
     assert topics.index("/tasks/oom") < topics.index("/tasks/delete")
 
 
