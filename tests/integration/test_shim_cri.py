@@ -151,3 +151,40 @@ def test_stop_container_that_ignores_sigterm(env: Any) -> None:
     env.stop_pod(pod.id)
     cri.remove_pod(pod.id)
     env.assert_nothing_left(HANDLER, [pod.id, cid])
+
+
+@pytest.fixture(scope="module")
+def pal_v2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the test PAL")
+    from tests.fixtures.pal.build import build_pal
+
+    return str(build_pal("pal_v2", tmp_path_factory.mktemp("pal")))
+
+
+def test_pod_with_a_sim_enclave_container(env: Any, pal_v2: str) -> None:
+    """An enclave (sim) container in a pod served by the rune shim: the init-runelet runs the payload through
+    the PAL, and ExecSync goes through the same enclave."""
+    cri = env.cri
+    pod = env.run_pod(HANDLER)
+    cid = cri.create_container(pod, "enc", "localhost/busybox:latest",
+                               ["sh", "-c", "echo payload > /tmp/out; sleep 1000"],
+                               env={"ENCLAVE_TYPE": "sim", "ENCLAVE_RUNTIME_PATH": pal_v2,
+                                    "ENCLAVE_RUNTIME_ARGS": "log=/tmp/pal.log"}, log_path="enc.log")
+    cri.start_container(cid)
+    env.wait_state(cid, pb.CONTAINER_RUNNING)
+    pid = cri.container_info(cid)["pid"]
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "init-runelet"
+    deadline = time.monotonic() + 10
+    while True:
+        rc, out, _ = cri.exec_sync(cid, ["sh", "-c", "cat /tmp/out; cat /tmp/pal.log"])
+        if out.startswith(b"payload") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    lines = out.decode().splitlines()
+    assert rc == 0 and lines[0] == "payload", out
+    calls = [x.split(" ")[0] for x in lines[1:]]
+    assert calls[:4] == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec"]
+    env.stop_pod(pod.id)
+    cri.remove_pod(pod.id)
+    env.assert_nothing_left(HANDLER, [pod.id, cid])
