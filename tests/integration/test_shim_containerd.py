@@ -480,3 +480,18 @@ def test_containerd_restart_while_the_shim_serves(shim: Shim, cid: str) -> None:
     ok(shim.ctr("tasks", "delete", cid))
     ok(shim.ctr("containers", "delete", cid))
     shim.assert_clean(cid)
+
+
+def test_a_failing_create_is_reported_and_leaves_nothing(shim: Shim, cid: str) -> None:
+    p = shim.run(cid, "/no/such/program", flags=("--rm",))
+    assert p.returncode != 0
+    assert "/no/such/program" in p.stderr and "no such file or directory" in p.stderr.lower(), p.stderr
+    shim.ctr("containers", "delete", cid)
+    shim.assert_clean(cid)
+
+
+def test_exec_of_a_missing_program_keeps_the_container(shim: Shim, cid: str, running: int) -> None:
+    p = shim.ctr("tasks", "exec", "--exec-id", "bad", cid, "/no/such/program")
+    assert p.returncode != 0 and "/no/such/program" in p.stderr, p.stderr
+    assert shim.tasks()[cid] == (running, "RUNNING")
+    assert ok(shim.ctr("tasks", "exec", "--exec-id", "good", cid, "echo", "fine")) == "fine\n"
