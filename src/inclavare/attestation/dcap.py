@@ -299,25 +299,25 @@ def verify_quote(data: bytes, options: Options | None = None, *,
     return _verify(data, options if options is not None else Options(), None, _root_fingerprints)
 
 
-class SgxVerifier:
+class _DcapVerifier:
+    """A DCAP quote verifier for one TEE (``tee``); refuses quotes of the other."""
+
+    tee = ""
+
+    def __init__(self, *, _root_fingerprints: tuple[str, ...] | None = None) -> None:
+        self._roots = _root_fingerprints
+
+    def verify(self, evidence: bytes, options: Options) -> Result:
+        return _verify(evidence, options, self.tee, self._roots)
+
+
+class SgxVerifier(_DcapVerifier):
     """Verifier for SGX DCAP quotes (v3, or v4/v5 with an SGX body); refuses TDX quotes."""
 
     tee = "sgx"
 
-    def __init__(self, *, _root_fingerprints: tuple[str, ...] | None = None) -> None:
-        self._roots = _root_fingerprints
 
-    def verify(self, evidence: bytes, options: Options) -> Result:
-        return _verify(evidence, options, "sgx", self._roots)
-
-
-class TdxVerifier:
+class TdxVerifier(_DcapVerifier):
     """Verifier for TDX DCAP quotes (v4, v5 with TD 1.0 or TD 1.5 bodies); refuses SGX quotes."""
 
     tee = "tdx"
-
-    def __init__(self, *, _root_fingerprints: tuple[str, ...] | None = None) -> None:
-        self._roots = _root_fingerprints
-
-    def verify(self, evidence: bytes, options: Options) -> Result:
-        return _verify(evidence, options, "tdx", self._roots)

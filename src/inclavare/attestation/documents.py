@@ -101,10 +101,10 @@ def replay(entries: tuple[tuple[Any, ...], ...], col: CollateralFindings, as_of:
 class Anchors:
     """The verified PCK chain the collateral is checked against, and the caller's extra certificates."""
 
-    leaf_der: bytes
-    ca_der: bytes
-    root_der: bytes
-    extra_certs: tuple[bytes, ...]
+    leaf_der: bytes  # the PCK certificate (on the PCK CRL means revoked)
+    ca_der: bytes  # the PCK CA: issues the PCK CRL
+    root_der: bytes  # the trusted root: issues the root CA CRL and the TCB signing certificate
+    extra_certs: tuple[bytes, ...]  # where the TCB signing certificate is looked for when a chain is empty
 
 
 @dataclass(frozen=True)

@@ -244,18 +244,25 @@ def _svns_fast(items: Any) -> tuple[int, ...] | None:
     return None
 
 
-def _module_level_fast(item: Any) -> ModuleTcbLevel | None:
-    if type(item) is not dict or type(tcb := item.get("tcb")) is not dict:
-        return None
-    isvsvn, status, date = tcb.get("isvsvn"), item.get("tcbStatus"), item.get("tcbDate")
-    if type(isvsvn) is not int or not 0 <= isvsvn <= 0xFFFF or type(status) is not str \
-            or status not in _IDENTITY_STATUSES or type(date) is not str:
+def _level_fast(item: dict[str, Any], statuses: frozenset[str]) -> dict[str, Any] | None:
+    """The :class:`_Level` fields of a well-formed level (status one of ``statuses``), by name."""
+    status, date = item.get("tcbStatus"), item.get("tcbDate")
+    if type(status) is not str or status not in statuses or type(date) is not str:
         return None
     advisories = _advisories_fast(item)
     if advisories is None:
         return None
-    return _unchecked(ModuleTcbLevel, {"isvsvn": isvsvn, "status": status, "date": date,
-                                       "advisory_ids": advisories})
+    return {"status": status, "date": date, "advisory_ids": advisories}
+
+
+def _module_level_fast(item: Any) -> ModuleTcbLevel | None:
+    if type(item) is not dict or type(tcb := item.get("tcb")) is not dict:
+        return None
+    isvsvn = tcb.get("isvsvn")
+    if type(isvsvn) is not int or not 0 <= isvsvn <= 0xFFFF or (common := _level_fast(item, _IDENTITY_STATUSES)) \
+            is None:
+        return None
+    return _unchecked(ModuleTcbLevel, {"isvsvn": isvsvn, **common})
 
 
 def _tcb_level_fast(item: Any, version: int, tdx: bool) -> TcbLevel | None:
@@ -271,15 +278,11 @@ def _tcb_level_fast(item: Any, version: int, tdx: bool) -> TcbLevel | None:
     tdx_svns = _svns_fast(tcb.get("tdxtcbcomponents")) if tdx and version != 2 else None
     if sgx is None or (tdx and version != 2 and tdx_svns is None):
         return None
-    pce_svn, status, date = tcb.get("pcesvn"), item.get("tcbStatus"), item.get("tcbDate")
-    if type(pce_svn) is not int or not 0 <= pce_svn <= 0xFFFF or type(status) is not str \
-            or status not in TCB_LEVEL_STATUSES or type(date) is not str:
+    pce_svn = tcb.get("pcesvn")
+    if type(pce_svn) is not int or not 0 <= pce_svn <= 0xFFFF or (common := _level_fast(item, TCB_LEVEL_STATUSES)) \
+            is None:
         return None
-    advisories = _advisories_fast(item)
-    if advisories is None:
-        return None
-    return _unchecked(TcbLevel, {"sgx_components": sgx, "pce_svn": pce_svn, "tdx_components": tdx_svns,
-                                 "status": status, "date": date, "advisory_ids": advisories})
+    return _unchecked(TcbLevel, {"sgx_components": sgx, "pce_svn": pce_svn, "tdx_components": tdx_svns, **common})
 
 
 def _module_levels(o: _Obj) -> tuple[ModuleTcbLevel, ...]:
