@@ -56,6 +56,10 @@ collateral documents, and what the collateral says about a platform's QE and TCB
 the finding depends on, and redoes every time-dependent check (validity windows) at each verification; the
 quote's own signature is verified every time. A service verifying quotes from platforms it has seen before
 thus makes one ECDSA verification per quote. The results are the same as without any of it.
+
+This module is the core both TEEs share: options, the quote's own checks and the order of everything. The PCK
+chain is :mod:`.pck`, the collateral documents :mod:`.documents`, the TCB status :mod:`.tcb`, and what differs
+between SGX and TDX (claims, the TDX module) :mod:`.sgx` and :mod:`.tdx`.
 """
 
 from __future__ import annotations
