@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import sys
 import time
@@ -42,17 +43,25 @@ from inclavare.attestation.snp import SnpCollateral, SnpVerifier  # noqa: E402
 from inclavare.formats.dcap import DcapQuote  # noqa: E402
 
 V = Path(os.environ.get("INCLAVARE_VECTORS", HERE.parent.parent / "shared" / "vectors")) / "attestation"
-# the modules of the DCAP verifier that memoise (see attestation/certs.py)
-DCAP_MODULES = (certs, dcap, documents, pck, tcb, tcbinfo)
+
+
+def _dcap_caches() -> list[functools._lru_cache_wrapper[object]]:
+    """Every memo of the DCAP verifier's modules (see attestation/certs.py), each once (a module also lists the
+    memoised functions it imports)."""
+    found: dict[int, functools._lru_cache_wrapper[object]] = {}
+    for module in (certs, dcap, documents, pck, tcb, tcbinfo):
+        for value in vars(module).values():
+            if isinstance(value, functools._lru_cache_wrapper):
+                found[id(value)] = value
+    return list(found.values())
+
+
+DCAP_CACHES = _dcap_caches()
 
 
 def clear_caches() -> None:
-    import functools
-
-    for module in DCAP_MODULES:
-        for value in vars(module).values():
-            if isinstance(value, functools._lru_cache_wrapper):
-                value.cache_clear()
+    for cache in DCAP_CACHES:
+        cache.cache_clear()
 
 
 def rate(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]

@@ -111,7 +111,9 @@ class _Obj:
     the path."""
 
     def __init__(self, value: Any, where: str) -> None:
-        self.d: dict[str, Any] = _SHAPE.object(value, where, f"expected a JSON object, got {_json_type(value)}")
+        if not isinstance(value, dict):  # the message is made only for a failure
+            _SHAPE.fail(where, f"expected a JSON object, got {_json_type(value)}")
+        self.d: dict[str, Any] = value
         self.where = where
 
     def _get(self, key: str) -> Any:
@@ -149,7 +151,9 @@ class _Obj:
 
     def get_list(self, key: str) -> list[Any]:
         v = self._get(key)
-        return _SHAPE.array(v, f"{self.where}.{key}", f"expected a JSON array, got {_json_type(v)}")
+        if not isinstance(v, list):
+            _SHAPE.fail(f"{self.where}.{key}", f"expected a JSON array, got {_json_type(v)}")
+        return v
 
     def get_obj(self, key: str) -> _Obj:
         return _Obj(self._get(key), f"{self.where}.{key}")
