@@ -27,14 +27,9 @@ from hypothesis import strategies as st
 
 from inclavare.attestation.api import AttestationError, CollateralError, EvidenceFormatError, Options, Result
 from inclavare.attestation.collateral import DcapCollateral
-from inclavare.attestation.dcap import (
-    INTEL_SGX_ROOT_CA_SHA256,
-    SgxVerifier,
-    TdxVerifier,
-    parse_qe_identity,
-    parse_tcb_info,
-    verify_quote,
-)
+from inclavare.attestation.dcap import SgxVerifier, TdxVerifier, verify_quote
+from inclavare.attestation.pck import INTEL_SGX_ROOT_CA_SHA256
+from inclavare.attestation.tcbinfo import parse_qe_identity, parse_tcb_info
 from inclavare.formats.dcap import SGX_EXTENSION_OID, DcapQuote, PckExtension, split_pem_chain
 from tests.unit.sgx_helpers import vectors_root
 
@@ -953,7 +948,7 @@ def test_pinned_intel_roots_are_self_signed_cas() -> None:
 
     from cryptography import x509
 
-    from inclavare.attestation.dcap import INTEL_SGX_ROOT_CA_FINGERPRINTS
+    from inclavare.attestation.pck import INTEL_SGX_ROOT_CA_FINGERPRINTS
     from inclavare.formats.dcap import DcapQuote
 
     V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"))
