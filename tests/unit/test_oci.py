@@ -18,7 +18,7 @@ import pytest
 import inclavare
 from inclavare.errors import ConfigError
 from inclavare.formats import oci
-from inclavare.runtime.bundle_io import load_config
+from inclavare.runtime.launch import load_config
 
 
 def good_spec() -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The init-runelet and the exec runelet: the executors of enclave containers, plugged into
-runtime/'s :class:`~inclavare.runtime.executor.Executor` seam by the caller (see :func:`for_config` and
+runtime/'s :class:`~inclavare.runtime.launch.Executor` seam by the caller (see :func:`for_config` and
 :func:`for_state`).
 
 With an enclave configured, a container's init does not ``execve`` its workload. It becomes the
@@ -30,7 +30,7 @@ import threading
 from inclavare.enclave import agent, agentwire
 from inclavare.enclave.api import TARGETINFO_SIZE, PalError
 from inclavare.enclave.config import pal_args
-from inclavare.runtime.executor import Executor
+from inclavare.runtime.launch import Executor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
