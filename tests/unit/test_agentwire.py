@@ -110,6 +110,14 @@ def test_no_imports_after_the_codec_is_loaded() -> None:
         resp.exec.exitCode = -1
         resp.exec.error = "x"
         resp.ParseFromString(agent.frame(resp)[4:])
+        # the agent's own calls, as the runelets make them in the container (load_codec's import is cached)
+        framed = agent.frame(agent.exec_request(["a b"], ["K=v"])) + agent.kill_request(9)
+        chunks = [framed]
+        def read(n):
+            data, chunks[0] = chunks[0][:n], chunks[0][n:]
+            return data
+        assert agent.exec_args(agent.read_message(read, "request")) == (["a b"], ["K=v"])
+        assert agent.read_message(read, "request").kill.sig == 9
         try:
             w.AgentServiceRequest().ParseFromString(b"\\x0a\\x05ab")
         except w.DecodeError as e:
@@ -121,3 +129,22 @@ def test_no_imports_after_the_codec_is_loaded() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "ok -1"
     assert out.stdout.startswith("decode error: ")
+
+
+def test_the_create_process_never_loads_protobuf() -> None:
+    """`rune create` of an enclave container imports the runelet and opens the agent socket in its own
+    process: no protobuf there. The runelets' preload (the child, on the host) loads the messages."""
+    code = """if True:
+        import sys
+        from inclavare.enclave import agent, runelet
+
+        assert runelet.InitRunelet({"type": "sim", "path": "builtin:sim"}).state_fields()
+        loaded = sorted(m for m in sys.modules if m.startswith(("google", "inclavare.enclave.agentwire")))
+        print("before:", " ".join(loaded))
+        runelet.ExecRunelet().preload()
+        print("after:", "inclavare.enclave.agentwire" in sys.modules, "google.protobuf" in sys.modules)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["before: ", "after: True True"]
