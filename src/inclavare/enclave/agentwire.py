@@ -13,7 +13,7 @@ and ``internal.builder``) imports ~40 ms of Python modules (text_format, python_
 typing, ...) that the upb runtime behind it does not use, and that import lies on `rune create`'s critical
 path. So on a upb-backed protobuf the classes are built the way protobuf's own ``pyext/cpp_message`` does,
 with upb's ``MessageMeta`` on the descriptor protoc generated (``proto/agent_desc.py``, the bytes
-``agent_pb2`` registers), in a pool of their own; about a third of the cost (upb's first class still loads
+``agent_pb2`` registers), in a pool of their own; about half the cost (upb's first class still loads
 ``well_known_types``). Encoding and decoding are upb's either way -- no codec of ours. Where upb is not the
 backend, or its module does not offer what is used here, the generated ``agent_pb2`` is used.
 :data:`BUILT_ON_UPB` says which (a unit test requires the upb path on the locked protobuf).
