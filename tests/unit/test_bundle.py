@@ -13,7 +13,7 @@ import pytest
 
 from inclavare.errors import InclavareError
 from inclavare.formats.oci_spec import default_spec
-from inclavare.runtime.bundle_io import load_config
+from inclavare.runtime.launch import load_config
 from inclavare.testing import bundle as tb
 
 BUSYBOX = "/bin/busybox"

@@ -16,7 +16,6 @@ import pytest
 from inclavare.errors import CgroupError, ConfigError
 from inclavare.linux import cgroups as cg
 from inclavare.linux.cgroups import ebpf, stats
-from inclavare.linux.cgroups import layout as cglayout
 
 # /proc/self/mountinfo and /proc/self/cgroup of our machines at boot: v1 controllers each on their own,
 # name=systemd, cgroup2 at /sys/fs/cgroup/unified, hugetlb/net_cls/perf_event not mounted.
@@ -141,15 +140,15 @@ def test_parse_proc_cgroup_rejects_garbage() -> None:
 def test_current_layout_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     fake = cg.detect_layout(HYBRID_MOUNTINFO, HYBRID_CGROUP)
-    monkeypatch.setattr(cglayout, "_LAYOUT", None)
+    monkeypatch.setattr(cg, "_LAYOUT", None)
 
     def detect() -> cg.Layout:
         calls.append(1)
         return fake
 
-    monkeypatch.setattr(cglayout, "detect_layout", detect)
-    assert cglayout.current_layout() is fake
-    assert cglayout.current_layout() is fake
+    monkeypatch.setattr(cg, "detect_layout", detect)
+    assert cg.current_layout() is fake
+    assert cg.current_layout() is fake
     assert calls == [1]
 
 
@@ -255,8 +254,8 @@ def test_state_round_trip_needs_no_detection(monkeypatch: pytest.MonkeyPatch) ->
     def boom(*_a: Any, **_k: Any) -> None:
         raise AssertionError("from_dict must not detect the layout")
 
-    monkeypatch.setattr(cglayout, "detect_layout", boom)
-    monkeypatch.setattr(cglayout, "current_layout", boom)
+    monkeypatch.setattr(cg, "detect_layout", boom)
+    monkeypatch.setattr(cg, "current_layout", boom)
     back = cg.Manager.from_dict(saved)
     assert (back.mode, back.paths, back.mounts, back.created) == (m.mode, m.paths, m.mounts, m.created)
     with pytest.raises(CgroupError, match="unknown mode"):
@@ -1309,7 +1308,7 @@ def test_package_names_resolve_from_their_modules() -> None:
     for name in [*cg.__all__, *cg._LAZY]:
         assert getattr(cg, name) is not None, name
     assert cg.Manager.__module__ == "inclavare.linux.cgroups.manager"
-    assert cg.validate is __import__("inclavare.linux.cgroups.validation", fromlist=["validate"]).validate
+    assert cg.validate is __import__("inclavare.linux.cgroups.manager", fromlist=["validate"]).validate
     assert {"Manager", "validate", "OomWatcher"} <= set(dir(cg))
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         cg.nope  # noqa: B018
@@ -1358,5 +1357,5 @@ def test_v1_create_path_loads_neither_v2_nor_ebpf_nor_stats(tmp_path: Path) -> N
     assert (tmp_path / "devices/c/cgroup.procs").read_text().isdigit()
     assert (tmp_path / "devices/c/devices.allow").read_text() == ""  # nothing to change
     package = {m.rsplit(".", 1)[1] for m in loaded if m.startswith("inclavare.linux.cgroups.")}
-    assert package == {"devices", "layout", "manager", "v1", "validation"}
+    assert package == {"devices", "manager", "v1"}
     assert not loaded & {"ctypes", "struct", "select", "resource", "logging", "typing"}

@@ -18,7 +18,7 @@ def test_no_enclave_is_plain() -> None:
     p = proc("FOO=1")
     assert ec.resolve(p, {"other": "x"}) is None
     assert p["env"] == ["PATH=/bin", "FOO=1"]
-    from inclavare.cli.rune_create import mentions_enclave
+    from inclavare.cli.rune import mentions_enclave
 
     assert not mentions_enclave({"process": p, "annotations": {"other": "x"}})
     assert mentions_enclave({"process": p, "annotations": {"enclave.type": "sim"}})

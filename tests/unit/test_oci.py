@@ -19,7 +19,7 @@ import inclavare
 from inclavare.errors import ConfigError
 from inclavare.formats import oci, oci_spec
 from inclavare.formats.signals import parse_signal
-from inclavare.runtime.bundle_io import load_config
+from inclavare.runtime.launch import load_config
 
 
 def good_spec() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from inclavare.runtime import init
-from inclavare.runtime.executor import EXECVE, Executor
+from inclavare.runtime.launch import EXECVE, Executor
 from inclavare.runtime.state import UNSET, State, Store
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "inclavare"
@@ -61,7 +61,7 @@ def test_rune_cli_does_not_import_linux(path: Path) -> None:
 
 def test_the_layer_scan_sees_imports() -> None:
     """The scan itself: enclave/runelet.py does import the seam (the allowed direction)."""
-    assert "inclavare.runtime.executor" in _imports(SRC / "enclave" / "runelet.py")
+    assert "inclavare.runtime.launch" in _imports(SRC / "enclave" / "runelet.py")
 
 
 # ------------------------------------------------------------------------------ State and state.json
@@ -263,7 +263,7 @@ def test_the_default_executor_is_execve() -> None:
 
 
 def test_enclave_executors_are_picked_only_for_enclave_configs() -> None:
-    from inclavare.cli.rune_create import pick_executor
+    from inclavare.cli.rune import pick_executor
     from inclavare.enclave.runelet import ExecRunelet, InitRunelet, for_state
 
     assert pick_executor({"process": {"env": ["PATH=/bin"]}}) is None
