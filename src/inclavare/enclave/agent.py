@@ -38,7 +38,7 @@ def load_codec() -> Any:
     process (for :func:`listen`) and never needs the messages there. The code that does (the runelets,
     inside the container) calls this in its executor's ``preload``, on the host and before the container's
     root is entered -- in the forked child, where the import overlaps with the parent's cgroup setup. Once
-    loaded, the messages need no further import (tests/unit/test_agentwire.py checks it), so the calls here
+    loaded, the messages need no further import (tests/unit/enclave/test_agentwire.py checks it), so the calls here
     work after pivot_root."""
     from inclavare.enclave import agentwire
 

@@ -25,7 +25,7 @@ from inclavare.linux import rootfs as rf
 from inclavare.linux import syscalls as sc
 from inclavare.testing.syscalls import RecordingSyscalls
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "inclavare"
+SRC = Path(__file__).resolve().parents[3] / "src" / "inclavare"
 
 BIND, REC, RO, REMOUNT = sc.MS_BIND, sc.MS_REC, sc.MS_RDONLY, sc.MS_REMOUNT
 NOSUID, NODEV, NOEXEC = sc.MS_NOSUID, sc.MS_NODEV, sc.MS_NOEXEC

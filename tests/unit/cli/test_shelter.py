@@ -11,7 +11,7 @@ import pytest
 
 from inclavare.cli import sgx_tools, shelter
 
-V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"))
+V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors"))
 A = V / "attestation"
 needs_vectors = pytest.mark.skipif(not A.is_dir(), reason="the shared attestation vectors are absent")
 

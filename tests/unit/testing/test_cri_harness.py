@@ -20,7 +20,7 @@ pb = pytest.importorskip("inclavare.testing.cri.api_pb2", reason="protobuf is no
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed")
 pb_grpc = pytest.importorskip("inclavare.testing.cri.api_pb2_grpc", reason="grpcio is not installed")
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[3] / "src"
 CRI_DIR = SRC / "inclavare" / "testing" / "cri"
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from inclavare.formats import fastjson as fj
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 
 VALUES: list[Any] = [
     None, True, False, 0, -1, 1, 2**31, -(2**63), 2**64 + 1, 10**40, -(10**40),

@@ -48,8 +48,8 @@ from inclavare.ratls.verifiers import VERIFIERS, EvidenceRejected, VerifyOptions
 from inclavare.sim.platform import SimPlatform
 from inclavare.sim.quoting import SimQuotingService
 from inclavare.sim.report import EnclaveIdentity, ReportKey
-from tests.unit.test_ratls_cert import _MUTATION, _mutate
-from tests.unit.test_ratls_tls import pair
+from tests.unit.ratls.test_ratls_cert import _MUTATION, _mutate
+from tests.unit.ratls.test_ratls_tls import pair
 
 ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 ECDSA_SHA384 = "1.2.840.10045.4.3.3"

@@ -30,7 +30,7 @@ from inclavare.shim.proto.ttrpc import request_pb2
 from inclavare.shim.proto.types import mount_pb2
 from inclavare.shim.proto.types import task_pb2 as types_task_pb2
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[3] / "src"
 PROTO_DIR = SRC / "inclavare" / "shim" / "proto"
 SHIM_BINARY = os.environ.get("CONTAINERD_SHIM_RUNC", shutil.which("containerd-shim-runc-v2")
                              or "/usr/bin/containerd-shim-runc-v2")

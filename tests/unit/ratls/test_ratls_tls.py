@@ -55,7 +55,7 @@ from inclavare.ratls.verifiers import (
 )
 from inclavare.sim.platform import SimPlatform
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[3] / "src"
 CLAIMS = {"key_0": b"value_0\x00", "key_1": b"value_1\x00"}
 TIMEOUT = 20.0
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")

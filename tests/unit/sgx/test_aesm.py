@@ -39,7 +39,7 @@ from inclavare.sgx.proto import messages_pb2
 from inclavare.sim.report import EnclaveIdentity, ReportKey
 from inclavare.testing.fake_aesm import FakeAesm, SimAesmBackend
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[3] / "src"
 APP = EnclaveIdentity(mrenclave=hashlib.sha256(b"aesm test enclave").digest(),
                       mrsigner=hashlib.sha256(b"aesm test signer").digest(), attributes=Attributes(0x4, 0x3),
                       isvprodid=3, isvsvn=1)

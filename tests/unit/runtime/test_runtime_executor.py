@@ -16,7 +16,7 @@ from inclavare.runtime import init
 from inclavare.runtime.launch import EXECVE, Executor
 from inclavare.runtime.state import UNSET, State, Store
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "inclavare"
+SRC = Path(__file__).resolve().parents[3] / "src" / "inclavare"
 
 
 # ------------------------------------------------------------------------------ layer rules

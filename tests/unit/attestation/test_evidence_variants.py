@@ -38,7 +38,7 @@ from inclavare.formats.envelopes import (
 )
 from inclavare.formats.snp_certs import pem_certificates
 
-V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"))
+V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors"))
 A = V / "attestation"
 pytestmark = pytest.mark.skipif(not A.is_dir(), reason="the shared attestation vectors are absent")
 

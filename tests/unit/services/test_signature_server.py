@@ -40,7 +40,7 @@ from inclavare.services.signature_server import (
 from inclavare.sgx import signing
 from tests.unit.sgx_helpers import public_pem, rsa3072_e3_key, rsa3072_e3_pem
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WASM = b"\0asm\x01\0\0\0" + bytes(range(256)) * 20
 TOKEN = "s3cret-token-for-ci"
 PKCS1 = "/api/v1/signature/pkcs1"

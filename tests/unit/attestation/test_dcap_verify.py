@@ -951,7 +951,7 @@ def test_pinned_intel_roots_are_self_signed_cas() -> None:
     from inclavare.attestation.pck import INTEL_SGX_ROOT_CA_FINGERPRINTS
     from inclavare.formats.dcap import DcapQuote
 
-    V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"))
+    V = Path(os.environ.get("INCLAVARE_VECTORS", Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors"))
     ders = []
     root_der = V / "attestation/roots/intel_sgx_root_ca.der"
     if root_der.exists():

@@ -11,7 +11,7 @@ from inclavare import errors
 from inclavare.cli import rats_tls_client, rats_tls_server, rune, runecmds, sgx_tools, shelter, signature_server
 from inclavare.cli._common import Parser, run_program
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "inclavare"
+SRC = Path(__file__).resolve().parents[3] / "src" / "inclavare"
 
 
 def test_one_usage_error_for_every_cli() -> None:

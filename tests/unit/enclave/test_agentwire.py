@@ -15,7 +15,7 @@ import pytest
 from inclavare.enclave import agent
 from inclavare.enclave import agentwire as w
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[3] / "src"
 
 
 def _exec() -> Any:

@@ -18,7 +18,7 @@ from inclavare.testing import bundle as tb
 
 BUSYBOX = "/bin/busybox"
 needs_busybox = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="busybox-static is not installed")
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 
 
 def applets() -> list[str]:
