@@ -147,6 +147,7 @@ def main() -> None:
         import inclavare.formats.ccel  # noqa: F401
         import inclavare.formats.dcap  # noqa: F401
         import inclavare.formats.snp  # noqa: F401
+        import inclavare.formats.snp_certs  # noqa: F401
         import inclavare.ratls.cert  # noqa: F401
         import inclavare.ratls.dice  # noqa: F401
     atheris.Setup([sys.argv[0], *sys.argv[2:]], target)

@@ -23,7 +23,7 @@ Then, reported rather than raised: certificate validity at ``Options.as_of`` (``
 ``errors``) and the TCB status: ``UpToDate`` when every SPL of REPORTED_TCB is at least the certificate's,
 ``OutOfDate`` otherwise (``claims["tcb_detail"]`` says which).
 
-Certificates are read by :func:`inclavare.formats.snp.parse_certificate`, not by ``cryptography.x509``: AMD
+Certificates are read by :func:`inclavare.formats.snp_certs.parse_certificate`, not by ``cryptography.x509``: AMD
 issues VCEKs with serial number 0, which cryptography only loads through a deprecated path (with a warning,
 and a future release will refuse). Only keys and raw signature checks come from cryptography.
 """
@@ -49,19 +49,21 @@ from inclavare.formats.envelopes import (
     unwrap_snp_report_resp,
 )
 from inclavare.formats.snp import (
-    OID_BASIC_CONSTRAINTS,
-    OID_KEY_USAGE,
-    OID_MGF1,
-    OID_RSASSA_PSS,
-    OID_SHA384,
     SIG_ALGO_ECDSA_P384_SHA384,
     SIGNING_KEY_NAMES,
     SIGNING_KEY_NONE,
     SIGNING_KEY_VCEK,
     SIGNING_KEY_VLEK,
-    Certificate,
     SnpFormatError,
     SnpReport,
+)
+from inclavare.formats.snp_certs import (
+    OID_BASIC_CONSTRAINTS,
+    OID_KEY_USAGE,
+    OID_MGF1,
+    OID_RSASSA_PSS,
+    OID_SHA384,
+    Certificate,
     VcekExtensions,
     decode_vcek_extensions,
     parse_certificate,

@@ -19,8 +19,9 @@ import json
 import socket
 import sys
 
-from inclavare.cli.rats_tls_server import _port, build_config, common_parser, setup_logging
-from inclavare.errors import InclavareError, UsageError
+from inclavare.cli._common import run_program
+from inclavare.cli._ratstls import build_config, common_parser, parse_port, setup_logging
+from inclavare.errors import UsageError
 
 PROG = "rats-tls-client"
 GREETING = "Hello and welcome to RATS-TLS!\n"
@@ -49,7 +50,7 @@ def run(a: argparse.Namespace) -> int:
     from inclavare.ratls.tls import RatsTls
 
     setup_logging(PROG, a.log_level, a.debug)
-    port = _port(a.port)
+    port = parse_port(a.port)
     config = build_config(a, callback=_callback)
     config.prepare(presents=a.mutual)
     message = a.message if a.message is not None else GREETING
@@ -78,15 +79,7 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        a = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-        return run(a)
-    except InclavareError as e:
-        sys.stdout.flush()
-        sys.stderr.write(f"{PROG}: {e}\n")
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_program(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def exec_process(rt: Any, cid: str, opts: dict[str, Any], pos: list[str]) -> dic
 
 
 def cmd_spec(opts: dict[str, Any]) -> int:
-    from inclavare.formats.oci import default_spec
+    from inclavare.formats.oci_spec import default_spec
 
     path = fos.path.join(opts.get("bundle") or ".", "config.json")
     if fos.path.exists(path):

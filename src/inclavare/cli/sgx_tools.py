@@ -22,25 +22,14 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
+from inclavare.cli._common import Parser, run_program
+from inclavare.cli._inputs import read_file
+from inclavare.cli._verify import add_verify_flags, build_options, report
 from inclavare.errors import InclavareError, UsageError
 
 PROG = "sgx-tools"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise UsageError(f"{path}: {e.strerror}") from None
-
 
 def _is_image(data: bytes) -> bool:
     from inclavare.enclave.image import MAGIC
@@ -61,7 +50,7 @@ def _sigstruct_bytes(path: str, data: bytes) -> bytes:
 def _describe(path: str) -> dict[str, Any]:
     from inclavare.formats.sgx import SigStruct
 
-    sig = SigStruct.parse(_sigstruct_bytes(path, _read(path)))
+    sig = SigStruct.parse(_sigstruct_bytes(path, read_file(path)))
     day, encoding = sig.decoded_date()
     return {
         "mrenclave": sig.enclavehash.hex(),
@@ -101,7 +90,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    data = _read(args.file)
+    data = read_file(args.file)
     if _is_image(data):
         from inclavare.enclave.image import load
 
@@ -118,7 +107,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_measure(args: argparse.Namespace) -> int:
     from inclavare.formats.sgxs import TAG_ECREATE, read_sgxs
 
-    data = _read(args.file)
+    data = read_file(args.file)
     if _is_image(data):
         from inclavare.enclave.image import measure
 
@@ -150,8 +139,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     remote = [f for f in ("ca_cert", "token", "token_file", "client_cert", "client_key") if getattr(args, f)]
     if args.key and remote:
         raise UsageError(f"--{remote[0].replace('_', '-')} is for server-side signing (--server), not --key")
-    unsigned = image.build(_read(args.payload), args.kind, settings)
-    signed = _sign_remote(args, unsigned) if args.server else image.sign(unsigned, _read(args.key))
+    unsigned = image.build(read_file(args.payload), args.kind, settings)
+    signed = _sign_remote(args, unsigned) if args.server else image.sign(unsigned, read_file(args.key))
     _write_atomic(args.out, signed)
     print(f"{args.out}: MRENCLAVE {unsigned.mrenclave.hex()}")
     return 0
@@ -165,7 +154,7 @@ def _sign_remote(args: argparse.Namespace, unsigned: Any) -> bytes:
 
     token = args.token
     if args.token_file:
-        token = _read(args.token_file).decode("utf-8", "replace").strip()
+        token = read_file(args.token_file).decode("utf-8", "replace").strip()
         if not token:
             raise UsageError(f"{args.token_file}: the token file is empty")
     with SignatureClient(args.server, ca_cert=args.ca_cert, token=token, client_cert=args.client_cert,
@@ -211,7 +200,7 @@ def _quoting_service(args: argparse.Namespace) -> Any:
 
 
 def _read_sized(flag: str, path: str, what: str, size: int) -> bytes:
-    data = _read(path)
+    data = read_file(path)
     if len(data) != size:
         raise UsageError(f"{flag} {path}: {len(data)} bytes, a {what} is {size}")
     return data
@@ -285,19 +274,18 @@ def _platform_args(cmd: argparse.ArgumentParser) -> None:
 def cmd_verify_quote(args: argparse.Namespace) -> int:
     """verify-quote: the attestation verifier (the same core as `shelter verify`) on a DCAP quote."""
     from inclavare.attestation import evidence as ev
-    from inclavare.cli import shelter
 
     _check_quote_type(args.quote_type)
-    data = _read(args.quote)
+    data = read_file(args.quote)
     if ev.detect(data) != "dcap":
         raise InclavareError(f"--quote {args.quote}: not a DCAP quote")
     ns = argparse.Namespace(certs=args.certs, report_data=None, trust_sim=args.trust_sim, sim_root=args.sim_root,
                             collateral=args.collateral, tcb_info=None, qe_identity=None, pck_crl=None, root_crl=None,
                             vcek=None, cert_chain=None, as_of=args.as_of)
-    opts, with_collateral, material = shelter.build_options(ns, "dcap")
+    opts, with_collateral, material = build_options(ns, "dcap")
     result = ev.verify_raw(data, "auto", opts)
     ok = ev.summary(result, with_collateral)
-    shelter.report(result, ok, material, args.json)
+    report(result, ok, material, args.json)
     return 0 if ok else 1
 
 
@@ -325,21 +313,16 @@ def _add_gen_commands(sub: Any) -> None:
     vq = sub.add_parser("verify-quote", help="verify a DCAP quote (signatures, PCK chain, and TCB with collateral)")
     vq.add_argument("--quote-type", default="ecdsa")
     vq.add_argument("--quote", required=True)
-    vq.add_argument("--collateral", help="DCAP collateral bundle JSON (TCB status, CRLs)")
-    vq.add_argument("--certs", help="directory of issuer certificates the collateral does not carry")
-    vq.add_argument("--as-of", help="evaluate validity at this time (ISO 8601), default now")
-    vq.add_argument("--trust-sim", action="store_true", help="accept quotes of the simulated SGX platform")
-    vq.add_argument("--sim-root", help="the sim root CA to trust (default: this host's sim platform)")
-    vq.add_argument("--json", action="store_true")
+    add_verify_flags(vq)
     vq.set_defaults(func=cmd_verify_quote)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="SGX SIGSTRUCT, measurement and enclave image tools")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog=PROG, description="SGX SIGSTRUCT, measurement and enclave image tools")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     sig = sub.add_parser("sigstruct", help="inspect or verify a SIGSTRUCT")
-    sigsub = sig.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    sigsub = sig.add_subparsers(dest="action", required=True, parser_class=Parser)
     show = sigsub.add_parser("show", help="print the SIGSTRUCT's fields")
     show.add_argument("file")
     show.add_argument("--json", action="store_true", help="print JSON")
@@ -378,14 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(args_list)
-        code: int = args.func(args)
-        return code
-    except InclavareError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
+    return run_program(PROG, build_parser(), lambda args: int(args.func(args)), argv)
 
 
 if __name__ == "__main__":

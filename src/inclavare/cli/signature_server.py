@@ -17,17 +17,12 @@ import logging
 import signal
 import sys
 import threading
-from typing import NoReturn
 
+from inclavare.cli._common import Parser, run_program
 from inclavare.errors import InclavareError, UsageError
 
 PROG = "signature-server"
 DEFAULT_KEY = "/etc/signature/pki/privatekey.pem"  # upstream's default --private-key
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -37,7 +32,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="sign SGX enclave SIGSTRUCT material over HTTP(S) "
+    p = Parser(prog=PROG, description="sign SGX enclave SIGSTRUCT material over HTTP(S) "
                                        "(POST /api/v1/signature/pkcs1)")
     p.add_argument("--listen", default=":9080", help="HOST:PORT or :PORT (default :9080, every address)")
     p.add_argument("--key", "--private-key", dest="key", default=DEFAULT_KEY,
@@ -87,21 +82,19 @@ def _setup_logging(fmt: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(args_list)
-        if args.hash_token:
-            from inclavare.services.signature_server import hash_token
+    return run_program(PROG, build_parser(), _run, argv)
 
-            token = sys.stdin.readline().strip()
-            if not token:
-                raise UsageError("--hash-token: no token on stdin")
-            print(f"{hash_token(token)} client")
-            return 0
-        return _serve(args)
-    except InclavareError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
+
+def _run(args: argparse.Namespace) -> int:
+    if args.hash_token:
+        from inclavare.services.signature_server import hash_token
+
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise UsageError("--hash-token: no token on stdin")
+        print(f"{hash_token(token)} client")
+        return 0
+    return _serve(args)
 
 
 def _serve(args: argparse.Namespace) -> int:

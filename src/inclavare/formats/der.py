@@ -1,5 +1,7 @@
-"""A strict DER reader (single-byte tags, definite minimal lengths) for the certificate extensions and
-structures the parsers read by hand: Intel's PCK SGX extension, AMD's VCEK extensions and certificate fields.
+"""The one hand-written DER codec: a strict reader (single-byte tags, definite minimal lengths) for the
+structures the parsers read field by field -- Intel's PCK SGX extension, AMD's certificates and VCEK
+extensions, the fields of RA-TLS certificates that ``cryptography`` does not expose as raw bytes -- and the
+few encoders the simulated platform needs to write the PCK extension.
 
 Errors come from the caller's ``fail(field, offset, problem)`` factory, so each format raises its own error
 type with the field and byte offset in its message.
@@ -11,8 +13,13 @@ from collections.abc import Callable, Mapping
 
 TAG_BOOLEAN = 0x01
 TAG_INTEGER = 0x02
+TAG_BIT_STRING = 0x03
+TAG_OCTET_STRING = 0x04
+TAG_NULL = 0x05
 TAG_OID = 0x06
+TAG_ENUMERATED = 0x0A
 TAG_SEQUENCE = 0x30
+TAG_SET = 0x31
 
 Fail = Callable[[str, int, str], Exception]
 
@@ -115,3 +122,125 @@ class DerReader:
         if end - start != 1 or self.data[start] not in (0, 0xFF):
             raise self.fail(field_name, start, "BOOLEAN must be one byte 0x00 or 0xFF")
         return self.data[start] == 0xFF
+
+    def bit_string(self, field_name: str) -> bytes:
+        """The content of a BIT STRING of whole bytes (no unused bits), as keys and signatures are."""
+        start, end = self.expect(TAG_BIT_STRING, field_name)
+        if end == start or self.data[start] != 0:
+            raise self.fail(field_name, start, "BIT STRING with unused bits")
+        return self.data[start + 1:end]
+
+    def unsigned_at(self, start: int, end: int, field_name: str, bits: int) -> int:
+        """The content ``data[start:end]`` of an INTEGER or ENUMERATED read as a non-negative minimal integer
+        of at most ``bits`` bits."""
+        raw = self.data[start:end]
+        if not raw:
+            raise self.fail(field_name, start, "empty INTEGER")
+        if raw[0] & 0x80:
+            raise self.fail(field_name, start, "negative INTEGER")
+        if len(raw) > 1 and raw[0] == 0 and not raw[1] & 0x80:
+            raise self.fail(field_name, start, "non-minimal INTEGER")
+        value = int.from_bytes(raw, "big")
+        if value >> bits:
+            raise self.fail(field_name, start, f"value {value} does not fit in {bits} bits")
+        return value
+
+    def oid_entries(self, field_name: str) -> list[tuple[str, int, int, int]]:
+        """The rest of this reader as ``SEQUENCE { OID, value }`` items (Intel's PCK extension is built of
+        them): (oid, value tag, value content start, value content end) each."""
+        fast = _oid_entries_fast(self.data, self.pos, self.end, self.known_oids)
+        if fast is not None:
+            self.pos = self.end
+            return fast
+        out: list[tuple[str, int, int, int]] = []
+        while not self.at_end():
+            item = self.sub(TAG_SEQUENCE, field_name)
+            oid = item.oid(field_name)
+            tag, cstart, cend = item.read(oid)
+            if not item.at_end():
+                raise self.fail(oid, item.pos, "extra DER elements in the entry")
+            out.append((oid, tag, cstart, cend))
+        return out
+
+
+def _short_header(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """(content start, content length) of the element at ``pos`` when its length is definite, minimal and at most
+    two bytes long and the element has at least its two header bytes before ``end``; None otherwise."""
+    if end - pos < 2:
+        return None
+    length = data[pos + 1]
+    pos += 2
+    if length < 0x80:
+        return pos, length
+    if length == 0x81 and end - pos >= 1 and data[pos] >= 0x80:
+        return pos + 1, data[pos]
+    if length == 0x82 and end - pos >= 2 and data[pos] != 0:
+        return pos + 2, (data[pos] << 8) | data[pos + 1]
+    return None
+
+
+def _oid_entries_fast(data: bytes, start: int, end: int,
+                      known: Mapping[bytes, str] | None) -> list[tuple[str, int, int, int]] | None:
+    """:meth:`DerReader.oid_entries` for the well-formed case in which every OID is a known one; None when
+    anything else is met, and then the careful reader goes over the bytes again (and names what is wrong).
+    A PCK certificate's extension holds some thirty entries and is read for every quote a verifier sees cold."""
+    if not known:
+        return None
+    out: list[tuple[str, int, int, int]] = []
+    pos = start
+    while pos < end:
+        if data[pos] != TAG_SEQUENCE or (h := _short_header(data, pos, end)) is None:
+            return None
+        istart, iend = h
+        iend += istart
+        # the OID: short form only (every OID we name is), and one we name
+        if iend > end or iend - istart < 2 or data[istart] != TAG_OID or (vpos := data[istart + 1]) >= 0x80:
+            return None
+        vpos += istart + 2
+        if vpos > iend or (oid := known.get(data[istart + 2:vpos])) is None:
+            return None
+        # the value: it must end exactly where the entry ends (not run past it, nor leave elements after it)
+        if (h := _short_header(data, vpos, iend)) is None or h[0] + h[1] != iend:
+            return None
+        out.append((oid, data[vpos], h[0], iend))
+        pos = iend
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Encoding (what the simulated platform writes: the PCK extension)
+
+
+def encode_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def encode(tag: int, content: bytes) -> bytes:
+    """One element: tag, minimal definite length, content."""
+    return bytes([tag]) + encode_length(len(content)) + content
+
+
+def oid_content(dotted: str) -> bytes:
+    """The content bytes of an OBJECT IDENTIFIER (what :class:`DerReader` ``known_oids`` maps)."""
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):  # the first two arcs share one subidentifier
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+def encode_oid(dotted: str) -> bytes:
+    return encode(TAG_OID, oid_content(dotted))
+
+
+def encode_unsigned(tag: int, value: int) -> bytes:
+    """A non-negative INTEGER or ENUMERATED, minimal (a leading zero byte only where the top bit is set)."""
+    return encode(tag, value.to_bytes(value.bit_length() // 8 + 1, "big"))

@@ -1,6 +1,9 @@
-"""OCI runtime-spec config.json: loading, validation, name tables, `spec` defaults and `features`.
+"""OCI runtime-spec config.json: loading, validation and the name tables they use.
 
-Pure module, no I/O: the caller reads `<bundle>/config.json` (see `inclavare.runtime.bundle_io`) and
+This is `rune create`'s path, so it holds only what validating a config needs; the default config of
+`rune spec` and the `rune features` structure live in :mod:`inclavare.formats.oci_spec`.
+
+Pure module, no I/O: the caller reads `<bundle>/config.json` (see `inclavare.runtime.launch.load_config`) and
 hands `validate_config` the `stat` that checks the root filesystem exists. Every problem is reported
 as a `ConfigError` whose field is the JSON path of the offending value (e.g.
 ``process.capabilities.bounding[1]``), so the message points the user at one spot.
@@ -13,7 +16,6 @@ their contents are validated by the seccomp and cgroup modules.
 
 from __future__ import annotations
 
-import inclavare
 from inclavare.errors import ConfigError
 from inclavare.formats import fastjson as json
 from inclavare.formats.jsonshape import Shape
@@ -26,22 +28,15 @@ if TYPE_CHECKING:
 __all__ = [
     "CAPABILITIES",
     "HOOK_NAMES",
-    "MOUNT_OPTIONS",
     "NAMESPACE_TYPES",
     "RLIMITS",
     "ROOTFS_PROPAGATIONS",
-    "SECCOMP_ACTIONS",
-    "SECCOMP_ARCHS",
-    "SECCOMP_FLAGS_KNOWN",
-    "SECCOMP_FLAGS_SUPPORTED",
-    "SECCOMP_OPERATORS",
     "capability_number",
-    "default_spec",
-    "features",
     "parse_config",
-    "parse_signal",
+    "personality_value",
     "validate_config",
     "validate_container_id",
+    "validate_process",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -125,77 +120,6 @@ HOOK_NAMES: tuple[str, ...] = (
     "poststop",
 )
 
-# Mount options the runtime recognises (runtime-spec config.md "Linux mount options"); anything else
-# is passed to mount(2) as filesystem data.
-MOUNT_OPTIONS: tuple[str, ...] = tuple(
-    sorted(
-        [
-            "acl",
-            "async",
-            "atime",
-            "bind",
-            "defaults",
-            "dev",
-            "diratime",
-            "dirsync",
-            "exec",
-            "iversion",
-            "lazytime",
-            "loud",
-            "mand",
-            "noacl",
-            "noatime",
-            "nodev",
-            "nodiratime",
-            "noexec",
-            "noiversion",
-            "nolazytime",
-            "nomand",
-            "norelatime",
-            "nostrictatime",
-            "nosuid",
-            "nosymfollow",
-            "private",
-            "ratime",
-            "rbind",
-            "rdev",
-            "rdiratime",
-            "relatime",
-            "remount",
-            "rexec",
-            "rnoatime",
-            "rnodev",
-            "rnodiratime",
-            "rnoexec",
-            "rnorelatime",
-            "rnostrictatime",
-            "rnosuid",
-            "rnosymfollow",
-            "ro",
-            "rprivate",
-            "rrelatime",
-            "rro",
-            "rrw",
-            "rshared",
-            "rslave",
-            "rstrictatime",
-            "rsuid",
-            "rsymfollow",
-            "runbindable",
-            "rw",
-            "shared",
-            "silent",
-            "slave",
-            "strictatime",
-            "suid",
-            "symfollow",
-            "sync",
-            "tmpcopyup",
-            "unbindable",
-        ]
-    )
-)
-
 ROOTFS_PROPAGATIONS: tuple[str, ...] = (
     "shared",
     "slave",
@@ -206,57 +130,6 @@ ROOTFS_PROPAGATIONS: tuple[str, ...] = (
     "rprivate",
     "runbindable",
 )
-
-# Seccomp names from config-linux.md (libseccomp 2.5 vocabulary).
-SECCOMP_ACTIONS: tuple[str, ...] = (
-    "SCMP_ACT_ALLOW",
-    "SCMP_ACT_ERRNO",
-    "SCMP_ACT_KILL",
-    "SCMP_ACT_KILL_PROCESS",
-    "SCMP_ACT_KILL_THREAD",
-    "SCMP_ACT_LOG",
-    "SCMP_ACT_NOTIFY",
-    "SCMP_ACT_TRACE",
-    "SCMP_ACT_TRAP",
-)
-SECCOMP_OPERATORS: tuple[str, ...] = (
-    "SCMP_CMP_EQ",
-    "SCMP_CMP_GE",
-    "SCMP_CMP_GT",
-    "SCMP_CMP_LE",
-    "SCMP_CMP_LT",
-    "SCMP_CMP_MASKED_EQ",
-    "SCMP_CMP_NE",
-)
-SECCOMP_ARCHS: tuple[str, ...] = (
-    "SCMP_ARCH_AARCH64",
-    "SCMP_ARCH_ARM",
-    "SCMP_ARCH_MIPS",
-    "SCMP_ARCH_MIPS64",
-    "SCMP_ARCH_MIPS64N32",
-    "SCMP_ARCH_MIPSEL",
-    "SCMP_ARCH_MIPSEL64",
-    "SCMP_ARCH_MIPSEL64N32",
-    "SCMP_ARCH_PARISC",
-    "SCMP_ARCH_PARISC64",
-    "SCMP_ARCH_PPC",
-    "SCMP_ARCH_PPC64",
-    "SCMP_ARCH_PPC64LE",
-    "SCMP_ARCH_RISCV64",
-    "SCMP_ARCH_S390",
-    "SCMP_ARCH_S390X",
-    "SCMP_ARCH_X32",
-    "SCMP_ARCH_X86",
-    "SCMP_ARCH_X86_64",
-)
-SECCOMP_FLAGS_KNOWN: tuple[str, ...] = (
-    "SECCOMP_FILTER_FLAG_TSYNC",
-    "SECCOMP_FILTER_FLAG_LOG",
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
-)
-# WAIT_KILLABLE_RECV needs libseccomp >= 2.6; the platform has 2.5.4.
-SECCOMP_FLAGS_SUPPORTED: tuple[str, ...] = SECCOMP_FLAGS_KNOWN[:3]
 
 # config.json versions accepted: 1.0.0 up to any 1.<_MAX_MINOR>.x (pre-releases of those included).
 _MAX_MINOR = 2
@@ -327,7 +200,7 @@ def capability_number(name: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Signals and container ids
+# Container ids
 
 
 # runc's pattern is ^[\w+-\.]+$ (Go RE2, ASCII \w); inside the class "+-\." is the range '+'..'.',
@@ -368,13 +241,6 @@ def parse_config(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def parse_signal(text: str) -> int:
-    """`inclavare.formats.signals.parse_signal`, loaded on first use: `create` validates without it."""
-    from inclavare.formats.signals import parse_signal as parse
-
-    return parse(text)
-
-
 def _join(base: str, path: str) -> str:
     """`os.path.join(base, path)` for two parts, without importing os."""
     if path.startswith("/") or not base:
@@ -406,16 +272,39 @@ def _get(obj: dict[str, Any], key: str) -> Any:
 
 
 _shape = Shape(ConfigError)
-_req = _shape.required
-_object = _shape.object
-_array = _shape.array
-_bool = _shape.boolean
-_int = _shape.integer
-_string = _shape.c_string
+
+
+def _required_string(obj: dict[str, Any], key: str, field: str) -> str:
+    """The member `key` of `obj`, required, a string without NUL bytes; `field` is its JSON path."""
+    value = obj.get(key)
+    if type(value) is str and "\x00" not in value:  # the common case in one call; Shape words the errors
+        return value
+    return _shape.c_string(_shape.required(obj, key, field), field)
+
+
+def _required_int(obj: dict[str, Any], key: str, field: str, lo: int, hi: int) -> int:
+    """The member `key` of `obj`, required, an integer in [lo, hi] (not a bool); `field` is its JSON path."""
+    value = obj.get(key)
+    if type(value) is int and lo <= value <= hi:  # the common case in one call; Shape words the errors
+        return value
+    return _shape.integer(_shape.required(obj, key, field), field, lo, hi)
+
+
+def _objects(value: Any, field: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """(index, JSON path, object) for each item of the array of objects `value`; none when it is absent.
+
+    A list, not a generator: resuming a generator per item costs more than building the list."""
+    if value is None:
+        return []
+    out = []
+    for i, entry in enumerate(_shape.array(value, field)):
+        path = f"{field}[{i}]"
+        out.append((i, path, _shape.object(entry, path)))
+    return out
 
 
 def _uint32(value: Any, field: str) -> int:
-    return _int(value, field, 0, _UINT32_MAX)
+    return _shape.integer(value, field, 0, _UINT32_MAX)
 
 
 def _strings(value: Any, field: str) -> list[str]:
@@ -423,7 +312,7 @@ def _strings(value: Any, field: str) -> list[str]:
 
 
 def _abs_path(value: Any, field: str) -> str:
-    path = _string(value, field)
+    path = _shape.c_string(value, field)
     if not path.startswith("/"):
         raise ConfigError(field, "must be an absolute path")
     return path
@@ -440,16 +329,11 @@ def _env(value: Any, field: str) -> None:
 
 def _id_mappings(value: Any, field: str) -> list[tuple[int, int, int]]:
     """Validate a LinuxIDMapping array; return (containerID, hostID, size) triples."""
-    entries = _array(value, field)
-    if len(entries) > _MAX_ID_MAPPINGS:
+    if len(_shape.array(value, field)) > _MAX_ID_MAPPINGS:
         raise ConfigError(field, f"at most {_MAX_ID_MAPPINGS} entries are allowed")
     ranges: list[tuple[int, int, int]] = []
-    for i, entry in enumerate(entries):
-        f = f"{field}[{i}]"
-        m = _object(entry, f)
-        cid = _uint32(_req(m, "containerID", f"{f}.containerID"), f"{f}.containerID")
-        hid = _uint32(_req(m, "hostID", f"{f}.hostID"), f"{f}.hostID")
-        size = _uint32(_req(m, "size", f"{f}.size"), f"{f}.size")
+    for _, f, m in _objects(value, field):
+        cid, hid, size = (_required_int(m, k, f"{f}.{k}", 0, _UINT32_MAX) for k in ("containerID", "hostID", "size"))
         if size == 0:
             raise ConfigError(f"{f}.size", "must be > 0")
         if cid + size - 1 > _UINT32_MAX:
@@ -487,11 +371,11 @@ class _Validator:
         self.root()
         linux = _get(doc, "linux")
         if linux is not None:
-            self.linux = _object(linux, "linux")
+            self.linux = _shape.object(linux, "linux")
             self.linux_namespaces()
         process = _get(doc, "process")
         if process is not None:
-            self.process(_object(process, "process"))
+            self.process(_shape.object(process, "process"))
         elif need_process:
             raise ConfigError("process", "required")
         self.uts()
@@ -504,7 +388,7 @@ class _Validator:
     # ---- top level --------------------------------------------------------------------------------
 
     def version(self) -> None:
-        version = _string(_req(self.doc, "ociVersion", "ociVersion"), "ociVersion")
+        version = _required_string(self.doc, "ociVersion", "ociVersion")
         m = _semver(version)
         if not m:
             raise ConfigError("ociVersion", f"{json.quote(version)} is not a SemVer 2.0.0 version")
@@ -516,13 +400,13 @@ class _Validator:
             )
 
     def root(self) -> None:
-        root = _object(_req(self.doc, "root", "root"), "root")
-        path = _string(_req(root, "path", "root.path"), "root.path")
+        root = _shape.object(_shape.required(self.doc, "root", "root"), "root")
+        path = _required_string(root, "path", "root.path")
         if not path:
             raise ConfigError("root.path", "must not be empty")
         readonly = _get(root, "readonly")
         if readonly is not None:
-            _bool(readonly, "root.readonly")
+            _shape.boolean(readonly, "root.readonly")
         if self.stat is None:
             return
         full = _join(self.bundle, path)
@@ -540,20 +424,15 @@ class _Validator:
             value = _get(self.doc, key)
             if value is None:
                 continue
-            if _string(value, key) and "uts" not in self.namespaces:
+            if _shape.c_string(value, key) and "uts" not in self.namespaces:
                 raise ConfigError(key, "requires a UTS namespace")
 
     def mounts(self) -> None:
-        mounts = _get(self.doc, "mounts")
-        if mounts is None:
-            return
-        for i, entry in enumerate(_array(mounts, "mounts")):
-            f = f"mounts[{i}]"
-            m = _object(entry, f)
-            _abs_path(_req(m, "destination", f"{f}.destination"), f"{f}.destination")
+        for _, f, m in _objects(_get(self.doc, "mounts"), "mounts"):
+            _abs_path(_shape.required(m, "destination", f"{f}.destination"), f"{f}.destination")
             for key in ("type", "source"):
                 if _get(m, key) is not None:
-                    _string(m[key], f"{f}.{key}")
+                    _shape.c_string(m[key], f"{f}.{key}")
             options = [] if _get(m, "options") is None else _strings(m["options"], f"{f}.options")
             uid_maps, gid_maps = _get(m, "uidMappings"), _get(m, "gidMappings")
             if uid_maps is not None:
@@ -570,27 +449,22 @@ class _Validator:
         hooks = _get(self.doc, "hooks")
         if hooks is None:
             return
-        hooks = _object(hooks, "hooks")
+        hooks = _shape.object(hooks, "hooks")
         for kind in HOOK_NAMES:
-            entries = _get(hooks, kind)
-            if entries is None:
-                continue
-            for i, entry in enumerate(_array(entries, f"hooks.{kind}")):
-                f = f"hooks.{kind}[{i}]"
-                h = _object(entry, f)
-                _abs_path(_req(h, "path", f"{f}.path"), f"{f}.path")
+            for _, f, h in _objects(_get(hooks, kind), f"hooks.{kind}"):
+                _abs_path(_shape.required(h, "path", f"{f}.path"), f"{f}.path")
                 if _get(h, "args") is not None:
                     _strings(h["args"], f"{f}.args")
                 if _get(h, "env") is not None:
                     _env(h["env"], f"{f}.env")
                 if _get(h, "timeout") is not None:
-                    _int(h["timeout"], f"{f}.timeout", 1, _INT64_MAX, "must be > 0")
+                    _shape.integer(h["timeout"], f"{f}.timeout", 1, _INT64_MAX, "must be > 0")
 
     def annotations(self) -> None:
         annotations = _get(self.doc, "annotations")
         if annotations is None:
             return
-        for key, value in _object(annotations, "annotations").items():
+        for key, value in _shape.object(annotations, "annotations").items():
             if not key:
                 raise ConfigError("annotations", "keys must not be empty")
             if not isinstance(value, str):
@@ -600,24 +474,23 @@ class _Validator:
 
     def process(self, p: dict[str, Any]) -> None:
         if _get(p, "terminal") is not None:
-            _bool(p["terminal"], "process.terminal")
+            _shape.boolean(p["terminal"], "process.terminal")
         if _get(p, "consoleSize") is not None:
-            size = _object(p["consoleSize"], "process.consoleSize")
+            size = _shape.object(p["consoleSize"], "process.consoleSize")
             for key in ("height", "width"):
-                f = f"process.consoleSize.{key}"
-                _int(_req(size, key, f), f, 0, 65535)
+                _required_int(size, key, f"process.consoleSize.{key}", 0, 65535)
         if _get(p, "user") is not None:
-            self.user(_object(p["user"], "process.user"))
+            self.user(_shape.object(p["user"], "process.user"))
         args = _get(p, "args")
         if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
             raise ConfigError("process.args", "must be a non-empty array of strings")
         for i, arg in enumerate(args):
-            _string(arg, f"process.args[{i}]")
+            _shape.c_string(arg, f"process.args[{i}]")
         if _get(p, "env") is not None:
             _env(p["env"], "process.env")
-        _abs_path(_req(p, "cwd", "process.cwd"), "process.cwd")
+        _abs_path(_shape.required(p, "cwd", "process.cwd"), "process.cwd")
         if _get(p, "capabilities") is not None:
-            caps = _object(p["capabilities"], "process.capabilities")
+            caps = _shape.object(p["capabilities"], "process.capabilities")
             for cap_set in _CAP_SETS:
                 if _get(caps, cap_set) is None:
                     continue
@@ -628,39 +501,37 @@ class _Validator:
         if _get(p, "rlimits") is not None:
             self.rlimits(p["rlimits"])
         if _get(p, "noNewPrivileges") is not None:
-            _bool(p["noNewPrivileges"], "process.noNewPrivileges")
+            _shape.boolean(p["noNewPrivileges"], "process.noNewPrivileges")
         if _get(p, "oomScoreAdj") is not None:
-            _int(p["oomScoreAdj"], "process.oomScoreAdj", -1000, 1000)
-        if _get(p, "apparmorProfile") is not None and _string(
+            _shape.integer(p["oomScoreAdj"], "process.oomScoreAdj", -1000, 1000)
+        if _get(p, "apparmorProfile") is not None and _shape.c_string(
             p["apparmorProfile"], "process.apparmorProfile"
         ):
             raise ConfigError("process.apparmorProfile", "AppArmor is not supported by this runtime")
-        if _get(p, "selinuxLabel") is not None and _string(p["selinuxLabel"], "process.selinuxLabel"):
+        if _get(p, "selinuxLabel") is not None and _shape.c_string(p["selinuxLabel"], "process.selinuxLabel"):
             raise ConfigError("process.selinuxLabel", "SELinux is not supported by this runtime")
         if _get(p, "scheduler") is not None:
-            self.scheduler(_object(p["scheduler"], "process.scheduler"))
+            self.scheduler(_shape.object(p["scheduler"], "process.scheduler"))
         if _get(p, "ioPriority") is not None:
-            io = _object(p["ioPriority"], "process.ioPriority")
-            cls = _string(_req(io, "class", "process.ioPriority.class"), "process.ioPriority.class")
+            io = _shape.object(p["ioPriority"], "process.ioPriority")
+            cls = _required_string(io, "class", "process.ioPriority.class")
             if cls not in _IOPRIO_CLASSES:
                 raise ConfigError("process.ioPriority.class", f"must be one of {', '.join(_IOPRIO_CLASSES)}")
-            _int(_req(io, "priority", "process.ioPriority.priority"), "process.ioPriority.priority", 0, 7)
+            _required_int(io, "priority", "process.ioPriority.priority", 0, 7)
 
     def user(self, u: dict[str, Any]) -> None:
         for key in ("uid", "gid"):
-            _uint32(_req(u, key, f"process.user.{key}"), f"process.user.{key}")
+            _required_int(u, key, f"process.user.{key}", 0, _UINT32_MAX)
         if _get(u, "umask") is not None:
-            _int(u["umask"], "process.user.umask", 0, 0o777)
+            _shape.integer(u["umask"], "process.user.umask", 0, 0o777)
         if _get(u, "additionalGids") is not None:
-            for i, gid in enumerate(_array(u["additionalGids"], "process.user.additionalGids")):
+            for i, gid in enumerate(_shape.array(u["additionalGids"], "process.user.additionalGids")):
                 _uint32(gid, f"process.user.additionalGids[{i}]")
 
     def rlimits(self, value: Any) -> None:
         seen: dict[str, int] = {}
-        for i, entry in enumerate(_array(value, "process.rlimits")):
-            f = f"process.rlimits[{i}]"
-            r = _object(entry, f)
-            kind = _string(_req(r, "type", f"{f}.type"), f"{f}.type")
+        for i, f, r in _objects(value, "process.rlimits"):
+            kind = _required_string(r, "type", f"{f}.type")
             if kind not in RLIMITS:
                 raise ConfigError(f"{f}.type", f"unknown rlimit {json.quote(kind)}")
             if kind in seen:
@@ -668,25 +539,25 @@ class _Validator:
                     f"{f}.type", f"duplicate rlimit {json.quote(kind)} (see process.rlimits[{seen[kind]}])"
                 )
             seen[kind] = i
-            soft = _int(_req(r, "soft", f"{f}.soft"), f"{f}.soft", 0, _UINT64_MAX)
-            hard = _int(_req(r, "hard", f"{f}.hard"), f"{f}.hard", 0, _UINT64_MAX)
+            soft = _required_int(r, "soft", f"{f}.soft", 0, _UINT64_MAX)
+            hard = _required_int(r, "hard", f"{f}.hard", 0, _UINT64_MAX)
             if soft > hard:
                 raise ConfigError(f"{f}.soft", f"must not exceed hard ({soft} > {hard})")
 
     def scheduler(self, s: dict[str, Any]) -> None:
         f = "process.scheduler"
-        policy = _string(_req(s, "policy", f"{f}.policy"), f"{f}.policy")
+        policy = _required_string(s, "policy", f"{f}.policy")
         if policy not in _SCHED_POLICIES:
             raise ConfigError(f"{f}.policy", f"unknown policy {json.quote(policy)}")
         if _get(s, "nice") is not None:
-            _int(s["nice"], f"{f}.nice", -20, 19)
+            _shape.integer(s["nice"], f"{f}.nice", -20, 19)
         if _get(s, "priority") is not None:
-            prio = _int(s["priority"], f"{f}.priority", -(2**31), 2**31 - 1)
+            prio = _shape.integer(s["priority"], f"{f}.priority", -(2**31), 2**31 - 1)
             if prio and policy not in ("SCHED_FIFO", "SCHED_RR"):
                 raise ConfigError(f"{f}.priority", "only allowed with SCHED_FIFO or SCHED_RR")
         for key in ("runtime", "deadline", "period"):
             if _get(s, key) is not None:
-                value = _int(s[key], f"{f}.{key}", 0, _UINT64_MAX)
+                value = _shape.integer(s[key], f"{f}.{key}", 0, _UINT64_MAX)
                 if value and policy != "SCHED_DEADLINE":
                     raise ConfigError(f"{f}.{key}", "only allowed with SCHED_DEADLINE")
         if _get(s, "flags") is not None:
@@ -697,13 +568,8 @@ class _Validator:
     # ---- linux ------------------------------------------------------------------------------------
 
     def linux_namespaces(self) -> None:
-        namespaces = _get(self.linux, "namespaces")
-        if namespaces is None:
-            return
-        for i, entry in enumerate(_array(namespaces, "linux.namespaces")):
-            f = f"linux.namespaces[{i}]"
-            ns = _object(entry, f)
-            kind = _string(_req(ns, "type", f"{f}.type"), f"{f}.type")
+        for _, f, ns in _objects(_get(self.linux, "namespaces"), "linux.namespaces"):
+            kind = _required_string(ns, "type", f"{f}.type")
             if kind not in NAMESPACE_TYPES:
                 raise ConfigError(f"{f}.type", f"unknown namespace {json.quote(kind)}")
             if kind in self.namespaces:
@@ -730,27 +596,27 @@ class _Validator:
         self.time_offsets()
         self.devices()
         if _get(linux, "cgroupsPath") is not None:
-            _string(linux["cgroupsPath"], "linux.cgroupsPath")
+            _shape.c_string(linux["cgroupsPath"], "linux.cgroupsPath")
         for key in ("resources", "seccomp", "intelRdt"):
             if _get(linux, key) is not None:
-                _object(linux[key], f"linux.{key}")
+                _shape.object(linux[key], f"linux.{key}")
         self.sysctl()
         for key in ("maskedPaths", "readonlyPaths"):
             if _get(linux, key) is None:
                 continue
-            paths = _array(linux[key], f"linux.{key}")
+            paths = _shape.array(linux[key], f"linux.{key}")
             for i, path in enumerate(paths):
                 _abs_path(path, f"linux.{key}[{i}]")
             if paths and "mount" not in ns:
                 raise ConfigError(f"linux.{key}", "requires a mount namespace")
         prop = _get(linux, "rootfsPropagation")
-        if prop is not None and _string(prop, "linux.rootfsPropagation") and prop not in ROOTFS_PROPAGATIONS:
+        if prop is not None and _shape.c_string(prop, "linux.rootfsPropagation") and prop not in ROOTFS_PROPAGATIONS:
             raise ConfigError("linux.rootfsPropagation", f"must be one of {', '.join(ROOTFS_PROPAGATIONS)}")
         if _get(linux, "mountLabel") is not None:
-            _string(linux["mountLabel"], "linux.mountLabel")
+            _shape.c_string(linux["mountLabel"], "linux.mountLabel")
         if _get(linux, "personality") is not None:
-            pers = _object(linux["personality"], "linux.personality")
-            domain = _string(_req(pers, "domain", "linux.personality.domain"), "linux.personality.domain")
+            pers = _shape.object(linux["personality"], "linux.personality")
+            domain = _required_string(pers, "domain", "linux.personality.domain")
             if domain not in ("LINUX", "LINUX32"):
                 raise ConfigError("linux.personality.domain", "must be LINUX or LINUX32")
             if _get(pers, "flags") is not None:
@@ -761,7 +627,7 @@ class _Validator:
         offsets = _get(self.linux, "timeOffsets")
         if offsets is None:
             return
-        offsets = _object(offsets, "linux.timeOffsets")
+        offsets = _shape.object(offsets, "linux.timeOffsets")
         if "time" not in self.namespaces:
             raise ConfigError("linux.timeOffsets", "requires a time namespace")
         if self.namespaces["time"]:
@@ -770,31 +636,26 @@ class _Validator:
             f = f"linux.timeOffsets.{clock}"
             if clock not in _TIME_CLOCKS:
                 raise ConfigError(f, f"unknown clock {json.quote(clock)} (expected monotonic or boottime)")
-            off = _object(value, f)
+            off = _shape.object(value, f)
             if _get(off, "secs") is not None:
-                _int(off["secs"], f"{f}.secs", _INT64_MIN, _INT64_MAX)
+                _shape.integer(off["secs"], f"{f}.secs", _INT64_MIN, _INT64_MAX)
             if _get(off, "nanosecs") is not None:
-                _int(off["nanosecs"], f"{f}.nanosecs", 0, 999_999_999)
+                _shape.integer(off["nanosecs"], f"{f}.nanosecs", 0, 999_999_999)
 
     def devices(self) -> None:
-        devices = _get(self.linux, "devices")
-        if devices is None:
-            return
-        for i, entry in enumerate(_array(devices, "linux.devices")):
-            f = f"linux.devices[{i}]"
-            d = _object(entry, f)
-            kind = _string(_req(d, "type", f"{f}.type"), f"{f}.type")
+        for _, f, d in _objects(_get(self.linux, "devices"), "linux.devices"):
+            kind = _required_string(d, "type", f"{f}.type")
             if kind not in _DEVICE_TYPES:
                 raise ConfigError(f"{f}.type", "must be one of c, b, u, p")
-            _abs_path(_req(d, "path", f"{f}.path"), f"{f}.path")
+            _abs_path(_shape.required(d, "path", f"{f}.path"), f"{f}.path")
             for key in ("major", "minor"):
                 value = _get(d, key)
                 if value is None and kind != "p":
                     raise ConfigError(f"{f}.{key}", f"required for device type {kind}")
                 if value is not None:
-                    _int(value, f"{f}.{key}", 0, _UINT32_MAX)
+                    _shape.integer(value, f"{f}.{key}", 0, _UINT32_MAX)
             if _get(d, "fileMode") is not None:
-                _int(d["fileMode"], f"{f}.fileMode", 0, 0o7777)
+                _shape.integer(d["fileMode"], f"{f}.fileMode", 0, 0o7777)
             for key in ("uid", "gid"):
                 if _get(d, key) is not None:
                     _uint32(d[key], f"{f}.{key}")
@@ -804,8 +665,8 @@ class _Validator:
         if sysctl is None:
             return
         ns = self.namespaces
-        for key, value in _object(sysctl, "linux.sysctl").items():
-            _string(value, f"linux.sysctl[{json.quote(key)}]")
+        for key, value in _shape.object(sysctl, "linux.sysctl").items():
+            _shape.c_string(value, f"linux.sysctl[{json.quote(key)}]")
             name = _sysctl_name(key)
             quoted = json.quote(key)
             if name in _IPC_SYSCTLS or name.startswith("fs.mqueue."):
@@ -830,143 +691,11 @@ def _is_dir(mode: int) -> bool:
     return (mode & 0o170000) == 0o040000
 
 
-# --------------------------------------------------------------------------------------------------
-# `spec` and `features`
-
-_DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-
-
-def default_spec(rootless: bool = False, host_uid: int = 0, host_gid: int = 0) -> dict[str, Any]:
-    """The config.json `runc spec` (or `runc spec --rootless`) writes, with our ociVersion.
-
-    `host_uid`/`host_gid` (the caller's effective ids) are mapped to root in a rootless spec.
-    """
-    mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {
-            "destination": "/dev",
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-        },
-        {
-            "destination": "/dev/pts",
-            "type": "devpts",
-            "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-        },
-        {
-            "destination": "/dev/shm",
-            "type": "tmpfs",
-            "source": "shm",
-            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        },
-        {
-            "destination": "/dev/mqueue",
-            "type": "mqueue",
-            "source": "mqueue",
-            "options": ["nosuid", "noexec", "nodev"],
-        },
-        {
-            "destination": "/sys",
-            "type": "sysfs",
-            "source": "sysfs",
-            "options": ["nosuid", "noexec", "nodev", "ro"],
-        },
-        {
-            "destination": "/sys/fs/cgroup",
-            "type": "cgroup",
-            "source": "cgroup",
-            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
-        },
-    ]
-    linux: dict[str, Any] = {
-        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-        "maskedPaths": [
-            "/proc/acpi",
-            "/proc/asound",
-            "/proc/kcore",
-            "/proc/keys",
-            "/proc/latency_stats",
-            "/proc/timer_list",
-            "/proc/timer_stats",
-            "/proc/sched_debug",
-            "/sys/firmware",
-            "/proc/scsi",
-        ],
-        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-    }
-    if rootless:
-        # What `runc spec --rootless` changes: no network namespace, a user namespace mapping the
-        # caller to root, /sys as a read-only rbind, no uid=/gid= mount options, no resources.
-        linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user")]
-        linux["uidMappings"] = [{"containerID": 0, "hostID": host_uid, "size": 1}]
-        linux["gidMappings"] = [{"containerID": 0, "hostID": host_gid, "size": 1}]
-        del linux["resources"]
-        for m in mounts:
-            if m["destination"] == "/sys":
-                m.clear()
-                m.update(
-                    destination="/sys",
-                    type="none",
-                    source="/sys",
-                    options=["rbind", "nosuid", "noexec", "nodev", "ro"],
-                )
-            elif "options" in m:
-                m["options"] = [o for o in m["options"] if not o.startswith(("uid=", "gid="))]
-    return {
-        "ociVersion": inclavare.OCI_VERSION,
-        "process": {
-            "terminal": True,
-            "user": {"uid": 0, "gid": 0},
-            "args": ["sh"],
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
-            "cwd": "/",
-            "capabilities": {
-                s: list(_DEFAULT_CAPS) for s in ("bounding", "effective", "permitted", "ambient")
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs", "readonly": True},
-        "hostname": "runc",
-        "mounts": mounts,
-        "linux": linux,
-    }
-
-
-def features() -> dict[str, Any]:
-    """The runtime-spec Features structure (features.md) for `rune features`."""
-    return {
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": inclavare.OCI_VERSION,
-        "hooks": list(HOOK_NAMES),
-        "mountOptions": list(MOUNT_OPTIONS),
-        "linux": {
-            "namespaces": sorted(NAMESPACE_TYPES),
-            "capabilities": list(CAPABILITIES),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
-            "seccomp": {
-                "enabled": True,
-                "actions": list(SECCOMP_ACTIONS),
-                "operators": list(SECCOMP_OPERATORS),
-                "archs": list(SECCOMP_ARCHS),
-                "knownFlags": list(SECCOMP_FLAGS_KNOWN),
-                "supportedFlags": list(SECCOMP_FLAGS_SUPPORTED),
-            },
-            "apparmor": {"enabled": False},
-            "selinux": {"enabled": False},
-        },
-        "annotations": {"io.github.inclavare-containers.rune.version": inclavare.__version__},
-    }
-
-
 def validate_process(process: Any, field: str = "process") -> None:
     """Validate a standalone process object (`rune exec --process FILE`)."""
     if field != "process":
         raise ValueError("only the 'process' field path is supported")
-    _Validator({}, "").process(_object(process, field))
+    _Validator({}, "").process(_shape.object(process, field))
     if not _get(process, "args"):
         raise ConfigError("process.args", "must be a non-empty array of strings")
 

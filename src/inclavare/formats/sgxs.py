@@ -46,6 +46,10 @@ TAG_ECREATE = b"ECREATE\0"
 TAG_EADD = b"EADD\0\0\0\0"
 TAG_EEXTEND = b"EEXTEND\0"
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
+# The 64-byte record headers: tag, fields, then padding that must be zero (read back to check it).
+_ECREATE = struct.Struct("<8sIQ44s")
+_EADD = struct.Struct("<8sQQ40s")
+_EEXTEND = struct.Struct("<8sQ48s")
 _pack_page_extends = struct.Struct("<" + "8sQ48x256s" * CHUNKS_PER_PAGE).pack  # a page's 16 EEXTEND records
 _FULL_MASK = (1 << CHUNKS_PER_PAGE) - 1
 # SECINFO.FLAGS bits an EADD may carry: permissions and the page type (state bits are set by the CPU).
@@ -59,7 +63,7 @@ class Ecreate:
     size: int
 
     def pack(self) -> bytes:
-        return struct.pack("<8sIQ44x", TAG_ECREATE, self.ssaframesize, self.size)
+        return _ECREATE.pack(TAG_ECREATE, self.ssaframesize, self.size, b"")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class Eadd:
     secinfo_flags: int
 
     def pack(self) -> bytes:
-        return struct.pack("<8sQQ40x", TAG_EADD, self.offset, self.secinfo_flags)
+        return _EADD.pack(TAG_EADD, self.offset, self.secinfo_flags, b"")
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,12 @@ class Eextend:
     data: bytes
 
     def pack(self) -> bytes:
-        return struct.pack("<8sQ48x", TAG_EEXTEND, self.offset) + self.data
+        return _EEXTEND.pack(TAG_EEXTEND, self.offset, b"") + self.data
 
 
 Record = Ecreate | Eadd | Eextend
+_HEADERS: dict[bytes, tuple[struct.Struct, type[Record]]] = {
+    TAG_ECREATE: (_ECREATE, Ecreate), TAG_EADD: (_EADD, Eadd), TAG_EEXTEND: (_EEXTEND, Eextend)}
 
 
 @dataclass
@@ -230,25 +236,17 @@ def _records(data: bytes) -> Iterator[tuple[int, Record]]:
     while pos < n:
         if n - pos < RECORD_SIZE:
             raise SgxFormatError("SGXS", f"truncated record at byte {pos} ({n - pos} of {RECORD_SIZE} bytes)")
-        rec = data[pos:pos + RECORD_SIZE]
-        tag = rec[:8]
-        if tag == TAG_ECREATE:
-            ssa, size = struct.unpack_from("<IQ", rec, 8)
-            pad = rec[20:]
-            rec_out: Record = Ecreate(ssa, size)
-        elif tag == TAG_EADD:
-            off, flags = struct.unpack_from("<QQ", rec, 8)
-            pad = rec[24:]
-            rec_out = Eadd(off, flags)
-        elif tag == TAG_EEXTEND:
-            (off,) = struct.unpack_from("<Q", rec, 8)
-            pad = rec[16:]
+        tag = data[pos:pos + 8]
+        if tag not in _HEADERS:
+            raise SgxFormatError("SGXS", f"unknown record tag {bytes(tag)!r} at byte {pos}")
+        codec, kind = _HEADERS[tag]
+        _, *values, pad = codec.unpack_from(data, pos)
+        if kind is Eextend:
             chunk = data[pos + RECORD_SIZE:pos + RECORD_SIZE + CHUNK_SIZE]
             if len(chunk) != CHUNK_SIZE:
                 raise SgxFormatError("SGXS", f"EEXTEND at byte {pos} is missing its 256 data bytes")
-            rec_out = Eextend(off, bytes(chunk))
-        else:
-            raise SgxFormatError("SGXS", f"unknown record tag {bytes(tag)!r} at byte {pos}")
+            values.append(bytes(chunk))
+        rec_out = kind(*values)
         if any(pad):
             raise SgxFormatError("SGXS", f"record at byte {pos} has non-zero padding")
         yield pos, rec_out

@@ -14,7 +14,7 @@ from inclavare.formats.jsonshape import Shape, is_int, is_uint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
     from typing import Any
 
 # --------------------------------------------------------------------------------------------------
@@ -134,10 +134,26 @@ def _check_errno_ret(value: object, path: str, action: object) -> None:
 def _check_action(value: object, path: str) -> str:
     if value is None or value == "":
         raise ConfigError(path, "missing (required)")
-    _shape.string(value, path, got=True)
-    if value not in ACTIONS:
-        raise ConfigError(path, f'unknown action "{value}"')
-    return value
+    return _check_known(value, path, ACTIONS, "action")
+
+
+def _check_known(value: object, path: str, known: Collection[str], what: str,
+                 unsupported: Collection[str] = ()) -> str:
+    """``value`` is a string naming one of ``known`` (``what`` says what kind of name, for the error)."""
+    name = _shape.string(value, path, got=True)
+    if name in unsupported:
+        raise ConfigError(path, f'{what} "{name}" is not supported by this runtime')
+    if name not in known:
+        raise ConfigError(path, f'unknown {what} "{name}"')
+    return name
+
+
+def _check_known_list(values: object, path: str, known: Collection[str], what: str,
+                      unsupported: Collection[str] = ()) -> None:
+    """``values``, when given, is a list of such names."""
+    if values is not None:
+        for i, value in enumerate(_shape.array(values, path, "must be a list of strings")):
+            _check_known(value, f"{path}[{i}]", known, what, unsupported)
 
 
 def _check_u64(value: object, path: str) -> None:
@@ -160,9 +176,7 @@ def _check_arg(arg: object, path: str) -> None:
     op = arg.get("op")
     if op is None or op == "":
         raise ConfigError(f"{path}.op", "missing (required)")
-    _shape.string(op, f"{path}.op", got=True)
-    if op not in OPERATORS:
-        raise ConfigError(f"{path}.op", f'unknown operator "{op}"')
+    _check_known(op, f"{path}.op", OPERATORS, "operator")
 
 
 def _check_syscall(call: object, path: str) -> bool:
@@ -205,25 +219,9 @@ def validate(seccomp: dict[str, Any], field: str = "linux.seccomp") -> None:
     if seccomp.get("defaultErrnoRet") is not None:
         _check_errno_ret(seccomp["defaultErrnoRet"], f"{field}.defaultErrnoRet", default_action)
 
-    arches = seccomp.get("architectures")
-    if arches is not None:
-        _shape.array(arches, f"{field}.architectures", "must be a list of strings")
-        for i, arch in enumerate(arches):
-            path = f"{field}.architectures[{i}]"
-            _shape.string(arch, path, got=True)
-            if arch in _SPEC_ONLY_ARCHITECTURES:
-                raise ConfigError(path, f'architecture "{arch}" is not supported by this runtime')
-            if arch not in ARCHITECTURES:
-                raise ConfigError(path, f'unknown architecture "{arch}"')
-
-    flags = seccomp.get("flags")
-    if flags is not None:
-        _shape.array(flags, f"{field}.flags", "must be a list of strings")
-        for i, flag in enumerate(flags):
-            path = f"{field}.flags[{i}]"
-            _shape.string(flag, path, got=True)
-            if flag not in FLAGS:
-                raise ConfigError(path, f'unknown flag "{flag}"')
+    _check_known_list(seccomp.get("architectures"), f"{field}.architectures", ARCHITECTURES, "architecture",
+                      _SPEC_ONLY_ARCHITECTURES)
+    _check_known_list(seccomp.get("flags"), f"{field}.flags", FLAGS, "flag")
 
     listener_path = seccomp.get("listenerPath")
     if listener_path is not None:

@@ -31,18 +31,17 @@ Certificates whose ECDSA AlgorithmIdentifiers carry an explicit NULL parameter (
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import hashlib
 import hmac
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inclavare.attestation.collateral import DcapCollateral
+from inclavare.formats import pem
+from inclavare.formats.der import TAG_SEQUENCE, DerReader
 from inclavare.ratls.dice import (
     MAX_ENDORSEMENTS_EXTENSION,
     MAX_EVIDENCE_EXTENSION,
@@ -117,79 +116,63 @@ VALIDITY = datetime.timedelta(days=365)
 
 
 # --------------------------------------------------------------------------------------------------
-# Minimal DER walking: the exact SubjectPublicKeyInfo bytes, and rats-tls 0.6's invalid version field
+# Raw fields through formats/der: the exact SubjectPublicKeyInfo bytes, and rats-tls 0.6's invalid version field
 
 
-def _der_header(data: bytes, pos: int, what: str) -> tuple[int, int, int]:
-    """(tag, header length, content length) of the DER item at ``pos``; the item must fit in ``data``."""
-    if pos + 2 > len(data):
-        raise RatlsError(f"certificate: truncated DER at byte {pos} ({what})")
-    tag, first = data[pos], data[pos + 1]
-    if first < 0x80:
-        hdr, length = 2, first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4 or pos + 2 + n > len(data):
-            raise RatlsError(f"certificate: bad DER length at byte {pos} ({what})")
-        hdr, length = 2 + n, int.from_bytes(data[pos + 2:pos + 2 + n], "big")
-    if pos + hdr + length > len(data):
-        raise RatlsError(f"certificate: DER item at byte {pos} ({what}) runs past the end")
-    return tag, hdr, length
+def _der_fail(field_name: str, offset: int, problem: str) -> RatlsError:
+    return RatlsError(f"certificate: {field_name} at byte {offset}: {problem}")
 
 
-def _tbs_children(der: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
-    """Start and end of the TBSCertificate, and (start, header, length) of its first 7 children."""
-    tag, hdr, length = _der_header(der, 0, "Certificate")
-    if tag != 0x30 or hdr + length != len(der):
-        raise RatlsError("certificate: not a DER SEQUENCE spanning the whole input")
-    tbs = hdr
-    tag, thdr, tlen = _der_header(der, tbs, "TBSCertificate")
-    if tag != 0x30:
-        raise RatlsError("certificate: TBSCertificate is not a SEQUENCE")
-    end = tbs + thdr + tlen
-    pos = tbs + thdr
-    children: list[tuple[int, int, int]] = []
-    while pos < end and len(children) < 7:
-        _, h, n = _der_header(der, pos, f"TBSCertificate field {len(children)}")
-        children.append((pos, h, n))
-        pos += h + n
-    if len(children) < 7 or der[children[0][0]] != 0xA0:
+class _Tbs(NamedTuple):
+    start: int  # of the TBSCertificate element
+    end: int
+    fields: list[tuple[int, int]]  # (start, end) of its first 7 fields: version .. subjectPublicKeyInfo
+    signature_algorithm: bytes  # the certificate's signatureAlgorithm element, after the TBSCertificate
+
+
+def _tbs(der: bytes) -> _Tbs:
+    top = DerReader(der, _der_fail)
+    cert = top.sub(TAG_SEQUENCE, "Certificate")
+    top.done("Certificate")
+    start = cert.pos
+    tbs = cert.sub(TAG_SEQUENCE, "TBSCertificate")
+    fields: list[tuple[int, int]] = []
+    while tbs.pos < tbs.end and len(fields) < 7:
+        field_start = tbs.pos
+        tbs.read("TBSCertificate field")
+        fields.append((field_start, tbs.pos))
+    if len(fields) < 7 or der[fields[0][0]] != 0xA0:
         raise RatlsError("certificate: TBSCertificate lacks the version, key or name fields")
-    return tbs, end, children
+    return _Tbs(start, cert.pos, fields, cert.element("signatureAlgorithm"))
 
 
 def _spki_and_check_sigalg(der: bytes) -> bytes:
     """The exact SubjectPublicKeyInfo DER; raises when the TBSCertificate's signature algorithm is not byte for
     byte the certificate's signatureAlgorithm (RFC 5280 4.1.1.2; ``cryptography`` does not compare them)."""
-    _, end, children = _tbs_children(der)
-    start, hdr, length = children[2]
-    _, ahdr, alen = _der_header(der, end, "signatureAlgorithm")
-    if der[start:start + hdr + length] != der[end:end + ahdr + alen]:
+    tbs = _tbs(der)
+    start, end = tbs.fields[2]
+    if der[start:end] != tbs.signature_algorithm:
         raise RatlsError("certificate: the TBSCertificate's signature algorithm differs from the certificate's "
                          "signatureAlgorithm")
-    start, hdr, length = children[6]
-    return der[start:start + hdr + length]
+    start, end = tbs.fields[6]
+    return der[start:end]
 
 
 def _pkcs1_of(spki: bytes) -> bytes:
     """The subjectPublicKey bits of an RSA SubjectPublicKeyInfo: the PKCS#1 RSAPublicKey DER."""
-    _, hdr, _ = _der_header(spki, 0, "SubjectPublicKeyInfo")
-    _, ahdr, alen = _der_header(spki, hdr, "AlgorithmIdentifier")
-    pos = hdr + ahdr + alen
-    tag, bhdr, blen = _der_header(spki, pos, "subjectPublicKey")
-    if tag != 0x03 or blen < 1 or spki[pos + bhdr] != 0:
-        raise RatlsError("certificate: subjectPublicKey is not a whole-byte BIT STRING")
-    return spki[pos + bhdr + 1:pos + bhdr + blen]
+    seq = DerReader(spki, _der_fail).sub(TAG_SEQUENCE, "SubjectPublicKeyInfo")
+    seq.element("AlgorithmIdentifier")
+    return seq.bit_string("subjectPublicKey")
 
 
 def _patch_v4(der: bytes) -> tuple[bytes, bytes] | None:
     """For a certificate whose version field is 3 (rats-tls <= 0.6's ``X509_set_version(cert, 3)``): the same
     bytes with version 2 (v3), and the original TBSCertificate (what the signature covers)."""
-    tbs, end, children = _tbs_children(der)
-    start, _, _ = children[0]
+    tbs = _tbs(der)
+    start = tbs.fields[0][0]
     if der[start:start + 5] != b"\xa0\x03\x02\x01\x03":
         return None
-    return der[:start + 4] + b"\x02" + der[start + 5:], der[tbs:end]
+    return der[:start + 4] + b"\x02" + der[start + 5:], der[tbs.start:tbs.end]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +220,8 @@ class RatlsCertificate:
         return self.public_key_spki
 
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*?)-----END CERTIFICATE-----")
+def _pem_fail(problem: str) -> RatlsError:
+    return RatlsError(f"certificate: {problem}")
 
 
 def _der_input(cert: Any) -> bytes:
@@ -254,13 +238,10 @@ def _der_input(cert: Any) -> bytes:
     if len(data) > 2 * MAX_CERTIFICATE:
         raise RatlsError(f"certificate: {len(data)} bytes exceeds the cap")
     if data[:1] != b"\x30" and b"-----BEGIN" in data:  # DER starts with a SEQUENCE; its quote may hold PEM text
-        blocks = _PEM_CERT.findall(data)
-        if len(blocks) != 1:
-            raise RatlsError(f"certificate: expected one PEM CERTIFICATE block, found {len(blocks)}")
-        try:
-            data = base64.b64decode(b"".join(blocks[0].split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise RatlsError("certificate: the PEM block is not valid base64") from None
+        certs = [b.der for b in pem.blocks(data, _pem_fail, allow_text=True) if b.label == "CERTIFICATE"]
+        if len(certs) != 1:
+            raise RatlsError(f"certificate: expected one PEM CERTIFICATE block, found {len(certs)}")
+        data = certs[0]
     if not data:
         raise RatlsError("certificate: empty")
     if len(data) > MAX_CERTIFICATE:

@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from inclavare.formats.der import TAG_OCTET_STRING, DerReader
 from inclavare.ratls.dice import (
     REPORT_DATA_SIZE,
     TAG_INTEL_TEE_QUOTE,
@@ -148,17 +149,22 @@ def _sgx_quote3_split(data: bytes, where: str) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
+def _oe_header(value: bytes, header: struct.Struct, what: str, version: int, where: str) -> tuple[Any, bytes]:
+    """Split an OE header (version, one field, size of what follows) off ``value``, checking the version and
+    the size; returns (the middle field, the rest). ``what`` names the header in errors."""
+    if len(value) < header.size:
+        raise RatlsError(f"{where}: {len(value)} bytes, too short for OE's {header.size}-byte {what} header")
+    got, middle, size = header.unpack_from(value, 0)
+    if got != version:
+        raise RatlsError(f"{where}: {what} header version {got}, expected {version}")
+    rest = value[header.size:]
+    if size != len(rest):
+        raise RatlsError(f"{where}: the {what} header says {size} bytes follow it, the extension holds {len(rest)}")
+    return middle, rest
+
+
 def _openenclave(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
-    if len(value) < _OE_HEADER.size:
-        raise RatlsError(f"{where}: {len(value)} bytes, too short for OE's {_OE_HEADER.size}-byte attestation "
-                         "header")
-    version, format_id, data_size = _OE_HEADER.unpack_from(value, 0)
-    if version != OE_ATTESTATION_HEADER_VERSION:
-        raise RatlsError(f"{where}: attestation header version {version}, expected "
-                         f"{OE_ATTESTATION_HEADER_VERSION}")
-    if data_size != len(value) - _OE_HEADER.size:
-        raise RatlsError(f"{where}: the header says {data_size} bytes of evidence, the extension holds "
-                         f"{len(value) - _OE_HEADER.size}")
+    format_id, body = _oe_header(value, _OE_HEADER, "attestation", OE_ATTESTATION_HEADER_VERSION, where)
     if format_id == OE_FORMAT_TDX_ECDSA:
         raise RatlsError(f"{where}: OE TDX evidence (format {uuid.UUID(bytes=format_id)}) has no custom claims; OE "
                          "itself cannot bind it to a certificate key, so it is refused")
@@ -166,7 +172,7 @@ def _openenclave(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
         name = _OE_OTHER_FORMATS.get(format_id, "unknown")
         raise RatlsError(f"{where}: evidence format {uuid.UUID(bytes=format_id)} ({name}) is not supported; only OE's "
                          f"SGX ECDSA format {uuid.UUID(bytes=OE_FORMAT_SGX_ECDSA)} is")
-    quote, custom_claims = _sgx_quote3_split(value[_OE_HEADER.size:], where)
+    quote, custom_claims = _sgx_quote3_split(body, where)
     pem = pem_public_key(spki)
     if not hmac.compare_digest(custom_claims, pem):
         raise RatlsError(f"{where}: the custom claims buffer ({len(custom_claims)} bytes) is not the certificate's "
@@ -177,18 +183,9 @@ def _openenclave(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
 
 
 def _openenclave_report(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
-    if len(value) < _OE_REPORT_HEADER.size:
-        raise RatlsError(f"{where}: {len(value)} bytes, too short for OE's {_OE_REPORT_HEADER.size}-byte report "
-                         "header")
-    version, report_type, size = _OE_REPORT_HEADER.unpack_from(value, 0)
-    if version != OE_REPORT_HEADER_VERSION:
-        raise RatlsError(f"{where}: report header version {version}, expected {OE_REPORT_HEADER_VERSION}")
+    report_type, quote = _oe_header(value, _OE_REPORT_HEADER, "report", OE_REPORT_HEADER_VERSION, where)
     if report_type != OE_REPORT_TYPE_SGX_REMOTE:
         raise RatlsError(f"{where}: report type {report_type}, expected {OE_REPORT_TYPE_SGX_REMOTE} (SGX remote)")
-    if size != len(value) - _OE_REPORT_HEADER.size:
-        raise RatlsError(f"{where}: the header says a {size}-byte report, the extension holds "
-                         f"{len(value) - _OE_REPORT_HEADER.size}")
-    quote = value[_OE_REPORT_HEADER.size:]
     if _quote_type(quote, where) != "sgx_ecdsa":
         raise RatlsError(f"{where}: an OE remote report holds an SGX quote, not this one")
     return {"evidence": quote, "evidence_type": "sgx_ecdsa",
@@ -214,22 +211,13 @@ def _occlum(value: bytes, spki: bytes, where: str) -> dict[str, Any]:
 
 def _der_octet_string(value: bytes, where: str) -> bytes:
     """The content of the single DER OCTET STRING that ``value`` must be (definite, minimal length, no tail)."""
-    if len(value) < 2 or value[0] != 0x04:
-        raise RatlsError(f"{where}: not a DER OCTET STRING")
-    first = value[1]
-    if first < 0x80:
-        hdr, length = 2, first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 3 or len(value) < 2 + n:
-            raise RatlsError(f"{where}: bad DER length in the OCTET STRING")
-        length = int.from_bytes(value[2:2 + n], "big")
-        if length < 0x80 or value[2] == 0:
-            raise RatlsError(f"{where}: the OCTET STRING length is not in minimal DER form")
-        hdr = 2 + n
-    if hdr + length != len(value):
-        raise RatlsError(f"{where}: the OCTET STRING says {length} bytes, {len(value) - hdr} follow its header")
-    return value[hdr:]
+    def fail(field_name: str, offset: int, problem: str) -> RatlsError:
+        return RatlsError(f"{where}: {field_name} at byte {offset}: {problem}")
+
+    der = DerReader(value, fail)
+    start, end = der.expect(TAG_OCTET_STRING, "the DER OCTET STRING around the quote")
+    der.done("the DER OCTET STRING around the quote")
+    return value[start:end]
 
 
 def _dstack(value: bytes, spki: bytes, where: str) -> dict[str, Any]:

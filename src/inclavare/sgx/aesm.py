@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+    from inclavare.formats.sgx.layout import Structure
+
 __all__ = [
     "AESM_ERRORS",
     "AESM_SOCKET",
@@ -70,9 +72,7 @@ AESM_SOCKET_ENV = "INCLAVARE_AESM_SOCKET"
 DEFAULT_TIMEOUT = 30.0  # seconds; the first InitQuoteEx on a platform may fetch PCK certificates over the network
 MAX_MESSAGE = 4 << 20  # a quote with its PCK chain is a few KiB; refuse replies that claim more than this
 
-TARGETINFO_SIZE = 512
 REPORT_SIZE = 432
-EINITTOKEN_SIZE = 304
 SIGSTRUCT_SIZE = 1808
 
 # sgx_att_key_id_ext_t (256 bytes): sgx_ql_att_key_id_t (id u16, version u16, mrsigner_length u16, mrsigner[48],
@@ -421,15 +421,9 @@ class AesmClient:
             raise self._fail("InitQuoteEx", f"public key ID size {size} is not plausible")
         ti: bytes = self.call("InitQuoteEx", att_key_id=att_key_id, b_pub_key_id=True, buf_size=size).get(
             "target_info", b"")
-        if len(ti) != TARGETINFO_SIZE:
-            raise self._fail("InitQuoteEx", f"the TARGETINFO is {len(ti)} bytes, expected {TARGETINFO_SIZE}")
-        from inclavare.formats.sgx import SgxFormatError, TargetInfo
+        from inclavare.formats.sgx import TargetInfo
 
-        try:
-            TargetInfo.parse(ti)
-        except SgxFormatError as e:
-            raise self._fail("InitQuoteEx", f"malformed TARGETINFO ({e})") from None
-        return ti
+        return self._structure("InitQuoteEx", ti, "TARGETINFO", TargetInfo)
 
     def quote_size(self, att_key_id: bytes) -> int:
         size: int = self.call("GetQuoteSizeEx", att_key_id=att_key_id).get("quote_size", 0)
@@ -460,15 +454,22 @@ class AesmClient:
                                 call="GetLaunchToken")
         token: bytes = self.call("GetLaunchToken", mr_enclave=bytes(mrenclave), mr_signer=bytes(modulus),
                                  se_attributes=bytes(attributes)).get("token", b"")
-        if len(token) != EINITTOKEN_SIZE:
-            raise self._fail("GetLaunchToken", f"the token is {len(token)} bytes, expected {EINITTOKEN_SIZE}")
-        from inclavare.formats.sgx import EInitToken, SgxFormatError
+        from inclavare.formats.sgx import EInitToken
 
+        return self._structure("GetLaunchToken", token, "token", EInitToken)
+
+    def _structure(self, call: str, raw: bytes, what: str, kind: type[Structure]) -> bytes:
+        """``raw``, which aesmd returned from ``call``, if it is a well-formed ``kind``; else the protocol error
+        (its size named as the ``what``, then what the parser found)."""
+        from inclavare.formats.sgx import SgxFormatError
+
+        if len(raw) != kind.LAYOUT.size:
+            raise self._fail(call, f"the {what} is {len(raw)} bytes, expected {kind.LAYOUT.size}")
         try:
-            EInitToken.parse(token)
+            kind.parse(raw)
         except SgxFormatError as e:
-            raise self._fail("GetLaunchToken", f"malformed EINITTOKEN ({e})") from None
-        return token
+            raise self._fail(call, f"malformed {kind.LAYOUT.name} ({e})") from None
+        return raw
 
     def launch_token_for(self, sigstruct: bytes) -> bytes:
         """The EINITTOKEN for the enclave a 1808-byte SIGSTRUCT signs."""

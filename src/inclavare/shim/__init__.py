@@ -1,5 +1,6 @@
-"""containerd-shim-rune-v2: the resident shim. Its process core (fork server, supervisor, stdio) drives the
-runtime library in-process; the ttrpc server and the Task service sit on top of it.
+"""containerd shim v2 (``containerd-shim-rune-v2``): the ttrpc wire (messages generated from containerd's
+contracts in ``proto/``, the ttrpc server and client, the events publisher), the process core (``core``: fork
+server, supervisor, stdio) that drives the runtime library in-process, and the Task service.
 
-May import: every layer below cli (formats, linux, runtime, sgx, sim, enclave, attestation, ratls, services).
+May import: every layer below it (formats, linux, runtime, sgx, sim, enclave, attestation, ratls, services).
 """

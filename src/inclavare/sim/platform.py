@@ -24,8 +24,6 @@ they never go stale. Private keys are never logged and ``repr()`` does not show 
 from __future__ import annotations
 
 import datetime
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -41,7 +39,15 @@ from cryptography.x509.oid import NameOID
 from inclavare.atomicfile import write_atomic
 from inclavare.formats.dcap import SGX_EXTENSION_OID, PckConfiguration, PckExtension, SgxType
 from inclavare.formats.sgx import AttributeFlags, Attributes, SgxFormatError, Xfrm
-from inclavare.sim.report import SIM_CPUSVN, EnclaveIdentity, SimPlatformError, check_private, default_state_dir
+from inclavare.sim.report import (
+    SIM_CPUSVN,
+    EnclaveIdentity,
+    SimPlatformError,
+    check_private,
+    default_state_dir,
+    read_private,
+    state_lock,
+)
 
 __all__ = [
     "COLLATERAL_VALIDITY",
@@ -101,23 +107,11 @@ def _check_file(path: str, st: os.stat_result) -> None:
 
 
 def _read(path: str) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+    data = read_private(path, f"sim platform file {path}", _check_file, MAX_FILE)
+    if data is None:
         raise SimPlatformError(f"sim platform file {path}: missing (the set is incomplete; remove "
-                               f"{os.path.dirname(path)} to recreate the simulated platform)") from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise SimPlatformError(f"sim platform file {path}: is a symbolic link") from None
-        raise SimPlatformError(f"sim platform file {path}: {e.strerror}") from None
-    try:
-        _check_file(path, os.fstat(fd))
-        chunks = []
-        while chunk := os.read(fd, MAX_FILE + 1):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+                               f"{os.path.dirname(path)} to recreate the simulated platform)")
+    return data
 
 
 def _fsync_dir(path: str) -> None:
@@ -283,20 +277,12 @@ class SimPlatform:
             if value is not None and (isinstance(value, bool) or not 0 <= value <= 0xFFFF):
                 raise SimPlatformError(f"sim platform: {name}={value!r} is not a 16-bit SVN")
         if not os.path.exists(os.path.join(d, MANIFEST)):
-            try:
-                os.makedirs(state_dir, mode=0o700, exist_ok=True)
-                lock_fd = os.open(os.path.join(state_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as e:
-                raise SimPlatformError(f"sim state directory {state_dir}: {e.strerror}") from None
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            with state_lock(state_dir):
                 if not os.path.exists(os.path.join(d, MANIFEST)):  # another process may have won the race
                     try:
                         cls._create(state_dir, d, qe_isvsvn, pce_svn)
                     except OSError as e:
                         raise SimPlatformError(f"sim platform {d}: cannot create ({e.strerror})") from None
-            finally:
-                os.close(lock_fd)
         platform = cls._load(state_dir, d)
         for name, want, have in (("qe_isvsvn", qe_isvsvn, platform._cfg.qe_isvsvn),
                                  ("pce_svn", pce_svn, platform._cfg.pce_svn)):

@@ -39,6 +39,8 @@ import hmac
 import os
 import stat
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -146,6 +148,22 @@ def default_state_dir() -> str:
     return os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
 
 
+@contextmanager
+def state_lock(state_dir: str) -> Iterator[None]:
+    """Hold the exclusive lock of ``state_dir`` (created 0700 if absent), so that one process at a time creates
+    the files in it; the caller looks again under the lock, as another process may have made them meanwhile."""
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        lock_fd = os.open(os.path.join(state_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise SimPlatformError(f"sim state directory {state_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock_fd)
+
+
 def check_private(what: str, st: os.stat_result, *, directory: bool = False) -> None:
     """The simulated platform's secrets live in files (0600) and directories (0700) of the current user only."""
     if directory and not stat.S_ISDIR(st.st_mode):
@@ -166,21 +184,32 @@ def _check_key_file(path: str, st: os.stat_result) -> None:
         raise SimPlatformError(f"sim report key {path}: {st.st_size} bytes, expected {KEY_SIZE}")
 
 
-def _read_key(path: str) -> bytes | None:
+def read_private(path: str, what: str, check: Callable[[str, os.stat_result], None], limit: int) -> bytes | None:
+    """The content of the state file ``path``, or None if it does not exist. It is opened without following a
+    symbolic link and ``check`` judges its fstat (owner, mode, size); at most ``limit`` + 1 bytes are read, so a
+    file that grew past ``limit`` shows as too long. Errors name the file as ``what``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise SimPlatformError(f"sim report key {path}: is a symbolic link") from None
-        raise SimPlatformError(f"sim report key {path}: {e.strerror}") from None
+            raise SimPlatformError(f"{what}: is a symbolic link") from None
+        raise SimPlatformError(f"{what}: {e.strerror}") from None
     try:
-        _check_key_file(path, os.fstat(fd))
-        data = os.read(fd, KEY_SIZE + 1)
+        check(path, os.fstat(fd))
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
     finally:
         os.close(fd)
-    if len(data) != KEY_SIZE:
+    return b"".join(chunks)
+
+
+def _read_key(path: str) -> bytes | None:
+    data = read_private(path, f"sim report key {path}", _check_key_file, KEY_SIZE)
+    if data is not None and len(data) != KEY_SIZE:
         raise SimPlatformError(f"sim report key {path}: {len(data)} bytes, expected {KEY_SIZE}")
     return data
 
@@ -216,21 +245,13 @@ class ReportKey:
             return cls(key, state_dir=state_dir)
         if not create:
             raise SimPlatformError(f"sim report key {path}: does not exist")
-        try:
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            lock_fd = os.open(os.path.join(state_dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise SimPlatformError(f"sim state directory {state_dir}: {e.strerror}") from None
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with state_lock(state_dir):
             key = _read_key(path)  # another process may have won the race
             if key is None:
                 try:
                     key = _create_key(path)
                 except OSError as e:
                     raise SimPlatformError(f"sim report key {path}: cannot create ({e.strerror})") from None
-        finally:
-            os.close(lock_fd)
         return cls(key, state_dir=state_dir)
 
     # ---- EREPORT / EGETKEY analogues

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from inclavare.errors import InclavareError
-from inclavare.formats.oci import default_spec
+from inclavare.formats.oci_spec import default_spec
+from inclavare.testing._tool import run_tool
 
 __all__ = ["bundle_config", "make_bundle", "make_rootfs"]
 
@@ -253,20 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cmd", metavar="CMD", nargs=argparse.REMAINDER, help="container command (default: sh -c 'echo hello')"
     )
     ns = parser.parse_args(argv)
-    try:
-        bundle = make_bundle(
-            ns.dir,
-            ns.cmd or DEFAULT_ARGS,
-            terminal=ns.terminal,
-            readonly=not ns.writable,
-            hostnet=ns.hostnet,
-            force=ns.force,
-        )
-    except (InclavareError, OSError, subprocess.CalledProcessError) as e:
-        print(f"mk-bundle: {e}", file=sys.stderr)
-        return 1
-    print(bundle)
-    return 0
+
+    def make() -> int:
+        print(make_bundle(ns.dir, ns.cmd or DEFAULT_ARGS, terminal=ns.terminal, readonly=not ns.writable,
+                          hostnet=ns.hostnet, force=ns.force))
+        return 0
+
+    return run_tool("mk-bundle", (InclavareError, OSError, subprocess.CalledProcessError), make)
 
 
 if __name__ == "__main__":

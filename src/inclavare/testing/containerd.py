@@ -26,6 +26,8 @@ import tempfile
 import time
 from typing import Any
 
+from inclavare.testing._tool import run_tool
+
 DEFAULT_BASE = "/tmp/inclavare-containerd"
 DEFAULT_NAMESPACE = "inclavare"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -294,35 +296,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("args", nargs=argparse.REMAINDER, help="arguments for `ctr`")
     a = ap.parse_args(argv)
     c = PrivateContainerd(a.base, a.namespace)
-    try:
-        if a.cmd == "start":
-            c.start()
-            if not a.no_image and a.image not in c.images():
-                from inclavare.testing.image import build_image_tar
+    return run_tool("containerd", ContainerdError, lambda: _command(a, c))
 
-                tar = build_image_tar(os.path.join(c.base, "busybox-oci.tar"), name=a.image)
-                c.import_image(tar)
-            print(f"containerd pid {c.pid()}, log {c.log}")
-            print(f"use: ctr -a {c.address} -n {c.namespace} ...")
-        elif a.cmd == "restart":
-            c.restart()
-            print(f"containerd pid {c.pid()}")
-        elif a.cmd == "stop":
-            c.stop()
-        elif a.cmd == "purge":
-            c.purge()
-        elif a.cmd == "status":
-            if not c.running():
-                print("containerd: not running")
-                return 1
-            print(f"containerd pid {c.pid()}, socket {c.address}, namespace {c.namespace}")
-            for what in (("images", "ls"), ("containers", "ls"), ("tasks", "ls")):
-                print(c.ctr(*what, check=False).stdout, end="")
-        else:
-            return subprocess.run(c.ctr_cmd(*a.args)).returncode
-    except ContainerdError as e:
-        print(f"containerd: {e}", file=sys.stderr)
-        return 1
+
+def _command(a: argparse.Namespace, c: PrivateContainerd) -> int:
+    if a.cmd == "start":
+        c.start()
+        if not a.no_image and a.image not in c.images():
+            from inclavare.testing.image import build_image_tar
+
+            tar = build_image_tar(os.path.join(c.base, "busybox-oci.tar"), name=a.image)
+            c.import_image(tar)
+        print(f"containerd pid {c.pid()}, log {c.log}")
+        print(f"use: ctr -a {c.address} -n {c.namespace} ...")
+    elif a.cmd == "restart":
+        c.restart()
+        print(f"containerd pid {c.pid()}")
+    elif a.cmd == "stop":
+        c.stop()
+    elif a.cmd == "purge":
+        c.purge()
+    elif a.cmd == "status":
+        if not c.running():
+            print("containerd: not running")
+            return 1
+        print(f"containerd pid {c.pid()}, socket {c.address}, namespace {c.namespace}")
+        for what in (("images", "ls"), ("containers", "ls"), ("tasks", "ls")):
+            print(c.ctr(*what, check=False).stdout, end="")
+    else:
+        return subprocess.run(c.ctr_cmd(*a.args)).returncode
     return 0
 
 

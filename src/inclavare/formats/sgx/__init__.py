@@ -8,8 +8,9 @@ the field or offset, and what is wrong.
 
 Offsets follow the SDM tables (also found in intel/linux-sgx ``arch.h`` and the Linux ``sgx/arch.h``).
 
-Modules: common (constants, bit names, ATTRIBUTES, dates, field helpers), sigstruct (SIGSTRUCT), structures
-(REPORT, TARGETINFO, EINITTOKEN, KEYREQUEST, SECS); this package re-exports every name.
+Modules: common (constants, bit names, ATTRIBUTES, dates, field helpers), layout (the field table each structure
+is checked, parsed and packed by), sigstruct (SIGSTRUCT), structures (REPORT, TARGETINFO, EINITTOKEN, KEYREQUEST,
+SECS); this package re-exports every public name.
 """
 
 from __future__ import annotations

@@ -148,10 +148,6 @@ def _u(data: bytes, off: int, size: int) -> int:
     return int.from_bytes(data[off:off + size], "little")
 
 
-def _b(data: bytes, off: int, size: int) -> bytes:
-    return bytes(data[off:off + size])
-
-
 def _check_size(struct: str, data: bytes, size: int) -> None:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SgxFormatError(struct, f"expected bytes, got {type(data).__name__}")
@@ -195,22 +191,6 @@ def _unchecked(cls: type[_T], values: dict[str, Any]) -> _T:
     obj = object.__new__(cls)
     obj.__dict__.update(values)
     return obj
-
-
-class _Writer:
-    """Fills a zeroed buffer of a fixed size; every field is placed at its SDM offset."""
-
-    def __init__(self, size: int) -> None:
-        self.buf = bytearray(size)
-
-    def u(self, off: int, size: int, value: int) -> None:
-        self.buf[off:off + size] = value.to_bytes(size, "little")
-
-    def b(self, off: int, value: bytes) -> None:
-        self.buf[off:off + len(value)] = value
-
-    def done(self) -> bytes:
-        return bytes(self.buf)
 
 
 def mrsigner_of(modulus_le: bytes) -> bytes:

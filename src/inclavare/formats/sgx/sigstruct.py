@@ -5,33 +5,13 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
-from inclavare.formats.sgx.common import (
-    MODULUS_SIZE,
-    SIGNING_MATERIAL_SIZE,
-    SIGSTRUCT_HEADER1,
-    SIGSTRUCT_HEADER2,
-    SIGSTRUCT_SIZE,
-    SIGSTRUCT_TYPE_DEBUG,
-    VENDOR_INTEL,
-    VENDOR_OTHER,
-    Attributes,
-    SgxFormatError,
-    _check_bytes,
-    _check_int,
-    _check_reserved,
-    _check_size,
-    _u,
-    _Writer,
-    decode_date,
-    mrsigner_of,
-)
-
-# --------------------------------------------------------------------------------------------------
-# SIGSTRUCT
+from inclavare.formats.sgx import common as c
+from inclavare.formats.sgx.common import Attributes, SgxFormatError, decode_date, mrsigner_of
+from inclavare.formats.sgx.layout import Layout, Structure, attrs, b, constant, u
 
 
 @dataclass(frozen=True)
-class SigStruct:
+class SigStruct(Structure):
     """The 1808-byte enclave signature structure EINIT checks.
 
     ``header_type`` is the TYPE word (bit 31 = debug-signed). ``date`` is the raw DATE word; see
@@ -46,7 +26,7 @@ class SigStruct:
     miscmask: int = 0
     isvprodid: int = 0
     isvsvn: int = 0
-    vendor: int = VENDOR_OTHER
+    vendor: int = c.VENDOR_OTHER
     date: int = 0
     header_type: int = 0
     swdefined: int = 0
@@ -54,123 +34,56 @@ class SigStruct:
     cet_attributes_mask: int = 0
     isvfamilyid: bytes = bytes(16)
     isvextprodid: bytes = bytes(16)
-    modulus: bytes = bytes(MODULUS_SIZE)
+    modulus: bytes = bytes(c.MODULUS_SIZE)
     exponent: int = 0
-    signature: bytes = bytes(MODULUS_SIZE)
-    q1: bytes = bytes(MODULUS_SIZE)
-    q2: bytes = bytes(MODULUS_SIZE)
+    signature: bytes = bytes(c.MODULUS_SIZE)
+    q1: bytes = bytes(c.MODULUS_SIZE)
+    q2: bytes = bytes(c.MODULUS_SIZE)
+
+    # The signed parts are HEADER (bytes 0..127) and BODY (bytes 900..1027), see signing_material().
+    LAYOUT = Layout(
+        "SIGSTRUCT", c.SIGSTRUCT_SIZE,
+        constant("HEADER", 0, c.SIGSTRUCT_HEADER1), u("header_type", "TYPE", 12, 4), u("vendor", "VENDOR", 16, 4),
+        u("date", "DATE", 20, 4), constant("HEADER2", 24, c.SIGSTRUCT_HEADER2), u("swdefined", "SWDEFINED", 40, 4),
+        b("modulus", "MODULUS", 128, c.MODULUS_SIZE), u("exponent", "EXPONENT", 512, 4),
+        b("signature", "SIGNATURE", 516, c.MODULUS_SIZE), u("miscselect", "MISCSELECT", 900, 4),
+        u("miscmask", "MISCMASK", 904, 4), u("cet_attributes", "CET_ATTRIBUTES", 908, 1),
+        u("cet_attributes_mask", "CET_ATTRIBUTES_MASK", 909, 1), b("isvfamilyid", "ISVFAMILYID", 912, 16),
+        attrs("attributes", "ATTRIBUTES", 928), attrs("attribute_mask", "ATTRIBUTEMASK", 944),
+        b("enclavehash", "ENCLAVEHASH", 960, 32), b("isvextprodid", "ISVEXTPRODID", 1008, 16),
+        u("isvprodid", "ISVPRODID", 1024, 2), u("isvsvn", "ISVSVN", 1026, 2), b("q1", "Q1", 1040, c.MODULUS_SIZE),
+        b("q2", "Q2", 1424, c.MODULUS_SIZE),
+    )
 
     def __post_init__(self) -> None:
-        s = "SIGSTRUCT"
-        if self.header_type not in (0, SIGSTRUCT_TYPE_DEBUG):
-            raise SgxFormatError(s, f"TYPE={self.header_type:#x}: only bit 31 (debug) may be set")
-        if self.vendor not in (VENDOR_OTHER, VENDOR_INTEL):
-            raise SgxFormatError(s, f"VENDOR={self.vendor:#x}: must be 0 or 0x8086")
-        for name, value, bits in (("DATE", self.date, 32), ("SWDEFINED", self.swdefined, 32),
-                                  ("EXPONENT", self.exponent, 32), ("MISCSELECT", self.miscselect, 32),
-                                  ("MISCMASK", self.miscmask, 32), ("CET_ATTRIBUTES", self.cet_attributes, 8),
-                                  ("CET_ATTRIBUTES_MASK", self.cet_attributes_mask, 8),
-                                  ("ISVPRODID", self.isvprodid, 16), ("ISVSVN", self.isvsvn, 16)):
-            _check_int(s, name, value, bits)
-        for bname, bvalue, size in (("ENCLAVEHASH", self.enclavehash, 32), ("ISVFAMILYID", self.isvfamilyid, 16),
-                                    ("ISVEXTPRODID", self.isvextprodid, 16), ("MODULUS", self.modulus, MODULUS_SIZE),
-                                    ("SIGNATURE", self.signature, MODULUS_SIZE), ("Q1", self.q1, MODULUS_SIZE),
-                                    ("Q2", self.q2, MODULUS_SIZE)):
-            _check_bytes(s, bname, bvalue, size)
-        if not isinstance(self.attributes, Attributes) or not isinstance(self.attribute_mask, Attributes):
-            raise SgxFormatError(s, "ATTRIBUTES and ATTRIBUTEMASK must be Attributes")
+        super().__post_init__()
+        if self.header_type not in (0, c.SIGSTRUCT_TYPE_DEBUG):
+            raise SgxFormatError("SIGSTRUCT", f"TYPE={self.header_type:#x}: only bit 31 (debug) may be set")
+        if self.vendor not in (c.VENDOR_OTHER, c.VENDOR_INTEL):
+            raise SgxFormatError("SIGSTRUCT", f"VENDOR={self.vendor:#x}: must be 0 or 0x8086")
 
     # ---- codec
 
-    @classmethod
-    def parse(cls, data: bytes) -> SigStruct:
-        s = "SIGSTRUCT"
-        _check_size(s, data, SIGSTRUCT_SIZE)
-        data = bytes(data)
-        if data[0:12] != SIGSTRUCT_HEADER1:
-            raise SgxFormatError(s, f"HEADER (bytes 0..11) is {data[0:12].hex()}, expected {SIGSTRUCT_HEADER1.hex()}")
-        if data[24:40] != SIGSTRUCT_HEADER2:
-            raise SgxFormatError(s, f"HEADER2 (bytes 24..39) is {data[24:40].hex()}, "
-                                    f"expected {SIGSTRUCT_HEADER2.hex()}")
-        _check_reserved(s, data, ((44, 84), (910, 2), (992, 16), (1028, 12)))
-        return cls(
-            header_type=_u(data, 12, 4),
-            vendor=_u(data, 16, 4),
-            date=_u(data, 20, 4),
-            swdefined=_u(data, 40, 4),
-            modulus=data[128:512],
-            exponent=_u(data, 512, 4),
-            signature=data[516:900],
-            miscselect=_u(data, 900, 4),
-            miscmask=_u(data, 904, 4),
-            cet_attributes=data[908],
-            cet_attributes_mask=data[909],
-            isvfamilyid=data[912:928],
-            attributes=Attributes.parse(data[928:944]),
-            attribute_mask=Attributes.parse(data[944:960]),
-            enclavehash=data[960:992],
-            isvextprodid=data[1008:1024],
-            isvprodid=_u(data, 1024, 2),
-            isvsvn=_u(data, 1026, 2),
-            q1=data[1040:1424],
-            q2=data[1424:1808],
-        )
-
-    def _header(self) -> bytes:
-        w = _Writer(128)
-        w.b(0, SIGSTRUCT_HEADER1)
-        w.u(12, 4, self.header_type)
-        w.u(16, 4, self.vendor)
-        w.u(20, 4, self.date)
-        w.b(24, SIGSTRUCT_HEADER2)
-        w.u(40, 4, self.swdefined)
-        return w.done()
-
-    def _body(self) -> bytes:
-        w = _Writer(128)
-        w.u(0, 4, self.miscselect)
-        w.u(4, 4, self.miscmask)
-        w.u(8, 1, self.cet_attributes)
-        w.u(9, 1, self.cet_attributes_mask)
-        w.b(12, self.isvfamilyid)
-        w.b(28, self.attributes.pack())
-        w.b(44, self.attribute_mask.pack())
-        w.b(60, self.enclavehash)
-        w.b(108, self.isvextprodid)
-        w.u(124, 2, self.isvprodid)
-        w.u(126, 2, self.isvsvn)
-        return w.done()
-
     def signing_material(self) -> bytes:
         """The 256 bytes that are RSA-signed: HEADER (bytes 0..127) followed by BODY (bytes 900..1027)."""
-        return self._header() + self._body()
+        raw = self.pack()
+        return raw[slice(*c.SIGSTRUCT_HEADER_RANGE)] + raw[slice(*c.SIGSTRUCT_BODY_RANGE)]
 
     @classmethod
     def from_signing_material(cls, material: bytes) -> SigStruct:
         """An unsigned SIGSTRUCT whose header and body are ``material`` (the inverse of signing_material)."""
-        _check_size("SIGSTRUCT signing material", material, SIGNING_MATERIAL_SIZE)
-        buf = bytearray(SIGSTRUCT_SIZE)
-        buf[0:128] = material[:128]
-        buf[900:1028] = material[128:]
+        c._check_size("SIGSTRUCT signing material", material, c.SIGNING_MATERIAL_SIZE)
+        buf = bytearray(c.SIGSTRUCT_SIZE)
+        buf[slice(*c.SIGSTRUCT_HEADER_RANGE)] = material[:128]
+        buf[slice(*c.SIGSTRUCT_BODY_RANGE)] = material[128:]
         return cls.parse(bytes(buf))
-
-    def pack(self) -> bytes:
-        out = bytearray(SIGSTRUCT_SIZE)
-        out[0:128] = self._header()
-        out[128:512] = self.modulus
-        out[512:516] = self.exponent.to_bytes(4, "little")
-        out[516:900] = self.signature
-        out[900:1028] = self._body()
-        out[1040:1424] = self.q1
-        out[1424:1808] = self.q2
-        return bytes(out)
 
     # ---- derived values
 
     @property
     def debug_signed(self) -> bool:
         """TYPE bit 31: the signer marked this a debug signature."""
-        return bool(self.header_type & SIGSTRUCT_TYPE_DEBUG)
+        return bool(self.header_type & c.SIGSTRUCT_TYPE_DEBUG)
 
     @property
     def mrsigner(self) -> bytes:

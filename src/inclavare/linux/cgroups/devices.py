@@ -120,11 +120,7 @@ class DeviceEmulator:
             if len(fields) != 4:
                 raise ValueError(f"malformed devices.list line {line!r}")
             typ, ma, mi, perms = fields
-            if typ == "a":
-                emu.default_allow = True
-                emu.rules = {}
-                continue
-            if typ not in ("b", "c"):
+            if typ not in ("a", "b", "c"):
                 raise ValueError(f"unknown device type in devices.list line {line!r}")
             major = -1 if ma == "*" else int(ma)
             minor = -1 if mi == "*" else int(mi)

@@ -282,20 +282,8 @@ def _set_blkio(mgr: Manager, bio: dict[str, Any], field: str) -> None:
                 f"{dev} {int(wd['leafWeight'])}",
                 what,
             )
-    for key, fname in (
-        ("throttleReadBpsDevice", "blkio.throttle.read_bps_device"),
-        ("throttleWriteBpsDevice", "blkio.throttle.write_bps_device"),
-        ("throttleReadIOPSDevice", "blkio.throttle.read_iops_device"),
-        ("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device"),
-    ):
-        for i, td in enumerate(bio.get(key) or []):
-            mgr._w(
-                f"{field}.{key}[{i}]",
-                path,
-                fname,
-                f"{int(td['major'])}:{int(td['minor'])} {int(td['rate'])}",
-                what,
-            )
+    for where, fname, _, dev, rate in _cg._throttles(bio, field):
+        mgr._w(where, path, fname, f"{dev} {rate}", what)
 
 
 def _set_devices(mgr: Manager, rules: list[Rule], field: str) -> None:

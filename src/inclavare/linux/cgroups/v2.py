@@ -232,19 +232,8 @@ def _set_io(mgr: Manager, bio: dict[str, Any], path: str, field: str) -> None:
                 "io.bfq.weight",
                 f"{int(wd['major'])}:{int(wd['minor'])} {int(wd['weight'])}",
             )
-    for key, name in (
-        ("throttleReadBpsDevice", "rbps"),
-        ("throttleWriteBpsDevice", "wbps"),
-        ("throttleReadIOPSDevice", "riops"),
-        ("throttleWriteIOPSDevice", "wiops"),
-    ):
-        for i, td in enumerate(bio.get(key) or []):
-            mgr._w(
-                f"{field}.{key}[{i}]",
-                path,
-                "io.max",
-                f"{int(td['major'])}:{int(td['minor'])} {name}={int(td['rate'])}",
-            )
+    for where, _, name, dev, rate in _cg._throttles(bio, field):
+        mgr._w(where, path, "io.max", f"{dev} {name}={rate}")
 
 # -- freezer -----------------------------------------------------------------------------
 def _needs_domain_controller(res: dict[str, Any]) -> bool:
@@ -253,14 +242,7 @@ def _needs_domain_controller(res: dict[str, Any]) -> bool:
     mem = res.get("memory") or {}
     cpu = res.get("cpu") or {}
     bio = res.get("blockIO") or {}
-    io_keys = (
-        "weight",
-        "weightDevice",
-        "throttleReadBpsDevice",
-        "throttleWriteBpsDevice",
-        "throttleReadIOPSDevice",
-        "throttleWriteIOPSDevice",
-    )
+    io_keys = ("weight", "weightDevice", *_cg._THROTTLE_DEVICES)
     return bool(
         mem.get("limit")
         or mem.get("swap")

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from inclavare.formats import envelopes
 from inclavare.ratls.attesters.base import (
-    Attester,
     AttesterError,
     Evidence,
     IoctlFn,
     _mismatch,
     _report_data,
 )
-from inclavare.ratls.attesters.ioctls import _IOC_READ, _IOC_WRITE, _ioc, _open_device, default_ioctl
+from inclavare.ratls.attesters.guest import GuestAttester
+from inclavare.ratls.attesters.ioctls import _IOC_READ, _IOC_WRITE, _ioc, _open_device
 from inclavare.ratls.attesters.tsm import ConfigfsTsm
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def snp_collateral_of(evidence: Evidence) -> SnpCollateral | None:
                          source="SNP certificate table")
 
 
-class SevSnpAttester(Attester):
+class SevSnpAttester(GuestAttester):
     """SEV-SNP attestation reports with the host's certificate table. ``method``: ``auto`` (configfs-tsm when
     its provider is sev_guest, else /dev/sev-guest), ``configfs`` or ``ioctl``. ``vmpl``: the VMPL the report
     is asked for (configfs: written to ``privlevel``; default the provider's floor; ioctl: default 0 --
@@ -98,34 +98,19 @@ class SevSnpAttester(Attester):
     priority = 42
     evidence_kind = "sev_snp"
 
+    methods = SNP_METHODS
+    tsm_provider = "sev_guest"
+    device_path = SEV_GUEST_DEVICE
+    device_env = SEV_GUEST_DEVICE_ENV
+    guest = "an SEV-SNP guest"
+
     def __init__(self, *, method: str = "auto", tsm: ConfigfsTsm | None = None, device: str | None = None,
                  ioctl: IoctlFn | None = None, vmpl: int | None = None, extended: bool = True) -> None:
-        if method not in SNP_METHODS:
-            raise AttesterError(f"sev_snp: method {method!r} is not one of {', '.join(SNP_METHODS)}")
+        super().__init__(method=method, tsm=tsm, device=device, ioctl=ioctl)
         if vmpl is not None and (isinstance(vmpl, bool) or not 0 <= vmpl <= 3):
             raise AttesterError(f"sev_snp: vmpl {vmpl!r} is not 0..3")
-        self.method = method
-        self.tsm = tsm or ConfigfsTsm()
-        self.device = device or os.environ.get(SEV_GUEST_DEVICE_ENV) or SEV_GUEST_DEVICE
-        self.ioctl = ioctl or default_ioctl
         self.vmpl = vmpl
         self.extended = extended
-
-    def _use_configfs(self) -> bool:
-        return self.method == "configfs" or (self.method == "auto" and self.tsm.provider() == "sev_guest")
-
-    def unavailable_reason(self) -> str | None:
-        if self.method in ("auto", "configfs") and self.tsm.provider() == "sev_guest":
-            return None
-        if self.method != "configfs" and os.path.exists(self.device):
-            return None
-        parts = []
-        if self.method != "ioctl":
-            name = self.tsm.provider()
-            parts.append(f"configfs-tsm: {f'the provider is {name!r}' if name else self.tsm.probe_error()}")
-        if self.method != "configfs":
-            parts.append(f"{self.device} does not exist")
-        return "not an SEV-SNP guest: " + "; ".join(parts)
 
     def collect(self, report_data: bytes) -> Evidence:
         rd = _report_data(self.name, report_data)

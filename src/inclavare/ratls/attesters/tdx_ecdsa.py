@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from inclavare.ratls.attesters.base import (
     REPORT_DATA_SIZE,
-    Attester,
     AttesterError,
     CollateralFn,
     Evidence,
@@ -30,7 +29,8 @@ from inclavare.ratls.attesters.base import (
     _mismatch,
     _report_data,
 )
-from inclavare.ratls.attesters.ioctls import _IOC_READ, _IOC_WRITE, _ioc, _open_device, default_ioctl
+from inclavare.ratls.attesters.guest import GuestAttester
+from inclavare.ratls.attesters.ioctls import _IOC_READ, _IOC_WRITE, _ioc, _open_device
 from inclavare.ratls.attesters.tsm import ConfigfsTsm
 from inclavare.sockio import recv_exact
 
@@ -101,7 +101,7 @@ def _vsock_connect() -> socket.socket:
     return s
 
 
-class TdxEcdsaAttester(Attester):
+class TdxEcdsaAttester(GuestAttester):
     """TDX DCAP quotes. ``method``: ``auto`` (configfs-tsm when its provider is tdx_guest, else the device
     with QGS over vsock, then the TDX_CMD_GET_QUOTE ioctl), or exactly one of ``configfs``, ``vsock``,
     ``ioctl``. ``collateral_fn(quote)`` may supply endorsements."""
@@ -110,34 +110,18 @@ class TdxEcdsaAttester(Attester):
     priority = 42
     evidence_kind = "tdx_ecdsa"
 
+    methods = TDX_METHODS
+    tsm_provider = "tdx_guest"
+    device_path = TDX_GUEST_DEVICE
+    device_env = TDX_GUEST_DEVICE_ENV
+    guest = "a TDX guest"
+
     def __init__(self, *, method: str = "auto", tsm: ConfigfsTsm | None = None, device: str | None = None,
                  ioctl: IoctlFn | None = None, qgs_connect: Callable[[], socket.socket] | None = None,
                  collateral_fn: CollateralFn | None = None) -> None:
-        if method not in TDX_METHODS:
-            raise AttesterError(f"tdx_ecdsa: method {method!r} is not one of {', '.join(TDX_METHODS)}")
-        self.method = method
-        self.tsm = tsm or ConfigfsTsm()
-        self.device = device or os.environ.get(TDX_GUEST_DEVICE_ENV) or TDX_GUEST_DEVICE
-        self.ioctl = ioctl or default_ioctl
+        super().__init__(method=method, tsm=tsm, device=device, ioctl=ioctl)
         self.qgs_connect = qgs_connect or _vsock_connect
         self.collateral_fn = collateral_fn
-
-    def _use_configfs(self) -> bool:
-        return self.method == "configfs" or (self.method == "auto" and self.tsm.provider() == "tdx_guest")
-
-    def unavailable_reason(self) -> str | None:
-        if self.method in ("auto", "configfs") and self.tsm.provider() == "tdx_guest":
-            return None
-        if self.method != "configfs" and os.path.exists(self.device):
-            return None
-        parts = [] if self.method in ("vsock", "ioctl") else [f"configfs-tsm: {self._tsm_state()}"]
-        if self.method != "configfs":
-            parts.append(f"{self.device} does not exist")
-        return "not a TDX guest: " + "; ".join(parts)
-
-    def _tsm_state(self) -> str:
-        name = self.tsm.provider()
-        return f"the provider is {name!r}" if name else self.tsm.probe_error()
 
     def collect(self, report_data: bytes) -> Evidence:
         rd = _report_data(self.name, report_data)

@@ -8,7 +8,7 @@ from typing import Any
 
 from inclavare.ratls.dice import RatlsError
 from inclavare.ratls.tls.config import RatsTlsConfig
-from inclavare.ratls.tls.core import RECORD, _Core, _is_eof, _ssl
+from inclavare.ratls.tls.core import RECORD, _Handle, _ssl
 from inclavare.ratls.tls.errors import FreshnessError, RatsTlsError
 from inclavare.ratls.tls.freshness import FRESHNESS_HEADER, decode_freshness_hello
 from inclavare.ratls.verifiers import PeerClaims
@@ -48,22 +48,13 @@ class _AsyncIO:
             await self.writer.drain()
 
 
-class AsyncRatsTls:
+class AsyncRatsTls(_Handle):
     """One RATS-TLS connection for asyncio; TLS runs over pyOpenSSL memory BIOs. Certificates are made in the
     default executor; the peer's certificate is judged inside the handshake (synchronously)."""
 
     def __init__(self, config: RatsTlsConfig, server_side: bool) -> None:
-        self._core = _Core(config, server_side)
+        super().__init__(config, server_side)
         self._io: _AsyncIO | None = None
-        self._closed = False
-
-    @property
-    def peer_claims(self) -> PeerClaims | None:
-        return self._core.peer
-
-    @property
-    def nonce(self) -> bytes | None:
-        return self._core.sent_nonce
 
     async def negotiate(self, reader: Any, writer: Any = None) -> PeerClaims | None:
         """Freshness exchange and handshake over ``reader``/``writer`` (asyncio streams) or a socket."""
@@ -133,14 +124,6 @@ class AsyncRatsTls:
         if out:
             await io_.write(bytes(out))
 
-    def _conn(self) -> Any:
-        conn = self._core.conn
-        if conn is None or self._closed:
-            raise RatsTlsError("RATS-TLS handle: not connected (negotiate() first)")
-        if self._core.failed:
-            raise RatsTlsError(f"RATS-TLS handle: the connection failed earlier: {self._core.failed}")
-        return conn
-
     async def transmit(self, data: bytes | bytearray | memoryview) -> int:
         conn = self._conn()
         view = memoryview(data).cast("B")
@@ -174,12 +157,9 @@ class AsyncRatsTls:
                         eof = True
                         continue
                     conn.bio_write(chunk)
-        except SSL.Error as e:
-            if _is_eof(e):
-                return b""
-            raise self._core.error(e, "receive") from None
         except Exception as e:
-            raise self._core.error(e, "receive") from None
+            self._end_of_data(e)
+            return b""
 
     async def close(self) -> None:
         """Send close_notify (best effort); the streams/socket stay with the caller."""

@@ -11,7 +11,7 @@ from typing import Any
 from inclavare.ratls import ssl_hook
 from inclavare.ratls.dice import RatlsError
 from inclavare.ratls.tls.config import RatsTlsConfig
-from inclavare.ratls.tls.core import RECORD, _Core, _is_eof, _ssl, _SslConnection
+from inclavare.ratls.tls.core import RECORD, _Handle, _ssl, _SslConnection
 from inclavare.ratls.tls.errors import FreshnessError, RatsTlsError
 from inclavare.ratls.tls.freshness import FRESHNESS_HEADER, decode_freshness_hello
 from inclavare.ratls.verifiers import PeerClaims
@@ -20,7 +20,7 @@ from inclavare.sockio import recv_exact
 log = logging.getLogger(__name__)
 
 
-class RatsTls:
+class RatsTls(_Handle):
     """One RATS-TLS connection over a connected blocking (or timeout) socket, which the caller owns.
 
     TLS runs in Python's ``ssl`` module (record I/O in C, on the caller's socket: bulk transfers cost what plain
@@ -30,32 +30,10 @@ class RatsTls:
     objects cannot be reached (not CPython, an unexpected layout), pyOpenSSL carries the connection."""
 
     def __init__(self, config: RatsTlsConfig, server_side: bool) -> None:
-        self._core = _Core(config, server_side)
+        super().__init__(config, server_side)
         self._sock: socket.socket | None = None
-        self._closed = False
         self._fast: Any = None  # the ssl module's connection object, on that path
         self._verify_cb: Any = None  # its verify callback, kept alive with it
-
-    @property
-    def peer_claims(self) -> PeerClaims | None:
-        """The verified peer (None before the handshake, and for the server in one-way mode)."""
-        return self._core.peer
-
-    @property
-    def peer_certificate(self) -> bytes | None:
-        return self._core.peer_der
-
-    @property
-    def nonce(self) -> bytes | None:
-        """The freshness nonce this side sent (None without freshness)."""
-        return self._core.sent_nonce
-
-    @property
-    def connection(self) -> Any:
-        """The pyOpenSSL ``Connection`` (after :meth:`negotiate`); on the ``ssl`` module path an object answering
-        ``get_protocol_version_name``, ``get_cipher_name``, ``get_cipher_version``, ``get_cipher_bits`` and
-        ``pending`` alike."""
-        return self._core.conn
 
     def negotiate(self, sock: socket.socket) -> PeerClaims | None:
         """Freshness exchange (if configured) and TLS handshake on ``sock``; returns the verified peer (None when
@@ -112,20 +90,14 @@ class RatsTls:
         core = self._core
         try:
             mine = core.hello()
+            if not core.server_side:
+                sock.sendall(mine)
+            mutual, length = decode_freshness_hello(recv_exact(sock, FRESHNESS_HEADER.size))
+            nonce = recv_exact(sock, length)
+            if len(nonce) != length:
+                raise FreshnessError("freshness: the peer closed the connection in the middle of its nonce")
             if core.server_side:
-                header = recv_exact(sock, FRESHNESS_HEADER.size)
-                mutual, length = decode_freshness_hello(header)
-                nonce = recv_exact(sock, length)
-                if len(nonce) != length:
-                    raise FreshnessError("freshness: the peer closed the connection in the middle of its nonce")
                 sock.sendall(mine)
-            else:
-                sock.sendall(mine)
-                header = recv_exact(sock, FRESHNESS_HEADER.size)
-                mutual, length = decode_freshness_hello(header)
-                nonce = recv_exact(sock, length)
-                if len(nonce) != length:
-                    raise FreshnessError("freshness: the peer closed the connection in the middle of its nonce")
         except FreshnessError:
             raise
         except TimeoutError:
@@ -155,14 +127,6 @@ class RatsTls:
         r, w, _ = select.select([fd] if readable else [], [] if readable else [fd], [], timeout)
         if not r and not w:
             raise TimeoutError("timed out")
-
-    def _conn(self) -> Any:
-        conn = self._core.conn
-        if conn is None or self._closed:
-            raise RatsTlsError("RATS-TLS handle: not connected (negotiate() first)")
-        if self._core.failed:
-            raise RatsTlsError(f"RATS-TLS handle: the connection failed earlier: {self._core.failed}")
-        return conn
 
     def transmit(self, data: bytes | bytearray | memoryview) -> int:
         """Send all of ``data``; returns its length."""
@@ -195,44 +159,28 @@ class RatsTls:
     def receive(self, n: int) -> bytes:
         """Up to ``n`` bytes; b"" when the peer closed the connection."""
         conn = self._conn()
-        if self._fast is not None:
-            try:
-                return bytes(self._fast.read(min(n, RECORD)))
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""
-            except Exception as e:
-                raise self._core.error(e, "receive") from None
-        SSL = _ssl()
         try:
+            if self._fast is not None:
+                return bytes(self._fast.read(min(n, RECORD)))
             # one TLS record at most comes back per read: asking for more only makes pyOpenSSL allocate and
             # zero a bigger buffer on every call
             return bytes(self._retry(conn.recv, min(n, RECORD)))
-        except SSL.Error as e:
-            if _is_eof(e):
-                return b""
-            raise self._core.error(e, "receive") from None
         except Exception as e:
-            raise self._core.error(e, "receive") from None
+            self._end_of_data(e)
+            return b""
 
     def receive_into(self, buffer: Any, n: int = 0) -> int:
+        """Up to ``n`` bytes (default: the buffer's size) into ``buffer``; 0 when the peer closed the
+        connection."""
         conn = self._conn()
-        if self._fast is not None:
-            try:
-                return int(self._fast.read(n or len(memoryview(buffer)), buffer))
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return 0
-            except Exception as e:
-                raise self._core.error(e, "receive") from None
-        SSL = _ssl()
         try:
+            if self._fast is not None:
+                return int(self._fast.read(n or len(memoryview(buffer)), buffer))
             want = min(n or len(memoryview(buffer)), RECORD)  # see receive()
             return int(self._retry(conn.recv_into, buffer, want))
-        except SSL.Error as e:
-            if _is_eof(e):
-                return 0
-            raise self._core.error(e, "receive") from None
         except Exception as e:
-            raise self._core.error(e, "receive") from None
+            self._end_of_data(e)
+            return 0
 
     def pending(self) -> int:
         conn = self._core.conn

@@ -223,6 +223,52 @@ class _Core:
         return f"{self.conn.get_protocol_version_name()} {self.conn.get_cipher_name()}"
 
 
+class _Handle:
+    """What the blocking and the asyncio connection objects share: the core, the peer's results, and the check
+    that the connection may carry data."""
+
+    def __init__(self, config: RatsTlsConfig, server_side: bool) -> None:
+        self._core = _Core(config, server_side)
+        self._closed = False
+
+    @property
+    def peer_claims(self) -> PeerClaims | None:
+        """The verified peer (None before the handshake, and for the server in one-way mode)."""
+        return self._core.peer
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate (DER) as verified during the handshake."""
+        return self._core.peer_der
+
+    @property
+    def nonce(self) -> bytes | None:
+        """The freshness nonce this side sent (None without freshness)."""
+        return self._core.sent_nonce
+
+    @property
+    def connection(self) -> Any:
+        """The pyOpenSSL ``Connection`` (after negotiation); on the blocking form's ``ssl`` module path an object
+        answering ``get_protocol_version_name``, ``get_cipher_name``, ``get_cipher_version``,
+        ``get_cipher_bits`` and ``pending`` alike."""
+        return self._core.conn
+
+    def _conn(self) -> Any:
+        """The connection, when it may carry data: negotiated, not closed, not failed."""
+        conn = self._core.conn
+        if conn is None or self._closed:
+            raise RatsTlsError("RATS-TLS handle: not connected (negotiate() first)")
+        if self._core.failed:
+            raise RatsTlsError(f"RATS-TLS handle: the connection failed earlier: {self._core.failed}")
+        return conn
+
+    def _end_of_data(self, e: Exception) -> None:
+        """Return when ``e``, raised while receiving, is the peer closing the connection (end of data); raise it
+        as this connection's error otherwise."""
+        if not _is_eof(e):
+            raise self._core.error(e, "receive") from None
+
+
 def _verify_callback(conn: SSL.Connection, x509: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
     core = conn.get_app_data()
     if not isinstance(core, _Core):
@@ -258,7 +304,10 @@ class _SslConnection:
 
 
 def _is_eof(e: BaseException) -> bool:
-    """A clean close (close_notify) or an EOF without one (treated as end of data, as ``ssl``'s default)."""
+    """A clean close (close_notify) or an EOF without one (treated as end of data, as ``ssl``'s default), from
+    pyOpenSSL or the ``ssl`` module."""
+    if isinstance(e, ssl.SSLZeroReturnError | ssl.SSLEOFError):
+        return True
     SSL = _ssl()
     if isinstance(e, SSL.ZeroReturnError):
         return True

@@ -35,9 +35,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from inclavare.testing.containerd import CGROUP_ROOT, PrivateContainerd, _toml_str
+from inclavare.testing._tool import run_tool
+from inclavare.testing.containerd import CGROUP_ROOT, ContainerdError, PrivateContainerd, _toml_str
 
 if TYPE_CHECKING:
+    import argparse
+
     from inclavare.testing.cri.client import CriClient
 
 CRI_NAMESPACE = "k8s.io"
@@ -229,9 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: python -m inclavare.testing.cri.containerd [--base DIR] [--rune PATH] start|stop|purge|status"""
     import argparse
     import shutil
-    import sys
-
-    from inclavare.testing.containerd import ContainerdError
 
     ap = argparse.ArgumentParser(prog="python -m inclavare.testing.cri.containerd",
                                  description="a private containerd with the CRI plugin and runc/rune handlers")
@@ -248,35 +248,36 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(base, exist_ok=True)
         rune = write_rune_launcher(os.path.join(base, "rune"))
     c = CriContainerd(base, {"runc": RuntimeHandler.runc_shim(a.runc), "rune": RuntimeHandler.runc_shim(rune)})
-    try:
-        if a.cmd == "start":
-            c.start()
-            c.import_test_images()
-            print(f"containerd pid {c.pid()}, CRI on unix://{c.address}, log {c.log}")
-            print(f"handlers: {', '.join(c.handlers)}; sandbox image {c.sandbox_image}; pods' cgroups under "
-                  f"{c.cgroup_parent}")
-        elif a.cmd == "stop":
-            c.stop()
-        elif a.cmd == "purge":
-            c.purge()
-        else:
-            if not c.running():
-                print("containerd: not running")
-                return 1
-            from inclavare.testing.cri import api_pb2 as pb
+    return run_tool("containerd", ContainerdError, lambda: _command(a, c))
 
-            with c.client(timeout=10) as cri:
-                v = cri.version()
-                print(f"{v.runtime_name} {v.runtime_version} (CRI {v.runtime_api_version}), pid {c.pid()}")
-                for pod in cri.list_pods():
-                    print(f"pod {pod.id[:13]} {pod.metadata.name} {pod.runtime_handler} "
-                          f"{pb.PodSandboxState.Name(pod.state)}")
-                for ct in cri.list_containers():
-                    print(f"  container {ct.id[:13]} {ct.metadata.name} in {ct.pod_sandbox_id[:13]} "
-                          f"{pb.ContainerState.Name(ct.state)}")
-    except ContainerdError as e:
-        print(f"containerd: {e}", file=sys.stderr)
-        return 1
+
+def _command(a: argparse.Namespace, c: CriContainerd) -> int:
+    """One command of main() on ``c``."""
+    if a.cmd == "start":
+        c.start()
+        c.import_test_images()
+        print(f"containerd pid {c.pid()}, CRI on unix://{c.address}, log {c.log}")
+        print(f"handlers: {', '.join(c.handlers)}; sandbox image {c.sandbox_image}; pods' cgroups under "
+              f"{c.cgroup_parent}")
+    elif a.cmd == "stop":
+        c.stop()
+    elif a.cmd == "purge":
+        c.purge()
+    else:
+        if not c.running():
+            print("containerd: not running")
+            return 1
+        from inclavare.testing.cri import api_pb2 as pb
+
+        with c.client(timeout=10) as cri:
+            v = cri.version()
+            print(f"{v.runtime_name} {v.runtime_version} (CRI {v.runtime_api_version}), pid {c.pid()}")
+            for pod in cri.list_pods():
+                print(f"pod {pod.id[:13]} {pod.metadata.name} {pod.runtime_handler} "
+                      f"{pb.PodSandboxState.Name(pod.state)}")
+            for ct in cri.list_containers():
+                print(f"  container {ct.id[:13]} {ct.metadata.name} in {ct.pod_sandbox_id[:13]} "
+                      f"{pb.ContainerState.Name(ct.state)}")
     return 0
 
 

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 
+from inclavare.testing._tool import run_tool
+
 PAUSE_IMAGE = "localhost/inclavare-pause:test"
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pause.c")
 CFLAGS = ("-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror")
@@ -61,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--name", default=PAUSE_IMAGE)
     ap.add_argument("out_dir")
     a = ap.parse_args(argv)
-    try:
+
+    def build() -> int:
         print(build_pause_image_tar(os.path.join(a.out_dir, "pause-oci.tar"), a.name))
-    except PauseBuildError as e:
-        print(f"pause: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_tool("pause", PauseBuildError, build)
 
 
 if __name__ == "__main__":
