@@ -7,7 +7,11 @@ Two measures per variant:
   create   `rune create` (for enclaves this includes loading the PAL and pal_init: image checks, etc.)
   run      `rune run` of a payload that exits at once (create, start, payload, wait, delete)
 
-usage: bench/enclave.py [--rounds N] [--rune PATH] [--markdown]
+With --also PATH (repeatable), other rune builds run in the same rounds, the builds alternating round by round
+and variant by variant (paired comparisons, e.g. before and after a change); each is printed with its ratio to
+--rune's medians. --only NAME (repeatable) keeps the named variants (and plain).
+
+usage: bench/enclave.py [--rounds N] [--rune PATH] [--also PATH]... [--only NAME]... [--markdown]
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--rune", default=shutil.which("rune") or "/usr/local/bin/rune")
+    ap.add_argument("--also", action="append", default=[], help="another rune build, alternated with --rune")
+    ap.add_argument("--only", action="append", default=[], help="keep only this variant (and plain)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -90,23 +96,29 @@ def main() -> int:
             img = image.sign(image.build(wasmtime.wat2wasm(EXIT_WAT), "wasm"), key)
             variants["builtin:sim (wasm image)"] = variant_bundle(
                 work, "sim", ["exit"], sim + ["ENCLAVE_RUNTIME_PATH=builtin:sim"], {"enclave/enclave.img": img})
-        root = os.path.join(work, "root")
-        rune = [args.rune, "--root", root]
-        res: dict[str, dict[str, list[float]]] = {k: {"create": [], "run": []} for k in variants}
+        if args.only:
+            variants = {k: v for k, v in variants.items() if k == "plain" or k in args.only}
+        builds = [args.rune, *args.also]
+        res: dict[str, dict[str, dict[str, list[float]]]] = {
+            r: {k: {"create": [], "run": []} for k in variants} for r in builds}
         for i in range(args.rounds + 1):  # round 0 warms the page cache and the .pyc files
             for name, b in variants.items():
-                cid = f"c{i}-{len(res[name]['create'])}-{abs(hash(name)) % 1000}"
-                t0 = time.perf_counter()
-                call(rune + ["create", "--bundle", b, cid], env)
-                t1 = time.perf_counter()
-                call(rune + ["delete", "--force", cid], env)
-                t2 = time.perf_counter()
-                call(rune + ["run", "--bundle", b, cid + "r"], env)
-                t3 = time.perf_counter()
-                if i:
-                    res[name]["create"].append(t1 - t0)
-                    res[name]["run"].append(t3 - t2)
-        med = {k: {w: statistics.median(v) * 1000 for w, v in ws.items()} for k, ws in res.items()}
+                for j, build in enumerate(builds if i % 2 == 0 else builds[::-1]):
+                    rune = [build, "--root", os.path.join(work, f"root{builds.index(build)}")]
+                    cid = f"c{i}-{j}-{abs(hash(name)) % 1000}"
+                    t0 = time.perf_counter()
+                    call(rune + ["create", "--bundle", b, cid], env)
+                    t1 = time.perf_counter()
+                    call(rune + ["delete", "--force", cid], env)
+                    t2 = time.perf_counter()
+                    call(rune + ["run", "--bundle", b, cid + "r"], env)
+                    t3 = time.perf_counter()
+                    if i:
+                        res[build][name]["create"].append(t1 - t0)
+                        res[build][name]["run"].append(t3 - t2)
+        meds = {r: {k: {w: statistics.median(v) * 1000 for w, v in ws.items()} for k, ws in rs.items()}
+                for r, rs in res.items()}
+        med = meds[args.rune]
         base = med["plain"]
         if args.markdown:
             print(f"| variant ({args.rounds} rounds, median) | create | ratio | run | ratio |")
@@ -118,8 +130,15 @@ def main() -> int:
             for k in variants:
                 print(f"{k:26s} create {med[k]['create']:7.1f} ms ({med[k]['create'] / base['create']:.2f}x)   "
                       f"run {med[k]['run']:7.1f} ms ({med[k]['run'] / base['run']:.2f}x)")
+        for other in args.also:
+            print(f"{other} (ratio to {args.rune}, same rounds):")
+            for k in variants:
+                o = meds[other][k]
+                print(f"  {k:24s} create {o['create']:7.1f} ms ({o['create'] / med[k]['create']:.2f}x)   "
+                      f"run {o['run']:7.1f} ms ({o['run'] / med[k]['run']:.2f}x)")
     finally:
-        subprocess.run([args.rune, "--root", os.path.join(work, "root"), "list", "-q"], capture_output=True)
+        for j, build in enumerate([args.rune, *args.also]):
+            subprocess.run([build, "--root", os.path.join(work, f"root{j}"), "list", "-q"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

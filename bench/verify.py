@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import sys
 import time
@@ -35,22 +36,32 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature  # noqa: E402
 
+from inclavare.attestation import certs, dcap, documents, pck, tcb, tcbinfo  # noqa: E402
 from inclavare.attestation import collateral as col  # noqa: E402
-from inclavare.attestation import dcap  # noqa: E402
 from inclavare.attestation.api import Options  # noqa: E402
 from inclavare.attestation.snp import SnpCollateral, SnpVerifier  # noqa: E402
 from inclavare.formats.dcap import DcapQuote  # noqa: E402
 
 V = Path(os.environ.get("INCLAVARE_VECTORS", HERE.parent.parent / "shared" / "vectors")) / "attestation"
-PER_EVIDENCE_CACHES = ("_cert_signed", "_issued_by", "_chain_problems", "_pck_extension", "_load_cert", "_pem_chain")
+
+
+def _dcap_caches() -> list[functools._lru_cache_wrapper[object]]:
+    """Every memo of the DCAP verifier's modules (see attestation/certs.py), each once (a module also lists the
+    memoised functions it imports)."""
+    found: dict[int, functools._lru_cache_wrapper[object]] = {}
+    for module in (certs, dcap, documents, pck, tcb, tcbinfo):
+        for value in vars(module).values():
+            if isinstance(value, functools._lru_cache_wrapper):
+                found[id(value)] = value
+    return list(found.values())
+
+
+DCAP_CACHES = _dcap_caches()
 
 
 def clear_caches() -> None:
-    import functools
-
-    for value in vars(dcap).values():
-        if isinstance(value, functools._lru_cache_wrapper):
-            value.cache_clear()
+    for cache in DCAP_CACHES:
+        cache.cache_clear()
 
 
 def rate(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import pytest
 
 from inclavare.errors import InclavareError
 from inclavare.runtime.container import Runtime
-from inclavare.runtime.executor import Executor
+from inclavare.runtime.launch import Executor
 from tests.conftest import needs_busybox, needs_root
 
 pytestmark = [needs_root, needs_busybox]

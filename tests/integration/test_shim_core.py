@@ -345,6 +345,8 @@ def test_bad_requests_are_clear_and_leave_nothing(core, cid, make_bundle, tmp_pa
         core.create(cid, b, Stdio("", "tcp://x", "", False))
     with pytest.raises(ShimError, match="not a FIFO"):
         core.create(cid, b, Stdio("", str(b), "", False))
+    with pytest.raises(ShimError, match="process.terminal is false but the request's terminal is true"):
+        core.create(cid, b, Stdio(terminal=True))
     core.create(cid, b, Stdio())
     with pytest.raises(ShimError) as e:
         core.create(cid, b, Stdio())
@@ -419,8 +421,10 @@ def _quiet_forkserver_fds(core: ShimCore) -> list[str]:
     raise AssertionError(f"the fork server never settled: children {children}, fds {last}")
 
 
-def _mounts() -> int:
-    return len(Path("/proc/self/mountinfo").read_text().splitlines())
+def _mounts(*near: str) -> list[str]:
+    """Mount points under any of ``near`` (other jobs on the machine mount and unmount elsewhere)."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return sorted(p for p in points if any(p.startswith(n) for n in near))
 
 
 def test_twenty_containers_at_once_leave_nothing_behind(core, make_bundle, tmp_path):
@@ -428,7 +432,8 @@ def test_twenty_containers_at_once_leave_nothing_behind(core, make_bundle, tmp_p
     bundles = [make_bundle(["sh", "-c", f"echo n{i}; exit {i}"]) for i in range(20)]
     # warm-up: the first container loads what the later ones share
     assert run_to_exit(core, base + "w", bundles[0], Stdio())[0] == 0
-    fds, mounts = _fds(), _mounts()
+    near = (str(tmp_path), core.root, "/tmp/inclavare-rootfs-")
+    fds, mounts = _fds(), _mounts(*near)
     fs_fds = _quiet_forkserver_fds(core)
     fifos = [Fifos(tmp_path / f"io{i}") for i in range(20)]
     results: dict[int, object] = {}
@@ -450,7 +455,7 @@ def test_twenty_containers_at_once_leave_nothing_behind(core, make_bundle, tmp_p
         f.close()
     assert _fds() == fds  # nothing of the shim's stays open
     assert _quiet_forkserver_fds(core) == fs_fds  # nor of the fork server's
-    assert _mounts() == mounts
+    assert _mounts(*near) == mounts == []
     assert os.listdir(core.root) == []
     leftovers = subprocess.run(["find", "/sys/fs/cgroup", "-name", f"*{base}*"], capture_output=True,
                                text=True).stdout

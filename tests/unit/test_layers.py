@@ -87,3 +87,18 @@ def test_each_package_says_what_it_owns_and_may_import() -> None:
     for package in sorted(p for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
         doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
         assert "May import" in doc, f"{package.name}/__init__.py: no docstring naming what it may import"
+
+
+# Cross-cutting tests that stay at the top of tests/unit: the base module, the layer table, the fuzz targets.
+TOP_LEVEL_TESTS = {"test_fastos.py", "test_layers.py", "test_fuzz.py"}
+
+
+def test_unit_tests_mirror_the_source_layers() -> None:
+    """tests/unit/<layer>/ for each package; a new test file at the top (or in a folder no package has) fails."""
+    here = Path(__file__).resolve().parent
+    folders = {p.name for p in here.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders <= set(ALLOWED), f"test folders without a source package: {sorted(folders - set(ALLOWED))}"
+    stray = {p.name for p in here.glob("test_*.py")} - TOP_LEVEL_TESTS
+    assert not stray, f"unit tests outside a layer folder: {sorted(stray)}"
+    for folder in folders:
+        assert (here / folder / "__init__.py").is_file(), f"tests/unit/{folder} lacks __init__.py"

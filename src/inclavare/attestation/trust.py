@@ -121,7 +121,7 @@ class TrustMaterial:
         """``collateral`` (a DcapCollateral) with this folder's root CA CRL when it carries none: a CRL of one of
         Intel's SGX root CAs (or of a trusted sim root, by fingerprint). The CRL's file is marked ``used_as =
         "root_ca_crl"``. A CRL the collateral carries wins: the folder's is then noted as unused."""
-        from inclavare.attestation.dcap import INTEL_SGX_ROOT_CA_FINGERPRINTS
+        from inclavare.attestation.pck import INTEL_SGX_ROOT_CA_FINGERPRINTS
 
         found = self.root_ca_crl((*INTEL_SGX_ROOT_CA_FINGERPRINTS, *sim_roots))
         if found is None:

@@ -2,7 +2,7 @@
 
 Wire format as upstream rune: ``<state dir>/agent.sock`` (unix stream), each message a 4-byte
 little-endian length then an ``AgentServiceRequest`` / ``AgentServiceResponse`` protobuf
-(generated from proto/agent.proto, see agentwire.py). An exec request
+(generated from proto/agent.proto, see agentwire.py; loaded by :func:`load_codec`). An exec request
 is followed by four file descriptors, one SCM_RIGHTS message each, in this order: the signal pipe (read
 end; the client writes ``Kill`` requests into it, framed the same way), stdin, stdout, stderr. The reply
 carries the payload's exit code.
@@ -17,7 +17,6 @@ import os
 import socket
 import struct
 
-from inclavare.enclave import agentwire
 from inclavare.errors import InclavareError
 
 TYPE_CHECKING = False
@@ -30,6 +29,20 @@ MAX_MESSAGE = 16 << 20
 
 class AgentError(InclavareError):
     """Talking to a container's enclave agent failed."""
+
+
+def load_codec() -> Any:
+    """The agent's generated messages (:mod:`inclavare.enclave.agentwire`, which loads the protobuf runtime).
+
+    Not imported with this module: `rune create` of an enclave container loads this module in its own
+    process (for :func:`listen`) and never needs the messages there. The code that does (the runelets,
+    inside the container) calls this in its executor's ``preload``, on the host and before the container's
+    root is entered -- in the forked child, where the import overlaps with the parent's cgroup setup. Once
+    loaded, the messages need no further import (tests/unit/enclave/test_agentwire.py checks it), so the calls here
+    work after pivot_root."""
+    from inclavare.enclave import agentwire
+
+    return agentwire
 
 
 # ------------------------------------------------------------------------------------ framing
@@ -50,11 +63,11 @@ def read_message(read: Any, kind: str) -> Any:
     if size > MAX_MESSAGE:
         raise AgentError(f"agent: {kind} of {size} bytes is larger than the {MAX_MESSAGE}-byte limit")
     data = _read_exact(read, size) if size else b""
-    pb = agentwire
+    pb = load_codec()
     msg = pb.AgentServiceRequest() if kind == "request" else pb.AgentServiceResponse()
     try:
         msg.ParseFromString(data)
-    except (ValueError, agentwire.DecodeError) as e:
+    except (ValueError, pb.DecodeError) as e:
         raise AgentError(f"agent: malformed {kind}: {' '.join(str(e).split())}") from None
     return msg
 
@@ -149,7 +162,7 @@ def recv_fd(sock: socket.socket) -> int:
 # ------------------------------------------------------------------------------------ clients
 
 def exec_request(args: list[str], env: list[str]) -> Any:
-    pb = agentwire
+    pb = load_codec()
     req = pb.AgentServiceRequest()
     req.exec.argv = " ".join(args)  # for an upstream peer
     req.exec.envp = " ".join(env)
@@ -159,7 +172,7 @@ def exec_request(args: list[str], env: list[str]) -> Any:
 
 
 def kill_request(sig: int) -> bytes:
-    pb = agentwire
+    pb = load_codec()
     req = pb.AgentServiceRequest()
     req.kill.sig = sig
     return frame(req)
@@ -167,7 +180,7 @@ def kill_request(sig: int) -> bytes:
 
 def attest(state_dir: str, is_ra: bool, quote_type: str, targetinfo: bytes | None) -> bytes:
     """Ask the init-runelet for a local REPORT (to ``targetinfo``); returns the 432 bytes."""
-    pb = agentwire
+    pb = load_codec()
     req = pb.AgentServiceRequest()
     req.attest.isRA = is_ra
     req.attest.quoteType = quote_type

@@ -1,5 +1,5 @@
 """The init-runelet and the exec runelet: the executors of enclave containers, plugged into
-runtime/'s :class:`~inclavare.runtime.executor.Executor` seam by the caller (see :func:`for_config` and
+runtime/'s :class:`~inclavare.runtime.launch.Executor` seam by the caller (see :func:`for_config` and
 :func:`for_state`).
 
 With an enclave configured, a container's init does not ``execve`` its workload. It becomes the
@@ -27,10 +27,10 @@ import socket
 import sys
 import threading
 
-from inclavare.enclave import agent, agentwire
+from inclavare.enclave import agent
 from inclavare.enclave.api import TARGETINFO_SIZE, PalError
 from inclavare.enclave.config import pal_args
-from inclavare.runtime.executor import Executor
+from inclavare.runtime.launch import Executor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,9 +120,11 @@ class InitRunelet(Executor):
     # -- create: on the host, then in the container before "ready"
 
     def preload(self) -> None:
-        """Load the PAL from its host path; runs before the container's root is entered."""
+        """Load the PAL from its host path, and the agent's messages (the protobuf runtime) for the agent
+        service; runs in the child before the container's root is entered, while the parent sets up cgroups."""
         from inclavare.enclave.pal import open_pal
 
+        agent.load_codec()
         self.pal = open_pal(self.enclave["path"], self.spec)
 
     def before_ready(self) -> None:
@@ -206,7 +208,7 @@ class InitRunelet(Executor):
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
-        pb = agentwire
+        pb = agent.load_codec()
         try:
             req = agent.read_message(agent.sock_reader(conn), "request")
             if req.HasField("attest"):
@@ -229,7 +231,7 @@ class InitRunelet(Executor):
             conn.close()
 
     def _remote_exec(self, conn: socket.socket, req: Any) -> None:
-        pb = agentwire
+        pb = agent.load_codec()
         resp = pb.AgentServiceResponse()
         fds: list[int] = []
         try:
@@ -305,7 +307,7 @@ class ExecRunelet(Executor):
         return [self.conn_fd]
 
     def preload(self) -> None:
-        pass  # agent and its codec are imported with this module
+        agent.load_codec()  # from the host: the messages are built and read after setns into the container
 
     def before_ready(self) -> None:
         _set_name("runelet")

@@ -3,7 +3,7 @@
 This is `rune create`'s path, so it holds only what validating a config needs; the default config of
 `rune spec` and the `rune features` structure live in :mod:`inclavare.formats.oci_spec`.
 
-Pure module, no I/O: the caller reads `<bundle>/config.json` (see `inclavare.runtime.bundle_io`) and
+Pure module, no I/O: the caller reads `<bundle>/config.json` (see `inclavare.runtime.launch.load_config`) and
 hands `validate_config` the `stat` that checks the root filesystem exists. Every problem is reported
 as a `ConfigError` whose field is the JSON path of the offending value (e.g.
 ``process.capabilities.bounding[1]``), so the message points the user at one spot.

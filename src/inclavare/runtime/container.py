@@ -4,7 +4,7 @@ A library: no printing, no exit, errors as :mod:`inclavare.errors` types, loggin
 callable the caller injects. Each operation may be one short-lived `rune` invocation, exactly like runc,
 or a call from a resident caller: state lives under the runtime root, guarded by a per-container flock.
 The container process is built by :mod:`inclavare.runtime.init` and run by the caller's
-:class:`~inclavare.runtime.executor.Executor` (execve by default).
+:class:`~inclavare.runtime.launch.Executor` (execve by default).
 """
 
 # No `from __future__ import annotations` on the lifecycle path (it imports __future__, ~0.15 ms per call):
@@ -19,8 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from inclavare.runtime.executor import Executor
-    from inclavare.runtime.launch import PickExecutor
+    from inclavare.runtime.launch import Executor, PickExecutor
 
     Log = Any  # a callable(level, message)
 

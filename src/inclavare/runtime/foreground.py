@@ -16,8 +16,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from inclavare.runtime.container import Runtime
-    from inclavare.runtime.executor import Executor
-    from inclavare.runtime.launch import PickExecutor
+    from inclavare.runtime.launch import Executor, PickExecutor
 
 
 def _subreaper() -> None:
@@ -53,7 +52,7 @@ def run(rt: "Runtime", cid: str, bundle: str | None, *, detach: bool = False, ke
 
     needs_relay = False
     if not detach and not console_socket:
-        from inclavare.runtime.bundle_io import load_config
+        from inclavare.runtime.launch import load_config
 
         cfg = load_config(fos.path.abspath(bundle or "."))  # handed to create: parsed once
         needs_relay = bool(cfg["process"].get("terminal"))

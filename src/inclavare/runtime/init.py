@@ -18,7 +18,7 @@ import sys
 from inclavare import _fastos as fos  # the posix builtin: create's parent need not import os (~1.4 ms)
 from inclavare.errors import InclavareError, SysError
 from inclavare.formats import fastjson as json
-from inclavare.runtime.executor import EXECVE, Executor
+from inclavare.runtime.launch import EXECVE, Executor
 
 # imported here, not lazily: the child stages run where the runtime's files may be out of reach
 from inclavare.runtime.trace import mark
@@ -73,7 +73,7 @@ class SpawnRequest:
     """What the child stages need; built by the lifecycle code in the parent.
 
     ``namespaces``: for create, the config's entries (join by path, or new); for exec, the init's
-    /proc/PID/ns paths. ``executor`` runs the workload (see :mod:`inclavare.runtime.executor`;
+    /proc/PID/ns paths. ``executor`` runs the workload (see :class:`inclavare.runtime.launch.Executor`;
     execve by default); the child is forked, not re-exec'd, so the object is used as it is.
     """
 

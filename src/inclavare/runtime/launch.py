@@ -1,6 +1,8 @@
-"""`create` and `exec`: building a container's process (the commands that fork). :class:`Runtime` calls in
-here, so that `start`, `state`, `kill` and `delete`, which load :mod:`inclavare.runtime.container` on
-every call, do not load this code too.
+"""`create` and `exec`: building a container's process (the commands that fork), from reading the bundle's
+config.json to handing the set-up process to its :class:`Executor`. :class:`Runtime` calls in here, so that
+`start`, `state`, `kill` and `delete`, which load :mod:`inclavare.runtime.container` on every call, do not
+load this code too. The executor seam and the config reader live here, not in modules of their own, because
+every `create` needs both and each module costs its own import (~0.15 ms).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from inclavare import _fastos as fos  # the posix builtin: `import os` costs ~1.
 from inclavare.errors import ConfigError, ContainerError
 from inclavare.runtime import state as st
 from inclavare.runtime.container import Runtime, _manager, check_exec_state
-from inclavare.runtime.executor import Executor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,7 +19,93 @@ if TYPE_CHECKING:
 
     Log = Any  # a callable(level, message)
     # the caller's choice of executor, made once the config is loaded: None for execve
-    PickExecutor = Callable[[dict[str, Any]], Executor | None]
+    PickExecutor = Callable[[dict[str, Any]], "Executor | None"]
+
+
+# ------------------------------------------------------------------------------ the executor seam
+
+
+class Executor:
+    """What runs a container's process once the runtime has set it up; this default execve's the workload.
+
+    The runtime builds the process (namespaces, rootfs, identity, seccomp) and then hands it to an
+    executor, as youki's builder hands its process to a ``workload::Executor``. Other executors (enclave/'s
+    init-runelet and exec runelet) subclass this one; the caller (the CLI, later the shim) picks one and
+    passes it to :meth:`Runtime.create` / :meth:`Runtime.exec`. The runtime knows nothing of what they do.
+
+    Hooks, in the order the runtime calls them (the child is forked, never re-exec'd, so the executor
+    object crosses into the child as it is):
+
+    parent, before anything is created
+        :meth:`prepare` -- adjust the config (create) or the process (exec) in place.
+    parent, with the state directory made
+        :meth:`open` -- open what the child needs (fds, inherited by the fork); returns the fds the
+        parent closes once the child is ready. :meth:`state_fields` -- keys added to state.json.
+    child, before any namespace is entered
+        :meth:`preload` -- load what must come from the host (an enclave runtime's PAL).
+    child, set up, before "ready"
+        :meth:`before_ready` -- a failure here fails `create` / `exec`.
+    child, after `start`
+        :meth:`run` -- run the workload; never returns.
+    """
+
+    # run() ends in execve: the start FIFO's O_CLOEXEC write end closes at the exec, so `rune start`
+    # (and its poststart hooks) goes on exactly then. An executor that does not exec says False and
+    # the runtime closes the FIFO before calling run().
+    replaces_process = True
+    # the workload's path must resolve in the container (an enclave runtime may keep it elsewhere)
+    strict_resolve = True
+
+    def prepare(self, config: dict[str, Any], process: dict[str, Any], log: Log) -> None:
+        """Parent, first: change the config (create) or the process to exec in place."""
+
+    def open(self, state_dir: str, root_uid: int, root_gid: int) -> list[int]:
+        """Parent, with the container's state directory made: open what the child inherits; the
+        returned fds are closed by the parent once the child is ready (or has failed)."""
+        return []
+
+    def state_fields(self) -> dict[str, Any]:
+        """Keys this executor records in the container's state.json (create only)."""
+        return {}
+
+    def preload(self) -> None:
+        """Child, before any namespace switch: load what must come from the host."""
+
+    def before_ready(self) -> None:
+        """Child, fully set up, before it reports ready: a failure here fails `create` / `exec`."""
+
+    def run(self, fin: Any) -> None:
+        """Child, after `start` (create) or at once (exec): run the workload given the
+        :class:`~inclavare.runtime.process.Finalizer`; never returns."""
+        fin.execute()
+
+
+EXECVE = Executor()
+
+
+# ------------------------------------------------------------------------------ the bundle
+
+
+def load_config(bundle: str, need_process: bool = True) -> dict[str, Any]:
+    """Read, parse and validate `<bundle>/config.json` (root.path must be a directory); return the parsed
+    document unchanged. The file I/O that :mod:`inclavare.formats.oci` leaves to its caller (it stays pure:
+    bytes in, validated document out)."""
+    from inclavare.formats import oci
+
+    path = fos.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError("config.json", f"not found in bundle {bundle}") from None
+    except OSError as e:
+        raise ConfigError("config.json", f"cannot read {path}: {e.strerror}") from None
+    doc = oci.parse_config(raw)
+    oci.validate_config(doc, bundle, need_process=need_process, stat=fos.stat)
+    return doc
+
+
+# ------------------------------------------------------------------------------ create and exec
 
 
 _primed = False
@@ -45,7 +132,6 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
     ``executor``: runs the workload (execve when None), or a function that picks it from the
     loaded config (so that a caller need not load the config itself to choose)."""
     from inclavare.formats import oci
-    from inclavare.runtime.bundle_io import load_config
     from inclavare.runtime.trace import mark
 
     prime()

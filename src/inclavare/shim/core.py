@@ -58,6 +58,21 @@ class _Container:
         self.rootfs_mounted = False
 
 
+def _check_terminal(bundle: str, terminal: bool) -> None:
+    """The request's terminal flag and the bundle's process.terminal must agree (containerd writes both)."""
+    import json
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            cfg = json.load(f)
+        want = bool((cfg.get("process") or {}).get("terminal"))
+    except (OSError, ValueError, AttributeError):
+        return  # the runtime reports a missing or bad config.json in its own words
+    if want != terminal:
+        raise ShimError(f"{bundle}/config.json: process.terminal is {str(want).lower()} but the request's "
+                        f"terminal is {str(terminal).lower()}", "invalid_argument")
+
+
 ExitListener = Callable[[str, str, int, int, int], None]  # (id, exec_id, pid, status, exited_at_ns)
 
 
@@ -212,6 +227,7 @@ class ShimCore:
             oci.validate_container_id(cid)
         except InclavareError as e:
             raise ShimError(str(e), "invalid_argument") from None
+        _check_terminal(bundle, stdio.terminal)
         p = _Process(cid, "", stdio)
         c = _Container(cid, bundle, p)
         with self._lock:

@@ -248,8 +248,9 @@ class ProcessIO:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             self._console_sock = ours
             self.child["console"] = theirs.detach()
-            if out_dst is not None:
-                self._plan.append(("stdout", -1, out_dst, True))  # the source is the master, known later
+            if out_dst is None:
+                out_dst = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)  # drained, or the process blocks
+            self._plan.append(("stdout", -1, out_dst, True))  # the source is the master, known later
         else:
             for name, dst in (("stdout", out_dst), ("stderr", err_dst)):
                 if dst is None:
