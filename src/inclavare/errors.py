@@ -75,3 +75,12 @@ class ExecFailed(InclavareError):
     def __init__(self, cause: InclavareError) -> None:
         super().__init__(f"exec failed: {cause}")
         self.cause = cause
+
+
+class ShimError(InclavareError):
+    """The resident shim could not do what a Task request asked. ``code`` is the containerd error class the
+    Task service answers with: not_found, already_exists, failed_precondition, invalid_argument or unknown."""
+
+    def __init__(self, message: str, code: str = "unknown") -> None:
+        super().__init__(message)
+        self.code = code
