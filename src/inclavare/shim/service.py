@@ -38,6 +38,7 @@ TASK_SERVICE = shim_pb2.DESCRIPTOR.services_by_name["Task"]
 # quick handlers that never block: answered on the thread that read them (see TtrpcServer.register)
 INLINE_METHODS = ("State", "Pids", "Connect", "ResizePty", "CloseIO")
 
+WAIT_DRAIN_SECONDS = 1.0  # Wait answers after the process's output is out, or after this long (a child holds it)
 OOM_POLL_SECONDS = 2.0  # an OOM watcher re-checks that its container still exists this often
 OPTIONS_TYPE = oci_pb2.Options.DESCRIPTOR.full_name  # containerd.runc.v1.Options
 _STATUS = {"created": types_pb2.CREATED, "running": types_pb2.RUNNING, "stopped": types_pb2.STOPPED,
@@ -263,6 +264,10 @@ class TaskService:
 
     def Wait(self, ctx: CallContext, req: shim_pb2.WaitRequest) -> shim_pb2.WaitResponse:  # noqa: N802
         status, exited_ns = self.core.wait(req.id, req.exec_id)
+        try:  # the output first: ctr ends its copies at the exit, whatever is still on its way is lost
+            self.core.drain(req.id, req.exec_id, WAIT_DRAIN_SECONDS)
+        except ShimError:
+            pass
         return shim_pb2.WaitResponse(exit_status=status, exited_at=timestamp(exited_ns))
 
     def Pause(self, ctx: CallContext, req: shim_pb2.PauseRequest) -> empty_pb2.Empty:  # noqa: N802

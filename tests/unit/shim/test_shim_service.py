@@ -69,6 +69,10 @@ class FakeCore:
         self._call("wait", cid, exec_id)
         return 3, 2_000_000_000
 
+    def drain(self, cid: str, exec_id: str = "", timeout: float = 0) -> bool:
+        self._call("drain", cid, exec_id)
+        return True
+
     def state(self, cid: str, exec_id: str = "") -> dict[str, Any]:
         self._call("state", cid, exec_id)
         return {"id": cid, "exec_id": exec_id, "bundle": "/b", "pid": 100, "status": "paused", "stdin": "i",
@@ -236,7 +240,8 @@ def test_kill_wait_pause_resume_update_resize_closeio(rig: Rig) -> None:
     rig.svc.ResizePty(CTX, shim_pb2.ResizePtyRequest(id="c1", exec_id="e1", width=80, height=24))
     rig.svc.CloseIO(CTX, shim_pb2.CloseIORequest(id="c1", exec_id="e1", stdin=False))  # nothing to close
     rig.svc.CloseIO(CTX, shim_pb2.CloseIORequest(id="c1", exec_id="e1", stdin=True))
-    assert rig.core.calls == [("kill", "c1", "", 9, True), ("wait", "c1", "e1"), ("pause", "c1"), ("resume", "c1"),
+    assert rig.core.calls == [("kill", "c1", "", 9, True), ("wait", "c1", "e1"), ("drain", "c1", "e1"),
+                              ("pause", "c1"), ("resume", "c1"),
                               ("update", "c1", {"pids": {"limit": 5}}), ("resize", "c1", "e1", 80, 24),
                               ("close_io", "c1", "e1")]
     assert rig.topics() == ["TaskPaused", "TaskResumed"]
