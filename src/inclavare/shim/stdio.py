@@ -401,8 +401,13 @@ class ProcessIO:
         import time
 
         deadline = time.monotonic() + timeout
-        for t in self._out_pumps:
-            t.join(max(0.0, deadline - time.monotonic()))
+        while self._plan and not self._closed and time.monotonic() < deadline:  # attach() still under way
+            time.sleep(0.001)
+        for t in list(self._out_pumps):
+            while t.ident is None and time.monotonic() < deadline:  # appended, not started yet
+                time.sleep(0.001)
+            if t.ident is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._out_pumps)
 
     def close(self) -> None:
