@@ -389,6 +389,13 @@ class ShimCore:
             raise ShimError(f"process {exec_id or cid}: still running after {timeout}s", "failed_precondition")
         return p.exit.status, p.exit.exited_at_ns
 
+    def drain(self, cid: str, exec_id: str = "", timeout: float = IO_DRAIN_TIMEOUT) -> bool:
+        """Wait (at most ``timeout``) until the process's output has been copied out (its pipes at EOF), so a
+        client told of the exit finds the output already in its FIFOs. False if some is still flowing."""
+        _c, p = self._process(cid, exec_id)
+        io = p.io
+        return io.wait_copied(timeout) if io is not None else True
+
     def delete(self, cid: str, exec_id: str = "") -> tuple[int, int, int]:
         """Delete an exited (or never started) process; the init's delete removes the container. Returns
         (pid, exit status, exit time ns)."""

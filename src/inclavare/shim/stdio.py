@@ -38,6 +38,7 @@ from inclavare.errors import ShimError
 
 CHUNK = 32768
 LOGGER_READY_TIMEOUT = 10.0  # seconds a binary:// logger may take to say it is ready
+FIFO_READER_WAIT = 10.0  # seconds an output FIFO waits for its client's reader at open (see _open_fifo)
 
 
 class Stdio(NamedTuple):
@@ -86,15 +87,43 @@ def _scheme(stdio: Stdio) -> str:
     raise ShimError(f"stdout {stdio.stdout!r}: unknown stdio scheme {scheme!r}", "invalid_argument")
 
 
-def _open_fifo(path: str, what: str) -> int:
-    """A FIFO opened read-write (never blocks, survives its client closing and reopening), blocking I/O."""
+def _open_fifo(path: str, what: str, reader_wait: float = 0.0) -> int:
+    """A FIFO opened read-write (never blocks, survives its client closing and reopening), blocking I/O.
+
+    ``reader_wait`` (output FIFOs): first wait up to that long for the client's reader. ctr and containerd open
+    their ends in the background and give up the open once the task has exited; output written before their
+    reader exists would be dropped with the FIFO. runc's shim blocks in a write-only open for the same reason."""
     try:
         st = os.stat(path)
     except OSError as e:
         raise ShimError(f"{what} {path}: {e.strerror}", "invalid_argument") from None
     if not stat.S_ISFIFO(st.st_mode):
         raise ShimError(f"{what} {path}: not a FIFO", "invalid_argument")
-    return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    probe = _await_fifo_reader(path, reader_wait) if reader_wait > 0 else -1
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    finally:
+        if probe >= 0:  # closed only now: the reader must never see the writers drop to none (its EOF)
+            os.close(probe)
+
+
+def _await_fifo_reader(path: str, timeout: float) -> int:
+    """A write-only fd once a reader has the FIFO open (a non-blocking write-only open fails with ENXIO
+    before; a reader blocked in its open counts), or -1 at the timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                return -1  # the read-write open reports it
+        if time.monotonic() >= deadline:
+            return -1  # no client: copy anyway, as before
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
 
 
 def _local_path(netloc: str, path: str, uri: str) -> str:
@@ -212,9 +241,9 @@ class ProcessIO:
                 out_dst = err_dst = _Shared(fd, 2)
         else:
             if s.stdout:
-                out_dst = _open_fifo(s.stdout, "stdout")
+                out_dst = _open_fifo(s.stdout, "stdout", FIFO_READER_WAIT)
             if s.stderr and not s.terminal:
-                err_dst = _open_fifo(s.stderr, "stderr")
+                err_dst = _open_fifo(s.stderr, "stderr", FIFO_READER_WAIT)
         if s.terminal:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             self._console_sock = ours
@@ -372,8 +401,13 @@ class ProcessIO:
         import time
 
         deadline = time.monotonic() + timeout
-        for t in self._out_pumps:
-            t.join(max(0.0, deadline - time.monotonic()))
+        while self._plan and not self._closed and time.monotonic() < deadline:  # attach() still under way
+            time.sleep(0.001)
+        for t in list(self._out_pumps):
+            while t.ident is None and time.monotonic() < deadline:  # appended, not started yet
+                time.sleep(0.001)
+            if t.ident is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._out_pumps)
 
     def close(self) -> None:

@@ -1359,3 +1359,48 @@ def test_v1_create_path_loads_neither_v2_nor_ebpf_nor_stats(tmp_path: Path) -> N
     package = {m.rsplit(".", 1)[1] for m in loaded if m.startswith("inclavare.linux.cgroups.")}
     assert package == {"devices", "manager", "v1"}
     assert not loaded & {"ctypes", "struct", "select", "resource", "logging", "typing"}
+
+
+class _CpusetMgr:
+    """A cpuset hierarchy in a temp dir; ``_mkdir`` fails with ENOENT at the calls listed (a concurrent
+    destroy removing a shared parent between our mkdirs)."""
+
+    def __init__(self, fail_at: set[int]) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.created: list[str] = []
+
+    def _mkdir(self, path: str) -> bool:
+        import os
+
+        self.calls += 1
+        if self.calls in self.fail_at:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        if os.path.isdir(path):
+            return False
+        os.mkdir(path)
+        for name in ("cpuset.cpus", "cpuset.mems"):  # the kernel makes them empty
+            with open(os.path.join(path, name), "w"):
+                pass
+        self.created.append(path)
+        return True
+
+    def _w(self, field: str, d: str, name: str, value: str) -> None:
+        with open(f"{d}/{name}", "w") as f:
+            f.write(value)
+
+
+def test_cpuset_chain_starts_again_when_a_parent_vanishes(tmp_path: Path) -> None:
+    from inclavare.linux.cgroups import v1
+
+    mount = tmp_path / "cpuset"
+    mount.mkdir()
+    (mount / "cpuset.cpus").write_text("0-1\n")
+    (mount / "cpuset.mems").write_text("0\n")
+    mgr = _CpusetMgr({2})
+    v1._create_cpuset(mgr, str(mount / "ns" / "c1"), str(mount), {})  # type: ignore[arg-type]
+    assert (mount / "ns" / "c1" / "cpuset.cpus").read_text() == "0-1"
+    assert (mount / "ns" / "c1" / "cpuset.mems").read_text() == "0"
+    always = _CpusetMgr(set(range(1, 100)))
+    with pytest.raises(CgroupError, match="creating cgroup .*/ns2: No such file or directory"):
+        v1._create_cpuset(always, str(mount / "ns2" / "c2"), str(mount), {})  # type: ignore[arg-type]

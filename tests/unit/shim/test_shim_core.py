@@ -289,6 +289,58 @@ def test_fifo_stdio_copies_both_ways_and_close_io_ends_stdin(tmp_path: Path) -> 
         os.close(fd)
 
 
+def test_fifo_output_waits_for_the_clients_reader(tmp_path: Path) -> None:
+    """ctr opens its end of the stdout FIFO in the background and gives the open up once the task has exited:
+    the shim's open waits for that reader (as runc's shim does), so output cannot be written before it."""
+    import threading
+
+    out = _fifo(tmp_path / "out")
+    opened: list[ProcessIO] = []
+    t = threading.Thread(target=lambda: opened.append(ProcessIO.open(Stdio("", out, "", False), "c", "ns",
+                                                                       _no_logger)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not opened  # no reader yet: still waiting
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(reader, True)
+    t.join(10)
+    (pio,) = opened
+    proc = os.dup(pio.child["stdout"])
+    pio.handed()
+    pio.attach()
+    os.write(proc, b"seen\n")
+    os.close(proc)
+    assert pio.wait_copied(10)
+    assert _read_until_eof(reader) == b"seen\n"
+    os.close(reader)
+    pio.close()
+
+
+def test_wait_copied_waits_for_attach(tmp_path: Path) -> None:
+    """Wait's drain can run before attach() (a process that exits at once): it waits for the copies to exist."""
+    import threading
+
+    out = _fifo(tmp_path / "out")
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(reader, True)
+    pio = ProcessIO.open(Stdio("", out, "", False), "c", "ns", _no_logger)
+    proc = os.dup(pio.child["stdout"])
+    pio.handed()
+    os.write(proc, b"quick\n")
+    os.close(proc)
+    result: list[bool] = []
+    t = threading.Thread(target=lambda: result.append(pio.wait_copied(10)))
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive()  # nothing attached yet: not "copied"
+    pio.attach()
+    t.join(10)
+    assert result == [True]
+    assert _read_until_eof(reader) == b"quick\n"
+    os.close(reader)
+    pio.close()
+
+
 def test_file_uri_and_bad_stdio(tmp_path: Path) -> None:
     log = tmp_path / "deep" / "dir" / "c.log"
     pio = ProcessIO.open(Stdio("", f"file://{log}", "", False), "c", "ns", _no_logger)

@@ -52,6 +52,21 @@ def create(mgr: Manager, res: dict[str, Any]) -> None:
 
 
 def _create_cpuset(mgr: Manager, path: str, mount: str, cpu: dict[str, Any]) -> None:
+    """mkdir -p the cpuset chain, seeding each new level from its parent; a concurrent destroy that removes
+    a shared parent between our mkdirs makes us start again (as Manager._makedirs does)."""
+    import time
+
+    for attempt in range(5):
+        try:
+            _create_cpuset_chain(mgr, path, mount, cpu)
+            return
+        except FileNotFoundError as e:
+            if attempt == 4:
+                raise CgroupError(f"linux.cgroupsPath: creating cgroup {e.filename}: {e.strerror}") from None
+            time.sleep(0.005)
+
+
+def _create_cpuset_chain(mgr: Manager, path: str, mount: str, cpu: dict[str, Any]) -> None:
     chain = []
     cur = path
     while cur != mount and _under(cur, mount):
@@ -59,10 +74,7 @@ def _create_cpuset(mgr: Manager, path: str, mount: str, cpu: dict[str, Any]) -> 
         cur = fos.path.dirname(cur)
     parent = mount
     for d in reversed(chain):
-        try:
-            mgr._mkdir(d)
-        except FileNotFoundError as e:
-            raise CgroupError(f"linux.cgroupsPath: creating cgroup {d}: {e.strerror}") from None
+        mgr._mkdir(d)  # FileNotFoundError: a parent went meanwhile (see _create_cpuset)
         if d == path:
             if cpu.get("cpus"):
                 mgr._w("linux.resources.cpu.cpus", d, "cpuset.cpus", str(cpu["cpus"]))

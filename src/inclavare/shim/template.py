@@ -1,0 +1,280 @@
+"""The shim template: a warm, single-threaded process that forks resident shims on request.
+
+A new resident shim (one per container, or per pod) would otherwise pay a CPython start and ~100 ms of imports
+(protobuf, the ttrpc server, the Task service, the runtime library) before it can answer containerd's Create;
+containerd's Go shims start in a few ms. The template pays that once per containerd: it imports everything a
+shim needs, starts no thread, and waits on a SOCK_SEQPACKET socket in containerd's shim socket directory
+(``/run/containerd/s/rune-template-<hash>``, mode 0600, peers of our uid only). ``containerd-shim-rune-v2
+start`` sends it the container's parameters and the already bound ttrpc listening socket (SCM_RIGHTS); the
+template forks, and the child (single-threaded, so the fork is safe, and it forks its own fork server before
+any thread) becomes the resident shim: its own session, stdio on /dev/null, the bundle as working directory.
+
+The hash covers containerd's address and the shim's code (the launcher and the package's files, by path and
+mtime), so an upgraded shim never gets an old template. The first ``start`` that finds no template forks the
+resident shim itself and execs a template in the background for the next ones. The template ends when
+containerd's socket has been gone for ``GONE_SECONDS`` (a restart keeps it) or after ``IDLE_SECONDS``
+without a request; its children (the shims) are reaped
+while it lives and re-parented to init after. ``RUNE_SHIM_TEMPLATE=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
+
+# The client side (what `start` runs, once per container) imports only C modules: `json`, `socket` and
+# `hashlib` would cost ~25 ms of re, enum and OpenSSL; the template side imports what it likes.
+
+IDLE_SECONDS = 600.0
+GONE_SECONDS = 30.0  # containerd's socket missing this long: containerd is gone, not restarting
+MAX_REQUEST = 65536
+COMM_SHIM = "rune-shim"
+COMM_TEMPLATE = "rune-shim-tmpl"
+
+
+def enabled() -> bool:
+    return os.environ.get("RUNE_SHIM_TEMPLATE", "1") not in ("0", "false", "no")
+
+
+def set_comm(name: str) -> None:
+    """The process name ps and /proc/PID/comm show (the command line stays the launcher's)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name)
+    except OSError:
+        pass
+
+
+def code_identity(launcher: str) -> str:
+    """What the template's code is: the launcher and the package's shim files, by path, size and mtime."""
+    import inclavare
+
+    pkg = os.path.dirname(os.path.abspath(inclavare.__file__))
+    parts = [os.path.realpath(launcher), pkg, sys.executable]
+    for d in (pkg, os.path.join(pkg, "shim"), os.path.join(pkg, "cli"), os.path.join(pkg, "runtime")):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            if n.endswith(".py"):
+                try:
+                    st = os.stat(os.path.join(d, n))
+                except OSError:
+                    continue
+                parts.append(f"{d}/{n}:{st.st_size}:{st.st_mtime_ns}")
+    try:
+        st = os.stat(launcher)
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    except OSError:
+        pass
+    return "\n".join(parts)
+
+
+def template_path(socket_dir: str, containerd_address: str, launcher: str) -> str:
+    from _sha256 import sha256
+
+    digest = sha256(f"{containerd_address}\n{code_identity(launcher)}".encode()).hexdigest()
+    return os.path.join(socket_dir, f"rune-template-{digest[:32]}")
+
+
+# ---------------------------------------------------------------------------------------------- client side
+
+
+def spawn(path: str, listener_fd: int, request: dict[str, Any], timeout: float = 5.0) -> int | None:
+    """Ask the template at ``path`` for a resident shim serving the listening socket ``listener_fd``; its pid,
+    or None when there is no template (or it failed: the caller then forks the shim itself)."""
+    import _socket
+
+    from inclavare.formats import fastjson
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        rights = listener_fd.to_bytes(4, sys.byteorder)
+        s.sendmsg([fastjson.dumps(request).encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+        answer = fastjson.loads(s.recv(4096) or b"{}")
+    except (OSError, ValueError):
+        return None
+    finally:
+        s.close()
+    pid = answer.get("pid") if isinstance(answer, dict) else None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def start_template(launcher: str, namespace: str, containerd_address: str) -> None:
+    """Exec a template in the background (double fork, own session, no inherited fds or stdio)."""
+    if not os.access(launcher, os.X_OK):
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.closerange(3, 65536)
+                os.execv(launcher, [launcher, "-namespace", namespace, "-address", containerd_address, "template"])
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+# ---------------------------------------------------------------------------------------------- template side
+
+
+def _same_user(conn: socket.socket) -> bool:
+    import socket
+    import struct
+
+    ucred = struct.Struct("iII")
+    try:
+        _, uid, _ = ucred.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, ucred.size))
+    except OSError:
+        return False
+    return bool(uid == os.geteuid())
+
+
+def _bind(path: str) -> socket.socket | None:
+    """The template's socket, or None when a live template already has it."""
+    import errno
+    import socket
+
+    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+    for _ in range(2):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            s.bind(path)
+        except OSError as e:
+            s.close()
+            if e.errno != errno.EADDRINUSE:
+                raise
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                probe.connect(path)
+                return None
+            except OSError:
+                os.unlink(path)
+                continue
+            finally:
+                probe.close()
+        finally:
+            os.umask(old)
+        s.listen(64)
+        return s
+    return None
+
+
+def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
+    """Serve spawn requests at ``path`` until idle or containerd's socket is gone."""
+    import select
+    import time
+
+    import inclavare.shim.resident  # noqa: F401 - everything a shim needs, imported once here
+    from inclavare.shim.forkserver import _preload
+
+    _preload()
+    set_comm(COMM_TEMPLATE)
+    sock = _bind(path)
+    if sock is None:
+        return 0
+    last = time.monotonic()
+    gone_since = 0.0
+    try:
+        while True:
+            while True:  # reap shims that exited
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+            now = time.monotonic()
+            present = not containerd_address or os.path.exists(containerd_address)
+            gone_since = 0.0 if present else (gone_since or now)
+            if now - last > idle or (gone_since and now - gone_since > GONE_SECONDS):
+                return 0
+            if not select.select([sock], [], [], 1.0)[0]:
+                continue
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            last = time.monotonic()
+            with conn:
+                if not _same_user(conn):
+                    continue
+                _serve_one(conn, sock)
+    finally:
+        sock.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
+    import json
+    import socket
+
+    conn.settimeout(5.0)
+    try:
+        msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+    except OSError:
+        return
+    try:
+        req = json.loads(msg)
+        if not isinstance(req, dict) or len(fds) != 1:
+            raise ValueError("want one JSON object and one socket")
+        args = (str(req["path"]), str(req["namespace"]), str(req["root"]), str(req["bundle"]), bool(req["debug"]))
+        env = {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
+    except (ValueError, KeyError, TypeError) as e:
+        for fd in fds:
+            os.close(fd)
+        _reply(conn, {"error": f"bad request: {e}"})
+        return
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            listener.close()
+            conn.close()
+            code = _become_shim(fds[0], args, env)
+        finally:
+            os._exit(code)
+    os.close(fds[0])
+    _reply(conn, {"pid": pid})
+
+
+def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
+    import json
+
+    try:
+        conn.send(json.dumps(answer).encode())
+    except OSError:
+        pass
+
+
+def _become_shim(fd: int, args: tuple[str, str, str, str, bool], env: dict[str, str]) -> int:
+    import socket
+
+    from inclavare.shim.resident import serve
+
+    path, namespace, root, bundle, debug = args
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    if null > 2:
+        os.close(null)
+    os.environ.update(env)
+    os.chdir(bundle)
+    return serve(socket.socket(fileno=fd), path, namespace, root, bundle, debug)

@@ -1,0 +1,190 @@
+"""containerd-shim-rune-v2 on the Kubernetes path: containerd's CRI plugin with a runtime handler ``rune-shim``
+(``runtime_type = "io.containerd.rune.v2"``), driven over the CRI gRPC API as a kubelet would. The pod's
+sandbox (pause) and its containers share one shim (grouped by ``io.kubernetes.cri.sandbox-id``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import is_root, needs_busybox
+from tests.integration.test_containerd import unmounted_v1_hierarchies
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not is_root(), reason="needs root (containerd, namespaces, mounts, cgroups)"),
+    pytest.mark.skipif(not (shutil.which("containerd") and shutil.which("ctr")),
+                       reason="containerd/ctr are not installed (Debian package containerd)"),
+    pytest.mark.skipif(shutil.which("gcc") is None and not os.environ.get("CC"),
+                       reason="gcc is needed to build the pod sandbox (pause) image (scripts/setup.sh installs it)"),
+    needs_busybox,
+]
+
+pb = pytest.importorskip("inclavare.testing.cri.api_pb2", reason="grpcio/protobuf are not installed")
+
+HANDLER = "rune-shim"
+
+
+def _shims(address: str) -> list[int]:
+    """Resident rune shims of this containerd (see test_shim_containerd.Shim.shim_pids)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            parent = Path(f"/proc/{stat[1]}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "rune-shim" and parent != "rune-shim" and stat[0] != "Z" and address.encode() in cmd:
+            found.append(int(pid))
+    return found
+
+
+@pytest.fixture(scope="module")
+def ctrd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from inclavare.testing.containerd import ContainerdError
+    from inclavare.testing.cri.containerd import CriContainerd, RuntimeHandler
+    from inclavare.testing.cri.pause import PauseBuildError
+    from inclavare.testing.launcher import write_shim_launcher
+
+    base = tmp_path_factory.mktemp("shimcri")
+    c = CriContainerd(str(base / "c"), {HANDLER: RuntimeHandler("io.containerd.rune.v2")})
+    c.rune_shim_root = str(base / "rune-shim-root")  # type: ignore[attr-defined]
+    os.makedirs(c.bin_dir, exist_ok=True)
+    write_shim_launcher(os.path.join(c.bin_dir, "containerd-shim-rune-v2"), env={"RUNE_SHIM_ROOT": c.rune_shim_root})
+    try:
+        try:
+            c.start()
+        except ContainerdError as e:
+            pytest.skip(f"private containerd with the CRI plugin does not start here: {e}")
+        try:
+            c.import_test_images(str(base))
+        except PauseBuildError as e:
+            pytest.skip(str(e))
+        yield c
+    finally:
+        c.purge()
+
+
+@pytest.fixture
+def env(ctrd: Any) -> Iterator[Any]:
+    from tests.integration.test_cri import CriEnv
+
+    class ShimEnv(CriEnv):
+        def runtime_state(self, handler: str) -> list[str]:
+            root = os.path.join(self.ctrd.rune_shim_root, "k8s.io")
+            return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+    e = ShimEnv(ctrd)
+    try:
+        yield e
+    finally:
+        e.cleanup()
+        e.cri.close()
+
+
+def test_pod_and_containers_in_one_shim(env: Any) -> None:
+    cri = env.cri
+    pod = env.run_pod(HANDLER)
+    assert cri.pod_status(pod.id).status.state == pb.SANDBOX_READY
+    pause_pid = env.cri.pod_info(pod.id)["pid"]
+    deadline = time.monotonic() + 10
+    while (cmdline := Path(f"/proc/{pause_pid}/cmdline").read_bytes()) != b"/pause\0" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cmdline == b"/pause\0"
+    assert pod.id in env.runtime_state(HANDLER)  # the shim's state root, readable by rune
+    cids = [env.container(pod, "echo started; exec sleep 1000", name=f"c{i}") for i in range(2)]
+    for cid in cids:
+        env.wait_state(cid, pb.CONTAINER_RUNNING)
+    # one shim for the pod: every bundle names the same address
+    bundles = Path(env.ctrd.state) / "io.containerd.runtime.v2.task" / "k8s.io"
+    addresses = {(bundles / i / "address").read_text() for i in (pod.id, *cids)}
+    assert len(addresses) == 1
+    assert len(_shims(env.ctrd.address)) == 1
+    # ExecSync through the shim, exit codes and output
+    cid = cids[0]
+    assert cri.exec_sync(cid, ["echo", "hello", "world"]) == (0, b"hello world\n", b"")
+    assert cri.exec_sync(cid, ["sh", "-c", "echo oops >&2; exit 3"]) == (3, b"", b"oops\n")
+    assert cri.exec_sync(cid, ["sh", "-c", "kill -9 $$"])[0] == 128 + 9
+    if not unmounted_v1_hierarchies():
+        stats = cri.container_stats(cid)
+        assert stats.memory.working_set_bytes.value > 0
+    # the container's log, written by containerd from the shim's FIFOs
+    log = Path(env.ctrd.log_root) / pod.config.metadata.uid / "c0.log"
+    deadline = time.monotonic() + 10
+    while "started" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [line.split(" ", 3)[1:] for line in log.read_text().splitlines()] == [["stdout", "F", "started"]]
+    # stop one container: the shim stays for the others
+    cri.stop_container(cids[0], grace=1, timeout=30)
+    assert cri.container_status(cids[0]).state == pb.CONTAINER_EXITED
+    cri.remove_container(cids[0])
+    assert cri.exec_sync(cids[1], ["true"])[0] == 0
+    assert len(_shims(env.ctrd.address)) == 1
+    env.stop_pod(pod.id)
+    assert cri.container_status(cids[1]).state == pb.CONTAINER_EXITED
+    cri.remove_pod(pod.id)
+    env.assert_nothing_left(HANDLER, [pod.id, *cids])
+    deadline = time.monotonic() + 10
+    while _shims(env.ctrd.address) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _shims(env.ctrd.address) == []
+
+
+def test_stop_container_that_ignores_sigterm(env: Any) -> None:
+    cri = env.cri
+    pod = env.run_pod(HANDLER)
+    cid = env.container(pod, "trap '' TERM; echo ready; while :; do sleep 1; done")
+    env.wait_state(cid, pb.CONTAINER_RUNNING)
+    cri.stop_container(cid, grace=2, timeout=30)
+    st = cri.container_status(cid)
+    assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 128 + 9, "Error")
+    env.stop_pod(pod.id)
+    cri.remove_pod(pod.id)
+    env.assert_nothing_left(HANDLER, [pod.id, cid])
+
+
+@pytest.fixture(scope="module")
+def pal_v2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the test PAL")
+    from tests.fixtures.pal.build import build_pal
+
+    return str(build_pal("pal_v2", tmp_path_factory.mktemp("pal")))
+
+
+def test_pod_with_a_sim_enclave_container(env: Any, pal_v2: str) -> None:
+    """An enclave (sim) container in a pod served by the rune shim: the init-runelet runs the payload through
+    the PAL, and ExecSync goes through the same enclave."""
+    cri = env.cri
+    pod = env.run_pod(HANDLER)
+    cid = cri.create_container(pod, "enc", "localhost/busybox:latest",
+                               ["sh", "-c", "echo payload > /tmp/out; sleep 1000"],
+                               env={"ENCLAVE_TYPE": "sim", "ENCLAVE_RUNTIME_PATH": pal_v2,
+                                    "ENCLAVE_RUNTIME_ARGS": "log=/tmp/pal.log"}, log_path="enc.log")
+    cri.start_container(cid)
+    env.wait_state(cid, pb.CONTAINER_RUNNING)
+    pid = cri.container_info(cid)["pid"]
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "init-runelet"
+    deadline = time.monotonic() + 10
+    while True:
+        rc, out, _ = cri.exec_sync(cid, ["sh", "-c", "cat /tmp/out; cat /tmp/pal.log"])
+        if out.startswith(b"payload") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    lines = out.decode().splitlines()
+    assert rc == 0 and lines[0] == "payload", out
+    calls = [x.split(" ")[0] for x in lines[1:]]
+    assert calls[:4] == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec"]
+    env.stop_pod(pod.id)
+    cri.remove_pod(pod.id)
+    env.assert_nothing_left(HANDLER, [pod.id, cid])
