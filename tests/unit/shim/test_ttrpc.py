@@ -362,6 +362,7 @@ def test_inflight_cap_across_connections_and_its_release(tmp_path: Path) -> None
         srv.serve(str(tmp_path / "s"))
         a, b = raw(str(tmp_path / "s")), raw(str(tmp_path / "s"))
         a.sendall(request_frame(1, "Block"))
+        assert impl.entered.wait(10)  # a's call holds its place before b asks for two more
         b.sendall(request_frame(1, "Block") + request_frame(3, "Block"))
         sid, resp = read_response(b)
         assert (sid, resp.status.code) == (3, Code.RESOURCE_EXHAUSTED)
