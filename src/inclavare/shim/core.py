@@ -380,6 +380,10 @@ class ShimCore:
         except NotRunningError:
             raise ShimError(f"container {cid}: process already finished", "not_found") from None
         except InclavareError as e:
+            # it exited between our check and the signal (seen: CRI's StopContainer SIGKILL, the thaw of a
+            # container that had just stopped): what runc's shim answers for a stopped process
+            if p.finished or self._status(cid) == "stopped":
+                raise ShimError(f"container {cid}: process already finished", "not_found") from None
             raise ShimError(f"container {cid}: kill: {e}") from None
 
     def wait(self, cid: str, exec_id: str = "", timeout: float | None = None) -> tuple[int, int]:
