@@ -20,9 +20,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import is_root, needs_busybox
-from tests.integration.test_containerd import freezer_state_file, ok, run_in_pty, unmounted_v1_hierarchies
+from tests.integration.test_containerd import (
+    IMAGE,
+    Engine,
+    freezer_state_file,
+    ok,
+    run_in_pty,
+    unmounted_v1_hierarchies,
+)
 
-IMAGE = "localhost/busybox:latest"
 NAMESPACE = "inclavare-shim"
 RUNTIME = "io.containerd.rune.v2"
 
@@ -35,39 +41,17 @@ pytestmark = [
 ]
 
 
-class Shim:
-    """The private containerd, our shim's state root, and ctr with ``--runtime io.containerd.rune.v2``."""
+class Shim(Engine):
+    """The private containerd, our shim's state root, and ctr with ``--runtime io.containerd.rune.v2`` (ctr, run,
+    tasks, wait_status and remove as test_containerd's Engine)."""
 
     def __init__(self, ctrd: Any, root: str) -> None:
         self.ctrd, self.root = ctrd, root
+        self.runtime_flags = ["--runtime", RUNTIME]
 
     @property
     def state_dir(self) -> str:
         return os.path.join(self.root, self.ctrd.namespace)
-
-    def ctr(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        kw.setdefault("check", False)
-        return self.ctrd.ctr(*args, **kw)  # type: ignore[no-any-return]
-
-    def run(self, cid: str, *cmd: str, flags: tuple[str, ...] = (), **kw: Any) -> subprocess.CompletedProcess[str]:
-        return self.ctr("run", "--runtime", RUNTIME, *flags, IMAGE, cid, *cmd, **kw)
-
-    def run_argv(self, cid: str, *cmd: str, flags: tuple[str, ...] = ()) -> list[str]:
-        return self.ctrd.ctr_cmd("run", "--runtime", RUNTIME, *flags, IMAGE, cid, *cmd)  # type: ignore[no-any-return]
-
-    def tasks(self) -> dict[str, tuple[int, str]]:
-        out = self.ctr("tasks", "ls", check=True).stdout.splitlines()[1:]
-        return {f[0]: (int(f[1]), f[2]) for f in (line.split() for line in out) if len(f) >= 3}
-
-    def wait_status(self, cid: str, status: str, timeout: float = 20) -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            t = self.tasks().get(cid)
-            if t is not None and t[1] == status:
-                return t[0]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"task {cid} never became {status}; last seen: {t}")
-            time.sleep(0.05)
 
     def bundle(self, cid: str) -> Path:
         return Path(self.ctrd.state) / "io.containerd.runtime.v2.task" / self.ctrd.namespace / cid
@@ -95,18 +79,6 @@ class Shim:
                     and self.ctrd.address.encode() in cmd:
                 found.append(int(pid))
         return found
-
-    def remove(self, cid: str) -> None:
-        if cid in self.tasks():
-            self.ctr("tasks", "kill", "-a", "-s", "KILL", cid)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if self.ctr("tasks", "delete", cid).returncode == 0 or cid not in self.tasks():
-                    break
-                time.sleep(0.1)
-            else:
-                self.ctr("tasks", "delete", "--force", cid)
-        self.ctr("containers", "delete", cid)
 
     def assert_clean(self, cid: str, group: str | None = None) -> None:
         """Nothing of ``cid`` is left: task, container, state, mounts, cgroups, socket, shim."""
