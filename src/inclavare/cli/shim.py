@@ -7,12 +7,13 @@ containerd runs it twice per container, always with ``-namespace NS -address SOC
   sha256(address/namespace/group)>`` as containerd's own shims compute it, and nothing on stderr (containerd
   reads both together). The group is the pod (annotation ``io.kubernetes.cri.sandbox-id``, or
   ``io.containerd.runc.v2.group``) or else the container: a ``start`` whose group already has a live shim
-  prints that shim's address. Otherwise this process binds the socket, forks the resident shim (its own
-  session, stdio on /dev/null, listening on the inherited socket), writes ``address`` into the bundle and
-  prints the address. The resident shim comes from the shim template when one is warm (a process that has
-  imported everything a shim needs and forks shims on request; see inclavare.shim.template), else this
-  process forks it (nothing here has started a thread, so the fork is safe; the resident shim forks its fork
-  server before starting any) and execs a template for the next start.
+  prints that shim's address. Otherwise the socket is bound, the resident shim forked onto it (its own
+  session, stdio on /dev/null), ``address`` written into the bundle and the address printed
+  (inclavare.shim.startup). When the shim template is warm (a process that has imported everything a shim
+  needs; see inclavare.shim.template) it does all that on this process's behalf, and this process only
+  forwards the request and prints the answer; else this process does it (nothing here has started a thread,
+  so its fork is safe; the resident shim forks its fork server before starting any) and execs a template for
+  the next start.
 - ``delete``: after the shim went away (containerd runs it whenever its connection to a task's shim
   closes): force-delete the container through the runtime library if its state is still there, unmount
   ``BUNDLE/rootfs``, drop a dead shim's socket, and write a ``DeleteResponse`` on stdout: the one the shim
@@ -22,12 +23,15 @@ State root: ``Options.Root`` (the runc options, on start's stdin) or ``/run/cont
 namespace, as runc's shim does with ``/run/containerd/runc``; ``$RUNE_SHIM_ROOT`` replaces the default.
 ``rune --root /run/containerd/rune/NS list`` sees the shim's containers.
 
-Imports stay light until the resident shim needs the runtime: ``delete`` runs once per container. (``os`` is
-imported anyway: protobuf, which both actions need, imports it.)
+Imports stay light (C modules, and protobuf only when there are options to read without a template): ``start``
+and ``delete`` run once per container each, and containerd waits for both.
 """
 
 import os
 import sys
+
+from inclavare.shim import startup
+from inclavare.shim.startup import ROOT_FILE, can_connect, default_root, group_of, socket_address
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,12 +39,8 @@ if TYPE_CHECKING:
 
 PROG = "containerd-shim-rune-v2"
 RUNTIME_ID = "io.containerd.rune.v2"
-DEFAULT_ROOT = "/run/containerd/rune"
-SOCKET_DIR = "/run/containerd/s"  # containerd's shims' socket directory (defaults.DefaultStateDir + "/s")
-ROOT_FILE = "rune-root"  # in the bundle: the state root the container was made under, for `delete`
 DELETED_FILE = "rune-deleted"  # in the bundle: written by the shim at Task.Delete (service.write_deleted)
-GROUP_ANNOTATIONS = ("io.kubernetes.cri.sandbox-id", "io.containerd.runc.v2.group")
-SOCKET_PATH_LIMIT = 106
+SHIM_ENV = ("TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", "RUNE_SHIM_ROOT")  # what a resident shim inherits
 
 # Go flag names of containerd 1.6's shim.go: name -> takes a value
 FLAGS = {"debug": False, "v": False, "namespace": True, "id": True, "socket": True, "bundle": True,
@@ -93,189 +93,31 @@ def parse_flags(argv: "list[str]") -> "dict[str, Any]":
     return out
 
 
-def _clean_join(*parts: str) -> str:
-    """Go's filepath.Join: empty elements dropped, the result cleaned (no //, ., ..)."""
-    import posixpath
-
-    joined = "/".join(p for p in parts if p)
-    if not joined:
-        return ""
-    cleaned = posixpath.normpath(joined)
-    return "/" + cleaned.lstrip("/") if cleaned.startswith("/") else cleaned
-
-
-def socket_address(address: str, namespace: str, group: str) -> str:
-    """containerd 1.6's shim.SocketAddress: unix:///run/containerd/s/<hex sha256 of address/namespace/group>."""
-    from _sha256 import sha256  # hashlib's OpenSSL loading costs ~5 ms; start runs once per container
-
-    digest = sha256(_clean_join(address, namespace, group).encode()).hexdigest()
-    return f"unix://{SOCKET_DIR}/{digest}"
-
-
-def group_of(bundle: str, cid: str) -> str:
-    """The shim group of a container: its pod's sandbox id, or the runc v2 group annotation, or its own id."""
-    from inclavare.formats import fastjson as json
-
-    try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            config = json.loads(f.read())
-    except (OSError, ValueError):
-        return cid
-    annotations = config.get("annotations") if isinstance(config, dict) else None
-    if isinstance(annotations, dict):
-        for key in GROUP_ANNOTATIONS:
-            value = annotations.get(key)
-            if isinstance(value, str) and value:
-                return value
-    return cid
-
-
-def default_root() -> str:
-    return os.environ.get("RUNE_SHIM_ROOT") or DEFAULT_ROOT
-
-
-def _write_file(path: str, text: str) -> None:
-    """Atomically (temp + rename), mode 0600."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
-def _can_connect(path: str) -> bool:
-    import _socket  # the C module: `socket` pulls in enum (~5 ms)
-
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    s.settimeout(1.0)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def _listen(path: str) -> "Any":
-    """A listening socket on ``path``, or None when a live shim already serves it (a stale one is replaced)."""
-    import _socket
-    import errno
-
-    if len(path) > SOCKET_PATH_LIMIT:
-        raise OSError(f"{path!r}: unix socket path too long (> {SOCKET_PATH_LIMIT})")
-    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-    for _ in range(2):
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        old = os.umask(0o177)
-        try:
-            s.bind(path)
-        except OSError as e:
-            s.close()
-            if e.errno != errno.EADDRINUSE:
-                raise
-            if _can_connect(path):
-                return None
-            os.unlink(path)  # left by a shim that died
-            continue
-        finally:
-            os.umask(old)
-        s.listen(128)
-        return s
-    raise OSError(f"{path}: address in use")
-
-
-def _read_options(data: bytes) -> "Any":
-    """The runc Options from start's stdin (an Any, possibly empty)."""
-    from google.protobuf import any_pb2
-    from google.protobuf.message import DecodeError
-
-    from inclavare.shim.service import parse_options
-
-    value = any_pb2.Any()
-    if data:
-        try:
-            value.ParseFromString(data)
-        except DecodeError as e:
-            raise ValueError(f"options on stdin: undecodable google.protobuf.Any: {e}") from None
-    return parse_options(value)
-
-
-def _root_from_stdin(namespace: str) -> str:
-    """The state root from start's stdin options; protobuf is loaded only when there are options to read."""
-    data = sys.stdin.buffer.read()
-    if not data:
-        return os.path.join(default_root(), namespace)
-    from inclavare.errors import ShimError
-    from inclavare.shim.service import state_root
-
-    try:
-        opts = _read_options(data)
-    except ShimError as e:
-        raise ValueError(str(e)) from None
-    return state_root(opts, namespace, default_root())
-
-
 def cmd_start(flags: "dict[str, Any]") -> int:
-    ns, cid = flags["namespace"], flags["id"]
-    if not cid:
-        raise ValueError("start: -id is required")
-    bundle = flags["bundle"] or os.getcwd()
-    address = socket_address(flags["address"], ns, group_of(bundle, cid))
-    path = address[len("unix://"):]
-    root = _root_from_stdin(ns)
-    _write_file(os.path.join(bundle, ROOT_FILE), root)
-    sock = _listen(path)
-    if sock is None:  # the group's shim is alive: it serves this container too
-        _write_file(os.path.join(bundle, "address"), address)
-        sys.stdout.write(address)
-        return 0
+    """Print the address of the shim that will serve the container (see the module's docstring): through the
+    warm shim template when there is one, else here (and exec a template for the next start)."""
     from inclavare.shim import template
 
+    bundle = flags["bundle"] or os.getcwd()
+    options = sys.stdin.buffer.read()
+    env = {k: os.environ[k] for k in SHIM_ENV if k in os.environ}
     use_template = template.enabled() and os.path.basename(sys.argv[0]).startswith(PROG)
-    try:
-        _write_file(os.path.join(bundle, "address"), address)
-        if use_template:
-            tpath = template.template_path(SOCKET_DIR, flags["address"], sys.argv[0])
-            env = {k: os.environ[k] for k in ("TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE") if k in os.environ}
-            pid = template.spawn(tpath, sock.fileno(), {"path": path, "namespace": ns, "root": root, "bundle": bundle,
-                                               "debug": bool(flags["debug"]), "env": env})
-            if pid is not None:
-                sock.close()
-                _adjust_oom_score(pid)
-                sys.stdout.write(address)
-                return 0
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-    except BaseException:
-        sock.close()
-        os.unlink(path)
-        raise
-    if pid == 0:  # the resident shim
-        code = 1
-        try:
-            os.setsid()
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            if null > 2:
-                os.close(null)
-            import socket
-
-            from inclavare.shim.resident import serve
-
-            code = serve(socket.socket(fileno=sock.detach()), path, ns, root, bundle, bool(flags["debug"]))
-        finally:
-            os._exit(code)
-    sock.close()
-    _adjust_oom_score(pid)
+    if use_template and len(options) < template.MAX_REQUEST // 4:
+        answer = template.request(template.template_path(startup.SOCKET_DIR, flags["address"], sys.argv[0]), {
+            "flags": {k: flags[k] for k in ("namespace", "id", "address", "debug")}, "bundle": bundle,
+            "options": options.hex(), "env": env, "containerd_pid": os.getppid()})
+        if answer is not None:
+            if "error" in answer:
+                raise ValueError(str(answer["error"]))
+            sys.stdout.write(str(answer["address"]))
+            return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    address, pid = startup.start(flags, bundle, options, env, os.getppid())
     sys.stdout.write(address)
-    if use_template:  # a warm template for the next start
+    if pid and use_template:  # a warm template for the next start
         sys.stdout.flush()
-        template.start_template(sys.argv[0], ns, flags["address"])
+        template.start_template(sys.argv[0], flags["namespace"], flags["address"])
     return 0
 
 
@@ -283,18 +125,7 @@ def cmd_template(flags: "dict[str, Any]") -> int:
     """Serve as the shim template for this containerd (see inclavare.shim.template)."""
     from inclavare.shim import template
 
-    return template.run(template.template_path(SOCKET_DIR, flags["address"], sys.argv[0]), flags["address"])
-
-
-def _adjust_oom_score(pid: int) -> None:
-    """As containerd's shims: the shim one step more killable than containerd (our parent)."""
-    try:
-        with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
-            score = min(int(f.read().strip()) + 1, 1000)
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(str(score))
-    except (OSError, ValueError):
-        pass
+    return template.run(template.template_path(startup.SOCKET_DIR, flags["address"], sys.argv[0]), flags["address"])
 
 
 def _unescape(field: str) -> str:
@@ -396,7 +227,7 @@ def _drop_dead_socket(bundle: str, flags: "dict[str, Any]") -> None:
     except OSError:
         address = socket_address(flags["address"], flags["namespace"], group_of(bundle, flags["id"]))
     sock = address[len("unix://"):] if address.startswith("unix://") else ""
-    if sock.startswith(SOCKET_DIR + "/") and os.path.exists(sock) and not _can_connect(sock):
+    if sock.startswith(startup.SOCKET_DIR + "/") and os.path.exists(sock) and not can_connect(sock):
         try:
             os.unlink(sock)
         except OSError:
@@ -413,7 +244,9 @@ def cmd_serve(flags: "dict[str, Any]") -> int:
     bundle = flags["bundle"] or os.getcwd()
     if flags["socket"]:
         path = flags["socket"][len("unix://"):] if flags["socket"].startswith("unix://") else flags["socket"]
-        raw = _listen(path)
+        from inclavare.shim.startup import bind_unix
+
+        raw = bind_unix(path)
         if raw is None:
             raise ValueError(f"{path}: a shim already serves this socket")
         sock = socket.socket(fileno=raw.detach())

@@ -5,9 +5,11 @@ A new resident shim (one per container, or per pod) would otherwise pay a CPytho
 containerd's Go shims start in a few ms. The template pays that once per containerd: it imports everything a
 shim needs, starts no thread, and waits on a SOCK_SEQPACKET socket in containerd's shim socket directory
 (``/run/containerd/s/rune-template-<hash>``, mode 0600, peers of our uid only). ``containerd-shim-rune-v2
-start`` sends it the container's parameters and the already bound ttrpc listening socket (SCM_RIGHTS); the
-template forks, and the child (single-threaded, so the fork is safe, and it forks its own fork server before
-any thread) becomes the resident shim: its own session, stdio on /dev/null, the bundle as working directory.
+start`` forwards its whole request to it (flags, bundle, the options from stdin, the environment a shim needs)
+and prints the answer, so the start process itself does no more than a CPython start and one round trip: the
+template does the start (inclavare.shim.startup: group, socket, options, files) and forks, and the child
+(single-threaded, so the fork is safe, and it forks its own fork server before any thread) becomes the
+resident shim: its own session, stdio on /dev/null, the bundle as working directory.
 
 The hash covers containerd's address and the shim's code (the launcher and the package's files, by path and
 mtime), so an upgraded shim never gets an old template. The first ``start`` that finds no template forks the
@@ -86,9 +88,10 @@ def template_path(socket_dir: str, containerd_address: str, launcher: str) -> st
 # ---------------------------------------------------------------------------------------------- client side
 
 
-def spawn(path: str, listener_fd: int, request: dict[str, Any], timeout: float = 5.0) -> int | None:
-    """Ask the template at ``path`` for a resident shim serving the listening socket ``listener_fd``; its pid,
-    or None when there is no template (or it failed: the caller then forks the shim itself)."""
+def request(path: str, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any] | None:
+    """Ask the template at ``path`` to do ``start`` (the message: flags, bundle, options, env, containerd's
+    pid); its answer (``address`` and ``pid``, or ``error``), or None when no template answered (the caller then
+    does the start itself)."""
     import _socket
 
     from inclavare.formats import fastjson
@@ -97,15 +100,13 @@ def spawn(path: str, listener_fd: int, request: dict[str, Any], timeout: float =
     s.settimeout(timeout)
     try:
         s.connect(path)
-        rights = listener_fd.to_bytes(4, sys.byteorder)
-        s.sendmsg([fastjson.dumps(request).encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
-        answer = fastjson.loads(s.recv(4096) or b"{}")
+        s.send(fastjson.dumps(message).encode())
+        answer = fastjson.loads(s.recv(MAX_REQUEST) or b"null")
     except (OSError, ValueError):
         return None
     finally:
         s.close()
-    pid = answer.get("pid") if isinstance(answer, dict) else None
-    return pid if isinstance(pid, int) and pid > 0 else None
+    return answer if isinstance(answer, dict) and ("address" in answer or "error" in answer) else None
 
 
 def start_template(launcher: str, namespace: str, containerd_address: str) -> None:
@@ -144,33 +145,12 @@ def _same_user(conn: socket.socket) -> bool:
 
 def _bind(path: str) -> socket.socket | None:
     """The template's socket, or None when a live template already has it."""
-    import errno
     import socket
 
-    os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-    for _ in range(2):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        old = os.umask(0o177)
-        try:
-            s.bind(path)
-        except OSError as e:
-            s.close()
-            if e.errno != errno.EADDRINUSE:
-                raise
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            try:
-                probe.connect(path)
-                return None
-            except OSError:
-                os.unlink(path)
-                continue
-            finally:
-                probe.close()
-        finally:
-            os.umask(old)
-        s.listen(64)
-        return s
-    return None
+    from inclavare.shim.startup import bind_unix
+
+    raw = bind_unix(path, socket.SOCK_SEQPACKET, 64)
+    return None if raw is None else socket.socket(fileno=raw.detach())
 
 
 def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
@@ -222,36 +202,41 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
 
 
 def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
+    """One ``start``, done here on behalf of the start process that asked (see inclavare.shim.startup)."""
     import json
-    import socket
+
+    from inclavare.shim import startup
 
     conn.settimeout(5.0)
     try:
-        msg, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+        msg = conn.recv(MAX_REQUEST)
     except OSError:
         return
     try:
         req = json.loads(msg)
-        if not isinstance(req, dict) or len(fds) != 1:
-            raise ValueError("want one JSON object and one socket")
-        args = (str(req["path"]), str(req["namespace"]), str(req["root"]), str(req["bundle"]), bool(req["debug"]))
+        if not isinstance(req, dict):
+            raise ValueError("want a JSON object")
+        flags = {k: req["flags"][k] for k in ("namespace", "id", "address")}
+        flags["debug"] = bool(req["flags"].get("debug"))
+        if not all(isinstance(v, str) for k, v in flags.items() if k != "debug"):
+            raise ValueError("flags must be strings")
+        bundle, options = str(req["bundle"]), bytes.fromhex(str(req.get("options") or ""))
         env = {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
+        containerd_pid = int(req.get("containerd_pid") or 0)
     except (ValueError, KeyError, TypeError) as e:
-        for fd in fds:
-            os.close(fd)
-        _reply(conn, {"error": f"bad request: {e}"})
+        _reply(conn, {"error": f"shim template: bad request: {e}"})
         return
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            listener.close()
-            conn.close()
-            code = _become_shim(fds[0], args, env)
-        finally:
-            os._exit(code)
-    os.close(fds[0])
-    _reply(conn, {"pid": pid})
+
+    def in_child() -> None:
+        listener.close()
+        conn.close()
+
+    try:
+        address, pid = startup.start(flags, bundle, options, env, containerd_pid, in_child)
+    except Exception as e:  # noqa: BLE001 - reported to the start process, which reports it to containerd
+        _reply(conn, {"error": startup.describe(e)})
+        return
+    _reply(conn, {"address": address, "pid": pid})
 
 
 def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
@@ -261,20 +246,3 @@ def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
         conn.send(json.dumps(answer).encode())
     except OSError:
         pass
-
-
-def _become_shim(fd: int, args: tuple[str, str, str, str, bool], env: dict[str, str]) -> int:
-    import socket
-
-    from inclavare.shim.resident import serve
-
-    path, namespace, root, bundle, debug = args
-    os.setsid()
-    null = os.open("/dev/null", os.O_RDWR)
-    for std in (0, 1, 2):
-        os.dup2(null, std)
-    if null > 2:
-        os.close(null)
-    os.environ.update(env)
-    os.chdir(bundle)
-    return serve(socket.socket(fileno=fd), path, namespace, root, bundle, debug)

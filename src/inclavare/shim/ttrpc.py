@@ -508,6 +508,7 @@ class TtrpcServer:
 
     def _run(self, conn: _Conn, stream_id: int, ctx: CallContext, request_type: type[Message], handler: Handler,
              payload: bytes) -> None:
+        t0 = time.monotonic()
         try:
             try:
                 request = request_type.FromString(payload)
@@ -525,6 +526,9 @@ class TtrpcServer:
             result = (code, message, b"")
         if conn.claim(stream_id):
             conn.send(stream_id, *result)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ttrpc: %s/%s -> %d in %.2f ms", ctx.service, ctx.method, result[0],
+                      (time.monotonic() - t0) * 1000)
 
     # -- deadlines -----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from inclavare.cli import shim as cli
+from inclavare.shim import startup
 from inclavare.shim.proto.runc import oci_pb2
 from inclavare.shim.proto.task import shim_pb2
 
@@ -69,7 +70,7 @@ def test_socket_address_is_containerds() -> None:
     assert cli.socket_address("/run/c/containerd.sock", "k8s.io", "pod1") == want
     # filepath.Join cleans: doubled and trailing slashes, dot elements
     assert cli.socket_address("/run/c//./containerd.sock/", "k8s.io", "pod1") == want
-    assert len(want) - len("unix://") <= cli.SOCKET_PATH_LIMIT
+    assert len(want) - len("unix://") <= startup.SOCKET_PATH_LIMIT
 
 
 def _bundle(tmp: Path, annotations: dict[str, str] | None) -> Path:
@@ -93,7 +94,7 @@ def test_group_of(tmp_path: Path) -> None:
 @pytest.fixture
 def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     d = tempfile.mkdtemp(prefix="ss", dir="/tmp")  # short: unix socket paths are limited
-    monkeypatch.setattr(cli, "SOCKET_DIR", d)
+    monkeypatch.setattr(startup, "SOCKET_DIR", d)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
