@@ -158,7 +158,9 @@ def pod_leftovers(ctrd: Any, work: str) -> list[str]:
         time.sleep(0.05)
     left = [f"rune shim pid {p}" for p in shim_pids(ctrd.address)]
     left += [f"mount {m}" for m in mounts_under(work)]
-    left += [f"cgroup {d}" for d in ctrd.leftover_cgroups()]
+    rel = {os.path.relpath(d, top) for top in ctrd.namespace_cgroups() for d in ctrd.leftover_cgroups()
+           if d.startswith(top + "/")}
+    left += [f"cgroup {ctrd.cgroup_parent}/{r} (in some hierarchy)" for r in sorted(rel)]
     for h in ctrd.handlers:
         root = ctrd.runtime_root(h)
         if root and os.path.isdir(root):
