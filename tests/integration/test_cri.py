@@ -6,10 +6,10 @@ Handlers: ``runc`` (the stock runc v2 shim with runc, the baseline) and ``rune``
 so a hang fails the test instead of stalling it. After each test nothing may be left: runtime state, cgroups,
 mounts, containerd tasks and containers, shim processes.
 
-To add a handler (the project's own shim, ``io.containerd.rune.v2``): add ``"NAME":
-RuntimeHandler("io.containerd.rune.v2")`` to :func:`handlers` and NAME to ``HANDLERS``, and make the shim
-binary ``containerd-shim-rune-v2`` findable on containerd's PATH (``ctrd.bin_dir`` comes first on it).
-:meth:`CriEnv.runtime_state` then has no runc-style root to look at for it (``runtime_root`` is None).
+To add a handler (the project's own shim, ``io.containerd.rune.v2``): add ``"NAME": RuntimeHandler.rune_shim()``
+to :func:`handlers` and NAME to ``HANDLERS``, and call ``ctrd.install_rune_shim()`` before starting containerd
+(it puts ``containerd-shim-rune-v2`` first on containerd's PATH and gives ``runtime_root`` the shim's root), as
+tests/integration/test_shim_cri.py does.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from inclavare.testing.shimprocs import shim_pids
 from tests.conftest import is_root, needs_busybox
 from tests.integration.test_containerd import unmounted_v1_hierarchies
 
@@ -31,36 +32,15 @@ pb = pytest.importorskip("inclavare.testing.cri.api_pb2", reason="grpcio/protobu
 HANDLER = "rune-shim"
 
 
-def _shims(address: str) -> list[int]:
-    """Resident rune shims of this containerd (see test_shim_containerd.Shim.shim_pids)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            parent = Path(f"/proc/{stat[1]}/comm").read_text().strip()
-        except OSError:
-            continue
-        if comm == "rune-shim" and parent != "rune-shim" and stat[0] != "Z" and address.encode() in cmd:
-            found.append(int(pid))
-    return found
-
-
 @pytest.fixture(scope="module")
 def ctrd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from inclavare.testing.containerd import ContainerdError
     from inclavare.testing.cri.containerd import CriContainerd, RuntimeHandler
     from inclavare.testing.cri.pause import PauseBuildError
-    from inclavare.testing.launcher import write_shim_launcher
 
     base = tmp_path_factory.mktemp("shimcri")
-    c = CriContainerd(str(base / "c"), {HANDLER: RuntimeHandler("io.containerd.rune.v2")})
-    c.rune_shim_root = str(base / "rune-shim-root")  # type: ignore[attr-defined]
-    os.makedirs(c.bin_dir, exist_ok=True)
-    write_shim_launcher(os.path.join(c.bin_dir, "containerd-shim-rune-v2"), env={"RUNE_SHIM_ROOT": c.rune_shim_root})
+    c = CriContainerd(str(base / "c"), {HANDLER: RuntimeHandler.rune_shim()})
+    c.install_rune_shim(str(base / "rune-shim-root"))
     try:
         try:
             c.start()
@@ -79,12 +59,7 @@ def ctrd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def env(ctrd: Any) -> Iterator[Any]:
     from tests.integration.test_cri import CriEnv
 
-    class ShimEnv(CriEnv):
-        def runtime_state(self, handler: str) -> list[str]:
-            root = os.path.join(self.ctrd.rune_shim_root, "k8s.io")
-            return sorted(os.listdir(root)) if os.path.isdir(root) else []
-
-    e = ShimEnv(ctrd)
+    e = CriEnv(ctrd)  # its runtime_state reads the shim's root (ctrd.runtime_root)
     try:
         yield e
     finally:
@@ -109,7 +84,7 @@ def test_pod_and_containers_in_one_shim(env: Any) -> None:
     bundles = Path(env.ctrd.state) / "io.containerd.runtime.v2.task" / "k8s.io"
     addresses = {(bundles / i / "address").read_text() for i in (pod.id, *cids)}
     assert len(addresses) == 1
-    assert len(_shims(env.ctrd.address)) == 1
+    assert len(shim_pids(env.ctrd.address)) == 1
     # ExecSync through the shim, exit codes and output
     cid = cids[0]
     assert cri.exec_sync(cid, ["echo", "hello", "world"]) == (0, b"hello world\n", b"")
@@ -129,15 +104,15 @@ def test_pod_and_containers_in_one_shim(env: Any) -> None:
     assert cri.container_status(cids[0]).state == pb.CONTAINER_EXITED
     cri.remove_container(cids[0])
     assert cri.exec_sync(cids[1], ["true"])[0] == 0
-    assert len(_shims(env.ctrd.address)) == 1
+    assert len(shim_pids(env.ctrd.address)) == 1
     env.stop_pod(pod.id)
     assert cri.container_status(cids[1]).state == pb.CONTAINER_EXITED
     cri.remove_pod(pod.id)
     env.assert_nothing_left(HANDLER, [pod.id, *cids])
     deadline = time.monotonic() + 10
-    while _shims(env.ctrd.address) and time.monotonic() < deadline:
+    while shim_pids(env.ctrd.address) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _shims(env.ctrd.address) == []
+    assert shim_pids(env.ctrd.address) == []
 
 
 def test_stop_container_that_ignores_sigterm(env: Any) -> None:

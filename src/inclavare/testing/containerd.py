@@ -192,7 +192,8 @@ class PrivateContainerd:
         return self.start(timeout)
 
     def stop(self) -> None:
-        """Kill and delete every task and container in our namespace, stop containerd, unmount leftovers."""
+        """Kill and delete every task and container in our namespace, stop containerd, unmount leftovers, end
+        the rune shim template of this containerd."""
         if self.running():
             self.cleanup_namespace()
             self._terminate()
@@ -203,6 +204,9 @@ class PrivateContainerd:
             pass
         self.unmount_leftovers()
         self.remove_namespace_cgroups()
+        from inclavare.testing.shimprocs import kill_templates
+
+        kill_templates(self.address)  # a rune shim template would outlive containerd by up to 30 s
 
     def namespace_cgroups(self) -> list[str]:
         """Cgroup dirs named after our namespace: ctr's default cgroupsPath is /NAMESPACE/ID."""

@@ -97,7 +97,11 @@ def test_cri_config(tmp_path: Path) -> None:
     assert rt["rune"]["options"] == {"BinaryName": "/x/rune", "Root": "/x/root"}
     assert rt["shim"] == {"runtime_type": "io.containerd.rune.v2"}
     assert c.runtime_root("rune") == "/x/root/k8s.io"
-    assert c.runtime_root("shim") is None
+    assert c.runtime_root("shim") is None  # the rune shim's root is known once install_rune_shim wrote its launcher
+    assert c.install_rune_shim() == os.path.join(c.base, "rune-shim-root")
+    assert c.runtime_root("shim") == os.path.join(c.base, "rune-shim-root", "k8s.io")
+    launcher = Path(c.bin_dir) / "containerd-shim-rune-v2"
+    assert os.access(launcher, os.X_OK) and f"RUNE_SHIM_ROOT'] = {c.rune_shim_root!r}" in launcher.read_text()
     assert c.pod_cgroup("u1").startswith(c.cgroup_parent + "/") and c.cgroup_parent.startswith("/inclavare-cri-")
     with c.client() as cri:  # its pods go below the instance's cgroup unless told otherwise
         assert cri.pod_config("p", uid="u1").linux.cgroup_parent == c.pod_cgroup("u1")

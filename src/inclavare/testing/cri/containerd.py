@@ -47,6 +47,7 @@ CRI_NAMESPACE = "k8s.io"
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
 BUSYBOX_IMAGE = "localhost/busybox:latest"
 RUNC_SHIM = "io.containerd.runc.v2"
+RUNE_SHIM = "io.containerd.rune.v2"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 
@@ -65,6 +66,11 @@ class RuntimeHandler:
         if root is not None:
             opts["Root"] = root
         return cls(RUNC_SHIM, opts)
+
+    @classmethod
+    def rune_shim(cls) -> RuntimeHandler:
+        """This project's containerd-shim-rune-v2 (:meth:`CriContainerd.install_rune_shim` puts it on PATH)."""
+        return cls(RUNE_SHIM)
 
 
 def _toml_value(v: str | bool | int) -> str:
@@ -94,6 +100,7 @@ class CriContainerd(PrivateContainerd):
         self.sandbox_image = sandbox_image or PAUSE_IMAGE
         self.cni_conf_dir = os.path.join(self.base, "cni", "net.d")
         self.log_root = os.path.join(self.base, "pod-logs")
+        self.rune_shim_root: str | None = None  # set by install_rune_shim
         # one cgroup per instance (a short hash of its base): pods' cgroups go below it
         self.cgroup_parent = "/inclavare-cri-" + hashlib.sha256(self.base.encode()).hexdigest()[:10]
 
@@ -159,6 +166,18 @@ class CriContainerd(PrivateContainerd):
             self.import_image(tar)
         return self.images()
 
+    def install_rune_shim(self, root: str | None = None) -> str:
+        """Write a ``containerd-shim-rune-v2`` launcher for this checkout into BASE/bin (first on containerd's
+        PATH), its state under ``root`` (default BASE/rune-shim-root; the shim adds ``/k8s.io``); returns the
+        root, also kept as :attr:`rune_shim_root`. Call before :meth:`start`."""
+        from inclavare.testing.launcher import write_shim_launcher
+
+        self.rune_shim_root = root or os.path.join(self.base, "rune-shim-root")
+        os.makedirs(self.bin_dir, exist_ok=True)
+        write_shim_launcher(os.path.join(self.bin_dir, "containerd-shim-rune-v2"),
+                            env={"RUNE_SHIM_ROOT": self.rune_shim_root})
+        return self.rune_shim_root
+
     def client(self, timeout: float = 30.0) -> CriClient:
         from inclavare.testing.cri.client import CriClient
 
@@ -170,8 +189,10 @@ class CriContainerd(PrivateContainerd):
         return f"{self.cgroup_parent}/pod{pod_uid}"
 
     def runtime_root(self, handler: str) -> str | None:
-        """The runtime's --root directory for ``handler``'s containers (a runc-shim handler), if known."""
-        root = self.handlers[handler].options.get("Root")
+        """The runtime's --root directory for ``handler``'s containers (a runc-shim or rune-shim handler), if
+        known."""
+        h = self.handlers[handler]
+        root = self.rune_shim_root if h.runtime_type == RUNE_SHIM else h.options.get("Root")
         return os.path.join(str(root), CRI_NAMESPACE) if root else None
 
     # -- cleanup -------------------------------------------------------------------------------
