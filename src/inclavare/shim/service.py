@@ -89,17 +89,22 @@ def parse_options(value: any_pb2.Any | None) -> oci_pb2.Options:
     return opts
 
 
+NO_ID = 0xFFFFFFFF  # (uid_t)-1: chown's "leave unchanged", never a real owner
+
+
 def check_options(opts: oci_pb2.Options) -> None:
-    """Refuse the runc options the rune shim cannot honour, naming them."""
+    """Refuse the runc options the rune shim cannot honour, naming them. Honoured: Root, NoPivotRoot,
+    NoNewKeyring, IoUid/IoGid (the owner of the processes' stdio pipes), ShimCgroup (joined at ``start``);
+    BinaryName only when it names rune; CriuPath is irrelevant (checkpoints are refused at Checkpoint)."""
     if opts.binary_name and os.path.basename(opts.binary_name) != "rune":
         raise ShimError(f"runtime options: BinaryName {opts.binary_name!r}: the rune shim runs containers with "
                         "the rune runtime library in-process and execs no runtime binary", "invalid_argument")
     if opts.systemd_cgroup:
-        raise ShimError("runtime options: SystemdCgroup: the systemd cgroup driver is not supported by rune",
-                        "invalid_argument")
-    if opts.io_uid or opts.io_gid:
-        raise ShimError(f"runtime options: IoUid/IoGid ({opts.io_uid}/{opts.io_gid}): stdio owned by another user "
-                        "is not supported by the rune shim yet", "invalid_argument")
+        raise ShimError("runtime options: SystemdCgroup: the systemd cgroup driver is not supported by rune "
+                        "(set SystemdCgroup = false and use the cgroupfs driver)", "invalid_argument")
+    for name, value in (("IoUid", opts.io_uid), ("IoGid", opts.io_gid)):
+        if value == NO_ID:
+            raise ShimError(f"runtime options: {name} {value}: not a valid id ((uid_t)-1)", "invalid_argument")
     if opts.criu_image_path or opts.criu_work_path:
         raise ShimError("runtime options: CriuImagePath/CriuWorkPath: checkpoint and restore are not supported",
                         "invalid_argument")
@@ -181,7 +186,8 @@ class TaskService:
         rootfs = [{"type": m.type, "source": m.source, "options": list(m.options)} for m in req.rootfs]
         stdio = Stdio(req.stdin, req.stdout, req.stderr, req.terminal)
         pid = self.core.create(req.id, req.bundle, stdio,
-                               options={"no_pivot": opts.no_pivot_root, "no_new_keyring": opts.no_new_keyring},
+                               options={"no_pivot": opts.no_pivot_root, "no_new_keyring": opts.no_new_keyring,
+                                        "io_uid": opts.io_uid, "io_gid": opts.io_gid},
                                rootfs=rootfs)
         self._send(ev.TaskCreate(container_id=req.id, bundle=req.bundle, rootfs=req.rootfs,
                                  io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,

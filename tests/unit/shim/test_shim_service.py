@@ -137,7 +137,7 @@ def _any(type_url: str, value: bytes) -> any_pb2.Any:
 
 
 def test_create_passes_stdio_rootfs_and_options_and_publishes(rig: Rig) -> None:
-    opts = oci_pb2.Options(no_pivot_root=True, no_new_keyring=True)
+    opts = oci_pb2.Options(no_pivot_root=True, no_new_keyring=True, io_uid=1000, io_gid=1001)
     req = shim_pb2.CreateTaskRequest(
         id="c1", bundle="/b", stdin="/f/in", stdout="/f/out", stderr="/f/err", terminal=True,
         rootfs=[mount_pb2.Mount(type="overlay", source="overlay", options=["lowerdir=/l", "upperdir=/u"])],
@@ -146,7 +146,7 @@ def test_create_passes_stdio_rootfs_and_options_and_publishes(rig: Rig) -> None:
     _, cid, bundle, stdio, options, rootfs = rig.core.calls[0]
     assert (cid, bundle) == ("c1", "/b")
     assert stdio == Stdio("/f/in", "/f/out", "/f/err", True)
-    assert options == {"no_pivot": True, "no_new_keyring": True}
+    assert options == {"no_pivot": True, "no_new_keyring": True, "io_uid": 1000, "io_gid": 1001}
     assert rootfs == [{"type": "overlay", "source": "overlay", "options": ["lowerdir=/l", "upperdir=/u"]}]
     (e,) = rig.events
     assert isinstance(e, ev.TaskCreate)
@@ -320,9 +320,10 @@ def test_options_absent_or_empty_are_defaults() -> None:
 
 
 def test_options_understood() -> None:
-    o = oci_pb2.Options(root="/r", binary_name="/usr/local/bin/rune", no_pivot_root=True, shim_cgroup="/x")
+    o = oci_pb2.Options(root="/r", binary_name="/usr/local/bin/rune", no_pivot_root=True, shim_cgroup="/x",
+                        io_uid=1000, io_gid=1000)
     got = parse_options(_any("containerd.runc.v1.Options", o.SerializeToString()))
-    assert (got.root, got.no_pivot_root) == ("/r", True)
+    assert (got.root, got.no_pivot_root, got.shim_cgroup, got.io_uid, got.io_gid) == ("/r", True, "/x", 1000, 1000)
     assert state_root(got, "k8s.io", "/run/containerd/rune") == "/r/k8s.io"
     assert state_root(oci_pb2.Options(), "k8s.io", "/run/containerd/rune") == "/run/containerd/rune/k8s.io"
 
@@ -330,8 +331,8 @@ def test_options_understood() -> None:
 @pytest.mark.parametrize(("opts", "words"), [
     (oci_pb2.Options(binary_name="/usr/bin/runc"), "BinaryName '/usr/bin/runc'"),
     (oci_pb2.Options(systemd_cgroup=True), "SystemdCgroup"),
-    (oci_pb2.Options(io_uid=1000), "IoUid/IoGid (1000/0)"),
-    (oci_pb2.Options(io_gid=5), "IoUid/IoGid (0/5)"),
+    (oci_pb2.Options(io_uid=0xFFFFFFFF), "IoUid 4294967295: not a valid id"),
+    (oci_pb2.Options(io_gid=0xFFFFFFFF), "IoGid 4294967295: not a valid id"),
     (oci_pb2.Options(criu_image_path="/x"), "CriuImagePath"),
 ])
 def test_options_refused_by_name(opts: oci_pb2.Options, words: str) -> None:
