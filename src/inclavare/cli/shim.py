@@ -12,7 +12,9 @@ containerd runs it twice per container, always with ``-namespace NS -address SOC
   prints the address. The resident shim comes from the shim template when one is warm (a process that has
   imported everything a shim needs and forks shims on request; see inclavare.shim.template), else this
   process forks it (nothing here has started a thread, so the fork is safe; the resident shim forks its fork
-  server before starting any) and execs a template for the next start.
+  server before starting any) and execs a template for the next start. With ``Options.ShimCgroup`` the new
+  shim joins that cgroup before it forks anything, and ``start`` fails (the shim gone, its socket removed)
+  when it cannot, as runc's shim does (see inclavare.shim.shimcgroup).
 - ``delete``: after the shim went away (containerd runs it whenever its connection to a task's shim
   closes): force-delete the container through the runtime library if its state is still there, unmount
   ``BUNDLE/rootfs``, drop a dead shim's socket, and write a ``DeleteResponse`` on stdout: the one the shim
@@ -203,11 +205,12 @@ def _read_options(data: bytes) -> "Any":
     return parse_options(value)
 
 
-def _root_from_stdin(namespace: str) -> str:
-    """The state root from start's stdin options; protobuf is loaded only when there are options to read."""
+def _options_from_stdin(namespace: str) -> "tuple[str, str]":
+    """The state root and the ShimCgroup from start's stdin options; protobuf is loaded only when there are
+    options to read."""
     data = sys.stdin.buffer.read()
     if not data:
-        return os.path.join(default_root(), namespace)
+        return os.path.join(default_root(), namespace), ""
     from inclavare.errors import ShimError
     from inclavare.shim.service import state_root
 
@@ -215,7 +218,29 @@ def _root_from_stdin(namespace: str) -> str:
         opts = _read_options(data)
     except ShimError as e:
         raise ValueError(str(e)) from None
-    return state_root(opts, namespace, default_root())
+    if opts.shim_cgroup:
+        from inclavare.errors import CgroupError
+        from inclavare.shim.shimcgroup import check_path
+
+        try:
+            check_path(opts.shim_cgroup)
+        except CgroupError as e:
+            raise ValueError(f"runtime options: {e}") from None
+    return state_root(opts, namespace, default_root()), opts.shim_cgroup
+
+
+def _shim_failed(path: str, pid: int, why: str) -> "ValueError":
+    """A shim that could not join its ShimCgroup (it exits by itself): reap it, drop its socket, and the error
+    start reports (runc's shim kills the shim and removes the socket likewise)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return ValueError(why)
 
 
 def cmd_start(flags: "dict[str, Any]") -> int:
@@ -225,7 +250,7 @@ def cmd_start(flags: "dict[str, Any]") -> int:
     bundle = flags["bundle"] or os.getcwd()
     address = socket_address(flags["address"], ns, group_of(bundle, cid))
     path = address[len("unix://"):]
-    root = _root_from_stdin(ns)
+    root, shim_cgroup = _options_from_stdin(ns)
     _write_file(os.path.join(bundle, ROOT_FILE), root)
     sock = _listen(path)
     if sock is None:  # the group's shim is alive: it serves this container too
@@ -241,7 +266,8 @@ def cmd_start(flags: "dict[str, Any]") -> int:
             tpath = template.template_path(SOCKET_DIR, flags["address"], sys.argv[0])
             env = {k: os.environ[k] for k in ("TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE") if k in os.environ}
             pid = template.spawn(tpath, sock.fileno(), {"path": path, "namespace": ns, "root": root, "bundle": bundle,
-                                               "debug": bool(flags["debug"]), "env": env})
+                                               "debug": bool(flags["debug"]), "env": env,
+                                               "cgroup": shim_cgroup})
             if pid is not None:
                 sock.close()
                 _adjust_oom_score(pid)
@@ -249,6 +275,7 @@ def cmd_start(flags: "dict[str, Any]") -> int:
                 return 0
         sys.stdout.flush()
         sys.stderr.flush()
+        report_r, report_w = os.pipe() if shim_cgroup else (-1, -1)
         pid = os.fork()
     except BaseException:
         sock.close()
@@ -263,6 +290,12 @@ def cmd_start(flags: "dict[str, Any]") -> int:
                 os.dup2(null, fd)
             if null > 2:
                 os.close(null)
+            if shim_cgroup:  # before anything is forked: all the shim's processes are to be in it
+                from inclavare.shim.shimcgroup import join_and_report
+
+                os.close(report_r)
+                if not join_and_report(shim_cgroup, report_w):
+                    os._exit(1)
             import socket
 
             from inclavare.shim.resident import serve
@@ -271,6 +304,13 @@ def cmd_start(flags: "dict[str, Any]") -> int:
         finally:
             os._exit(code)
     sock.close()
+    if shim_cgroup:
+        from inclavare.shim.shimcgroup import await_report
+
+        os.close(report_w)
+        why = await_report(report_r)
+        if why:
+            raise _shim_failed(path, pid, why)
     _adjust_oom_score(pid)
     sys.stdout.write(address)
     if use_template:  # a warm template for the next start

@@ -236,21 +236,37 @@ def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
             raise ValueError("want one JSON object and one socket")
         args = (str(req["path"]), str(req["namespace"]), str(req["root"]), str(req["bundle"]), bool(req["debug"]))
         env = {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
+        cgroup = str(req.get("cgroup") or "")
     except (ValueError, KeyError, TypeError) as e:
         for fd in fds:
             os.close(fd)
         _reply(conn, {"error": f"bad request: {e}"})
         return
+    report_r, report_w = os.pipe() if cgroup else (-1, -1)
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             listener.close()
             conn.close()
+            if cgroup:  # ShimCgroup, joined before the shim forks anything (see inclavare.shim.shimcgroup)
+                from inclavare.shim.shimcgroup import join_and_report
+
+                os.close(report_r)
+                if not join_and_report(cgroup, report_w):
+                    os._exit(1)
             code = _become_shim(fds[0], args, env)
         finally:
             os._exit(code)
     os.close(fds[0])
+    if cgroup:
+        from inclavare.shim.shimcgroup import await_report
+
+        os.close(report_w)
+        why = await_report(report_r)
+        if why:  # the child exits by itself; the loop reaps it. start then forks a shim itself and reports
+            _reply(conn, {"error": why})
+            return
     _reply(conn, {"pid": pid})
 
 
