@@ -82,6 +82,8 @@ def parse_options(value: any_pb2.Any | None) -> oci_pb2.Options:
         return opts
     name = value.type_url.rsplit("/", 1)[-1]
     if name == RUNTIMEOPTIONS_TYPE:
+        if not value.value:
+            return opts  # CRI's generic options with nothing in them
         opts = options_from_runtimeoptions(value.value)
     elif name != OPTIONS_TYPE:
         raise ShimError(f"runtime options: type {value.type_url!r} is not supported by the rune shim "
