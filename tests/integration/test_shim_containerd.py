@@ -192,6 +192,22 @@ def test_exit_code_and_stdio(shim: Shim, cid: str, code: int) -> None:
     shim.assert_clean(cid)
 
 
+def test_runc_options_from_ctrs_runtime_config_path(shim: Shim, cid: str, tmp_path: Path) -> None:
+    """`ctr run --runtime-config-path FILE` sends runtimeoptions.v1.Options{ConfigPath}: runc's option names in FILE
+    reach the shim (IoGid owns the process's stdout pipe; its uid is then the root process's, as runc's init
+    leaves it); a bad option fails the run with the key's name and leaves nothing."""
+    conf = tmp_path / "rune-shim.toml"
+    conf.write_text("IoUid = 1000\nIoGid = 1001\n")
+    p = shim.run(cid, "stat", "-L", "-c", "%u:%g", "/proc/self/fd/1", flags=("--rm", "--runtime-config-path",
+                                                                            str(conf)))
+    assert (p.returncode, p.stdout) == (0, "0:1001\n"), p.stderr
+    shim.assert_clean(cid)
+    conf.write_text("IoUid = -1\n")
+    p = shim.run(cid, "true", flags=("--rm", "--runtime-config-path", str(conf)))
+    assert p.returncode != 0 and "IoUid = -1: want an integer" in p.stderr, p.stderr
+    shim.assert_clean(cid)
+
+
 def test_run_tty(shim: Shim, cid: str) -> None:
     out, rc = run_in_pty(shim.run_argv(cid, "sh", "-c", "tty; test -t 0 && test -t 1 && echo both-ttys; exit 5",
                                        flags=("--rm", "-t")))

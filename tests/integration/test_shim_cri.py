@@ -4,8 +4,10 @@ sandbox (pause) and its containers share one shim (grouped by ``io.kubernetes.cr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ pytestmark = [
 pb = pytest.importorskip("inclavare.testing.cri.api_pb2", reason="grpcio/protobuf are not installed")
 
 HANDLER = "rune-shim"
+OPTS_HANDLER = "rune-shim-opts"  # its options: ConfigPath = BASE/rune-shim-opts.toml (runc's option names)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,12 @@ def ctrd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from inclavare.testing.cri.pause import PauseBuildError
 
     base = tmp_path_factory.mktemp("shimcri")
-    c = CriContainerd(str(base / "c"), {HANDLER: RuntimeHandler.rune_shim()})
+    # containerd 1.6's CRI sends a non-runc runtime_type runtimeoptions.v1.Options: runc's keys reach the shim
+    # through the TOML file ConfigPath names (read by every start of a shim, so a test rewrites it)
+    opts_toml = str(base / "rune-shim-opts.toml")
+    c = CriContainerd(str(base / "c"), {
+        HANDLER: RuntimeHandler.rune_shim(),
+        OPTS_HANDLER: RuntimeHandler(RuntimeHandler.rune_shim().runtime_type, {"ConfigPath": opts_toml})})
     c.install_rune_shim(str(base / "rune-shim-root"))
     try:
         try:
@@ -163,3 +171,98 @@ def test_pod_with_a_sim_enclave_container(env: Any, pal_v2: str) -> None:
     env.stop_pod(pod.id)
     cri.remove_pod(pod.id)
     env.assert_nothing_left(HANDLER, [pod.id, cid])
+
+
+def _make_cgroup(path: str) -> list[str]:
+    """An empty cgroup ``path`` in every hierarchy (v1: each mounted hierarchy, cpuset seeded from its parent so
+    that tasks can join; v2: under the unified mount), as an administrator would make ShimCgroup's."""
+    from inclavare.linux.cgroups import detect_layout
+
+    layout = detect_layout()
+    mounts = sorted({h.mountpoint for h in layout.v1.values()}) if layout.mode != "v2" else \
+        [layout.unified.mountpoint]  # type: ignore[union-attr]
+    made = []
+    for m in mounts:
+        d = os.path.join(m, path.lstrip("/"))
+        os.makedirs(d, exist_ok=True)
+        made.append(d)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if os.path.exists(os.path.join(d, name)) and not Path(d, name).read_text().strip():
+                Path(d, name).write_text(Path(m, name).read_text())
+    return made
+
+
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup: hierarchy id -> path."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {line.split(":", 2)[0]: line.split(":", 2)[2] for line in lines}
+
+
+def test_handler_options_iouid_iogid_and_shim_cgroup(env: Any) -> None:
+    """runc's IoUid/IoGid and ShimCgroup for the rune shim, from the handler's options: the container's stdio pipes
+    (init and ExecSync) are made for IoUid:IoGid and its output still reaches the log; the pod's shim and the
+    processes it forked run in ShimCgroup; a ShimCgroup that does not exist fails RunPodSandbox, leaving nothing.
+
+    The pipes' owner as the container sees it: IoGid, and the uid of the process's user, because the runtime's
+    init then gives fds 0-2 to that user keeping their group (runc's fixStdioPermissions; with runc's shim the
+    same handler shows the same). IoUid is what lets a user-namespaced init do that chown at all."""
+    from inclavare.testing.cri.client import CriError
+
+    cgroup = "/rune-shim-test-" + hashlib.sha256(env.ctrd.base.encode()).hexdigest()[:8]
+    toml = Path(env.ctrd.base) / ".." / "rune-shim-opts.toml"
+    dirs = _make_cgroup(cgroup)
+    try:
+        toml.write_text(f'IoUid = 1000\nIoGid = 1001\nShimCgroup = "{cgroup}"\n')
+        pod = env.run_pod(OPTS_HANDLER)
+        cid = env.container(pod, "echo started; exec sleep 1000")
+        env.wait_state(cid, pb.CONTAINER_RUNNING)
+        pid = env.cri.container_info(cid)["pid"]
+        for fd in (1, 2):
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            assert (stat.S_ISFIFO(st.st_mode), st.st_uid, st.st_gid) == (True, 0, 1001)  # root's process
+        assert env.cri.exec_sync(cid, ["stat", "-L", "-c", "%u:%g", "/proc/self/fd/1"]) == (0, b"0:1001\n", b"")
+        log = Path(env.ctrd.log_root) / pod.config.metadata.uid / "c.log"
+        deadline = time.monotonic() + 10
+        while "started" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [line.split(" ", 3)[1:] for line in log.read_text().splitlines()] == [["stdout", "F", "started"]]
+        # the shim is the container's parent (its subreaper); it and its fork server are in ShimCgroup
+        shim = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert Path(f"/proc/{shim}/comm").read_text().strip() == "rune-shim"
+        forked = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_of(int(p)) == shim
+                  and Path(f"/proc/{p}/comm").read_text().strip() == "rune-shim"]
+        assert forked  # the fork server
+        for p in (shim, *forked):
+            paths = _cgroups_of(p)
+            joined = [path for hid, path in paths.items() if hid != "0"] if len(paths) > 1 else [paths["0"]]
+            assert joined and set(joined) == {cgroup}, (p, paths)
+        env.stop_pod(pod.id)
+        env.cri.remove_pod(pod.id)
+        env.pods.clear()
+        env.assert_nothing_left(OPTS_HANDLER, [pod.id, cid])
+        # ShimCgroup missing: start fails as runc's shim's does, and no shim, socket or state is left
+        toml.write_text(f'ShimCgroup = "{cgroup}-missing"\n')
+        with pytest.raises(CriError, match=f"cgroup {cgroup}-missing"):
+            env.run_pod(OPTS_HANDLER)
+        env.assert_nothing_left(OPTS_HANDLER, [])
+        assert shim_pids(env.ctrd.address) == []
+    finally:
+        toml.write_text("")
+        env.cleanup()  # the pods first: their shims must be gone before the cgroups can be removed
+        deadline = time.monotonic() + 10
+        for d in dirs:  # an rmdir fails while any process is left in the cgroup
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -13,7 +13,9 @@ containerd runs it twice per container, always with ``-namespace NS -address SOC
   needs; see inclavare.shim.template) it does all that on this process's behalf, and this process only
   forwards the request and prints the answer; else this process does it (nothing here has started a thread,
   so its fork is safe; the resident shim forks its fork server before starting any) and execs a template for
-  the next start.
+  the next start. With ``Options.ShimCgroup`` the new shim joins that cgroup before it forks anything, and
+  ``start`` fails (the shim gone, its socket removed) when it cannot, as runc's shim does (see
+  inclavare.shim.shimcgroup).
 - ``delete``: after the shim went away (containerd runs it whenever its connection to a task's shim
   closes): force-delete the container through the runtime library if its state is still there, unmount
   ``BUNDLE/rootfs``, drop a dead shim's socket, and write a ``DeleteResponse`` on stdout: the one the shim

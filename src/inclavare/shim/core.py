@@ -56,6 +56,7 @@ class _Container:
         self.lock = threading.Lock()
         self.host_pid_ns = False
         self.rootfs_mounted = False
+        self.io_owner: tuple[int, int] | None = None  # IoUid/IoGid of every process's pipes (init and exec)
 
 
 def _check_terminal(bundle: str, terminal: bool) -> None:
@@ -187,7 +188,7 @@ class ShimCore:
 
     # ------------------------------------------------------------------ stdio
 
-    def _open_io(self, cid: str, p: _Process) -> ProcessIO:
+    def _open_io(self, c: _Container, p: _Process) -> ProcessIO:
         def start_logger(spec: LoggerSpec, fds: dict[str, int]) -> int:
             with self.supervisor.watch() as w:
                 res = self.forkserver.call("logger", {"path": spec.path, "args": spec.args, "env": spec.env},
@@ -195,7 +196,7 @@ class ShimCore:
                 p.logger = self.supervisor.adopt(int(res["pid"]), w)
             return int(res["pid"])
 
-        return ProcessIO.open(p.stdio, cid, self.namespace, start_logger)
+        return ProcessIO.open(p.stdio, c.cid, self.namespace, start_logger, io_owner=c.io_owner)
 
     def _close_io(self, p: _Process) -> None:
         if p.io is not None:
@@ -219,7 +220,8 @@ class ShimCore:
     def create(self, cid: str, bundle: str, stdio: Stdio, options: dict[str, Any] | None = None,
                rootfs: list[dict[str, Any]] | None = None) -> int:
         """Create container ``cid`` from ``bundle`` (its init waits for :meth:`start`); returns the init's pid.
-        ``options``: no_pivot, no_new_keyring (runc's Options). ``rootfs``: the request's mounts
+        ``options``: no_pivot, no_new_keyring, io_uid, io_gid (runc's Options; the ids own the pipes of the
+        container's processes, exec'd ones too, as runc's shim does). ``rootfs``: the request's mounts
         (``{"type", "source", "options"}``), mounted on BUNDLE/rootfs now and unmounted at delete."""
         from inclavare.formats import oci
 
@@ -228,8 +230,11 @@ class ShimCore:
         except InclavareError as e:
             raise ShimError(str(e), "invalid_argument") from None
         _check_terminal(bundle, stdio.terminal)
+        opts = options or {}
         p = _Process(cid, "", stdio)
         c = _Container(cid, bundle, p)
+        if opts.get("io_uid") or opts.get("io_gid"):
+            c.io_owner = (int(opts.get("io_uid") or 0), int(opts.get("io_gid") or 0))
         with self._lock:
             if cid in self._containers:
                 raise ShimError(f"container {cid}: already exists", "already_exists")
@@ -240,8 +245,7 @@ class ShimCore:
 
                 mount_all(rootfs, os.path.join(bundle, "rootfs"))
                 c.rootfs_mounted = True
-            p.io = self._open_io(cid, p)
-            opts = options or {}
+            p.io = self._open_io(c, p)
             with self.supervisor.watch() as w:
                 try:
                     res = self.forkserver.call("create", {
@@ -315,7 +319,7 @@ class ShimCore:
                 raise ShimError(f"container {cid}: cannot exec in a stopped container", "failed_precondition")
             p.started = True
         try:
-            p.io = self._open_io(cid, p)
+            p.io = self._open_io(c, p)
             with self.supervisor.watch() as w:
                 try:
                     res = self.forkserver.call("exec", {"id": cid, "process": p.spec}, p.io.child)

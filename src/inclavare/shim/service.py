@@ -69,37 +69,111 @@ def _json_any(value: any_pb2.Any, what: str) -> Any:
         raise ShimError(f"{what}: not JSON ({value.type_url}): {e}", "invalid_argument") from None
 
 
+RUNTIMEOPTIONS_TYPE = "runtimeoptions.v1.Options"
+
+
 def parse_options(value: any_pb2.Any | None) -> oci_pb2.Options:
     """containerd.runc.v1.Options from the Any containerd sends (Create's options, start's stdin); an absent
-    or empty Any is the defaults. Anything we cannot honour is refused with the option's name."""
+    or empty Any is the defaults. CRI's generic ``runtimeoptions.v1.Options`` (what containerd sends a shim
+    that is not runc's) carries the same options as TOML: see :func:`options_from_runtimeoptions`. Anything
+    we cannot honour is refused with the option's name."""
     opts = oci_pb2.Options()
     if value is None or (not value.type_url and not value.value):
         return opts
     name = value.type_url.rsplit("/", 1)[-1]
-    if name != OPTIONS_TYPE:
-        if name == "runtimeoptions.v1.Options" and not value.value:
-            return opts  # CRI's generic options with no ConfigPath
+    if name == RUNTIMEOPTIONS_TYPE:
+        if not value.value:
+            return opts  # CRI's generic options with nothing in them
+        opts = options_from_runtimeoptions(value.value)
+    elif name != OPTIONS_TYPE:
         raise ShimError(f"runtime options: type {value.type_url!r} is not supported by the rune shim "
                         f"(it reads {OPTIONS_TYPE})", "invalid_argument")
-    try:
-        opts.ParseFromString(value.value)
-    except DecodeError as e:
-        raise ShimError(f"runtime options: undecodable {OPTIONS_TYPE}: {e}", "invalid_argument") from None
+    else:
+        try:
+            opts.ParseFromString(value.value)
+        except DecodeError as e:
+            raise ShimError(f"runtime options: undecodable {OPTIONS_TYPE}: {e}", "invalid_argument") from None
     check_options(opts)
     return opts
 
 
+def options_from_runtimeoptions(data: bytes) -> oci_pb2.Options:
+    """runc's Options out of CRI's generic options. containerd's CRI plugin sends ``runtimeoptions.v1.Options``
+    to every runtime_type but runc's, dropping the handler's runc keys: 1.6 passes ``ConfigPath`` (a TOML
+    file, also ``ctr run --runtime-config-path``), 1.7 and later the handler's whole options table as TOML in
+    ``ConfigBody`` when there is no path. The TOML's keys are runc's option names as in a runc handler's table
+    (``IoUid = 1000``, ``ShimCgroup = "/rune-shim"``); ``TypeUrl`` may name containerd.runc.v1.Options."""
+    from inclavare.shim.proto.runtimeoptions import api_pb2
+
+    ro = api_pb2.Options()
+    try:
+        ro.ParseFromString(data)
+    except DecodeError as e:
+        raise ShimError(f"runtime options: undecodable {RUNTIMEOPTIONS_TYPE}: {e}", "invalid_argument") from None
+    if ro.type_url and ro.type_url.rsplit("/", 1)[-1] != OPTIONS_TYPE:
+        raise ShimError(f"runtime options: TypeUrl {ro.type_url!r}: the rune shim reads {OPTIONS_TYPE} "
+                        "(runc's option names)", "invalid_argument")
+    if ro.config_path:
+        where = f"ConfigPath {ro.config_path}"
+        try:
+            with open(ro.config_path, "rb") as f:
+                text = f.read()
+        except OSError as e:
+            raise ShimError(f"runtime options: {where}: {e.strerror}", "invalid_argument") from None
+    elif ro.config_body:
+        where, text = "ConfigBody", ro.config_body
+    else:
+        return oci_pb2.Options()
+    return options_from_toml(text, where)
+
+
+def options_from_toml(text: bytes, where: str) -> oci_pb2.Options:
+    """containerd.runc.v1.Options from a TOML document of runc's option names (their Go names, any case, as
+    containerd's TOML decoding matches them). Unknown names and wrong types are refused, naming the key."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(text.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ShimError(f"runtime options: {where}: not TOML: {e}", "invalid_argument") from None
+    fields = {f.name.replace("_", ""): f for f in oci_pb2.Options.DESCRIPTOR.fields}  # ioUid -> io_uid
+    opts = oci_pb2.Options()
+    for key, value in doc.items():
+        if key in ("TypeUrl", "ConfigPath"):  # containerd 1.7 puts the handler's whole table in ConfigBody
+            continue
+        f = fields.get(key.lower())
+        if f is None:
+            raise ShimError(f"runtime options: {where}: unknown option {key!r} (runc's option names are "
+                            f"{', '.join(_go_name(x) for x in oci_pb2.Options.DESCRIPTOR.fields)})",
+                            "invalid_argument")
+        want = {f.TYPE_BOOL: bool, f.TYPE_STRING: str, f.TYPE_UINT32: int}[f.type]
+        if type(value) is not want or (isinstance(value, int) and not 0 <= value <= 0xFFFFFFFF):
+            kind = {bool: "true or false", str: "a string", int: "an integer 0..4294967295"}[want]
+            raise ShimError(f"runtime options: {where}: {key} = {value!r}: want {kind}", "invalid_argument")
+        setattr(opts, f.name, value)
+    return opts
+
+
+def _go_name(field: Any) -> str:
+    return "".join(part.capitalize() for part in field.name.split("_"))
+
+
+NO_ID = 0xFFFFFFFF  # (uid_t)-1: chown's "leave unchanged", never a real owner
+
+
 def check_options(opts: oci_pb2.Options) -> None:
-    """Refuse the runc options the rune shim cannot honour, naming them."""
+    """Refuse the runc options the rune shim cannot honour, naming them. Honoured: Root, NoPivotRoot,
+    NoNewKeyring, IoUid/IoGid (the owner of the processes' stdio pipes), ShimCgroup (joined at ``start``);
+    BinaryName only when it names rune; CriuPath is irrelevant (checkpoints are refused at Checkpoint)."""
     if opts.binary_name and os.path.basename(opts.binary_name) != "rune":
         raise ShimError(f"runtime options: BinaryName {opts.binary_name!r}: the rune shim runs containers with "
                         "the rune runtime library in-process and execs no runtime binary", "invalid_argument")
     if opts.systemd_cgroup:
-        raise ShimError("runtime options: SystemdCgroup: the systemd cgroup driver is not supported by rune",
-                        "invalid_argument")
-    if opts.io_uid or opts.io_gid:
-        raise ShimError(f"runtime options: IoUid/IoGid ({opts.io_uid}/{opts.io_gid}): stdio owned by another user "
-                        "is not supported by the rune shim yet", "invalid_argument")
+        raise ShimError("runtime options: SystemdCgroup: the systemd cgroup driver is not supported by rune "
+                        "(set SystemdCgroup = false and use the cgroupfs driver)", "invalid_argument")
+    for name, value in (("IoUid", opts.io_uid), ("IoGid", opts.io_gid)):
+        if value == NO_ID:
+            raise ShimError(f"runtime options: {name} {value}: not a valid id ((uid_t)-1)", "invalid_argument")
     if opts.criu_image_path or opts.criu_work_path:
         raise ShimError("runtime options: CriuImagePath/CriuWorkPath: checkpoint and restore are not supported",
                         "invalid_argument")
@@ -181,7 +255,8 @@ class TaskService:
         rootfs = [{"type": m.type, "source": m.source, "options": list(m.options)} for m in req.rootfs]
         stdio = Stdio(req.stdin, req.stdout, req.stderr, req.terminal)
         pid = self.core.create(req.id, req.bundle, stdio,
-                               options={"no_pivot": opts.no_pivot_root, "no_new_keyring": opts.no_new_keyring},
+                               options={"no_pivot": opts.no_pivot_root, "no_new_keyring": opts.no_new_keyring,
+                                        "io_uid": opts.io_uid, "io_gid": opts.io_gid},
                                rootfs=rootfs)
         self._send(ev.TaskCreate(container_id=req.id, bundle=req.bundle, rootfs=req.rootfs,
                                  io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,

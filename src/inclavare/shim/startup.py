@@ -139,18 +139,26 @@ def read_options(data: bytes) -> "Any":
     return parse_options(value)
 
 
-def state_root(options: bytes, namespace: str, default: str) -> str:
-    """The state root of the namespace: Options.Root from start's stdin, else ``default``."""
+def start_options(options: bytes, namespace: str, default: str) -> "tuple[str, str]":
+    """From start's stdin options: the state root of the namespace (Options.Root, else ``default``) and the
+    ShimCgroup to join ("" for none)."""
     if not options:
-        return os.path.join(default, namespace)
-    from inclavare.errors import ShimError
-    from inclavare.shim.service import state_root as root_of
+        return os.path.join(default, namespace), ""
+    from inclavare.errors import CgroupError, ShimError
+    from inclavare.shim.service import state_root
 
     try:
         opts = read_options(options)
     except ShimError as e:
         raise ValueError(str(e)) from None
-    return root_of(opts, namespace, default)
+    if opts.shim_cgroup:
+        from inclavare.shim.shimcgroup import check_path
+
+        try:
+            check_path(opts.shim_cgroup)
+        except CgroupError as e:
+            raise ValueError(f"runtime options: {e}") from None
+    return state_root(opts, namespace, default), opts.shim_cgroup
 
 
 def adjust_oom_score(pid: int, containerd_pid: int) -> None:
@@ -175,7 +183,7 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
         raise ValueError("start: -id is required")
     address = socket_address(flags["address"], ns, group_of(bundle, cid))
     path = address[len("unix://"):]
-    root = state_root(options, ns, default_root(env))
+    root, shim_cgroup = start_options(options, ns, default_root(env))
     write_file(os.path.join(bundle, ROOT_FILE), root)
     sock = bind_unix(path)
     if sock is None:  # the group's shim is alive: it serves this container too
@@ -183,6 +191,7 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
         return address, 0
     try:
         write_file(os.path.join(bundle, "address"), address)
+        report_r, report_w = os.pipe() if shim_cgroup else (-1, -1)
         pid = os.fork()
     except BaseException:
         sock.close()
@@ -192,10 +201,31 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
         code = 1
         try:
             in_child()
+            if shim_cgroup:  # before anything is forked: all the shim's processes are to be in it
+                from inclavare.shim.shimcgroup import join_and_report
+
+                os.close(report_r)
+                if not join_and_report(shim_cgroup, report_w):
+                    os._exit(1)
             code = become_shim(sock, path, ns, root, bundle, bool(flags["debug"]), env)
         finally:
             os._exit(code)
     sock.close()
+    if shim_cgroup:
+        from inclavare.shim.shimcgroup import await_report
+
+        os.close(report_w)
+        why = await_report(report_r)
+        if why:  # the shim exits by itself; as runc's shim: no shim, no socket, one line
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise ValueError(why)
     adjust_oom_score(pid, containerd_pid)
     return address, pid
 

@@ -14,6 +14,9 @@ This follows containerd's pkg/process io.go (the runc v2 shim):
 - file: pipes, copied to the file (O_APPEND, created 0644 with its directories).
 - terminal: the process's pty master comes back through the console socket; master -> stdout (FIFO, file
   or the logger's stdout pipe) and stdin FIFO -> master are copied; ResizePty sets the window size.
+- IoUid/IoGid (runc's Options): the pipes made for a FIFO or file:// process are owned by that user and
+  group (fchown of the process's end, as go-runc's NewPipeIO), so a process in a user namespace can reopen
+  them (``/dev/stdout``, ``/proc/self/fd/1``). As with runc's shim, a logger's pipes and a terminal are not.
 
 Copy threads wait in poll() on their source and on a stop pipe, so closing a process's IO never hangs on
 a blocked read. Nothing here blocks the caller.
@@ -171,8 +174,9 @@ class ProcessIO:
     (names as the fork server takes them: stdin, stdout, stderr, console); call :meth:`handed` once the
     process holds them, then :meth:`attach` (terminal: with the pty master's socket) to start copying."""
 
-    def __init__(self, stdio: Stdio) -> None:
+    def __init__(self, stdio: Stdio, io_owner: tuple[int, int] | None = None) -> None:
         self.stdio = stdio
+        self.io_owner = io_owner
         self.child: dict[str, int] = {}
         self.logger_pid = 0
         self._closers: list[int] = []  # ours, closed by close()
@@ -191,10 +195,12 @@ class ProcessIO:
 
     @classmethod
     def open(cls, stdio: Stdio, cid: str, namespace: str,
-             start_logger: Callable[[LoggerSpec, dict[str, int]], int]) -> ProcessIO:
+             start_logger: Callable[[LoggerSpec, dict[str, int]], int],
+             io_owner: tuple[int, int] | None = None) -> ProcessIO:
         """Open everything ``stdio`` names; ``start_logger(spec, fds)`` starts a binary:// logger with
-        the fds logout/logerr/logready and returns its pid."""
-        pio = cls(stdio)
+        the fds logout/logerr/logready and returns its pid. ``io_owner``: (IoUid, IoGid) for the process's
+        pipes (None: the shim's own user)."""
+        pio = cls(stdio, io_owner)
         try:
             pio._open(cid, namespace, start_logger)
         except BaseException:
@@ -270,6 +276,14 @@ class ProcessIO:
                 self.child["stdin"] = r
                 self._stdin_pipe = w
                 self._plan.append(("stdin", rd, w, True))
+        if self.io_owner is not None and scheme != "binary" and not s.terminal:
+            # the pipes made above (all registered for close() already); either end names the one inode
+            uid, gid = self.io_owner
+            for name, fd in self.child.items():
+                try:
+                    os.fchown(fd, uid, gid)
+                except OSError as e:
+                    raise ShimError(f"{name} pipe: chown to IoUid/IoGid {uid}:{gid}: {e.strerror}") from None
 
     def _await_ready(self, ready_r: int, path: str) -> None:
         poller = select.poll()

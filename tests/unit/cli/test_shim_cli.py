@@ -160,6 +160,28 @@ def test_start_refuses_bad_options_with_one_line(tmp_path: Path, sockdir: str, m
     assert "undecodable google.protobuf.Any" in capsys.readouterr().err
 
 
+def test_start_fails_when_the_shim_cannot_join_its_shim_cgroup(tmp_path: Path, sockdir: str,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """As runc's shim: a ShimCgroup the new shim cannot join fails start with one line, and neither the shim
+    nor its socket stays (the forked shim exits at its join; start reaps it and removes the socket)."""
+    bundle = _bundle(tmp_path / "b5", None)
+    monkeypatch.chdir(bundle)
+    monkeypatch.setenv("RUNE_SHIM_ROOT", str(tmp_path / "root"))
+    missing = f"/rune-shim-test-missing-{os.getpid()}"
+    for cgroup, words in ((missing, "io.containerd.rune.v2: failed to "),
+                          ("rune-shim", "io.containerd.rune.v2: runtime options: ShimCgroup 'rune-shim': want an")):
+        opts = any_pb2.Any(type_url="containerd.runc.v1.Options",
+                           value=oci_pb2.Options(shim_cgroup=cgroup).SerializeToString())
+        _stdin(monkeypatch, opts.SerializeToString())
+        assert cli.main([*BASE, "-id", "c5", "start"]) == 1
+        out = capsys.readouterr()
+        assert out.out == "" and out.err.startswith(words) and "\n" not in out.err, out.err
+        if cgroup == missing:
+            assert f"cgroup {missing}" in out.err
+        assert os.listdir(sockdir) == []
+
+
 def _delete(bundle: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> shim_pb2.DeleteResponse:
     before = time.time()
     assert cli.main([*BASE, "-id", "c5", "-bundle", str(bundle), "delete"]) == 0

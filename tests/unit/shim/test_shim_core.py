@@ -369,6 +369,64 @@ def test_file_uri_and_bad_stdio(tmp_path: Path) -> None:
     pio.close()
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_io_owner_gives_the_fifo_and_file_pipes_to_iouid_iogid(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """runc's IoUid/IoGid: every pipe the process gets for FIFO or file:// stdio is chowned (its own end, as
+    go-runc's NewPipeIO); a binary:// logger's pipes and a terminal are not, as with runc's shim."""
+    import errno
+
+    real_fchown = os.fchown
+    calls: list[tuple[int, int, int]] = []
+
+    def fchown(fd: int, uid: int, gid: int) -> None:
+        calls.append((os.fstat(fd).st_ino, uid, gid))
+        if os.geteuid() == 0:
+            real_fchown(fd, uid, gid)
+
+    monkeypatch.setattr(os, "fchown", fchown)
+    paths = {n: _fifo(tmp_path / n) for n in ("in", "out", "err")}
+    readers = [os.open(paths[n], os.O_RDONLY | os.O_NONBLOCK) for n in ("out", "err")]
+    pio = ProcessIO.open(Stdio(paths["in"], paths["out"], paths["err"]), "c", "ns", _no_logger,
+                         io_owner=(1000, 1001))
+    assert sorted(calls) == sorted((os.fstat(fd).st_ino, 1000, 1001) for fd in pio.child.values())
+    assert len(calls) == 3
+    if os.geteuid() == 0:
+        assert {(os.fstat(fd).st_uid, os.fstat(fd).st_gid) for fd in pio.child.values()} == {(1000, 1001)}
+    pio.handed()
+    pio.close()
+    calls.clear()
+    pio = ProcessIO.open(Stdio("", f"file://{tmp_path}/log", "", False), "c", "ns", _no_logger, io_owner=(7, 0))
+    assert sorted(calls) == sorted((os.fstat(fd).st_ino, 7, 0) for fd in pio.child.values())
+    assert sorted(pio.child) == ["stderr", "stdout"]
+    pio.handed()
+    pio.close()
+    calls.clear()
+    # not chowned: no owner asked for, a terminal, a logger's pipes (which the logger reads)
+    for stdio, owner in ((Stdio(paths["in"], paths["out"], paths["err"]), None),
+                         (Stdio(paths["in"], paths["out"], "", True), (1000, 1000)),
+                         (Stdio("", f"binary://{tmp_path}/logger", "", False), (1000, 1000))):
+        pio = ProcessIO.open(stdio, "c", "ns", lambda spec, fds: 4242, io_owner=owner)
+        assert pio.child
+        pio.handed()
+        pio.close()
+    assert calls == []
+    # a chown that fails: one error naming the stream and the ids, nothing of ours left open
+    def refuse(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchown", refuse)
+    before = _open_fds()
+    with pytest.raises(ShimError, match=r"^stdout pipe: chown to IoUid/IoGid 1000:1000: Operation not permitted$"):
+        ProcessIO.open(Stdio("", paths["out"], paths["err"]), "c", "ns", _no_logger, io_owner=(1000, 1000))
+    assert _open_fds() == before
+    for fd in readers:
+        os.close(fd)
+
+
 def test_terminal_master_from_the_console_socket_with_resize(tmp_path: Path) -> None:
     out = _fifo(tmp_path / "out")
     reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)

@@ -25,6 +25,7 @@ from inclavare.shim.proto.events import task_pb2 as events_pb2
 from inclavare.shim.proto.events import ttrpc_pb2 as events_ttrpc_pb2
 from inclavare.shim.proto.rpc import status_pb2
 from inclavare.shim.proto.runc import oci_pb2
+from inclavare.shim.proto.runtimeoptions import api_pb2 as runtimeoptions_pb2
 from inclavare.shim.proto.task import shim_pb2
 from inclavare.shim.proto.ttrpc import request_pb2
 from inclavare.shim.proto.types import mount_pb2
@@ -55,7 +56,7 @@ UPSTREAM = {
 def test_generated_code_is_current(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools is not installed")
     protos = sorted(PROTO_DIR.glob("*/*.proto"))
-    assert len(protos) == 10
+    assert len(protos) == 11
     copies = []
     for p in protos:
         dest = tmp_path / p.relative_to(SRC)
@@ -66,7 +67,7 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
                         f"--pyi_out={tmp_path}", *copies], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     generated = sorted(tmp_path.rglob("*_pb2.py*"))
-    assert len(generated) == 20
+    assert len(generated) == 22
     for g in generated:
         ours = SRC / g.relative_to(tmp_path)
         assert ours.exists() and ours.read_text() == g.read_text(), \
@@ -130,6 +131,23 @@ def test_messages_match_the_descriptors_compiled_into_containerd(module: object)
         {e.name: [(v.name, v.number) for v in e.value] for e in theirs_fd.enum_type}
     assert {s.name: [(x.name, x.input_type, x.output_type) for x in s.method] for s in ours_fd.service} == \
         {s.name: [(x.name, x.input_type, x.output_type) for x in s.method] for s in theirs_fd.service}
+
+
+def test_runtimeoptions_match_containerds_with_17s_config_body() -> None:
+    """runtimeoptions.v1 is registered by containerd itself (its CRI plugin), not by the runc shim: compared with
+    the daemon's descriptor; containerd 1.6 lacks config_body = 3 (bytes), which 1.7 added."""
+    daemon = os.environ.get("CONTAINERD", shutil.which("containerd") or "/usr/bin/containerd")
+    if not os.path.exists(daemon):
+        pytest.skip(f"{daemon} is not installed (Debian package containerd)")
+    theirs_fd = _descriptors_in(daemon).get(_CTRD + "pkg/runtimeoptions/v1/api.proto")
+    assert theirs_fd is not None
+    ours_fd = descriptor_pb2.FileDescriptorProto()
+    runtimeoptions_pb2.DESCRIPTOR.CopyToProto(ours_fd)
+    assert ours_fd.package == theirs_fd.package == "runtimeoptions.v1"
+    ours, theirs = _fields(_messages(ours_fd)["Options"]), _fields(_messages(theirs_fd)["Options"])
+    fdp = descriptor_pb2.FieldDescriptorProto
+    bytes_field = (3, fdp.TYPE_BYTES, fdp.LABEL_OPTIONAL, "")
+    assert ours == {**theirs, "config_body": bytes_field} or ours == theirs
 
 
 # ---------------------------------------------------------------------------------------------- wire details

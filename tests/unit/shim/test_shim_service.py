@@ -17,6 +17,7 @@ from inclavare.shim.metrics import metrics_any, metrics_v1, metrics_v2
 from inclavare.shim.proto.cgroups import v1_metrics_pb2, v2_metrics_pb2
 from inclavare.shim.proto.events import task_pb2 as ev
 from inclavare.shim.proto.runc import oci_pb2
+from inclavare.shim.proto.runtimeoptions import api_pb2 as runtimeoptions_pb2
 from inclavare.shim.proto.task import shim_pb2
 from inclavare.shim.proto.types import mount_pb2
 from inclavare.shim.proto.types import task_pb2 as types_pb2
@@ -137,7 +138,7 @@ def _any(type_url: str, value: bytes) -> any_pb2.Any:
 
 
 def test_create_passes_stdio_rootfs_and_options_and_publishes(rig: Rig) -> None:
-    opts = oci_pb2.Options(no_pivot_root=True, no_new_keyring=True)
+    opts = oci_pb2.Options(no_pivot_root=True, no_new_keyring=True, io_uid=1000, io_gid=1001)
     req = shim_pb2.CreateTaskRequest(
         id="c1", bundle="/b", stdin="/f/in", stdout="/f/out", stderr="/f/err", terminal=True,
         rootfs=[mount_pb2.Mount(type="overlay", source="overlay", options=["lowerdir=/l", "upperdir=/u"])],
@@ -146,7 +147,7 @@ def test_create_passes_stdio_rootfs_and_options_and_publishes(rig: Rig) -> None:
     _, cid, bundle, stdio, options, rootfs = rig.core.calls[0]
     assert (cid, bundle) == ("c1", "/b")
     assert stdio == Stdio("/f/in", "/f/out", "/f/err", True)
-    assert options == {"no_pivot": True, "no_new_keyring": True}
+    assert options == {"no_pivot": True, "no_new_keyring": True, "io_uid": 1000, "io_gid": 1001}
     assert rootfs == [{"type": "overlay", "source": "overlay", "options": ["lowerdir=/l", "upperdir=/u"]}]
     (e,) = rig.events
     assert isinstance(e, ev.TaskCreate)
@@ -320,9 +321,10 @@ def test_options_absent_or_empty_are_defaults() -> None:
 
 
 def test_options_understood() -> None:
-    o = oci_pb2.Options(root="/r", binary_name="/usr/local/bin/rune", no_pivot_root=True, shim_cgroup="/x")
+    o = oci_pb2.Options(root="/r", binary_name="/usr/local/bin/rune", no_pivot_root=True, shim_cgroup="/x",
+                        io_uid=1000, io_gid=1000)
     got = parse_options(_any("containerd.runc.v1.Options", o.SerializeToString()))
-    assert (got.root, got.no_pivot_root) == ("/r", True)
+    assert (got.root, got.no_pivot_root, got.shim_cgroup, got.io_uid, got.io_gid) == ("/r", True, "/x", 1000, 1000)
     assert state_root(got, "k8s.io", "/run/containerd/rune") == "/r/k8s.io"
     assert state_root(oci_pb2.Options(), "k8s.io", "/run/containerd/rune") == "/run/containerd/rune/k8s.io"
 
@@ -330,8 +332,8 @@ def test_options_understood() -> None:
 @pytest.mark.parametrize(("opts", "words"), [
     (oci_pb2.Options(binary_name="/usr/bin/runc"), "BinaryName '/usr/bin/runc'"),
     (oci_pb2.Options(systemd_cgroup=True), "SystemdCgroup"),
-    (oci_pb2.Options(io_uid=1000), "IoUid/IoGid (1000/0)"),
-    (oci_pb2.Options(io_gid=5), "IoUid/IoGid (0/5)"),
+    (oci_pb2.Options(io_uid=0xFFFFFFFF), "IoUid 4294967295: not a valid id"),
+    (oci_pb2.Options(io_gid=0xFFFFFFFF), "IoGid 4294967295: not a valid id"),
     (oci_pb2.Options(criu_image_path="/x"), "CriuImagePath"),
 ])
 def test_options_refused_by_name(opts: oci_pb2.Options, words: str) -> None:
@@ -342,9 +344,48 @@ def test_options_refused_by_name(opts: oci_pb2.Options, words: str) -> None:
 
 def test_options_of_another_type_or_undecodable_are_refused() -> None:
     with pytest.raises(ShimError, match="is not supported by the rune shim"):
-        parse_options(_any("runtimeoptions.v1.Options", b"\x12\x05/etc/x"))
+        parse_options(_any("kata.v1.Options", b"\x12\x05/etc/x"))
     with pytest.raises(ShimError, match="undecodable containerd.runc.v1.Options"):
         parse_options(_any("containerd.runc.v1.Options", b"\xff\xff"))
+    with pytest.raises(ShimError, match="undecodable runtimeoptions.v1.Options"):
+        parse_options(_any("runtimeoptions.v1.Options", b"\xff\xff"))
+
+
+def _generic(**fields: Any) -> any_pb2.Any:
+    return _any("runtimeoptions.v1.Options", runtimeoptions_pb2.Options(**fields).SerializeToString())
+
+
+def test_generic_runtime_options_carry_runcs_names_as_toml(tmp_path: Any) -> None:
+    """What containerd's CRI sends a non-runc runtime_type: a ConfigPath (1.6, ctr --runtime-config-path) or the
+    handler's table as ConfigBody (1.7+); the TOML has runc's option names, as a runc handler's table."""
+    conf = tmp_path / "rune-shim.toml"
+    conf.write_text('IoUid = 1000\nIoGid = 1001\nShimCgroup = "/rune-shim"\nnopivotroot = true\nRoot = "/r"\n')
+    for opts in (parse_options(_generic(config_path=str(conf))),
+                 parse_options(_generic(type_url="containerd.runc.v1.Options", config_path=str(conf))),
+                 parse_options(_generic(config_body=b'TypeUrl = "io.containerd.runc.v1.Options"\n'
+                                                    + conf.read_bytes()))):
+        assert (opts.io_uid, opts.io_gid, opts.shim_cgroup, opts.no_pivot_root, opts.root) == \
+            (1000, 1001, "/rune-shim", True, "/r")
+    assert parse_options(_generic()) == oci_pb2.Options()
+
+
+@pytest.mark.parametrize(("fields", "toml", "words"), [
+    ({"type_url": "io.containerd.kata.v2.Options"}, "", "TypeUrl 'io.containerd.kata.v2.Options': the rune shim "
+                                                        "reads containerd.runc.v1.Options"),
+    ({"config_path": "/nonexistent/rune.toml"}, "", "ConfigPath /nonexistent/rune.toml: No such file or directory"),
+    ({}, "IoUid = ", "ConfigBody: not TOML"),
+    ({}, "Bogus = 1", "ConfigBody: unknown option 'Bogus' (runc's option names are NoPivotRoot, NoNewKeyring"),
+    ({}, 'IoUid = "1000"', "ConfigBody: IoUid = '1000': want an integer 0..4294967295"),
+    ({}, "IoGid = -1", "ConfigBody: IoGid = -1: want an integer"),
+    ({}, "NoPivotRoot = 1", "ConfigBody: NoPivotRoot = 1: want true or false"),
+    ({}, "SystemdCgroup = true", "SystemdCgroup: the systemd cgroup driver is not supported"),
+])
+def test_generic_runtime_options_refused_with_the_key(fields: dict[str, str], toml: str, words: str) -> None:
+    if toml:
+        fields = {**fields, "config_body": toml.encode()}  # type: ignore[dict-item]
+    with pytest.raises(ShimError, match="^runtime options: ") as e:
+        parse_options(_generic(**fields))
+    assert words in str(e.value) and "\n" not in str(e.value) and e.value.code == "invalid_argument"
 
 
 # ------------------------------------------------------------------------------------------ metrics

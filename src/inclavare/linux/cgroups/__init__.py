@@ -91,6 +91,7 @@ __all__ = [
     "current_layout",
     "default_device_rules",
     "detect_layout",
+    "forget_layout",
     "device_filter_program",
     "memory_swap_to_v2",
     "parse_mountinfo",
@@ -396,6 +397,12 @@ def current_layout() -> Layout:
     if _LAYOUT is None:
         _LAYOUT = detect_layout()
     return _LAYOUT
+
+
+def forget_layout() -> None:
+    """Drop the cached layout: the process moved to other cgroups, so its own paths (``own``) changed."""
+    global _LAYOUT
+    _LAYOUT = None
 
 
 # --------------------------------------------------------------------------------------------
