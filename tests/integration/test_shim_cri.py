@@ -156,7 +156,7 @@ def test_stop_container_that_ignores_sigterm(env: Any) -> None:
 def test_the_log_is_complete_when_the_container_is_exited(env: Any) -> None:
     """containerd 1.6's CRI learns of an exit from Wait or TaskExit, whichever comes first, and then closes its
     readers of the container's FIFOs: what it has not read by then never reaches the log (containerd's runc
-    shim lost the tail of this container's 108 KiB here in each of 7 runs). The rune shim answers Wait and
+    shim lost the tail of this container's 108 KiB here in each of 6 runs). The rune shim answers Wait and
     publishes TaskExit once the output is copied out and read from the FIFO, so a container that prints
     20,000 lines and exits has all of them in its log when ContainerStatus says EXITED. Four in a row."""
     cri = env.cri
