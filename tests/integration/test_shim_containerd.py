@@ -148,7 +148,9 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
     ctrd = PrivateContainerd(str(base / "c"), namespace=NAMESPACE)
     root = str(base / "rune-root")
     os.makedirs(ctrd.bin_dir, exist_ok=True)
-    write_shim_launcher(os.path.join(ctrd.bin_dir, "containerd-shim-rune-v2"), env={"RUNE_SHIM_ROOT": root})
+    # the simulated SGX platform (report key, QE) of sim enclaves: private, shared by the shims and `rune attest`
+    write_shim_launcher(os.path.join(ctrd.bin_dir, "containerd-shim-rune-v2"),
+                        env={"RUNE_SHIM_ROOT": root, "INCLAVARE_SIM_STATE_DIR": str(base / "sim-platform")})
     try:
         try:
             ctrd.start()
@@ -156,7 +158,9 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
             pytest.skip(f"private containerd does not start here: {e}")
         tar = build_image_tar(str(base / "busybox-oci.tar"), name=IMAGE)
         assert IMAGE in ctrd.import_image(tar)
-        yield Shim(ctrd, root)
+        shim = Shim(ctrd, root)
+        shim.sim_state_dir = str(base / "sim-platform")  # type: ignore[attr-defined]
+        yield shim
     finally:
         ctrd.stop()
 
@@ -385,6 +389,73 @@ def test_enclave_container_through_the_rune_shim(shim: Shim, cid: str, pal_v2: s
     assert shim.ctr("tasks", "exec", "--exec-id", "e2", cid, "sh", "-c", "exit 6").returncode == 6
     ok(shim.ctr("tasks", "kill", "-s", "TERM", cid))
     shim.wait_status(cid, "STOPPED")
+
+
+def test_rune_attest_on_an_enclave_container_the_shim_started(shim: Shim, cid: str, rune_bin: str,
+                                                             tmp_path: Path) -> None:
+    """`rune --root <shim root> attest` on a builtin:sim enclave container that `ctr run -d` started through the
+    shim: the REPORT carries the signed image's measurement and ISV fields and is MAC'd for the sim QE with the
+    platform's report key; with --isRA the sim QE quotes it. The shim and rune share the state root (the agent
+    socket is in the container's state dir) and the simulated platform."""
+    wasmtime = pytest.importorskip("wasmtime", reason="wasmtime (Python) is not installed")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from inclavare.enclave import image
+    from inclavare.formats.dcap import Quote3
+    from inclavare.formats.sgx import Report
+    from inclavare.sim.platform import SimPlatform
+    from inclavare.sim.report import EnclaveIdentity, ReportKey
+
+    key = rsa.generate_private_key(public_exponent=3, key_size=3072).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    spin = wasmtime.wat2wasm("""(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))""")
+    img = image.sign(image.build(spin, "wasm", image.EnclaveSettings(isvprodid=7, isvsvn=3)), key)
+    want = image.load(img)
+    enclave_dir = tmp_path / "enclave"
+    enclave_dir.mkdir()
+    (enclave_dir / "enclave.img").write_bytes(img)
+    flags = ("-d", "--env", "ENCLAVE_TYPE=sim", "--env", "ENCLAVE_RUNTIME_PATH=builtin:sim",
+             "--mount", f"type=bind,src={enclave_dir},dst=/enclave,options=rbind:ro")
+    ok(shim.run(cid, "spin", flags=flags))
+    pid = shim.wait_status(cid, "RUNNING")
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "init-runelet"
+    sim_dir = shim.sim_state_dir  # type: ignore[attr-defined]
+    env = dict(os.environ, INCLAVARE_SIM_STATE_DIR=sim_dir)
+    rune = [rune_bin, "--root", shim.state_dir]
+    # the local REPORT, for the platform's quoting enclave
+    rf = tmp_path / "report.bin"
+    p = subprocess.run([*rune, "attest", "--reportFile", str(rf), cid], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    raw = rf.read_bytes()
+    shown = json.loads(p.stdout)
+    assert len(raw) == 432 and shown["report"] == raw.hex()
+    body = Report.parse(raw).body
+    assert (body.mrenclave, body.mrsigner) == (want.mrenclave, want.mrsigner)
+    assert (body.isvprodid, body.isvsvn) == (7, 3)
+    assert (shown["mrenclave"], shown["mrsigner"]) == (want.mrenclave.hex(), want.mrsigner.hex())
+    qe = SimPlatform.open(sim_dir).qe_identity
+    report_key = ReportKey.load(sim_dir, create=False)
+    assert report_key.verify_report(raw, qe)  # made inside the shim's enclave, for the QE, with this platform
+    other = EnclaveIdentity(mrenclave=bytes(32), mrsigner=bytes(32), attributes=qe.attributes, miscselect=0,
+                            isvprodid=1, isvsvn=1)
+    assert not report_key.verify_report(raw, other)
+    # and a quote over a fresh REPORT of the same enclave
+    qf, rf2 = tmp_path / "quote.bin", tmp_path / "report2.bin"
+    p = subprocess.run([*rune, "attest", "--isRA", "--quote-type", "ecdsa", "--quoteFile", str(qf), "--reportFile",
+                        str(rf2), cid], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    quote = Quote3.parse(qf.read_bytes())
+    assert quote.report_body.pack() == rf2.read_bytes()[:384]
+    assert (quote.report_body.mrenclave, quote.report_body.isvprodid) == (want.mrenclave, 7)
+    assert json.loads(p.stdout)["quote"] == qf.read_bytes().hex()
+    # the shim still serves it: kill and delete leave nothing
+    ok(shim.ctr("tasks", "kill", "-s", "KILL", cid))
+    shim.wait_status(cid, "STOPPED")
+    ok(shim.ctr("tasks", "delete", cid))
+    ok(shim.ctr("containers", "delete", cid))
+    shim.assert_clean(cid)
 
 
 def test_socket_address_matches_containerds_runc_shim(shim: Shim, cid: str, rune_bin: str) -> None:

@@ -31,7 +31,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShimCore]:
     old = os.environ.get("INCLAVARE_SIM_STATE_DIR")
     os.environ["INCLAVARE_SIM_STATE_DIR"] = str(sim_dir)  # the fork server's workers inherit it
     c = ShimCore(str(tmp_path_factory.mktemp("shim") / "root"), namespace="shimtest", reap_orphans=False,
-                 allow_threads=True, on_exit=lambda *exit: EXITS.append(exit))
+                 allow_threads=True, on_exit=_listener)
     yield c
     for cid in c.ids():
         try:
@@ -51,6 +51,14 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShimCore]:
 
 
 EXITS: list[tuple[str, str, int, int, int]] = []  # what the core told its listener: (id, exec_id, pid, status, at)
+HOLD: dict[str, threading.Event] = {}  # container id -> the listener waits for this before taking its exit
+
+
+def _listener(*exit: object) -> None:
+    gate = HOLD.get(str(exit[0]))
+    if gate is not None:
+        gate.wait(30)
+    EXITS.append(exit)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -156,6 +164,31 @@ def test_a_process_that_fails_at_once_is_not_lost(core, cid, make_bundle):
     core.start(cid)
     assert core.wait(cid, timeout=30)[0] == 1
     core.delete(cid)
+
+
+def test_delete_returns_only_once_the_listener_has_the_exit(core, cid, make_bundle):
+    """The Task service publishes TaskExit from the listener and TaskDelete after delete: delete of an exited init
+    must not overtake its listener (the reaper records the exit first, then calls the listener)."""
+    gate = HOLD[cid] = threading.Event()
+    try:
+        core.create(cid, make_bundle(["true"]), Stdio())
+        core.start(cid)
+        deadline = time.monotonic() + 30
+        while core.state(cid)["status"] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert core.state(cid)["status"] == "stopped"  # reaped; the listener is held
+        result: list[tuple[int, int, int]] = []
+        t = threading.Thread(target=lambda: result.append(core.delete(cid)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not result  # delete waits for the listener
+        gate.set()
+        t.join(30)
+        assert result and result[0][1] == 0
+        assert [e[3] for e in EXITS if e[0] == cid] == [0]
+    finally:
+        gate.set()
+        HOLD.pop(cid, None)
 
 
 def test_exec_output_status_signal_and_pids(core, cid, make_bundle, tmp_path):

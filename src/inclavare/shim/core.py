@@ -156,15 +156,16 @@ class ShimCore:
                         e.proc is not None and e.exit is None and e is not p for e in c.execs.values()):
                     publish.append((c.init, c.init.pending))
             for q, qex in publish:
-                q.exited(qex)
+                q.exit, q.pending = qex, None  # done is set once the listener has it (see below)
         if not p.exec_id and c is not None and c.host_pid_ns:
             self._kill_all_quietly(p.cid)
-        if self._on_exit is not None:
-            for q, qex in publish:
+        for q, qex in publish:
+            if self._on_exit is not None:
                 try:
                     self._on_exit(q.cid, q.exec_id, q.pid, qex.status, qex.exited_at_ns)
                 except Exception:  # noqa: BLE001 - the listener's failure must not lose the exit
                     pass
+            q.done.set()  # only now: delete waits for done, so the listener has the exit before the delete
 
     def _kill_all_quietly(self, cid: str) -> None:
         """As runc's shim: an init in the host's pid namespace leaves its children to us; kill them."""
@@ -335,7 +336,7 @@ class ShimCore:
             p.io.attach()
         except BaseException:
             self._close_io(p)
-            if not p.done.is_set():
+            if not p.finished:
                 p.exited(Exit(255, time.time_ns()))
             raise
         return p.pid

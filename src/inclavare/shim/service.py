@@ -8,7 +8,8 @@ shim.
 
 Events go out through :class:`EventPublisher` in containerd's order. A process's exit can be reaped before
 its Start has been answered (``true`` exits at once); its TaskExit is then held until TaskStart /
-TaskExecStarted has been queued, as the runc shim does with its exit subscriptions.
+TaskExecStarted has been queued, as the runc shim does with its exit subscriptions. A TaskExit also waits
+(bounded) until the process's output has been copied out: CRI reads the container's log once it has the exit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +41,7 @@ TASK_SERVICE = shim_pb2.DESCRIPTOR.services_by_name["Task"]
 INLINE_METHODS = ("State", "Pids", "Connect", "ResizePty", "CloseIO")
 
 WAIT_DRAIN_SECONDS = 1.0  # Wait answers after the process's output is out, or after this long (a child holds it)
+EXIT_DRAIN_SECONDS = 1.0  # and TaskExit is published as late at most
 OOM_POLL_SECONDS = 2.0  # an OOM watcher re-checks that its container still exists this often
 OPTIONS_TYPE = oci_pb2.Options.DESCRIPTOR.full_name  # containerd.runc.v1.Options
 _STATUS = {"created": types_pb2.CREATED, "running": types_pb2.RUNNING, "stopped": types_pb2.STOPPED,
@@ -202,6 +205,15 @@ def write_deleted(bundle: str, resp: shim_pb2.DeleteResponse) -> None:
         log.warning("writing %s: %s", path, e)
 
 
+class _Exit:
+    """A TaskExit waiting for its process's output (``drained``) and for its Start to have been answered."""
+
+    __slots__ = ("key", "event", "drained")
+
+    def __init__(self, key: tuple[str, str], event: Message) -> None:
+        self.key, self.event, self.drained = key, event, False
+
+
 class Events:
     """Where the service's events go: ``publish(namespace, message)`` (an EventPublisher, or a test's list)."""
 
@@ -222,7 +234,7 @@ class TaskService:
         self.core: Any = None
         self._lock = threading.Lock()  # orders start/exit events
         self._starting: set[tuple[str, str]] = set()
-        self._held: dict[tuple[str, str], Message] = {}
+        self._exits: dict[str, deque[_Exit]] = {}  # per container, in the order the core reported them
         self.shutting_down = threading.Event()
 
     # ------------------------------------------------------------------ events
@@ -234,14 +246,52 @@ class TaskService:
             log.exception("publishing %s", event.DESCRIPTOR.name)
 
     def on_exit(self, cid: str, exec_id: str, pid: int, status: int, exited_at_ns: int) -> None:
-        """The core's exit listener: TaskExit, held while that process's Start is still being answered."""
+        """The core's exit listener (called on its reaper thread, so it must not block). The TaskExit goes
+        out once the process's output has been copied out (at most :data:`EXIT_DRAIN_SECONDS`), after the
+        process's Start has been answered, and after the container's earlier exits: a waiter thread does
+        the waiting when the output is still flowing, so other containers' events never wait for it."""
         event = ev.TaskExit(container_id=cid, id=exec_id or cid, pid=pid, exit_status=status,
                             exited_at=timestamp(exited_at_ns))
+        pending = _Exit((cid, exec_id), event)
         with self._lock:
-            if (cid, exec_id) in self._starting:
-                self._held[(cid, exec_id)] = event
-                return
-            self._send(event)
+            self._exits.setdefault(cid, deque()).append(pending)
+        if self._drain(cid, exec_id, 0.0):
+            self._drained(pending)
+            return
+        threading.Thread(target=self._wait_drain, args=(pending,), name=f"exit-{cid}", daemon=True).start()
+
+    def _drain(self, cid: str, exec_id: str, timeout: float) -> bool:
+        try:
+            return bool(self.core.drain(cid, exec_id, timeout))
+        except ShimError:
+            return True  # deleted meanwhile: its IO is closed, nothing more will come
+        except Exception:  # noqa: BLE001 - a failed drain must not lose the exit
+            log.exception("container %s: draining the output of %s", cid, exec_id or "the init")
+            return True
+
+    def _wait_drain(self, pending: _Exit) -> None:
+        self._drain(pending.key[0], pending.key[1], EXIT_DRAIN_SECONDS)
+        self._drained(pending)
+
+    def _drained(self, pending: _Exit) -> None:
+        with self._lock:
+            pending.drained = True
+            self._flush(pending.key[0])
+
+    def _flush(self, cid: str, upto: tuple[str, str] | None = None) -> None:
+        """Send the container's exits that are ready, in order (call with ``self._lock`` held). ``upto``
+        (Delete): send up to and including that process's exit whether drained or not: Delete closed its IO,
+        and containerd must have the exit before TaskDelete."""
+        q = self._exits.get(cid)
+        while q:
+            head = q[0]
+            forced = upto is not None and any(e.key == upto for e in q)
+            if head.key in self._starting or not (head.drained or forced):
+                break
+            q.popleft()
+            self._send(head.event)
+        if q is not None and not q:
+            del self._exits[cid]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -304,9 +354,7 @@ class TaskService:
                 self._starting.discard(key)
                 if event is not None:
                     self._send(event)
-                held = self._held.pop(key, None)
-                if held is not None:
-                    self._send(held)
+                self._flush(req.id)
         return shim_pb2.StartResponse(pid=pid)
 
     def Delete(self, ctx: CallContext, req: shim_pb2.DeleteRequest) -> shim_pb2.DeleteResponse:  # noqa: N802
@@ -317,6 +365,8 @@ class TaskService:
             except ShimError:
                 pass
         pid, status, exited_ns = self.core.delete(req.id, req.exec_id)
+        with self._lock:  # an exit still waiting for its output goes now, before TaskDelete and the answer
+            self._flush(req.id, upto=(req.id, req.exec_id))
         exited = timestamp(exited_ns)
         resp = shim_pb2.DeleteResponse(pid=pid, exit_status=status, exited_at=exited)
         if not req.exec_id:

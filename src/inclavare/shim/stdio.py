@@ -42,6 +42,7 @@ from inclavare.errors import ShimError
 CHUNK = 32768
 LOGGER_READY_TIMEOUT = 10.0  # seconds a binary:// logger may take to say it is ready
 FIFO_READER_WAIT = 10.0  # seconds an output FIFO waits for its client's reader at open (see _open_fifo)
+READER_STALL = 0.5  # seconds a client may read nothing of a finished stream's FIFO before we stop waiting for it
 
 
 class Stdio(NamedTuple):
@@ -355,8 +356,12 @@ class ProcessIO:
                 except OSError as e:
                     if e.errno == errno.EAGAIN:
                         continue
-                    break  # EIO: the pty's last slave closed
+                    if e.errno != errno.EIO:
+                        break
+                    data = b""  # EIO: the pty's last slave closed, the end of its output
                 if not data:
+                    if not isinstance(dst, _Shared):
+                        self._await_reader(fd)
                     break
                 try:
                     _write_all(fd, data)
@@ -369,6 +374,39 @@ class ProcessIO:
                 dst.release()
             else:
                 os.close(fd)
+
+    def _await_reader(self, fd: int) -> None:
+        """At the end of a stream into a FIFO (or a logger's pipe): wait until the client has read what is
+        still in it. Clients stop reading once they know of the exit (containerd's CRI closes its FIFO
+        readers when it handles the exit, ctr ends its copies), and what is left in the FIFO then is lost;
+        so Wait, TaskExit and delete, which wait for this copy to end, also wait for the client to have the
+        output. Gives up when close() stops the copies, or when the client has read nothing for
+        :data:`READER_STALL` seconds (a detached ``ctr run -d`` left no reader: nobody will read it)."""
+        import time
+
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return
+        except OSError:
+            return
+        poller = select.poll()
+        poller.register(self._stop_r, select.POLLIN)
+        delay, last, since = 1, -1, time.monotonic()
+        while True:
+            try:
+                left = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
+                return
+            if left <= 0:
+                return
+            now = time.monotonic()
+            if left != last:
+                last, since = left, now
+            elif now - since >= READER_STALL:
+                return
+            if poller.poll(delay):
+                return
+            delay = min(delay * 2, 20)
 
     def _copy_in(self, src: int, dst: int, close_dst: bool) -> None:
         try:

@@ -281,9 +281,9 @@ def test_fifo_stdio_copies_both_ways_and_close_io_ends_stdin(tmp_path: Path) -> 
     os.write(proc["stderr"], b"to err\n")
     for n in ("stdin", "stdout", "stderr"):
         os.close(proc[n])
-    assert pio.wait_copied(10)
     assert _read_until_eof(readers["out"]) == b"to out\n"
     assert _read_until_eof(readers["err"]) == b"to err\n"
+    assert pio.wait_copied(10)
     pio.close()
     for fd in readers.values():
         os.close(fd)
@@ -310,8 +310,8 @@ def test_fifo_output_waits_for_the_clients_reader(tmp_path: Path) -> None:
     pio.attach()
     os.write(proc, b"seen\n")
     os.close(proc)
-    assert pio.wait_copied(10)
     assert _read_until_eof(reader) == b"seen\n"
+    assert pio.wait_copied(10)
     os.close(reader)
     pio.close()
 
@@ -334,9 +334,52 @@ def test_wait_copied_waits_for_attach(tmp_path: Path) -> None:
     time.sleep(0.2)
     assert t.is_alive()  # nothing attached yet: not "copied"
     pio.attach()
+    assert _read_until_eof(reader) == b"quick\n"
     t.join(10)
     assert result == [True]
-    assert _read_until_eof(reader) == b"quick\n"
+    os.close(reader)
+    pio.close()
+
+
+def _finished_output(path: Path, data: bytes) -> tuple[ProcessIO, int]:
+    """A ProcessIO copying into the FIFO ``path`` (with a reader, returned) from a process that wrote
+    ``data`` and exited."""
+    out = _fifo(path)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    pio = ProcessIO.open(Stdio("", out, "", False), "c", "ns", _no_logger)
+    proc = os.dup(pio.child["stdout"])
+    pio.handed()
+    pio.attach()
+    os.write(proc, data)
+    os.close(proc)
+    return pio, reader
+
+
+def test_the_copy_ends_once_the_client_has_read_the_fifo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client stops reading once it knows of the exit (CRI closes its FIFO readers, ctr ends its copies):
+    what is left in the FIFO then is lost. So the copy (and wait_copied: Wait, TaskExit, delete) ends only
+    once the client has read it all, or when close() stops it, or when the client reads nothing for a while."""
+    from inclavare.shim import stdio
+
+    monkeypatch.setattr(stdio, "READER_STALL", 60.0)
+    pio, reader = _finished_output(tmp_path / "out", b"unread\n")
+    assert not pio.wait_copied(0.3)  # nobody read it: not copied out yet
+    assert os.read(reader, 100) == b"unread\n"
+    assert pio.wait_copied(10)
+    os.set_blocking(reader, True)
+    assert _read_until_eof(reader) == b""
+    os.close(reader)
+    pio.close()
+    # a client that never reads does not hold up close()
+    pio, reader = _finished_output(tmp_path / "out2", b"never read\n")
+    pio.close()
+    assert not any(t.is_alive() for t in pio._pumps)
+    os.close(reader)
+    # nor, for long, the copy: a client that reads nothing (a detached ctr run -d has gone) is given up on
+    monkeypatch.setattr(stdio, "READER_STALL", 0.1)
+    pio, reader = _finished_output(tmp_path / "out3", b"left behind\n")
+    assert pio.wait_copied(10)
+    assert os.read(reader, 100) == b"left behind\n"  # still there: we gave up waiting, we did not drop it
     os.close(reader)
     pio.close()
 
