@@ -65,7 +65,7 @@ install_launcher signature-server inclavare.cli.signature_server main
 install_launcher shelter inclavare.cli.shelter main
 install_launcher rats-tls-server inclavare.cli.rats_tls_server main
 install_launcher rats-tls-client inclavare.cli.rats_tls_client main
-install_launcher containerd-shim-rune-v2 inclavare.cli.shim main
+install_launcher containerd-shim-rune-v2 inclavare.cli.shim entry
 echo "setup: $(/usr/local/bin/rune --version | head -1) installed at /usr/local/bin/rune"
 
 # --- demo -----------------------------------------------------------------------------------------------

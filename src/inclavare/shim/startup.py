@@ -12,6 +12,7 @@ options when there are some (the template has it loaded already).
 """
 
 import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,16 +79,49 @@ def write_file(path: str, text: str) -> None:
     os.rename(tmp, path)
 
 
-def can_connect(path: str, kind: int = 1) -> bool:
-    """Whether something accepts connections on the unix socket ``path`` (``kind``: a socket type, default
-    SOCK_STREAM)."""
+PF_EXITING = 0x4  # /proc/PID/stat flags: the process is exiting
+RESET_WAIT = 0.05  # seconds a connection to a listener whose process is gone waits to be reset
+
+
+def _dying(pid: int) -> "bool | None":
+    """Whether process ``pid`` is dead or on its way out (zombie, or exiting); None when there is no such
+    process at all."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    try:
+        return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & PF_EXITING)
+    except (IndexError, ValueError):
+        return None
+
+
+def serves(path: str, kind: int = 1) -> bool:
+    """Whether a live process serves the unix socket ``path`` (``kind``: a socket type, default SOCK_STREAM).
+
+    Connecting is not enough: a killed server's listening socket is released after its connections (the
+    kernel closes its files in order and releases them last first), so for a moment after containerd saw the
+    shim hang up, connections are still accepted. The process that last called listen() on the socket (its
+    SO_PEERCRED; the resident shim listens again when it starts serving) must be alive and not exiting. When
+    that process is gone (the ``start`` that bound the socket for a shim that has not begun to serve yet), the
+    connection is live if nothing resets it within RESET_WAIT."""
     import _socket  # the C module: `socket` pulls in enum (~5 ms)
 
     s = _socket.socket(_socket.AF_UNIX, kind | _socket.SOCK_CLOEXEC)
     s.settimeout(1.0)
     try:
         s.connect(path)
-        return True
+        cred = s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        dying = _dying(int.from_bytes(cred[:4], sys.byteorder, signed=True))
+        if dying is not None:
+            return not dying
+        s.settimeout(RESET_WAIT)
+        try:
+            s.recv(1)  # nothing is ever sent first: data or EOF means no server, reset means a dead listener
+        except TimeoutError:
+            return True
+        return False
     except OSError:
         return False
     finally:
@@ -112,7 +146,7 @@ def bind_unix(path: str, kind: int = 1, backlog: int = 128) -> "Any":
             s.close()
             if e.errno != errno.EADDRINUSE:
                 raise
-            if can_connect(path, kind):
+            if serves(path, kind):
                 return None
             os.unlink(path)
             continue
