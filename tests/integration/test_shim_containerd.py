@@ -487,6 +487,58 @@ def test_shims_come_from_the_warm_template(shim: Shim, cid: str) -> None:
     assert ok(shim.ctr("tasks", "exec", "--exec-id", "e", cid, "echo", "served")) == "served\n"
 
 
+def _spares(shim: Shim) -> list[int]:
+    """The template's spare shims (comm rune-shim-spare, their parent the template)."""
+    from inclavare.testing.shimprocs import template_pids
+
+    tmpl = template_pids(shim.ctrd.address)
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if comm == "rune-shim-spare" and ppid in tmpl:
+            found.append(int(pid))
+    return found
+
+
+def test_a_spare_shim_serves_the_next_start_and_ends_with_the_template(shim: Shim, cid: str) -> None:
+    """Once no start has come for a moment, the template builds a spare shim (core, fork server, workers)
+    for the namespace it serves; the next start hands it the socket: the spare's pid is the new shim, named
+    rune-shim, in the container's bundle, its fork server renamed likewise. A new spare follows; it ends with
+    the template."""
+    from inclavare.testing.shimprocs import kill_templates
+
+    ok(shim.run(cid + "-w", "true", flags=("--rm",)))  # a template, then a start through it
+    ok(shim.run(cid + "-x", "true", flags=("--rm",)))
+    deadline = time.monotonic() + 20
+    while not (spares := _spares(shim)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(spares) == 1
+    ok(shim.run(cid, "sleep", "1000", flags=("-d",)))
+    shim.wait_status(cid, "RUNNING")
+    assert shim.shim_pids() == spares
+    (pid,) = spares
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "rune-shim"
+    assert Path(f"/proc/{pid}/cwd").resolve() == shim.bundle(cid).resolve()
+    assert ok(shim.ctr("tasks", "exec", "--exec-id", "e", cid, "echo", "served")) == "served\n"
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    assert {Path(f"/proc/{c}/comm").read_text().strip() for c in children} >= {"rune-shim"}  # its fork server
+    deadline = time.monotonic() + 20
+    while not (after := _spares(shim)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(after) == 1 and after != spares
+    ok(shim.ctr("tasks", "kill", "-s", "KILL", cid))
+    shim.wait_status(cid, "STOPPED")
+    kill_templates(shim.ctrd.address)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{after[0]}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{after[0]}") or Path(f"/proc/{after[0]}/stat").read_text().split()[2] == "Z"
+
+
 def test_oom_kill_is_published(shim: Shim, cid: str) -> None:
     if unmounted_v1_hierarchies():
         pytest.skip("cgroup v1 controllers listed but not mounted")

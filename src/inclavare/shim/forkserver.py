@@ -192,6 +192,7 @@ class _Server:
 
     def __init__(self, sock: socket.socket, root: str) -> None:
         self.sock, self.root = sock, root
+        self.named = False
         self.idle: list[_Worker] = []
         self.workers: dict[int, _Worker] = {}  # every live worker, by pidfd
         self.replies: dict[int, _Worker] = {}  # busy workers' answer pipes, by fd
@@ -334,6 +335,8 @@ class _Server:
             return False
         if not msg and not fds:
             return False
+        if not self.named:  # a spare shim is renamed when it gets its socket: its server and workers follow
+            self.named = _take_parent_name()
         rid = 0
         try:
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
@@ -380,6 +383,19 @@ class _Server:
         assert w.sock is not None
         socket.send_fds(w.sock, [msg], fds)
         return w
+
+
+def _take_parent_name() -> bool:
+    """Take the shim's process name (ps, /proc/PID/comm); whether it was read."""
+    from inclavare.shim.template import set_comm
+
+    try:
+        with open(f"/proc/{os.getppid()}/comm") as f:
+            name = f.read().strip()
+    except OSError:
+        return False
+    set_comm(name)
+    return True
 
 
 def _serve(sock: socket.socket, root: str) -> None:

@@ -70,55 +70,81 @@ class _NoEvents:
         return 0
 
 
+class _Relay:
+    """The service's events: nowhere until the shim knows containerd's address (a spare shim is built before
+    it does), then to the publisher."""
+
+    def __init__(self) -> None:
+        self.target: Any = _NoEvents()
+
+    def publish(self, namespace: str, event: Any) -> None:
+        self.target.publish(namespace, event)
+
+
+class Resident:
+    """A shim process up to the point where it serves: the core built (its fork server forked, so construct
+    this while the process is single-threaded) and the Task service over it. A shim template builds one ahead
+    of need (a spare) and hands it its socket later; a plain start builds it and serves at once."""
+
+    def __init__(self, namespace: str, root: str, listener_fd: int = -1) -> None:
+        """``listener_fd``: a listening socket this process already holds, which the fork server must not keep."""
+        from inclavare.shim.core import ShimCore
+
+        global _listener_fd
+        self.namespace, self.root = namespace, root
+        self.done = threading.Event()
+        self.events = _Relay()
+        self.service = TaskService(namespace, self.events.publish, root, on_shutdown=self.done.set)
+        os.makedirs(root, 0o711, exist_ok=True)
+        _listener_fd = listener_fd
+        try:
+            self.core = ShimCore(root, namespace=namespace, on_exit=self.service.on_exit)  # forks: before any thread
+        finally:
+            _listener_fd = -1
+        self.service.core = self.core
+
+    def serve(self, sock: socket.socket, path: str, bundle: str, debug: bool = False) -> int:
+        """Serve the Task service on the listening ``sock`` (its file ``path`` is removed at exit) until Shutdown
+        or SIGTERM / SIGINT; the environment has containerd's TTRPC_ADDRESS, the working directory is
+        ``bundle``."""
+        from inclavare.shim.service import INLINE_METHODS, TASK_SERVICE, error_status
+        from inclavare.shim.template import COMM_SHIM, set_comm
+        from inclavare.shim.ttrpc import TtrpcServer
+
+        set_comm(COMM_SHIM)
+        _open_log(bundle, debug)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        address = os.environ.get("TTRPC_ADDRESS", "")
+        if address:
+            from inclavare.shim.events import EventPublisher
+
+            self.events.target = EventPublisher(address)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.done.set())
+        server = TtrpcServer(error_status=error_status)
+        server.register_service(TASK_SERVICE, self.service, inline=INLINE_METHODS)
+        server.serve(sock)  # listens again: connections now see this process as the socket's peer (SO_PEERCRED)
+        log.info("serving %s for namespace %s, state root %s", path or "inherited socket", self.namespace, self.root)
+        while not self.done.wait(1.0):
+            pass
+        log.info("shutting down")
+        left = self.events.target.close(EVENTS_CLOSE_TIMEOUT)
+        if left:
+            log.warning("%d events were not delivered", left)
+        # let Shutdown's answer go out: containerd hangs up once it has it
+        deadline = time.monotonic() + HANGUP_WAIT
+        while server.connections() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        server.close()
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.core.shutdown()
+        return 0
+
+
 def serve(sock: socket.socket, path: str, namespace: str, root: str, bundle: str, debug: bool = False) -> int:
     """Serve the Task service on the listening ``sock`` (its file ``path`` is removed at exit)."""
-    from inclavare.shim.core import ShimCore
-    from inclavare.shim.service import INLINE_METHODS, TASK_SERVICE, error_status
-    from inclavare.shim.template import COMM_SHIM, set_comm
-    from inclavare.shim.ttrpc import TtrpcServer
-
-    set_comm(COMM_SHIM)
-    _open_log(bundle, debug)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    done = threading.Event()
-    address = os.environ.get("TTRPC_ADDRESS", "")
-    publisher: Any
-    if address:
-        from inclavare.shim.events import EventPublisher
-
-        publisher = EventPublisher(address)
-    else:
-        publisher = _NoEvents()
-    service = TaskService(namespace, publisher.publish, root, on_shutdown=done.set)
-    os.makedirs(root, 0o711, exist_ok=True)
-    global _listener_fd
-    _listener_fd = sock.fileno()
-    try:
-        core = ShimCore(root, namespace=namespace, on_exit=service.on_exit)  # forks: before any thread
-    finally:
-        _listener_fd = -1
-    service.core = core
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    server = TtrpcServer(error_status=error_status)
-    server.register_service(TASK_SERVICE, service, inline=INLINE_METHODS)
-    server.serve(sock)
-    log.info("serving %s for namespace %s, state root %s", path or "inherited socket", namespace, root)
-    while not done.wait(1.0):
-        pass
-    log.info("shutting down")
-    left = publisher.close(EVENTS_CLOSE_TIMEOUT)
-    if left:
-        log.warning("%d events were not delivered", left)
-    # let Shutdown's answer go out: containerd hangs up once it has it
-    deadline = time.monotonic() + HANGUP_WAIT
-    while server.connections() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    server.close()
-    if path:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    core.shutdown()
-    return 0
+    return Resident(namespace, root, sock.fileno()).serve(sock, path, bundle, debug)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    Launch = Callable[[Any, str, str, str, str, bool, "dict[str, str]"], "int | None"]
+
 DEFAULT_ROOT = "/run/containerd/rune"
 SOCKET_DIR = "/run/containerd/s"  # containerd's shims' socket directory (defaults.DefaultStateDir + "/s")
 ROOT_FILE = "rune-root"  # in the bundle: the state root the container was made under, for `delete`
@@ -207,11 +209,13 @@ def adjust_oom_score(pid: int, containerd_pid: int) -> None:
 
 
 def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, str]", containerd_pid: int,
-          in_child: "Callable[[], None]" = lambda: None) -> "tuple[str, int]":
+          in_child: "Callable[[], None]" = lambda: None, launch: "Launch | None" = None) -> "tuple[str, int]":
     """Do ``start`` for the container ``flags["id"]`` in ``bundle`` (``env``: the start process's environment,
-    or the part of it a shim needs): (the group shim's address, the pid of the shim forked now, or 0 when the
-    group's shim was alive). The forked child runs ``in_child()`` (to drop what it must not keep), then becomes
-    the resident shim and never returns; the caller must be single-threaded (the child goes on in Python)."""
+    or the part of it a shim needs): (the group shim's address, the pid of the shim that serves it now, or 0
+    when the group's shim was alive). ``launch(sock, path, namespace, root, bundle, debug, env)`` may hand the
+    listening socket to a shim that is ready (the template's spare) and return its pid; else a shim is forked:
+    the child runs ``in_child()`` (to drop what it must not keep), then becomes the resident shim and never
+    returns; the caller must be single-threaded (the child goes on in Python)."""
     ns, cid = flags["namespace"], flags["id"]
     if not cid:
         raise ValueError("start: -id is required")
@@ -225,6 +229,12 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
         return address, 0
     try:
         write_file(os.path.join(bundle, "address"), address)
+        if launch is not None and not shim_cgroup:  # a ready shim has forked already: it cannot join one
+            pid = launch(sock, path, ns, root, bundle, bool(flags["debug"]), env) or 0
+            if pid:
+                sock.close()
+                adjust_oom_score(pid, containerd_pid)
+                return address, pid
         report_r, report_w = os.pipe() if shim_cgroup else (-1, -1)
         pid = os.fork()
     except BaseException:

@@ -37,6 +37,9 @@ GONE_SECONDS = 30.0  # containerd's socket missing this long: containerd is gone
 MAX_REQUEST = 65536
 COMM_SHIM = "rune-shim"
 COMM_TEMPLATE = "rune-shim-tmpl"
+COMM_SPARE = "rune-shim-spare"  # a spare shim until it gets a socket (then COMM_SHIM)
+SPARE_ACK_SECONDS = 2.0
+SPARE_DELAY = 0.15  # seconds without a start before a spare is built (a start's Create has the CPU first)
 
 
 def enabled() -> bool:
@@ -170,6 +173,8 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
         return 0
     last = time.monotonic()
     gone_since = 0.0
+    spares = _Spares(sock)
+    want: tuple[str, str] | None = None
     try:
         while True:
             while True:  # reap shims that exited
@@ -184,7 +189,11 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
             gone_since = 0.0 if present else (gone_since or now)
             if now - last > idle or (gone_since and now - gone_since > GONE_SECONDS):
                 return 0
-            if not select.select([sock], [], [], 1.0)[0]:
+            if want is not None and now >= last + SPARE_DELAY:
+                spares.keep(want)  # the next start of this namespace and root finds a shim ready
+                want = None
+            wait = 1.0 if want is None else max(0.0, last + SPARE_DELAY - now)
+            if not select.select([sock], [], [], wait)[0]:
                 continue
             try:
                 conn, _ = sock.accept()
@@ -194,8 +203,11 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
             with conn:
                 if not _same_user(conn):
                     continue
-                _serve_one(conn, sock)
+                key = _serve_one(conn, sock, spares)
+            if key is not None and spares.enabled:
+                want = key  # built once no start has come for SPARE_DELAY: never beside a shim's first Create
     finally:
+        spares.drop()
         sock.close()
         try:
             os.unlink(path)
@@ -203,8 +215,9 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
             pass
 
 
-def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
-    """One ``start``, done here on behalf of the start process that asked (see inclavare.shim.startup)."""
+def _serve_one(conn: socket.socket, listener: socket.socket, spares: _Spares) -> tuple[str, str] | None:
+    """One ``start``, done here on behalf of the start process that asked (see inclavare.shim.startup); the
+    (namespace, state root) it was for, or None for a bad request."""
     import json
 
     from inclavare.shim import startup
@@ -213,7 +226,7 @@ def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
     try:
         msg = conn.recv(MAX_REQUEST)
     except OSError:
-        return
+        return None
     try:
         req = json.loads(msg)
         if not isinstance(req, dict):
@@ -227,18 +240,20 @@ def _serve_one(conn: socket.socket, listener: socket.socket) -> None:
         containerd_pid = int(req.get("containerd_pid") or 0)
     except (ValueError, KeyError, TypeError) as e:
         _reply(conn, {"error": f"shim template: bad request: {e}"})
-        return
+        return None
 
     def in_child() -> None:
         listener.close()
         conn.close()
+        spares.close_in_child()
 
     try:
-        address, pid = startup.start(flags, bundle, options, env, containerd_pid, in_child)
+        address, pid = startup.start(flags, bundle, options, env, containerd_pid, in_child, spares.launch)
     except Exception as e:  # noqa: BLE001 - reported to the start process, which reports it to containerd
         _reply(conn, {"error": startup.describe(e)})
-        return
+        return None
     _reply(conn, {"address": address, "pid": pid})
+    return flags["namespace"], startup.start_options(options, flags["namespace"], startup.default_root(env))[0]
 
 
 def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
@@ -248,3 +263,115 @@ def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
         conn.send(json.dumps(answer).encode())
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------------------------------------- spare shims
+
+
+class _Spares:
+    """At most one spare shim: a child of the template that has already built its Resident (core, fork
+    server, pre-forked workers, Task service) for one namespace and state root, and waits on a socketpair for
+    a socket to serve. A start for that namespace and root hands it the socket instead of forking a new
+    shim, so what a new shim does before it can answer Create is off containerd's path. A spare ends when
+    the template does (its end of the socketpair closes). ``RUNE_SHIM_SPARE=0`` turns spares off."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.enabled = os.environ.get("RUNE_SHIM_SPARE", "1") not in ("0", "false", "no")
+        self.key: tuple[str, str] | None = None
+        self.pid = 0
+        self.chan: socket.socket | None = None
+
+    def keep(self, key: tuple[str, str]) -> None:
+        """Have a spare for ``key`` (a spare for another namespace or root is dropped)."""
+        if self.chan is not None and self.key == key:
+            return
+        self.drop()
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            code = 1
+            try:
+                self.listener.close()
+                ours.close()
+                code = _spare_main(theirs, *key)
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.key, self.pid, self.chan = key, pid, ours
+
+    def drop(self) -> None:
+        """End the spare (it sees its socketpair close and exits)."""
+        if self.chan is not None:
+            self.chan.close()
+        self.key, self.pid, self.chan = None, 0, None
+
+    def close_in_child(self) -> None:
+        """In a shim forked by the template: the spare's channel is not the shim's."""
+        if self.chan is not None:
+            self.chan.close()
+
+    def launch(self, sock: Any, path: str, namespace: str, root: str, bundle: str, debug: bool,
+               env: dict[str, str]) -> int | None:
+        """Hand the listening ``sock`` to the spare if it is for ``namespace`` and ``root``: its pid, or None
+        (no such spare, or it did not take it: the caller forks a shim)."""
+        import json
+        import socket
+
+        if self.chan is None or self.key != (namespace, root):
+            return None
+        chan, pid = self.chan, self.pid
+        self.key, self.pid, self.chan = None, 0, None
+        try:
+            msg = json.dumps({"path": path, "bundle": bundle, "debug": debug, "env": env}).encode()
+            socket.send_fds(chan, [msg], [sock.fileno()])
+            chan.settimeout(SPARE_ACK_SECONDS)
+            taken = chan.recv(16) == b"ok"
+        except OSError:
+            taken = False
+        finally:
+            chan.close()
+        return pid if taken else None
+
+
+def _spare_main(chan: socket.socket, namespace: str, root: str) -> int:
+    """The spare: build the shim ahead of need, wait for its socket, then serve it as any resident shim."""
+    import json
+    import socket
+
+    from inclavare.shim.resident import Resident
+
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    if null > 2:
+        os.close(null)
+    set_comm(COMM_SPARE)
+    resident = Resident(namespace, root)
+    fds: list[int] = []
+    try:
+        msg, fds, _, _ = socket.recv_fds(chan, MAX_REQUEST, 1)
+        req = json.loads(msg) if msg and len(fds) == 1 else None
+        if not isinstance(req, dict):
+            raise ValueError("no socket to serve")
+        path, bundle = str(req["path"]), str(req["bundle"])
+        env = {str(k): str(v) for k, v in dict(req.get("env") or {}).items()}
+        os.environ.update(env)
+        os.chdir(bundle)
+        chan.send(b"ok")
+    except (OSError, ValueError, KeyError, TypeError):
+        for fd in fds:
+            os.close(fd)
+        resident.core.shutdown()
+        return 0
+    finally:
+        chan.close()
+    return resident.serve(socket.socket(fileno=fds[0]), path, bundle, bool(req.get("debug")))
