@@ -274,6 +274,17 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
     return address, pid
 
 
+def detach() -> None:
+    """A session of its own, stdio on /dev/null: what a shim process does first (containerd reads start's
+    output until every copy of it is closed)."""
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    if null > 2:
+        os.close(null)
+
+
 def become_shim(sock: "Any", path: str, namespace: str, root: str, bundle: str, debug: bool,
                 env: "dict[str, str]") -> int:
     """In the child forked for it: detach (own session, stdio on /dev/null), take the start process's
@@ -282,12 +293,7 @@ def become_shim(sock: "Any", path: str, namespace: str, root: str, bundle: str, 
 
     from inclavare.shim.resident import serve
 
-    os.setsid()
-    null = os.open("/dev/null", os.O_RDWR)
-    for std in (0, 1, 2):
-        os.dup2(null, std)
-    if null > 2:
-        os.close(null)
+    detach()
     os.environ.update(env)
     os.chdir(bundle)
     return serve(socket.socket(fileno=sock.detach()), path, namespace, root, bundle, debug)

@@ -347,13 +347,9 @@ def _spare_main(chan: socket.socket, namespace: str, root: str) -> int:
     import socket
 
     from inclavare.shim.resident import Resident
+    from inclavare.shim.startup import detach
 
-    os.setsid()
-    null = os.open("/dev/null", os.O_RDWR)
-    for std in (0, 1, 2):
-        os.dup2(null, std)
-    if null > 2:
-        os.close(null)
+    detach()
     set_comm(COMM_SPARE)
     resident = Resident(namespace, root)
     fds: list[int] = []

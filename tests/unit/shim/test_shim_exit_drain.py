@@ -4,6 +4,7 @@ test reads: "the output is still on its way" is a state the test holds, not a ra
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -92,6 +93,16 @@ class DrainRig(Rig):
             self.copied_at_exit[event.id] = io.wait_copied(0) if io is not None else True
         super()._publish(namespace, event)
 
+    @contextlib.contextmanager
+    def output(self, path: Path, key: tuple[str, str] = ("c1", ""), held: bool = False) -> Iterator[Output]:
+        """A process's output (see Output) registered with the core as ``key``'s IO, closed at the end."""
+        out = Output(path, held=held)
+        self.core.ios[key] = out.io
+        try:
+            yield out
+        finally:
+            out.close()
+
     def exits(self) -> list[str]:
         return [e.id for e in self.events if isinstance(e, ev.TaskExit)]
 
@@ -115,9 +126,7 @@ def drig(monkeypatch: pytest.MonkeyPatch) -> Iterator[DrainRig]:
 
 
 def test_task_exit_is_published_after_the_output_is_copied(drig: DrainRig, tmp_path: Path) -> None:
-    out = Output(tmp_path / "out")
-    drig.core.ios[("c1", "")] = out.io
-    try:
+    with drig.output(tmp_path / "out") as out:
         drig.svc.on_exit("c1", "", 100, 0, 5)  # reaped: the copy is still blocked on the full FIFO
         assert not out.io.wait_copied(0)
         assert drig.exits() == []
@@ -125,15 +134,11 @@ def test_task_exit_is_published_after_the_output_is_copied(drig: DrainRig, tmp_p
         assert drig.wait_exits(1) == ["c1"]
         assert drig.copied_at_exit == {"c1": True}
         assert out.got == OUTPUT
-    finally:
-        out.close()
 
 
 def test_an_exit_waiting_for_output_holds_back_neither_the_reaper_nor_other_containers(drig: DrainRig,
                                                                                       tmp_path: Path) -> None:
-    out = Output(tmp_path / "out")
-    drig.core.ios[("c1", "")] = out.io
-    try:
+    with drig.output(tmp_path / "out") as out:
         done = threading.Event()
         t = threading.Thread(target=lambda: (drig.svc.on_exit("c1", "", 100, 0, 5), done.set()))
         t.start()
@@ -143,31 +148,23 @@ def test_an_exit_waiting_for_output_holds_back_neither_the_reaper_nor_other_cont
         out.read_all()
         assert drig.wait_exits(2) == ["c2", "c1"]
         t.join(10)
-    finally:
-        out.close()
 
 
 def test_a_containers_exits_keep_their_order_while_one_waits_for_output(drig: DrainRig, tmp_path: Path) -> None:
     """The core reports an exec's exit before its init's; the init's (nothing to drain) waits for the exec's."""
-    out = Output(tmp_path / "out")
-    drig.core.ios[("c1", "e1")] = out.io
-    try:
+    with drig.output(tmp_path / "out", ("c1", "e1")) as out:
         drig.svc.on_exit("c1", "e1", 101, 0, 5)
         drig.svc.on_exit("c1", "", 100, 0, 6)
         assert drig.exits() == []
         out.read_all()
         assert drig.wait_exits(2) == ["e1", "c1"]
         assert drig.copied_at_exit["e1"] is True
-    finally:
-        out.close()
 
 
 def test_delete_sends_a_pending_exit_before_task_delete_with_the_right_status(drig: DrainRig,
                                                                                 tmp_path: Path) -> None:
     """A child of the process holds its stdout: no EOF, the exit waits; containerd deletes meanwhile."""
-    out = Output(tmp_path / "out", held=True)
-    drig.core.ios[("c1", "")] = out.io
-    try:
+    with drig.output(tmp_path / "out", held=True) as out:
         drig.svc.on_exit("c1", "", 100, 7, 5)
         assert out.read_all().endswith(b"last\n")
         assert drig.exits() == []
@@ -181,21 +178,15 @@ def test_delete_sends_a_pending_exit_before_task_delete_with_the_right_status(dr
                 t.join(10)
                 assert not t.is_alive()  # the close ended its wait
         assert drig.topics() == ["TaskExit", "TaskDelete"]  # and it sent nothing more
-    finally:
-        out.close()
 
 
 def test_an_exit_during_start_still_waits_for_the_start_event_and_the_output(drig: DrainRig,
                                                                               tmp_path: Path) -> None:
-    out = Output(tmp_path / "out")
-    drig.core.ios[("c1", "")] = out.io
-    drig.svc.Create(CTX, shim_pb2.CreateTaskRequest(id="c1", bundle="/b"))
-    try:
+    with drig.output(tmp_path / "out") as out:
+        drig.svc.Create(CTX, shim_pb2.CreateTaskRequest(id="c1", bundle="/b"))
         drig.core.on_start = lambda: drig.svc.on_exit("c1", "", 100, 0, 9)
         drig.svc.Start(CTX, shim_pb2.StartRequest(id="c1"))
         assert drig.topics() == ["TaskCreate", "TaskStart"]
         out.read_all()
         assert drig.wait_exits(1) == ["c1"]
         assert drig.topics() == ["TaskCreate", "TaskStart", "TaskExit"]
-    finally:
-        out.close()
