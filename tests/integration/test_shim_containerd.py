@@ -45,8 +45,8 @@ class Shim(Engine):
     """The private containerd, our shim's state root, and ctr with ``--runtime io.containerd.rune.v2`` (ctr, run,
     tasks, wait_status and remove as test_containerd's Engine)."""
 
-    def __init__(self, ctrd: Any, root: str) -> None:
-        self.ctrd, self.root = ctrd, root
+    def __init__(self, ctrd: Any, root: str, sim_state_dir: str = "") -> None:
+        self.ctrd, self.root, self.sim_state_dir = ctrd, root, sim_state_dir  # the shim's simulated platform
         self.runtime_flags = ["--runtime", RUNTIME]
 
     @property
@@ -158,9 +158,7 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
             pytest.skip(f"private containerd does not start here: {e}")
         tar = build_image_tar(str(base / "busybox-oci.tar"), name=IMAGE)
         assert IMAGE in ctrd.import_image(tar)
-        shim = Shim(ctrd, root)
-        shim.sim_state_dir = str(base / "sim-platform")  # type: ignore[attr-defined]
-        yield shim
+        yield Shim(ctrd, root, str(base / "sim-platform"))
     finally:
         ctrd.stop()
 
@@ -420,7 +418,7 @@ def test_rune_attest_on_an_enclave_container_the_shim_started(shim: Shim, cid: s
     ok(shim.run(cid, "spin", flags=flags))
     pid = shim.wait_status(cid, "RUNNING")
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "init-runelet"
-    sim_dir = shim.sim_state_dir  # type: ignore[attr-defined]
+    sim_dir = shim.sim_state_dir
     env = dict(os.environ, INCLAVARE_SIM_STATE_DIR=sim_dir)
     rune = [rune_bin, "--root", shim.state_dir]
     # the local REPORT, for the platform's quoting enclave
