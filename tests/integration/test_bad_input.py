@@ -218,6 +218,24 @@ def test_malformed_container_id(rune, make_bundle, bad_id):
     assert processes_of(bad_id or "\0", b) == []
 
 
+@pytest.mark.parametrize("bad_id", ["a" * 1000, "a/b", "../x"])
+def test_every_command_refuses_a_bad_id_in_one_line_and_delete_force_finds_nothing(rune, bad_id):
+    """Ids are checked as runc checks them, plus one file name's length, before anything touches the file
+    system: one line naming the id (shortened when long), exit 1, no traceback; `delete -f` of an id no
+    container can have has nothing to delete and exits 0, as for any missing container."""
+    Path(rune.root).mkdir(parents=True, exist_ok=True)
+    for op in (["state", bad_id], ["start", bad_id], ["kill", bad_id, "KILL"], ["delete", bad_id],
+               ["pause", bad_id], ["ps", bad_id], ["exec", bad_id, "true"], ["events", "--stats", bad_id]):
+        p = rune.run(*op)
+        lines = p.stderr.splitlines()
+        assert p.returncode == (255 if op[0] == "exec" else 1), (op, p.stderr)
+        assert len(lines) == 1 and "container id" in lines[0] and "Traceback" not in p.stderr, (op, p.stderr)
+        assert len(lines[0]) < 200
+    p = rune.run("delete", "-f", bad_id)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert not any(Path(rune.root).iterdir())
+
+
 def test_duplicate_id(rune, cid, make_bundle):
     b1 = make_bundle(["sleep", "60"])
     rune.run("create", "--bundle", b1, cid, check=True)

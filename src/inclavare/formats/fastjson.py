@@ -23,7 +23,7 @@ class _Context:
     strict = True
     object_hook = None
     object_pairs_hook = None
-    parse_float = float
+    parse_float = staticmethod(lambda literal: _finite(literal))
     parse_int = int
     parse_constant = staticmethod(_constant)
     memo: dict[str, str] = {}
@@ -52,7 +52,55 @@ def loads(text: str | bytes) -> "Any":
             return obj
     import json
 
-    return json.loads(text)  # raises json.JSONDecodeError with the position
+    try:
+        return json.loads(text, parse_constant=_refuse, parse_float=_finite)  # JSONDecodeError has the position
+    except NonStandardNumber:
+        pass
+    # NaN, Infinity, -Infinity or a number beyond a double somewhere (RFC 8259 has no such numbers): say where
+    raise NonStandardNumber(*_nonfinite(json.loads(text, parse_constant=_Spelled, parse_float=_spelled), ""))
+
+
+class NonStandardNumber(ValueError):
+    """NaN, Infinity or -Infinity in the text: ``path`` (``a.b[2].c``, "" for the top) and ``constant``."""
+
+    def __init__(self, path: str = "", constant: str = "") -> None:
+        super().__init__(f"{path or 'the document'}: {constant} is not a JSON number")
+        self.path, self.constant = path, constant
+
+
+def _refuse(name: str) -> "Any":
+    raise NonStandardNumber("", name)
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if value in (_INF, -_INF):
+        raise NonStandardNumber("", literal)
+    return value
+
+
+class _Spelled(str):
+    """A number JSON cannot carry, as the text spelled it (what the path search looks for)."""
+
+
+def _spelled(literal: str) -> "Any":
+    value = float(literal)
+    return _Spelled(literal) if value in (_INF, -_INF) else value
+
+
+_INF = float("inf")
+
+
+def _nonfinite(obj: "Any", path: str) -> "tuple[str, str]":
+    """The first number JSON cannot carry in ``obj`` (parsed with them as _Spelled): its path and spelling."""
+    if isinstance(obj, _Spelled):
+        return path, str(obj)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _nonfinite(v, f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}" if path else str(k))
+        if found[1]:
+            return found
+    return path, ""
 
 
 _encode_str = _json.encode_basestring

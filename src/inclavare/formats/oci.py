@@ -203,17 +203,13 @@ def capability_number(name: str) -> int:
 # Container ids
 
 
-# runc's pattern is ^[\w+-\.]+$ (Go RE2, ASCII \w); inside the class "+-\." is the range '+'..'.',
-# so ',' is accepted as well.
-_CONTAINER_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+,-.")
-
-
 def validate_container_id(cid: str) -> None:
-    """Raise ConfigError unless `cid` is a container id runc would accept."""
-    if not cid:
-        raise ConfigError("container id", "must not be empty")
-    if cid in (".", "..") or not set(cid) <= _CONTAINER_ID_CHARS:
-        raise ConfigError(f"container id {json.quote(cid)}", "must match [A-Za-z0-9_+.-]+")
+    """Raise ConfigError unless `cid` is a container id runc would accept (see formats.container_id)."""
+    from inclavare.formats.container_id import problem
+
+    bad = problem(cid)
+    if bad is not None:
+        raise ConfigError(*bad)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,6 +226,9 @@ def parse_config(raw: bytes) -> dict[str, Any]:
         doc = json.loads(text)
     except RecursionError:
         raise ConfigError("config.json", "invalid JSON: nested too deeply") from None
+    except json.NonStandardNumber as e:
+        raise ConfigError(f"config.json: {e.path}" if e.path else "config.json",
+                          f"{e.constant} is not a JSON number (RFC 8259)") from None
     except ValueError as e:
         raise ConfigError(
             "config.json",

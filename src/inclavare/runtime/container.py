@@ -284,6 +284,11 @@ class Runtime:
             self.log("warning", str(e))
 
     def delete(self, cid: str, force: bool = False) -> None:
+        if force:
+            from inclavare.formats.container_id import problem
+
+            if problem(cid) is not None:
+                return  # no container can have that id: nothing is left (runc's delete -f would fail here)
         with self.store.lock(cid, missing_ok=True) as exists:
             if not exists:
                 if force:

@@ -179,11 +179,26 @@ class _Lock:
             self.fd = -1
 
 
+def valid_id(cid: str) -> bool:
+    """True for an id runc accepts; else a ContainerError naming it."""
+    from inclavare.formats.container_id import problem
+
+    bad = problem(cid)
+    if bad is not None:
+        raise ContainerError(f"{bad[0]}: {bad[1]}")
+    return True
+
+
 class Store:
     def __init__(self, root: str) -> None:
         self.root = root
+        self._valid: set[str] = set()
 
     def path(self, cid: str, name: str = "") -> str:
+        """A container's state directory (or a file in it); a ContainerError for an id runc would refuse, so
+        that no id reaches the file system as a path (``../x``) or fails there (too long)."""
+        if cid in self._valid or valid_id(cid):
+            self._valid.add(cid)
         return fos.path.join(self.root, cid, name) if name else fos.path.join(self.root, cid)
 
     def make(self, cid: str) -> str:
@@ -265,7 +280,10 @@ class Store:
 
     def ids(self) -> list[str]:
         try:
-            return sorted(n for n in fos.listdir(self.root) if fos.path.isdir(fos.path.join(self.root, n)))
+            from inclavare.formats.container_id import problem
+
+            return sorted(n for n in fos.listdir(self.root)
+                          if problem(n) is None and fos.path.isdir(fos.path.join(self.root, n)))
         except FileNotFoundError:
             return []
 

@@ -707,12 +707,40 @@ def test_container_ids_accepted(cid: str) -> None:
 def test_container_ids_rejected(cid: str) -> None:
     with pytest.raises(ConfigError) as info:
         oci.validate_container_id(cid)
-    assert str(info.value) == f"container id {json.dumps(cid)}: must match [A-Za-z0-9_+.-]+"
+    assert str(info.value) == f"container id {json.dumps(cid)}: must match [A-Za-z0-9_+,.-]+"
 
 
 def test_empty_container_id() -> None:
     with pytest.raises(ConfigError, match="container id: must not be empty"):
         oci.validate_container_id("")
+
+
+def test_a_container_id_fits_one_file_name() -> None:
+    oci.validate_container_id("a" * 255)
+    with pytest.raises(ConfigError) as info:
+        oci.validate_container_id("a" * 1000)
+    assert str(info.value) == f'container id "{"a" * 32}"... (1000 characters): longer than 255 characters'
+
+
+@pytest.mark.parametrize(("literal", "where"), [("NaN", "linux.resources.cpu.shares"), ("Infinity", "xfield"),
+                                                ("-Infinity", "process.args[1]"), ("1e999", "annotations.n")])
+def test_non_json_numbers_are_refused_naming_the_field(tmp_path: Path, literal: str, where: str) -> None:
+    doc = {"ociVersion": "1.0.2", "process": {"args": ["sh", 0]}, "linux": {"resources": {"cpu": {"shares": 0}}},
+           "xfield": 0, "annotations": {"n": 0}}
+    text = json.dumps(doc)
+    path = where.replace("[1]", "").split(".")
+    target: Any = doc
+    for k in path[:-1]:
+        target = target[k]
+    if where.endswith("[1]"):
+        target[path[-1]][1] = "@@"
+    else:
+        target[path[-1]] = "@@"
+    text = json.dumps(doc).replace('"@@"', literal)
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path))
+    assert str(info.value) == f"config.json: {where}: {literal} is not a JSON number (RFC 8259)"
 
 
 # ---- spec and features ---------------------------------------------------------------------------------

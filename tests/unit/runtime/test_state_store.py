@@ -338,3 +338,19 @@ def test_now_rfc3339_format() -> None:
 def test_fifo_and_state_names() -> None:
     assert (st.STATE_FILE, st.FIFO) == ("state.json", "exec.fifo")
 
+
+
+@pytest.mark.parametrize("cid", ["a" * 256, "../x", "a/b", "", ".", "x y"])
+def test_the_store_refuses_ids_runc_refuses(store: st.Store, cid: str) -> None:
+    """No id reaches the file system as a path (``../x``) or fails there (longer than a file name)."""
+    with pytest.raises(ContainerError, match="container id"):
+        store.path(cid)
+    with pytest.raises(ContainerError, match="container id"):
+        store.make(cid)
+    assert store.path("a" * 255).endswith("/" + "a" * 255)
+
+
+def test_ids_lists_only_container_directories(store: st.Store) -> None:
+    store.make("c1")
+    os.makedirs(os.path.join(store.root, "not an id"))
+    assert store.ids() == ["c1"]
