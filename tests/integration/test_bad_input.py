@@ -114,6 +114,33 @@ def test_missing_rootfs(rune, cid, make_bundle):
     check_clean_failure(rune, cid, b, p, "root", before=before)
 
 
+def test_a_symlinked_rootfs_is_refused_up_front(rune, cid, make_bundle, tmp_path):
+    """As runc ("invalid rootfs: not an absolute path, or a symlink"): a root filesystem reached through a
+    symlink would run whatever it points at; refused by name before anything is made."""
+    elsewhere = tmp_path / "elsewhere"
+
+    def link(b: str) -> None:
+        os.rename(os.path.join(b, "rootfs"), elsewhere)
+        os.symlink(elsewhere, os.path.join(b, "rootfs"))
+
+    b, p, before = create_with(rune, cid, make_bundle, prepare=link)
+    line = check_clean_failure(rune, cid, b, p, "root.path", "is a symlink", str(elsewhere), before=before)
+    assert "executable" not in line
+
+
+def test_a_memory_limit_too_small_to_start_is_named(rune, cid, make_bundle):
+    """The OOM killer ends the setup: the error names linux.resources.memory.limit, not only signal 9."""
+    from tests.integration.test_containerd import unmounted_v1_hierarchies
+
+    if unmounted_v1_hierarchies() or not (Path("/sys/fs/cgroup/memory").is_dir()
+                                          or Path("/sys/fs/cgroup/memory.max").exists()
+                                          or Path("/sys/fs/cgroup/cgroup.controllers").exists()):
+        pytest.skip("no memory cgroup controller here")
+    b, p, before = create_with(rune, cid, make_bundle,
+                               lambda c: c["linux"].setdefault("resources", {}).update(memory={"limit": 4096}))
+    check_clean_failure(rune, cid, b, p, "OOM killer", "linux.resources.memory.limit (4096 bytes)", before=before)
+
+
 def test_missing_bundle_dir(rune, cid, tmp_path):
     b = str(tmp_path / "no-such-bundle")
     p = rune.run("create", "--bundle", b, cid)

@@ -102,7 +102,30 @@ def load_config(bundle: str, need_process: bool = True) -> dict[str, Any]:
         raise ConfigError("config.json", f"cannot read {path}: {e.strerror}") from None
     doc = oci.parse_config(raw)
     oci.validate_config(doc, bundle, need_process=need_process, stat=fos.stat)
+    _refuse_symlinked_root(bundle, doc["root"]["path"])
     return doc
+
+
+def _refuse_symlinked_root(bundle: str, root_path: str) -> None:
+    """As runc: the root filesystem must not be reached through a symlink (a relative root.path below the
+    bundle, an absolute one from /), or the container would run what the link points at, anywhere on the host.
+    Checked with lstat per component (no realpath: it would import os on every create)."""
+    import stat
+
+    absolute = root_path.startswith("/")
+    cur = "" if absolute else bundle.rstrip("/")
+    for part in fos.path.normpath(root_path).split("/"):
+        if part in ("", "."):
+            continue
+        cur = cur[:cur.rfind("/")] if part == ".." and cur else f"{cur}/{part}"
+        if part == "..":
+            continue
+        try:
+            if stat.S_ISLNK(fos.lstat(cur).st_mode):
+                raise ConfigError("root.path", f"{root_path}: {cur} is a symlink (to {fos.readlink(cur)}); "
+                                  "the root filesystem must be given by its real path")
+        except OSError:
+            return  # validate_config has checked that it exists; a race is the create's to report
 
 
 # ------------------------------------------------------------------------------ create and exec
@@ -245,8 +268,11 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
         rt.store.save(cid, state)
         if pid_file:
             write_pid_file(pid_file, state.pid)
-    except BaseException:
+    except BaseException as e:
+        oom = _oom_during_setup(e, mgr, linux)
         rt._teardown(state, mgr)
+        if oom is not None:
+            raise oom from None
         raise
     finally:
         for fd in opened:
@@ -255,6 +281,18 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
             except OSError:
                 pass
     return state
+
+
+def _oom_during_setup(e: BaseException, mgr: Any, linux: dict[str, Any]) -> Exception | None:
+    """A setup that died because the OOM killer took it, said in terms of the config's memory limit (the plain
+    "killed by signal 9" does not tell the user which field to change)."""
+    from inclavare.errors import SysError
+
+    if not isinstance(e, SysError) or "exited during setup" not in str(e) or mgr is None or not mgr.oom_kills():
+        return None
+    limit = ((linux.get("resources") or {}).get("memory") or {}).get("limit")
+    what = f"linux.resources.memory.limit ({limit} bytes)" if limit else "the memory cgroup's limit"
+    return SysError(f"container process killed by the OOM killer during setup: {what} is too small to start it")
 
 
 def _check_existing_cgroup(rt: Runtime, mgr: Any) -> None:

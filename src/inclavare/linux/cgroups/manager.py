@@ -390,6 +390,17 @@ class Manager(CgroupPaths):
 
     # -- events -------------------------------------------------------------------------------
 
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer has killed in the container's memory cgroup (0 when unknown)."""
+        if self.mode == "v2":
+            path = fos.path.join(self.paths.get("", ""), "memory.events")
+        else:
+            path = fos.path.join(self.paths.get("memory", ""), "memory.oom_control")
+        try:
+            return _cg._read_key_values(path).get("oom_kill", 0)
+        except (OSError, CgroupError):
+            return 0
+
     def oom_watcher(self) -> OomWatcher:
         """What `events` waits on for OOM kills in the container's memory cgroup."""
         from inclavare.linux.cgroups.events import OomWatcher
