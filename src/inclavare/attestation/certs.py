@@ -35,9 +35,18 @@ class Bad(Exception):
 
 
 def crypto_errors() -> tuple[type[Exception], ...]:
+    """Everything cryptography raises on hostile bytes (its x509 errors are not ValueErrors)."""
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.x509 import (
+        AttributeNotFound,
+        DuplicateExtension,
+        ExtensionNotFound,
+        InvalidVersion,
+        UnsupportedGeneralNameType,
+    )
 
-    return (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
+    return (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm, InvalidVersion, DuplicateExtension,
+            UnsupportedGeneralNameType, AttributeNotFound, ExtensionNotFound)
 
 
 @functools.lru_cache(maxsize=256)
@@ -47,20 +56,21 @@ def load_cert(der: bytes) -> x509.Certificate:
     fields = _cert_fields(der)
     known = _converted_names()
     try:
-        with warnings.catch_warnings():  # a non-positive serial (a mutated certificate) fails the chain checks later
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # a mutated certificate (a non-positive serial, an attribute of the wrong
+            warnings.simplefilter("ignore")  # length) warns while it loads; it fails the chain checks later
             cert = x509.load_der_x509_certificate(der)
-        # parse the lazy parts now, inside the try; a name whose exact encoding has been turned into a Name
-        # before (the issuer is usually the subject of another certificate of the chain) would turn out the same
-        subject = known.get(fields[2]) if fields is not None else None
-        if subject is None:
-            subject = cert.subject
-        issuer = known.get(fields[1]) if fields is not None else None
-        if issuer is None:
-            issuer = cert.issuer
-        cert.extensions  # noqa: B018
+            # parse the lazy parts now, inside the try; a name whose exact encoding has been turned into a Name
+            # before (the issuer is usually the subject of another certificate of the chain) turns out the same
+            subject = known.get(fields[2]) if fields is not None else None
+            if subject is None:
+                subject = cert.subject
+            issuer = known.get(fields[1]) if fields is not None else None
+            if issuer is None:
+                issuer = cert.issuer
+            cert.extensions  # noqa: B018
     except crypto_errors() as e:
         raise Bad(f"not a valid DER certificate ({e})") from None
+    _whole_byte_bit_strings(der)
     if fields is not None:
         if len(known) >= _MAX_CONVERTED_NAMES:
             known.clear()
@@ -87,7 +97,9 @@ _MAX_CONVERTED_NAMES = 1024
 
 def _cn(cert: x509.Certificate) -> str:
     try:
-        return _name_cn(cert.subject)
+        with warnings.catch_warnings():  # a mutated name warns as it is read
+            warnings.simplefilter("ignore")
+            return _name_cn(cert.subject)
     except crypto_errors():
         return ""
 
@@ -173,6 +185,26 @@ def _cert_fields(der: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
         return signature, issuer, tbs.element("subject"), outer.element("signatureAlgorithm")
     except _NotDer:
         return None
+
+
+def _whole_byte_bit_strings(der: bytes) -> None:
+    """The certificate's public key and signature BIT STRINGs say they have no unused bits (DER: a signature or
+    key is whole bytes; cryptography reads their bytes whatever the unused-bits octet says, so a mutated one
+    would still verify)."""
+    try:
+        outer, tbs = _tbs(der)
+        if tbs.peek_tag() == 0xA0:  # [0] version
+            tbs.read("version")
+        for name in ("serialNumber", "signature", "issuer", "validity", "subject"):
+            tbs.read(name)
+        spki = tbs.sub(TAG_SEQUENCE, "subjectPublicKeyInfo")
+        spki.read("algorithm")
+        spki.bit_string("subjectPublicKey")
+        outer.read("signatureAlgorithm")
+        outer.bit_string("signatureValue")
+        outer.done("certificate")
+    except _NotDer as e:
+        raise Bad(f"not a valid DER certificate ({e})") from None
 
 
 @functools.lru_cache(maxsize=64)

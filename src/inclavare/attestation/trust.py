@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inclavare.attestation.api import CollateralError
+from inclavare.attestation.certs import crypto_errors
 from inclavare.formats import pem
 
 __all__ = ["MAX_TRUST_FILE", "TrustFile", "TrustMaterial", "read_trust_dir"]
@@ -161,14 +162,16 @@ def _load_der(der: bytes, where: str) -> tuple[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # AMD's certificates have serial number 0
         try:
-            return "certificate", x509.load_der_x509_certificate(der)
-        except ValueError:
+            cert = x509.load_der_x509_certificate(der)
+            cert.subject, cert.issuer, cert.extensions  # noqa: B018 - parse the lazy fields now
+            return "certificate", cert
+        except crypto_errors():
             pass
         try:
             crl = x509.load_der_x509_crl(der)
             crl.issuer  # noqa: B018 - parse the fields now, not at first use
             return "crl", crl
-        except ValueError:
+        except crypto_errors():
             pass
     raise CollateralError(f"{where}: not a valid X.509 certificate or CRL")
 
@@ -176,7 +179,7 @@ def _load_der(der: bytes, where: str) -> tuple[str, Any]:
 def _subject(cert: Any) -> str:
     try:
         return str(cert.subject.rfc4514_string())
-    except ValueError:
+    except crypto_errors():
         return "(unreadable subject)"
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inclavare.attestation.api import CollateralError
+from inclavare.attestation.certs import crypto_errors
 from inclavare.formats import pem
 
 __all__ = ["der_chain_to_pem", "hex_bytes", "load_crl", "parse_certificate_chain"]
@@ -55,8 +56,8 @@ def _check_certificate(der: bytes, where: str) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            x509.load_der_x509_certificate(der)
-    except ValueError:
+            x509.load_der_x509_certificate(der).extensions  # noqa: B018 - the lazy parts too
+    except crypto_errors():
         raise CollateralError(f"{where}: not a valid X.509 certificate") from None
 
 
@@ -99,8 +100,8 @@ def load_crl(data: bytes, *, where: str = "CRL") -> bytes:
     if not der:
         raise CollateralError(f"{where}: empty")
     try:
-        x509.load_der_x509_crl(der)
-    except ValueError:
+        x509.load_der_x509_crl(der).issuer  # noqa: B018 - the lazy parts too
+    except crypto_errors():
         raise CollateralError(f"{where}: not an X.509 CRL (DER, PEM or hex)") from None
     return der
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inclavare.attestation.api import CollateralError
+from inclavare.attestation.certs import crypto_errors
 
 __all__ = ["CertPool", "utc"]
 
@@ -34,7 +35,8 @@ class CertPool:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     cert = x509.load_der_x509_certificate(bytes(der))
-            except (ValueError, TypeError):
+                    cert.subject, cert.issuer  # noqa: B018 - parse the lazy fields now
+            except crypto_errors():
                 raise CollateralError(f"extra certificate {n}: not a DER X.509 certificate") from None
             self.items.append((bytes(der), cert))
 
@@ -75,7 +77,6 @@ class CertPool:
         SGX PCK extension) whose key verifies the signature; failing that, the only such leaf, so the
         verifier reports the bad signature; else empty."""
         from cryptography import x509
-        from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -84,7 +85,7 @@ class CertPool:
         for der, cert in self.items:
             try:
                 exts = {ext.oid.dotted_string: ext.value for ext in cert.extensions}
-            except ValueError:  # malformed extensions: not a certificate to build on
+            except crypto_errors():  # malformed extensions: not a certificate to build on
                 continue
             basic = exts.get(x509.oid.ExtensionOID.BASIC_CONSTRAINTS.dotted_string)
             # a CA does not sign collateral, nor does a PCK certificate (it signs QE reports)
@@ -98,7 +99,7 @@ class CertPool:
                 if isinstance(key, ec.EllipticCurvePublicKey):
                     key.verify(der_sig, raw, ec.ECDSA(hashes.SHA256()))
                     signing.append((der, cert))
-            except (InvalidSignature, UnsupportedAlgorithm, ValueError):
+            except crypto_errors():
                 continue
         best = self._best(signing) or (leaves[0] if len(leaves) == 1 else None)
         return self.chain_up(*best) if best else []
@@ -107,7 +108,6 @@ class CertPool:
         """The chain of the CA that issued the CRL: subject matches its issuer, and the CRL's signature
         verifies if any candidate's does."""
         from cryptography import x509
-        from cryptography.exceptions import UnsupportedAlgorithm
 
         crl = x509.load_der_x509_crl(crl_der)
         named = [(d, c) for d, c in self.items if c.subject == crl.issuer]
@@ -117,7 +117,7 @@ class CertPool:
                 key: Any = c.public_key()
                 if crl.is_signature_valid(key):
                     signing.append((d, c))
-            except (TypeError, ValueError, UnsupportedAlgorithm):
+            except crypto_errors():
                 continue
         best = self._best(signing) or self._best(named)
         return self.chain_up(*best) if best else []
