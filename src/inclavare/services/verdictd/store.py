@@ -204,33 +204,47 @@ class Store:
     """verdictd's state in ``path`` (a directory, created 0700 if absent) as one SQLite file
     ``verdictd.db`` (0600). Secrets are sealed under ``kek`` (32 bytes, see :func:`load_kek`).
 
-    One object may be shared by threads (calls are serialised on one connection); several objects, in one
-    process or several, may use the same directory (SQLite's locking; writers queue).
+    One object may be shared by threads: writes are serialised on one connection, reads use a second one so
+    they never wait behind a write's fsync (WAL readers see the last commit). Concurrent :meth:`audit` calls
+    are committed together (group commit: one transaction and fsync for every record queued meanwhile; each
+    call still returns only once its own record is on disk). Several objects, in one process or several, may
+    use the same directory (SQLite's locking; writers queue for up to :data:`BUSY_TIMEOUT` seconds).
     """
 
     def __init__(self, path: str, kek: bytes) -> None:
         self.path = path
         self.db_path = os.path.join(path, DB_NAME)
         self._aead = AESGCM(_check_kek(kek, f"state {path}"))
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the write connection
+        self._rlock = threading.Lock()  # the read connection
         self._db: sqlite3.Connection | None = None
+        self._rdb: sqlite3.Connection | None = None
+        self._pending_lock = threading.Lock()
+        self._pending: list[_PendingAudit] = []
         _prepare_dir(path)
         _prepare_file(self.db_path)
         for suffix in ("-wal", "-shm"):
             _check_private_if_present(self.db_path + suffix)
         try:
-            self._db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT, isolation_level=None,
-                                       check_same_thread=False)
-        except sqlite3.Error as e:
-            raise VerdictdError(f"state db {self.db_path}: cannot open ({e})") from None
-        try:
+            self._db = self._connect()
             self._configure()
             self._init_schema()
+            self._rdb = self._connect()
+            self._rdb.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as e:
+            self.close()
+            raise self._err("cannot open", e) from None
         except BaseException:
             self.close()
             raise
 
     # -- plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        db.execute("PRAGMA trusted_schema = OFF")
+        return db
 
     def _err(self, what: str, e: sqlite3.Error) -> VerdictdError:
         return VerdictdError(f"state db {self.db_path}: {what}: {e}")
@@ -266,22 +280,18 @@ class Store:
                 raise self._err(what, e) from None
 
     def _read(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
-            db = self._conn()
+        with self._rlock:
+            if self._rdb is None:
+                raise VerdictdError(f"state db {self.db_path}: the store is closed")
             try:
-                return db.execute(sql, args).fetchall()
+                return self._rdb.execute(sql, args).fetchall()
             except sqlite3.Error as e:
                 raise self._err(what, e) from None
 
     def _configure(self) -> None:
         db = self._conn()
-        try:
-            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute("PRAGMA trusted_schema = OFF")
-        except sqlite3.Error as e:
-            raise self._err("cannot open", e) from None
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        db.execute("PRAGMA synchronous = FULL")
         if str(mode).lower() != "wal":
             raise VerdictdError(f"state db {self.db_path}: cannot switch to WAL journaling (got {mode!r})")
 
@@ -325,11 +335,12 @@ class Store:
 
     def close(self) -> None:
         """Close the database (idempotent); later calls raise VerdictdError."""
-        with self._lock:
-            db, self._db = self._db, None
-            if db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
+        with self._lock, self._rlock:
+            for db in (self._db, self._rdb):
+                if db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.close()
+            self._db = self._rdb = None
 
     def __enter__(self) -> Store:
         return self
@@ -383,6 +394,17 @@ class Store:
     def get_secret(self, kind: str, name: str) -> bytes | None:
         """Secret ``kind``/``name`` in clear, or None if there is none. A row that does not open (tampered,
         moved to another name, sealed under another key) raises VerdictdError."""
+        entry = self.get_secret_entry(kind, name)
+        return None if entry is None else entry[0]
+
+    def get_secret_meta(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The meta object stored with secret ``kind``/``name`` (checked: the row must open), or None."""
+        entry = self.get_secret_entry(kind, name)
+        return None if entry is None else entry[1]
+
+    def get_secret_entry(self, kind: str, name: str) -> tuple[bytes, dict[str, Any]] | None:
+        """``(value, meta)`` of secret ``kind``/``name``, or None; raises VerdictdError if the row does not
+        open."""
         kind = check_kind(kind)
         name = _check_secret_name(kind, name)
         rows = self._read(f"get secret {kind} {name!r}",
@@ -391,24 +413,14 @@ class Store:
             return None
         nonce, sealed, meta_json = rows[0]
         try:
-            return self._aead.decrypt(nonce, sealed, self._aad(kind, name, meta_json))
+            value = self._aead.decrypt(nonce, sealed, self._aad(kind, name, meta_json))
         except (InvalidTag, ValueError, TypeError):
             raise VerdictdError(f"state db {self.db_path}: secret {kind} {name!r} does not open (the row was "
                                 f"altered or moved)") from None
-
-    def get_secret_meta(self, kind: str, name: str) -> dict[str, Any] | None:
-        """The meta object stored with secret ``kind``/``name`` (unverified until the value is opened), or
-        None if there is no such secret."""
-        kind = check_kind(kind)
-        name = _check_secret_name(kind, name)
-        rows = self._read(f"get secret {kind} {name!r}", "SELECT meta FROM secrets WHERE kind = ? AND name = ?",
-                          (kind, name))
-        if not rows:
-            return None
-        meta = self._loads(rows[0][0], f"secret {kind} {name!r} meta")
+        meta = self._loads(meta_json, f"secret {kind} {name!r} meta")
         if not isinstance(meta, dict):
             raise VerdictdError(f"state db {self.db_path}: secret {kind} {name!r} meta is not a JSON object")
-        return meta
+        return value, meta
 
     def list_secrets(self, kind: str) -> list[str]:
         """Names of the secrets of ``kind``, sorted."""
@@ -496,11 +508,29 @@ class Store:
         disk when this returns. Records cannot be changed or removed (the table refuses UPDATE and DELETE)."""
         if not isinstance(event, str) or not 1 <= len(event) <= MAX_EVENT or not _EVENT_RE.fullmatch(event):
             raise VerdictdError(f"audit event {event!r}: must be 1..{MAX_EVENT} characters of [A-Za-z0-9._:-]")
-        detail_json = _json_dict(detail, f"audit event {event} detail", MAX_AUDIT_DETAIL)
-        with self._write(f"audit {event}") as db:
-            cur = db.execute("INSERT INTO audit (time, event, detail) VALUES (?, ?, ?)",
-                             (time.time(), event, detail_json))
-            return int(cur.lastrowid or 0)
+        mine = _PendingAudit(time.time(), event, _json_dict(detail, f"audit event {event} detail",
+                                                              MAX_AUDIT_DETAIL))
+        with self._pending_lock:
+            self._pending.append(mine)
+        with self._lock:
+            if not mine.done:  # nobody committed it while we waited: commit everything queued so far
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    with self._write(f"audit {event}") as db:
+                        for rec in batch:
+                            rec.id = int(db.execute("INSERT INTO audit (time, event, detail) VALUES (?, ?, ?)",
+                                                    (rec.time, rec.event, rec.detail)).lastrowid or 0)
+                except BaseException as e:
+                    for rec in batch:
+                        rec.id, rec.error = 0, e
+                    raise
+                finally:
+                    for rec in batch:
+                        rec.done = True
+        if mine.error is not None:
+            raise VerdictdError(f"audit {event}: not recorded ({mine.error})")
+        return mine.id
 
     def audit_records(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` (1..10000) audit records, newest first, each ``{id, time, event, detail}``
@@ -517,6 +547,18 @@ class Store:
         rows = self._read("read audit", sql + " ORDER BY id DESC LIMIT ?", args)
         return [{"id": i, "time": t, "event": e, "detail": self._loads(d, f"audit record {i}")}
                 for i, t, e, d in rows]
+
+
+class _PendingAudit:
+    """An audit record queued for the next group commit, and what became of it."""
+
+    __slots__ = ("time", "event", "detail", "done", "id", "error")
+
+    def __init__(self, when: float, event: str, detail: str) -> None:
+        self.time, self.event, self.detail = when, event, detail
+        self.done = False
+        self.id = 0
+        self.error: BaseException | None = None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -227,6 +227,8 @@ def test_tampered_ciphertext_and_meta_do_not_open(state: str) -> None:
             s.get_secret("key", "a")
         with pytest.raises(VerdictdError, match="secret key 'b' does not open"):
             s.get_secret("key", "b")
+        with pytest.raises(VerdictdError, match="secret key 'b' does not open"):
+            s.get_secret_meta("key", "b")  # meta is only handed out from a row that opens
 
 
 def test_secret_size_and_type_limits(st: Store) -> None:
@@ -450,6 +452,90 @@ def test_two_store_objects_on_one_file(state: str) -> None:
     finally:
         s1.close()
         s2.close()
+
+
+def _wait_for(cond) -> None:
+    for _ in range(10_000):
+        if cond():
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError("condition never became true")
+
+
+def test_concurrent_audits_commit_as_one_group(st: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    transactions: list[str] = []
+    real_write = Store._write
+
+    def counting_write(self: Store, what: str):  # type: ignore[no-untyped-def]
+        transactions.append(what)
+        return real_write(self, what)
+
+    monkeypatch.setattr(Store, "_write", counting_write)
+    ids: list[int] = []
+    n = 12
+    with st._lock:  # a write in progress: every audit call queues its record and waits
+        threads = [threading.Thread(target=lambda i=i: ids.append(st.audit("grouped", {"i": i}))) for i in range(n)]
+        for t in threads:
+            t.start()
+        _wait_for(lambda: len(st._pending) == n)
+    for t in threads:
+        t.join()
+    assert len(transactions) == 1  # one transaction (one fsync) for all twelve
+    assert len(ids) == n and sorted(ids) == list(range(min(ids), min(ids) + n))
+    recs = st.audit_records(100)
+    assert sorted(r["detail"]["i"] for r in recs) == list(range(n))
+    assert {r["id"]: r["detail"]["i"] for r in recs}.keys() == set(ids)
+
+
+def test_a_failed_group_commit_fails_every_caller(state: str) -> None:
+    with Store(state, KEK) as s:
+        s._conn().execute("PRAGMA busy_timeout = 50")
+        blocker = raw(state)
+        errors: list[str] = []
+
+        def call(i: int) -> None:
+            try:
+                s.audit("lost", {"i": i})
+            except VerdictdError as e:
+                errors.append(str(e))
+
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with s._lock:
+                threads = [threading.Thread(target=call, args=(i,)) for i in range(5)]
+                for t in threads:
+                    t.start()
+                _wait_for(lambda: len(s._pending) == 5)
+            for t in threads:
+                t.join()
+        finally:
+            blocker.execute("ROLLBACK")
+        assert len(errors) == 5 and all("database is locked" in e for e in errors)
+        assert s.audit_records(10) == []
+        assert s.audit("after", {}) > 0  # and the store goes on
+
+
+def test_reads_do_not_wait_for_a_write_in_progress(st: Store) -> None:
+    st.put_secret("key", "k", b"v")
+    holding, release = threading.Event(), threading.Event()
+
+    def writer_in_progress() -> None:
+        with st._lock:
+            holding.set()
+            release.wait()
+
+    holder = threading.Thread(target=writer_in_progress)
+    holder.start()
+    holding.wait()
+    try:
+        got: list[object] = []
+        reader = threading.Thread(target=lambda: got.append(st.get_secret("key", "k")))
+        reader.start()
+        reader.join(30)
+        assert got == [b"v"]
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_busy_database_gives_a_clear_error(state: str, monkeypatch: pytest.MonkeyPatch) -> None:
