@@ -109,6 +109,8 @@ def load_kek(path: str | None = None, *, state_dir: str | None = None) -> bytes:
         if st.st_mode & 0o077:
             raise VerdictdError(f"KEK file {path}: mode {st.st_mode & 0o777:04o} lets other users at it "
                                 f"(chmod 600)")
+        if st.st_size > 256:
+            raise VerdictdError(f"KEK file {path}: {st.st_size} bytes; expected 32 raw bytes or 64 hex digits")
         data = os.read(fd, 256)
     finally:
         os.close(fd)

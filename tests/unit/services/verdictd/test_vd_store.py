@@ -587,6 +587,7 @@ def test_load_kek_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     (b"zz" * 32, 0o600, "must be 64 hex digits"),
     (b"\xff" * 40, 0o600, "neither 32 raw bytes nor 64 hex digits"),
     (b"\x07" * 32, 0o600, "one byte repeated"),
+    (KEK.hex().encode() * 5, 0o600, "320 bytes; expected 32 raw bytes or 64 hex digits"),
 ])
 def test_load_kek_file_errors(tmp_path: Path, data: bytes, mode: int, message: str) -> None:
     with pytest.raises(VerdictdError, match=f"KEK file .*key: .*({message})"):
