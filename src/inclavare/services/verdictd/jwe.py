@@ -18,9 +18,10 @@ other members, maps in serde_json's key order, which is sorted unless ``preserve
 header Trustee's own server emits -- compact, ``alg``, ``enc``, ``epk`` with ``crv``, ``kty``, ``x``, ``y`` --
 survives that round trip in every build, while joserfc writes the ``epk`` members as ``crv``, ``x``, ``y``,
 ``kty``. So :func:`seal` composes pyca/cryptography's primitives (OAEP, ECDH, Concat KDF, AES key wrap,
-AES-GCM) under a fixed header, and :func:`open` (the client side) decrypts through joserfc, which derives the
-AAD from the decoded header the same way the Trustee client does; the tests check both against each other
-and against a third, hand-written decryption.
+AES-GCM) under a fixed header. :func:`open` (the client side) decrypts through joserfc's compact path, whose
+AAD is the received ``protected`` string byte for byte (RFC 7516; joserfc's JSON path would re-serialise the
+header and so accept a rewritten one). The tests check seal and open against each other, against joserfc, and
+against a hand-written decryption that also re-serialises the header as the Trustee client does.
 """
 
 from __future__ import annotations
@@ -287,8 +288,9 @@ def open(private_key: object, response: object) -> bytes:  # shadows the builtin
             raise VerdictdError(f"jwe response.{name}: {len(value)} bytes, expected {size}")
     b64url_decode(response["ciphertext"], "jwe response.ciphertext", _b64_limit(MAX_PLAINTEXT))
     registry = jwe.JWERegistry(algorithms=[header["alg"], ENC])
+    compact = ".".join(response[name] for name in RESPONSE_FIELDS)  # AAD: the protected string as received
     try:
-        result = jwe.decrypt_json(dict(response), key, registry=registry)  # type: ignore[arg-type]
+        result = jwe.decrypt_compact(compact, key, registry=registry)
     except (JoseError, ValueError) as exc:
         raise VerdictdError(f"jwe response: does not decrypt with this key (tampered, or another key's answer: "
                             f"{type(exc).__name__})") from None
