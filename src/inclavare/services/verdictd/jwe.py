@@ -49,6 +49,7 @@ MAX_PROTECTED = 1024  # characters of the encoded protected header (a P-521 epk 
 RSA_MIN_BITS = 2048  # guest-components generates 2048-bit keys; anything smaller is refused as weak
 RSA_MAX_BITS = 8192  # bounds the work one request can cause
 _CURVES = {"P-256": 32, "P-521": 66}  # curve -> coordinate length in bytes
+_CURVE_NAMES = {"secp256r1": "P-256", "secp521r1": "P-521"}  # pyca's names -> JOSE's
 _IV_LEN = 12
 _TAG_LEN = 16
 _KEY_BYTES = 32  # A256GCM content key, A256KW wrapping key
@@ -204,6 +205,7 @@ def _joserfc_private_key(private_key: object) -> Any:
     """Accept a pyca/cryptography private key, its PEM, or a private JWK, as joserfc's RSAKey/ECKey."""
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from joserfc.errors import JoseError
     from joserfc.jwk import ECKey, RSAKey
 
     key: Any = private_key
@@ -216,12 +218,14 @@ def _joserfc_private_key(private_key: object) -> Any:
             kty = key.get("kty")
             if kty not in ("RSA", "EC") or "d" not in key:
                 raise VerdictdError("jwe private key: expected a private RSA or EC JWK")
-            return (RSAKey if kty == "RSA" else ECKey).import_key(key)
-    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            key = (RSAKey if kty == "RSA" else ECKey).import_key(key).private_key
+    except (ValueError, TypeError, KeyError, UnicodeEncodeError, JoseError) as exc:
         raise VerdictdError(f"jwe private key: cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
     if isinstance(key, rsa.RSAPrivateKey):
         return RSAKey.import_key(key)
     if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.name not in _CURVE_NAMES:
+            raise VerdictdError(f"jwe private key: curve {key.curve.name} is not supported (P-256, P-521)")
         return ECKey.import_key(key)
     raise VerdictdError(f"jwe private key: expected an RSA or EC private key, got {type(key).__name__}")
 
@@ -256,7 +260,6 @@ def open(private_key: object, response: object) -> bytes:  # shadows the builtin
     key and nothing else (no ``zip``, no ``crit``), and the sizes must be the ones A256GCM and the key imply;
     any failure -- including a wrong key or a tampered member -- is one :class:`VerdictdError` line.
     """
-    from cryptography.hazmat.primitives.asymmetric import ec
     from joserfc import jwe
     from joserfc.errors import JoseError
 
@@ -273,12 +276,11 @@ def open(private_key: object, response: object) -> bytes:  # shadows the builtin
     header = _parse_header(response, kty)
     if kty == "EC":
         epk = header["epk"]
-        own_crv = {"secp256r1": "P-256", "secp521r1": "P-521"}.get(key.private_key.curve.name)
+        own_crv = _CURVE_NAMES[key.private_key.curve.name]
         if not isinstance(epk, dict) or epk.get("kty") != "EC" or epk.get("crv") != own_crv:
             raise VerdictdError(f"jwe response.protected.epk: not an EC key on the private key's curve {own_crv}")
         parse_tee_pubkey({**epk, "alg": ALG_ECDH}, "jwe response.protected.epk")
-        assert isinstance(key.private_key, ec.EllipticCurvePrivateKey)
-        key_len = 40
+        key_len = 40  # A256KW output: the 32-byte CEK plus the 8-byte integrity block
     else:
         key_len = (key.private_key.key_size + 7) // 8
     sizes = {"encrypted_key": key_len, "iv": _IV_LEN, "tag": _TAG_LEN}
@@ -309,9 +311,7 @@ def tee_pubkey(private_key: object) -> dict[str, str]:
         return {"kty": "RSA", "alg": ALG_RSA, "n": b64url_encode(nums.n.to_bytes((nums.n.bit_length() + 7) // 8,
                                                                                 "big")),
                 "e": b64url_encode(nums.e.to_bytes((nums.e.bit_length() + 7) // 8, "big"))}
-    crv = {"secp256r1": "P-256", "secp521r1": "P-521"}.get(pub.curve.name)
-    if crv is None:
-        raise VerdictdError(f"jwe private key: curve {pub.curve.name} is not supported (P-256, P-521)")
+    crv = _CURVE_NAMES[pub.curve.name]
     size = _CURVES[crv]
     nums = pub.public_numbers()
     return {"kty": "EC", "crv": crv, "alg": ALG_ECDH, "x": b64url_encode(nums.x.to_bytes(size, "big")),

@@ -137,6 +137,11 @@ def test_private_key_forms(ec_key: ec.EllipticCurvePrivateKey) -> None:
         jwe.open(ECKey.import_key(ec_key).as_dict(private=False), response)
     with pytest.raises(VerdictdError, match="private key"):
         jwe.open(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", response)
+    for bad in ({"kty": "EC", "d": "AQAB"}, {"kty": "RSA", "d": "AQAB", "n": "AQAB", "e": "AQAB"}, 42):
+        with pytest.raises(VerdictdError, match="^jwe private key: "):
+            jwe.open(bad, response)
+    with pytest.raises(VerdictdError, match="curve secp384r1 is not supported"):
+        jwe.open(ec.generate_private_key(ec.SECP384R1()), response)
 
 
 # -- tampering and wrong keys ----------------------------------------------------------------------------------
