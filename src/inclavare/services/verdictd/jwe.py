@@ -8,10 +8,10 @@ content is AES-256-GCM with ``ASCII(protected)`` as its additional data and a 12
 
 The TEE key is the ``tee-pubkey`` the client put into its attestation's runtime data: ``{"kty":"RSA","alg":
 "RSA-OAEP-256","n","e"}`` or ``{"kty":"EC","crv":"P-256"|"P-521","alg":"ECDH-ES+A256KW","x","y"}`` (what
-guest-components sends; P-521 keys are accepted by Trustee since v0.16 and offered by guest-components
-since v0.19). ``RSA1_5`` is refused although Trustee
-still accepts it with a warning: PKCS#1 v1.5 key transport invites padding-oracle attacks and no 0.4.0 client
-sends it. ``RSA-OAEP`` (SHA-1) and every other algorithm are refused too.
+guest-components sends; P-521 keys are accepted by Trustee since v0.16 and offered by guest-components since
+v0.19). ``RSA1_5`` is refused although Trustee still accepts it with a warning: PKCS#1 v1.5 key transport
+invites padding-oracle attacks and no 0.4.0 client sends it. ``RSA-OAEP`` (SHA-1) and every other algorithm
+are refused too.
 
 Why the protected header is written here and not by joserfc: the Trustee client does not use the received
 ``protected`` string as the AAD; it decodes it into a struct and serialises it again (``alg``, ``enc``, then the
