@@ -171,6 +171,29 @@ def test_an_unattested_client_is_refused(sim: tuple[SimAttester, str], running: 
     assert running.audit == []
 
 
+def test_an_explicitly_unattested_server_answers_only_version_and_echo(sim: tuple[SimAttester, str]) -> None:
+    """Without mutual attestation (allowed only explicitly) clients are not attested, so get no keys."""
+    attester, root = sim
+    server_cfg = RatsTlsConfig(attester=attester, trust_sim=True, sim_root_fingerprints=(root,))
+    server = EaaServer(server_cfg, Store(), None, Store(), allow_unattested=True)
+    sock = listen("127.0.0.1:0")
+    thread = server.start(sock)
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        one_way = RatsTlsConfig(attester="nullattester", trust_sim=True, sim_root_fingerprints=(root,))
+        with EaaClient(one_way, address, timeout=TIMEOUT) as c:
+            assert c.version() == "v1"
+            answer = c.call({"command": "Get KEK", "kids": ["kek-1"]})
+            assert answer["status"] == "Fail" and "not attested" in answer["error"]
+            assert base64.b64encode(KEK).decode() not in json.dumps(answer)
+            with pytest.raises(VerdictdError, match="not attested"):
+                c.get_resource("Policy")
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+        sock.close()
+
+
 def test_slow_and_surplus_connections_do_not_hold_the_server(sim: tuple[SimAttester, str],
                                                              running: Running) -> None:
     host, port = running.address.rsplit(":", 1)

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from inclavare.errors import InclavareError
 from inclavare.services.verdictd.eaa_protocol import (
@@ -40,6 +40,9 @@ from inclavare.services.verdictd.eaa_protocol import (
     fail,
 )
 from inclavare.services.verdictd.errors import VerdictdError
+
+if TYPE_CHECKING:
+    from inclavare.ratls.tls import RatsTls
 
 __all__ = ["Appraiser", "EaaServer", "KeyStore", "Limits", "ResourceStore", "listen", "parse_address"]
 
@@ -276,7 +279,14 @@ class EaaServer:
                                      name="eaa-connection", daemon=True)
                 with self._lock:
                     self._threads.add(t)
-                t.start()
+                try:
+                    t.start()
+                except RuntimeError as e:  # no more threads: this connection is not served, the server goes on
+                    log.error("EAA: cannot serve %s: %s", _peer_name(addr), e)
+                    with self._lock:
+                        self._threads.discard(t)
+                    conn.close()
+                    self._slots.release()
         finally:
             watchdog.expire_all()
             for t in self._snapshot():
@@ -297,8 +307,9 @@ class EaaServer:
         from inclavare.ratls.tls import RatsTls
 
         name = _peer_name(addr)
-        handle = RatsTls(self._config, server_side=True)
+        handle: RatsTls | None = None
         try:
+            handle = RatsTls(self._config, server_side=True)
             watchdog.arm(conn, self.limits.handshake_timeout)
             conn.settimeout(self.limits.handshake_timeout)
             try:
@@ -309,7 +320,8 @@ class EaaServer:
             attested = peer is not None and peer.verified
             who = _describe(peer, name)
             log.info("EAA client %s connected (%s)", name, who.get("tee") or "not attested")
-            session = EaaSession(self._keys, self._resources, attested=attested, peer=who, audit=self._audit)
+            session = EaaSession(self._keys, self._resources, attested=attested, peer=who, audit=self._audit,
+                                 max_request=self.limits.max_request)
             for _ in range(self.limits.max_requests):
                 watchdog.arm(conn, self.limits.read_timeout)
                 conn.settimeout(self.limits.read_timeout)
@@ -334,14 +346,15 @@ class EaaServer:
         except Exception:  # a bug must not take the server down; the connection ends
             log.exception("EAA client %s: internal error", name)
         finally:
-            handle.close()
+            if handle is not None:
+                handle.close()
             watchdog.disarm(conn)
             conn.close()
             with self._lock:
                 self._threads.discard(threading.current_thread())
             self._slots.release()
 
-    def _read_request(self, handle: Any) -> bytes | None:
+    def _read_request(self, handle: RatsTls) -> bytes | None:
         """One request: one read, continued while reads come back as full TLS records (a request longer than a
         record); None when the connection ended before a whole request came."""
         buf = bytearray()

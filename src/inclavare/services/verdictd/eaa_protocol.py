@@ -23,8 +23,9 @@ request ``command``        other fields                            answer
 Resource names: upstream's ``Policy``, ``Sigstore Config``, ``GPG Keyring``, ``Cosign Key``, ``Credential``,
 and the ``repo/type/tag`` paths today's EAA KBC (confidential-containers guest-components) sends. ``Decrypt``
 is AES-256-GCM with a 12-byte IV, the 16-byte tag after the ciphertext (the Rust ``aes-gcm`` layout), under the
-key-encryption key named by ``kid``. Key ids are names in the key store (upstream: file names under
-/opt/verdictd/keys, so here they are checked to be plain names).
+key-encryption key named by ``kid``. Key ids are names in the key store: upstream's are file names under
+/opt/verdictd/keys, today's EAA KBC sends the layer's KBS resource path (``repo/type/tag``); both are accepted,
+nothing else (no ``..``, no absolute paths, at most 256 characters).
 
 Where upstream drops the connection without a word (unparsable JSON, no or an unknown ``command``, a request
 over the size limit) this answers ``{"error":..,"status":"Fail"}`` first and then ends the connection, so the
@@ -136,12 +137,24 @@ def _b64(value: Any, where: str) -> bytes:
         raise _Fail(f"parameters error: {where}: not base64") from None
 
 
-def _name(value: Any, where: str, pattern: re.Pattern[str]) -> str:
+def is_path(name: str) -> bool:
+    """A KBS resource path ``repo/type/tag`` (no empty, ``.`` or ``..`` part)."""
+    return (len(name) <= MAX_NAME and _PATH.fullmatch(name) is not None
+            and not any(part in (".", "..") for part in name.split("/")))
+
+
+def is_kid(name: str) -> bool:
+    """A key id: a plain name (upstream's key file names) or a KBS resource path (what today's EAA KBC sends as
+    the ``kid`` of an encrypted layer)."""
+    return (len(name) <= MAX_NAME and _KID.fullmatch(name) is not None and name not in (".", "..")) or is_path(name)
+
+
+def _kid(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise _Fail(f"{where}: expected a non-empty string")
-    if len(value) > MAX_NAME or not pattern.fullmatch(value):
+    if not is_kid(value):
         shown = value if len(value) <= 64 else value[:64] + "..."
-        raise _Fail(f"{where}: {shown!r} is not a valid name")
+        raise _Fail(f"{where}: {shown!r} is not a valid key id")
     return value
 
 
@@ -177,8 +190,10 @@ class EaaSession:
     are keys and resources served); ``peer``: what audit records name the client by."""
 
     def __init__(self, keys: KeyStore, resources: ResourceStore | None = None, *, attested: bool = True,
-                 peer: Mapping[str, Any] | None = None, audit: Audit | None = None) -> None:
+                 peer: Mapping[str, Any] | None = None, audit: Audit | None = None,
+                 max_request: int = MAX_REQUEST) -> None:
         self._keys = keys
+        self._max_request = max_request
         self._resources = resources
         self.attested = attested
         self.peer = dict(peer or {})
@@ -186,8 +201,8 @@ class EaaSession:
 
     def handle(self, data: bytes) -> Reply:
         """Answer one request (never raises for any input)."""
-        if len(data) > MAX_REQUEST:
-            return Reply(fail(f"request too large: {len(data)} bytes, at most {MAX_REQUEST}"), close=True)
+        if len(data) > self._max_request:
+            return Reply(fail(f"request too large: {len(data)} bytes, at most {self._max_request}"), close=True)
         try:
             request = parse_request(data)
         except ValueError as e:
@@ -246,7 +261,7 @@ class EaaSession:
             length = blob.get("key_length")
             if type(length) is not int or length != 256:
                 raise _Fail(f"parameters error: {where}.key_length: expected 256")
-            kid = _name(blob.get("kid"), f"parameters error: {where}.kid", _KID)
+            kid = _kid(blob.get("kid"), f"parameters error: {where}.kid")
             encrypted_text = blob.get("encrypted_data")
             encrypted = _b64(encrypted_text, f"{where}.encrypted_data")
             iv = _b64(blob.get("iv"), f"{where}.iv")
@@ -267,14 +282,13 @@ class EaaSession:
         kids = _items(request, "kids", "get KEK parameters error")
         out: dict[str, str] = {}
         for i, value in enumerate(kids):
-            kid = _name(value, f"get KEK parameters error: kids[{i}]", _KID)
+            kid = _kid(value, f"get KEK parameters error: kids[{i}]")
             out[kid] = base64.b64encode(self._key(kid, quoted=False)).decode()
         self._record("eaa.kek", {"kids": list(out)})
         return dumps({"status": "OK", "data": out})
 
     def _known_resource(self, name: str) -> bool:
-        return name in UPSTREAM_RESOURCES or (len(name) <= MAX_NAME and _PATH.fullmatch(name) is not None
-                                              and ".." not in name.split("/"))
+        return name in UPSTREAM_RESOURCES or is_path(name)
 
     def _lookup(self, name: str) -> bytes | None:
         return self._resources.get_resource(name) if self._resources is not None else None

@@ -98,7 +98,10 @@ def test_decrypt_opens_aes_256_gcm_blobs_keyed_by_their_encrypted_data() -> None
     ({"encrypted_data": None}, "parameters error: blobs[0].encrypted_data: expected base64 text"),
     ({"encrypted_data": "AAAA"}, "parameters error: blobs[0].encrypted_data: shorter than the 16-byte tag"),
     ({"kid": "nokey"}, 'kid: "nokey"\'s key not found'),
-    ({"kid": "../../etc/passwd"}, "parameters error: blobs[0].kid: '../../etc/passwd' is not a valid name"),
+    ({"kid": "../../etc/passwd"}, "parameters error: blobs[0].kid: '../../etc/passwd' is not a valid key id"),
+    ({"kid": "default/../x"}, "parameters error: blobs[0].kid: 'default/../x' is not a valid key id"),
+    ({"kid": "/abs/key/1"}, "parameters error: blobs[0].kid: '/abs/key/1' is not a valid key id"),
+    ({"kid": "k" * 257}, f"parameters error: blobs[0].kid: {'k' * 64 + '...'!r} is not a valid key id"),
     ({"kid": ""}, "parameters error: blobs[0].kid: expected a non-empty string"),
     ({"kid": "short"}, 'kid: "short"\'s key is not an AES-256 key'),
 ])
@@ -131,6 +134,15 @@ def test_decrypt_bounds_and_types() -> None:
     assert json.loads(body)["error"] == "parameters error: blobs[0]: expected an object"
 
 
+def test_kbs_resource_paths_are_key_ids_too() -> None:
+    """Today's EAA KBC sends the encrypted layer's kid as a KBS resource path (repo/type/tag)."""
+    s, _ = session(keys=Keys({"default/key/layer-1": KEY}))
+    body, _ = ask(s, {"command": "Decrypt", "blobs": [blob("default/key/layer-1", b"lk")]})
+    assert base64.b64decode(next(iter(json.loads(body)["data"].values()))) == b"lk"
+    body, _ = ask(s, {"command": "Get KEK", "kids": ["default/key/layer-1"]})
+    assert json.loads(body)["data"] == {"default/key/layer-1": base64.b64encode(KEY).decode()}
+
+
 def test_get_kek_returns_keys_by_id() -> None:
     s, records = session()
     body, close = ask(s, {"command": "Get KEK", "kids": ["k1"]})
@@ -142,7 +154,9 @@ def test_get_kek_returns_keys_by_id() -> None:
     body, _ = ask(s, {"command": "Get KEK", "kids": "k1"})
     assert json.loads(body)["error"] == "get KEK parameters error: 'kids': expected a list"
     body, _ = ask(s, {"command": "Get KEK", "kids": ["a/b"]})
-    assert json.loads(body)["error"] == "get KEK parameters error: kids[0]: 'a/b' is not a valid name"
+    assert json.loads(body)["error"] == "get KEK parameters error: kids[0]: 'a/b' is not a valid key id"
+    body, _ = ask(s, {"command": "Get KEK", "kids": [".."]})
+    assert json.loads(body)["error"] == "get KEK parameters error: kids[0]: '..' is not a valid key id"
     assert len(records) == 1  # failures release nothing
 
 
