@@ -240,9 +240,9 @@ def test_a_client_dripping_its_handshake_is_cut_off(running: Running) -> None:
             pytest.fail(f"the server let a client drip {len(hello)} bytes of a handshake")
 
 
-def test_connections_beyond_the_cap_are_closed_at_once(sim: tuple[SimAttester, str]) -> None:
+def test_connections_beyond_the_cap_are_closed_after_the_queue_wait(sim: tuple[SimAttester, str]) -> None:
     with start(sim, Appraiser(sim_attester_identity().mrenclave.hex()),
-               limits=Limits(max_connections=2, handshake_timeout=30.0)) as running:
+               limits=Limits(max_connections=2, queue_timeout=0.2, handshake_timeout=30.0)) as running:
         host, port = running.address.rsplit(":", 1)
         held = [socket.create_connection((host, int(port)), timeout=TIMEOUT) for _ in range(2)]
         try:

@@ -7,9 +7,10 @@ callback, and never an answer. Only after that are requests read: one JSON reque
 until the client closes, ``echo`` ends it, or a limit is hit.
 
 Hardening (the lessons of the rats-tls-server, issue 19): connections are served concurrently, one thread
-each, at most ``max_connections`` at once (beyond that a new connection is closed at once, logged); each phase
-has a deadline that a watchdog enforces by shutting the socket down, however slowly a client drips bytes
-(handshake, reading one request, writing one answer); a request is at most ``max_request`` bytes.
+each, at most ``max_connections`` at once (beyond that a new connection waits ``queue_timeout`` for a slot, then
+is closed, logged); each phase has a deadline that a watchdog enforces by shutting the socket down, however
+slowly a client drips bytes (handshake, reading one request, writing one answer); a request is at most
+``max_request`` bytes.
 
 Deliberate differences from upstream: a server whose configuration is not mutual is refused unless
 ``allow_unattested`` is set, and even then unattested clients get only ``version`` and ``echo`` (upstream
@@ -61,10 +62,11 @@ class Appraiser(Protocol):
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of the server: concurrent connections, seconds per phase, bytes per request, requests per
-    connection."""
+    """Bounds of the server: concurrent connections (and how long a connection above that number waits for a
+    slot before it is closed), seconds per phase, bytes per request, requests per connection."""
 
-    max_connections: int = 64
+    max_connections: int = 128
+    queue_timeout: float = 5.0
     handshake_timeout: float = 10.0
     read_timeout: float = 30.0
     write_timeout: float = 30.0
@@ -75,6 +77,8 @@ class Limits:
         for name in ("max_connections", "max_request", "max_requests"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise VerdictdError(f"EAA limits: {name}: expected a positive integer")
+        if not self.queue_timeout >= 0:
+            raise VerdictdError("EAA limits: queue_timeout: expected a number of seconds (0: no waiting)")
         for name in ("handshake_timeout", "read_timeout", "write_timeout"):
             if not getattr(self, name) > 0:
                 raise VerdictdError(f"EAA limits: {name}: expected a positive number of seconds")
@@ -270,9 +274,9 @@ class EaaServer:
                     log.error("EAA accept: %s", e.strerror or e)
                     time.sleep(0.05)  # e.g. out of descriptors: do not spin
                     continue
-                if not self._slots.acquire(blocking=False):
-                    log.warning("EAA: %d connections already: closing the one from %s",
-                                self.limits.max_connections, _peer_name(addr))
+                if not self._wait_for_slot():
+                    log.warning("EAA: %d connections already for %.1f s: closing the one from %s",
+                                self.limits.max_connections, self.limits.queue_timeout, _peer_name(addr))
                     conn.close()
                     continue
                 t = threading.Thread(target=self._connection, args=(conn, addr, watchdog),
@@ -292,6 +296,18 @@ class EaaServer:
             for t in self._snapshot():
                 t.join()
             watchdog.stop()
+
+    def _wait_for_slot(self) -> bool:
+        """A connection slot, waiting up to ``queue_timeout`` for one to free (a burst above the cap is served a
+        little later, not refused; connections held by slow clients free theirs at their deadline)."""
+        deadline = time.monotonic() + self.limits.queue_timeout
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if self._slots.acquire(timeout=max(min(left, 0.25), 0.0)):
+                return True
+            if left <= 0:
+                return False
+        return False
 
     def shutdown(self) -> None:
         """Stop accepting, end the open connections; ``serve`` returns once they are gone."""
