@@ -311,3 +311,34 @@ def test_nonexistent_container_operations(rune, cid):
         assert p.returncode == (255 if op[0] == "exec" else 1), op
         lines = p.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith(prefix + "container does not exist: "), (op, p.stderr)
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["shelter", "verify", "/dev/zero"], "EVIDENCE /dev/zero: not a regular file"),
+    (["sgx-tools", "measure", "/dev/zero"], "/dev/zero: not a regular file"),
+    (["sgx-tools", "verify-quote", "/dev/zero"], "/dev/zero: not a regular file"),
+])
+def test_tools_refuse_endless_inputs(argv, words):
+    """A device where a file is expected would be read until memory runs out: refused at once, one line."""
+    import shutil
+    import subprocess
+
+    if shutil.which(argv[0]) is None:
+        pytest.skip(f"{argv[0]} is not installed (scripts/setup.sh)")
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and words in lines[0], p.stderr
+
+
+def test_shelter_refuses_evidence_larger_than_any_quote(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("shelter") is None:
+        pytest.skip("shelter is not installed (scripts/setup.sh)")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (2 << 20))
+    p = subprocess.run(["shelter", "verify", str(big)], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert p.stderr.strip() == f"shelter: EVIDENCE {big}: {2 << 20} bytes, more than the 1 MiB this input may have"

@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from inclavare.cli._inputs import read_file, sim_root_fingerprint
+from inclavare.cli._inputs import KEY_LIMIT, read_file, sim_root_fingerprint
 from inclavare.errors import UsageError
 
 
@@ -77,12 +77,12 @@ def build_options(a: argparse.Namespace, kind: str) -> tuple[Any, bool, Any]:
     if a.vcek or cert_table:
         from inclavare.attestation.snp import SnpCollateral
 
-        chain = read_file(a.cert_chain, "--cert-chain") if a.cert_chain else None
+        chain = read_file(a.cert_chain, "--cert-chain", KEY_LIMIT) if a.cert_chain else None
         if cert_table:
-            collateral = SnpCollateral.from_cert_table(read_file(cert_table, "--cert-table"),
+            collateral = SnpCollateral.from_cert_table(read_file(cert_table, "--cert-table", KEY_LIMIT),
                                                        f"--cert-table {cert_table}").with_chain(chain)
         else:
-            collateral = SnpCollateral.load(read_file(a.vcek, "--vcek"), chain)
+            collateral = SnpCollateral.load(read_file(a.vcek, "--vcek", KEY_LIMIT), chain)
     opts = Options(as_of=parse_as_of(a.as_of), report_data=report_data, trust_sim=bool(a.trust_sim),
                    sim_root_fingerprints=sim_roots, collateral=collateral, extra_certs=tuple(extra))
     return opts, bool(a.collateral or dcap_files), material

@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from inclavare.cli._common import Parser, run_program
-from inclavare.cli._inputs import read_file
+from inclavare.cli._inputs import EVIDENCE_LIMIT, IMAGE_LIMIT, KEY_LIMIT, read_file
 from inclavare.cli._verify import add_verify_flags, build_options, report
 from inclavare.errors import InclavareError, UsageError
 
@@ -50,7 +50,7 @@ def _sigstruct_bytes(path: str, data: bytes) -> bytes:
 def _describe(path: str) -> dict[str, Any]:
     from inclavare.formats.sgx import SigStruct
 
-    sig = SigStruct.parse(_sigstruct_bytes(path, read_file(path)))
+    sig = SigStruct.parse(_sigstruct_bytes(path, read_file(path, limit=IMAGE_LIMIT)))
     day, encoding = sig.decoded_date()
     return {
         "mrenclave": sig.enclavehash.hex(),
@@ -90,7 +90,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    data = read_file(args.file)
+    data = read_file(args.file, limit=IMAGE_LIMIT)
     if _is_image(data):
         from inclavare.enclave.image import load
 
@@ -107,7 +107,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_measure(args: argparse.Namespace) -> int:
     from inclavare.formats.sgxs import TAG_ECREATE, read_sgxs
 
-    data = read_file(args.file)
+    data = read_file(args.file, limit=IMAGE_LIMIT)
     if _is_image(data):
         from inclavare.enclave.image import measure
 
@@ -139,8 +139,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
     remote = [f for f in ("ca_cert", "token", "token_file", "client_cert", "client_key") if getattr(args, f)]
     if args.key and remote:
         raise UsageError(f"--{remote[0].replace('_', '-')} is for server-side signing (--server), not --key")
-    unsigned = image.build(read_file(args.payload), args.kind, settings)
-    signed = _sign_remote(args, unsigned) if args.server else image.sign(unsigned, read_file(args.key))
+    unsigned = image.build(read_file(args.payload, "--payload", IMAGE_LIMIT), args.kind, settings)
+    if args.server:
+        signed = _sign_remote(args, unsigned)
+    else:
+        signed = image.sign(unsigned, read_file(args.key, "--key", KEY_LIMIT))
     _write_atomic(args.out, signed)
     print(f"{args.out}: MRENCLAVE {unsigned.mrenclave.hex()}")
     return 0
@@ -154,7 +157,7 @@ def _sign_remote(args: argparse.Namespace, unsigned: Any) -> bytes:
 
     token = args.token
     if args.token_file:
-        token = read_file(args.token_file).decode("utf-8", "replace").strip()
+        token = read_file(args.token_file, "--token-file", KEY_LIMIT).decode("utf-8", "replace").strip()
         if not token:
             raise UsageError(f"{args.token_file}: the token file is empty")
     with SignatureClient(args.server, ca_cert=args.ca_cert, token=token, client_cert=args.client_cert,
@@ -276,7 +279,7 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
     from inclavare.attestation import evidence as ev
 
     _check_quote_type(args.quote_type)
-    data = read_file(args.quote)
+    data = read_file(args.quote, limit=EVIDENCE_LIMIT)
     if ev.detect(data) != "dcap":
         raise InclavareError(f"--quote {args.quote}: not a DCAP quote")
     ns = argparse.Namespace(certs=args.certs, report_data=None, trust_sim=args.trust_sim, sim_root=args.sim_root,

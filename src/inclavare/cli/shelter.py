@@ -24,7 +24,7 @@ import sys
 from typing import Any
 
 from inclavare.cli._common import run_program
-from inclavare.cli._inputs import read_file
+from inclavare.cli._inputs import EVIDENCE_LIMIT, read_file
 from inclavare.cli._verify import add_verify_flags, build_options, parse_as_of, report
 from inclavare.errors import UsageError
 
@@ -35,7 +35,7 @@ def cmd_verify(a: argparse.Namespace) -> int:
     from inclavare.attestation import evidence as ev
     from inclavare.attestation.api import AttestationError
 
-    data = read_file(a.evidence, "EVIDENCE")
+    data = read_file(a.evidence, "EVIDENCE", EVIDENCE_LIMIT)
     parse_as_of(a.as_of)  # flag errors first, before the evidence is judged
     material = None
     try:

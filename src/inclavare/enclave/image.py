@@ -393,15 +393,26 @@ class _Parts:
     sigstruct: bytes
 
 
+MAX_IMAGE = 1 << 30  # bytes: an enclave image (its payload with the enclave's settings and signature)
+
+
 def _read(source: str | os.PathLike[str] | bytes | bytearray) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), "enclave image"
     where = f"enclave image {os.fspath(source)}"
+    import stat
+
     try:
         with open(source, "rb") as f:
-            return f.read(), where
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise EnclaveImageError(where, "not a regular file")
+            data = f.read(MAX_IMAGE + 1)
     except OSError as e:
         raise EnclaveImageError(where, e.strerror or str(e)) from None
+    if len(data) > MAX_IMAGE:
+        raise EnclaveImageError(where, f"larger than {MAX_IMAGE >> 20} MiB")
+    return data, where
 
 
 def _split(data: bytes, where: str) -> _Parts:
