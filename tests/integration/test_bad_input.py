@@ -316,7 +316,7 @@ def test_nonexistent_container_operations(rune, cid):
 @pytest.mark.parametrize(("argv", "words"), [
     (["shelter", "verify", "/dev/zero"], "EVIDENCE /dev/zero: not a regular file"),
     (["sgx-tools", "measure", "/dev/zero"], "/dev/zero: not a regular file"),
-    (["sgx-tools", "verify-quote", "/dev/zero"], "/dev/zero: not a regular file"),
+    (["sgx-tools", "verify-quote", "--quote", "/dev/zero"], "--quote /dev/zero: not a regular file"),
 ])
 def test_tools_refuse_endless_inputs(argv, words):
     """A device where a file is expected would be read until memory runs out: refused at once, one line."""

@@ -279,7 +279,7 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
     from inclavare.attestation import evidence as ev
 
     _check_quote_type(args.quote_type)
-    data = read_file(args.quote, limit=EVIDENCE_LIMIT)
+    data = read_file(args.quote, "--quote", EVIDENCE_LIMIT)
     if ev.detect(data) != "dcap":
         raise InclavareError(f"--quote {args.quote}: not a DCAP quote")
     ns = argparse.Namespace(certs=args.certs, report_data=None, trust_sim=args.trust_sim, sim_root=args.sim_root,
