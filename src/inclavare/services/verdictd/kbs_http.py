@@ -1,0 +1,278 @@
+"""The KBS protocol over HTTP(S): routes ``/kbs/v0/...`` to :class:`.kbs.KbsService`.
+
+HTTPS by default (an ``ssl.SSLContext`` from :func:`tls_context`); plain HTTP only when the caller passes
+``insecure_http=True``. One thread per connection with a cap (excess connections get 503 and are closed), a
+per-connection read/handshake timeout, bodies over ``MAX_BODY`` refused unread (413). Admin endpoints need the
+admin bearer token; a listener made with ``admin=False`` does not route them at all (404), so the admin API can
+live on its own listener.
+"""
+
+from __future__ import annotations
+
+import http.cookies
+import http.server
+import json
+import logging
+import socket
+import ssl
+import sys
+import threading
+import urllib.parse
+from typing import Any
+
+from inclavare.services.verdictd.errors import VerdictdError
+from inclavare.services.verdictd.kbs import SESSION_COOKIE, KbsError, KbsService
+
+log = logging.getLogger("inclavare.verdictd.kbs")
+
+PREFIX = "/kbs/v0/"
+MAX_BODY = 1 << 20
+IO_TIMEOUT = 30.0
+MAX_CONNECTIONS = 256
+MAX_QUERY_ITEMS = 16
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context (TLS 1.2+) with the configured certificate chain and key; VerdictdError if unusable."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise VerdictdError(f"KBS TLS certificate {cert} / key {key}: {getattr(e, 'strerror', None) or e}") from None
+    return ctx
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "verdictd-kbs"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    server: KbsHttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        log.info("%s %s", self.client_address[0], format % args)
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json", close: bool = False,
+              cookie: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="kbs"')
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any, cookie: str | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), cookie=cookie)
+
+    def _error(self, e: KbsError, close: bool = False) -> None:
+        self._send(e.status, json.dumps(e.to_json()).encode(), close=close)
+
+    def _cookie_session(self) -> str | None:
+        raw = self.headers.get("Cookie")
+        if not raw or len(raw) > 4096:
+            return None
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(raw)
+        except http.cookies.CookieError:
+            return None
+        morsel = jar.get(SESSION_COOKIE)
+        return morsel.value if morsel is not None else None
+
+    def _bearer(self) -> str | None:
+        auth = self.headers.get("Authorization")
+        if not auth:
+            return None
+        scheme, _, token = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise KbsError(401, "TokenNotFound", "malformed Authorization header (expected: Bearer TOKEN)")
+        return token.strip()
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise KbsError(411, "InvalidRequest", "send the body with a Content-Length, not chunked")
+        text = self.headers.get("Content-Length", "0")
+        try:
+            length = int(text, 10)
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise KbsError(400, "InvalidRequest", f"Content-Length {text[:32]!r} is not a byte count")
+        if length > MAX_BODY:
+            raise KbsError(413, "PayloadTooLarge", f"body of {length} bytes is over the {MAX_BODY}-byte limit")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise ConnectionError("client closed the connection before sending the whole body")
+        return body
+
+    def _route(self) -> tuple[list[str], dict[str, str]]:
+        split = urllib.parse.urlsplit(self.path)
+        if not split.path.startswith(PREFIX):
+            raise KbsError(404, "InvalidRequestPath", f"no such resource: {split.path[:200]}")
+        parts = [urllib.parse.unquote(p) for p in split.path[len(PREFIX):].split("/")]
+        pairs = urllib.parse.parse_qsl(split.query, keep_blank_values=True, max_num_fields=MAX_QUERY_ITEMS)
+        return parts, dict(pairs)
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            if method == "GET" and self.path.split("?")[0] == "/healthz":
+                self._send(200, b"ok", "text/plain; charset=utf-8")
+                return
+            try:
+                parts, query = self._route()
+            except ValueError:
+                raise KbsError(400, "InvalidRequest", "too many query parameters") from None
+            body = self._body() if method == "POST" else b""
+            self._serve(method, parts, query, body)
+        except KbsError as e:
+            self._error(e, close=e.status in (411, 413))
+        except VerdictdError as e:  # a backend refused (store, policy): still a clear answer
+            log.error("request %s %s: %s", method, self.path[:200], e)
+            self._error(KbsError(500, "InternalError", str(e)))
+
+    def _serve(self, method: str, parts: list[str], query: dict[str, str], body: bytes) -> None:
+        svc, head, rest = self.server.service, parts[0], parts[1:]
+        admin = self.server.admin
+        if self.server.attestation and method == "POST" and parts == ["auth"]:
+            answer, session = svc.auth(body)
+            self._json(200, answer, cookie=_cookie(session.id, svc.sessions.ttl))
+        elif self.server.attestation and method == "POST" and parts == ["attest"]:
+            answer, session = svc.attest(body, self._cookie_session())
+            self._json(200, answer, cookie=_cookie(session.id, max(1, int(session.expires - svc.sessions.clock()))))
+        elif self.server.attestation and method == "GET" and head == "resource":
+            self._json(200, svc.resource(rest, query, self._cookie_session(), self._bearer()))
+        elif admin and method == "POST" and head in ("resource", "resource-policy", "attestation-policy",
+                                                      "reference-value"):
+            svc.check_admin(self.headers.get("Authorization"))
+            if head == "resource":
+                svc.set_resource(rest, body)
+            elif head == "resource-policy" and not rest:
+                svc.set_resource_policy(body)
+            elif head == "attestation-policy" and not rest:
+                svc.set_attestation_policy(body)
+            elif head == "reference-value" and not rest:
+                svc.set_reference_value(body)
+            else:
+                raise KbsError(404, "InvalidRequestPath", f"no such resource: {self.path[:200]}")
+            self._send(200, b"")
+        elif admin and method == "GET" and head == "reference-value" and rest:
+            svc.check_admin(self.headers.get("Authorization"))
+            self._json(200, svc.get_reference_value(rest))
+        else:
+            raise KbsError(404, "InvalidRequestPath", f"no such resource: {method} {self.path[:200]}")
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._error(KbsError(405, "MethodNotAllowed", "use GET or POST"), close=True)
+
+    do_DELETE = do_PUT  # noqa: N815
+
+
+def _cookie(session_id: str, max_age: int) -> str:
+    return f"{SESSION_COOKIE}={session_id}; Max-Age={max_age}; Path=/kbs/v0; HttpOnly"
+
+
+class KbsHttpServer(http.server.ThreadingHTTPServer):
+    """The KBS listener. ``attestation``/``admin`` say which endpoints it routes."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], service: KbsService, *, tls: ssl.SSLContext | None,
+                 insecure_http: bool = False, attestation: bool = True, admin: bool = True,
+                 max_connections: int = MAX_CONNECTIONS, io_timeout: float = IO_TIMEOUT) -> None:
+        if tls is None and not insecure_http:
+            raise VerdictdError("KBS listener: give a TLS certificate and key, or insecure_http=True (tests only)")
+        self.service, self.tls, self.attestation, self.admin = service, tls, attestation, admin
+        self.io_timeout = io_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._thread: threading.Thread | None = None
+        host = address[0]
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            super().__init__(address, _Handler)
+        except OSError as e:
+            raise VerdictdError(f"KBS listener {host}:{address[1]}: {e.strerror}") from None
+
+    @property
+    def url(self) -> str:
+        addr: Any = self.server_address
+        host = str(addr[0])
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else (f"[{host}]" if ":" in host else host)
+        return f"{'https' if self.tls else 'http'}://{host}:{int(addr[1])}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                body = json.dumps(KbsError(503, "TooManyConnections", "server busy; retry later").to_json()).encode()
+                if self.tls is None:
+                    request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.io_timeout)
+        if self.tls is not None:
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.info("%s: TLS handshake failed: %s", client_address[0], getattr(e, "reason", None) or e)
+                return
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            if request is not None and self.tls is not None:
+                try:
+                    request.close()
+                except OSError:
+                    pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        peer = client_address[0] if client_address else "?"
+        if isinstance(err, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.debug("%s: connection error: %s", peer, err)
+        else:
+            log.error("%s: request failed: %s: %s", peer, type(err).__name__, err)
+
+    def start(self) -> KbsHttpServer:
+        """Serve from a background thread (tests); :meth:`stop` ends it."""
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="verdictd-kbs", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server_close()
