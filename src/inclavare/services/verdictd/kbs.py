@@ -237,6 +237,9 @@ def verify_evidence(tee: str, evidence: Any, report_data: bytes, config: Evidenc
     from inclavare.attestation.api import AttestationError, Options
     from inclavare.attestation.evidence import verify_raw
 
+    if len(report_data) > REPORT_DATA_SIZE:
+        raise VerdictdError(f"expected report data is {len(report_data)} bytes, over {REPORT_DATA_SIZE}")
+    report_data = report_data.ljust(REPORT_DATA_SIZE, b"\0")
     if tee in SIM_TEES and not config.trust_sim:
         raise _unauth("RcarAttestFailed", f"tee {tee!r}: this server does not trust the simulated platform")
     verifier = REAL_TEES.get(tee) or SIM_TEES.get(tee)
