@@ -1,10 +1,10 @@
 """The KBS protocol over HTTP(S): routes ``/kbs/v0/...`` to :class:`.kbs.KbsService`.
 
 HTTPS by default (an ``ssl.SSLContext`` from :func:`tls_context`); plain HTTP only when the caller passes
-``insecure_http=True``. One thread per connection with a cap (excess connections get 503 and are closed), a
-per-connection read/handshake timeout, bodies over ``MAX_BODY`` refused unread (413). Admin endpoints need the
-admin bearer token; a listener made with ``admin=False`` does not route them at all (404), so the admin API can
-live on its own listener.
+``insecure_http=True``. The server is the services' shared ``HardenedHTTPServer`` (connection cap, per-connection
+handshake/read timeout); bodies over ``MAX_BODY`` are refused unread (413). Admin endpoints need the admin bearer
+token; a listener made with ``admin=False`` does not route them at all (404), so the admin API can live on its own
+listener.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import http.cookies
 import http.server
 import json
 import logging
-import socket
 import ssl
-import sys
-import threading
 import urllib.parse
 from typing import Any
 
+from inclavare.services.httpserver import HardenedHTTPServer, address_family
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.kbs import SESSION_COOKIE, KbsError, KbsService
 
@@ -185,94 +183,29 @@ def _cookie(session_id: str, max_age: int) -> str:
     return f"{SESSION_COOKIE}={session_id}; Max-Age={max_age}; Path=/kbs/v0; HttpOnly"
 
 
-class KbsHttpServer(http.server.ThreadingHTTPServer):
-    """The KBS listener. ``attestation``/``admin`` say which endpoints it routes."""
+class KbsHttpServer(HardenedHTTPServer):
+    """The KBS listener (:class:`inclavare.services.httpserver.HardenedHTTPServer`). ``attestation``/``admin``
+    say which endpoints it routes."""
 
-    daemon_threads = True
-    request_queue_size = 1024
-    allow_reuse_address = True
+    thread_name = "verdictd-kbs"
 
     def __init__(self, address: tuple[str, int], service: KbsService, *, tls: ssl.SSLContext | None,
                  insecure_http: bool = False, attestation: bool = True, admin: bool = True,
                  max_connections: int = MAX_CONNECTIONS, io_timeout: float = IO_TIMEOUT) -> None:
         if tls is None and not insecure_http:
             raise VerdictdError("KBS listener: give a TLS certificate and key, or insecure_http=True (tests only)")
-        self.service, self.tls, self.attestation, self.admin = service, tls, attestation, admin
-        self.io_timeout = io_timeout
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._thread: threading.Thread | None = None
-        host = address[0]
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.service, self.attestation, self.admin = service, attestation, admin
+        host, family = address_family(address[0])
         try:
-            super().__init__(address, _Handler)
+            super().__init__((host, address[1]), family, _Handler, tls, io_timeout=io_timeout,
+                             max_connections=max_connections)
         except OSError as e:
-            raise VerdictdError(f"KBS listener {host}:{address[1]}: {e.strerror}") from None
+            raise VerdictdError(f"KBS listener {address[0]}:{address[1]}: {e.strerror}") from None
 
-    @property
-    def url(self) -> str:
-        addr: Any = self.server_address
-        host = str(addr[0])
-        host = "127.0.0.1" if host in ("", "0.0.0.0") else (f"[{host}]" if ":" in host else host)
-        return f"{'https' if self.tls else 'http'}://{host}:{int(addr[1])}"
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                body = json.dumps(KbsError(503, "TooManyConnections", "server busy; retry later").to_json()).encode()
-                if self.tls is None:
-                    request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(self.io_timeout)
-        if self.tls is not None:
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.info("%s: TLS handshake failed: %s", client_address[0], getattr(e, "reason", None) or e)
-                return
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            if request is not None and self.tls is not None:
-                try:
-                    request.close()
-                except OSError:
-                    pass
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        err = sys.exc_info()[1]
-        peer = client_address[0] if client_address else "?"
-        if isinstance(err, (ConnectionError, TimeoutError, ssl.SSLError)):
-            log.debug("%s: connection error: %s", peer, err)
-        else:
-            log.error("%s: request failed: %s: %s", peer, type(err).__name__, err)
+    def busy_body(self) -> bytes:
+        return json.dumps(KbsError(503, "TooManyConnections", "server busy; retry later").to_json()).encode()
 
     def start(self) -> KbsHttpServer:
         """Serve from a background thread (tests); :meth:`stop` ends it."""
-        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="verdictd-kbs", daemon=True)
-        self._thread.start()
+        super().start()
         return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.server_close()
