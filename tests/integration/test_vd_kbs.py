@@ -134,6 +134,7 @@ def test_https_flow(https: tuple[KbsHttpServer, Client], tee: SimTee) -> None:
     nonce = c.auth()
     status, resp, answer = c("POST", "/kbs/v0/attest", tee.attestation(nonce))
     assert status == 200, answer
+    assert "; Secure" in resp.getheader("Set-Cookie", "") and "HttpOnly" in resp.getheader("Set-Cookie", "")
     token = answer["token"]
     status, resp, response = c("GET", "/kbs/v0/resource/owner/key/one")
     assert status == 200 and resp.getheader("Content-Type") == "application/json"
@@ -222,7 +223,7 @@ def test_separate_listeners_and_plain_http(tee: SimTee, tmp_path: Path) -> None:
 
 def test_connection_cap_and_slow_clients(tee: SimTee) -> None:
     server = KbsHttpServer(("127.0.0.1", 0), make_service(tee), tls=None, insecure_http=True, max_connections=1,
-                           io_timeout=0.5).start()
+                           io_timeout=2.0).start()
     try:
         port = int(server.server_address[1])
         slow = socket.create_connection(("127.0.0.1", port), timeout=20)

@@ -249,6 +249,9 @@ def verify_evidence(tee: str, evidence: Any, report_data: bytes, config: Evidenc
         raise _bad("tee-evidence: primary_evidence must be a JSON object")
     extra = tuple(config.extra_certs)
     if verifier == "snp":
+        if isinstance(evidence.get("attestation_report"), dict):
+            raise _bad("tee-evidence: attestation_report as the sev crate's JSON object is not supported yet; send "
+                       "base64 of the 1184-byte report")
         raw = _b64(evidence.get("attestation_report"), "attestation_report", MAX_EVIDENCE)
         extra += _snp_certs(evidence.get("cert_chain"))
     else:
@@ -505,7 +508,10 @@ class KbsService:
         if value is None:
             self._record("kbs.resource", path=path, outcome="missing")
             raise KbsError(404, "ResourceNotFound", f"resource {path} not found")
-        response = self.sealer.seal(grant["tee-pubkey"], value)
+        try:
+            response = self.sealer.seal(grant["tee-pubkey"], value)
+        except Exception as e:  # noqa: BLE001 (a key the JOSE library cannot use: refused, as Trustee's JweError)
+            raise _unauth("JweError", f"cannot encrypt to the attested tee-pubkey: {type(e).__name__}") from None
         self._record("kbs.resource", path=path, outcome="released", tee=grant.get("tee"))
         return response
 

@@ -135,16 +135,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except VerdictdError as e:  # a backend refused (store, policy): still a clear answer
             log.error("request %s %s: %s", method, self.path[:200], e)
             self._error(KbsError(500, "InternalError", str(e)))
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception as e:  # noqa: BLE001 (a bug below must not drop the client without an answer)
+            log.exception("request %s %s failed", method, self.path[:200])
+            self._error(KbsError(500, "InternalError", f"internal error ({type(e).__name__}); see the server log"))
 
     def _serve(self, method: str, parts: list[str], query: dict[str, str], body: bytes) -> None:
         svc, head, rest = self.server.service, parts[0], parts[1:]
         admin = self.server.admin
         if self.server.attestation and method == "POST" and parts == ["auth"]:
             answer, session = svc.auth(body)
-            self._json(200, answer, cookie=_cookie(session.id, svc.sessions.ttl))
+            self._json(200, answer, cookie=_cookie(session.id, svc.sessions.ttl, self.server.tls is not None))
         elif self.server.attestation and method == "POST" and parts == ["attest"]:
             answer, session = svc.attest(body, self._cookie_session())
-            self._json(200, answer, cookie=_cookie(session.id, max(1, int(session.expires - svc.sessions.clock()))))
+            left = max(1, int(session.expires - svc.sessions.clock()))
+            self._json(200, answer, cookie=_cookie(session.id, left, self.server.tls is not None))
         elif self.server.attestation and method == "GET" and head == "resource":
             self._json(200, svc.resource(rest, query, self._cookie_session(), self._bearer()))
         elif admin and method == "POST" and head in ("resource", "resource-policy", "attestation-policy",
@@ -179,8 +185,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_DELETE = do_PUT  # noqa: N815
 
 
-def _cookie(session_id: str, max_age: int) -> str:
-    return f"{SESSION_COOKIE}={session_id}; Max-Age={max_age}; Path=/kbs/v0; HttpOnly"
+def _cookie(session_id: str, max_age: int, secure: bool) -> str:
+    return f"{SESSION_COOKIE}={session_id}; Max-Age={max_age}; Path=/kbs/v0; HttpOnly{'; Secure' if secure else ''}"
 
 
 class KbsHttpServer(HardenedHTTPServer):

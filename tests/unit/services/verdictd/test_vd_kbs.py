@@ -261,6 +261,15 @@ def test_resource_refusals(parts: Parts, tee: SimTee) -> None:
     assert status_of(svc.resource, ["owner", "key", "one"], {}, None, None)[:2] == (401, "TokenNotFound")
     unattested = auth(svc)[1]
     assert status_of(svc.resource, ["owner", "key", "one"], {}, unattested, None)[0] == 401
+    # a TEE key the JOSE library cannot use (bound in the evidence, so attestation succeeded): 401 JweError
+    nonce, sid = auth(svc)
+    body = tee.attestation(nonce)
+    bad_key = {**tee.pubkey, "x": "AAAA"}
+    body["runtime-data"]["tee-pubkey"] = bad_key
+    quote = tee.quote(expected_report_data(nonce, bad_key, ""))
+    body["tee-evidence"]["primary_evidence"]["quote"] = base64.b64encode(quote).decode()
+    svc.attest(json.dumps(body).encode(), sid)
+    assert status_of(svc.resource, ["owner", "key", "one"], {}, sid, None)[:2] == (401, "JweError")
     assert check_resource_path(["a", "b-1", "c_2.x"]) == "a/b-1/c_2.x"
     assert status_of(check_resource_path, ["a", "b", "\u00e9"])[0] == 404
 
@@ -365,6 +374,8 @@ def test_real_snp_evidence() -> None:
     assert info.value.status == 401 and "report_data" in info.value.detail
     b64_chain = {**evidence, "cert_chain": [{"cert_type": "VCEK", "data": base64.b64encode(vcek).decode()}]}
     assert verify_evidence("snp", b64_chain, bytes([1, 2, 3, 4, 5]), config).tee == "snp"
+    with pytest.raises(KbsError, match="sev crate"):
+        verify_evidence("snp", {"attestation_report": {"version": 2}}, FRESH, config)
     with pytest.raises(KbsError, match="cert_chain"):
         verify_evidence("snp", {**evidence, "cert_chain": [{"cert_type": "VCEK"}]}, FRESH, config)
 
