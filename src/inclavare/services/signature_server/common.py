@@ -12,6 +12,7 @@ API_PREFIX = "/api/v1/signature"
 DEFAULT_LISTEN = ":9080"
 MAX_BODY = 64 << 10  # bodies beyond this are refused without being read
 IO_TIMEOUT = 30.0  # seconds a client may take for the TLS handshake or one request
+MAX_CONNECTIONS = 1024  # concurrent connections; beyond that a client is answered 503 (HTTP) or closed (TLS)
 
 
 class SignatureServerError(InclavareError):

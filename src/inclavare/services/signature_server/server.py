@@ -9,19 +9,19 @@ import http.server
 import json
 import socket
 import ssl
-import sys
-import threading
 import urllib.parse
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from inclavare.formats.sgx import SIGNING_MATERIAL_SIZE
+from inclavare.services.httpserver import HardenedHTTPServer, address_family
 from inclavare.services.signature_server.audit import AuditLog
 from inclavare.services.signature_server.auth import AccessPolicy
 from inclavare.services.signature_server.common import (
     API_PREFIX,
     IO_TIMEOUT,
     MAX_BODY,
+    MAX_CONNECTIONS,
     MaterialError,
     SignatureServerError,
     log,
@@ -188,72 +188,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return body
 
 
-class SignatureServer(http.server.ThreadingHTTPServer):
-    """The HTTP(S) server: one thread per connection, TLS handshakes done in that thread."""
+class SignatureServer(HardenedHTTPServer):
+    """The HTTP(S) server: one thread per connection, TLS handshakes done in that thread
+    (:class:`inclavare.services.httpserver.HardenedHTTPServer`)."""
 
-    daemon_threads = True
-    request_queue_size = 1024
-    allow_reuse_address = True
+    thread_name = "signature-server"
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily, signer: _Signer,
                  policy: AccessPolicy, tls: ssl.SSLContext | None) -> None:
-        self.address_family = family
-        self.signer, self.policy, self.tls = signer, policy, tls
-        self._thread: threading.Thread | None = None
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # every v4 and v6 address
-        super().server_bind()
-
-    @property
-    def url(self) -> str:
-        addr: Any = self.server_address
-        host, port = str(addr[0]), int(addr[1])
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"{'https' if self.tls else 'http'}://{host}:{port}"
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        if self.tls is not None:
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(IO_TIMEOUT)
-        if isinstance(request, ssl.SSLSocket):
-            try:
-                request.do_handshake()
-            except (ssl.SSLError, OSError) as e:
-                log.info("%s: TLS handshake failed: %s", client_address[0], getattr(e, "reason", None) or e)
-                return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        err = sys.exc_info()[1]
-        peer = client_address[0] if client_address else "?"
-        if isinstance(err, (ConnectionError, TimeoutError, ssl.SSLError)):
-            log.debug("%s: connection error: %s", peer, err)
-        else:  # e.g. the audit log could not record a refusal: the request got no answer
-            log.error("%s: request failed: %s: %s", peer, type(err).__name__, err)
+        self.signer, self.policy = signer, policy
+        super().__init__(address, family, _Handler, tls, io_timeout=IO_TIMEOUT, max_connections=MAX_CONNECTIONS)
 
     def start(self) -> SignatureServer:
         """Serve from a background thread (tests, benchmarks); :meth:`stop` ends it."""
-        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="signature-server",
-                                        daemon=True)
-        self._thread.start()
+        super().start()
         return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.server_close()
 
     def server_close(self) -> None:
         super().server_close()
@@ -274,11 +223,7 @@ def make_server(config: ServerConfig, key: RSAPrivateKey | None = None) -> Signa
                     config.listen)
     if policy.allow_anyone:
         log.warning("no allow-list: every client that can connect gets its enclaves signed")
-    family = socket.AF_INET
-    if not host:
-        host, family = ("::", socket.AF_INET6) if socket.has_dualstack_ipv6() else ("0.0.0.0", socket.AF_INET)
-    elif ":" in host:
-        family = socket.AF_INET6
+    host, family = address_family(host)
     audit = AuditLog(config.audit_log) if config.audit_log else None
     try:
         return SignatureServer((host, port), family, _Signer(key, audit), policy, tls)

@@ -1,0 +1,133 @@
+"""The hardened threading HTTP(S) server the services share (signature-server, verdictd's KBS listener).
+
+What it adds to ``http.server.ThreadingHTTPServer``: the TLS handshake runs in the connection's own thread (a
+client that stalls mid-handshake holds one thread, not the accept loop), one read/handshake timeout per
+connection, a cap on concurrent connections (the excess is answered 503 on plain HTTP, closed on TLS, and never
+queued behind the live ones), IPv4+IPv6 on a wildcard v6 bind, quiet logging of client-side connection errors,
+and ``start``/``stop`` for serving from a background thread.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import socket
+import ssl
+import sys
+import threading
+from typing import Any
+
+log = logging.getLogger("inclavare.services.http")
+
+BUSY_BODY = b'{"error": "server busy: too many connections; retry later"}'
+
+
+class HardenedHTTPServer(http.server.ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` at once, each under ``io_timeout`` seconds per read."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+    thread_name = "http-server"
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily,
+                 handler: type[http.server.BaseHTTPRequestHandler], tls: ssl.SSLContext | None, *,
+                 io_timeout: float = 30.0, max_connections: int = 1024) -> None:
+        self.address_family = family
+        self.tls, self.io_timeout = tls, io_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._thread: threading.Thread | None = None
+        super().__init__(address, handler)
+
+    def busy_body(self) -> bytes:
+        """The 503 body sent (plain HTTP only) when every connection slot is taken."""
+        return BUSY_BODY
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # every v4 and v6 address
+        super().server_bind()
+
+    @property
+    def url(self) -> str:
+        addr: Any = self.server_address
+        host, port = str(addr[0]), int(addr[1])
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            if self.tls is None:
+                body = self.busy_body()
+                try:
+                    request.settimeout(1.0)
+                    request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                except OSError:
+                    pass
+            log.warning("%s: refused: all connection slots are taken", client_address[0] if client_address else "?")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # ThreadingMixIn's, with the slot freed before the socket is closed: a client that sees the close can
+        # connect again at once
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self._slots.release()
+            self.shutdown_request(request)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.io_timeout)
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                log.info("%s: TLS handshake failed: %s", client_address[0], getattr(e, "reason", None) or e)
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        peer = client_address[0] if client_address else "?"
+        if isinstance(err, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.debug("%s: connection error: %s", peer, err)
+        else:  # e.g. an audit log could not record a refusal: the request got no answer
+            log.error("%s: request failed: %s: %s", peer, type(err).__name__, err)
+
+    def start(self) -> Any:
+        """Serve from a background thread (tests, benchmarks); :meth:`stop` ends it. Returns the server."""
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server_close()
+
+
+def address_family(host: str) -> tuple[str, socket.AddressFamily]:
+    """The bind host and family for ``host`` ("" = every address: dual-stack v6 when the system has it)."""
+    if not host:
+        return ("::", socket.AF_INET6) if socket.has_dualstack_ipv6() else ("0.0.0.0", socket.AF_INET)
+    return host, socket.AF_INET6 if ":" in host else socket.AF_INET
