@@ -131,3 +131,34 @@ def address_family(host: str) -> tuple[str, socket.AddressFamily]:
     if not host:
         return ("::", socket.AF_INET6) if socket.has_dualstack_ipv6() else ("0.0.0.0", socket.AF_INET)
     return host, socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class BodyError(Exception):
+    """A request's framing is refused: ``status`` (400, 411, 413) and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def body_length(headers: Any, limit: int, required: bool = True) -> int:
+    """The byte count a request's body has by its headers, refusing what would let two parsers disagree on where
+    it ends (request smuggling): a chunked or otherwise encoded body (411), more than one Content-Length or one
+    that is not a plain decimal count (400), a count over ``limit`` (413). Without a Content-Length: 411 when
+    ``required``, else 0."""
+    if headers.get_all("Transfer-Encoding"):
+        raise BodyError(411, "send the body with a Content-Length, not a Transfer-Encoding")
+    values = headers.get_all("Content-Length") or []
+    if not values:
+        if required:
+            raise BodyError(411, "send the body with a Content-Length")
+        return 0
+    if len(values) > 1:
+        raise BodyError(400, f"{len(values)} Content-Length headers: one is allowed")
+    text = values[0].strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise BodyError(400, f"Content-Length {text[:32]!r} is not a byte count")
+    length = int(text, 10)
+    if length > limit:
+        raise BodyError(413, f"a body of {length} bytes is over the {limit}-byte limit")
+    return length

@@ -286,6 +286,38 @@ def test_malformed_material_is_refused_and_audited(keyfile: str, tmp_path: Path)
     assert oct(audit.stat().st_mode & 0o777) == oct(0o600)
 
 
+def _send(srv: SignatureServer, head: bytes, body: bytes = b"") -> bytes:
+    """Raw bytes on a fresh connection (http.client would not send conflicting headers); the whole answer."""
+    import socket
+
+    with socket.create_connection(srv.server_address[:2], timeout=10) as s:
+        s.sendall(head + b"\r\n" + body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize(("extra", "status", "words"), [
+    (b"Content-Length: 256\r\nContent-Length: 100\r\n", 400, "2 Content-Length headers"),
+    (b"Content-Length: 256\r\nTransfer-Encoding: chunked\r\n", 411, "not a Transfer-Encoding"),
+    (b"Content-Length: +256\r\n", 400, "is not a byte count"),
+    (b"Content-Length: 0x100\r\n", 400, "is not a byte count"),
+])
+def test_ambiguous_body_framing_is_refused_unsigned(keyfile: str, tmp_path: Path, extra: bytes, status: int,
+                                                    words: str) -> None:
+    """Two parsers must never disagree on where a body ends (request smuggling): conflicting or encoded lengths
+    are refused, and nothing is signed."""
+    audit = tmp_path / "audit.jsonl"
+    with running(keyfile, allow_anyone=True, audit_log=str(audit)) as srv:
+        head = b"POST " + PKCS1.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra
+        reply = _send(srv, head, material(1))
+        first, _, rest = reply.partition(b"\r\n")
+        assert first.split()[1] == str(status).encode(), reply[:200]
+        assert words in json.loads(rest.split(b"\r\n\r\n", 1)[1])["error"]
+        assert b"signature" not in rest.split(b"\r\n\r\n", 1)[1]
+
+
 def test_no_signature_without_an_audit_line(keyfile: str, tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     with running(keyfile, allow_anyone=True, audit_log=str(audit)) as srv:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from inclavare.formats.sgx import SIGNING_MATERIAL_SIZE
-from inclavare.services.httpserver import HardenedHTTPServer, address_family
+from inclavare.services.httpserver import BodyError, HardenedHTTPServer, address_family, body_length
 from inclavare.services.signature_server.audit import AuditLog
 from inclavare.services.signature_server.auth import AccessPolicy
 from inclavare.services.signature_server.common import (
@@ -164,22 +164,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                          "publicKey": signer.public_pem.decode()})
 
     def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._error(411, "send the signing material with a Content-Length", close=True)
-            return None
-        text = self.headers.get("Content-Length")
-        if text is None:
-            self._error(411, "send the signing material with a Content-Length", close=True)
-            return None
         try:
-            length = int(text, 10)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._error(400, f"Content-Length {text!r} is not a byte count", close=True)
-            return None
-        if length > MAX_BODY:
-            self._error(413, f"signing material is {length} bytes, expected {SIGNING_MATERIAL_SIZE}", close=True)
+            length = body_length(self.headers, MAX_BODY)
+        except BodyError as e:
+            reason = str(e)
+            if e.status == 413:
+                reason = f"signing material is over {MAX_BODY} bytes, expected {SIGNING_MATERIAL_SIZE}"
+            self._error(e.status, reason, close=True)
             return None
         body = self.rfile.read(length)
         if len(body) != length:

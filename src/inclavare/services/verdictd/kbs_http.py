@@ -17,7 +17,7 @@ import ssl
 import urllib.parse
 from typing import Any
 
-from inclavare.services.httpserver import HardenedHTTPServer, address_family
+from inclavare.services.httpserver import BodyError, HardenedHTTPServer, address_family, body_length
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.kbs import SESSION_COOKIE, KbsError, KbsService
 
@@ -95,17 +95,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return token.strip()
 
     def _body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise KbsError(411, "InvalidRequest", "send the body with a Content-Length, not chunked")
-        text = self.headers.get("Content-Length", "0")
         try:
-            length = int(text, 10)
-        except ValueError:
-            length = -1
-        if length < 0:
-            raise KbsError(400, "InvalidRequest", f"Content-Length {text[:32]!r} is not a byte count")
-        if length > MAX_BODY:
-            raise KbsError(413, "PayloadTooLarge", f"body of {length} bytes is over the {MAX_BODY}-byte limit")
+            length = body_length(self.headers, MAX_BODY, required=False)
+        except BodyError as e:
+            kind = {411: "InvalidRequest", 413: "PayloadTooLarge"}.get(e.status, "InvalidRequest")
+            raise KbsError(e.status, kind, str(e)) from None
         body = self.rfile.read(length)
         if len(body) != length:
             raise ConnectionError("client closed the connection before sending the whole body")
