@@ -65,7 +65,7 @@ class RegoTester:
         return {"allow": allow, "parseInfo": {k: [v, reference.get(k)] for k, v in doc.items()}}
 
 
-def tester() -> Any:
+def make_tester() -> Any:
     try:
         from inclavare.services.verdictd.policy import PolicyEngine  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
