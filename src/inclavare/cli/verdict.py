@@ -117,12 +117,18 @@ def _json_file(path: str, what: str, limit: int) -> bytes:
     return data
 
 
-def _export(args: argparse.Namespace, filename: str, content: bytes) -> dict[str, Any]:
+def _dest(args: argparse.Namespace, filename: str) -> str | None:
+    """Where an export goes (None: stdout), checked before anything is asked of verdictd."""
     if args.path == "-":
-        return {"content": content}
-    if "/" in filename or filename in (".", ".."):
+        return None
+    if not filename or "/" in filename or filename in (".", ".."):
         raise UsageError(f"export name {filename!r}: cannot be a file name under --path; use -p - for stdout")
-    dest = os.path.join(args.path, filename)
+    return os.path.join(args.path, filename)
+
+
+def _export(dest: str | None, content: bytes) -> dict[str, Any]:
+    if dest is None:
+        return {"content": content}
     try:
         with open(dest, "wb") as f:
             f.write(content)
@@ -160,9 +166,11 @@ def _run(args: argparse.Namespace) -> int:
             c.set_opa_reference(value[0], _json_file(value[1], "--set-opa-reference", REFERENCE_LIMIT))
             out["name"] = value[0]
         elif action == "export_opa_policy":
-            out.update(name=value, **_export(args, value, c.export_opa_policy(value)))
+            dest = _dest(args, value)
+            out.update(name=value, **_export(dest, c.export_opa_policy(value)))
         elif action == "export_opa_reference":
-            out.update(name=value, **_export(args, value, c.export_opa_reference(value)))
+            dest = _dest(args, value)
+            out.update(name=value, **_export(dest, c.export_opa_reference(value)))
         elif action.startswith("test_opa"):
             local_policy = action in ("test_opa_local", "test_opa_local_policy")
             local_ref = action in ("test_opa_local", "test_opa_local_reference")
@@ -178,9 +186,9 @@ def _run(args: argparse.Namespace) -> int:
         elif action == "set_image_sigstore":
             c.set_image_sigstore(read_file(value, "--set-image-sigstore", INPUT_LIMIT))
         elif action == "export_image_policy":
-            out.update(_export(args, "image_policy.json", c.export_image_policy()))
+            out.update(_export(_dest(args, "image_policy.json"), c.export_image_policy()))
         elif action == "export_image_sigstore":
-            out.update(_export(args, "image_sigstore.yaml", c.export_image_sigstore()))
+            out.update(_export(_dest(args, "image_sigstore.yaml"), c.export_image_sigstore()))
         elif action == "create_key":
             out["uuid"] = c.create_key()
         elif action == "get_key":
