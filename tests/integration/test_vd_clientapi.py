@@ -277,3 +277,43 @@ def test_cli_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     code, _, err = run_cli(capsys, "-c", str(tmp_path / "none.sock"), "--token", TOKEN.decode(), "--timeout", "2",
                            "--create-key")
     assert code == 1 and "UNAVAILABLE" in err
+
+
+def test_extra_services_share_the_server_and_a_bug_is_one_internal_line(store: Store, tmp_path: Path) -> None:
+    """Upstream served the key provider beside clientapi: extra servicers are guarded unless declared public; a
+    servicer's own abort keeps its status, an exception is INTERNAL and the server goes on."""
+    from inclavare.services.verdictd.proto import clientapi_pb2_grpc as pbg
+
+    class Gpg(pbg.GpgServiceServicer):
+        def listGpgKeys(self, request: Any, context: Any) -> Any:  # noqa: N802
+            raise RuntimeError("secret detail")
+
+        def importGpgKey(self, request: Any, context: Any) -> Any:  # noqa: N802
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+
+        def exportGpgKeyring(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return pb.ExportGpgKeyringResponse(status=b"OK", content=b"public")
+
+    path = short_socket(tmp_path, "x.sock")
+    srv = AdminServer(AdminApi(store, make_tester()), AdminAuth(token=TOKEN), path,
+                      extra=[(pbg.add_GpgServiceServicer_to_server, Gpg())],
+                      public=["/clientapi.GpgService/exportGpgKeyring"]).start()
+    try:
+        ch = grpc.insecure_channel("unix:" + path)
+        stub = pbg.GpgServiceStub(ch)
+        md = (("authorization", "Bearer " + TOKEN.decode()),)
+        assert stub.exportGpgKeyring(pb.ExportGpgKeyringRequest(), timeout=10).content == b"public"  # no token
+        with pytest.raises(grpc.RpcError) as e:
+            stub.listGpgKeys(pb.ListGpgKeysRequest(), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as e:
+            stub.listGpgKeys(pb.ListGpgKeysRequest(), timeout=10, metadata=md)
+        assert e.value.code() == grpc.StatusCode.INTERNAL and "secret detail" not in (e.value.details() or "")
+        with pytest.raises(grpc.RpcError) as e:
+            stub.importGpgKey(pb.ImportGpgKeyRequest(), timeout=10, metadata=md)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        ch.close()
+        with AdminClient(path, token=TOKEN) as c:
+            assert c.create_key()
+    finally:
+        srv.stop()

@@ -528,6 +528,11 @@ class _AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 return inner(request, context)
             except VerdictdError as e:  # a store failure outside the servicers' own handling
                 context.abort(grpc.StatusCode.INTERNAL, str(e).replace("\n", " ")[:1024])
+            except Exception as e:  # a bug: logged here, one line to the caller, the server goes on
+                if type(e) is Exception:
+                    raise  # context.abort's own (a bare Exception): the servicer chose the status
+                log.exception("clientapi: %s failed", details.method)
+                context.abort(grpc.StatusCode.INTERNAL, f"{details.method}: internal error ({type(e).__name__})")
 
         return grpc.unary_unary_rpc_method_handler(guarded, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
