@@ -317,3 +317,47 @@ def test_extra_services_share_the_server_and_a_bug_is_one_internal_line(store: S
             assert c.create_key()
     finally:
         srv.stop()
+
+
+def test_concurrent_call_cap(store: Store, tmp_path: Path) -> None:
+    """Beyond max_concurrent_rpcs, a call ends at once with RESOURCE_EXHAUSTED; once the busy one ends, calls are
+    served again."""
+    import threading
+
+    from inclavare.services.verdictd.proto import clientapi_pb2_grpc as pbg
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Gpg(pbg.GpgServiceServicer):
+        def listGpgKeys(self, request: Any, context: Any) -> Any:  # noqa: N802
+            entered.set()
+            release.wait(30)
+            return pb.ListGpgKeysResponse(keys=b"k")
+
+    path = short_socket(tmp_path, "cap.sock")
+    srv = AdminServer(AdminApi(store, make_tester()), AdminAuth(token=TOKEN), path, max_workers=2,
+                      max_concurrent_rpcs=1, extra=[(pbg.add_GpgServiceServicer_to_server, Gpg())]).start()
+    md = (("authorization", "Bearer " + TOKEN.decode()),)
+    try:
+        ch = grpc.insecure_channel("unix:" + path)
+        busy = pbg.GpgServiceStub(ch).listGpgKeys.future(pb.ListGpgKeysRequest(), timeout=30, metadata=md)
+        assert entered.wait(30)
+        with AdminClient(path, token=TOKEN) as c, pytest.raises(VerdictdError, match="RESOURCE_EXHAUSTED"):
+            c.create_key()
+        release.set()
+        assert busy.result().keys == b"k"
+        import time
+
+        with AdminClient(path, token=TOKEN) as c:
+            for _ in range(100):  # the server frees the slot just after the client has the answer
+                try:
+                    assert c.create_key()
+                    break
+                except VerdictdError:
+                    time.sleep(0.05)
+            else:
+                pytest.fail("the slot was never freed")
+        ch.close()
+    finally:
+        release.set()
+        srv.stop()
