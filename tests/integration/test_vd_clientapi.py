@@ -249,6 +249,7 @@ def test_cli_keys_and_images(sock: str, tmp_path: Path, capsys: pytest.CaptureFi
     (("--token", "short", "--create-key"), 2, "--token"),
     (("--cert", "/x", "--create-key"), 2, "--cert and --key"),
     (("--export-opa-policy", "../x"), 2, "cannot be a file name"),
+    (("--timeout", "-1", "--create-key"), 2, "--timeout"),
 ])
 def test_cli_usage_errors(sock: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], code: int,
                           why: str) -> None:

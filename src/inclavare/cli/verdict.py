@@ -146,6 +146,8 @@ def _run(args: argparse.Namespace) -> int:
                          f"give exactly one action, not {len(chosen)} ({', '.join(chosen)})")
     action = chosen[0]
     value = getattr(args, action)
+    if not 0 < args.timeout <= 3600:
+        raise UsageError(f"--timeout {args.timeout}: give seconds in (0, 3600]")
     token = _token(args)
     cacert = read_file(args.cacert, "--cacert", KEY_LIMIT) if args.cacert else None
     if (args.cert is None) != (args.key is None):
