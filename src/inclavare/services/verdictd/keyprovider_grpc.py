@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -86,12 +87,25 @@ def _read_pem(path: str, what: str) -> bytes:
     return data
 
 
+@dataclass
+class Listening:
+    """A running key provider: the gRPC server, the address it was bound to and the TCP port (0 on a unix
+    socket)."""
+
+    server: grpc.Server
+    address: str
+    port: int
+
+    def stop(self, grace: float | None = None) -> None:
+        self.server.stop(grace).wait()
+
+
 def serve(provider: KeyProvider, address: str, *, cert: str | None = None, key: str | None = None,
           client_ca: str | None = None, allow_wrap: bool = True, workers: int = DEFAULT_WORKERS,
-          max_concurrent: int = MAX_CONCURRENT) -> grpc.Server:
-    """Start the key provider on ``address`` (``unix:/path``, a path with ``/``, or ``host:port``) and return
-    the running server (``stop(grace)`` ends it). TLS when ``cert`` and ``key`` are given; ``client_ca``
-    requires client certificates signed by it."""
+          max_concurrent: int = MAX_CONCURRENT) -> Listening:
+    """Start the key provider on ``address`` (``unix:/path``, a path with ``/``, or ``host:port``; port 0
+    picks one). TLS when ``cert`` and ``key`` are given; ``client_ca`` requires client certificates signed
+    by it."""
     if not 1 <= workers <= 256 or not workers <= max_concurrent <= 4096:
         raise VerdictdError(f"key provider: workers {workers} / max concurrent {max_concurrent} out of range")
     if "/" in address and not address.startswith(("unix:", "unix-abstract:")):
@@ -127,4 +141,4 @@ def serve(provider: KeyProvider, address: str, *, cert: str | None = None, key: 
         except OSError as e:
             server.stop(None)
             raise VerdictdError(f"key provider socket {sock_path}: {e.strerror}") from None
-    return server
+    return Listening(server, address, 0 if sock_path is not None else port)
