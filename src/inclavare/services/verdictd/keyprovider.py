@@ -18,7 +18,9 @@ Go writes ``[]byte`` as standard base64 with padding and a nil slice or map as `
 have no JSON tags, so their keys are the Go field names ``Parameters`` and ``DecryptConfig``. The answers are
 ``{"keywrapresults": {"annotation": <base64>}}`` and ``{"keyunwrapresults": {"optsdata": <base64>}}``: only
 the half that applies (Go's reader leaves the other half zero; Rust readers such as ocicrypt-rs treat it as
-optional, and would refuse the ``null`` Go itself would write there).
+optional, and would refuse the ``null`` Go itself would write there). Go's reader also takes ``[]byte`` as a
+JSON array of numbers, which is how Rust clients write and read them: accepted on input, and written on
+output with ``KeyProvider(byte_arrays=True)``.
 
 How verdictd answers (the provider is named ``verdictd`` in the ocicrypt config by default):
 
@@ -106,12 +108,20 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(value: object, where: str, limit: int) -> bytes:
-    """A Go ``[]byte`` from JSON: ``null`` is empty; otherwise standard base64 with padding (Go's decoder
-    skips CR and LF, so do we). Over ``limit`` decoded bytes is refused."""
+    """A Go ``[]byte`` from JSON, read as Go's ``json.Unmarshal`` reads one: ``null`` is empty; a string is
+    standard base64 with padding (CR and LF skipped); an array of integers 0..255 is the bytes themselves
+    (what Rust's serde writes for ``Vec<u8>``: ocicrypt-rs, upstream Inclavare's verdictd). Over ``limit``
+    decoded bytes is refused."""
     if value is None:
         return b""
+    if isinstance(value, list):
+        if len(value) > limit:
+            raise _invalid(f"{where}: more than {limit} bytes")
+        if not all(type(b) is int and 0 <= b <= 255 for b in value):
+            raise _invalid(f"{where}: a byte array must hold integers 0..255")
+        return bytes(value)
     if not isinstance(value, str):
-        raise _invalid(f"{where}: expected a base64 string or null, got {type(value).__name__}")
+        raise _invalid(f"{where}: expected base64, a byte array or null, got {type(value).__name__}")
     text = value.replace("\r", "").replace("\n", "")
     if len(text) > (limit + 2) // 3 * 4:
         raise _invalid(f"{where}: more than {limit} bytes")
@@ -247,12 +257,20 @@ def _encode_params(params: dict[str, list[bytes]] | None) -> dict[str, list[str]
     return {name: [b64encode(v) for v in values] for name, values in params.items()}
 
 
-def encode_wrap_output(annotation: bytes) -> bytes:
-    return json.dumps({"keywrapresults": {"annotation": b64encode(annotation)}}, separators=(",", ":")).encode()
+def _bytes_json(data: bytes, arrays: bool) -> str | list[int]:
+    return list(data) if arrays else b64encode(data)
 
 
-def encode_unwrap_output(optsdata: bytes) -> bytes:
-    return json.dumps({"keyunwrapresults": {"optsdata": b64encode(optsdata)}}, separators=(",", ":")).encode()
+def encode_wrap_output(annotation: bytes, arrays: bool = False) -> bytes:
+    """The keywrap answer; ``arrays`` writes the bytes as a JSON array of numbers (see :class:`KeyProvider`)."""
+    doc = {"keywrapresults": {"annotation": _bytes_json(annotation, arrays)}}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def encode_unwrap_output(optsdata: bytes, arrays: bool = False) -> bytes:
+    """The keyunwrap answer; ``arrays`` as for :func:`encode_wrap_output`."""
+    doc = {"keyunwrapresults": {"optsdata": _bytes_json(optsdata, arrays)}}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def decode_output(data: bytes) -> dict[str, bytes | None]:
@@ -369,12 +387,16 @@ class KeyProvider:
     """Wraps and unwraps layer key options with the store's keys; unwrapping needs an attestation token.
 
     ``tiers``: the ``ear.status`` values a token may have; ``audit``: called with an event and a detail dict
-    for every release and refusal (store.Store.audit); if it raises, nothing is released."""
+    for every release and refusal (store.Store.audit); if it raises, nothing is released. ``byte_arrays``:
+    answer bytes as JSON arrays of numbers instead of Go's base64 strings. Go's ocicrypt reads either; the
+    Rust ocicrypt-rs (CoCo's image-rs) declares the answers' fields as serde ``Vec<u8>`` and reads only
+    arrays, as upstream Inclavare's verdictd wrote them. Inputs are read in both forms regardless."""
 
     def __init__(self, keys: KeyStore, tokens: TokenVerifier, policy: KeyPolicy, *, name: str = DEFAULT_PROVIDER,
                  tiers: Iterable[str] = DEFAULT_TIERS,
-                 audit: Callable[[str, dict[str, Any]], object] | None = None) -> None:
+                 audit: Callable[[str, dict[str, Any]], object] | None = None, byte_arrays: bool = False) -> None:
         self.keys, self.tokens, self.policy, self.name = keys, tokens, policy, name
+        self.byte_arrays = byte_arrays
         self.tiers = frozenset(tiers)
         self._audit = audit
 
@@ -400,8 +422,8 @@ class KeyProvider:
         """One protocol exchange: input JSON in, output JSON out (raises KeyProviderError)."""
         req = decode_input(data)
         if isinstance(req, WrapRequest):
-            return encode_wrap_output(self.wrap(req))
-        return encode_unwrap_output(self.unwrap(req))
+            return encode_wrap_output(self.wrap(req), self.byte_arrays)
+        return encode_unwrap_output(self.unwrap(req), self.byte_arrays)
 
     def wrap(self, req: WrapRequest) -> bytes:
         values = {v for v in req.parameters.get(self.name, []) if v and v != b"Enabled"}

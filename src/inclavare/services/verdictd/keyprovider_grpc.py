@@ -58,11 +58,11 @@ class KeyProviderServicer(pb_grpc.KeyProviderServiceServicer):
                     raise KeyProviderError("invalid", "WrapKey: the input's op is not 'keywrap'")
                 if not self.allow_wrap:
                     raise KeyProviderError("denied", "WrapKey: not served on this listener")
-                out = encode_wrap_output(self.provider.wrap(req))
+                out = encode_wrap_output(self.provider.wrap(req), self.provider.byte_arrays)
             else:
                 if not isinstance(req, UnwrapRequest):
                     raise KeyProviderError("invalid", "UnWrapKey: the input's op is not 'keyunwrap'")
-                out = encode_unwrap_output(self.provider.unwrap(req))
+                out = encode_unwrap_output(self.provider.unwrap(req), self.provider.byte_arrays)
         except KeyProviderError as e:
             context.abort(_CODES.get(e.code, grpc.StatusCode.INTERNAL), str(e).splitlines()[0][:300])
         except VerdictdError as e:

@@ -158,7 +158,7 @@ def test_output_shapes() -> None:
     (b'{"op":"keywrap","keywrapparams":{"ec":{"Parameters":{}},"optsdata":"QQ-_"}}',
      "keywrapparams.optsdata: not standard base64"),
     (b'{"op":"keyunwrap","keyunwrapparams":{"dc":[],"annotation":"QQ=="}}', "keyunwrapparams.dc: expected an"),
-    (b'{"op":"keyunwrap","keyunwrapparams":{"annotation":5}}', "keyunwrapparams.annotation: expected a base64"),
+    (b'{"op":"keyunwrap","keyunwrapparams":{"annotation":5}}', "annotation: expected base64, a byte"),
     (b'{"op":"keyunwrap","x":' + b"[" * 50 + b"]" * 50 + b"}", "nested deeper"),
 ])
 def test_decode_refuses_with_the_field_named(doc: bytes, where: str) -> None:
@@ -338,3 +338,29 @@ def test_custom_provider_name(store: Store, issuer: TokenIssuer, policy: Policy)
     out = decode_output(run_cmd(encode_wrap_input({"vd": [b"layers/k1"]}, OPTS), kp))
     assert out["annotation"] is not None and parse_annotation(out["annotation"]).kid == "layers/k1"
     assert decode_output(run_cmd(go_unwrap(out["annotation"], {"vd": [token(issuer)]}), kp))["optsdata"] == OPTS
+
+
+# -------------------------------------------------------------------------------------------------
+# bytes as JSON arrays (Rust serde Vec<u8>: ocicrypt-rs, upstream Inclavare's verdictd)
+
+
+def test_byte_arrays_read_as_go_reads_them(kp: KeyProvider, issuer: TokenIssuer) -> None:
+    doc = {"op": "keywrap", "keywrapparams": {"ec": {"Parameters": {"verdictd": [list(b"layers/k1")]}},
+                                              "optsdata": list(OPTS)}}
+    ann = decode_output(run_cmd(json.dumps(doc).encode(), kp))["annotation"]
+    assert ann is not None
+    doc2 = {"op": "keyunwrap", "keyunwrapparams": {"dc": {"Parameters": {"verdictd": [list(token(issuer))]}},
+                                                   "annotation": list(ann)}}
+    assert decode_output(run_cmd(json.dumps(doc2).encode(), kp))["optsdata"] == OPTS
+    for bad in ([256], [-1], [True], [1.0], ["a"]):
+        with pytest.raises(KeyProviderError, match=r"keyunwrapparams.annotation: a byte array must hold"):
+            decode_input(json.dumps({"op": "keyunwrap", "keyunwrapparams": {"annotation": bad}}).encode())
+
+
+def test_byte_array_answers(store: Store, issuer: TokenIssuer, policy: Policy) -> None:
+    kp = KeyProvider(store, issuer, policy, byte_arrays=True)
+    raw = json.loads(run_cmd(GO_WRAP, kp))
+    ann = raw["keywrapresults"]["annotation"]
+    assert isinstance(ann, list) and json.loads(bytes(ann))["kid"] == "layers/k1"
+    out = json.loads(run_cmd(go_unwrap(bytes(ann), {"verdictd": [token(issuer)]}), kp))
+    assert out == {"keyunwrapresults": {"optsdata": list(OPTS)}}
