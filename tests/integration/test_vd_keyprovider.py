@@ -207,3 +207,36 @@ def test_tls_on_tcp(provider: KeyProvider, tmp_path: Path, issuer: TokenIssuer) 
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
     finally:
         srv.stop(None)
+
+
+def test_mutual_tls(provider: KeyProvider, tmp_path: Path) -> None:
+    cert, key, pem = _cert(tmp_path)  # self-signed: the server's certificate, the client CA and the client's
+    srv = serve(provider, "127.0.0.1:0", cert=cert, key=key, client_ca=cert)
+    opts = [("grpc.ssl_target_name_override", "localhost")]
+    payload = encode_wrap_input({"verdictd": [b"layers/k1"]}, OPTS)
+    try:
+        mutual = grpc.ssl_channel_credentials(root_certificates=pem, private_key=Path(key).read_bytes(),
+                                              certificate_chain=pem)
+        with grpc.secure_channel(f"127.0.0.1:{srv.port}", mutual, options=opts) as ch:
+            assert decode_output(call(ch, "WrapKey", payload))["annotation"] is not None
+        anonymous = grpc.ssl_channel_credentials(root_certificates=pem)
+        with grpc.secure_channel(f"127.0.0.1:{srv.port}", anonymous, options=opts) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                call(ch, "WrapKey", payload)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    finally:
+        srv.stop(None)
+
+
+def test_bad_listen_configuration(provider: KeyProvider, tmp_path: Path) -> None:
+    from inclavare.services.verdictd.errors import VerdictdError
+
+    cert, key, _ = _cert(tmp_path)
+    with pytest.raises(VerdictdError, match="both a certificate and its key"):
+        serve(provider, "127.0.0.1:0", cert=cert)
+    with pytest.raises(VerdictdError, match="client CA needs"):
+        serve(provider, "127.0.0.1:0", client_ca=cert)
+    with pytest.raises(VerdictdError, match=r"TLS key .*/missing.key: No such file"):
+        serve(provider, "127.0.0.1:0", cert=cert, key=str(tmp_path / "missing.key"))
+    with pytest.raises(VerdictdError, match="out of range"):
+        serve(provider, "127.0.0.1:0", workers=0)

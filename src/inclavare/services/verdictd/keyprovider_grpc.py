@@ -2,9 +2,10 @@
 
 The JSON inside the messages and the wrapping are :mod:`.keyprovider`'s; this module maps its refusals to
 gRPC status codes (``INVALID_ARGUMENT``, ``UNAUTHENTICATED``, ``PERMISSION_DENIED``, ``NOT_FOUND``,
-``UNAVAILABLE``) with the one-line reason as the details, and runs the server: on a unix socket (made 0600)
-or TCP, TLS optional (a client CA makes it mutual), messages capped at :data:`MAX_MESSAGE`, a fixed worker
-pool and at most :data:`MAX_CONCURRENT` calls in flight (more get ``RESOURCE_EXHAUSTED``).
+``UNAVAILABLE``) with the one-line reason as the details, and runs the server: on a unix socket (made 0600
+once bound; keep it in a private directory) or TCP, TLS optional (a client CA makes it mutual), messages
+capped at :data:`MAX_MESSAGE`, a fixed worker pool and at most :data:`MAX_CONCURRENT` calls in flight (more
+get ``RESOURCE_EXHAUSTED``).
 
 ``WrapKey`` is an owner's operation (it encrypts under the store's keys); serve it on a private unix socket,
 or pass ``allow_wrap=False`` for a listener that attested workloads reach.
@@ -108,6 +109,16 @@ def serve(provider: KeyProvider, address: str, *, cert: str | None = None, key: 
     by it."""
     if not 1 <= workers <= 256 or not workers <= max_concurrent <= 4096:
         raise VerdictdError(f"key provider: workers {workers} / max concurrent {max_concurrent} out of range")
+    if (cert is None) != (key is None):
+        raise VerdictdError("key provider TLS: give both a certificate and its key, or neither")
+    if client_ca is not None and cert is None:
+        raise VerdictdError("key provider TLS: a client CA needs the server's certificate and key")
+    creds = None
+    if cert is not None and key is not None:
+        creds = grpc.ssl_server_credentials(
+            [(_read_pem(key, "key"), _read_pem(cert, "certificate"))],
+            root_certificates=None if client_ca is None else _read_pem(client_ca, "client CA"),
+            require_client_auth=client_ca is not None)
     if "/" in address and not address.startswith(("unix:", "unix-abstract:")):
         address = "unix:" + address
     options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -116,20 +127,9 @@ def serve(provider: KeyProvider, address: str, *, cert: str | None = None, key: 
                          options=options, maximum_concurrent_rpcs=max_concurrent)
     servicer = KeyProviderServicer(provider, allow_wrap=allow_wrap)
     pb_grpc.add_KeyProviderServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    if (cert is None) != (key is None):
-        raise VerdictdError("key provider TLS: give both a certificate and its key, or neither")
-    if client_ca is not None and cert is None:
-        raise VerdictdError("key provider TLS: a client CA needs the server's certificate and key")
     sock_path = address[len("unix:"):] if address.startswith("unix:") else None
     try:
-        if cert is not None and key is not None:
-            creds = grpc.ssl_server_credentials(
-                [(_read_pem(key, "key"), _read_pem(cert, "certificate"))],
-                root_certificates=None if client_ca is None else _read_pem(client_ca, "client CA"),
-                require_client_auth=client_ca is not None)
-            port = server.add_secure_port(address, creds)
-        else:
-            port = server.add_insecure_port(address)
+        port = server.add_insecure_port(address) if creds is None else server.add_secure_port(address, creds)
     except RuntimeError as e:
         raise VerdictdError(f"key provider: cannot listen on {address}: {e}") from None
     if port == 0 and sock_path is None:
