@@ -364,3 +364,43 @@ def test_byte_array_answers(store: Store, issuer: TokenIssuer, policy: Policy) -
     assert isinstance(ann, list) and json.loads(bytes(ann))["kid"] == "layers/k1"
     out = json.loads(run_cmd(go_unwrap(bytes(ann), {"verdictd": [token(issuer)]}), kp))
     assert out == {"keyunwrapresults": {"optsdata": list(OPTS)}}
+
+
+# -------------------------------------------------------------------------------------------------
+# malformed input of any shape: a KeyProviderError, nothing else
+
+
+def _json_values() -> Any:
+    from hypothesis import strategies as st
+
+    leaves = st.none() | st.booleans() | st.integers(-300, 300) | st.text(max_size=12) | \
+        st.sampled_from(["QQ==", "keywrap", "keyunwrap", "verdictd", "Parameters", "Enabled"])
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["op", "keywrapparams", "keyunwrapparams", "ec", "dc", "Parameters", "DecryptConfig",
+                         "optsdata", "annotation", "verdictd", TOKEN_PARAM, "kid", "iv", "wrapped", "alg"]),
+        inner, max_size=5), max_leaves=20)
+
+
+def test_any_input_gets_a_key_provider_error_or_an_answer(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    st_ = Store(str(tmp_path / "fuzz"), KEK)
+    st_.put_secret("key", "verdictd", LAYER_KEY)
+    kp = KeyProvider(st_, TokenIssuer(), Policy())
+
+    @settings(max_examples=200, deadline=None)
+    @given(doc=_json_values(), raw=st.binary(max_size=64))
+    def check(doc: Any, raw: bytes) -> None:
+        for data in (json.dumps(doc).encode(), raw):
+            try:
+                out = run_cmd(data, kp)
+            except KeyProviderError as e:
+                assert str(e) and "\n" not in str(e)
+            else:
+                assert decode_output(out)["annotation"] is not None  # only a wrap can succeed without a token
+
+    try:
+        check()
+    finally:
+        st_.close()
