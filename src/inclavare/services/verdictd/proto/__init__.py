@@ -1,0 +1,1 @@
+"""verdictd's wire contracts as protobuf: the ocicrypt key provider service (keyprovider.proto)."""
