@@ -4,5 +4,18 @@ client (HTTPS, the answer a JWE to the TEE's key, an EAR attestation token) or t
 client over RATS-TLS. State (keys, resources, policies, reference values, audit) lives in SQLite under a state
 directory, secrets sealed with a key-encryption key kept outside it.
 
+Modules:
+
+* ``errors``: VerdictdError, the one error type of the package;
+* ``store``: the SQLite state (WAL, fsync on commit, 0700/0600), secrets sealed under the KEK (AES-256-GCM with
+  row-bound associated data), policies, the append-only audit table; ``refvalues``: reference values (hex or int,
+  provenance, expiry) as Rego sees them in ``data.reference``;
+* ``tokens``: EAR attestation tokens (JWT, ES256, draft-fv-rats-ear-05 claim names), JWKS, verification with
+  the algorithm pinned; ``jwe``: KBS resource answers, a JWE to the TEE's RSA-OAEP-256 or ECDH-ES+A256KW key;
+* ``kbs`` / ``kbs_evidence`` / ``kbs_http``: the Trustee KBS 0.4.0 protocol (sessions, SHA-384 report-data
+  binding over canonical JSON, resources sealed to the TEE key, admin endpoints) over a hardened HTTPS listener;
+* ``eaa`` / ``eaa_protocol`` / ``eaa_client``: upstream Inclavare verdictd's EAA key-broker protocol over mutual
+  RATS-TLS; every client's evidence is verified and appraised in the TLS verify callback before any request.
+
 May import: every library layer (formats, linux, runtime, sgx, sim, enclave, attestation, ratls).
 """
