@@ -68,6 +68,8 @@ MAX_REASON = 512  # characters kept of one reason
 CACHE_ENTRIES = 64
 
 _MODULE = "policy.rego"
+# allow is bound on its own too: _decision checks it against the package document's allow
+_POLICY_QUERY = "allow = data.policy.allow; x = data.policy"
 _PACKAGE_RE = re.compile(r"^[ \t]*package[ \t]+policy[ \t]*(#.*)?$", re.MULTILINE)
 _ERROR_RE = re.compile(r"\(error \d+:[^|\n]*\|(\d+)\|\d+")
 _ERRMSG_RE = re.compile(r"\(errormsg \d+:([^\n]*?)\)?$", re.MULTILINE)
@@ -129,7 +131,7 @@ def _check_json(value: Any, what: str, limit: int) -> str:
                 raise VerdictdError(f"{what}{path}: {v} is not a finite number")
         else:
             raise VerdictdError(f"{what}{path}: a {type(v).__name__} is not a JSON value")
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
     if len(text.encode()) > limit:
         raise VerdictdError(f"{what}: {len(text.encode())} bytes of JSON, more than {limit}")
     return text
@@ -148,6 +150,13 @@ def _parse_json(text: str | bytes, what: str, limit: int) -> Any:
         raise VerdictdError(f"{what}: not JSON ({str(e).splitlines()[0][:200]})") from None
     _check_json(value, what, limit)
     return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key in rego output")
+    return out
 
 
 def _check_policy_text(policy_text: str) -> None:
@@ -189,10 +198,16 @@ def _reasons(value: Any) -> list[str]:
     return out
 
 
-def _decision(tee: str, result: Any) -> Decision:
-    """A policy's ``data.policy`` document as a :class:`Decision`, failing closed on anything unexpected."""
+def _decision(tee: str, bindings: dict[str, Any] | None) -> Decision:
+    """The bindings of _POLICY_QUERY as a :class:`Decision`, failing closed on anything unexpected."""
+    if bindings is None:
+        return Decision(False, "none", ["policy evaluation failed (a rego runtime error, e.g. conflicting values "
+                                        "for one rule)"])
+    result = bindings.get("x")
     if not isinstance(result, dict):
-        return Decision(False, "none", ["policy produced no result (is it 'package policy'?)"])
+        return Decision(False, "none", ["policy produced no result (is it 'package policy' with an allow rule?)"])
+    if bindings.get("allow") != result.get("allow"):
+        return Decision(False, "none", ["policy output is inconsistent"])
     reasons = _reasons(result.get("reasons"))
     allow = result.get("allow") is True
     tier = result.get("tier")
@@ -265,21 +280,36 @@ class PolicyEngine:
             self._cache.popitem(last=False)
         return compiled
 
-    def _evaluate(self, policy_text: str, data_json: str, input_doc: Any, query: str) -> tuple[bool, Any]:
-        """(ok, the binding of ``x`` in ``query`` or None when undefined) for ``input_doc`` (already bounded
-        by _check_json); ok is False on a runtime error."""
+    def _evaluate(self, policy_text: str, data_json: str, input_json: str, query: str) -> dict[str, Any] | None:
+        """The bindings of ``query`` for the input ``input_json`` ({} when undefined), or None when evaluation
+        failed (a rego runtime error, or output that is not strict JSON).
+
+        The input goes in as JSON text parsed by rego (regopy's typed Input path stores strings unescaped and
+        rego-cpp then prints them raw: a claim holding ``"`` could forge the output). The output is parsed
+        again here refusing duplicate keys, so a string that still escaped its quotes cannot smuggle in a
+        second ``allow``."""
         with self._lock:
             compiled = self._compile(policy_text, data_json, query)
             try:
-                compiled.interpreter.set_input(regopy.Input(input_doc))
+                compiled.interpreter.set_input_term(input_json)
                 out = compiled.interpreter.query_bundle(compiled.bundle)
+                if not out.ok():
+                    return None
+                raw = str(out)
             except Exception:
-                return False, None
-            if not out.ok():
-                return False, None
-            if len(out) == 0:
-                return True, None
-            return True, out[0].bindings.get("x")
+                return None
+        if raw == "undefined":
+            return {}
+        try:
+            parsed = json.loads(raw, object_pairs_hook=_no_duplicates)
+        except ValueError:
+            return None
+        if isinstance(parsed, list):  # one result per solution; the policy queries have one
+            if len(parsed) != 1:
+                return None
+            parsed = parsed[0]
+        bindings = parsed.get("bindings", {}) if isinstance(parsed, dict) else None
+        return bindings if isinstance(bindings, dict) else None
 
     def check(self, policy_text: str) -> None:
         """Refuse (VerdictdError naming the line) a policy that does not parse or compile or is not
@@ -288,7 +318,7 @@ class PolicyEngine:
         if not _PACKAGE_RE.search(policy_text):
             raise VerdictdError("policy: not 'package policy' (verdictd reads data.policy)")
         with self._lock:
-            self._compile(policy_text, "{}", "x = data.policy")
+            self._compile(policy_text, "{}", _POLICY_QUERY)
 
     # -- attestation
 
@@ -310,13 +340,9 @@ class PolicyEngine:
         doc = dict(claims)
         doc["tee"] = tee
         doc["tcb_status"] = tcb_status
-        _check_json(doc, "appraise: claims", MAX_INPUT)
+        input_json = _check_json(doc, "appraise: claims", MAX_INPUT)
         data_json = _check_json({"reference": reference}, "appraise: reference values", MAX_REFERENCE)
-        ok, result = self._evaluate(policy_text, data_json, doc, "x = data.policy")
-        if not ok:
-            return Decision(False, "none", ["policy evaluation failed (a rego runtime error, e.g. conflicting "
-                                            "values for one rule)"])
-        return _decision(tee, result)
+        return _decision(tee, self._evaluate(policy_text, data_json, input_json, _POLICY_QUERY))
 
     def appraise_result(self, policy_text: str, result: Result, reference: dict[str, Any]) -> Decision:
         """Appraise a verifier's :class:`Result`: unverified evidence is refused (contraindicated) and invalid
@@ -341,11 +367,11 @@ class PolicyEngine:
             raise VerdictdError(f"resource policy: input is a {type(input).__name__}, not an object")
         if not isinstance(resource_path, str) or len(resource_path) > 1024:
             raise VerdictdError("resource policy: resource path must be a string of at most 1024 characters")
-        _check_json(input, "resource policy: input", MAX_INPUT)
+        input_json = _check_json(input, "resource policy: input", MAX_INPUT)
         data = {"plugin": plugin, "resource-path": resource_path, "query": dict(query or {})}
         data_json = _check_json(data, "resource policy: request data", MAX_INPUT)
-        ok, result = self._evaluate(policy_text, data_json, input, "x = data.policy.allow")
-        return ok and result is True
+        bindings = self._evaluate(policy_text, data_json, input_json, "allow = data.policy.allow")
+        return bindings is not None and bindings.get("allow") is True
 
     # -- TestOpa
 
@@ -366,10 +392,9 @@ class PolicyEngine:
         data = {k: v for k, v in reference.items() if k not in ("reference", "policy")}
         data["reference"] = reference
         data_json = _check_json(data, "TestOpa reference", 2 * MAX_REFERENCE)
-        ok, result = self._evaluate(policy_text, data_json, doc, "x = data.policy")
+        input_text = _check_json(doc, "TestOpa input", MAX_INPUT)
         tee = doc.get("tee")
         tee = tee if isinstance(tee, str) else ""
-        decision = _decision(tee, result) if ok else Decision(False, "none", ["policy evaluation failed"])
-        out = decision.to_json()
+        out = _decision(tee, self._evaluate(policy_text, data_json, input_text, _POLICY_QUERY)).to_json()
         out["parseInfo"] = {k: [v, reference.get(k)] for k, v in doc.items()}
         return out

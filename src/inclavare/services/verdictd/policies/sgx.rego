@@ -72,7 +72,7 @@ at_least(name) if {
 	input[name] >= v
 }
 
-claim(name) := object.get(input, name, "<absent>")
+claim(name) := object.get(input, name, null)
 
 # --- the evidence is SGX and not a debug enclave
 

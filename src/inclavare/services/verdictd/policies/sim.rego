@@ -18,20 +18,6 @@
 # claim explicitly, copy this policy, name the claim in accept_any (e.g. accept_any := {"mrenclave"}) and
 # store the copy under this TEE's policy name.
 
-package policy): allow (bool), tier ("affirming" | "warning" | "contraindicated" | "none"),
-# reasons (set of strings: every reason the evidence is refused or not affirmed).
-#
-# Reference values read:
-#   mrenclave, mrsigner  accepted measurements; at least one of the two must be set (no reference: deny)
-#   isvprodid            accepted product ids; required when mrenclave is not pinned (trust by signer
-#                        alone would accept any product of that signer)
-#   isvsvn               minimum security version: isvsvn >= the smallest listed value
-#   configid, isvfamilyid, isvextprodid  accepted values, checked only where set
-#
-# Fail closed: a required reference value that is missing denies with tier "none". To accept any value of a
-# claim explicitly, copy this policy, name the claim in accept_any (e.g. accept_any := {"mrenclave"}) and
-# store the copy under this TEE's policy name.
-
 package policy
 
 import rego.v1
@@ -86,7 +72,7 @@ at_least(name) if {
 	input[name] >= v
 }
 
-claim(name) := object.get(input, name, "<absent>")
+claim(name) := object.get(input, name, null)
 
 # --- the evidence is from the simulated platform and not a debug enclave
 

@@ -32,14 +32,11 @@ allow if {
 	count(missing) == 0
 }
 
-reasons := (deny | missing) | warn
+reasons := deny | missing
 
 default tier := "none"
 
 tier := "affirming" if {
-	allow
-	count(warn) == 0
-} else := "warning" if {
 	allow
 } else := "contraindicated" if {
 	count(deny) > 0
@@ -75,7 +72,7 @@ at_least(name) if {
 	input[name] >= v
 }
 
-claim(name) := object.get(input, name, "<absent>")
+claim(name) := object.get(input, name, null)
 
 # --- the evidence is SNP and not a debuggable guest
 

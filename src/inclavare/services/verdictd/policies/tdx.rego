@@ -63,7 +63,7 @@ matches(name) if {
 	same(v, input[name])
 }
 
-claim(name) := object.get(input, name, "<absent>")
+claim(name) := object.get(input, name, null)
 
 # --- the evidence is TDX and not a debug TD
 
