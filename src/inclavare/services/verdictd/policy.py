@@ -21,7 +21,7 @@ Resource policies follow Trustee's KBS: ``data.policy.allow`` over input = the E
 the decision JSON out.
 
 Bounds (rego-cpp has no evaluation timeout, so what reaches it is capped): a policy text at most 256 KiB, an
-input document 64 KiB and 1024 JSON values, reference data 1 MiB and 4096 values, JSON nesting 16 levels.
+input document 64 KiB and 512 JSON values, reference data 1 MiB and 4096 values, JSON nesting 16 levels.
 Compiled policies are cached (keyed by policy text and data), so an appraisal costs one query on a prepared
 bundle. Errors are :class:`VerdictdError`, one line naming what and where (for Rego, the line and column
 regopy reports).
@@ -63,7 +63,7 @@ TIERS = ("affirming", "warning", "contraindicated", "none")
 ATTESTATION_POLICIES = ("sgx", "tdx", "snp", "sim")
 MAX_POLICY = 256 * 1024  # bytes of Rego source (UTF-8)
 MAX_INPUT = 64 * 1024  # bytes of the input document, as compact JSON
-MAX_INPUT_VALUES = 1024  # JSON values (scalars, arrays, objects) in the input document
+MAX_INPUT_VALUES = 512  # JSON values (scalars, arrays, objects) in the input document
 MAX_REFERENCE = 1024 * 1024  # bytes of the data document, as compact JSON
 MAX_REFERENCE_VALUES = 4096  # JSON values in the data document
 MAX_DEPTH = 16  # nesting of objects/arrays in input and data

@@ -459,7 +459,7 @@ def test_value_counts_capped(engine: PolicyEngine) -> None:
     p = default_policy("sgx")
     few = {**CLAIMS, "xs": [0] * (MAX_INPUT_VALUES - 6)}  # + the object, 2 claims, tee, tcb_status, the list
     assert not engine.appraise(p, "sgx", few, "UpToDate", {}).allow
-    with pytest.raises(VerdictdError, match="appraise: claims: more than 1024 JSON values"):
+    with pytest.raises(VerdictdError, match=f"appraise: claims: more than {MAX_INPUT_VALUES} JSON values"):
         engine.appraise(p, "sgx", {**few, "x": 1}, "UpToDate", {})
     many_refs = {"mrenclave": [f"{i:064x}" for i in range(MAX_REFERENCE_VALUES)]}
     with pytest.raises(VerdictdError, match="appraise: reference values: more than 4096 JSON values"):
