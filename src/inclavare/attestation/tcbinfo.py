@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from inclavare.attestation.api import CollateralError
+from inclavare.formats import strictjson
 from inclavare.formats.jsonshape import Shape, is_uint
 from inclavare.formats.sgx import _unchecked
 
@@ -192,28 +192,13 @@ def _json_type(v: Any) -> str:
         type(v), "a number")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):  # name the first key seen twice
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise ValueError(f"duplicate key {k!r}")
-            seen.add(k)
-    return out
-
-
-# What json.loads(raw, object_pairs_hook=_no_duplicates) builds for every call; it keeps no state between
-# documents (the scanner's key memo is emptied after each one)
-_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 
 def _load_json(raw: bytes, what: str) -> _Obj:
     if not isinstance(raw, (bytes, bytearray)):
         raise CollateralError(f"{what}: expected the raw JSON bytes, got {type(raw).__name__}")
-    try:  # json.loads(raw, object_pairs_hook=_no_duplicates), step by step, with the decoder made once
-        raw = bytes(raw)
-        value = _JSON_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    try:
+        value = strictjson.loads(bytes(raw))
     except (ValueError, RecursionError) as e:
         raise CollateralError(f"{what}: not valid JSON ({str(e).splitlines()[0] if str(e) else 'malformed'})") \
             from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inclavare.attestation.api import CollateralError
+from inclavare.formats import strictjson
 
 __all__ = ["DECODER", "JSON_WS", "MAX_DOCUMENT", "json_error", "members", "raw_json_value"]
 
@@ -20,21 +21,9 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 MAX_DOCUMENT = 16 * 1024 * 1024  # far above any collateral document PCS serves (a PCK CRL is a few hundred KiB)
 
 
-def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate member {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
 
 # Duplicate members anywhere make "the" value ambiguous between parsers: fail closed.
-DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_members, parse_constant=_no_constants)
+DECODER = strictjson.DECODER
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from inclavare.formats import strictjson
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.proto import clientapi_pb2 as pb
 from inclavare.services.verdictd.proto import clientapi_pb2_grpc as pbg
@@ -134,16 +135,8 @@ def _name(raw: bytes, what: str) -> str:
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
-    def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise VerdictdError(f"{what}: key {k[:40]!r} appears twice")
-            out[k] = v
-        return out
-
     try:
-        value = json.loads(text, object_pairs_hook=no_dupes)
+        value = strictjson.loads(text)
     except RecursionError:
         raise VerdictdError(f"{what}: nested too deeply") from None
     except ValueError as e:

@@ -43,6 +43,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inclavare.formats import strictjson
+
 log = logging.getLogger(__name__)
 
 VERSION = "v1"
@@ -100,23 +102,10 @@ def fail(error: str) -> bytes:
     return dumps({"status": "Fail", "error": error})
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def parse_request(data: bytes) -> dict[str, Any]:
     """The request object; raises ValueError saying what is wrong (strict JSON: no NaN, no duplicate keys)."""
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique)
+        obj = strictjson.DECODER.decode(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8 at byte {e.start}") from None
     except json.JSONDecodeError as e:

@@ -43,6 +43,7 @@ from typing import Any
 import regopy
 
 from inclavare.attestation.api import Result
+from inclavare.formats import strictjson
 from inclavare.services.verdictd.errors import VerdictdError
 
 __all__ = [
@@ -157,13 +158,6 @@ def _parse_json(text: str | bytes, what: str, limit: int, max_values: int) -> An
         raise VerdictdError(f"{what}: not JSON ({str(e).splitlines()[0][:200]})") from None
     _check_json(value, what, limit, max_values)
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate key in rego output")
-    return out
 
 
 def _check_policy_text(policy_text: str) -> None:
@@ -308,7 +302,7 @@ class PolicyEngine:
         if raw == "undefined":
             return {}
         try:
-            parsed = json.loads(raw, object_pairs_hook=_no_duplicates)
+            parsed = strictjson.loads(raw)
         except ValueError:
             return None
         if isinstance(parsed, list):  # one result per solution; the policy queries have one

@@ -149,7 +149,7 @@ def test_reference_kept_byte_for_byte(api: AdminApi, store: Store) -> None:
 
 
 @pytest.mark.parametrize(("content", "why"), [(b"[1, 2]", "not a JSON object"), (b"{", "not JSON"),
-                                              (b'{"a": 1, "a": 2}', "appears twice"), (b"\xff", "not UTF-8")])
+                                              (b'{"a": 1, "a": 2}', "duplicate key 'a'"), (b"\xff", "not UTF-8")])
 def test_bad_reference_refused(api: AdminApi, content: bytes, why: str) -> None:
     with pytest.raises(VerdictdError, match=why):
         api.set_reference(b"r", content)
