@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 
+from inclavare.services import netaddr
 from inclavare.services.signature_server.auth import AccessPolicy, load_token_hashes
 from inclavare.services.signature_server.common import (
     DEFAULT_LISTEN,
@@ -35,28 +35,15 @@ class ServerConfig:
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """``HOST:PORT``, ``:PORT`` (every address), ``[V6]:PORT`` or ``PORT`` -> (host, port)."""
-    text = listen.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
     try:
-        port = int(port_text, 10)
+        host, port, _ = netaddr.host_port(listen, default_host="")
     except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise SignatureServerError(f"listen address {listen!r}: expected HOST:PORT with a port in 0..65535")
+        raise SignatureServerError(f"listen address {listen!r}: expected HOST:PORT with a port in 0..65535") \
+            from None
     return host, port
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_is_loopback = netaddr.is_loopback
 
 
 def _tls_context(config: ServerConfig, policy: AccessPolicy) -> ssl.SSLContext:

@@ -36,7 +36,6 @@ import base64
 import contextvars
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from typing import Any, Protocol
 import grpc
 
 from inclavare.formats import strictjson
+from inclavare.services import netaddr
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.proto import clientapi_pb2 as pb
 from inclavare.services.verdictd.proto import clientapi_pb2_grpc as pbg
@@ -536,30 +536,22 @@ class _AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def _is_unix(address: str) -> bool:
-    return address.startswith("unix:") or "/" in address
+    return netaddr.is_unix(address)
 
 
 def _unix_path(address: str) -> str:
-    path = address[5:] if address.startswith("unix:") else address
-    if not path or len(path.encode()) > 107:
-        raise VerdictdError(f"admin address {address!r}: a unix socket path of 1..107 bytes")
-    return path
+    try:
+        return netaddr.unix_path(address)
+    except ValueError as e:
+        raise VerdictdError(f"admin address {address!r}: {e}") from None
 
 
 def _host(address: str) -> str:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise VerdictdError(f"admin address {address!r}: expected HOST:PORT, [IPv6]:PORT or a unix socket path")
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return netaddr.host_port(address)[0]
     except ValueError:
-        return False
+        raise VerdictdError(f"admin address {address!r}: expected HOST:PORT, [IPv6]:PORT or a unix socket path") \
+            from None
 
 
 class AdminServer:
@@ -574,7 +566,7 @@ class AdminServer:
                  max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS, max_message: int = MAX_MESSAGE) -> None:
         self.address = address
         self.unix_path = _unix_path(address) if _is_unix(address) else None
-        if self.unix_path is None and not auth.tls and not _loopback(_host(address)):
+        if self.unix_path is None and not auth.tls and not netaddr.is_loopback(_host(address)):
             raise VerdictdError(f"admin address {address}: plain text is allowed only on a unix socket or a "
                                 f"loopback address; give the admin API a TLS certificate")
         self.auth = auth

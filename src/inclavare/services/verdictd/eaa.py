@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inclavare.errors import InclavareError
+from inclavare.services import netaddr
 from inclavare.services.verdictd.eaa_protocol import (
     MAX_REQUEST,
     Audit,
@@ -87,25 +88,20 @@ class Limits:
 def parse_address(text: str) -> tuple[int, Any]:
     """(address family, address) of upstream's ``-l``: ``ip:port``, ``[ipv6]:port``, or a unix socket path
     (anything with a ``/``, or ``unix:PATH``)."""
-    if text.startswith("unix:") or "/" in text:
-        path = text[5:] if text.startswith("unix:") else text
-        if not path or len(path.encode()) > 107:
-            raise VerdictdError(f"listen address {text!r}: a unix socket path of 1..107 bytes")
-        return socket.AF_UNIX, path
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
+    if netaddr.is_unix(text):
+        try:
+            return socket.AF_UNIX, netaddr.unix_path(text)
+        except ValueError as e:
+            raise VerdictdError(f"listen address {text!r}: {e}") from None
+    if not text.rpartition(":")[0]:
         raise VerdictdError(f"listen address {text!r}: expected IP:PORT, [IPv6]:PORT or a unix socket path")
-    family = socket.AF_INET
-    if host.startswith("[") and host.endswith("]"):
-        host, family = host[1:-1], socket.AF_INET6
-    elif ":" in host:
-        raise VerdictdError(f"listen address {text!r}: write an IPv6 address in brackets, [ADDR]:PORT")
     try:
-        port = int(port_text, 10)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise VerdictdError(f"listen address {text!r}: {port_text!r} is not a TCP port")
+        host, port, bracketed = netaddr.host_port(text)
+    except ValueError as e:
+        raise VerdictdError(f"listen address {text!r}: {e}") from None
+    family = socket.AF_INET6 if bracketed else socket.AF_INET
+    if not bracketed and ":" in host:
+        raise VerdictdError(f"listen address {text!r}: write an IPv6 address in brackets, [ADDR]:PORT")
     try:
         socket.inet_pton(family, host)
     except OSError:
