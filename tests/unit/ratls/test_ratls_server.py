@@ -96,6 +96,15 @@ def test_a_stalled_client_does_not_delay_others_and_is_cut_off_at_the_handshake_
     assert len(refused) == 1 and refused[0].startswith(f"test client {where} refused: "), refused
 
 
+def test_a_client_silent_after_the_handshake_is_cut_off_at_the_read_deadline() -> None:
+    with (serving(handshake_timeout=TIMEOUT * 2, read_timeout=1.0) as (server, port),
+          socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock):
+        h = RatsTls(null_config(), server_side=False)
+        h.negotiate(sock)
+        assert h.receive(256) == b""  # the server ended it: not the 60 s handshake deadline, not our 30 s timeout
+        h.close()
+
+
 def test_a_hundred_clients_are_served_at_once() -> None:
     """Each handler waits at a barrier for all 100: a server serving fewer at once would never pass it."""
     n = 100
