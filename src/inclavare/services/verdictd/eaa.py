@@ -6,11 +6,12 @@ verifier or the appraiser refuses gets a TLS alert and a closed connection, as w
 callback, and never an answer. Only after that are requests read: one JSON request per read, each answered,
 until the client closes, ``echo`` ends it, or a limit is hit.
 
-Hardening (the lessons of the rats-tls-server, issue 19): connections are served concurrently, one thread
-each, at most ``max_connections`` at once (beyond that a new connection waits ``queue_timeout`` for a slot, then
-is closed, logged); each phase has a deadline that a watchdog enforces by shutting the socket down, however
-slowly a client drips bytes (handshake, reading one request, writing one answer); a request is at most
-``max_request`` bytes.
+Hardening (the lessons of the rats-tls-server, issue 19), by :class:`inclavare.ratls.server.RatsTlsServer`:
+connections are served concurrently, one thread each, at most ``max_connections`` at once (beyond that a new
+connection waits ``queue_timeout`` for a slot, then is closed, logged); each phase has a deadline that a watchdog
+enforces by shutting the socket down, however slowly a client drips bytes (handshake, reading one request,
+writing one answer); a request is at most ``max_request`` bytes. What stays here is EAA's own: the appraisal
+in the verify callback, the protocol loop, the audit.
 
 Deliberate differences from upstream: a server whose configuration is not mutual is refused unless
 ``allow_unattested`` is set, and even then unattested clients get only ``version`` and ``echo`` (upstream
@@ -25,7 +26,6 @@ import os
 import socket
 import stat
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,13 +44,16 @@ from inclavare.services.verdictd.eaa_protocol import (
 from inclavare.services.verdictd.errors import VerdictdError
 
 if TYPE_CHECKING:
-    from inclavare.ratls.tls import RatsTls
+    from inclavare.ratls.server import ServerConnection
+    from inclavare.ratls.verifiers import PeerClaims
 
 __all__ = ["Appraiser", "EaaServer", "KeyStore", "Limits", "ResourceStore", "listen", "parse_address"]
 
 log = logging.getLogger(__name__)
 
-MAX_PLAINTEXT = 16 * 1024  # one TLS record's data: a full record means the request goes on in the next one
+# one TLS record's data: a full record means the request goes on in the next one (the clients' side of
+# inclavare.ratls.server.MAX_PLAINTEXT, kept here so that importing the protocol does not load the TLS stack)
+MAX_PLAINTEXT = 16 * 1024
 
 
 class Appraiser(Protocol):
@@ -136,54 +139,6 @@ def listen(address: str, backlog: int = 128) -> socket.socket:
     return sock
 
 
-class _Watchdog:
-    """Deadlines for connections: a socket past its deadline is shut down, which ends any read or write blocked
-    on it. Only the connection's own thread closes its socket (after :meth:`disarm`), so the descriptor is never
-    touched after it was closed."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._deadlines: dict[socket.socket, float] = {}
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="eaa-watchdog", daemon=True)
-        self._thread.start()
-
-    def arm(self, sock: socket.socket, seconds: float) -> None:
-        with self._cond:
-            self._deadlines[sock] = time.monotonic() + seconds
-            self._cond.notify()
-
-    def disarm(self, sock: socket.socket) -> None:
-        with self._cond:
-            self._deadlines.pop(sock, None)
-
-    def expire_all(self) -> None:
-        with self._cond:
-            for sock in self._deadlines:
-                self._deadlines[sock] = 0.0
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._stopped:
-                now = time.monotonic()
-                for sock, deadline in list(self._deadlines.items()):
-                    if deadline <= now:
-                        del self._deadlines[sock]
-                        try:
-                            sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
-                wait = min(self._deadlines.values(), default=now + 60.0) - now
-                self._cond.wait(max(wait, 0.01))
-
-
 class EaaServer:
     """The EAA protocol on a listening socket: ``serve(sock)`` (blocking, until :meth:`shutdown`) or
     ``start(sock)`` (a thread). ``config``: the server's RatsTlsConfig (mutual; its own ``callback``, if any,
@@ -193,6 +148,7 @@ class EaaServer:
     def __init__(self, config: Any, keys: KeyStore, appraiser: Appraiser | None,
                  resources: ResourceStore | None = None, *, limits: Limits = Limits(),
                  allow_unattested: bool = False, audit: Audit | None = None) -> None:
+        from inclavare.ratls.server import RatsTlsServer, ServerLimits
         from inclavare.ratls.tls import RatsTlsConfig
 
         if not isinstance(config, RatsTlsConfig):
@@ -211,13 +167,11 @@ class EaaServer:
         self._allow_unattested = allow_unattested
         self._audit = audit
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
-        self._stop = threading.Event()
-        self._threads: set[threading.Thread] = set()
-        self._lock = threading.Lock()
-        self._watchdog: _Watchdog | None = None
         try:
-            self._config.prepare(presents=True)
+            self._server = RatsTlsServer(self._config, self._session, ServerLimits(
+                max_connections=limits.max_connections, queue_timeout=limits.queue_timeout,
+                handshake_timeout=limits.handshake_timeout, read_timeout=limits.read_timeout,
+                write_timeout=limits.write_timeout, max_request=limits.max_request), name="EAA")
         except InclavareError as e:
             raise VerdictdError(f"EAA: RATS-TLS configuration: {e}") from None
 
@@ -246,139 +200,44 @@ class EaaServer:
             raise AttestationError(f"refused by the appraisal policy: {why}")
         return True
 
-    # -- serving
+    # -- serving (the generic part, concurrency, deadlines and the cap, is inclavare.ratls.server's)
 
     def start(self, sock: socket.socket) -> threading.Thread:
         """Serve ``sock`` on a background thread."""
-        t = threading.Thread(target=self.serve, args=(sock,), name="eaa-accept", daemon=True)
-        t.start()
-        return t
+        return self._server.start(sock)
 
     def serve(self, sock: socket.socket) -> None:
         """Accept and serve connections on the listening ``sock`` until :meth:`shutdown`."""
-        self._watchdog = watchdog = _Watchdog()
-        sock.settimeout(0.25)  # wake up now and then to see a shutdown
-        try:
-            while not self._stop.is_set():
-                try:
-                    conn, addr = sock.accept()
-                except TimeoutError:
-                    continue
-                except OSError as e:
-                    if self._stop.is_set():
-                        break
-                    log.error("EAA accept: %s", e.strerror or e)
-                    time.sleep(0.05)  # e.g. out of descriptors: do not spin
-                    continue
-                if not self._wait_for_slot():
-                    log.warning("EAA: %d connections already for %.1f s: closing the one from %s",
-                                self.limits.max_connections, self.limits.queue_timeout, _peer_name(addr))
-                    conn.close()
-                    continue
-                t = threading.Thread(target=self._connection, args=(conn, addr, watchdog),
-                                     name="eaa-connection", daemon=True)
-                with self._lock:
-                    self._threads.add(t)
-                try:
-                    t.start()
-                except RuntimeError as e:  # no more threads: this connection is not served, the server goes on
-                    log.error("EAA: cannot serve %s: %s", _peer_name(addr), e)
-                    with self._lock:
-                        self._threads.discard(t)
-                    conn.close()
-                    self._slots.release()
-        finally:
-            watchdog.expire_all()
-            for t in self._snapshot():
-                t.join()
-            watchdog.stop()
-
-    def _wait_for_slot(self) -> bool:
-        """A connection slot, waiting up to ``queue_timeout`` for one to free (a burst above the cap is served a
-        little later, not refused; connections held by slow clients free theirs at their deadline)."""
-        deadline = time.monotonic() + self.limits.queue_timeout
-        while not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if self._slots.acquire(timeout=max(min(left, 0.25), 0.0)):
-                return True
-            if left <= 0:
-                return False
-        return False
+        self._server.serve(sock)
 
     def shutdown(self) -> None:
         """Stop accepting, end the open connections; ``serve`` returns once they are gone."""
-        self._stop.set()
-        if self._watchdog is not None:
-            self._watchdog.expire_all()
+        self._server.shutdown()
 
-    def _snapshot(self) -> list[threading.Thread]:
-        with self._lock:
-            return list(self._threads)
+    def _session(self, conn: ServerConnection, peer: PeerClaims | None) -> None:
+        """One attested client: requests answered one by one until it closes, ``echo`` ends it or a limit is
+        hit."""
+        from inclavare.ratls.server import MessageTooLarge
 
-    def _connection(self, conn: socket.socket, addr: Any, watchdog: _Watchdog) -> None:
-        from inclavare.ratls.tls import RatsTls
-
-        name = _peer_name(addr)
-        handle: RatsTls | None = None
-        try:
-            handle = RatsTls(self._config, server_side=True)
-            watchdog.arm(conn, self.limits.handshake_timeout)
-            conn.settimeout(self.limits.handshake_timeout)
+        attested = peer is not None and peer.verified
+        who = _describe(peer, conn.address)
+        log.info("EAA client %s connected (%s)", conn.address, who.get("tee") or "not attested")
+        session = EaaSession(self._keys, self._resources, attested=attested, peer=who, audit=self._audit,
+                             max_request=self.limits.max_request)
+        for _ in range(self.limits.max_requests):
             try:
-                peer = handle.negotiate(conn)
-            except InclavareError as e:
-                log.warning("EAA client %s refused: %s", name, e)
-                return
-            attested = peer is not None and peer.verified
-            who = _describe(peer, name)
-            log.info("EAA client %s connected (%s)", name, who.get("tee") or "not attested")
-            session = EaaSession(self._keys, self._resources, attested=attested, peer=who, audit=self._audit,
-                                 max_request=self.limits.max_request)
-            for _ in range(self.limits.max_requests):
-                watchdog.arm(conn, self.limits.read_timeout)
-                conn.settimeout(self.limits.read_timeout)
-                try:
-                    request = self._read_request(handle)
-                except _TooLarge:
-                    reply = Reply(fail(f"request too large: more than {self.limits.max_request} bytes"), close=True)
-                else:
-                    if request is None:
-                        return
-                    reply = session.handle(request)
-                watchdog.arm(conn, self.limits.write_timeout)
-                conn.settimeout(self.limits.write_timeout)
-                handle.transmit(reply.body)
-                if reply.close:
+                request = conn.receive_message()
+            except MessageTooLarge:
+                reply = Reply(fail(f"request too large: more than {self.limits.max_request} bytes"), close=True)
+            else:
+                if request is None:
                     return
-            log.warning("EAA client %s: %d requests on one connection: closing it", name, self.limits.max_requests)
-        except InclavareError as e:  # the RATS-TLS errors are OSErrors too: timeouts, resets
-            log.info("EAA client %s: %s", name, e)
-        except OSError as e:
-            log.info("EAA client %s: %s", name, e.strerror or e)
-        except Exception:  # a bug must not take the server down; the connection ends
-            log.exception("EAA client %s: internal error", name)
-        finally:
-            if handle is not None:
-                handle.close()
-            watchdog.disarm(conn)
-            conn.close()
-            with self._lock:
-                self._threads.discard(threading.current_thread())
-            self._slots.release()
-
-    def _read_request(self, handle: RatsTls) -> bytes | None:
-        """One request: one read, continued while reads come back as full TLS records (a request longer than a
-        record); None when the connection ended before a whole request came."""
-        buf = bytearray()
-        while True:
-            chunk = handle.receive(MAX_PLAINTEXT)
-            if not chunk:  # closed (or shut down by the watchdog) before a whole request came: nothing to answer
-                return None
-            buf += chunk
-            if len(buf) > self.limits.max_request:
-                raise _TooLarge
-            if len(chunk) < MAX_PLAINTEXT:
-                return bytes(buf)
+                reply = session.handle(request)
+            conn.transmit(reply.body)
+            if reply.close:
+                return
+        log.warning("EAA client %s: %d requests on one connection: closing it", conn.address,
+                    self.limits.max_requests)
 
     def _record(self, event: str, detail: dict[str, Any]) -> None:
         if self._audit is not None:
@@ -386,10 +245,6 @@ class EaaServer:
                 self._audit(event, detail)
             except Exception as e:  # a refusal stands whether or not it could be recorded
                 log.error("EAA audit %s: %s: %s", event, type(e).__name__, e)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _decision(result: Any) -> tuple[bool, list[str]]:
@@ -413,9 +268,3 @@ def _describe(peer: Any, name: str) -> dict[str, Any]:
             if claim in peer.claims:
                 out[claim] = peer.claims[claim]
     return out
-
-
-def _peer_name(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
-    return str(addr) or "unix socket"
