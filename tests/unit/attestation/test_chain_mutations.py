@@ -61,16 +61,16 @@ def _outcome(quote: bytes) -> bool:
         return False
 
 
-@pytest.mark.parametrize(("rel", "step"), [("sgx/dcapqvl_sgx_quote.bin", 1), ("tdx/dcapqvl_tdx_quote.bin", 3)])
-def test_every_bit_of_the_pck_chain(rel: str, step: int) -> None:
-    """SGX: every bit of every certificate; TDX: every third bit (the same code; the suite stays fast)."""
+@pytest.mark.parametrize("rel", ["sgx/dcapqvl_sgx_quote.bin", "tdx/dcapqvl_tdx_quote.bin"])
+def test_every_bit_of_the_pck_chain(rel: str) -> None:
+    """Every bit of every certificate of the chain, SGX and TDX."""
     quote = _quote(rel)
     assert _outcome(quote)
     blocks = _pem_blocks(quote)
     assert len(blocks) == 3
     accepted = []
     for n, (start, end, der) in enumerate(blocks):
-        for bit in range(0, len(der) * 8, step):
+        for bit in range(len(der) * 8):
             mutated = bytearray(der)
             mutated[bit // 8] ^= 1 << (bit % 8)
             if _outcome(_with_der(quote, start, end, bytes(mutated))):
