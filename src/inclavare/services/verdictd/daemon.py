@@ -134,12 +134,20 @@ class StoreBackend:
 
     # -- KBS admin
 
+    def _compiled(self, name: str, text: str) -> None:
+        from inclavare.services.verdictd.kbs import KbsError
+
+        try:
+            self.engine.check(text)
+        except VerdictdError as e:
+            raise KbsError(400, "PolicyError", f"policy {name!r} not stored: {str(e).splitlines()[0]}") from None
+
     def set_resource_policy(self, text: str) -> None:
-        self.engine.check(text)
+        self._compiled(RESOURCE_POLICY, text)
         self.store.put_policy(RESOURCE_POLICY, text)
 
     def set_attestation_policy(self, policy_id: str, text: str) -> None:
-        self.engine.check(text)
+        self._compiled(policy_id, text)
         self.store.put_policy(policy_id, text)
 
     def set_reference_value(self, name: str, values: list[Any], provenance: str,
