@@ -298,6 +298,7 @@ def test_state_survives_sigkill(world: Env, tmp_path: Path) -> None:
         assert status == 200 and open_response(world.tee.key, response) == b"the owner's secret"
         status, answer = d.admin("POST", "/kbs/v0/resource/owner/key/two", b"second")
         assert status == 200
+        d.proc.send_signal(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
     finally:
         assert d.stop() == 0
 
