@@ -324,3 +324,100 @@ def test_usage_and_config_errors(world: Env, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "inclavare.cli.verdictd", "--state-dir", state, "--kbs-listen",
                         "127.0.0.1:0", "--insecure-http"], capture_output=True, env=env, timeout=TIMEOUT, check=False)
     assert r.returncode == 1 and b"key-encryption key" in r.stderr and r.stderr.count(b"\n") == 1
+
+
+def test_https_kbs(world: Env, tmp_path: Path) -> None:
+    import ssl
+
+    from tests.integration.test_vd_kbs import self_signed
+
+    cert, key = self_signed(tmp_path)
+    state = tmp_path / "state"
+    args = [sys.executable, "-m", "inclavare.cli.verdictd", "--state-dir", str(state), "--kbs-listen",
+            "127.0.0.1:0", "--kbs-cert", cert, "--kbs-key", key, "--trust-sim", "--sim-root", world.sim_root_pem,
+            "--collateral", world.collateral, "--admin-token-file", world.token_file]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=world.env)
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], TIMEOUT)[0]
+        ready = json.loads(proc.stdout.readline())
+        assert ready["kbs"].startswith("https://127.0.0.1:") and "admin" not in ready
+        port = int(ready["kbs"].rstrip("/").rsplit(":", 1)[1])
+        ctx = ssl.create_default_context(cafile=cert)
+
+        def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=TIMEOUT)
+            try:
+                raw = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+                conn.request(method, path, body=raw, headers=headers or {})
+                resp = conn.getresponse()
+                return resp.status, resp.getheader("Set-Cookie"), resp.read()
+            finally:
+                conn.close()
+
+        auth = {"Authorization": f"Bearer {ADMIN}"}
+        # without --admin-listen the admin endpoints are on the KBS listener, behind the token
+        assert call("POST", "/kbs/v0/resource/owner/key/one", b"over TLS")[0] == 401
+        assert call("POST", "/kbs/v0/resource/owner/key/one", b"over TLS", auth)[0] == 200
+        ref = {"name": "mrenclave", "values": [APP.mrenclave.hex()], "provenance": "t"}
+        assert call("POST", "/kbs/v0/reference-value", ref, auth)[0] == 200
+        status, cookie, body = call("POST", "/kbs/v0/auth", {"version": "0.4.0", "tee": "sample",
+                                                              "extra-params": ""})
+        assert status == 200 and cookie is not None and "; Secure" in cookie
+        session = {"Cookie": cookie.split(";", 1)[0]}
+        nonce = json.loads(body)["nonce"]
+        status, _, body = call("POST", "/kbs/v0/attest", world.tee.attestation(nonce), session)
+        assert status == 200, body
+        status, _, body = call("GET", "/kbs/v0/resource/owner/key/one", None, session)
+        assert status == 200 and open_response(world.tee.key, json.loads(body)) == b"over TLS"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 0
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_grpc_key_provider(world: Env, tmp_path: Path) -> None:
+    import grpc
+
+    from inclavare.services.verdictd.clientapi_client import AdminClient
+    from inclavare.services.verdictd.keyprovider import decode_output, encode_unwrap_input, encode_wrap_input
+    from inclavare.services.verdictd.proto import keyprovider_pb2 as pb
+    from inclavare.services.verdictd.proto import keyprovider_pb2_grpc as pb_grpc
+
+    sock = tmp_path / "kp.sock"
+    d = Daemon(world, tmp_path / "state", "--keyprovider-listen", str(sock))
+    try:
+        assert d.addresses["keyprovider"] in (str(sock), f"unix:{sock}")
+        with AdminClient(d.addresses["client-api"], token=ADMIN.encode(), timeout=TIMEOUT) as admin:
+            kid = admin.create_key()
+
+        def call(target: str, method: str, payload: bytes, token: str | None = None) -> bytes:
+            with grpc.insecure_channel(target) as ch:
+                stub = pb_grpc.KeyProviderServiceStub(ch)  # type: ignore[no-untyped-call]
+                req = pb.keyProviderKeyWrapProtocolInput(KeyProviderKeyWrapProtocolInput=payload)
+                meta = [("authorization", f"Bearer {token}")] if token else None
+                return bytes(getattr(stub, method)(req, timeout=TIMEOUT, metadata=meta)
+                             .KeyProviderKeyWrapProtocolOutput)
+
+        wrap = encode_wrap_input({"verdictd": [kid.encode()]}, b'{"layer":"options"}')
+        annotation = decode_output(call(f"unix:{sock}", "WrapKey", wrap))["annotation"]
+        assert annotation is not None
+        unwrap = encode_unwrap_input({"verdictd-token": [b"forged"]}, annotation)
+        with pytest.raises(grpc.RpcError) as e:
+            call(f"unix:{sock}", "UnWrapKey", unwrap)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        assert "attestation token" in e.value.details()  # type: ignore[attr-defined]
+        # beside the client API: WrapKey needs the admin token, UnWrapKey only the attestation token
+        api = d.addresses["client-api"]
+        with pytest.raises(grpc.RpcError) as e:
+            call(api, "WrapKey", wrap)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        assert "admin API" in e.value.details()  # type: ignore[attr-defined]
+        assert decode_output(call(api, "WrapKey", wrap, ADMIN))["annotation"] is not None
+        with pytest.raises(grpc.RpcError) as e:
+            call(api, "UnWrapKey", unwrap)
+        assert "attestation token" in e.value.details()  # type: ignore[attr-defined]
+    finally:
+        assert d.stop() == 0
