@@ -210,13 +210,12 @@ def keyprovider(argv: Sequence[str]) -> int:
 
     p = Parser(prog=f"{PROG} keyprovider", description="ocicrypt key provider (cmd protocol)")
     _state_flags(p)
-    p.add_argument("--trust-sim", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(list(argv))
     data = sys.stdin.buffer.read(MAX_INPUT + 1)
     store, refs = open_state(a.state_dir, _kek(a))
     try:
         tokens = load_token_issuer(store, _pem(a.token_key, "--token-key"), create=False)
-        policies = Policies(store, refs, PolicyEngine(), trust_sim=a.trust_sim)
+        policies = Policies(store, refs, PolicyEngine(), trust_sim=False)  # key decisions only: no appraisal here
         provider = KeyProvider(store, tokens, policies, audit=store.audit)
         out = run_cmd(data, provider)
     finally:
