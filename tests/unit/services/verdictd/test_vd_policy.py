@@ -27,7 +27,9 @@ from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.policy import (
     MAX_DEPTH,
     MAX_INPUT,
+    MAX_INPUT_VALUES,
     MAX_POLICY,
+    MAX_REFERENCE_VALUES,
     TIERS,
     Decision,
     PolicyEngine,
@@ -252,7 +254,7 @@ def test_tdx_real_quotes(engine: PolicyEngine, tdx_result: Result) -> None:
     ref = {"mrtd": [c["mrtd"]], "rtmr0": [c["rtmr0"]], "rtmr1": [c["rtmr1"]], "rtmr2": [c["rtmr2"]],
            "rtmr3": [c["rtmr3"]]}
     assert appraise(engine, tdx_result, ref) == Decision(True, "affirming", [])
-    assert appraise(engine, tdx_result, {"mrtd": [c["mrtd"].upper()]}).allow  # hex compared case-insensitively
+    assert appraise(engine, tdx_result, {"mrtd": [c["mrtd"]]}, mrtd=c["mrtd"].upper()).allow  # claim in any case
     wrong_mrtd = appraise(engine, tdx_result, {**ref, "mrtd": [OTHER48]})
     assert (wrong_mrtd.allow, wrong_mrtd.tier) == (False, "contraindicated")
     assert f"mrtd {c['mrtd']} is not a reference value" in wrong_mrtd.reasons
@@ -449,6 +451,23 @@ def nested(depth: int) -> Any:
 def test_oversized_or_odd_claims_refused(engine: PolicyEngine, claims: dict[Any, Any], message: str) -> None:
     with pytest.raises(VerdictdError, match=message):
         engine.appraise(default_policy("sgx"), "sgx", claims, "UpToDate", {})
+
+
+def test_value_counts_capped(engine: PolicyEngine) -> None:
+    """rego-cpp's JSON/term parsers are superlinear in the number of values, so counts are capped, not just
+    bytes (the largest real input, an SNP report's claims, has ~60 values)."""
+    p = default_policy("sgx")
+    few = {**CLAIMS, "xs": [0] * (MAX_INPUT_VALUES - 6)}  # + the object, 2 claims, tee, tcb_status, the list
+    assert not engine.appraise(p, "sgx", few, "UpToDate", {}).allow
+    with pytest.raises(VerdictdError, match=f"appraise: claims: more than {MAX_INPUT_VALUES} JSON values"):
+        engine.appraise(p, "sgx", {**few, "x": 1}, "UpToDate", {})
+    many_refs = {"mrenclave": [f"{i:064x}" for i in range(MAX_REFERENCE_VALUES)]}
+    with pytest.raises(VerdictdError, match="appraise: reference values: more than 4096 JSON values"):
+        engine.appraise(p, "sgx", CLAIMS, "UpToDate", many_refs)
+    refs = {"mrenclave": [f"{i:064x}" for i in range(1000)] + ["aa" * 32]}
+    assert engine.appraise(p, "sgx", CLAIMS, "UpToDate", refs).allow
+    with pytest.raises(VerdictdError, match="TestOpa reference: more than 2048 JSON values"):
+        engine.test(p, json.dumps({"m": list(range(2048))}), "{}")
 
 
 def test_depth_just_inside_the_limit_is_fine(engine: PolicyEngine) -> None:
