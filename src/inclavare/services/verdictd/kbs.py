@@ -67,9 +67,16 @@ MAX_PATH_PART = 128
 
 
 class Decision(Protocol):
-    allow: bool
-    tier: str
-    reasons: list[str]
+    """Read-only, so policy.Decision (a frozen dataclass) fits."""
+
+    @property
+    def allow(self) -> bool: ...
+
+    @property
+    def tier(self) -> str: ...
+
+    @property
+    def reasons(self) -> list[str]: ...
 
 
 class Appraiser(Protocol):

@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from inclavare.services.httpserver import BodyError, HardenedHTTPServer, address_family, body_length
@@ -28,6 +29,7 @@ MAX_BODY = 1 << 20
 IO_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
 MAX_QUERY_ITEMS = 16
+JWKS_PATHS = ("/kbs/v0/jwks", "/.well-known/jwks")  # ours; Trustee has no JWKS path on the KBS (its AS plans one)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -115,8 +117,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
-            if method == "GET" and self.path.split("?")[0] == "/healthz":
+            path = self.path.split("?")[0]
+            if method == "GET" and path == "/healthz":
                 self._send(200, b"ok", "text/plain; charset=utf-8")
+                return
+            if method == "GET" and path in JWKS_PATHS and self.server.attestation and self.server.jwks is not None:
+                self._json(200, self.server.jwks())
                 return
             try:
                 parts, query = self._route()
@@ -185,16 +191,19 @@ def _cookie(session_id: str, max_age: int, secure: bool) -> str:
 
 class KbsHttpServer(HardenedHTTPServer):
     """The KBS listener (:class:`inclavare.services.httpserver.HardenedHTTPServer`). ``attestation``/``admin``
-    say which endpoints it routes."""
+    say which endpoints it routes; ``jwks`` (the token issuer's) answers ``GET /kbs/v0/jwks`` and
+    ``/.well-known/jwks`` on an attestation listener, so relying parties can check EAR tokens."""
 
     thread_name = "verdictd-kbs"
 
     def __init__(self, address: tuple[str, int], service: KbsService, *, tls: ssl.SSLContext | None,
                  insecure_http: bool = False, attestation: bool = True, admin: bool = True,
-                 max_connections: int = MAX_CONNECTIONS, io_timeout: float = IO_TIMEOUT) -> None:
+                 max_connections: int = MAX_CONNECTIONS, io_timeout: float = IO_TIMEOUT,
+                 jwks: Callable[[], dict[str, Any]] | None = None) -> None:
         if tls is None and not insecure_http:
             raise VerdictdError("KBS listener: give a TLS certificate and key, or insecure_http=True (tests only)")
         self.service, self.attestation, self.admin = service, attestation, admin
+        self.jwks = jwks
         host, family = address_family(address[0])
         try:
             super().__init__((host, address[1]), family, _Handler, tls, io_timeout=io_timeout,
