@@ -15,7 +15,16 @@ Modules:
 * ``kbs`` / ``kbs_evidence`` / ``kbs_http``: the Trustee KBS 0.4.0 protocol (sessions, SHA-384 report-data
   binding over canonical JSON, resources sealed to the TEE key, admin endpoints) over a hardened HTTPS listener;
 * ``eaa`` / ``eaa_protocol`` / ``eaa_client``: upstream Inclavare verdictd's EAA key-broker protocol over mutual
-  RATS-TLS; every client's evidence is verified and appraised in the TLS verify callback before any request.
+  RATS-TLS (on inclavare.ratls.server); every client's evidence is verified and appraised in the TLS verify
+  callback before any request;
+* ``policy``: PolicyEngine (Rego via regopy): appraise, allow_resource, TestOpa; default policies in
+  ``policies/{sgx,tdx,snp,sim,resource,keyprovider}.rego``;
+* ``clientapi`` / ``clientapi_client``: upstream verdictd's admin API (gRPC clientapi: KeyManagerService,
+  OpaService, ImageService), authenticated by token and/or mutual TLS; the `verdict` CLI's side;
+* ``keyprovider`` / ``keyprovider_grpc``: the ocicrypt key provider (gRPC and the cmd protocol): wraps layer keys
+  under the store's keys, unwraps only for a verified EAR token allowed by tier and key policy;
+* ``daemon``: the assembly of the ``verdictd`` program (inclavare.cli.verdictd): the store, reference values,
+  policy engine, token issuer and JWE behind the KBS, EAA, client API and key-provider interfaces.
 
 May import: every library layer (formats, linux, runtime, sgx, sim, enclave, attestation, ratls).
 """
