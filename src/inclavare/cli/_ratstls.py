@@ -22,15 +22,20 @@ CRYPTO_WRAPPERS = {"": "ecdsa", "openssl": "ecdsa", "ecdsa": "ecdsa", "rsa": "rs
 log = logging.getLogger("inclavare.ratls.program")
 
 
-def common_parser(prog: str, role: str) -> argparse.ArgumentParser:
-    """The flags both sample programs take."""
-    p = Parser(prog=prog, description=f"RATS-TLS sample {role}")
+def add_wrapper_flags(p: Any, mutual_help: str = "enable mutual attestation") -> None:
+    """Upstream rats-tls's instance flags (-a -v -t -c -m -e), as its sample programs and verdictd take them."""
     p.add_argument("-a", "--attester", default="", help="the type of quote attester")
     p.add_argument("-v", "--verifier", default="", help="the type of quote verifier")
     p.add_argument("-t", "--tls", default="", help="the type of tls wrapper (openssl)")
     p.add_argument("-c", "--crypto", default="", help="the type of crypto wrapper: openssl (ECDSA), ecdsa or rsa")
-    p.add_argument("-m", "--mutual", action="store_true", help="enable mutual attestation")
+    p.add_argument("-m", "--mutual", action="store_true", help=mutual_help)
     p.add_argument("-e", "--endorsements", action="store_true", help="let the attester provide endorsements")
+
+
+def common_parser(prog: str, role: str) -> argparse.ArgumentParser:
+    """The flags both sample programs take."""
+    p = Parser(prog=prog, description=f"RATS-TLS sample {role}")
+    add_wrapper_flags(p)
     p.add_argument("-l", "--log-level", default="info", help="debug, info, warn, error, fatal or off")
     p.add_argument("-i", "--ip", default=DEFAULT_IP, help=f"the {'listening' if role == 'server' else 'server'} "
                    f"IP address (default {DEFAULT_IP})")

@@ -41,7 +41,7 @@ from typing import Any
 
 from inclavare.cli._common import Parser
 from inclavare.cli._inputs import read_file, sim_root_fingerprint
-from inclavare.cli._ratstls import LOG_LEVELS, build_config, setup_logging
+from inclavare.cli._ratstls import LOG_LEVELS, add_wrapper_flags, build_config, setup_logging
 from inclavare.errors import InclavareError, UsageError
 
 PROG = "verdictd"
@@ -63,12 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", "--log", default="info", help=f"{', '.join(LOG_LEVELS)} (default info)")
     eaa = p.add_argument_group("EAA over RATS-TLS (upstream verdictd)")
     eaa.add_argument("-l", "--listen", metavar="ADDR", help="EAA listener: IP:PORT, [IPv6]:PORT or a unix path")
-    eaa.add_argument("-t", "--tls", default="", help="the TLS wrapper (openssl)")
-    eaa.add_argument("-c", "--crypto", default="", help="the crypto wrapper: openssl (ECDSA), ecdsa or rsa")
-    eaa.add_argument("-a", "--attester", default="", help="this server's attester (sim, sgx_ecdsa, ...)")
-    eaa.add_argument("-v", "--verifier", default="", help="the verifier of clients' evidence")
-    eaa.add_argument("-m", "--mutual", action="store_true", help="clients attest too (required)")
-    eaa.add_argument("-e", "--endorsements", action="store_true", help="put collateral in the certificate")
+    add_wrapper_flags(eaa, mutual_help="clients attest too (required)")
     kbs = p.add_argument_group("KBS 0.4.0 over HTTP(S)")
     kbs.add_argument("--kbs-listen", metavar="HOST:PORT")
     kbs.add_argument("--kbs-cert", metavar="PEM", help="TLS certificate chain of the KBS and admin listeners")
