@@ -115,7 +115,7 @@ def cmd_start(flags: "dict[str, Any]") -> int:
             return 0
     sys.stdout.flush()
     sys.stderr.flush()
-    address, pid = startup.start(flags, bundle, options, env, os.getppid())
+    address, pid, _ = startup.start(flags, bundle, options, env, os.getppid())
     sys.stdout.write(address)
     if pid and use_template:  # a warm template for the next start
         sys.stdout.flush()

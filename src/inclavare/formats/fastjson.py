@@ -23,7 +23,7 @@ class _Context:
     strict = True
     object_hook = None
     object_pairs_hook = None
-    parse_float = staticmethod(lambda literal: _finite(literal))
+    parse_float = staticmethod(lambda literal: _finite(literal))  # _finite is defined below
     parse_int = int
     parse_constant = staticmethod(_constant)
     memo: dict[str, str] = {}

@@ -110,7 +110,7 @@ def _refuse_symlinked_root(bundle: str, root_path: str) -> None:
     """As runc: the root filesystem must not be reached through a symlink (a relative root.path below the
     bundle, an absolute one from /), or the container would run what the link points at, anywhere on the host.
     Checked with lstat per component (no realpath: it would import os on every create)."""
-    import stat
+    from _stat import S_ISLNK
 
     absolute = root_path.startswith("/")
     cur = "" if absolute else bundle.rstrip("/")
@@ -121,7 +121,7 @@ def _refuse_symlinked_root(bundle: str, root_path: str) -> None:
         if part == "..":
             continue
         try:
-            if stat.S_ISLNK(fos.lstat(cur).st_mode):
+            if S_ISLNK(fos.lstat(cur).st_mode):
                 raise ConfigError("root.path", f"{root_path}: {cur} is a symlink (to {fos.readlink(cur)}); "
                                   "the root filesystem must be given by its real path")
         except OSError:

@@ -209,11 +209,12 @@ def adjust_oom_score(pid: int, containerd_pid: int) -> None:
 
 
 def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, str]", containerd_pid: int,
-          in_child: "Callable[[], None]" = lambda: None, launch: "Launch | None" = None) -> "tuple[str, int]":
+          in_child: "Callable[[], None]" = lambda: None, launch: "Launch | None" = None) -> "tuple[str, int, str]":
     """Do ``start`` for the container ``flags["id"]`` in ``bundle`` (``env``: the start process's environment,
-    or the part of it a shim needs): (the group shim's address, the pid of the shim that serves it now, or 0
-    when the group's shim was alive). ``launch(sock, path, namespace, root, bundle, debug, env)`` may hand the
-    listening socket to a shim that is ready (the template's spare) and return its pid; else a shim is forked:
+    or the part of it a shim needs): (the group shim's address, the pid of the shim that serves it now or 0
+    when the group's shim was alive, the state root). ``launch(sock, path, namespace, root, bundle, debug,
+    env)`` may hand the listening socket to a shim that is ready (the template's spare) and return its pid; else
+    a shim is forked:
     the child runs ``in_child()`` (to drop what it must not keep), then becomes the resident shim and never
     returns; the caller must be single-threaded (the child goes on in Python)."""
     ns, cid = flags["namespace"], flags["id"]
@@ -226,7 +227,7 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
     sock = bind_unix(path)
     if sock is None:  # the group's shim is alive: it serves this container too
         write_file(os.path.join(bundle, "address"), address)
-        return address, 0
+        return address, 0, root
     try:
         write_file(os.path.join(bundle, "address"), address)
         if launch is not None and not shim_cgroup:  # a ready shim has forked already: it cannot join one
@@ -234,7 +235,7 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
             if pid:
                 sock.close()
                 adjust_oom_score(pid, containerd_pid)
-                return address, pid
+                return address, pid, root
         report_r, report_w = os.pipe() if shim_cgroup else (-1, -1)
         pid = os.fork()
     except BaseException:
@@ -271,7 +272,7 @@ def start(flags: "dict[str, Any]", bundle: str, options: bytes, env: "dict[str, 
                 pass
             raise ValueError(why)
     adjust_oom_score(pid, containerd_pid)
-    return address, pid
+    return address, pid, root
 
 
 def detach() -> None:

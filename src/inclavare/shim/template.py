@@ -248,12 +248,12 @@ def _serve_one(conn: socket.socket, listener: socket.socket, spares: _Spares) ->
         spares.close_in_child()
 
     try:
-        address, pid = startup.start(flags, bundle, options, env, containerd_pid, in_child, spares.launch)
+        address, pid, root = startup.start(flags, bundle, options, env, containerd_pid, in_child, spares.launch)
     except Exception as e:  # noqa: BLE001 - reported to the start process, which reports it to containerd
         _reply(conn, {"error": startup.describe(e)})
         return None
     _reply(conn, {"address": address, "pid": pid})
-    return flags["namespace"], startup.start_options(options, flags["namespace"], startup.default_root(env))[0]
+    return flags["namespace"], root
 
 
 def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
