@@ -53,7 +53,7 @@ from inclavare.services import netaddr
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.proto import clientapi_pb2 as pb
 from inclavare.services.verdictd.proto import clientapi_pb2_grpc as pbg
-from inclavare.services.verdictd.store import KIND_KEY, MAX_POLICY, MAX_SECRET, Store
+from inclavare.services.verdictd.store import KIND_KEY, MAX_POLICY, MAX_SECRET, Store, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -370,20 +370,8 @@ class _Image(pbg.ImageServiceServicer):
 def load_token(path: str) -> bytes:
     """An admin bearer token from ``path`` (a regular file, mode 0600 or tighter; surrounding whitespace
     dropped; 16..4096 printable ASCII characters)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        raise VerdictdError(f"admin token file {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise VerdictdError(f"admin token file {path}: not a regular file")
-        if st.st_mode & 0o077:
-            raise VerdictdError(f"admin token file {path}: mode {st.st_mode & 0o777:04o} lets other users read "
-                                f"it (chmod 600)")
-        data = os.read(fd, MAX_TOKEN + 64)
-    finally:
-        os.close(fd)
+    data = read_secret_file(path, "admin token file", MAX_TOKEN + 64,
+                            f"a token is {MIN_TOKEN}..{MAX_TOKEN} printable characters", follow=False)
     return check_token(data.strip(), f"admin token file {path}")
 
 

@@ -98,22 +98,7 @@ def load_kek(path: str | None = None, *, state_dir: str | None = None) -> bytes:
         key_real, dir_real = os.path.realpath(path), os.path.realpath(state_dir)
         if os.path.commonpath([key_real, dir_real]) == dir_real:
             raise VerdictdError(f"KEK file {path}: inside the state directory {state_dir}; keep it elsewhere")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise VerdictdError(f"KEK file {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise VerdictdError(f"KEK file {path}: not a regular file")
-        if st.st_mode & 0o077:
-            raise VerdictdError(f"KEK file {path}: mode {st.st_mode & 0o777:04o} lets other users at it "
-                                f"(chmod 600)")
-        if st.st_size > 256:
-            raise VerdictdError(f"KEK file {path}: {st.st_size} bytes; expected 32 raw bytes or 64 hex digits")
-        data = os.read(fd, 256)
-    finally:
-        os.close(fd)
+    data = read_secret_file(path, "KEK file", 256, "expected 32 raw bytes or 64 hex digits")
     if len(data) == KEK_SIZE:
         return _check_kek(data, f"KEK file {path}")
     try:
@@ -122,6 +107,29 @@ def load_kek(path: str | None = None, *, state_dir: str | None = None) -> bytes:
         raise VerdictdError(f"KEK file {path}: neither 32 raw bytes nor 64 hex digits "
                             f"({len(data)} bytes)") from None
     return _check_kek(_parse_hex_kek(text, f"KEK file {path}"), f"KEK file {path}")
+
+
+def read_secret_file(path: str, what: str, limit: int, expected: str, follow: bool = True) -> bytes:
+    """The bytes of a secret kept in a file (a KEK, a token): a regular file no other user can read, at most
+    ``limit`` bytes (``expected`` says what it should hold); one-line errors starting with ``what`` and the path."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    except OSError as e:
+        raise VerdictdError(f"{what} {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise VerdictdError(f"{what} {path}: not a regular file")
+        if st.st_mode & 0o077:
+            raise VerdictdError(f"{what} {path}: mode {st.st_mode & 0o777:04o} lets other users at it (chmod 600)")
+        if st.st_size > limit:
+            raise VerdictdError(f"{what} {path}: {st.st_size} bytes; {expected}")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise VerdictdError(f"{what} {path}: more than {limit} bytes; {expected}")
+    return data
 
 
 def _parse_hex_kek(text: str, where: str) -> bytes:
