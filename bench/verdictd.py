@@ -8,11 +8,13 @@ made here). Each client thread: POST /auth, make a sim quote over the KBS runtim
 the TEE's work), POST /attest, GET /resource; the resource is opened with the TEE key afterwards (a client whose
 answer does not open counts as failed). The clients start together, behind a barrier.
 
-Reported: the flow latency (the three requests, quote making excluded) p50 / p99, attestations per second over
-the whole batch (wall clock), failures, and the verifier alone: verify_raw (sim quote, collateral given, report
-data checked) on the quotes the clients made, one thread, per CPU-second of this process.
+Reported: verdictd's own CPU time per flow (from /proc, all its threads) and flows per verdictd CPU-second
+against the verifier alone per CPU-second (the issue's ratio), the flow latency (the three requests, quote
+making excluded) p50 / p99, attestations per second over the whole batch (wall clock), failures. The verifier
+alone: verify_raw (sim quote, collateral given, report data checked) on the quotes the clients made, one
+thread, per CPU-second of this process.
 
-usage: bench/verdictd.py [--clients N] [--https] [--markdown]
+usage: bench/verdictd.py [--clients N] [--https] [--new-connection] [--markdown]
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ from inclavare.services.verdictd.kbs import expected_report_data  # noqa: E402
 from inclavare.sim.platform import SimPlatform  # noqa: E402
 
 ADMIN = "bench-admin-token-0123456789"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 SECRET = b"bench resource"
 
 
@@ -75,22 +84,41 @@ def self_signed(d: Path) -> tuple[str, str]:
 
 
 class Http:
-    def __init__(self, port: int, ctx: ssl.SSLContext | None) -> None:
-        self.port, self.ctx = port, ctx
+    """One client's HTTP connection. ``keep_alive`` reuses it across requests, as Trustee's KBS client (reqwest)
+    does; otherwise every request opens a new one (the worst case for the server)."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext | None, keep_alive: bool = True) -> None:
+        self.port, self.ctx, self.keep_alive = port, ctx, keep_alive
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.ctx:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=120)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
 
     def __call__(self, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None) -> tuple[int, Any, str | None]:
-        conn: http.client.HTTPConnection = (
-            http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=120) if self.ctx
-            else http.client.HTTPConnection("127.0.0.1", self.port, timeout=120))
+        conn = self.conn or self._connect()
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
             data = resp.read()
-        finally:
+        except BaseException:
             conn.close()
+            self.conn = None
+            raise
+        if self.keep_alive and not resp.will_close:
+            self.conn = conn
+        else:
+            conn.close()
+            self.conn = None
         cookie = resp.getheader("Set-Cookie")
         return resp.status, json.loads(data) if data else None, cookie.split(";", 1)[0] if cookie else None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def start_daemon(d: Path, sim_dir: str, https: bool) -> tuple[subprocess.Popen[bytes], dict[str, Any], Any]:
@@ -126,19 +154,18 @@ def port_of(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1])
 
 
-def run(n: int, https: bool) -> dict[str, Any]:
+def run(n: int, https: bool, keep_alive: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="verdictd-bench-") as tmp:
         d = Path(tmp)
         sim_dir = str(d / "sim")
         tee = SimTee(sim_dir)
         proc, addresses, ctx = start_daemon(d, sim_dir, https)
         try:
-            admin = Http(port_of(addresses["admin"]), ctx)
+            admin = Http(port_of(addresses["admin"]), ctx, keep_alive=False)
             auth_h = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
             ref = json.dumps({"name": "mrenclave", "values": [APP.mrenclave.hex()], "provenance": "bench"}).encode()
             assert admin("POST", "/kbs/v0/reference-value", ref, auth_h)[0] == 200
             assert admin("POST", "/kbs/v0/resource/bench/key/one", SECRET, auth_h)[0] == 200
-            kbs = Http(port_of(addresses["kbs"]), ctx)
             quote_lock = threading.Lock()
             barrier = threading.Barrier(n)
             latencies: list[float] = []
@@ -148,6 +175,7 @@ def run(n: int, https: bool) -> dict[str, Any]:
             lock = threading.Lock()
 
             def client() -> None:
+                kbs = Http(port_of(addresses["kbs"]), ctx, keep_alive)
                 try:
                     barrier.wait()
                     t0 = time.perf_counter()
@@ -177,14 +205,18 @@ def run(n: int, https: bool) -> dict[str, Any]:
                 except Exception as e:  # noqa: BLE001 (counted and reported)
                     with lock:
                         failures.append(f"{type(e).__name__}: {e}"[:200])
+                finally:
+                    kbs.close()
 
             threads = [threading.Thread(target=client) for _ in range(n)]
+            server_cpu0 = cpu_seconds(proc.pid)
             start = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - start
+            server_cpu = cpu_seconds(proc.pid) - server_cpu0
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -199,8 +231,9 @@ def run(n: int, https: bool) -> dict[str, Any]:
             ok += bool(r.verified and r.collateral_valid)
         cpu, vwall = time.process_time() - cpu0, time.perf_counter() - w0
     lat = sorted(latencies)
-    return {"clients": n, "https": https, "ok": len(lat), "failed": len(failures), "first_failure":
-            failures[0] if failures else None, "wall_s": wall, "attestations_per_s": len(lat) / wall,
+    return {"clients": n, "https": https, "keep_alive": keep_alive, "ok": len(lat), "failed": len(failures),
+            "first_failure": failures[0] if failures else None, "wall_s": wall, "attestations_per_s": len(lat) / wall,
+            "server_cpu_s": server_cpu, "per_server_cpu_s": len(lat) / server_cpu if server_cpu > 0 else None,
             "p50_ms": 1000 * statistics.median(lat) if lat else None,
             "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
             "quote_ms": 1000 * statistics.median(quote_time) if quote_time else None,
@@ -214,10 +247,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--https", action="store_true")
+    p.add_argument("--new-connection", action="store_true",
+                   help="a new connection per request (default: each client keeps one, as Trustee's client does)")
     p.add_argument("--markdown", action="store_true", help="(the table is always printed; kept for symmetry)")
     a = p.parse_args()
-    r = run(a.clients, a.https)
+    r = run(a.clients, a.https, keep_alive=not a.new_connection)
     print(f"verdictd KBS load: {r['clients']} concurrent clients, {'HTTPS' if r['https'] else 'HTTP'}, "
+          f"{'one connection per client' if r['keep_alive'] else 'a connection per request'}, "
           f"{r['cpus']} CPUs, load {r['load']:.1f} at the end")
     print()
     print("| measure | value |")
@@ -226,9 +262,13 @@ def main() -> int:
     print(f"| flow latency p50 (auth+attest+resource, quote making excluded) | {r['p50_ms']:.1f} ms |")
     print(f"| flow latency p99 | {r['p99_ms']:.1f} ms |")
     print(f"| attestations/s (whole batch, wall clock) | {r['attestations_per_s']:.1f} |")
+    print(f"| verdictd CPU per flow (its process, all threads) | {1000 * r['server_cpu_s'] / max(1, r['ok']):.2f} ms |")
+    print(f"| flows per verdictd CPU-second | {r['per_server_cpu_s']:.1f} /s |")
     print(f"| client-side sim quote making, median (serialised, not in the latency) | {r['quote_ms']:.1f} ms |")
     print(f"| verifier alone (verify_raw, sim quote + collateral), per CPU-second | "
           f"{r['verifier_per_cpu_s']:.1f} /s ({r['verifier_ok']}/{r['verifier_quotes']} verified) |")
+    ratio = r["per_server_cpu_s"] / r["verifier_per_cpu_s"] if r["verifier_per_cpu_s"] else float("nan")
+    print(f"| flows per verdictd CPU-second / verifier alone per CPU-second | {ratio:.3f} |")
     if r["first_failure"]:
         print(f"\nfirst failure: {r['first_failure']}")
     return 0 if r["failed"] == 0 else 1
