@@ -200,6 +200,15 @@ def test_admin_api(https: tuple[KbsHttpServer, Client], tee: SimTee) -> None:
     assert c("POST", "/kbs/v0/attest", tee.attestation(nonce))[0] == 200
     status, _, response = c("GET", "/kbs/v0/resource/owner/key/new")
     assert status == 200 and open_response(tee.key, response) == b"new value"
+    # ours: list and delete resources, behind the admin token (a body on a DELETE is read and ignored)
+    assert err(c("GET", "/kbs/v0/resource")) == (401, "AdminAuthAccess")
+    status, _, listed = c("GET", "/kbs/v0/resource", headers=hdr)
+    assert status == 200 and listed == ["owner/key/denied", "owner/key/new", "owner/key/one"]
+    assert err(c("DELETE", path, b"ignored")) == (401, "AdminAuthAccess")
+    assert c("DELETE", path, b"ignored", headers=hdr)[0] == 200
+    assert err(c("DELETE", path, headers=hdr)) == (404, "ResourceNotFound")
+    assert err(c("GET", "/kbs/v0/resource/owner/key/new")) == (404, "ResourceNotFound")
+    assert c("PUT", path, b"", headers=hdr)[0] == 405
 
 
 def test_separate_listeners_and_plain_http(tee: SimTee, tmp_path: Path) -> None:
@@ -214,6 +223,9 @@ def test_separate_listeners_and_plain_http(tee: SimTee, tmp_path: Path) -> None:
         assert err(a("POST", "/kbs/v0/resource/owner/key/x", b"v", headers=hdr)) == (404, "InvalidRequestPath")
         assert b("POST", "/kbs/v0/resource/owner/key/x", b"v", headers=hdr)[0] == 200
         assert err(b("POST", "/kbs/v0/auth", {"version": "0.4.0", "tee": "sample"}))[0] == 404
+        assert err(a("DELETE", "/kbs/v0/resource/owner/key/x", headers=hdr)) == (404, "InvalidRequestPath")
+        assert err(a("GET", "/kbs/v0/resource", headers=hdr)) == (404, "InvalidRequestPath")
+        assert b("GET", "/kbs/v0/resource", headers=hdr)[2] == ["owner/key/denied", "owner/key/one", "owner/key/x"]
         nonce = a.auth()
         assert a("POST", "/kbs/v0/attest", tee.attestation(nonce))[0] == 200
     finally:

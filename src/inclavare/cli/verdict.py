@@ -8,7 +8,11 @@ ACTION is exactly one of upstream's ``--set-opa-policy NAME PATH``, ``--export-o
 REFERENCE_NAME INPUT``, ``--test-opa-local POLICY_PATH REFERENCE_PATH INPUT``, ``--test-opa-local-policy
 POLICY_PATH REFERENCE_NAME INPUT``, ``--test-opa-local-reference POLICY_NAME REFERENCE_PATH INPUT``,
 ``--set-image-policy PATH``, ``--export-image-policy [-p DIR]``, ``--set-image-sigstore PATH``,
-``--export-image-sigstore [-p DIR]``, or ours: ``--create-key``, ``--get-key UUID``, ``--delete-key UUID``.
+``--export-image-sigstore [-p DIR]``, or ours: ``--create-key``, ``--get-key UUID``, ``--delete-key UUID``; or
+one on verdictd's KBS admin endpoints (``--kbs URL``, :mod:`._verdict_kbs`): ``--set-resource REPO/TYPE/TAG FILE``,
+``--delete-resource``, ``--list-resources``, ``--set-resource-policy``, ``--set-attestation-policy TEE FILE``,
+``--set-reference-value NAME VALUES [--provenance T] [--expires T]``, ``--get-reference-value``,
+``--list-reference-values``, ``--delete-reference-value``.
 
 Exports are written, as upstream does, to ``DIR/NAME`` (``DIR/image_policy.json``, ``DIR/image_sigstore.yaml``
 for the image files); ``-p -`` writes the content to stdout instead. The admin token comes from ``--token``,
@@ -25,6 +29,7 @@ import os
 import sys
 from typing import Any
 
+from inclavare.cli import _verdict_kbs
 from inclavare.cli._common import Parser
 from inclavare.cli._inputs import KEY_LIMIT, InputError, read_file
 from inclavare.errors import InclavareError, UsageError
@@ -38,7 +43,7 @@ INPUT_LIMIT = 64 << 10
 _ACTIONS = ("set_opa_policy", "export_opa_policy", "set_opa_reference", "export_opa_reference", "test_opa_remote",
             "test_opa_local", "test_opa_local_policy", "test_opa_local_reference", "set_image_policy",
             "export_image_policy", "set_image_sigstore", "export_image_sigstore", "create_key", "get_key",
-            "delete_key")
+            "delete_key", *_verdict_kbs.ACTIONS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--create-key", action="store_true", help="a new AES-256 key; prints its UUID")
     act.add_argument("--get-key", metavar="UUID", help="print the key's base64")
     act.add_argument("--delete-key", metavar="UUID")
+    _verdict_kbs.add_arguments(p)
     return p
 
 
@@ -156,9 +162,15 @@ def _run(args: argparse.Namespace) -> int:
     key = read_file(args.key, "--key", KEY_LIMIT) if args.key else None
     if cert is not None and cacert is None:
         raise UsageError("--cert needs --cacert (the CA that signed verdictd's certificate)")
+    if action != "set_reference_value" and (args.provenance is not None or args.expires is not None):
+        raise UsageError("--provenance and --expires go with --set-reference-value")
 
     # local inputs are read (and refused) before anything is sent
     out: dict[str, Any] = {"action": action.replace("_", "-")}
+    if action in _verdict_kbs.ACTIONS:
+        _verdict_kbs.run(args, action, token, cacert, out)
+        _print(args, out)
+        return 0
     with AdminClient(args.client_api, token=token, cacert=cacert, cert=cert, key=key, server_name=args.server_name,
                      timeout=args.timeout) as c:
         if action == "set_opa_policy":
@@ -204,6 +216,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print(args: argparse.Namespace, out: dict[str, Any]) -> None:
     content = out.pop("content", None)
+    lines = out.pop("_lines", None)
     if args.json:
         if content is not None:
             out["content"] = content.decode("utf-8", "replace")
@@ -211,6 +224,8 @@ def _print(args: argparse.Namespace, out: dict[str, Any]) -> None:
         return
     if content is not None:
         sys.stdout.buffer.write(content)
+    elif lines is not None:
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
     elif "decision" in out:
         sys.stdout.write(json.dumps(out["decision"], sort_keys=True) + "\n")
     elif "key" in out:

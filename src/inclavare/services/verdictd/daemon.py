@@ -31,7 +31,7 @@ from typing import Any
 from inclavare.services.verdictd import jwe
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.policy import ATTESTATION_POLICIES, Decision, PolicyEngine, default_policy
-from inclavare.services.verdictd.refvalues import ReferenceValues
+from inclavare.services.verdictd.refvalues import ReferenceValues, RefValueError
 from inclavare.services.verdictd.store import KIND_KEY, KIND_RESOURCE, Store
 from inclavare.services.verdictd.tokens import TokenIssuer
 
@@ -127,6 +127,12 @@ class StoreBackend:
     def put_resource(self, path: str, value: bytes) -> None:
         self.store.put_secret(KIND_RESOURCE, path, value)
 
+    def delete_resource(self, path: str) -> bool:
+        return self.store.delete_secret(KIND_RESOURCE, path)
+
+    def list_resources(self) -> list[str]:
+        return self.store.list_secrets(KIND_RESOURCE)
+
     # -- EAA keys
 
     def get_kek(self, kid: str) -> bytes | None:
@@ -147,16 +153,39 @@ class StoreBackend:
         self.store.put_policy(RESOURCE_POLICY, text)
 
     def set_attestation_policy(self, policy_id: str, text: str) -> None:
+        """Stored under the TEE name the daemon appraises with. Any other id (Trustee's client sends ``default``
+        unless told otherwise) is refused: stored, it would never be used, and the owner would believe a policy
+        is in force that is not."""
+        from inclavare.services.verdictd.kbs import KbsError
+
+        if policy_id not in ATTESTATION_POLICIES:
+            known = ", ".join(ATTESTATION_POLICIES)
+            raise KbsError(400, "PolicyError", f"attestation policy id {policy_id!r}: verdictd appraises evidence "
+                                               f"with the policy named after its TEE ({known})")
         self._compiled(policy_id, text)
         self.store.put_policy(policy_id, text)
 
     def set_reference_value(self, name: str, values: list[Any], provenance: str,
                             expires: datetime.datetime | None) -> None:
-        self.refs.set(name, values, provenance, expires)
+        from inclavare.services.verdictd.kbs import KbsError
+
+        try:
+            self.refs.set(name, values, provenance, expires)
+        except RefValueError as e:  # the caller's values, not the server's state: a 400
+            raise KbsError(400, "InvalidRequest", str(e)) from None
 
     def get_reference_value(self, name: str) -> list[Any] | None:
         entry = self.refs.all().get(name)
         return None if entry is None else list(entry["values"])
+
+    def list_reference_values(self) -> dict[str, dict[str, Any]]:
+        return self.refs.all()
+
+    def delete_reference_value(self, name: str) -> bool:
+        try:
+            return self.refs.remove(name)
+        except RefValueError:  # not a name a reference value can have: there is none by it
+            return False
 
 
 class JweSealer:

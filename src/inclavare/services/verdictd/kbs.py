@@ -94,6 +94,10 @@ class ResourceStore(Protocol):
 
     def put_resource(self, path: str, value: bytes) -> None: ...
 
+    def delete_resource(self, path: str) -> bool: ...
+
+    def list_resources(self) -> list[str]: ...
+
 
 class TokenIssuer(Protocol):
     """tokens.TokenIssuer: EAR tokens signed by the service key; ``verify`` raises on a bad or expired token."""
@@ -121,6 +125,10 @@ class PolicyAdmin(Protocol):
                             expires: datetime.datetime | None) -> None: ...
 
     def get_reference_value(self, name: str) -> list[Any] | None: ...
+
+    def list_reference_values(self) -> dict[str, dict[str, Any]]: ...
+
+    def delete_reference_value(self, name: str) -> bool: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,6 +437,35 @@ class KbsService:
         if values is None:
             raise KbsError(404, "ReferenceValueNotFound", f"no reference value named {name!r}")
         return values
+
+    # ---- ours, not Trustee's: listing and removal (the admin endpoints GET reference-value, DELETE ...)
+
+    def list_reference_values(self) -> dict[str, dict[str, Any]]:
+        """Every entry, expired ones too: ``{name: {"values", "provenance", "expires": RFC 3339 | null,
+        "expired"}}``."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, entry in self._need_admin().list_reference_values().items():
+            expires = entry.get("expires")
+            out[name] = {"values": list(entry["values"]), "provenance": entry.get("provenance", ""),
+                         "expires": expires.isoformat() if isinstance(expires, datetime.datetime) else expires,
+                         "expired": bool(entry.get("expired"))}
+        return out
+
+    def delete_reference_value(self, parts: list[str]) -> None:
+        name = "/".join(parts)
+        if not self._need_admin().delete_reference_value(name):
+            raise KbsError(404, "ReferenceValueNotFound", f"no reference value named {name!r}")
+        self._record("kbs.admin", action="delete-reference-value", name=name)
+
+    def delete_resource(self, parts: list[str]) -> None:
+        path = check_resource_path(parts)
+        if not self.resources.delete_resource(path):
+            raise KbsError(404, "ResourceNotFound", f"resource {path} not found")
+        self._record("kbs.admin", action="delete-resource", path=path)
+
+    def list_resources(self) -> list[str]:
+        """The stored resources' paths (``repo/type/tag``), sorted; never their values."""
+        return sorted(self.resources.list_resources())
 
 
 def _b64url_text(value: Any, what: str) -> str:

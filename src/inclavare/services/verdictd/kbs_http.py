@@ -5,6 +5,11 @@ HTTPS by default (an ``ssl.SSLContext`` from :func:`tls_context`); plain HTTP on
 handshake/read timeout); bodies over ``MAX_BODY`` are refused unread (413). Admin endpoints need the admin bearer
 token; a listener made with ``admin=False`` does not route them at all (404), so the admin API can live on its own
 listener.
+
+Admin endpoints: ``POST resource/<repo>/<type>/<tag>``, ``resource-policy``, ``attestation-policy``,
+``reference-value`` and ``GET reference-value/<name>``; and verdictd's own, which Trustee does not have:
+``GET reference-value`` (every entry), ``GET resource`` (the stored paths, never values), ``DELETE
+resource/<repo>/<type>/<tag>`` and ``DELETE reference-value/<name>``.
 """
 
 from __future__ import annotations
@@ -128,7 +133,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 parts, query = self._route()
             except ValueError:
                 raise KbsError(400, "InvalidRequest", "too many query parameters") from None
-            body = self._body() if method == "POST" else b""
+            body = self._body() if method in ("POST", "DELETE") else b""
             self._serve(method, parts, query, body)
         except KbsError as e:
             self._error(e, close=e.status in (411, 413))
@@ -151,6 +156,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             answer, session = svc.attest(body, self._cookie_session())
             left = max(1, int(session.expires - svc.sessions.clock()))
             self._json(200, answer, cookie=_cookie(session.id, left, self.server.tls is not None))
+        elif admin and method == "GET" and head in ("resource", "reference-value") and not rest:
+            # ours, not Trustee's: the stored resource paths / every reference value entry
+            svc.check_admin(self.headers.get("Authorization"))
+            self._json(200, svc.list_resources() if head == "resource" else svc.list_reference_values())
         elif self.server.attestation and method == "GET" and head == "resource":
             self._json(200, svc.resource(rest, query, self._cookie_session(), self._bearer()))
         elif admin and method == "POST" and head in ("resource", "resource-policy", "attestation-policy",
@@ -170,6 +179,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif admin and method == "GET" and head == "reference-value" and rest:
             svc.check_admin(self.headers.get("Authorization"))
             self._json(200, svc.get_reference_value(rest))
+        elif admin and method == "DELETE" and head in ("resource", "reference-value") and rest:
+            svc.check_admin(self.headers.get("Authorization"))  # ours, not Trustee's: removal
+            if head == "resource":
+                svc.delete_resource(rest)
+            else:
+                svc.delete_reference_value(rest)
+            self._send(200, b"")
         else:
             raise KbsError(404, "InvalidRequestPath", f"no such resource: {method} {self.path[:200]}")
 
@@ -179,10 +195,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
-        self._error(KbsError(405, "MethodNotAllowed", "use GET or POST"), close=True)
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
 
-    do_DELETE = do_PUT  # noqa: N815
+    def do_PUT(self) -> None:  # noqa: N802
+        self._error(KbsError(405, "MethodNotAllowed", "use GET, POST or DELETE"), close=True)
 
 
 def _cookie(session_id: str, max_age: int, secure: bool) -> str:

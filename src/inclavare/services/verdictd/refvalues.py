@@ -35,11 +35,16 @@ _HEX_RE = re.compile(r"[0-9a-f]+")
 Value = str | int
 
 
+class RefValueError(VerdictdError):
+    """A reference value given by a caller is not acceptable (name, values, provenance, expiry); stored rows
+    that fail their checks raise plain VerdictdError, since that is the state's fault, not the caller's."""
+
+
 def check_refname(name: object) -> str:
     """``name`` if it is a reference value name: 1..128 of ``[A-Za-z0-9_.-]``, not starting with ``.``/``-``
     (it becomes a key of Rego's ``data.reference``)."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise VerdictdError(f"reference value name {name!r}: must be 1..128 characters of [A-Za-z0-9_.-], "
+        raise RefValueError(f"reference value name {name!r}: must be 1..128 characters of [A-Za-z0-9_.-], "
                             f"starting with a letter, digit or '_'")
     return name
 
@@ -48,47 +53,47 @@ def normalise_value(value: object, where: str) -> Value:
     """One reference value in stored form: a hex string lower-cased (``0x`` dropped; even length, at most
     1024 digits) or an int in 0..2**64-1. Anything else (bools, floats, odd-length hex...) is refused."""
     if isinstance(value, bool):
-        raise VerdictdError(f"{where}: {value!r} is a boolean, not a hex string or an int")
+        raise RefValueError(f"{where}: {value!r} is a boolean, not a hex string or an int")
     if isinstance(value, int):
         if not 0 <= value <= MAX_INT:
-            raise VerdictdError(f"{where}: {value} is outside 0..2**64-1")
+            raise RefValueError(f"{where}: {value} is outside 0..2**64-1")
         return value
     if isinstance(value, str):
         text = value.lower()
         if text.startswith("0x"):
             text = text[2:]
         if not text or len(text) > MAX_HEX_DIGITS or not _HEX_RE.fullmatch(text):
-            raise VerdictdError(f"{where}: {value[:80]!r} is not a hex string of 1..{MAX_HEX_DIGITS} digits")
+            raise RefValueError(f"{where}: {value[:80]!r} is not a hex string of 1..{MAX_HEX_DIGITS} digits")
         if len(text) % 2:
-            raise VerdictdError(f"{where}: {value[:80]!r} has an odd number of hex digits")
+            raise RefValueError(f"{where}: {value[:80]!r} has an odd number of hex digits")
         return text
-    raise VerdictdError(f"{where}: a {type(value).__name__} is not a hex string or an int")
+    raise RefValueError(f"{where}: a {type(value).__name__} is not a hex string or an int")
 
 
 def normalise_values(name: str, values: object) -> list[Value]:
     """``values`` (a non-empty list, all hex strings or all ints) normalised, duplicates dropped, order kept."""
     where = f"reference value {name!r}"
     if not isinstance(values, list | tuple):
-        raise VerdictdError(f"{where}: values must be a list, not {type(values).__name__}")
+        raise RefValueError(f"{where}: values must be a list, not {type(values).__name__}")
     if not values:
-        raise VerdictdError(f"{where}: no values (remove the entry instead)")
+        raise RefValueError(f"{where}: no values (remove the entry instead)")
     if len(values) > MAX_VALUES:
-        raise VerdictdError(f"{where}: {len(values)} values, more than {MAX_VALUES}")
+        raise RefValueError(f"{where}: {len(values)} values, more than {MAX_VALUES}")
     out: list[Value] = []
     for i, v in enumerate(values):
         n = normalise_value(v, f"{where} value {i}")
         if n not in out:
             out.append(n)
     if len({type(v) for v in out}) > 1:
-        raise VerdictdError(f"{where}: values mix hex strings and ints")
+        raise RefValueError(f"{where}: values mix hex strings and ints")
     return out
 
 
 def _epoch(when: datetime, what: str) -> float:
     if not isinstance(when, datetime):
-        raise VerdictdError(f"{what}: must be a datetime, not {type(when).__name__}")
+        raise RefValueError(f"{what}: must be a datetime, not {type(when).__name__}")
     if when.tzinfo is None or when.utcoffset() is None:
-        raise VerdictdError(f"{what}: {when.isoformat()} has no time zone (use an aware datetime, e.g. UTC)")
+        raise RefValueError(f"{what}: {when.isoformat()} has no time zone (use an aware datetime, e.g. UTC)")
     return when.timestamp()
 
 
@@ -104,15 +109,15 @@ class ReferenceValues:
         name = check_refname(name)
         normalised = normalise_values(name, values)
         if not isinstance(provenance, str) or len(provenance) > MAX_PROVENANCE:
-            raise VerdictdError(f"reference value {name!r}: provenance must be a string of at most "
+            raise RefValueError(f"reference value {name!r}: provenance must be a string of at most "
                                 f"{MAX_PROVENANCE} characters")
         if any(not c.isprintable() for c in provenance):
-            raise VerdictdError(f"reference value {name!r}: provenance has a control character")
+            raise RefValueError(f"reference value {name!r}: provenance has a control character")
         expiry = None
         if expires is not None:
             expiry = _epoch(expires, f"reference value {name!r} expiry")
             if expiry <= datetime.now(UTC).timestamp():
-                raise VerdictdError(f"reference value {name!r}: expiry {expires.isoformat()} is already past")
+                raise RefValueError(f"reference value {name!r}: expiry {expires.isoformat()} is already past")
         self.store.put_reference_row(name, json.dumps(normalised, separators=(",", ":")), provenance, expiry)
 
     def get(self, name: str, now: datetime | None = None) -> list[Value]:

@@ -37,6 +37,12 @@ class DictStore:
     def put_resource(self, path: str, value: bytes) -> None:
         self.items[path] = value
 
+    def delete_resource(self, path: str) -> bool:
+        return self.items.pop(path, None) is not None
+
+    def list_resources(self) -> list[str]:
+        return list(self.items)
+
 
 @dataclass
 class Verdict:

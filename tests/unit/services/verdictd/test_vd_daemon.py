@@ -116,10 +116,24 @@ def test_backend_admin_and_lookups(state: tuple[Store, ReferenceValues], engine:
     assert e.value.status == 400 and store.get_policy(RESOURCE_POLICY) is None
     b.set_attestation_policy("sgx", DENY_ALL)
     assert store.get_policy("sgx") == DENY_ALL
+    for pid in ("default", "resource", "keyprovider"):  # stored under these, it would never appraise evidence
+        with pytest.raises(KbsError, match="named after its TEE") as e:
+            b.set_attestation_policy(pid, DENY_ALL)
+        assert e.value.status == 400 and store.get_policy(pid) is None
     b.set_reference_value("mrenclave", [MRENCLAVE], "test", None)
     assert b.get_reference_value("mrenclave") == [MRENCLAVE] and b.get_reference_value("nope") is None
+    for name, values in (("mrenclave", ["xyz"]), ("bad/name", ["aa"]), ("isvsvn", [1, "aa"])):
+        with pytest.raises(KbsError) as e:  # the caller's mistake: 400, not the server's 500
+            b.set_reference_value(name, values, "test", None)
+        assert e.value.status == 400
+    assert set(b.list_reference_values()) == {"mrenclave"}
+    assert b.delete_reference_value("mrenclave") and not b.delete_reference_value("mrenclave")
+    assert not b.delete_reference_value("bad/name") and b.list_reference_values() == {}
     b.put_resource("owner/key/one", b"v")
     assert b.get_resource("owner/key/one") == b"v" and b.get_resource("one") is None
+    assert b.list_resources() == ["owner/key/one"]
+    assert b.delete_resource("owner/key/one") and not b.delete_resource("owner/key/one")
+    assert b.get_resource("owner/key/one") is None and b.list_resources() == []
     assert b.get_resource("Policy") is None  # no image policy set: nothing, never a permissive default
     store.put_secret("key", "kek-1", b"k" * 32)
     assert b.get_kek("kek-1") == b"k" * 32 and b.get_kek("kek-2") is None

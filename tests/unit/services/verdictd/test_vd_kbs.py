@@ -292,6 +292,13 @@ class Admin:
     def get_reference_value(self, name: str) -> list[Any] | None:
         return self.refs.get(name)
 
+    def list_reference_values(self) -> dict[str, dict[str, Any]]:
+        return {name: {"values": v, "provenance": "build 7", "expires": utc("2030-01-01T00:00:00+00:00"),
+                       "expired": False} for name, v in self.refs.items()}
+
+    def delete_reference_value(self, name: str) -> bool:
+        return self.refs.pop(name, None) is not None
+
 
 def test_admin(parts: Parts) -> None:
     svc, admin = parts.service, Admin()
@@ -317,6 +324,18 @@ def test_admin(parts: Parts) -> None:
     assert status_of(svc.set_reference_value, b'{"name":"x","values":[],"expires":"2030-01-01T00:00:00"}')[0] == 400
     svc.set_resource(["owner", "key", "new"], b"\x00\x01")
     assert parts.store.items["owner/key/new"] == b"\x00\x01"
+    # ours: listing and removal
+    assert svc.list_reference_values() == {"mrenclave": {"values": ["aa"], "provenance": "build 7",
+                                                         "expires": "2030-01-01T00:00:00+00:00", "expired": False}}
+    svc.delete_reference_value(["mrenclave"])
+    assert svc.list_reference_values() == {} and status_of(svc.delete_reference_value, ["mrenclave"])[0] == 404
+    assert "owner/key/new" in svc.list_resources() and svc.list_resources() == sorted(parts.store.items)
+    svc.delete_resource(["owner", "key", "new"])
+    assert "owner/key/new" not in parts.store.items
+    assert status_of(svc.delete_resource, ["owner", "key", "new"])[:2] == (404, "ResourceNotFound")
+    assert status_of(svc.delete_resource, ["owner", "..", "new"])[:2] == (404, "InvalidRequestPath")
+    assert [(e, d["action"]) for e, d in parts.audit if d.get("action", "").startswith("delete")] == [
+        ("kbs.admin", "delete-reference-value"), ("kbs.admin", "delete-resource")]
     no_token = KbsService(appraiser=parts.policy, resources=parts.store, tokens=parts.tokens, sealer=JoseSealer())
     assert "disabled" in status_of(no_token.check_admin, "Bearer admin-secret")[2]
 
