@@ -48,7 +48,7 @@ from tests.unit.services.verdictd.kbs_doubles import APP, SimTee, open_response 
 from inclavare.attestation.api import Options  # noqa: E402
 from inclavare.attestation.collateral import from_bundle  # noqa: E402
 from inclavare.attestation.evidence import verify_raw  # noqa: E402
-from inclavare.services.verdictd.kbs import expected_report_data  # noqa: E402
+from inclavare.formats.kbs import expected_report_data  # noqa: E402
 from inclavare.sim.platform import SimPlatform  # noqa: E402
 
 ADMIN = "bench-admin-token-0123456789"

@@ -29,7 +29,17 @@ from inclavare.enclave import api
 from inclavare.errors import InclavareError
 
 DEFAULT_IMAGE = "/enclave/enclave.img"
+KBS_ENV = "ENCLAVE_KBS_URL"  # the owner's key broker, for enclaves that fetch secrets after attesting
 _EXIT_SIGNALLED = 128
+
+
+def kbs_url(spec: dict[str, Any]) -> str | None:
+    """The container's ``ENCLAVE_KBS_URL`` (its OCI process env), if it asks for one."""
+    for entry in (spec.get("process") or {}).get("env") or ():
+        name, sep, value = str(entry).partition("=")
+        if sep and name == KBS_ENV and value:
+            return value
+    return None
 
 
 class SimRuntime(api.EnclaveRuntime):
@@ -39,6 +49,7 @@ class SimRuntime(api.EnclaveRuntime):
     def __init__(self) -> None:
         self.key: Any = None
         self.image: Any = None
+        self.quoting: Any = None
         self.wasm: Any = None
         self._spec: dict[str, Any] = {}
         self._native: dict[int, int] = {}  # our pid -> host pid (they are the same number)
@@ -60,6 +71,8 @@ class SimRuntime(api.EnclaveRuntime):
 
         self._spec = spec
         self.key = ReportKey.load()  # the per-host platform key lives on the host
+        if kbs_url(spec):
+            self.open_quoting()
         try:
             from inclavare.enclave.runtimes.wasm import WasmRuntime
         except ImportError:  # wasmtime missing: native payloads still work
@@ -169,6 +182,26 @@ class SimRuntime(api.EnclaveRuntime):
             return bytes(self.key.make_report(self.image, bytes(64), targetinfo))
         except InclavareError as e:
             raise api.PalError("pal_get_local_report", -errno.EINVAL, str(e)) from None
+
+    # -- remote attestation from inside (the enclave's own KBS client uses it)
+
+    def open_quoting(self) -> None:
+        """Load the simulated quoting enclave (host files: call before pivot_root). Only containers that attest
+        from inside pay for it (~0.1 s of key loading)."""
+        from inclavare.sim.quoting import SimQuotingService
+
+        self.quoting = SimQuotingService.open()
+
+    def quote(self, report_data: bytes) -> bytes:
+        """A quote of this enclave over ``report_data`` (64 bytes) from the simulated quoting enclave: what an
+        SGX enclave gets by EREPORT to the QE's TARGETINFO and the QE's signature."""
+        if self.image is None or self.quoting is None:
+            raise api.PalError("quote", -errno.EINVAL, "the enclave is not initialized")
+        try:
+            report = self.key.make_report(self.image, bytes(report_data), self.quoting.qe_target_info())
+            return bytes(self.quoting.get_quote(report))
+        except InclavareError as e:
+            raise api.PalError("quote", -errno.EINVAL, str(e)) from None
 
 
 def _spawn_native(payload: bytes, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:

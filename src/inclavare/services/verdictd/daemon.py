@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from inclavare.services.verdictd import jwe
+from inclavare.formats import kbs_jwe as jwe
+from inclavare.formats.kbs import KbsFormatError
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.policy import ATTESTATION_POLICIES, Decision, PolicyEngine, default_policy
 from inclavare.services.verdictd.refvalues import ReferenceValues, RefValueError
@@ -189,10 +190,13 @@ class StoreBackend:
 
 
 class JweSealer:
-    """kbs.Sealer: :func:`.jwe.seal`."""
+    """kbs.Sealer: :func:`inclavare.formats.kbs_jwe.seal`."""
 
     def seal(self, tee_pubkey: dict[str, Any], plaintext: bytes) -> dict[str, Any]:
-        return dict(jwe.seal(tee_pubkey, plaintext))
+        try:
+            return dict(jwe.seal(tee_pubkey, plaintext))
+        except KbsFormatError as e:
+            raise VerdictdError(str(e)) from None
 
 
 def open_state(state_dir: str, kek: bytes) -> tuple[Store, ReferenceValues]:

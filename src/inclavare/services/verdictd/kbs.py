@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inclavare.formats.kbs import PROTOCOL_VERSION, SESSION_COOKIE, KbsFormatError, expected_report_data
 from inclavare.services.verdictd.kbs_evidence import (
     ERROR_TYPE_PREFIX,
     REAL_TEES,
@@ -42,19 +43,13 @@ from inclavare.services.verdictd.kbs_evidence import (
     Verified,
     _bad,
     _unauth,
-    canonical_json,
-    expected_report_data,
-    runtime_data_hash,
     verify_evidence,
 )
 
 __all__ = ["ERROR_TYPE_PREFIX", "PROTOCOL_VERSION", "SESSION_COOKIE", "Appraiser", "Decision", "EvidenceConfig",
            "KbsError", "KbsService", "PolicyAdmin", "ResourceStore", "Sealer", "Session", "SessionTable",
-           "TokenIssuer", "Verified", "canonical_json", "check_resource_path", "expected_report_data",
-           "runtime_data_hash", "verify_evidence"]
+           "TokenIssuer", "Verified", "check_resource_path", "verify_evidence"]
 
-PROTOCOL_VERSION = "0.4.0"
-SESSION_COOKIE = "kbs-session-id"
 NONCE_SIZE = 32
 DEFAULT_SESSION_TTL = 300  # Trustee's DEFAULT_TIMEOUT: 5 minutes
 MAX_SESSIONS = 10_000
@@ -301,7 +296,10 @@ class KbsService:
             raise _unauth("RcarAttestFailed", "additional (device) evidence is not verified here; send none")
         if att.get("init-data") is not None:
             raise _unauth("RcarAttestFailed", "init-data binding is not supported here; send none")
-        report_data = expected_report_data(session.nonce, pubkey, additional)
+        try:
+            report_data = expected_report_data(session.nonce, pubkey, additional)
+        except KbsFormatError as e:
+            raise _bad(str(e)) from None
         try:
             verified = verify_evidence(session.tee, ev["primary_evidence"], report_data, self.evidence)
         except KbsError as e:

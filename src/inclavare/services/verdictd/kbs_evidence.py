@@ -1,5 +1,5 @@
-"""KBS 0.4.0 evidence: the report-data binding (RFC 8785 canonical JSON, SHA-384, zero padding) and the
-verification of Trustee's per-TEE evidence JSON by our verifiers (inclavare.attestation), plus KbsError.
+"""KBS 0.4.0 evidence: the verification of Trustee's per-TEE evidence JSON by our verifiers
+(inclavare.attestation), plus KbsError. The report-data binding it checks is :mod:`inclavare.formats.kbs`.
 
 Split from :mod:`.kbs` (which re-exports these names) to keep each file focused.
 """
@@ -9,18 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from inclavare.formats.kbs import REPORT_DATA_SIZE
 from inclavare.services.verdictd.errors import VerdictdError
 
 ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 MAX_EVIDENCE = 512 << 10  # decoded quote/report bytes
-MAX_JSON_DEPTH = 16
-HASH_SIZE = 48  # SHA-384, Trustee's runtime-data hash for every TEE but IBM SE
-REPORT_DATA_SIZE = 64
 # Tees we verify: the kbs-types name -> our verifier's name. "sample"/"sim" only with a trusted sim root.
 REAL_TEES = {"sgx": "sgx", "tdx": "tdx", "snp": "snp"}
 SIM_TEES = {"sample": "sim", "sim": "sim"}
@@ -43,55 +39,6 @@ def _bad(detail: str) -> KbsError:
 
 def _unauth(name: str, detail: str) -> KbsError:
     return KbsError(401, name, detail)
-
-
-# --------------------------------------------------------------------------------------------------
-# Canonical JSON (RFC 8785) and the report-data binding
-
-
-def canonical_json(value: Any, _depth: int = 0) -> bytes:
-    """RFC 8785 (JCS) bytes of ``value``: keys sorted by UTF-16 code units, no whitespace, minimal escapes.
-
-    Numbers are limited to integers within ±2**53 (JCS writes those as plain decimals); anything else is
-    refused rather than risk a serialisation that differs from the client's."""
-    return _jcs(value, 0).encode("utf-8")
-
-
-def _jcs(v: Any, depth: int) -> str:
-    if depth > MAX_JSON_DEPTH:
-        raise _bad(f"runtime-data: nested deeper than {MAX_JSON_DEPTH} levels")
-    if v is None:
-        return "null"
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, int):
-        if abs(v) > 2**53:
-            raise _bad(f"runtime-data: integer {v} is outside the range JSON numbers hold exactly")
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, list):
-        return "[" + ",".join(_jcs(x, depth + 1) for x in v) + "]"
-    if isinstance(v, dict):
-        keys = sorted(v, key=lambda k: k.encode("utf-16-be"))
-        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _jcs(v[k], depth + 1) for k in keys) + "}"
-    raise _bad(f"runtime-data: a {type(v).__name__} value has no exact canonical JSON form (only integers, "
-               "strings, booleans, null, arrays and objects)")
-
-
-def runtime_data_hash(nonce: str, tee_pubkey: dict[str, Any], additional_evidence: str) -> bytes:
-    """SHA-384 of the canonical ``{"tee-pubkey", "nonce", "additional-evidence"}``: what the primary
-    evidence's report data must start with (Trustee 0.4.0; the rest of the 64 bytes is zero)."""
-    material = {"tee-pubkey": tee_pubkey, "nonce": nonce, "additional-evidence": additional_evidence}
-    return hashlib.sha384(canonical_json(material)).digest()
-
-
-def expected_report_data(nonce: str, tee_pubkey: dict[str, Any], additional_evidence: str) -> bytes:
-    """The 64 bytes of report data an SGX/TDX/SNP attester puts in: the hash, zero-padded (Trustee's
-    ``regularize_data``)."""
-    return runtime_data_hash(nonce, tee_pubkey, additional_evidence).ljust(REPORT_DATA_SIZE, b"\0")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from inclavare import __version__
 from inclavare.attestation.api import TCB_STATUSES
+from inclavare.formats.kbs import KbsFormatError
+from inclavare.formats.kbs_jwe import b64url_decode
 from inclavare.services.verdictd.errors import VerdictdError
-from inclavare.services.verdictd.jwe import b64url_decode
 
 if TYPE_CHECKING:
     from joserfc.jwk import ECKey
@@ -211,7 +212,10 @@ def _token_header(token: str) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
         raise VerdictdError(f"ear token: {len(parts)} dot-separated parts, a JWS compact token has 3")
-    raw = b64url_decode(parts[0], "ear token header", 2048)
+    try:
+        raw = b64url_decode(parts[0], "ear token header", 2048)
+    except KbsFormatError as e:
+        raise VerdictdError(str(e)) from None
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, ValueError):

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from inclavare.formats.kbs import expected_report_data
 from inclavare.formats.sgx import Attributes
-from inclavare.services.verdictd.kbs import expected_report_data
 from inclavare.sim.platform import SimPlatform
 from inclavare.sim.quoting import SimQuotingService
 from inclavare.sim.report import EnclaveIdentity, ReportKey

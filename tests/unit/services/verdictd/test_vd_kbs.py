@@ -4,23 +4,20 @@ sessions, the RCAR steps with sim evidence, real SGX/TDX/SNP evidence through th
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from inclavare.formats.kbs import expected_report_data
 from inclavare.services.verdictd.kbs import (
     ERROR_TYPE_PREFIX,
     EvidenceConfig,
     KbsError,
     KbsService,
     SessionTable,
-    canonical_json,
     check_resource_path,
-    expected_report_data,
-    runtime_data_hash,
     verify_evidence,
 )
 from tests.unit.services.verdictd.kbs_doubles import (
@@ -35,39 +32,6 @@ from tests.unit.services.verdictd.kbs_doubles import (
     utc,
 )
 from tests.unit.sgx_helpers import vectors_root
-
-# --------------------------------------------------------------------------------------------------
-# Canonical JSON and the binding
-
-
-def test_canonical_json_matches_trustee_vector() -> None:
-    """attestation-service/src/lib.rs parse_runtimedata_json_binding: SHA-384 of the canonical form."""
-    value = {"b": 1, "a": "test", "c": {"d": "e"}}
-    assert canonical_json(value) == b'{"a":"test","b":1,"c":{"d":"e"}}'
-    assert hashlib.sha384(canonical_json(value)).hexdigest() == (
-        "e71ce8e70d814ba6639c3612ebee0ff1f76f650f8dbb5e47157e0f3f525cd22c4597480a186427c813ca941da78870c3")
-
-
-def test_canonical_json_rfc8785_details() -> None:
-    # keys sort by UTF-16 code units: U+1F600 (surrogates D83D..) sorts before U+FFFD
-    assert canonical_json({"\ufffd": 1, "\U0001f600": 2, "a\n": [True, None, "\u00e9\"\\"]}) == (
-        '{"a\\n":[true,null,"\u00e9\\"\\\\"],"\U0001f600":2,"\ufffd":1}'.encode())
-    assert canonical_json({"c": "\x01"}) == b'{"c":"\\u0001"}'
-    with pytest.raises(KbsError, match="no exact canonical JSON form"):
-        canonical_json({"f": 1.5})
-    with pytest.raises(KbsError, match="outside the range"):
-        canonical_json([2**60])
-
-
-def test_report_data_is_sha384_of_the_three_fields_padded() -> None:
-    key = {"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW", "x": "xx", "y": "yy"}
-    material = (b'{"additional-evidence":"","nonce":"bm9uY2U=","tee-pubkey":{"alg":"ECDH-ES+A256KW","crv":"P-256",'
-                b'"kty":"EC","x":"xx","y":"yy"}}')
-    digest = hashlib.sha384(material).digest()
-    assert runtime_data_hash("bm9uY2U=", key, "") == digest
-    assert expected_report_data("bm9uY2U=", key, "") == digest + bytes(16)
-    assert runtime_data_hash("bm9uY2U=", key, "{}") != digest
-
 
 # --------------------------------------------------------------------------------------------------
 # Fixtures

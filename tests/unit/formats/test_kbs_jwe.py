@@ -1,4 +1,4 @@
-"""verdictd jwe: the KBS 0.4.0 resource answer, checked against independent decryptions and tampering."""
+"""formats.kbs_jwe: the KBS 0.4.0 resource answer, checked against independent decryptions and tampering."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from joserfc import jwe as joserfc_jwe
 from joserfc.jwk import ECKey, RSAKey
 
-from inclavare.services.verdictd import jwe
-from inclavare.services.verdictd.errors import VerdictdError
+from inclavare.formats import kbs_jwe as jwe
+from inclavare.formats.kbs import KbsFormatError
 
 SECRET = b"resource: the disk key \x00\xff" * 3
 
@@ -133,14 +133,14 @@ def test_private_key_forms(ec_key: ec.EllipticCurvePrivateKey) -> None:
     assert jwe.open(pem, response) == b""
     assert jwe.open(pem.decode(), response) == b""
     assert jwe.open(ECKey.import_key(ec_key).as_dict(private=True), response) == b""
-    with pytest.raises(VerdictdError, match="private key"):
+    with pytest.raises(KbsFormatError, match="private key"):
         jwe.open(ECKey.import_key(ec_key).as_dict(private=False), response)
-    with pytest.raises(VerdictdError, match="private key"):
+    with pytest.raises(KbsFormatError, match="private key"):
         jwe.open(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", response)
     for bad in ({"kty": "EC", "d": "AQAB"}, {"kty": "RSA", "d": "AQAB", "n": "AQAB", "e": "AQAB"}, 42):
-        with pytest.raises(VerdictdError, match="^jwe private key: "):
+        with pytest.raises(KbsFormatError, match="^jwe private key: "):
             jwe.open(bad, response)
-    with pytest.raises(VerdictdError, match="curve secp384r1 is not supported"):
+    with pytest.raises(KbsFormatError, match="curve secp384r1 is not supported"):
         jwe.open(ec.generate_private_key(ec.SECP384R1()), response)
 
 
@@ -157,30 +157,30 @@ def test_tampered_member_fails(field: str, rsa_key: rsa.RSAPrivateKey, ec_key: e
     for key in (rsa_key, ec_key):
         response = jwe.seal(jwe.tee_pubkey(key), SECRET)
         response[field] = _flip(response[field])
-        with pytest.raises(VerdictdError, match="does not decrypt"):
+        with pytest.raises(KbsFormatError, match="does not decrypt"):
             jwe.open(key, response)
 
 
 def test_tampered_protected_fails(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> None:
     response = jwe.seal(jwe.tee_pubkey(rsa_key), SECRET)
     response["protected"] = _b64e(b'{"alg":"RSA-OAEP-256", "enc":"A256GCM"}')  # same meaning, other bytes
-    with pytest.raises(VerdictdError, match="does not decrypt"):
+    with pytest.raises(KbsFormatError, match="does not decrypt"):
         jwe.open(rsa_key, response)
     response = jwe.seal(jwe.tee_pubkey(ec_key), SECRET)
     header = json.loads(_b64d(response["protected"]))
     other = jwe.tee_pubkey(ec.generate_private_key(ec_key.curve))
     header["epk"]["x"], header["epk"]["y"] = other["x"], other["y"]
     response["protected"] = _b64e(json.dumps(header, separators=(",", ":")).encode())
-    with pytest.raises(VerdictdError, match="does not decrypt"):
+    with pytest.raises(KbsFormatError, match="does not decrypt"):
         jwe.open(ec_key, response)
 
 
 def test_wrong_key_fails(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> None:
-    with pytest.raises(VerdictdError, match="does not decrypt"):
+    with pytest.raises(KbsFormatError, match="does not decrypt"):
         jwe.open(rsa.generate_private_key(65537, 2048), jwe.seal(jwe.tee_pubkey(rsa_key), SECRET))
-    with pytest.raises(VerdictdError, match="does not decrypt"):
+    with pytest.raises(KbsFormatError, match="does not decrypt"):
         jwe.open(ec.generate_private_key(ec_key.curve), jwe.seal(jwe.tee_pubkey(ec_key), SECRET))
-    with pytest.raises(VerdictdError, match="does not fit the RSA key"):
+    with pytest.raises(KbsFormatError, match="does not fit the RSA key"):
         jwe.open(rsa_key, jwe.seal(jwe.tee_pubkey(ec_key), SECRET))
 
 
@@ -212,7 +212,7 @@ def _bad_keys(rsa_pub: dict[str, str], ec_pub: dict[str, str]) -> list[tuple[obj
 def test_malformed_tee_keys_refused(rsa_key: rsa.RSAPrivateKey) -> None:
     ec_pub = jwe.tee_pubkey(ec.generate_private_key(ec.SECP256R1()))
     for bad, message in _bad_keys(jwe.tee_pubkey(rsa_key), ec_pub):
-        with pytest.raises(VerdictdError, match=message) as info:
+        with pytest.raises(KbsFormatError, match=message) as info:
             jwe.seal(bad, SECRET)  # type: ignore[arg-type]
         assert "\n" not in str(info.value) and str(info.value).startswith("tee-pubkey")
 
@@ -242,23 +242,23 @@ def test_malformed_responses_refused(rsa_key: rsa.RSAPrivateKey) -> None:
         (dict(good, ciphertext=7), "expected a base64url string"),
     ]
     for bad, message in cases:
-        with pytest.raises(VerdictdError, match=message) as info:
+        with pytest.raises(KbsFormatError, match=message) as info:
             jwe.open(rsa_key, bad)
         assert "\n" not in str(info.value)
 
 
 def test_plaintext_bounds(rsa_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
     pub = jwe.tee_pubkey(rsa_key)
-    with pytest.raises(VerdictdError, match="expected bytes"):
+    with pytest.raises(KbsFormatError, match="expected bytes"):
         jwe.seal(pub, "text")  # type: ignore[arg-type]
     monkeypatch.setattr(jwe, "MAX_PLAINTEXT", 16)
     assert jwe.open(rsa_key, jwe.seal(pub, b"x" * 16)) == b"x" * 16
-    with pytest.raises(VerdictdError, match="17 bytes, more than the limit 16"):
+    with pytest.raises(KbsFormatError, match="17 bytes, more than the limit 16"):
         jwe.seal(pub, b"x" * 17)
 
 
 def test_b64url_decode_is_strict() -> None:
     assert jwe.b64url_decode("AQAB", "f", 10) == b"\x01\x00\x01"
     for bad in ("AQAB=", "AQ AB", "A", "AQ+B", "AR"):  # "AR": stray low bits in the last character
-        with pytest.raises(VerdictdError, match="^f: "):
+        with pytest.raises(KbsFormatError, match="^f: "):
             jwe.b64url_decode(bad, "f", 10)

@@ -34,7 +34,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from inclavare.services.verdictd.errors import VerdictdError
+from inclavare.formats.kbs import KbsFormatError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -68,17 +68,17 @@ def b64url_decode(text: object, where: str, limit: int) -> bytes:
     """Strict base64url without padding: only the URL-safe alphabet, canonical trailing bits, at most
     ``limit`` characters. Python's decoder alone would skip stray characters; a wire field must not."""
     if not isinstance(text, str):
-        raise VerdictdError(f"{where}: expected a base64url string, got {type(text).__name__}")
+        raise KbsFormatError(f"{where}: expected a base64url string, got {type(text).__name__}")
     if len(text) > limit:
-        raise VerdictdError(f"{where}: {len(text)} characters, more than the limit {limit}")
+        raise KbsFormatError(f"{where}: {len(text)} characters, more than the limit {limit}")
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
-        raise VerdictdError(f"{where}: not base64url without padding")
+        raise KbsFormatError(f"{where}: not base64url without padding")
     try:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise VerdictdError(f"{where}: not base64url without padding ({exc})") from None
+        raise KbsFormatError(f"{where}: not base64url without padding ({exc})") from None
     if b64url_encode(data) != text:
-        raise VerdictdError(f"{where}: non-canonical base64url (stray bits in the last character)")
+        raise KbsFormatError(f"{where}: non-canonical base64url (stray bits in the last character)")
     return data
 
 
@@ -88,7 +88,7 @@ def _b64_limit(n_bytes: int) -> int:
 
 def _member(jwk: dict[str, Any], name: str, where: str) -> Any:
     if name not in jwk:
-        raise VerdictdError(f"{where}: missing member {name!r}")
+        raise KbsFormatError(f"{where}: missing member {name!r}")
     return jwk[name]
 
 
@@ -103,50 +103,50 @@ def parse_tee_pubkey(jwk: object, where: str = "tee-pubkey") -> RSAPublicKey | E
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     if not isinstance(jwk, dict):
-        raise VerdictdError(f"{where}: expected a JSON object (a JWK), got {type(jwk).__name__}")
+        raise KbsFormatError(f"{where}: expected a JSON object (a JWK), got {type(jwk).__name__}")
     private = sorted(k for k in ("d", "p", "q", "dp", "dq", "qi", "oth") if k in jwk)
     if private:
-        raise VerdictdError(f"{where}: carries private key members {', '.join(private)}; send the public key only")
+        raise KbsFormatError(f"{where}: carries private key members {', '.join(private)}; send the public key only")
     kty = _member(jwk, "kty", where)
     alg = _member(jwk, "alg", where)
     if not isinstance(alg, str):
-        raise VerdictdError(f"{where}: alg must be a string")
+        raise KbsFormatError(f"{where}: alg must be a string")
     if kty == "RSA":
         if alg != ALG_RSA:
             why = _WEAK_ALGS.get(alg, f"only {ALG_RSA} is accepted for an RSA key")
-            raise VerdictdError(f"{where}: alg {alg[:40]!r}: {why}")
+            raise KbsFormatError(f"{where}: alg {alg[:40]!r}: {why}")
         n_bytes = b64url_decode(_member(jwk, "n", where), f"{where}.n", _b64_limit(RSA_MAX_BITS // 8 + 1))
         e_bytes = b64url_decode(_member(jwk, "e", where), f"{where}.e", 12)
         n = int.from_bytes(n_bytes, "big")
         e = int.from_bytes(e_bytes, "big")
         bits = n.bit_length()
         if not RSA_MIN_BITS <= bits <= RSA_MAX_BITS:
-            raise VerdictdError(f"{where}.n: {bits}-bit RSA modulus, outside {RSA_MIN_BITS}..{RSA_MAX_BITS} bits")
+            raise KbsFormatError(f"{where}.n: {bits}-bit RSA modulus, outside {RSA_MIN_BITS}..{RSA_MAX_BITS} bits")
         if e < 3 or e % 2 == 0:
-            raise VerdictdError(f"{where}.e: RSA exponent {e} is not an odd number >= 3")
+            raise KbsFormatError(f"{where}.e: RSA exponent {e} is not an odd number >= 3")
         try:
             return rsa.RSAPublicNumbers(e, n).public_key()
         except ValueError as exc:
-            raise VerdictdError(f"{where}: not a valid RSA public key ({exc})") from None
+            raise KbsFormatError(f"{where}: not a valid RSA public key ({exc})") from None
     if kty == "EC":
         crv = _member(jwk, "crv", where)
         if crv not in _CURVES:
-            raise VerdictdError(f"{where}.crv: {str(crv)[:40]!r} is not supported (P-256, P-521)")
+            raise KbsFormatError(f"{where}.crv: {str(crv)[:40]!r} is not supported (P-256, P-521)")
         if alg != ALG_ECDH:
-            raise VerdictdError(f"{where}: alg {alg[:40]!r}: only {ALG_ECDH} is accepted for an EC key")
+            raise KbsFormatError(f"{where}: alg {alg[:40]!r}: only {ALG_ECDH} is accepted for an EC key")
         size = _CURVES[crv]
         coords = []
         for name in ("x", "y"):
             raw = b64url_decode(_member(jwk, name, where), f"{where}.{name}", _b64_limit(size))
             if len(raw) != size:
-                raise VerdictdError(f"{where}.{name}: {len(raw)} bytes, {crv} needs {size}")
+                raise KbsFormatError(f"{where}.{name}: {len(raw)} bytes, {crv} needs {size}")
             coords.append(int.from_bytes(raw, "big"))
         curve: ec.EllipticCurve = ec.SECP256R1() if crv == "P-256" else ec.SECP521R1()
         try:
             return ec.EllipticCurvePublicNumbers(coords[0], coords[1], curve).public_key()
         except ValueError:
-            raise VerdictdError(f"{where}: the point (x, y) is not on {crv}") from None
-    raise VerdictdError(f"{where}.kty: {str(kty)[:40]!r} is not supported (RSA, EC)")
+            raise KbsFormatError(f"{where}: the point (x, y) is not on {crv}") from None
+    raise KbsFormatError(f"{where}.kty: {str(kty)[:40]!r} is not supported (RSA, EC)")
 
 
 def _concat_kdf(z: bytes) -> bytes:
@@ -173,9 +173,9 @@ def seal(tee_pubkey: dict[str, Any], plaintext: bytes) -> dict[str, str]:
     from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
     if not isinstance(plaintext, (bytes, bytearray, memoryview)):
-        raise VerdictdError(f"jwe plaintext: expected bytes, got {type(plaintext).__name__}")
+        raise KbsFormatError(f"jwe plaintext: expected bytes, got {type(plaintext).__name__}")
     if len(plaintext) > MAX_PLAINTEXT:
-        raise VerdictdError(f"jwe plaintext: {len(plaintext)} bytes, more than the limit {MAX_PLAINTEXT}")
+        raise KbsFormatError(f"jwe plaintext: {len(plaintext)} bytes, more than the limit {MAX_PLAINTEXT}")
     key = parse_tee_pubkey(tee_pubkey)
     cek = AESGCM.generate_key(bit_length=_KEY_BYTES * 8)
     header: dict[str, Any]
@@ -218,17 +218,17 @@ def _joserfc_private_key(private_key: object) -> Any:
         if isinstance(key, dict):
             kty = key.get("kty")
             if kty not in ("RSA", "EC") or "d" not in key:
-                raise VerdictdError("jwe private key: expected a private RSA or EC JWK")
+                raise KbsFormatError("jwe private key: expected a private RSA or EC JWK")
             key = (RSAKey if kty == "RSA" else ECKey).import_key(key).private_key
     except (ValueError, TypeError, KeyError, UnicodeEncodeError, JoseError) as exc:
-        raise VerdictdError(f"jwe private key: cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
+        raise KbsFormatError(f"jwe private key: cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
     if isinstance(key, rsa.RSAPrivateKey):
         return RSAKey.import_key(key)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         if key.curve.name not in _CURVE_NAMES:
-            raise VerdictdError(f"jwe private key: curve {key.curve.name} is not supported (P-256, P-521)")
+            raise KbsFormatError(f"jwe private key: curve {key.curve.name} is not supported (P-256, P-521)")
         return ECKey.import_key(key)
-    raise VerdictdError(f"jwe private key: expected an RSA or EC private key, got {type(key).__name__}")
+    raise KbsFormatError(f"jwe private key: expected an RSA or EC private key, got {type(key).__name__}")
 
 
 def _parse_header(response: dict[str, Any], kty: str) -> dict[str, Any]:
@@ -236,42 +236,42 @@ def _parse_header(response: dict[str, Any], kty: str) -> dict[str, Any]:
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
-        raise VerdictdError("jwe response.protected: not a JSON object") from None
+        raise KbsFormatError("jwe response.protected: not a JSON object") from None
     if not isinstance(header, dict):
-        raise VerdictdError("jwe response.protected: not a JSON object")
+        raise KbsFormatError("jwe response.protected: not a JSON object")
     alg, enc = header.get("alg"), header.get("enc")
     if enc != ENC:
-        raise VerdictdError(f"jwe response.protected.enc: {str(enc)[:40]!r}, only {ENC} is accepted")
+        raise KbsFormatError(f"jwe response.protected.enc: {str(enc)[:40]!r}, only {ENC} is accepted")
     expected = {"RSA": (ALG_RSA, {"alg", "enc"}), "EC": (ALG_ECDH, {"alg", "enc", "epk"})}[kty]
     if alg != expected[0]:
-        raise VerdictdError(f"jwe response.protected.alg: {str(alg)[:40]!r} does not fit the {kty} key "
+        raise KbsFormatError(f"jwe response.protected.alg: {str(alg)[:40]!r} does not fit the {kty} key "
                             f"(expected {expected[0]})")
     extra = sorted(set(header) - expected[1])
     missing = sorted(expected[1] - set(header))
     if extra or missing:
         what = f"unexpected member(s) {', '.join(extra)}" if extra else f"missing {', '.join(missing)}"
-        raise VerdictdError(f"jwe response.protected: {what}")
+        raise KbsFormatError(f"jwe response.protected: {what}")
     return header
 
 
-def open(private_key: object, response: object) -> bytes:  # shadows the builtin: the contract names it jwe.open
+def open(private_key: object, response: object) -> bytes:  # shadows the builtin: callers write kbs_jwe.open
     """Decrypt a resource ``Response`` with the TEE's private key (the client side of :func:`seal`).
 
     The response must have exactly Trustee's five members, the header must name the algorithm that fits the
     key and nothing else (no ``zip``, no ``crit``), and the sizes must be the ones A256GCM and the key imply;
-    any failure -- including a wrong key or a tampered member -- is one :class:`VerdictdError` line.
+    any failure -- including a wrong key or a tampered member -- is one :class:`KbsFormatError` line.
     """
     from joserfc import jwe
     from joserfc.errors import JoseError
 
     if not isinstance(response, dict):
-        raise VerdictdError(f"jwe response: expected a JSON object, got {type(response).__name__}")
+        raise KbsFormatError(f"jwe response: expected a JSON object, got {type(response).__name__}")
     extra = sorted(str(k)[:40] for k in response if k not in RESPONSE_FIELDS)
     if extra:
-        raise VerdictdError(f"jwe response: unexpected member(s) {', '.join(extra)} (KBS 0.4.0 sends none)")
+        raise KbsFormatError(f"jwe response: unexpected member(s) {', '.join(extra)} (KBS 0.4.0 sends none)")
     missing = [k for k in RESPONSE_FIELDS if k not in response]
     if missing:
-        raise VerdictdError(f"jwe response: missing member(s) {', '.join(missing)}")
+        raise KbsFormatError(f"jwe response: missing member(s) {', '.join(missing)}")
     key = _joserfc_private_key(private_key)
     kty = key.key_type
     header = _parse_header(response, kty)
@@ -279,7 +279,7 @@ def open(private_key: object, response: object) -> bytes:  # shadows the builtin
         epk = header["epk"]
         own_crv = _CURVE_NAMES[key.private_key.curve.name]
         if not isinstance(epk, dict) or epk.get("kty") != "EC" or epk.get("crv") != own_crv:
-            raise VerdictdError(f"jwe response.protected.epk: not an EC key on the private key's curve {own_crv}")
+            raise KbsFormatError(f"jwe response.protected.epk: not an EC key on the private key's curve {own_crv}")
         parse_tee_pubkey({**epk, "alg": ALG_ECDH}, "jwe response.protected.epk")
         key_len = 40  # A256KW output: the 32-byte CEK plus the 8-byte integrity block
     else:
@@ -288,14 +288,14 @@ def open(private_key: object, response: object) -> bytes:  # shadows the builtin
     for name, size in sizes.items():
         value = b64url_decode(response[name], f"jwe response.{name}", _b64_limit(size))
         if len(value) != size:
-            raise VerdictdError(f"jwe response.{name}: {len(value)} bytes, expected {size}")
+            raise KbsFormatError(f"jwe response.{name}: {len(value)} bytes, expected {size}")
     b64url_decode(response["ciphertext"], "jwe response.ciphertext", _b64_limit(MAX_PLAINTEXT))
     registry = jwe.JWERegistry(algorithms=[header["alg"], ENC])
     compact = ".".join(response[name] for name in RESPONSE_FIELDS)  # AAD: the protected string as received
     try:
         result = jwe.decrypt_compact(compact, key, registry=registry)
     except (JoseError, ValueError) as exc:
-        raise VerdictdError(f"jwe response: does not decrypt with this key (tampered, or another key's answer: "
+        raise KbsFormatError(f"jwe response: does not decrypt with this key (tampered, or another key's answer: "
                             f"{type(exc).__name__})") from None
     assert result.plaintext is not None
     return bytes(result.plaintext)

@@ -1,0 +1,106 @@
+"""enclave.kbs_client against a scripted HTTP server: what it sends (the 0.4.0 auth body, the binding it asks the
+TEE to sign, the session cookie) and how it refuses answers of the wrong shape or size."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from inclavare.enclave.kbs_client import MAX_ANSWER, KbsClient, KbsClientError
+from inclavare.formats.kbs import expected_report_data
+
+
+class Script:
+    """Answers per path: (status, headers, body). Requests are recorded."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+
+@pytest.fixture
+def kbs() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            script.seen.append((self.command, self.path, dict(self.headers), body))
+            status, headers, data = script.answers.get(self.path, (404, {}, b'{"type":"x/NotFound","detail":"no"}'))
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer  # noqa: N815
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+COOKIE = {"Set-Cookie": "kbs-session-id=abc123; Max-Age=300; Path=/kbs/v0; HttpOnly"}
+
+
+def test_auth_and_attest_bodies(kbs: tuple[str, Script]) -> None:
+    url, script = kbs
+    script.answers["/kbs/v0/auth"] = (200, COOKIE, b'{"nonce":"bm9uY2U=","extra-params":""}')
+    script.answers["/kbs/v0/attest"] = (200, {}, b'{"token":"a.b.c"}')
+    signed: list[bytes] = []
+    c = KbsClient(url, tee="sgx", evidence=lambda rd: signed.append(rd) or {"quote": "AAAA"})
+    assert c.attest() == "a.b.c"
+    (_, _, _, auth), (_, _, headers, attest) = [(m, p, h, b) for m, p, h, b in script.seen]
+    assert json.loads(auth) == {"version": "0.4.0", "tee": "sgx", "extra-params": ""}
+    body = json.loads(attest)
+    assert headers["Cookie"] == "kbs-session-id=abc123"
+    assert body["runtime-data"] == {"nonce": "bm9uY2U=", "tee-pubkey": c.tee_pubkey}
+    assert body["tee-evidence"] == {"primary_evidence": {"quote": "AAAA"}, "additional_evidence": ""}
+    assert signed == [expected_report_data("bm9uY2U=", c.tee_pubkey, "")]
+    assert c.tee_pubkey["kty"] == "EC" and "d" not in c.tee_pubkey  # only the public half leaves
+
+
+@pytest.mark.parametrize("answer, match", [
+    ((200, {}, b'{"nonce":"bm9uY2U="}'), "set no kbs-session-id cookie"),
+    ((200, COOKIE, b'{"nonce":7}'), "no usable nonce"),
+    ((200, COOKIE, b"[1,2]"), "not a JSON object"),
+    ((200, COOKIE, b"not json"), "not a JSON object"),
+    ((401, {}, b'{"type":"https://github.com/confidential-containers/kbs/errors/RcarAuthFailed","detail":"bad tee"}'),
+     r"401 RcarAuthFailed: bad tee"),
+    ((502, {}, b"<html>proxy error</html>"), r"502 <html>proxy error</html>"),
+    ((200, {"Content-Length": str(MAX_ANSWER + 1)}, b""), "over the 1048576-byte limit"),
+])
+def test_bad_auth_answers(kbs: tuple[str, Script], answer: tuple[int, dict[str, str], bytes], match: str) -> None:
+    url, script = kbs
+    script.answers["/kbs/v0/auth"] = answer
+    c = KbsClient(url, tee="sgx", evidence=lambda rd: pytest.fail("no evidence before a good auth answer"))
+    with pytest.raises(KbsClientError, match=match):
+        c.attest()
+    assert c.token is None
+
+
+def test_resource_answer_must_open_with_the_tee_key(kbs: tuple[str, Script]) -> None:
+    url, script = kbs
+    script.answers["/kbs/v0/auth"] = (200, COOKIE, b'{"nonce":"bm9uY2U="}')
+    script.answers["/kbs/v0/attest"] = (200, {}, b'{"token":"a.b.c"}')
+    script.answers["/kbs/v0/resource/r/t/x"] = (200, {}, b'{"protected":"e30","encrypted_key":"","iv":"",'
+                                                          b'"ciphertext":"","tag":""}')
+    c = KbsClient(url, tee="sgx", evidence=lambda rd: {"quote": "AAAA"})
+    with pytest.raises(KbsClientError, match=r"resource r/t/x: jwe response"):
+        c.resource("r/t/x")
+    assert [p for _, p, _, _ in script.seen] == ["/kbs/v0/auth", "/kbs/v0/attest", "/kbs/v0/resource/r/t/x"]
