@@ -1,12 +1,15 @@
 """The `verdictd` process with evidence as stock Trustee/CoCo clients send it: Trustee's SnpEvidence (the sev
 crate's report JSON and cert_chain) with the real Milan report, AMD's ASK/ARK from --snp-certs; and Trustee's
-unsigned sample evidence through auth -> attest -> resource with the default sample policy (the sim platform
-trusted explicitly, as the process is started by tests/integration/test_vd_daemon.py)."""
+unsigned sample evidence through auth -> attest -> resource with the default sample policy; Trustee's init-data
+bound to a sim enclave's CONFIGID (the sim platform trusted explicitly, as tests/integration/test_vd_daemon.py
+starts the process)."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,9 @@ from typing import Any
 import pytest
 
 from inclavare.services.verdictd.kbs import runtime_data_hash
-from tests.integration.test_vd_daemon import Daemon, Env, world  # noqa: F401 (world: the shared fixture)
+from tests.integration.test_vd_daemon import Daemon, Env, setup_owner, world  # noqa: F401 (world: a fixture)
 from tests.unit.formats.test_snp_sev_json import sev_json
-from tests.unit.services.verdictd.kbs_doubles import open_response
+from tests.unit.services.verdictd.kbs_doubles import APP, open_response
 from tests.unit.sgx_helpers import vectors_root
 
 
@@ -98,3 +101,38 @@ def test_sample_evidence_flow(daemon: Daemon, world: Env) -> None:  # noqa: F811
     other = {"svn": "1", "report_data": base64.b64encode(runtime_data_hash("x", world.tee.pubkey, "")).decode()}
     status, answer, _ = attest(daemon, "sample", other, world.tee.pubkey)
     assert status == 401 and "not the runtime-data hash" in answer["detail"], answer
+
+
+def test_init_data_flow(daemon: Daemon, world: Env) -> None:  # noqa: F811
+    """Trustee's init-data bound to the enclave's CONFIGID (a sim quote), then visible to the token's reader."""
+    from inclavare.services.verdictd.kbs import expected_report_data
+    from inclavare.services.verdictd.tokens import verify_token
+
+    setup_owner(daemon, [APP.mrenclave.hex()])
+    body = 'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n"cdh.toml" = "socket = \'unix:///run/cdh.sock\'"\n'
+    configid = hashlib.sha256(body.encode()).digest().ljust(64, b"\0")
+
+    def attest_with(init_data: Any, configid: bytes) -> tuple[int, Any]:
+        status, answer, cookie = daemon.http("kbs", "POST", "/kbs/v0/auth", {"version": "0.4.0", "tee": "sim",
+                                                                             "extra-params": ""})
+        assert status == 200, answer
+        nonce = answer["nonce"]
+        quote = world.tee.quote(expected_report_data(nonce, world.tee.pubkey, ""),
+                                dataclasses.replace(APP, configid=configid))
+        att = {"init-data": init_data, "runtime-data": {"nonce": nonce, "tee-pubkey": world.tee.pubkey},
+               "tee-evidence": {"primary_evidence": {"quote": base64.b64encode(quote).decode()},
+                                "additional_evidence": ""}}
+        status, answer, _ = daemon.http("kbs", "POST", "/kbs/v0/attest", att, cookie=cookie)
+        return status, answer
+
+    status, answer = attest_with({"format": "toml", "body": body}, bytes(64))
+    assert status == 401 and "configid" in answer["detail"] and "sha256 digest" in answer["detail"], answer
+    status, answer = attest_with({"format": "yaml", "body": body}, configid)
+    assert status == 400 and "format 'yaml'" in answer["detail"], answer
+    status, answer = attest_with({"format": "toml", "body": body}, configid)
+    assert status == 200, answer
+    _, jwks, _ = daemon.http("kbs", "GET", "/kbs/v0/jwks")
+    (appraisal,) = verify_token(answer["token"], jwks)["submods"].values()
+    evidence = appraisal["ear.veraison.annotated-evidence"]
+    assert evidence["init_data"] == configid[:32].hex()
+    assert evidence["init_data_claims"] == {"cdh.toml": "socket = 'unix:///run/cdh.sock'"}

@@ -1,12 +1,14 @@
 """KBS evidence in the forms stock Trustee/CoCo clients send (inclavare.services.verdictd.kbs_evidence): SNP as
 Trustee's SnpEvidence (the sev crate's report JSON and CertTableEntry list) with the real Milan report, and
 Trustee's unsigned sample evidence, accepted only when the sim platform is trusted and appraised by the default
-sample policy (never above warning)."""
+sample policy (never above warning); Trustee's init-data bound to the TEE's launch-time field."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
+import hashlib
 import json
 from typing import Any
 
@@ -20,9 +22,19 @@ from inclavare.services.verdictd.kbs import (
     runtime_data_hash,
     verify_evidence,
 )
+from inclavare.services.verdictd.kbs_initdata import bind_init_data, parse_init_data
 from inclavare.services.verdictd.policy import Decision, PolicyEngine, default_policy
 from tests.unit.formats.test_snp_sev_json import sev_json
-from tests.unit.services.verdictd.kbs_doubles import DictStore, JoseSealer, RememberingIssuer, open_response, utc
+from tests.unit.services.verdictd.kbs_doubles import (
+    APP,
+    AllowList,
+    DictStore,
+    JoseSealer,
+    RememberingIssuer,
+    SimTee,
+    open_response,
+    utc,
+)
 from tests.unit.sgx_helpers import vectors_root
 
 VCEK_GUID = "63da758d-e664-4564-adc5-f4b93be8accd"
@@ -216,3 +228,76 @@ def test_sample_flow_with_the_default_policy() -> None:
     with pytest.raises(KbsError) as info:  # no reference values: the default policy fails closed
         attest(service({}, tokens))
     assert info.value.status == 403 and "no reference value for svn" in info.value.detail
+
+
+# --------------------------------------------------------------------------------------------------
+# init-data (Trustee's initdata TOML, bound to CONFIGID / MRCONFIGID / HOST_DATA)
+
+INITDATA = 'version = "0.1.0"\nalgorithm = "sha384"\n\n[data]\n"aa.toml" = "url = \'https://kbs\'"\n'
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> SimTee:
+    return SimTee(str(tmp_path_factory.mktemp("kbs-initdata") / "state"))
+
+
+def sim_attest(svc: KbsService, tee: SimTee, configid: bytes, init_data: Any) -> tuple[dict[str, Any], str]:
+    answer, session = svc.auth(b'{"version": "0.4.0", "tee": "sim", "extra-params": ""}')
+    nonce = answer["nonce"]
+    quote = tee.quote(expected_report_data(nonce, tee.pubkey, ""), dataclasses.replace(APP, configid=configid))
+    body = {"init-data": init_data, "runtime-data": {"nonce": nonce, "tee-pubkey": tee.pubkey},
+            "tee-evidence": {"primary_evidence": {"quote": base64.b64encode(quote).decode()},
+                             "additional_evidence": ""}}
+    return svc.attest(json.dumps(body).encode(), session.id)[0], session.id
+
+
+def test_init_data_bound_to_configid(sim: SimTee) -> None:
+    tokens = RememberingIssuer()
+    svc = KbsService(appraiser=AllowList(mrenclaves={APP.mrenclave.hex()}), resources=DictStore({}), tokens=tokens,
+                     sealer=JoseSealer(), evidence=EvidenceConfig(trust_sim=True, sim_root_fingerprints=(sim.root,)))
+    digest = hashlib.sha384(INITDATA.encode()).digest()
+    answer, _ = sim_attest(svc, sim, digest.ljust(64, b"\0"), {"format": "toml", "body": INITDATA})
+    grant = tokens.verify(answer["token"])["submods"]["sim"]["claims"]
+    assert grant["init_data"] == digest.hex() and grant["init_data_claims"] == {"aa.toml": "url = 'https://kbs'"}
+    # another init-data than the one the enclave was launched with
+    other = INITDATA.replace("https://kbs", "https://evil")
+    with pytest.raises(KbsError) as info:
+        sim_attest(svc, sim, digest.ljust(64, b"\0"), {"format": "toml", "body": other})
+    assert info.value.status == 401 and "configid" in info.value.detail and "sha384 digest" in info.value.detail
+    # no init-data: nothing to bind (the configid is the policy's business)
+    assert "token" in sim_attest(svc, sim, digest.ljust(64, b"\0"), None)[0]
+
+
+def test_init_data_other_tees(snp: dict[str, Any]) -> None:
+    init = parse_init_data({"format": "toml", "body": INITDATA.replace("sha384", "sha256")})
+    assert init is not None and init.digest == hashlib.sha256(INITDATA.replace("sha384", "sha256").encode()).digest()
+    verified = verify_evidence("snp", snp, OWN, EvidenceConfig(as_of=IN_WINDOW))
+    with pytest.raises(KbsError) as info:  # the real report's HOST_DATA is zero
+        bind_init_data(verified, init)
+    assert info.value.status == 401 and "snp host_data 0000" in info.value.detail
+    zero = dataclasses.replace(init, digest=bytes(32))
+    assert bind_init_data(verified, zero).claims["init_data"] == "00" * 32
+    # sample evidence has no launch-time field: the digest is only recorded, as Trustee's sample verifier does
+    rd = expected_report_data("n", KEY, "")
+    got = bind_init_data(verify_evidence("sample", sample("n"), rd, TRUST), init)
+    assert got.claims["init_data"] == init.digest.hex() and got.claims["init_data_claims"] == init.data
+
+
+@pytest.mark.parametrize("value,why", [
+    ({"format": "json", "body": INITDATA}, "format 'json' is not supported"),
+    ({"format": "toml"}, "exactly format and body"),
+    ({"format": "toml", "body": INITDATA, "x": 1}, "exactly format and body"),
+    ("toml", "exactly format and body"),
+    ({"format": "toml", "body": ""}, "non-empty TOML string"),
+    ({"format": "toml", "body": "x" * (49 << 10)}, "non-empty TOML string"),
+    ({"format": "toml", "body": "version = "}, "body is not TOML"),
+    ({"format": "toml", "body": INITDATA.replace("sha384", "md5")}, "algorithm 'md5' is not one of"),
+    ({"format": "toml", "body": 'version = 1\nalgorithm = "sha384"\n'}, "version must be a string"),
+    ({"format": "toml", "body": 'version = "0.1.0"\nalgorithm = "sha384"\n'}, "data must be a table"),
+    ({"format": "toml", "body": INITDATA + "extra = 1\n"}, "data must be a table"),
+    ({"format": "toml", "body": 'version = "0.1.0"\nalgorithm = "sha384"\nother = 1\n'}, "unknown key 'other'"),
+])
+def test_init_data_malformed(value: Any, why: str) -> None:
+    with pytest.raises(KbsError) as info:
+        parse_init_data(value)
+    assert info.value.status == 400 and why in info.value.detail, info.value.detail
