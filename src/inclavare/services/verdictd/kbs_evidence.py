@@ -1,5 +1,7 @@
 """KBS 0.4.0 evidence: the report-data binding (RFC 8785 canonical JSON, SHA-384, zero padding) and the
-verification of Trustee's per-TEE evidence JSON by our verifiers (inclavare.attestation), plus KbsError.
+verification of Trustee's per-TEE evidence JSON by our verifiers (inclavare.attestation), plus KbsError. SNP
+evidence comes as Trustee's SnpEvidence (the sev crate's report JSON, :mod:`inclavare.formats.snp_sev_json`, and
+its CertTableEntry list); Trustee's unsigned ``sample`` evidence is accepted only when the sim platform is trusted.
 
 Split from :mod:`.kbs` (which re-exports these names) to keep each file focused.
 """
