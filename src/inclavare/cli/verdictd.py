@@ -6,7 +6,8 @@
              [--admin-listen HOST:PORT] [--admin-token-file FILE]
              [--client-api ADDR [--client-api-cert PEM --client-api-key PEM [--client-api-ca PEM]]]
              [--keyprovider-listen ADDR [--keyprovider-cert PEM --keyprovider-key PEM [--keyprovider-ca PEM]]]
-             [--trust-sim [--sim-root PEM]] [--collateral BUNDLE] [--token-key PEM] [--token-ttl SECONDS]
+             [--trust-sim [--sim-root PEM]] [--collateral BUNDLE] [--snp-certs PEM]
+             [--token-key PEM] [--token-ttl SECONDS]
     verdictd keyprovider [--state-dir DIR] [--kek-file FILE] [--token-key PEM]
 
 Upstream verdictd's flags for the EAA listener: ``-l/--listen`` (``ip:port``, ``[ipv6]:port`` or a unix socket
@@ -18,8 +19,10 @@ Ours: ``--kbs-listen`` (Trustee KBS 0.4.0 over HTTPS, or plain HTTP with the exp
 tests), ``--admin-listen`` (the KBS admin endpoints on their own listener; without it they are on the KBS
 listener), ``--keyprovider-listen`` (the key provider alone; ``WrapKey`` only on a unix socket),
 ``--trust-sim`` (accept simulated-platform evidence; never by default), ``--collateral`` (a DCAP collateral
-bundle, as ``shelter`` takes it), ``--token-key`` (the EAR signing key; otherwise generated at first start and
-kept sealed in the state directory). The key-encryption key comes from ``--kek-file`` or ``$VERDICTD_KEK``.
+bundle, as ``shelter`` takes it), ``--snp-certs`` (AMD certificates for SNP evidence: the ASK/ASVK and ARK of
+the product lines served, VCEKs/VLEKs fetched ahead; a PEM bundle), ``--token-key`` (the EAR signing key;
+otherwise generated at first start and kept sealed in the state directory). The key-encryption key comes from
+``--kek-file`` or ``$VERDICTD_KEK``.
 
 Once every listener is up, one JSON line goes to stdout: ``{"ready": true, "<listener>": "<address>", ...}``.
 SIGTERM / SIGINT stop it cleanly (exit 0). Bad flags: ``verdictd: <message>``, exit 2; a configuration or
@@ -40,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inclavare.cli._common import Parser
-from inclavare.cli._inputs import read_file, sim_root_fingerprint
+from inclavare.cli._inputs import InputError, read_file, sim_root_fingerprint
 from inclavare.cli._ratstls import LOG_LEVELS, add_wrapper_flags, build_config, setup_logging
 from inclavare.errors import InclavareError, UsageError
 
@@ -86,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trust-sim", action="store_true", help="accept the simulated platform (never by default)")
     ev.add_argument("--sim-root", metavar="PEM", help="the sim root CA to trust (default: this host's)")
     ev.add_argument("--collateral", metavar="BUNDLE", help="DCAP collateral bundle (JSON)")
+    ev.add_argument("--snp-certs", metavar="PEM", help="AMD certificates for SNP evidence (ASK/ASVK, ARK, VCEKs), "
+                    "a PEM bundle; the ARK is pinned")
     p.set_defaults(freshness=False, certs=None, pccs=None)
     return p
 
@@ -101,6 +106,24 @@ def _host_port(text: str, flag: str) -> tuple[str, int]:
 
 def _pem(path: str | None, flag: str) -> bytes | None:
     return None if path is None else read_file(path, flag, PEM_LIMIT)
+
+
+def _snp_certs(path: str | None) -> tuple[bytes, ...]:
+    """The DER certificates of the ``--snp-certs`` PEM bundle (at least one)."""
+    if path is None:
+        return ()
+    from inclavare.formats.snp import SnpFormatError
+    from inclavare.formats.snp_certs import parse_certificate, pem_certificates
+
+    try:
+        certs = pem_certificates(read_file(path, "--snp-certs", PEM_LIMIT))
+        for i, der in enumerate(certs):
+            parse_certificate(der, f"certificate {i}")
+    except SnpFormatError as e:
+        raise InputError(f"--snp-certs {path}: {e}") from None
+    if not certs:
+        raise InputError(f"--snp-certs {path}: no CERTIFICATE block")
+    return tuple(certs)
 
 
 def _kek(a: argparse.Namespace) -> bytes:
@@ -142,7 +165,8 @@ def daemon_config(a: argparse.Namespace) -> Any:
 
         collateral = from_bundle(read_file(a.collateral, "--collateral"))
     c = DaemonConfig(state_dir=a.state_dir, kek=_kek(a), trust_sim=a.trust_sim, sim_root_fingerprints=fps,
-                     collateral=collateral, token_key_pem=_pem(a.token_key, "--token-key"), token_ttl=a.token_ttl)
+                     collateral=collateral, snp_certs=_snp_certs(a.snp_certs),
+                     token_key_pem=_pem(a.token_key, "--token-key"), token_ttl=a.token_ttl)
     token: bytes | None = None
     if a.admin_token_file:
         from inclavare.services.verdictd.clientapi import load_token

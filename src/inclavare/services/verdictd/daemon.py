@@ -31,7 +31,13 @@ from typing import Any
 from inclavare.formats import kbs_jwe as jwe
 from inclavare.formats.kbs import KbsFormatError
 from inclavare.services.verdictd.errors import VerdictdError
-from inclavare.services.verdictd.policy import ATTESTATION_POLICIES, Decision, PolicyEngine, default_policy
+from inclavare.services.verdictd.policy import (
+    ATTESTATION_POLICIES,
+    UNPROTECTED_TEES,
+    Decision,
+    PolicyEngine,
+    default_policy,
+)
 from inclavare.services.verdictd.refvalues import ReferenceValues, RefValueError
 from inclavare.services.verdictd.store import KIND_KEY, KIND_RESOURCE, Store
 from inclavare.services.verdictd.tokens import TokenIssuer
@@ -53,8 +59,9 @@ def default_key_policy() -> str:
 
 
 def default_policies(trust_sim: bool) -> dict[str, str]:
-    """The built-in policy texts by the names the daemon looks up (sim only when the sim platform is trusted)."""
-    names = [t for t in ATTESTATION_POLICIES if t != "sim" or trust_sim]
+    """The built-in policy texts by the names the daemon looks up (sim and sample only when the sim platform is
+    trusted)."""
+    names = [t for t in ATTESTATION_POLICIES if t not in UNPROTECTED_TEES or trust_sim]
     out = {name: default_policy(name) for name in names}
     out[RESOURCE_POLICY] = default_policy(RESOURCE_POLICY)
     out[KEY_POLICY] = default_key_policy()
@@ -92,8 +99,8 @@ class Policies:
         """kbs.Appraiser / eaa.Appraiser: the TEE's policy over its verified claims and the reference values."""
         if tee not in ATTESTATION_POLICIES:
             return Decision(False, "none", [f"tee {tee!r}: no attestation policy for it"])
-        if tee == "sim" and not self.trust_sim:
-            return Decision(False, "none", ["simulated platform evidence: this daemon does not trust it"])
+        if tee in UNPROTECTED_TEES and not self.trust_sim:
+            return Decision(False, "none", [f"{tee} evidence: this daemon does not trust the simulated platform"])
         return self.engine.appraise(self.text(tee), tee, dict(claims), tcb_status, self.refs.as_policy_data())
 
     def allow_resource(self, input: dict[str, Any]) -> bool:  # noqa: A002 (the Protocols' word)
@@ -230,6 +237,7 @@ class DaemonConfig:
     trust_sim: bool = False
     sim_root_fingerprints: tuple[str, ...] = ()
     collateral: Any = None  # a DCAP collateral object (attestation.collateral.from_bundle)
+    snp_certs: tuple[bytes, ...] = ()  # DER: AMD ASK/ASVK/ARK (and VCEKs/VLEKs) for SNP evidence
     token_key_pem: bytes | None = None
     token_ttl: int = 300
     # KBS (HTTP)
@@ -279,7 +287,8 @@ class Verdictd:
             if self.config.trust_sim:
                 collateral["sim"] = self.config.collateral
         return EvidenceConfig(trust_sim=self.config.trust_sim,
-                              sim_root_fingerprints=self.config.sim_root_fingerprints, collateral=collateral)
+                              sim_root_fingerprints=self.config.sim_root_fingerprints, collateral=collateral,
+                              snp_certs=tuple(self.config.snp_certs))
 
     def kbs_service(self) -> Any:
         from inclavare.services.verdictd.kbs import KbsService

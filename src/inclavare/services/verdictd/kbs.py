@@ -5,7 +5,8 @@
 - ``auth``: ``{"version": "0.4.0", "tee": ..., "extra-params": ...}`` -> ``{"nonce": base64(32 random bytes),
   "extra-params": ""}`` and a new session (cookie ``kbs-session-id``, Trustee's 5 minutes by default).
 - ``attest``: ``{"init-data"?, "runtime-data": {"nonce", "tee-pubkey"}, "tee-evidence": {"primary_evidence",
-  "additional_evidence"}}``. As Trustee 0.4.0 (kbs/src/attestation/backend.rs with the CoCo AS's
+  "additional_evidence"}}``. ``init-data`` (Trustee's initdata TOML) is bound to the TEE's launch-time field
+  (:mod:`.kbs_initdata`). As Trustee 0.4.0 (kbs/src/attestation/backend.rs with the CoCo AS's
   ``parse_runtime_data``) the evidence's report data must be SHA-384 over the RFC 8785 canonical JSON of
   ``{"tee-pubkey", "nonce", "additional-evidence"}`` (the last the client's string, as sent), zero-padded to the
   TEE's 64 bytes. The evidence is verified by our verifiers, appraised by the owner's policy, and an EAR token
@@ -45,6 +46,7 @@ from inclavare.services.verdictd.kbs_evidence import (
     _unauth,
     verify_evidence,
 )
+from inclavare.services.verdictd.kbs_initdata import bind_init_data, parse_init_data
 
 __all__ = ["ERROR_TYPE_PREFIX", "PROTOCOL_VERSION", "SESSION_COOKIE", "Appraiser", "Decision", "EvidenceConfig",
            "KbsError", "KbsService", "PolicyAdmin", "ResourceStore", "Sealer", "Session", "SessionTable",
@@ -294,14 +296,15 @@ class KbsService:
             raise _bad("attest: tee-evidence.additional_evidence must be a string (JSON of Tee -> evidence)")
         if additional:
             raise _unauth("RcarAttestFailed", "additional (device) evidence is not verified here; send none")
-        if att.get("init-data") is not None:
-            raise _unauth("RcarAttestFailed", "init-data binding is not supported here; send none")
         try:
             report_data = expected_report_data(session.nonce, pubkey, additional)
         except KbsFormatError as e:
             raise _bad(str(e)) from None
         try:
+            init_data = parse_init_data(att.get("init-data"))
             verified = verify_evidence(session.tee, ev["primary_evidence"], report_data, self.evidence)
+            if init_data is not None:
+                verified = bind_init_data(verified, init_data)
         except KbsError as e:
             self._record("kbs.attest", tee=session.tee, outcome="refused", reason=e.detail)
             raise

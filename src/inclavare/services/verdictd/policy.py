@@ -1,6 +1,6 @@
 """verdictd's policy engine: the owner's Rego policies evaluated through regopy (rego-cpp).
 
-Attestation policies (one per TEE, defaults in ``policies/{sgx,tdx,snp,sim}.rego``) are ``package policy``
+Attestation policies (one per TEE, defaults in ``policies/{sgx,tdx,snp,sim,sample}.rego``) are ``package policy``
 modules producing, under ``data.policy``:
 
 - ``allow``: true only if the evidence is acceptable (anything but the boolean true denies);
@@ -12,7 +12,8 @@ Their input is ``{"tee", "tcb_status", <every flat claim of the verifier>}`` (th
 (name -> list of accepted values, :meth:`ReferenceValues.as_policy_data`). A policy that allows without naming a
 tier gets ``warning`` (it vouched for nothing more); an allow with tier ``contraindicated``/``none`` is
 contradictory and denies; a denial never carries ``affirming``/``warning``. Evidence from the simulated
-platform (``tee == "sim"``) is capped at ``warning`` whatever the policy says: it protects nothing.
+platform (``tee == "sim"``) and Trustee's unsigned ``sample`` evidence are capped at ``warning`` whatever the
+policy says: they protect nothing.
 
 Resource policies follow Trustee's KBS: ``data.policy.allow`` over input = the EAR token's claims and data =
 ``{"plugin": "resource", "resource-path": "<repo>/<type>/<tag>", "query": {...}}`` (``policies/resource.rego``).
@@ -61,7 +62,9 @@ __all__ = [
 ]
 
 TIERS = ("affirming", "warning", "contraindicated", "none")
-ATTESTATION_POLICIES = ("sgx", "tdx", "snp", "sim")
+ATTESTATION_POLICIES = ("sgx", "tdx", "snp", "sim", "sample")
+# TEEs whose evidence protects nothing (the simulated platform; Trustee's unsigned sample): never above warning
+UNPROTECTED_TEES = ("sim", "sample")
 MAX_POLICY = 256 * 1024  # bytes of Rego source (UTF-8)
 MAX_INPUT = 64 * 1024  # bytes of the input document, as compact JSON
 MAX_INPUT_VALUES = 512  # JSON values (scalars, arrays, objects) in the input document
@@ -95,7 +98,7 @@ class Decision:
 
 @cache
 def default_policy(tee: str) -> str:
-    """The default policy text for ``tee`` (``sgx``, ``tdx``, ``snp``, ``sim``) or ``resource``."""
+    """The default policy text for ``tee`` (``sgx``, ``tdx``, ``snp``, ``sim``, ``sample``) or ``resource``."""
     if tee not in (*ATTESTATION_POLICIES, "resource"):
         raise VerdictdError(f"default policy: no default for {tee!r} (known: {', '.join(ATTESTATION_POLICIES)}, "
                             f"resource)")
@@ -220,9 +223,9 @@ def _decision(tee: str, bindings: dict[str, Any] | None) -> Decision:
         return Decision(False, "none", [*reasons, f"policy allowed with tier {tier}: refused"])
     if not allow and tier in ("affirming", "warning"):
         tier = "none"
-    if tee == "sim" and tier == "affirming":
+    if tee in UNPROTECTED_TEES and tier == "affirming":
         tier = "warning"
-        reasons.append("simulated platform: capped at warning")
+        reasons.append(f"{'simulated' if tee == 'sim' else 'sample'} platform: capped at warning")
     return Decision(allow, tier, reasons)
 
 
