@@ -11,7 +11,8 @@ What ocicrypt (go-jose) writes, and so ``skopeo copy --encryption-key jwe:PUBKEY
 * one recipient: the flattened form ``{"protected", "encrypted_key", "iv", "ciphertext", "tag"}`` with every
   header member protected (``{"alg","enc"[,"epk"]}``, sorted, as go-jose moves a lone recipient's header into
   the protected one); several: the general form ``{"protected": {"enc"}, "recipients": [{"header": {"alg"
-  [,"epk"]}, "encrypted_key"}], "iv", "ciphertext", "tag"}``.
+  [,"epk"]}, "encrypted_key"}], "encrypted_key", "iv", "ciphertext", "tag"}`` (go-jose repeats the first
+  recipient's encrypted key at the top level; read only as that copy).
 
 RSA-OAEP with SHA-1 is kept because go-jose and every ocicrypt reader use it (OAEP's security does not rest on
 SHA-1's collision resistance); RSA keys under 2048 bits are refused. Reading also takes ``RSA-OAEP-256``
@@ -212,9 +213,11 @@ def wrap(optsdata: bytes, recipients: list[PublicKey]) -> bytes:
         doc = {"protected": protected, "encrypted_key": _b64url(ek)}
     else:
         protected = _protected({"enc": ENC})
+        # go-jose's FullSerialize also puts the first recipient's encrypted key at the top level
         doc = {"protected": protected,
                "recipients": [{"header": {k: h[k] for k in sorted(h)}, "encrypted_key": _b64url(ek)}
-                              for h, ek in parts]}
+                              for h, ek in parts],
+               "encrypted_key": _b64url(parts[0][1])}
     sealed = AESGCM(cek).encrypt(iv, optsdata, protected.encode("ascii"))
     doc.update(iv=_b64url(iv), ciphertext=_b64url(sealed[:-16]), tag=_b64url(sealed[-16:]))
     return json.dumps(doc, separators=(",", ":")).encode()
@@ -293,11 +296,13 @@ def unwrap(annotation: bytes, keys: list[PrivateKey], where: str = "jwe") -> byt
     protected = parse_json_object(_unb64url(protected_b64, f"{where}.protected"), f"{where}.protected", MAX_JWE)
     unprotected = _header(doc.get("unprotected"), f"{where}.unprotected")
     if "recipients" in doc:
-        if "header" in doc or "encrypted_key" in doc:
-            raise OcicryptError(f"{where}: both general (recipients) and flattened members")
         entries = doc["recipients"]
         if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_RECIPIENTS:
             raise OcicryptError(f"{where}.recipients: expected 1..{MAX_RECIPIENTS} entries")
+        # go-jose also writes the first recipient's encrypted_key at the top: allowed only as that copy
+        first = entries[0].get("encrypted_key") if isinstance(entries[0], dict) else None
+        if "header" in doc or doc.get("encrypted_key", first) != first:
+            raise OcicryptError(f"{where}: both general (recipients) and flattened members")
         recipients = [(e if isinstance(e, dict) else {}, f"{where}.recipients[{i}]") for i, e in enumerate(entries)]
     else:
         recipients = [(doc, where)]
