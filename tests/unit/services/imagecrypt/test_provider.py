@@ -141,7 +141,8 @@ def test_through_the_verdictd_keyprovider_command(tmp_path: Path, store: Store, 
 
 
 def test_config_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    got = parse_config(b'{"key-providers": {"a": {"grpc": "127.0.0.1:5"}, "b": {"cmd": {"path": "/x", "args": ["y"]}}}}')
+    got = parse_config(b'{"key-providers": {"a": {"grpc": "127.0.0.1:5"}, '
+                       b'"b": {"cmd": {"path": "/x", "args": ["y"]}}}}')
     assert got == {"a": ProviderAttrs("a", grpc="127.0.0.1:5"), "b": ProviderAttrs("b", cmd=("/x", "y"))}
     for bad, message in ((b"[]", "expected"), (b'{"key-providers": {"a": {}}}', 'give "grpc"'),
                          (b'{"key-providers": {"a": {"cmd": {"args": []}}}}', "cmd: expected"),
