@@ -32,7 +32,8 @@ def test_encrypt_inspect_decrypt(tmp_path: Path, key_files: tuple[str, str, str]
                                  capsys: pytest.CaptureFixture[str]) -> None:
     pub, priv, _ = key_files
     plain = make_layout(tmp_path / "plain")
-    assert main(["encrypt", "--key", f"jwe:{pub}", "--layer", "-1", str(tmp_path / "plain"), str(tmp_path / "enc")]) == 0
+    assert main(["encrypt", "--key", f"jwe:{pub}", "--layer", "-1", str(tmp_path / "plain"),
+                 str(tmp_path / "enc")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("kept (not chosen)") and "encrypted sha256:" in out[1] and out[1].endswith("(jwe)")
     assert main(["inspect", "--json", str(tmp_path / "enc")]) == 0

@@ -152,3 +152,26 @@ def test_keyprovider_output() -> None:
         oc.keyprovider_output(b'{"keyunwrapresults":{"optsdata":null}}', "keyunwrap")
     with pytest.raises(OcicryptError, match="integers 0..255"):
         oc.keyprovider_output(b'{"keyunwrapresults":{"optsdata":[256]}}', "keyunwrap")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                  max_size=4), max_leaves=12)
+_members = st.fixed_dictionaries({}, optional={k: _json | st.just("AAAA") | st.just("sha256:" + "0" * 64)
+                                               for k in ("cipher", "hmac", "cipheroptions", "symkey", "digest",
+                                                         "previouslayersdigest")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), _members.map(lambda d: json.dumps(d).encode()),
+                 _json.map(lambda d: json.dumps(d).encode())))
+def test_parsers_raise_only_their_error(data: bytes) -> None:
+    for parse in (oc.decode_public, oc.decode_private, lambda d: oc.keyprovider_output(d, "keyunwrap"),
+                  lambda d: oc.split_wrapped(d.decode("latin-1"), "w")):
+        try:
+            parse(data)
+        except OcicryptError:
+            pass

@@ -180,3 +180,42 @@ def test_key_loading(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
         jwe.load_public_key(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
     with pytest.raises(OcicryptError, match="kty 'oct'"):
         jwe.load_public_key(b'{"kty":"oct","k":"AAAA"}')
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_B64 = st.binary(max_size=80).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode())
+
+
+def _b64n(n: int) -> st.SearchStrategy[str]:
+    return st.binary(min_size=n, max_size=n).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode())
+
+
+_HEADER = st.fixed_dictionaries({}, optional={
+    "alg": st.sampled_from(["RSA-OAEP", "RSA-OAEP-256", "ECDH-ES+A256KW", "dir", 3]),
+    "enc": st.sampled_from(["A256GCM", "A128GCM", None]),
+    "epk": st.fixed_dictionaries({}, optional={"kty": st.sampled_from(["EC", "RSA"]),
+                                               "crv": st.sampled_from(["P-256", "P-384", "P-521", "X"]),
+                                               "x": _B64, "y": _B64}),
+    "apu": _B64 | st.integers(), "zip": st.just("DEF")})
+_DOC = st.fixed_dictionaries({"protected": _HEADER.map(lambda h: base64.urlsafe_b64encode(json.dumps(h).encode())
+                                                       .rstrip(b"=").decode())},
+                             optional={"encrypted_key": _B64, "iv": _b64n(12) | _B64, "ciphertext": _B64,
+                                       "tag": _b64n(16) | _B64,
+                                       "aad": _B64, "header": _HEADER, "unprotected": _HEADER,
+                                       "recipients": st.lists(st.fixed_dictionaries(
+                                           {}, optional={"header": _HEADER, "encrypted_key": _B64}), max_size=3)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(_DOC)
+def test_unwrap_raises_only_its_error(doc: dict[str, Any]) -> None:
+    keys = [_FUZZ_KEYS[0], _FUZZ_KEYS[1]]
+    try:
+        jwe.unwrap(json.dumps(doc).encode(), keys)  # type: ignore[arg-type]
+    except OcicryptError:
+        pass
+
+
+_FUZZ_KEYS = (rsa.generate_private_key(65537, 2048), ec.generate_private_key(ec.SECP256R1()))
