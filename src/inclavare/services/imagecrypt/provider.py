@@ -102,6 +102,25 @@ def _one_line(text: bytes | str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def check_grpc_address(address: str, where: str) -> str:
+    """The gRPC target for ``address``: a unix socket (``unix:PATH``, ``unix://PATH`` or an absolute path) or a
+    loopback ``HOST:PORT``. Other TCP addresses are refused: the channel is not encrypted (ocicrypt's config has
+    no TLS either) and an unwrap request carries a bearer token."""
+    if address.startswith("/"):
+        return "unix:" + address
+    if address.startswith(("unix:", "unix-abstract:")):
+        return address
+    target = address.split("///", 1)[1] if address.startswith("dns:///") else address
+    host = target.rsplit(":", 1)[0] if ":" in target else target
+    if host not in _LOOPBACK:
+        raise OcicryptError(f"{where}: {address[:80]} is neither a unix socket nor a loopback address; the key "
+                            f"provider channel has no TLS here, so it stays on this host")
+    return address
+
+
 @dataclass
 class KeyProviderClient:
     """Calls one key provider. ``parameters`` are the provider's values (key ids when wrapping, tokens or
@@ -140,9 +159,7 @@ class KeyProviderClient:
         from inclavare.services.verdictd.proto import keyprovider_pb2 as pb
         from inclavare.services.verdictd.proto import keyprovider_pb2_grpc as pb_grpc
 
-        address = self.attrs.grpc
-        if address.startswith("/"):
-            address = "unix:" + address
+        address = check_grpc_address(self.attrs.grpc, where)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
         try:
             with grpc.insecure_channel(address, options=options) as channel:

@@ -140,6 +140,19 @@ def test_through_the_verdictd_keyprovider_command(tmp_path: Path, store: Store, 
     assert manifests(tmp_path / "dec") == [plain]
 
 
+def test_remote_plaintext_addresses_are_refused(tmp_path: Path) -> None:
+    make_layout(tmp_path / "plain")
+    for address in ("10.0.0.1:50000", "dns:///kbs.example:443", "verdictd:1"):
+        client = KeyProviderClient(ProviderAttrs("verdictd", grpc=address), timeout=5)
+        with pytest.raises(OcicryptError, match="neither a unix socket nor a loopback address"):
+            encrypt_layout(str(tmp_path / "plain"), str(tmp_path / "enc"), EncryptConfig(providers=[(client, [b"k"])]))
+    from inclavare.services.imagecrypt.provider import check_grpc_address
+
+    assert check_grpc_address("/run/x.sock", "w") == "unix:/run/x.sock"
+    assert check_grpc_address("127.0.0.1:5", "w") == "127.0.0.1:5"
+    assert check_grpc_address("[::1]:5", "w") == "[::1]:5"
+
+
 def test_config_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     got = parse_config(b'{"key-providers": {"a": {"grpc": "127.0.0.1:5"}, '
                        b'"b": {"cmd": {"path": "/x", "args": ["y"]}}}}')
