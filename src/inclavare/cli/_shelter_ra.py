@@ -58,17 +58,31 @@ def add_parsers(sub: Any) -> None:
     mv.set_defaults(run=cmd_mrverify)
 
 
-def _references(a: argparse.Namespace, tee: str | None) -> Any:
+def _flag_references(a: argparse.Namespace) -> tuple[Any, str | None]:
+    """The references given as flags, and verdictd's admin token (read now: flag errors before any connection)."""
     from inclavare.services.shelter import references as r
 
-    refs = r.from_flags({n: getattr(a, n) for n in REFERENCE_FLAGS}, a.reference)
-    if a.verdictd:
-        if not a.verdictd_token_file:
-            raise UsageError("--verdictd needs --verdictd-token-file (the admin token)")
-        token = read_file(a.verdictd_token_file, "--verdictd-token-file", KEY_LIMIT).decode("utf-8", "replace")
-        token = token.strip()
-        if not token or any(c.isspace() for c in token):
-            raise UsageError(f"--verdictd-token-file {a.verdictd_token_file}: not a token (one line, no spaces)")
+    try:
+        refs = r.from_flags({n: getattr(a, n) for n in REFERENCE_FLAGS}, a.reference)
+    except r.ReferenceError as e:
+        raise UsageError(str(e)) from None
+    if (a.verdictd_token_file or a.verdictd_ca) and not a.verdictd:
+        raise UsageError("--verdictd-token-file and --verdictd-ca go with --verdictd")
+    if not a.verdictd:
+        return refs, None
+    if not a.verdictd_token_file:
+        raise UsageError("--verdictd needs --verdictd-token-file (the admin token)")
+    token = read_file(a.verdictd_token_file, "--verdictd-token-file", KEY_LIMIT).decode("utf-8", "replace").strip()
+    if not token or any(c.isspace() for c in token):
+        raise UsageError(f"--verdictd-token-file {a.verdictd_token_file}: not a token (one line, no spaces)")
+    return refs, token
+
+
+def _references(a: argparse.Namespace, refs: Any, token: str | None, tee: str | None) -> Any:
+    """``refs`` and, with --verdictd, the values verdictd holds for the enclave's TEE."""
+    from inclavare.services.shelter import references as r
+
+    if token is not None:
         key = tee or ""
         if key not in r.REQUIRED_BY_TEE:
             raise r.ReferenceError(f"the enclave's TEE {tee!r}: no reference values to fetch from verdictd for it")
@@ -91,8 +105,7 @@ def cmd_remoteattestation(a: argparse.Namespace) -> int:
         addr = parse_address(a.addr, "--addr")
     except InclavareError as e:
         raise UsageError(str(e)) from None
-    if (a.verdictd_token_file or a.verdictd_ca) and not a.verdictd:
-        raise UsageError("--verdictd-token-file and --verdictd-ca go with --verdictd")
+    flag_refs, token = _flag_references(a)
     config = config_from(a, mutual=a.mutual)
     config.prepare(presents=a.mutual)
     out: dict[str, Any] = {"addr": str(addr), "ok": False}
@@ -103,7 +116,7 @@ def cmd_remoteattestation(a: argparse.Namespace) -> int:
         out["enclave_info"] = info.to_dict()
         if info.is_error:
             raise ReferenceError(f"inclavared at {addr} refused: {info.message}")
-        refs = _references(a, info.tee)
+        refs = _references(a, flag_refs, token, info.tee)
     except InclavareError as e:
         if isinstance(e, UsageError):
             raise

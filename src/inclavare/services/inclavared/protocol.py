@@ -224,6 +224,9 @@ def parse_address(text: str, what: str) -> Address:
     """``tcp://HOST:PORT``, ``unix:///PATH`` (shelter's form), or upstream inclavared's ``HOST:PORT`` and
     ``/PATH``; ``[IPv6]:PORT`` too. InclavaredError naming ``what`` otherwise."""
     raw = text.strip()
+    scheme, sep, _ = raw.partition("://")
+    if sep and scheme not in ("tcp", "unix"):
+        raise InclavaredError(f"{what} {text!r}: {scheme!r} is neither tcp nor unix")
     if raw.startswith("unix://"):
         path = raw[len("unix://"):]
     elif raw.startswith("unix:"):

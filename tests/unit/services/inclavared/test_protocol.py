@@ -115,7 +115,8 @@ def test_addresses(text: str, want: Address) -> None:
     assert parse_address(str(want), "--addr") == want
 
 
-@pytest.mark.parametrize("text", ["tcp://1.2.3.4", "1.2.3.4:99999", "unix://", "tcp://:5", "host:port",
+@pytest.mark.parametrize("text", ["ftp://host/x", "http://1.2.3.4:80",
+                                  "tcp://1.2.3.4", "1.2.3.4:99999", "unix://", "tcp://:5", "host:port",
                                   "unix://" + "x" * 200])
 def test_bad_addresses(text: str) -> None:
     with pytest.raises(InclavaredError, match="--addr"):
