@@ -298,3 +298,20 @@ def test_a_well_formed_fake_answer_passes(fake_container: Callable[[Answer], str
     result = shelter(env, d.address, "--mrenclave", MRE, "--mrsigner", MRS)
     assert result.returncode == 0, result.stderr
     assert "Message: ok" in result.stdout
+
+
+def test_both_hops_are_verified(procs: list[Proc], env: dict[str, str], tmp_path: Path) -> None:
+    c = container(procs, env, tmp_path / "c.sock", "--mrenclave", MRE)
+    # inclavared that does not trust the sim platform refuses the container's evidence
+    strict = start(procs, env, "inclavare.cli.inclavared", "-l", "127.0.0.1:0", "-x", c.address, "--attester", "sim")
+    refused = shelter(env, strict.address, "--mrenclave", MRE)
+    assert refused.returncode == 1
+    assert f"refused: confidential container {c.address}: RATS-TLS handshake failed" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    # -m: inclavared wants shelter's evidence too
+    mutual = inclavared(procs, env, c.address, "127.0.0.1:0", "-m")
+    anonymous = shelter(env, mutual.address, "--mrenclave", MRE)
+    # (TLS 1.3: the client's handshake ends before the server's refusal, which comes as an alert on the read)
+    assert anonymous.returncode == 1 and "certificate required" in anonymous.stderr
+    attested = shelter(env, mutual.address, "--mrenclave", MRE, "--mutual", "--attester", "sim")
+    assert attested.returncode == 0, attested.stderr

@@ -162,3 +162,22 @@ def test_relay_answers_bad_requests_with_an_error() -> None:
         assert info.is_error and needle in info.message
     with pytest.raises(InclavaredError, match="timeout"):
         Relay(None, RatsTlsConfig(), 0)
+
+
+def test_listen_replaces_a_stale_socket_never_a_file(tmp_path: object) -> None:
+    import socket
+    from pathlib import Path
+
+    from inclavare.services.inclavared.transport import listen
+
+    base = Path(str(tmp_path))
+    stale = base / "stale.sock"
+    old = socket.socket(socket.AF_UNIX)
+    old.bind(str(stale))
+    old.close()  # the path stays behind, as after a crash
+    listen(Address(path=str(stale)), "--listen").close()
+    regular = base / "file"
+    regular.write_text("keep me")
+    with pytest.raises(InclavaredError, match="exists and is not a socket"):
+        listen(Address(path=str(regular)), "--listen")
+    assert regular.read_text() == "keep me"
