@@ -104,7 +104,13 @@ class EnclaveInfo:
         return out
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False).encode()
+        """Compact JSON; a claim value JSON has no form for (bytes from a future verifier) is written as hex or
+        text rather than failing the answer."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=_json_default).encode()
+
+
+def _json_default(value: object) -> str:
+    return value.hex() if isinstance(value, bytes | bytearray) else str(value)
 
 
 def _opt_str(obj: dict[str, Any], name: str, what: str) -> str | None:

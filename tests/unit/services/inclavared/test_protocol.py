@@ -55,6 +55,12 @@ def test_enclaveinfo_has_upstreams_fields_and_round_trips() -> None:
     assert decode_enclave_info(info.encode()) == info
 
 
+def test_claims_json_has_no_form_for_are_written_as_text() -> None:
+    info = EnclaveInfo(mrenclave=MRE.hex(), attested=True, claims={"raw": b"\x01\x02", "when": object()})
+    obj = json.loads(info.encode())
+    assert obj["claims"]["raw"] == "0102" and obj["claims"]["when"].startswith("<object")
+
+
 def test_upstream_inclavareds_answer_decodes_as_not_attested() -> None:
     upstream = json.dumps({"id": "123456", "msgtype": "ENCLAVEINFO", "version": 1, "mrenclave": MRE.hex().upper(),
                            "mrsigner": MRS.hex(), "message": "Hello"}).encode()
