@@ -63,6 +63,8 @@ install_launcher rune inclavare.cli.rune entry
 install_launcher sgx-tools inclavare.cli.sgx_tools main
 install_launcher signature-server inclavare.cli.signature_server main
 install_launcher shelter inclavare.cli.shelter main
+install_launcher inclavared inclavare.cli.inclavared main
+install_launcher inclavare-enclave-info inclavare.cli.enclave_info main
 install_launcher rats-tls-server inclavare.cli.rats_tls_server main
 install_launcher rats-tls-client inclavare.cli.rats_tls_client main
 install_launcher containerd-shim-rune-v2 inclavare.cli.shim entry

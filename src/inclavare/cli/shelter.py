@@ -1,4 +1,4 @@
-"""shelter: the off-cloud verifier CLI.
+"""shelter: the off-cloud verifier CLI (``verify`` here; ``remoteattestation`` and ``mrverify``: cli/_shelter_ra.py).
 
   shelter verify EVIDENCE [--tee auto|sgx|tdx|snp|sim] [--collateral BUNDLE.json] [--tcb-info F] [--qe-identity F]
                  [--pck-crl F] [--root-crl F] [--vcek F] [--cert-chain F] [--cert-table F] [--certs DIR]
@@ -101,12 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--report-data", help="hex the evidence's report data must equal (prefix; rest zero)")
     v.add_argument("--ccel-table", help="TDX: the CCEL ACPI table, to replay the event log into RTMR0-3")
     v.add_argument("--ccel-log", help="TDX: the CCEL event log")
+    v.set_defaults(run=cmd_verify)
+    from inclavare.cli._shelter_ra import add_parsers
+
+    add_parsers(sub)
     return p
+
+
+def dispatch(a: argparse.Namespace) -> int:
+    return int(a.run(a))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Errors in the input: one line, exit 2 (exit 1 means the evidence was judged and failed)."""
-    return run_program(PROG, build_parser(), cmd_verify, argv, error_status=2)
+    return run_program(PROG, build_parser(), dispatch, argv, error_status=2)
 
 
 if __name__ == "__main__":

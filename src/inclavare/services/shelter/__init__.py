@@ -1,0 +1,1 @@
+"""shelter's library: reference values and their comparison (``references``), and ``mrverify``."""
