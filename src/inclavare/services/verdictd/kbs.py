@@ -24,7 +24,6 @@ import binascii
 import datetime
 import hashlib
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -33,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inclavare.formats import strictjson
+from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.kbs_evidence import (
     ERROR_TYPE_PREFIX,
     REAL_TEES,
@@ -196,32 +197,32 @@ class SessionTable:
 
 
 def _json_body(body: bytes, what: str) -> dict[str, Any]:
+    """The request's JSON object, read strictly (UTF-8; a member twice, NaN, an out-of-range number or absurd
+    nesting is refused, as Trustee's serde_json refuses them), else 400."""
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise _bad(f"{what}: body is not JSON ({str(e).splitlines()[0][:120]})") from None
+        value = strictjson.DECODER.decode(body.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0][:120]
+        raise _bad(f"{what}: body is not JSON ({reason})") from None
     if not isinstance(value, dict):
         raise _bad(f"{what}: body must be a JSON object")
     return value
 
 
 def _check_pubkey(jwk: Any) -> dict[str, Any]:
-    """The tee-pubkey: an RSA or EC (P-256) public JWK as kbs-types' TeePubKey; refused otherwise (400)."""
+    """The tee-pubkey: a public JWK the answer can be encrypted to (:func:`.jwe.parse_tee_pubkey`: RSA 2048..8192
+    bits with RSA-OAEP-256, or EC P-256/P-521 with ECDH-ES+A256KW, no private members), refused here (400) rather
+    than after a token was issued for it."""
+    from inclavare.services.verdictd.jwe import parse_tee_pubkey
+
     if not isinstance(jwk, dict):
         raise _bad("runtime-data: tee-pubkey must be a JWK object")
-    kty = jwk.get("kty")
-    need: tuple[str, ...]
-    if kty == "RSA":
-        need = ("alg", "n", "e")
-    elif kty == "EC":
-        need = ("crv", "alg", "x", "y")
-    else:
-        raise _bad(f"runtime-data: tee-pubkey kty {kty!r} is not RSA or EC")
-    for k in need:
-        if not isinstance(jwk.get(k), str) or not jwk[k] or len(jwk[k]) > 2048:
-            raise _bad(f"runtime-data: tee-pubkey ({kty}) needs a string {k!r}")
-    if any(k in jwk for k in ("d", "p", "q", "dp", "dq", "qi")):
-        raise _bad("runtime-data: tee-pubkey carries private key material")
+    if len(jwk) > 16 or any(not isinstance(k, str) or len(k) > 64 for k in jwk):
+        raise _bad("runtime-data: tee-pubkey has too many or too long members for a JWK")
+    try:
+        parse_tee_pubkey(jwk, "runtime-data: tee-pubkey")
+    except VerdictdError as e:
+        raise _bad(str(e).splitlines()[0]) from None
     return jwk
 
 
