@@ -41,10 +41,10 @@ class HardenedHTTPServer(http.server.ThreadingHTTPServer):
         self.tls, self.io_timeout = tls, io_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
-        super().__init__(address, handler)
         # reads only: a blocked write has the socket timeout, and the client must not see the connection end
-        # before its thread gave the slot back
+        # before its thread gave the slot back. Made first: a failed bind calls server_close, which stops it.
         self.watchdog = Watchdog(self.thread_name, socket.SHUT_RD)
+        super().__init__(address, handler)
 
     def busy_body(self) -> bytes:
         """The 503 body sent (plain HTTP only) when every connection slot is taken."""
