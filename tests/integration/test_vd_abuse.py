@@ -527,6 +527,20 @@ def test_slow_tls_and_grpc_clients(vd: Victim) -> None:
     vd.check()
 
 
+
+def test_eaa_client_that_never_reads(vd: Victim) -> None:
+    """An attested EAA client asks for a large resource many times and never reads an answer: the server's write
+    deadline ends the connection (the requests it had not read yet make the close a reset) and others are served
+    meanwhile."""
+    status, body = vd.d.admin("POST", "/kbs/v0/resource/owner/key/large", b"L" * MAX_BODY)
+    assert status == 200, body
+    with vd.eaa() as c:
+        for _ in range(24):  # about 34 MB of answers: more than both sides' socket buffers hold
+            c._tls.transmit(b'{"command":"Get owner/key/large"}')
+        vd.check()
+        wait_for(lambda: tcp_state(c._sock) != TCP_ESTABLISHED, "the server to drop an EAA client that never reads")
+    vd.check()
+
 def test_connections_over_the_cap(vd: Victim) -> None:
     """More connections than the cap on each listener: the excess is told so (503 on plain HTTP) or closed, and
     once they are gone the daemon serves as before."""
