@@ -330,11 +330,10 @@ class Verdictd:
         if c.client_api is None and c.keyprovider_listen is None:
             return
         from inclavare.services.verdictd import keyprovider_grpc
+        from inclavare.services.verdictd.grpcopts import IO_TIMEOUT
         from inclavare.services.verdictd.proto import keyprovider_pb2_grpc
 
         provider = self.key_provider()
-        from inclavare.services.verdictd.grpcopts import IO_TIMEOUT
-
         io_timeout = IO_TIMEOUT if c.io_timeout is None else c.io_timeout
         if c.client_api is not None:
             from inclavare.services.verdictd.clientapi import AdminApi, AdminServer
