@@ -778,3 +778,14 @@ def test_kill9_during_campaign(world: Env, tmp_path: Path) -> None:
         stop.set()
         assert v.d.stop() in (0, -signal.SIGKILL)
 
+
+
+@pytest.mark.parametrize("flags", [("--io-timeout", "0"), ("--io-timeout", "nan"), ("--max-connections", "0"),
+                                   ("--grpc-connection-age", "-1")])
+def test_limit_flags_out_of_range(world: Env, tmp_path: Path, flags: tuple[str, str]) -> None:
+    from tests.integration.test_vd_daemon import run_verdictd
+
+    r = run_verdictd(world, "--state-dir", str(tmp_path / "state"), "--kbs-listen", "127.0.0.1:0",
+                     "--insecure-http", *flags)
+    assert r.returncode == 2 and r.stderr.startswith(f"verdictd: {flags[0]}".encode()), r.stderr
+    assert r.stderr.count(b"\n") == 1
