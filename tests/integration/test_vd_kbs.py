@@ -252,3 +252,13 @@ def test_connection_cap_and_slow_clients(tee: SimTee) -> None:
         assert c("GET", "/healthz")[0] == 200
     finally:
         server.stop()
+
+
+def test_busy_port(tee: SimTee) -> None:
+    """A port in use is one VerdictdError line (the watchdog exists before the bind that fails)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(VerdictdError, match="Address already in use"):
+            KbsHttpServer(("127.0.0.1", port), make_service(tee), tls=None, insecure_http=True)

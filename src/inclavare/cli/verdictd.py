@@ -8,6 +8,7 @@
              [--keyprovider-listen ADDR [--keyprovider-cert PEM --keyprovider-key PEM [--keyprovider-ca PEM]]]
              [--trust-sim [--sim-root PEM]] [--collateral BUNDLE] [--snp-certs PEM]
              [--token-key PEM] [--token-ttl SECONDS]
+             [--io-timeout SECONDS] [--max-connections N] [--grpc-connection-age SECONDS]
     verdictd keyprovider [--state-dir DIR] [--kek-file FILE] [--token-key PEM]
 
 Upstream verdictd's flags for the EAA listener: ``-l/--listen`` (``ip:port``, ``[ipv6]:port`` or a unix socket
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keyprovider-cert", metavar="PEM")
     g.add_argument("--keyprovider-key", metavar="PEM")
     g.add_argument("--keyprovider-ca", metavar="PEM")
+    lim = p.add_argument_group("limits (docs/verdictd.md, Limits)")
+    lim.add_argument("--io-timeout", type=float, metavar="SECONDS", help="deadline of each handshake, read and "
+                     "write on the KBS, admin and EAA listeners, and of gRPC handshakes and the close of an aged "
+                     "gRPC connection (default: KBS 30, EAA handshake 10 and read/write 30, gRPC 30)")
+    lim.add_argument("--max-connections", type=int, metavar="N", help="concurrent connections per KBS, admin or "
+                     "EAA listener (default: KBS 256, EAA 128)")
+    lim.add_argument("--grpc-connection-age", type=float, default=300.0, metavar="SECONDS",
+                     help="a gRPC connection is closed after this (clients reconnect), so a call stalled by its "
+                     "client frees its worker (300)")
     ev = p.add_argument_group("evidence")
     ev.add_argument("--trust-sim", action="store_true", help="accept the simulated platform (never by default)")
     ev.add_argument("--sim-root", metavar="PEM", help="the sim root CA to trust (default: this host's)")
@@ -149,6 +159,12 @@ def _check_flags(a: argparse.Namespace) -> None:
         raise UsageError("--client-api: give --admin-token-file and/or --client-api-ca; it is never open")
     if not 1 <= a.token_ttl <= 24 * 3600:
         raise UsageError(f"--token-ttl {a.token_ttl}: 1..86400 seconds")
+    if a.io_timeout is not None and not 0.1 <= a.io_timeout <= 3600:
+        raise UsageError(f"--io-timeout {a.io_timeout}: 0.1..3600 seconds")
+    if a.max_connections is not None and not 1 <= a.max_connections <= 65536:
+        raise UsageError(f"--max-connections {a.max_connections}: 1..65536")
+    if not 0.1 <= a.grpc_connection_age <= 7 * 24 * 3600:
+        raise UsageError(f"--grpc-connection-age {a.grpc_connection_age}: 0.1..604800 seconds")
 
 
 def daemon_config(a: argparse.Namespace) -> Any:
@@ -166,7 +182,9 @@ def daemon_config(a: argparse.Namespace) -> Any:
         collateral = from_bundle(read_file(a.collateral, "--collateral"))
     c = DaemonConfig(state_dir=a.state_dir, kek=_kek(a), trust_sim=a.trust_sim, sim_root_fingerprints=fps,
                      collateral=collateral, snp_certs=_snp_certs(a.snp_certs),
-                     token_key_pem=_pem(a.token_key, "--token-key"), token_ttl=a.token_ttl)
+                     token_key_pem=_pem(a.token_key, "--token-key"), token_ttl=a.token_ttl,
+                     io_timeout=a.io_timeout, max_connections=a.max_connections,
+                     grpc_connection_age=a.grpc_connection_age)
     token: bytes | None = None
     if a.admin_token_file:
         from inclavare.services.verdictd.clientapi import load_token

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from inclavare.errors import InclavareError
 from inclavare.ratls.dice import RatlsError
 from inclavare.ratls.tls.errors import RatsTlsError
+from inclavare.sockio import Watchdog
 
 if TYPE_CHECKING:
     from inclavare.ratls.tls.blocking import RatsTls
@@ -75,55 +76,7 @@ class MessageTooLarge(RatsTlsError):
     """A message read with :meth:`ServerConnection.receive_message` went past the server's ``max_request``."""
 
 
-class _Watchdog:
-    """Absolute deadlines for connections: a socket past its deadline is shut down, which ends any read or write
-    blocked on it. Only the connection's own thread closes its socket (after :meth:`disarm`), so a descriptor is
-    never touched after it was closed. After :meth:`expire_all` (a shutdown) every deadline, even one armed
-    later, is already past."""
-
-    def __init__(self, name: str) -> None:
-        self._cond = threading.Condition()
-        self._deadlines: dict[socket.socket, float] = {}
-        self._expired = False
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=f"{name}-watchdog", daemon=True)
-        self._thread.start()
-
-    def arm(self, sock: socket.socket, seconds: float) -> None:
-        with self._cond:
-            self._deadlines[sock] = 0.0 if self._expired else time.monotonic() + seconds
-            self._cond.notify()
-
-    def disarm(self, sock: socket.socket) -> None:
-        with self._cond:
-            self._deadlines.pop(sock, None)
-
-    def expire_all(self) -> None:
-        with self._cond:
-            self._expired = True
-            for sock in self._deadlines:
-                self._deadlines[sock] = 0.0
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._stopped:
-                now = time.monotonic()
-                for sock, deadline in list(self._deadlines.items()):
-                    if deadline <= now:
-                        del self._deadlines[sock]
-                        try:
-                            sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
-                wait = min(self._deadlines.values(), default=now + 60.0) - now
-                self._cond.wait(max(wait, 0.01))
+_Watchdog = Watchdog  # the class moved to inclavare.sockio (the HTTP server uses it too)
 
 
 class ServerConnection:

@@ -1,10 +1,12 @@
 """The hardened threading HTTP(S) server the services share (signature-server, verdictd's KBS listener).
 
 What it adds to ``http.server.ThreadingHTTPServer``: the TLS handshake runs in the connection's own thread (a
-client that stalls mid-handshake holds one thread, not the accept loop), one read/handshake timeout per
-connection, a cap on concurrent connections (the excess is answered 503 on plain HTTP, closed on TLS, and never
-queued behind the live ones), IPv4+IPv6 on a wildcard v6 bind, quiet logging of client-side connection errors,
-and ``start``/``stop`` for serving from a background thread.
+client that stalls mid-handshake holds one thread, not the accept loop), a read timeout per connection and an
+absolute deadline (the same ``io_timeout``) for the handshake and, with :class:`HardenedHandler`, for reading each
+request: a per-read timeout alone lets a client that drips a byte at a time hold a thread forever. Also a cap on
+concurrent connections (the excess is answered 503 on plain HTTP, closed on TLS, and never queued behind the live
+ones), IPv4+IPv6 on a wildcard v6 bind, quiet logging of client-side connection errors, and ``start``/``stop``
+for serving from a background thread.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import ssl
 import sys
 import threading
 from typing import Any
+
+from inclavare.sockio import Watchdog
 
 log = logging.getLogger("inclavare.services.http")
 
@@ -37,6 +41,9 @@ class HardenedHTTPServer(http.server.ThreadingHTTPServer):
         self.tls, self.io_timeout = tls, io_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
+        # reads only: a blocked write has the socket timeout, and the client must not see the connection end
+        # before its thread gave the slot back. Made first: a failed bind calls server_close, which stops it.
+        self.watchdog = Watchdog(self.thread_name, socket.SHUT_RD)
         super().__init__(address, handler)
 
     def busy_body(self) -> bytes:
@@ -91,17 +98,22 @@ class HardenedHTTPServer(http.server.ThreadingHTTPServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            self.watchdog.disarm(request)
             self._slots.release()
             self.shutdown_request(request)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(self.io_timeout)
         if isinstance(request, ssl.SSLSocket):
+            self.watchdog.arm(request, self.io_timeout)
             try:
                 request.do_handshake()
             except (ssl.SSLError, OSError) as e:
                 log.info("%s: TLS handshake failed: %s", client_address[0], getattr(e, "reason", None) or e)
                 return
+            finally:
+                if self.watchdog.disarm(request):
+                    log.info("%s: TLS handshake not done in %ss", client_address[0], self.io_timeout)
         super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -124,6 +136,46 @@ class HardenedHTTPServer(http.server.ThreadingHTTPServer):
             self._thread.join()
             self._thread = None
         self.server_close()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.watchdog.stop()
+
+
+class HardenedHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler whose reading of each request (the request line, the headers, and the body when the
+    handler reads it through :meth:`read_body`) has one absolute deadline, the server's ``io_timeout``, however
+    slowly the client sends it. A request cut off by the deadline is dropped unanswered. Handlers call
+    :meth:`request_read` once the whole request is in (``read_body`` does), so the work done for it and the answer
+    are not under that deadline (the answer's writes still are, by the socket timeout)."""
+
+    server: HardenedHTTPServer
+
+    def handle_one_request(self) -> None:
+        self.server.watchdog.arm(self.connection, self.server.io_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.watchdog.disarm(self.connection)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.server.watchdog.fired(self.connection):  # the headers were cut short, not ended by the client
+            self.close_connection = True
+            return False
+        return True
+
+    def read_body(self, length: int) -> bytes:
+        """``length`` bytes of body; ConnectionError if the client closed or the deadline cut it off first."""
+        body = self.rfile.read(length)
+        if len(body) != length or not self.request_read():
+            raise ConnectionError("the client did not send the whole body in time")
+        return body
+
+    def request_read(self) -> bool:
+        """The request is in: its deadline no longer applies. False if the deadline had passed already."""
+        return not self.server.watchdog.disarm(self.connection)
 
 
 def address_family(host: str) -> tuple[str, socket.AddressFamily]:

@@ -647,3 +647,31 @@ def test_cli_serves_until_sigterm(keyfile: str, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_slow_clients_are_cut_off(keyfile: str) -> None:
+    """Headers or a body dripped faster than the per-read timeout still end at the request's deadline, and
+    nothing is signed for them."""
+    import socket
+    import time
+
+    with running(keyfile, allow_anyone=True) as srv:
+        srv.io_timeout = 1.0
+        port = srv.server_address[1]
+        heads = [b"GET /ping HTTP/1.1\r\nHost: x\r\n",
+                 b"POST " + PKCS1.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n"]
+        drips = [b"X-a: b\r\n", b"x"]
+        for head, drip in zip(heads, drips, strict=True):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(head)
+                s.settimeout(0.25)
+                deadline, answer = time.monotonic() + 10, None
+                while answer is None and time.monotonic() < deadline:
+                    try:
+                        answer = s.recv(4096)
+                    except TimeoutError:
+                        s.sendall(drip)
+                    except OSError:
+                        answer = b""
+                assert answer == b"", f"a slow client was not cut off: {answer!r}"
+        assert raw(srv, "GET", "/ping")[0] == 200

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
-import http.server
 import json
 import socket
 import ssl
@@ -14,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from inclavare.formats.sgx import SIGNING_MATERIAL_SIZE
-from inclavare.services.httpserver import BodyError, HardenedHTTPServer, address_family, body_length
+from inclavare.services.httpserver import BodyError, HardenedHandler, HardenedHTTPServer, address_family, body_length
 from inclavare.services.signature_server.audit import AuditLog
 from inclavare.services.signature_server.auth import AccessPolicy
 from inclavare.services.signature_server.common import (
@@ -43,7 +41,7 @@ from inclavare.services.signature_server.signing import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(HardenedHandler):
     protocol_version = "HTTP/1.1"
     server_version = "inclavare-signature-server"
     sys_version = ""
@@ -172,11 +170,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 reason = f"signing material is over {MAX_BODY} bytes, expected {SIGNING_MATERIAL_SIZE}"
             self._error(e.status, reason, close=True)
             return None
-        body = self.rfile.read(length)
-        if len(body) != length:
+        try:
+            return self.read_body(length)  # under the request's deadline, however slowly it is sent
+        except ConnectionError:
             self.close_connection = True
             return None
-        return body
 
 
 class SignatureServer(HardenedHTTPServer):

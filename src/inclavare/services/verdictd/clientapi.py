@@ -50,6 +50,7 @@ import grpc
 
 from inclavare.formats import strictjson
 from inclavare.services import netaddr
+from inclavare.services.verdictd import grpcopts
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.proto import clientapi_pb2 as pb
 from inclavare.services.verdictd.proto import clientapi_pb2_grpc as pbg
@@ -83,8 +84,10 @@ MAX_INPUT = 64 << 10  # TestOpa input document
 MAX_REFERENCE = MAX_SECRET  # a reference document
 MAX_IMAGE_POLICY = 256 << 10
 MAX_SIGSTORE = 64 << 10
-MAX_WORKERS = 8
 MAX_CONCURRENT_RPCS = 64  # beyond this, calls end at once with RESOURCE_EXHAUSTED
+# a worker per admitted call: grpcio waits for a unary call's request inside a worker, so with fewer workers a few
+# calls whose client never sends the request would queue every other call behind them (grpcopts.py)
+MAX_WORKERS = MAX_CONCURRENT_RPCS
 MIN_TOKEN = 16  # characters of a bearer token
 MAX_TOKEN = 4096
 
@@ -551,7 +554,8 @@ class AdminServer:
     def __init__(self, api: AdminApi, auth: AdminAuth, address: str, *,
                  extra: Iterable[tuple[Callable[[Any, Any], None], Any]] = (),
                  public: Iterable[str] = (), max_workers: int = MAX_WORKERS,
-                 max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS, max_message: int = MAX_MESSAGE) -> None:
+                 max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS, max_message: int = MAX_MESSAGE,
+                 io_timeout: float = grpcopts.IO_TIMEOUT, connection_age: float = grpcopts.CONNECTION_AGE) -> None:
         self.address = address
         self.unix_path = _unix_path(address) if _is_unix(address) else None
         if self.unix_path is None and not auth.tls and not netaddr.is_loopback(_host(address)):
@@ -559,9 +563,8 @@ class AdminServer:
                                 f"loopback address; give the admin API a TLS certificate")
         self.auth = auth
         self.port = 0
-        options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message),
-                   ("grpc.max_concurrent_streams", 16), ("grpc.max_connection_idle_ms", 300_000),
-                   ("grpc.so_reuseport", 0)]
+        options = [*grpcopts.server_options(max_message, io_timeout=io_timeout, connection_age=connection_age),
+                   ("grpc.max_concurrent_streams", 16), ("grpc.max_connection_idle_ms", 300_000)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                               thread_name_prefix="verdictd-admin"),
                                    interceptors=[_AuthInterceptor(auth, frozenset(public))], options=options,

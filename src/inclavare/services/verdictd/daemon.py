@@ -20,6 +20,7 @@ first start, so tokens stay verifiable across restarts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
@@ -254,6 +255,10 @@ class DaemonConfig:
     client_api_auth: Any = None  # clientapi.AdminAuth
     keyprovider_listen: str | None = None
     keyprovider_tls: dict[str, str | None] = field(default_factory=dict)
+    # limits (docs/verdictd.md, "Limits"); None: each listener's own default
+    io_timeout: float | None = None  # seconds per handshake / read / write (HTTP, EAA; gRPC handshake and grace)
+    max_connections: int | None = None  # per HTTP or EAA listener
+    grpc_connection_age: float = 300.0  # a gRPC connection is closed after this, so a stalled call frees its worker
 
 
 class Verdictd:
@@ -319,14 +324,19 @@ class Verdictd:
         from inclavare.services.verdictd.kbs_http import KbsHttpServer
 
         service = self.kbs_service()
+        limits: dict[str, Any] = {}
+        if c.io_timeout is not None:
+            limits["io_timeout"] = c.io_timeout
+        if c.max_connections is not None:
+            limits["max_connections"] = c.max_connections
         if c.kbs_listen is not None:
             kbs = KbsHttpServer(c.kbs_listen, service, tls=c.kbs_tls, insecure_http=c.insecure_http,
-                                admin=c.admin_listen is None, jwks=self.tokens.jwks).start()
+                                admin=c.admin_listen is None, jwks=self.tokens.jwks, **limits).start()
             self._stoppers.append(("kbs", kbs.stop))
             self.addresses["kbs"] = kbs.url
         if c.admin_listen is not None:
             admin = KbsHttpServer(c.admin_listen, service, tls=c.kbs_tls, insecure_http=c.insecure_http,
-                                  attestation=False, admin=True).start()
+                                  attestation=False, admin=True, **limits).start()
             self._stoppers.append(("admin", admin.stop))
             self.addresses["admin"] = admin.url
 
@@ -334,9 +344,17 @@ class Verdictd:
         c = self.config
         if c.eaa_listen is None:
             return
-        from inclavare.services.verdictd.eaa import EaaServer, listen
+        from inclavare.services.verdictd.eaa import EaaServer, Limits, listen
 
-        server = EaaServer(c.eaa_config, self.backend, self.policies, self.backend, audit=self.audit)
+        limits = Limits()
+        if c.io_timeout is not None:
+            limits = dataclasses.replace(limits, handshake_timeout=c.io_timeout, read_timeout=c.io_timeout,
+                                         write_timeout=c.io_timeout, queue_timeout=min(limits.queue_timeout,
+                                                                                       c.io_timeout))
+        if c.max_connections is not None:
+            limits = dataclasses.replace(limits, max_connections=c.max_connections)
+        server = EaaServer(c.eaa_config, self.backend, self.policies, self.backend, audit=self.audit,
+                           limits=limits)
         sock = listen(c.eaa_listen)
         thread = server.start(sock)
 
@@ -354,9 +372,11 @@ class Verdictd:
         if c.client_api is None and c.keyprovider_listen is None:
             return
         from inclavare.services.verdictd import keyprovider_grpc
+        from inclavare.services.verdictd.grpcopts import IO_TIMEOUT
         from inclavare.services.verdictd.proto import keyprovider_pb2_grpc
 
         provider = self.key_provider()
+        io_timeout = IO_TIMEOUT if c.io_timeout is None else c.io_timeout
         if c.client_api is not None:
             from inclavare.services.verdictd.clientapi import AdminApi, AdminServer
 
@@ -366,7 +386,8 @@ class Verdictd:
             servicer = keyprovider_grpc.KeyProviderServicer(provider, allow_wrap=True)
             server = AdminServer(api, c.client_api_auth, c.client_api,
                                  extra=[(keyprovider_pb2_grpc.add_KeyProviderServiceServicer_to_server, servicer)],
-                                 public=["/keyprovider.KeyProviderService/UnWrapKey"]).start()
+                                 public=["/keyprovider.KeyProviderService/UnWrapKey"], io_timeout=io_timeout,
+                                 connection_age=c.grpc_connection_age).start()
             self._stoppers.append(("client-api", server.stop))
             self.addresses["client-api"] = (c.client_api if server.unix_path is not None
                                             else f"{c.client_api.rpartition(':')[0]}:{server.port}")
@@ -374,7 +395,8 @@ class Verdictd:
             t = c.keyprovider_tls
             unix = "/" in c.keyprovider_listen or c.keyprovider_listen.startswith("unix:")
             listening = keyprovider_grpc.serve(provider, c.keyprovider_listen, cert=t.get("cert"), key=t.get("key"),
-                                               client_ca=t.get("ca"), allow_wrap=unix)
+                                               client_ca=t.get("ca"), allow_wrap=unix, io_timeout=io_timeout,
+                                               connection_age=c.grpc_connection_age)
             self._stoppers.append(("keyprovider", listening.stop))
             self.addresses["keyprovider"] = (listening.address if listening.port == 0
                                              else f"{c.keyprovider_listen.rpartition(':')[0]}:{listening.port}")

@@ -25,7 +25,6 @@ import binascii
 import datetime
 import hashlib
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -34,7 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inclavare.formats import strictjson
 from inclavare.formats.kbs import PROTOCOL_VERSION, SESSION_COOKIE, KbsFormatError, expected_report_data
+from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.kbs_evidence import (
     ERROR_TYPE_PREFIX,
     REAL_TEES,
@@ -60,7 +61,7 @@ MAX_PATH_PART = 128
 
 
 # --------------------------------------------------------------------------------------------------
-# The interfaces this module needs (implemented by store.py, policy.py, tokens.py, jwe.py)
+# The interfaces this module needs (implemented by store.py, policy.py, tokens.py, formats.kbs_jwe)
 
 
 class Decision(Protocol):
@@ -106,7 +107,7 @@ class TokenIssuer(Protocol):
 
 
 class Sealer(Protocol):
-    """jwe.seal: Trustee's resource Response (a flattened JWE) to the TEE public key (a JWK dict)."""
+    """kbs_jwe.seal: Trustee's resource Response (a flattened JWE) to the TEE public key (a JWK dict)."""
 
     def seal(self, tee_pubkey: dict[str, Any], plaintext: bytes) -> dict[str, Any]: ...
 
@@ -201,32 +202,32 @@ class SessionTable:
 
 
 def _json_body(body: bytes, what: str) -> dict[str, Any]:
+    """The request's JSON object, read strictly (UTF-8; a member twice, NaN, an out-of-range number or absurd
+    nesting is refused, as Trustee's serde_json refuses them), else 400."""
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise _bad(f"{what}: body is not JSON ({str(e).splitlines()[0][:120]})") from None
+        value = strictjson.DECODER.decode(body.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0][:120]
+        raise _bad(f"{what}: body is not JSON ({reason})") from None
     if not isinstance(value, dict):
         raise _bad(f"{what}: body must be a JSON object")
     return value
 
 
 def _check_pubkey(jwk: Any) -> dict[str, Any]:
-    """The tee-pubkey: an RSA or EC (P-256) public JWK as kbs-types' TeePubKey; refused otherwise (400)."""
+    """The tee-pubkey: a public JWK the answer can be encrypted to (``kbs_jwe.parse_tee_pubkey``: RSA 2048..8192
+    bits with RSA-OAEP-256, or EC P-256/P-521 with ECDH-ES+A256KW, no private members), refused here (400) rather
+    than after a token was issued for it."""
+    from inclavare.formats.kbs_jwe import parse_tee_pubkey
+
     if not isinstance(jwk, dict):
         raise _bad("runtime-data: tee-pubkey must be a JWK object")
-    kty = jwk.get("kty")
-    need: tuple[str, ...]
-    if kty == "RSA":
-        need = ("alg", "n", "e")
-    elif kty == "EC":
-        need = ("crv", "alg", "x", "y")
-    else:
-        raise _bad(f"runtime-data: tee-pubkey kty {kty!r} is not RSA or EC")
-    for k in need:
-        if not isinstance(jwk.get(k), str) or not jwk[k] or len(jwk[k]) > 2048:
-            raise _bad(f"runtime-data: tee-pubkey ({kty}) needs a string {k!r}")
-    if any(k in jwk for k in ("d", "p", "q", "dp", "dq", "qi")):
-        raise _bad("runtime-data: tee-pubkey carries private key material")
+    if len(jwk) > 16 or any(not isinstance(k, str) or len(k) > 64 for k in jwk):
+        raise _bad("runtime-data: tee-pubkey has too many or too long members for a JWK")
+    try:
+        parse_tee_pubkey(jwk, "runtime-data: tee-pubkey")
+    except KbsFormatError as e:
+        raise _bad(str(e).splitlines()[0]) from None
     return jwk
 
 

@@ -14,6 +14,7 @@ resource/<repo>/<type>/<tag>`` and ``DELETE reference-value/<name>``.
 
 from __future__ import annotations
 
+import http
 import http.cookies
 import http.server
 import json
@@ -23,7 +24,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from inclavare.services.httpserver import BodyError, HardenedHTTPServer, address_family, body_length
+from inclavare.services.httpserver import BodyError, HardenedHandler, HardenedHTTPServer, address_family, body_length
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.kbs import SESSION_COOKIE, KbsError, KbsService
 
@@ -34,6 +35,8 @@ MAX_BODY = 1 << 20
 IO_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
 MAX_QUERY_ITEMS = 16
+_HTTP_ERRORS = {408: "RequestTimeout", 414: "RequestPathTooLong", 431: "HeadersTooLarge", 501: "MethodNotAllowed",
+                505: "HttpVersionNotSupported"}
 JWKS_PATHS = ("/kbs/v0/jwks", "/.well-known/jwks")  # ours; Trustee has no JWKS path on the KBS (its AS plans one)
 
 
@@ -48,7 +51,7 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(HardenedHandler):
     protocol_version = "HTTP/1.1"
     server_version = "verdictd-kbs"
     sys_version = ""
@@ -80,6 +83,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _error(self, e: KbsError, close: bool = False) -> None:
         self._send(e.status, json.dumps(e.to_json()).encode(), close=close)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, a line or header block over its limits, an
+        unknown method or HTTP version) in Trustee's error shape rather than its HTML page; the connection ends."""
+        kind = _HTTP_ERRORS.get(code, "InvalidRequest")
+        self.request_version = self.protocol_version  # a status line even when the request line was unreadable
+        detail = str(message or explain or http.HTTPStatus(code).phrase).splitlines()[0][:200]
+        self._error(KbsError(code, kind, detail), close=True)
+
     def _cookie_session(self) -> str | None:
         raw = self.headers.get("Cookie")
         if not raw or len(raw) > 4096:
@@ -107,10 +118,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except BodyError as e:
             kind = {411: "InvalidRequest", 413: "PayloadTooLarge"}.get(e.status, "InvalidRequest")
             raise KbsError(e.status, kind, str(e)) from None
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise ConnectionError("client closed the connection before sending the whole body")
-        return body
+        return self.read_body(length)
 
     def _route(self) -> tuple[list[str], dict[str, str]]:
         split = urllib.parse.urlsplit(self.path)
@@ -133,7 +141,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 parts, query = self._route()
             except ValueError:
                 raise KbsError(400, "InvalidRequest", "too many query parameters") from None
-            body = self._body() if method in ("POST", "DELETE") else b""
+            if method in ("POST", "DELETE"):
+                body = self._body()
+            elif not self.request_read():
+                raise ConnectionError("the request's deadline passed")
+            else:
+                body = b""
             self._serve(method, parts, query, body)
         except KbsError as e:
             self._error(e, close=e.status in (411, 413))

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from inclavare.services.verdictd import grpcopts
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.keyprovider import (
     OP_UNWRAP,
@@ -36,8 +37,8 @@ from inclavare.services.verdictd.proto import keyprovider_pb2 as pb
 from inclavare.services.verdictd.proto import keyprovider_pb2_grpc as pb_grpc
 
 MAX_MESSAGE = 2 << 20  # a protocol JSON document is at most 1 MiB; protobuf framing on top
-DEFAULT_WORKERS = 8
 MAX_CONCURRENT = 64
+DEFAULT_WORKERS = MAX_CONCURRENT  # one per admitted call: a stalled client's call holds its worker (grpcopts.py)
 
 _CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
           "denied": grpc.StatusCode.PERMISSION_DENIED, "not_found": grpc.StatusCode.NOT_FOUND,
@@ -103,7 +104,8 @@ class Listening:
 
 def serve(provider: KeyProvider, address: str, *, cert: str | None = None, key: str | None = None,
           client_ca: str | None = None, allow_wrap: bool = True, workers: int = DEFAULT_WORKERS,
-          max_concurrent: int = MAX_CONCURRENT) -> Listening:
+          max_concurrent: int = MAX_CONCURRENT, io_timeout: float = grpcopts.IO_TIMEOUT,
+          connection_age: float = grpcopts.CONNECTION_AGE) -> Listening:
     """Start the key provider on ``address`` (``unix:/path``, a path with ``/``, or ``host:port``; port 0
     picks one). TLS when ``cert`` and ``key`` are given; ``client_ca`` requires client certificates signed
     by it."""
@@ -121,8 +123,7 @@ def serve(provider: KeyProvider, address: str, *, cert: str | None = None, key: 
             require_client_auth=client_ca is not None)
     if "/" in address and not address.startswith(("unix:", "unix-abstract:")):
         address = "unix:" + address
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
-               ("grpc.so_reuseport", 0)]
+    options = grpcopts.server_options(MAX_MESSAGE, io_timeout=io_timeout, connection_age=connection_age)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyprovider"),
                          options=options, maximum_concurrent_rpcs=max_concurrent)
     servicer = KeyProviderServicer(provider, allow_wrap=allow_wrap)
