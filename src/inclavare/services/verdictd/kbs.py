@@ -35,7 +35,6 @@ from typing import Any, Protocol
 
 from inclavare.formats import strictjson
 from inclavare.formats.kbs import PROTOCOL_VERSION, SESSION_COOKIE, KbsFormatError, expected_report_data
-from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.kbs_evidence import (
     ERROR_TYPE_PREFIX,
     REAL_TEES,
