@@ -63,8 +63,8 @@ def _value(raw: str, where: str) -> bytes:
 
 
 def _keys(a: argparse.Namespace, encrypt: bool) -> Any:
+    from inclavare.formats import ocicrypt_jwe as jwe
     from inclavare.formats.ocicrypt import OcicryptError
-    from inclavare.services.imagecrypt import jwe
     from inclavare.services.imagecrypt.layout import DecryptConfig, EncryptConfig
     from inclavare.services.imagecrypt.provider import KeyProviderClient, load_config
 

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from inclavare.formats import ocicrypt as oc
+from inclavare.formats import ocicrypt_cipher as cipher
+from inclavare.formats import ocicrypt_jwe as jwe
 from inclavare.formats.ocicrypt import OcicryptError
-from inclavare.services.imagecrypt import cipher, jwe
 
 if TYPE_CHECKING:
     from inclavare.services.imagecrypt.provider import KeyProviderClient
