@@ -245,6 +245,13 @@ class SimRuntime(api.EnclaveRuntime):
 
     def _unseal(self) -> None:
         """pal_init, after the image is measured: open the image's sealed layers (none: nothing to do)."""
+        from inclavare.runtime.launch import SEALED_DIR
+
+        if self.kbs is None:  # nothing was prepared on the host, and nothing more can be imported now
+            if os.path.lexists("/" + SEALED_DIR):
+                raise api.PalError("pal_init", -errno.EACCES, f"the image has encrypted layers ({SEALED_DIR}) but "
+                                   f"the container names no key broker ({KBS_ENV})")
+            return
         from inclavare.enclave import unseal
         from inclavare.enclave.kbs_client import KbsClient, KbsClientError, quote_evidence
 
@@ -254,9 +261,8 @@ class SimRuntime(api.EnclaveRuntime):
                 return
             env = _env(self._spec)
             url, key = env.get(KBS_ENV), env.get(unseal.KBS_KEY_ENV)
-            if self.kbs is None or not url:
-                raise unseal.UnsealError(f"the image has {len(sealed)} encrypted layer(s) but the container names "
-                                         f"no key broker ({KBS_ENV})")
+            if not url:
+                raise unseal.UnsealError(f"the container names no key broker ({KBS_ENV})")
             if not key:
                 raise unseal.UnsealError(f"the image has encrypted layers: {unseal.KBS_KEY_ENV} must name the key's "
                                          "KBS resource (REPO/TYPE/TAG)")
