@@ -108,3 +108,21 @@ def test_unreachable_and_wrong_urls(tmp_path: Path, daemon: Daemon) -> None:
     with pytest.raises(KbsClientError, match=r"\(auth\): 401 "):
         KbsClient(f"http://127.0.0.1:{daemon.port('kbs')}", tee="csv", evidence=lambda rd: {}).attest()
 
+
+
+def test_one_connection_opened_beforehand(daemon: Daemon, tmp_path: Path) -> None:
+    """As the sim runtime does: the TCP connection is opened first (on the host), the whole exchange then runs
+    over it (keep-alive); a second connection cannot be had."""
+    from inclavare.enclave.kbs_client import PreConnected
+
+    rt, mrenclave = enclave(tmp_path)
+    owner(daemon, [mrenclave])
+    url = f"http://127.0.0.1:{daemon.port('kbs')}"
+    pre = PreConnected.open(url)
+    c = KbsClient(url, tee="sim", evidence=lambda rd: quote_evidence(rt.quote(rd)), connect=pre)
+    assert c.resource("owner/key/image") == SECRET
+    c.close()
+    with pytest.raises(KbsClientError, match="closed the connection opened before the container started"):
+        c.resource("owner/key/image")
+    with pytest.raises(KbsClientError, match=r"kbs http://127.0.0.1:1: cannot connect: Connection refused"):
+        PreConnected.open("http://127.0.0.1:1")

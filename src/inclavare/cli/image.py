@@ -6,6 +6,7 @@ podman read and write it), over OCI image layouts.
     inclavare-image decrypt --key jwe:PRIVKEY.pem|provider:NAME[:VALUE] [--key ...] [--layer N]... [--ref NAME]...
                             [--keyprovider-config FILE] [--json] SRC DST
     inclavare-image inspect [--json] SRC
+    inclavare-image seal [--ref NAME]... [--json] SRC DST
 
 SRC and DST are OCI image layout directories (``skopeo copy ... oci:DIR``); DST is a new path, or SRC itself
 to change the layout in place. ``--layer`` picks layers by index (0 the bottom one, -1 the top one; repeat it);
@@ -16,6 +17,10 @@ Keys, as skopeo's ``--encryption-key``/``--decryption-key`` (accepted as aliases
 ``provider:NAME[:VALUE]`` for a key provider named in ``--keyprovider-config`` or $OCICRYPT_KEYPROVIDER_CONFIG
 (verdictd: the key id when encrypting, an attestation token when decrypting). ``VALUE`` ``@FILE`` reads the
 value from FILE (a token does not belong on a command line).
+
+``seal`` needs no key: it wraps each encrypted layer, still encrypted, in a plain tar layer
+(``.inclavare/sealed/NNN/``) so that containerd, podman or docker unpack the image without decrypting it and only
+the enclave, after attesting to the owner's key broker, does (docs/encrypted-images.md).
 
 Exit status 0 done, 1 refused (a layer that does not verify, no key fits, a provider refusing; nothing is
 written), 2 a bad command line or key file.
@@ -50,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print one JSON object")
         s.add_argument("src", metavar="SRC", help="OCI image layout directory")
         s.add_argument("dst", metavar="DST", help="new directory, or SRC to change it in place")
+    s = sub.add_parser("seal", help="carry the encrypted layers as ciphertext inside plain layers, for enclaves")
+    s.add_argument("--ref", action="append", metavar="NAME", help="only the image with this ref name (repeat)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("src", metavar="SRC", help="OCI image layout directory")
+    s.add_argument("dst", metavar="DST", help="new directory, or SRC to change it in place")
     s = sub.add_parser("inspect", help="list the layers and how they are encrypted")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("src", metavar="SRC", help="OCI image layout directory")
@@ -63,8 +73,8 @@ def _value(raw: str, where: str) -> bytes:
 
 
 def _keys(a: argparse.Namespace, encrypt: bool) -> Any:
+    from inclavare.formats import ocicrypt_jwe as jwe
     from inclavare.formats.ocicrypt import OcicryptError
-    from inclavare.services.imagecrypt import jwe
     from inclavare.services.imagecrypt.layout import DecryptConfig, EncryptConfig
     from inclavare.services.imagecrypt.provider import KeyProviderClient, load_config
 
@@ -123,13 +133,20 @@ def _run(a: argparse.Namespace) -> int:
                  + (f" {r['cipher']} for {', '.join(r['wrappedFor'])}" if "cipher" in r else "") for r in rows]
         _print(a, {"layers": rows}, lines)
         return 0
-    config = _keys(a, a.command == "encrypt")
-    run = encrypt_layout if a.command == "encrypt" else decrypt_layout
-    results = run(a.src, a.dst, config, layers=a.layer, refs=a.ref)
+    if a.command == "seal":
+        from inclavare.services.imagecrypt.seal import seal_layout
+
+        results = seal_layout(a.src, a.dst, refs=a.ref)
+    else:
+        config = _keys(a, a.command == "encrypt")
+        run = encrypt_layout if a.command == "encrypt" else decrypt_layout
+        results = run(a.src, a.dst, config, layers=a.layer, refs=a.ref)
     lines = []
     for r in results:
         if r.action == "kept":
             lines.append(f"layer {r.index} of {r.manifest[:19]}: kept ({r.why})")
+        elif r.action == "sealed":
+            lines.append(f"layer {r.index} of {r.manifest[:19]}: sealed {r.digest} -> {r.new_digest}")
         else:
             lines.append(f"layer {r.index} of {r.manifest[:19]}: {r.action} {r.digest} -> {r.new_digest} "
                          f"({', '.join(r.wrappers)})")

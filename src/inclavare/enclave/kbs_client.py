@@ -12,9 +12,11 @@ zero padded; :mod:`inclavare.formats.kbs`) it returns the primary evidence JSON 
 base64}`` for sgx/tdx and our ``sim``). Secrets are returned, never stored.
 
 The transport is HTTPS verified against ``cafile`` (or the system's roots); plain ``http://`` only when the URL
-says so. Every read is bounded (``MAX_ANSWER``) and timed out; redirects are not followed; an answer of the
-wrong shape, a refusal ({"type","detail"} from the KBS) or a transport failure is one :class:`KbsClientError`
-line naming the URL and step.
+says so. One connection is kept for the whole exchange (HTTP/1.1 keep-alive, as Trustee's client does);
+``connect`` supplies it when the caller must open it elsewhere (an enclave runtime opens it before the
+container's network namespace applies, see :class:`PreConnected`). Every read is bounded (``MAX_ANSWER``) and
+timed out; redirects are not followed; an answer of the wrong shape, a refusal ({"type","detail"} from the
+KBS) or a transport failure is one :class:`KbsClientError` line naming the URL and step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Callable
@@ -35,6 +38,7 @@ MAX_ANSWER = 1 << 20  # bytes of one KBS answer (a JWE of a key or certificate i
 DEFAULT_TIMEOUT = 30.0
 
 Evidence = Callable[[bytes], dict[str, Any]]
+Connect = Callable[[], socket.socket]
 
 
 class KbsClientError(InclavareError):
@@ -69,7 +73,7 @@ class KbsClient:
     """One attestation session with a KBS (see the module docstring)."""
 
     def __init__(self, url: str, *, tee: str, evidence: Evidence, cafile: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, key_type: str = "EC") -> None:
+                 timeout: float = DEFAULT_TIMEOUT, key_type: str = "EC", connect: Connect | None = None) -> None:
         self.url = url.rstrip("/")
         self.scheme, self.host, self.port, base = _split_url(url)
         self.prefix = base + kbs.PREFIX
@@ -80,17 +84,34 @@ class KbsClient:
         self._key = _make_key(key_type)
         self.tee_pubkey = kbs_jwe.tee_pubkey(self._key)
         self._cookie: str | None = None
+        self._connect = connect
+        self._conn: http.client.HTTPConnection | None = None
         self.token: str | None = None
 
     # -- transport
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None, step: str) -> Any:
-        where = f"kbs {self.url}{path} ({step})"
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is not None:
+            return self._conn
         conn: http.client.HTTPConnection
         if self._tls is not None:
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._tls)
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        if self._connect is not None:
+            sock = self._connect()
+            sock.settimeout(self.timeout)
+            conn.sock = self._tls.wrap_socket(sock, server_hostname=self.host) if self._tls is not None else sock
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None, step: str) -> Any:
+        where = f"kbs {self.url}{path} ({step})"
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -99,19 +120,23 @@ class KbsClient:
         if self._cookie:
             headers["Cookie"] = f"{kbs.SESSION_COOKIE}={self._cookie}"
         try:
+            conn = self._connection()
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             length = resp.getheader("Content-Length")
             if length is not None and (not length.isdigit() or int(length) > MAX_ANSWER):
+                self.close()
                 raise KbsClientError(f"{where}: answer of {length[:20]} bytes, over the {MAX_ANSWER}-byte limit")
             raw = resp.read(MAX_ANSWER + 1)
             cookies = resp.msg.get_all("Set-Cookie") or []
+            if resp.will_close or len(raw) > MAX_ANSWER:
+                self.close()
         except ssl.SSLCertVerificationError as e:
+            self.close()
             raise KbsClientError(f"{where}: TLS certificate not trusted ({e.verify_message})") from None
         except (OSError, http.client.HTTPException) as e:
+            self.close()
             raise KbsClientError(f"{where}: {type(e).__name__}: {e}".rstrip(": ")) from None
-        finally:
-            conn.close()
         if len(raw) > MAX_ANSWER:
             raise KbsClientError(f"{where}: answer over the {MAX_ANSWER}-byte limit")
         for c in cookies:
@@ -166,6 +191,36 @@ class KbsClient:
             return kbs_jwe.open(self._key, answer)
         except KbsFormatError as e:
             raise KbsClientError(f"kbs {self.url}: resource {path}: {e}") from None
+
+
+class PreConnected:
+    """A :data:`Connect` that hands out one socket opened beforehand (e.g. on the host, before the container's
+    network namespace); a second connection cannot be made from where the client runs, so asking for one is an
+    error naming why."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock: socket.socket | None = sock
+
+    @classmethod
+    def open(cls, url: str, timeout: float = DEFAULT_TIMEOUT) -> PreConnected:
+        """Connect to the KBS at ``url`` now (TCP only; TLS is negotiated when the client first uses it)."""
+        _, host, port, _ = _split_url(url)
+        try:
+            return cls(socket.create_connection((host, port), timeout=timeout))
+        except OSError as e:
+            raise KbsClientError(f"kbs {url}: cannot connect: {e.strerror or e}") from None
+
+    def __call__(self) -> socket.socket:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            raise KbsClientError("the KBS closed the connection opened before the container started, and no "
+                                 "other can be opened from inside (keep-alive needed)")
+        return sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def _refusal(answer: Any, raw: bytes) -> str:

@@ -106,6 +106,20 @@ def load_config(bundle: str, need_process: bool = True) -> dict[str, Any]:
     return doc
 
 
+SEALED_DIR = ".inclavare/sealed"  # inclavare.formats.sealed_layer.SEALED_DIR (not imported: the plain path)
+
+
+def _refuse_sealed(rootfs: str) -> None:
+    """A plain container of an image whose layers are sealed (encrypted for an enclave) would run without its
+    encrypted files: refuse it, saying how to run it (one lstat on the plain path)."""
+    try:
+        fos.lstat(f"{rootfs}/{SEALED_DIR}")
+    except OSError:
+        return
+    raise ConfigError("root.path", f"{rootfs}: the image has encrypted layers ({SEALED_DIR}); only an enclave "
+                      "opens them: run it as an enclave container (ENCLAVE_TYPE, ENCLAVE_KBS_URL, ENCLAVE_KBS_KEY)")
+
+
 def _refuse_symlinked_root(bundle: str, root_path: str) -> None:
     """As runc: the root filesystem must not be reached through a symlink (a relative root.path below the
     bundle, an absolute one from /), or the container would run what the link points at, anywhere on the host.
@@ -185,6 +199,8 @@ def create(rt: Runtime, cid: str, bundle: str | None, *, pid_file: str | None = 
     if process.get("terminal") and console_socket is None and console_fd is None:
         raise ConfigError("process.terminal", "a terminal needs --console-socket (or `rune run` without --detach)")
     rootfs = fos.path.join(bundle, cfg["root"]["path"])
+    if executor is None:
+        _refuse_sealed(rootfs)
     mark("create: config loaded")
     rt.store.make(cid)
     state = st.State(cid)

@@ -11,6 +11,13 @@ simulated platform's per-host report key.
 Nothing here is protected: the host can read and change the "enclave" at will. What is real is the identity
 model (MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, attributes), so attestation policies carry over to hardware.
 
+Encrypted images (docs/encrypted-images.md): when the container names a key broker (``ENCLAVE_KBS_URL``, with
+``ENCLAVE_KBS_KEY`` the owner's key resource and optionally ``ENCLAVE_KBS_CA`` a CA file in the container),
+``load`` opens the connection to it and a private tmpfs on the host side, and ``pal_init`` -- after the image is
+measured -- attests with this enclave's quote, fetches the key and unseals the image's sealed layers into the
+private tree (:mod:`inclavare.enclave.unseal`). Payloads find the files at ``$ENCLAVE_DECRYPTED_DIR``
+(``/decrypted`` for WebAssembly, a ``/proc/self/fd`` path for native payloads).
+
 pal_init arguments (space separated; rune turns commas into spaces):
   image=PATH        the enclave image in the container (default /enclave/enclave.img)
   mrsigner=HEX      only run images signed by this MRSIGNER
@@ -30,16 +37,33 @@ from inclavare.errors import InclavareError
 
 DEFAULT_IMAGE = "/enclave/enclave.img"
 KBS_ENV = "ENCLAVE_KBS_URL"  # the owner's key broker, for enclaves that fetch secrets after attesting
+KBS_CA_ENV = "ENCLAVE_KBS_CA"
+DECRYPTED_ENV = "ENCLAVE_DECRYPTED_DIR"
+WASM_DECRYPTED = "/decrypted"
 _EXIT_SIGNALLED = 128
+
+
+def _env(spec: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for entry in (spec.get("process") or {}).get("env") or ():
+        name, sep, value = str(entry).partition("=")
+        if sep:
+            out[name] = value
+    return out
 
 
 def kbs_url(spec: dict[str, Any]) -> str | None:
     """The container's ``ENCLAVE_KBS_URL`` (its OCI process env), if it asks for one."""
-    for entry in (spec.get("process") or {}).get("env") or ():
-        name, sep, value = str(entry).partition("=")
-        if sep and name == KBS_ENV and value:
-            return value
-    return None
+    return _env(spec).get(KBS_ENV) or None
+
+
+def _host_id(container_id: int, mappings: list[dict[str, Any]] | None) -> int:
+    """The host id of a container uid/gid under the spec's user-namespace mappings (itself without any)."""
+    for m in mappings or ():
+        start, host, size = int(m.get("containerID", 0)), int(m.get("hostID", 0)), int(m.get("size", 0))
+        if start <= container_id < start + size:
+            return host + container_id - start
+    return container_id
 
 
 class SimRuntime(api.EnclaveRuntime):
@@ -50,8 +74,11 @@ class SimRuntime(api.EnclaveRuntime):
         self.key: Any = None
         self.image: Any = None
         self.quoting: Any = None
+        self.kbs: Any = None  # the connection to the key broker, opened on the host (enclave.kbs_client.PreConnected)
+        self.private: Any = None  # the private tree decrypted layers go to (enclave.privatefs.PrivateFs)
         self.wasm: Any = None
         self._spec: dict[str, Any] = {}
+        self._decrypted = False
         self._native: dict[int, int] = {}  # our pid -> host pid (they are the same number)
         self._wasm_pids: set[int] = set()
         self._lock = threading.Lock()
@@ -71,8 +98,9 @@ class SimRuntime(api.EnclaveRuntime):
 
         self._spec = spec
         self.key = ReportKey.load()  # the per-host platform key lives on the host
-        if kbs_url(spec):
-            self.open_quoting()
+        url = kbs_url(spec)
+        if url:
+            self._prepare_kbs(spec, url)
         try:
             from inclavare.enclave.runtimes.wasm import WasmRuntime
         except ImportError:  # wasmtime missing: native payloads still work
@@ -120,16 +148,21 @@ class SimRuntime(api.EnclaveRuntime):
             self.wasm.init(" ".join(rest), log_level)
         elif rest:
             raise api.PalError("pal_init", -errno.EINVAL, f"{rest[0]}: only for WebAssembly payloads")
+        self._unseal()
 
     def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
         if self.image is None:
             raise api.PalError("pal_create_process", -errno.EINVAL, "the enclave is not initialized")
+        if self._decrypted:
+            where = WASM_DECRYPTED if self.image.kind == "wasm" else self.private.path
+            env = [e for e in env if not e.startswith(DECRYPTED_ENV + "=")] + [f"{DECRYPTED_ENV}={where}"]
         if self.image.kind == "wasm":
             pid = self.wasm.create_process_from_module(self.image.payload, f"enclave:{path}", argv, env, stdio)
             with self._lock:
                 self._wasm_pids.add(pid)
             return int(pid)
-        pid = _spawn_native(self.image.payload, argv, env, stdio)
+        pid = _spawn_native(self.image.payload, argv, env, stdio,
+                            keep_fd=self.private.fd if self._decrypted else None)
         with self._lock:
             self._native[pid] = pid
         return pid
@@ -171,6 +204,10 @@ class SimRuntime(api.EnclaveRuntime):
         if self.wasm is not None:
             self.wasm.destroy()
         self.image = None
+        if self.private is not None:
+            self.private.close()
+            self.private = None
+            self._decrypted = False
 
     def get_local_report(self, targetinfo: bytes) -> bytes:
         if self.image is None:
@@ -184,6 +221,67 @@ class SimRuntime(api.EnclaveRuntime):
             raise api.PalError("pal_get_local_report", -errno.EINVAL, str(e)) from None
 
     # -- remote attestation from inside (the enclave's own KBS client uses it)
+
+    def _prepare_kbs(self, spec: dict[str, Any], url: str) -> None:
+        """Host side of an enclave that fetches secrets: the quoting enclave, the connection to the KBS (the
+        container's network namespace may have no route to it) and the private tree (mounting needs
+        CAP_SYS_ADMIN, which the container will not have)."""
+        from inclavare.enclave import unseal
+        from inclavare.enclave.kbs_client import PreConnected
+        from inclavare.enclave.privatefs import PrivateFs
+
+        unseal.preload()
+        self.open_quoting()
+        user = (spec.get("process") or {}).get("user") or {}
+        linux = spec.get("linux") or {}
+        uid = _host_id(int(user.get("uid", 0)), linux.get("uidMappings"))
+        gid = _host_id(int(user.get("gid", 0)), linux.get("gidMappings"))
+        self.kbs = PreConnected.open(url)
+        try:
+            self.private = PrivateFs.create(uid=uid, gid=gid)
+        except BaseException:
+            self.kbs.close()
+            raise
+
+    def _unseal(self) -> None:
+        """pal_init, after the image is measured: open the image's sealed layers (none: nothing to do)."""
+        from inclavare.runtime.launch import SEALED_DIR
+
+        if self.kbs is None:  # nothing was prepared on the host, and nothing more can be imported now
+            if os.path.lexists("/" + SEALED_DIR):
+                raise api.PalError("pal_init", -errno.EACCES, f"the image has encrypted layers ({SEALED_DIR}) but "
+                                   f"the container names no key broker ({KBS_ENV})")
+            return
+        from inclavare.enclave import unseal
+        from inclavare.enclave.kbs_client import KbsClient, KbsClientError, quote_evidence
+
+        try:
+            sealed = unseal.find_sealed("/")
+            if not sealed:
+                return
+            env = _env(self._spec)
+            url, key = env.get(KBS_ENV), env.get(unseal.KBS_KEY_ENV)
+            if not url:
+                raise unseal.UnsealError(f"the container names no key broker ({KBS_ENV})")
+            if not key:
+                raise unseal.UnsealError(f"the image has encrypted layers: {unseal.KBS_KEY_ENV} must name the key's "
+                                         "KBS resource (REPO/TYPE/TAG)")
+            client = KbsClient(url, tee="sim", evidence=lambda rd: quote_evidence(self.quote(rd)),
+                               cafile=env.get(KBS_CA_ENV) or None, connect=self.kbs)
+            try:
+                secret = client.resource(key)
+            finally:
+                client.close()
+            user = (self._spec.get("process") or {}).get("user") or {}
+            unseal.unseal(self.private, sealed, secret, uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)))
+        except (unseal.UnsealError, KbsClientError) as e:
+            raise api.PalError("pal_init", -errno.EACCES, str(e)) from None
+        finally:
+            if self.kbs is not None:
+                self.kbs.close()  # unused, or already closed by the client: one exchange per container
+        if self.wasm is not None:
+            self.wasm.extra_preopens = [(self.private.path, WASM_DECRYPTED)]
+        self._decrypted = True
 
     def open_quoting(self) -> None:
         """Load the simulated quoting enclave (host files: call before pivot_root). Only containers that attest
@@ -204,7 +302,8 @@ class SimRuntime(api.EnclaveRuntime):
             raise api.PalError("quote", -errno.EINVAL, str(e)) from None
 
 
-def _spawn_native(payload: bytes, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
+def _spawn_native(payload: bytes, argv: list[str], env: list[str], stdio: tuple[int, int, int],
+                  keep_fd: int | None = None) -> int:
     """Run the payload from a sealed memfd: the container cannot swap the measured bytes."""
     import fcntl
 
@@ -222,6 +321,8 @@ def _spawn_native(payload: bytes, argv: list[str], env: list[str], stdio: tuple[
                 for target, src in enumerate(stdio):
                     if src != target:
                         os.dup2(src, target)
+                if keep_fd is not None:  # the private tree: the payload reaches it at /proc/self/fd/N
+                    os.set_inheritable(keep_fd, True)
                 os.execve(fd, argv or ["enclave"], envd)  # fexecve: no /proc needed
             except BaseException as e:  # noqa: BLE001
                 os.write(2, f"sim: exec of the enclave payload failed: {e}\n".encode())

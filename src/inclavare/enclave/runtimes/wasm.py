@@ -221,6 +221,7 @@ class WasmRuntime(api.EnclaveRuntime):
         self._memory_limit = 0
         self._fuel = 0
         self._preopens: list[tuple[str, str]] = []
+        self.extra_preopens: list[tuple[str, str]] = []  # (host, guest) the embedding runtime adds (sim: decrypted)
         self._initialized = False
         self._modules: dict[tuple[Any, ...], bytes] = {}
         self._procs: dict[int, _Process] = {}
@@ -292,7 +293,7 @@ class WasmRuntime(api.EnclaveRuntime):
             if not sep or not key:
                 raise api.PalError(func, -errno.EINVAL, f"{path}: environment entry {entry!r} is not KEY=VALUE")
             pairs.append((key, value))
-        preopens = self._preopens or [("/", "/"), (os.getcwd(), ".")]
+        preopens = (self._preopens or [("/", "/"), (os.getcwd(), ".")]) + self.extra_preopens
         for host, _guest in preopens:
             if not os.path.isdir(host):
                 raise api.PalError(func, -errno.ENOENT, f"preopen={host}: no such directory in the container")

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from inclavare.formats import ocicrypt as oc
+from inclavare.formats import ocicrypt_cipher as cipher
+from inclavare.formats import ocicrypt_jwe as jwe
 from inclavare.formats.ocicrypt import OcicryptError
-from inclavare.services.imagecrypt import cipher, jwe
 
 if TYPE_CHECKING:
     from inclavare.services.imagecrypt.provider import KeyProviderClient
@@ -81,6 +82,7 @@ class LayerResult:
     new_digest: str = ""
     why: str = ""
     wrappers: list[str] = field(default_factory=list)
+    diff_id: str = ""  # the new layer's uncompressed digest, when it differs from the old one's (sealing)
 
     def as_dict(self) -> dict[str, Any]:
         d = {"manifest": self.manifest, "layer": self.index, "action": self.action, "mediaType": self.media_type,
@@ -214,6 +216,7 @@ def _walk(lay: _Layout, desc: dict[str, Any], where: str, fn: LayerFn, chosen: S
         raise OcicryptError(f"{where}.layers: missing")
     picked = _layer_indexes(chosen, len(layers), where)
     lay.keep.add(config["digest"])
+    first = len(results)
     new_layers = []
     for i, layer in enumerate(layers):
         lwhere = f"{where}.layers[{i}]"
@@ -229,8 +232,27 @@ def _walk(lay: _Layout, desc: dict[str, Any], where: str, fn: LayerFn, chosen: S
     if new_layers == layers:
         lay.keep.add(desc["digest"])
         return desc
-    digest, size = lay.put_document({**doc, "layers": new_layers})
+    new_doc = {**doc, "layers": new_layers}
+    diff_ids = {r.index: r.diff_id for r in results[first:] if r.diff_id}
+    if diff_ids:
+        new_doc["config"] = _with_diff_ids(lay, config, diff_ids, len(layers), f"{where}.config")
+    digest, size = lay.put_document(new_doc)
     return {**desc, "digest": digest, "size": size}
+
+
+def _with_diff_ids(lay: _Layout, config: dict[str, Any], diff_ids: dict[int, str], count: int,
+                   where: str) -> dict[str, Any]:
+    """The config descriptor after replacing ``rootfs.diff_ids`` entries (layer index -> new diff id)."""
+    doc = lay.read_document(config, where)
+    rootfs = doc.get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(rootfs, dict) or not isinstance(ids, list) or len(ids) != count:
+        raise OcicryptError(f"{where}: rootfs.diff_ids does not list the manifest's {count} layers")
+    ids = list(ids)
+    for i, d in diff_ids.items():
+        ids[i] = d
+    digest, size = lay.put_document({**doc, "rootfs": {**rootfs, "diff_ids": ids}})
+    return {**config, "digest": digest, "size": size}
 
 
 # --------------------------------------------------------------------------------------------------

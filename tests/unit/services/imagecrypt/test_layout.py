@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from inclavare.formats import ocicrypt as oc
+from inclavare.formats import ocicrypt_jwe as jwe
 from inclavare.formats.ocicrypt import OcicryptError
-from inclavare.services.imagecrypt import jwe
 from inclavare.services.imagecrypt.layout import (
     DecryptConfig,
     EncryptConfig,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from inclavare.formats import ocicrypt as oc
-from inclavare.services.imagecrypt import jwe
+from inclavare.formats import ocicrypt_jwe as jwe
 from inclavare.services.imagecrypt.layout import DecryptConfig, EncryptConfig, decrypt_layout, encrypt_layout
 from tests.unit.services.imagecrypt.helpers import blob, files_of, make_layout, manifests, put
 

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from inclavare.formats import ocicrypt as oc
+from inclavare.formats import ocicrypt_jwe as jwe
 from inclavare.formats.ocicrypt import OcicryptError
-from inclavare.services.imagecrypt import jwe
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "services" / "imagecrypt" / "data"  # skopeo outputs, shared
 OPTS = b'{"symkey":"AAAA","digest":"sha256:' + b"00" * 32 + b'","cipheroptions":{}}'
 
 

@@ -11,8 +11,8 @@ import io
 
 import pytest
 
+from inclavare.formats import ocicrypt_cipher as cipher
 from inclavare.formats.ocicrypt import CIPHER_AES256CTR, OcicryptError, PrivateOptions, PublicOptions
-from inclavare.services.imagecrypt import cipher
 
 # NIST SP 800-38A, F.5.5 CTR-AES256.Encrypt
 KEY = bytes.fromhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")

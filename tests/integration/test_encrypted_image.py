@@ -1,0 +1,189 @@
+"""Encrypted images end to end with rune: an image layer encrypted for the owner's key (ocicrypt jwe), sealed
+(`inclavare-image seal`), unpacked as any engine would (the ciphertext lands in the rootfs), run as a sim
+enclave container; the enclave attests to the real `verdictd`, gets the owner's key, decrypts the layer into
+its private tree and the payload prints the secret. Every denial fails `create` and leaves no plaintext."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import needs_busybox, needs_root
+from tests.integration.test_vd_daemon import Daemon, Env, world  # noqa: F401 (world: a fixture)
+from tests.unit.services.imagecrypt.helpers import LAYER_GZIP, LAYER_TAR, blob, make_layout, manifests
+
+pytestmark = [needs_root, needs_busybox]
+
+SECRET = b"the owner's secret: 42\n"
+KEY_PATH = "owner/key/image"
+CAT = ["sh", "-c", 'cat "$ENCLAVE_DECRYPTED_DIR/app/secret.txt"']
+
+
+@pytest.fixture(scope="module", params=["ec-tar", "rsa-gzip"])
+def owner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The owner's key pair and the sealed layer tar of an image encrypted to it (made off-cloud): an EC key and
+    an uncompressed layer, or an RSA key and a gzip layer (the other code paths inside the enclave)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from inclavare.formats import ocicrypt_jwe as jwe
+    from inclavare.services.imagecrypt.layout import EncryptConfig, encrypt_layout
+    from inclavare.services.imagecrypt.seal import seal_layout
+
+    d = tmp_path_factory.mktemp("owner")
+    rsa_gzip = request.param == "rsa-gzip"
+    key: Any = rsa.generate_private_key(65537, 2048) if rsa_gzip else ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    make_layout(d / "plain", [(LAYER_GZIP if rsa_gzip else LAYER_TAR, {"app/secret.txt": SECRET})])
+    encrypt_layout(str(d / "plain"), str(d / "enc"), EncryptConfig(jwe_recipients=[jwe.load_public_key(pub)]))
+    seal_layout(str(d / "enc"), str(d / "sealed"))
+    (layer,) = manifests(d / "sealed")[0]["layers"]
+    return {"private_pem": pem, "sealed_tar": blob(d / "sealed", layer["digest"])}
+
+
+def signed_image(payload: bytes, debug: bool = False) -> tuple[bytes, str]:
+    from inclavare.enclave import image
+    from tests.unit.sgx_helpers import rsa3072_e3_key
+
+    img = image.sign(image.build(payload, "native", image.EnclaveSettings(debug=debug)), rsa3072_e3_key(0))
+    return img, image.load(img).mrenclave.hex()
+
+
+BUSYBOX = Path("/bin/busybox").read_bytes() if os.path.exists("/bin/busybox") else b""
+
+
+@pytest.fixture
+def verdictd(world: Env, tmp_path: Path, owner: dict[str, Any]) -> Iterator[Daemon]:  # noqa: F811
+    d = Daemon(world, tmp_path / "vd-state")
+    try:
+        status, answer = d.admin("POST", f"/kbs/v0/resource/{KEY_PATH}", owner["private_pem"])
+        assert status == 200, answer
+        yield d
+    finally:
+        assert d.stop() == 0
+
+
+def refs(d: Daemon, *mrenclaves: str) -> None:
+    status, answer = d.admin("POST", "/kbs/v0/reference-value",
+                             {"name": "mrenclave", "values": list(mrenclaves), "provenance": "test"})
+    assert status == 200, answer
+
+
+def bundle(make_bundle: Any, owner: dict[str, Any], img: bytes | None, url: str | None,
+           key: str | None = KEY_PATH) -> str:
+    def edit(cfg: dict[str, Any]) -> None:
+        env = cfg["process"]["env"]
+        if img is not None:
+            env += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:sim"]
+        if url:
+            env.append(f"ENCLAVE_KBS_URL={url}")
+        if key:
+            env.append(f"ENCLAVE_KBS_KEY={key}")
+
+    b = make_bundle(CAT, edit=edit)
+    rootfs = Path(b) / "rootfs"
+    with tarfile.open(fileobj=io.BytesIO(owner["sealed_tar"])) as t:  # what containerd/podman unpack does
+        t.extractall(rootfs)
+    if img is not None:
+        (rootfs / "enclave").mkdir(exist_ok=True)
+        (rootfs / "enclave" / "enclave.img").write_bytes(img)
+    return str(b)
+
+
+def files(b: str) -> dict[str, int]:
+    return {str(p): p.lstat().st_size for p in Path(b).rglob("*") if not p.is_dir()}
+
+
+def no_plaintext_left(b: str, before: dict[str, int]) -> None:
+    """Nothing was written into the bundle (the rootfs holds what the engine unpacked, and no more), and the
+    secret is nowhere in it."""
+    assert files(b) == before
+    found = subprocess.run(["grep", "-rl", SECRET.decode().strip(), b], capture_output=True, text=True).stdout
+    assert found == "", f"plaintext on disk: {found}"
+
+
+def run(rune: Any, cid: str, b: str, world: Env) -> subprocess.CompletedProcess[str]:  # noqa: F811
+    return rune.run("run", "--bundle", b, cid, env={**os.environ, "INCLAVARE_SIM_STATE_DIR": world.sim_dir})
+
+
+def url_of(d: Daemon) -> str:
+    return f"http://127.0.0.1:{d.port('kbs')}"
+
+
+def test_the_measured_enclave_prints_the_secret(rune, cid, make_bundle, owner, verdictd, world):  # noqa: F811
+    img, mr = signed_image(BUSYBOX)
+    refs(verdictd, mr)
+    b = bundle(make_bundle, owner, img, url_of(verdictd))
+    mounts = open("/proc/self/mountinfo").read().count("\n")
+    before = files(b)
+    p = run(rune, cid, b, world)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.encode() == SECRET
+    no_plaintext_left(b, before)
+    assert open("/proc/self/mountinfo").read().count("\n") == mounts  # the private tree was mounted nowhere
+    assert (Path(b) / "rootfs/.inclavare/sealed/000/layer.enc").exists()  # the host only ever had ciphertext
+
+
+@pytest.mark.parametrize("case", ["other enclave", "debug enclave", "revoked", "kbs down", "no key named",
+                                  "wrong key"])
+def test_denials_fail_create_and_leave_nothing(rune, cid, make_bundle, owner, verdictd, world, case):  # noqa: F811
+    img, mr = signed_image(BUSYBOX)
+    url, key = url_of(verdictd), KEY_PATH
+    expect = ""
+    if case == "other enclave":
+        other, _ = signed_image(BUSYBOX + b"\0changed")
+        refs(verdictd, mr)
+        img, expect = other, "403 PolicyDeny"
+    elif case == "debug enclave":
+        img, dmr = signed_image(BUSYBOX, debug=True)
+        refs(verdictd, mr, dmr)
+        expect = "debug"
+    elif case == "revoked":
+        refs(verdictd, "00" * 32)  # the owner replaced the reference value
+        expect = "is not a reference value"
+    elif case == "kbs down":
+        url, expect = "http://127.0.0.1:1", "cannot connect"
+    elif case == "no key named":
+        refs(verdictd, mr)
+        key, expect = None, "ENCLAVE_KBS_KEY must name"
+    elif case == "wrong key":
+        refs(verdictd, mr)
+        other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        assert verdictd.admin("POST", "/kbs/v0/resource/owner/key/other", other)[0] == 200
+        key, expect = "owner/key/other", "does not open it"
+    b = bundle(make_bundle, owner, img, url, key)
+    before = files(b)
+    p = run(rune, cid, b, world)
+    assert p.returncode != 0 and p.stdout == "", (p.stdout, p.stderr)
+    assert expect in p.stderr, p.stderr
+    assert len([x for x in p.stderr.splitlines() if not x.startswith("rune: warning")]) == 1, p.stderr
+    no_plaintext_left(b, before)
+    assert rune.run("state", cid).returncode != 0  # nothing left behind
+
+
+def test_a_plain_container_of_a_sealed_image_is_refused(rune, cid, make_bundle, owner, world):  # noqa: F811
+    b = bundle(make_bundle, owner, None, None, None)
+    p = run(rune, cid, b, world)
+    assert p.returncode != 0 and "the image has encrypted layers (.inclavare/sealed)" in p.stderr, p.stderr
+    assert "ENCLAVE_TYPE" in p.stderr
+
+
+def test_seal_cli(tmp_path: Path, owner: dict[str, Any]) -> None:
+    """`inclavare-image seal` as a program: refuses a plain image with one line and exit 1."""
+    make_layout(tmp_path / "plain")
+    p = subprocess.run([sys.executable, "-m", "inclavare.cli.image", "seal", str(tmp_path / "plain"),
+                        str(tmp_path / "out")], capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.startswith("inclavare-image: ") and "no encrypted layer" in p.stderr
+    assert not (tmp_path / "out").exists()
