@@ -421,3 +421,23 @@ def test_grpc_key_provider(world: Env, tmp_path: Path) -> None:
         assert "attestation token" in e.value.details()  # type: ignore[attr-defined]
     finally:
         assert d.stop() == 0
+
+
+def test_eaa_resources_obey_the_resource_policy(daemon: Daemon, world: Env) -> None:
+    """A KBS resource fetched over EAA gets the KBS's resource decision: the owner's per-path policy is not
+    bypassed by the other protocol."""
+    from inclavare.ratls.attesters import sim_attester_identity
+    from inclavare.services.verdictd.eaa_client import EaaClient
+    from inclavare.services.verdictd.errors import VerdictdError
+
+    setup_owner(daemon, [sim_attester_identity().mrenclave.hex()])
+    with EaaClient(eaa_config(world), daemon.addresses["eaa"], timeout=TIMEOUT).connect() as c:
+        assert c.get_resource("owner/key/one") == b"the owner's secret"
+    only_affirming = ("package policy\nimport rego.v1\ndefault allow := false\n"
+                      "allow if {\n  some s in input.submods\n  s[\"ear.status\"] == \"affirming\"\n}\n")
+    status, answer = daemon.admin("POST", "/kbs/v0/resource-policy",
+                                  {"policy": base64.urlsafe_b64encode(only_affirming.encode()).decode().rstrip("=")})
+    assert status == 200, answer
+    with EaaClient(eaa_config(world), daemon.addresses["eaa"], timeout=TIMEOUT).connect() as c:
+        with pytest.raises(VerdictdError, match="the resource policy denies it"):
+            c.get_resource("owner/key/one")  # sim evidence is "warning" at best

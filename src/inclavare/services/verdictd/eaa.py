@@ -26,7 +26,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -200,6 +200,26 @@ class EaaServer:
             raise AttestationError(f"refused by the appraisal policy: {why}")
         return True
 
+    def _resource_check(self, peer: Any) -> Callable[[str], bool] | None:
+        """For an attested client: whether the owner's resource policy lets it have the KBS resource at a path
+        (the same decision the KBS makes for that path), judged with the tier its appraisal gave. None when the
+        appraiser has no resource policy (a test double)."""
+        appraiser = self._appraiser
+        policy = getattr(appraiser, "allow_resource", None)
+        if appraiser is None or policy is None:
+            return None
+        tier: list[str] = []
+
+        def allowed(path: str) -> bool:
+            if not tier:  # once per connection: the appraisal's tier for the policy input
+                decision = appraiser.appraise(peer.tee or "", dict(peer.claims), peer.tcb_status)
+                tier.append(str(getattr(decision, "tier", "none")))
+            grant = {**dict(peer.claims), "tee": peer.tee, "tcb_status": peer.tcb_status, "tier": tier[0]}
+            return bool(policy({**grant, "plugin": "resource", "resource-path": path.split("/"), "resource": path,
+                                "query": {}}))
+
+        return allowed
+
     # -- serving (the generic part, concurrency, deadlines and the cap, is inclavare.ratls.server's)
 
     def start(self, sock: socket.socket) -> threading.Thread:
@@ -223,7 +243,8 @@ class EaaServer:
         who = _describe(peer, conn.address)
         log.info("EAA client %s connected (%s)", conn.address, who.get("tee") or "not attested")
         session = EaaSession(self._keys, self._resources, attested=attested, peer=who, audit=self._audit,
-                             max_request=self.limits.max_request)
+                             max_request=self.limits.max_request,
+                             resource_policy=self._resource_check(peer) if attested else None)
         for _ in range(self.limits.max_requests):
             try:
                 request = conn.receive_message()

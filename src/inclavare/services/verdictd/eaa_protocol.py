@@ -180,8 +180,9 @@ class EaaSession:
 
     def __init__(self, keys: KeyStore, resources: ResourceStore | None = None, *, attested: bool = True,
                  peer: Mapping[str, Any] | None = None, audit: Audit | None = None,
-                 max_request: int = MAX_REQUEST) -> None:
+                 max_request: int = MAX_REQUEST, resource_policy: Callable[[str], bool] | None = None) -> None:
         self._keys = keys
+        self._resource_policy = resource_policy
         self._max_request = max_request
         self._resources = resources
         self.attested = attested
@@ -286,6 +287,8 @@ class EaaSession:
         name = request.get("name")
         if not isinstance(name, str) or not self._known_resource(name):
             raise _Fail("file name error")
+        if is_path(name) and self._resource_policy is not None and not self._resource_policy(name):
+            raise _Fail(f"Can't fetch {name}: the resource policy denies it")
         content = self._lookup(name)
         if content is None:
             raise _Fail(f"Can't fetch {name}: not found")
@@ -302,6 +305,9 @@ class EaaSession:
     def _resource(self, name: str) -> bytes:
         if not self.attested:
             return base64.b64encode(fail("the client is not attested (mutual attestation is off): no resources"))
+        if is_path(name) and self._resource_policy is not None and not self._resource_policy(name):
+            self._record("eaa.resource", {"name": name, "outcome": "denied"})
+            return base64.b64encode(fail(f"Can't fetch {name}: the resource policy denies it"))
         content = self._lookup(name)
         if content is None:
             return base64.b64encode(fail(f"Can't fetch {name}: not found"))
