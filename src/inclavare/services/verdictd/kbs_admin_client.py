@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import base64
 import http.client
-import ipaddress
 import json
 import socket
 import ssl
 import urllib.parse
 from typing import Any
 
+from inclavare.services.netaddr import is_loopback
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.kbs_evidence import ERROR_TYPE_PREFIX
 
 API_PATH = "/kbs/v0"
 MAX_ANSWER = 16 << 20  # every reference value entry at its largest fits well inside
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
@@ -70,7 +61,7 @@ class KbsAdminClient:
             raise VerdictdError(f"KBS URL {url!r}: give https://HOST[:PORT] (http:// only for a loopback host)")
         if split.username is not None or split.query or split.fragment:
             raise VerdictdError(f"KBS URL {url!r}: no user, query or fragment")
-        if split.scheme == "http" and not _loopback(split.hostname):
+        if split.scheme == "http" and not is_loopback(split.hostname):
             raise VerdictdError(f"KBS URL {url!r}: plain http:// only to a loopback host (the admin token would "
                                 "cross the network in clear); use https://")
         if split.scheme == "http" and (cacert is not None or server_name is not None):
