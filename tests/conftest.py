@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,20 @@ def is_root() -> bool:
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (namespaces, mounts, cgroups)")
 needs_busybox = pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A program's main() run in-process sets up the ``inclavare`` logger with a handler on the sys.stderr of
+    that moment (pytest's capture of that test). Put the loggers back after each test: a later test's log
+    records must not go to a closed capture stream ("--- Logging error ---" in that test's stderr)."""
+    loggers = (logging.getLogger(), logging.getLogger("inclavare"))
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 @pytest.fixture(scope="session")

@@ -438,6 +438,6 @@ def test_eaa_resources_obey_the_resource_policy(daemon: Daemon, world: Env) -> N
     status, answer = daemon.admin("POST", "/kbs/v0/resource-policy",
                                   {"policy": base64.urlsafe_b64encode(only_affirming.encode()).decode().rstrip("=")})
     assert status == 200, answer
-    with EaaClient(eaa_config(world), daemon.addresses["eaa"], timeout=TIMEOUT).connect() as c:
-        with pytest.raises(VerdictdError, match="the resource policy denies it"):
-            c.get_resource("owner/key/one")  # sim evidence is "warning" at best
+    with (EaaClient(eaa_config(world), daemon.addresses["eaa"], timeout=TIMEOUT).connect() as c,
+          pytest.raises(VerdictdError, match="the resource policy denies it")):
+        c.get_resource("owner/key/one")  # sim evidence is "warning" at best

@@ -76,6 +76,8 @@ def compute_q1_q2(signature_le: bytes, modulus_le: bytes) -> tuple[bytes, bytes]
     s, n = _from_le(signature_le), _from_le(modulus_le)
     if n == 0:
         raise SigningError("SIGSTRUCT: the modulus is zero")
+    if s >= n:
+        raise SigningError("SIGSTRUCT: the signature is not below the modulus (another key made it)")
     q1 = s * s // n
     q2 = (s * s * s - q1 * s * n) // n
     return _le(q1), _le(q2)
@@ -231,10 +233,10 @@ def assemble(material: bytes, signature: bytes, public_key: bytes | str | RSAPub
         raise SigningError(f"signing material: {e}") from None
     if template.exponent not in (0, SIGSTRUCT_EXPONENT):
         raise SigningError(f"signing material: EXPONENT={template.exponent}")
-    out = _complete(template, pub.public_numbers().n, bytes(signature))
     try:
+        out = _complete(template, pub.public_numbers().n, bytes(signature))
         verify(out)
-    except SigstructVerifyError as e:
+    except (SigningError, SigstructVerifyError) as e:
         raise SigningError(f"remote signature does not match the signing material or key: {e}") from None
     return out
 

@@ -107,6 +107,16 @@ def test_native_payload_pages_are_executable(key: Any) -> None:
     assert payload[0].secinfo_flags == 0x205 and img.kind == "native"
 
 
+def test_a_signature_above_the_other_keys_modulus_is_refused_cleanly(key: Any) -> None:
+    """A remote signature made by another key may be numerically above this key's modulus (Q1 would not fit in
+    384 bytes): refused as a mismatch, never an arithmetic error. All-ones is above every 3072-bit modulus."""
+    unsigned = image.build(WASM, "wasm", SETTINGS, date=DAY)
+    with pytest.raises(EnclaveImageError, match="signing: remote signature does not match.*not below the modulus"):
+        image.assemble(unsigned, b"\xff" * 384, public_pem(key))
+    with pytest.raises(signing.SigningError, match="not below the modulus"):
+        signing.compute_q1_q2(b"\xff" * 384, b"\x01" + b"\x00" * 382 + b"\x80")
+
+
 def test_server_side_signing_gives_the_same_image(key: Any, signed: bytes) -> None:
     unsigned = image.build(WASM, "wasm", SETTINGS, date=DAY)
     material = unsigned.signing_material()
