@@ -46,6 +46,7 @@ needs_podman = pytest.mark.skipif(not (shutil.which("podman") and shutil.which("
 
 NAME = "localhost/encrypted:1"
 WASM_NAME = "localhost/encrypted-wasm:1"
+UNSEALED_NAME = "localhost/encrypted-unsealed:1"
 NAMESPACE = "inclavare-enc"
 RUNE_SHIM = "io.containerd.rune.v2"
 RUNC_SHIM = "io.containerd.runc.v2"
@@ -121,7 +122,7 @@ def owner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     img, mr = signed_image(BUSYBOX)
     out: dict[str, Any] = {"private_pem": pem, "mr": mr,
                            "sealed": sealed_image(d / "native", NAME, img, pub),
-                           "encrypted": sealed_image(d / "native-enc", NAME, img, pub, seal=False)}
+                           "encrypted": sealed_image(d / "native-enc", UNSEALED_NAME, img, pub, seal=False)}
     (out["encrypted_layer"],) = [x["digest"] for x in manifests(d / "native-enc" / "enc")[0]["layers"]
                                  if x["mediaType"].endswith("+encrypted")]
     wasmtime = pytest.importorskip("wasmtime", reason="wasmtime (Python) is not installed")
@@ -265,6 +266,16 @@ def test_ctr_runc_shim_with_rune_and_no_enclave_is_refused(ctr: Ctr, rune_bin: s
     assert p.returncode != 0 and p.stdout == "", p
     assert "the image has encrypted layers (.inclavare/sealed)" in p.stderr and "ENCLAVE_TYPE" in p.stderr, p.stderr
     gone(ctr, cid)
+
+
+@needs_containerd
+def test_ctr_refuses_to_unpack_an_encrypted_image_that_is_not_sealed(ctr: Ctr, owner: dict[str, Any]) -> None:
+    """containerd unpacks layers on the host: an ocicrypt layer needs imgcrypt's stream processor there (and
+    the key on the host). Without one, the import fails naming the encrypted media type: seal the image."""
+    p = ctr.c.ctr("images", "import", owner["encrypted"], check=False, timeout=120)
+    assert p.returncode != 0, p
+    (error,) = [x for x in errors(p.stderr) if x.startswith("ctr: ")]
+    assert "failed to extract layer" in error and "application/vnd.oci.image.layer.v1.tar+encrypted" in error, error
 
 
 @needs_containerd
