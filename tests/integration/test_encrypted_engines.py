@@ -125,8 +125,12 @@ def owner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                            "encrypted": sealed_image(d / "native-enc", UNSEALED_NAME, img, pub, seal=False)}
     (out["encrypted_layer"],) = [x["digest"] for x in manifests(d / "native-enc" / "enc")[0]["layers"]
                                  if x["mediaType"].endswith("+encrypted")]
-    wasmtime = pytest.importorskip("wasmtime", reason="wasmtime (Python) is not installed")
-    wimg, wmr = signed_image(wasmtime.wat2wasm(CAT_WAT), kind="wasm")
+    out["wasm"] = out["wasm_mr"] = None
+    try:
+        import wasmtime
+    except ImportError:  # the wasm test skips
+        return out
+    wimg, wmr = signed_image(bytes(wasmtime.wat2wasm(CAT_WAT)), kind="wasm")
     out["wasm"], out["wasm_mr"] = sealed_image(d / "wasm", WASM_NAME, wimg, pub, cmd=("cat-secret",)), wmr
     return out
 
@@ -173,7 +177,8 @@ def ctrd(tmp_path_factory: pytest.TempPathFactory, owner: dict[str, Any], world:
         except ContainerdError as e:
             pytest.skip(f"private containerd does not start here: {e}")
         assert NAME in c.import_image(owner["sealed"])
-        assert WASM_NAME in c.import_image(owner["wasm"])
+        if owner["wasm"]:
+            assert WASM_NAME in c.import_image(owner["wasm"])
         yield c
     finally:
         c.purge()
@@ -281,7 +286,8 @@ def test_ctr_refuses_to_unpack_an_encrypted_image_that_is_not_sealed(ctr: Ctr, o
 @needs_containerd
 def test_ctr_wasm_payload_reads_its_secret_through_the_preopen(ctr: Ctr, vd: Daemon,
                                                                 owner: dict[str, Any]) -> None:
-    pytest.importorskip("wasmtime", reason="wasmtime (Python) is not installed")
+    if not owner["wasm"]:
+        pytest.skip("wasmtime (Python) is not installed")
     refs(vd, owner["wasm_mr"])
     cid, p = ctr.run(["--runtime", RUNE_SHIM], enclave_env(url_of(vd)), image=WASM_NAME)
     assert (p.returncode, p.stdout) == (0, SECRET.decode()), p
