@@ -168,9 +168,11 @@ def ctrd(tmp_path_factory: pytest.TempPathFactory, owner: dict[str, Any], world:
     base = tmp_path_factory.mktemp("enc-ctrd")
     c = PrivateContainerd(str(base / "c"), namespace=NAMESPACE)
     os.makedirs(c.bin_dir, exist_ok=True)
-    # the shim's sim enclaves quote with the platform verdictd trusts (world.sim_dir)
+    # the shim's sim enclaves quote with the platform verdictd trusts (world.sim_dir); its state under c.base,
+    # searched for the secret with containerd's
     write_shim_launcher(os.path.join(c.bin_dir, "containerd-shim-rune-v2"),
-                        env={"RUNE_SHIM_ROOT": str(base / "rune-shim-root"), "INCLAVARE_SIM_STATE_DIR": world.sim_dir})
+                        env={"RUNE_SHIM_ROOT": os.path.join(c.base, "rune-shim-root"),
+                             "INCLAVARE_SIM_STATE_DIR": world.sim_dir})
     try:
         try:
             c.start()
@@ -407,8 +409,9 @@ def test_cri_pod_container_logs_the_secret(cri_ctrd: Any, vd: Daemon, owner: dic
     finally:
         env.cleanup()
         env.cri.close()
-    # the pod's log holds the secret (the app printed it); containerd's content store and snapshots do not
-    assert secret_in(cri_ctrd.root) == [] and secret_in(cri_ctrd.state) == []
+    # the pod's log holds the secret (the app printed it); containerd's content store, snapshots and task
+    # bundles and the shim's state do not
+    assert [secret_in(d) for d in (cri_ctrd.root, cri_ctrd.state, cri_ctrd.rune_shim_root)] == [[], [], []]
 
 
 # ---------------------------------------------------------------------------- podman
