@@ -123,6 +123,7 @@ def owner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out: dict[str, Any] = {"private_pem": pem, "mr": mr,
                            "sealed": sealed_image(d / "native", NAME, img, pub),
                            "encrypted": sealed_image(d / "native-enc", UNSEALED_NAME, img, pub, seal=False)}
+    assert secret_in(str(d / "native" / "plain")), "the search for the secret finds it where it is plain"
     (out["encrypted_layer"],) = [x["digest"] for x in manifests(d / "native-enc" / "enc")[0]["layers"]
                                  if x["mediaType"].endswith("+encrypted")]
     out["wasm"] = out["wasm_mr"] = None
