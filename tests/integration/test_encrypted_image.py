@@ -19,32 +19,34 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import needs_busybox, needs_root
+from tests.integration.encrypted_rig import (
+    BUSYBOX,
+    CAT,
+    KEY_PATH,
+    SECRET,
+    owner_key,
+    refs,
+    signed_image,
+    start_verdictd,
+    url_of,
+)
 from tests.integration.test_vd_daemon import Daemon, Env, world  # noqa: F401 (world: a fixture)
 from tests.unit.services.imagecrypt.helpers import LAYER_GZIP, LAYER_TAR, blob, make_layout, manifests
 
 pytestmark = [needs_root, needs_busybox]
-
-SECRET = b"the owner's secret: 42\n"
-KEY_PATH = "owner/key/image"
-CAT = ["sh", "-c", 'cat "$ENCLAVE_DECRYPTED_DIR/app/secret.txt"']
 
 
 @pytest.fixture(scope="module", params=["ec-tar", "rsa-gzip"])
 def owner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The owner's key pair and the sealed layer tar of an image encrypted to it (made off-cloud): an EC key and
     an uncompressed layer, or an RSA key and a gzip layer (the other code paths inside the enclave)."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     from inclavare.formats import ocicrypt_jwe as jwe
     from inclavare.services.imagecrypt.layout import EncryptConfig, encrypt_layout
     from inclavare.services.imagecrypt.seal import seal_layout
 
     d = tmp_path_factory.mktemp("owner")
     rsa_gzip = request.param == "rsa-gzip"
-    key: Any = rsa.generate_private_key(65537, 2048) if rsa_gzip else ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem, pub = owner_key(rsa_gzip)
     make_layout(d / "plain", [(LAYER_GZIP if rsa_gzip else LAYER_TAR, {"app/secret.txt": SECRET})])
     encrypt_layout(str(d / "plain"), str(d / "enc"), EncryptConfig(jwe_recipients=[jwe.load_public_key(pub)]))
     seal_layout(str(d / "enc"), str(d / "sealed"))
@@ -52,32 +54,13 @@ def owner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     return {"private_pem": pem, "sealed_tar": blob(d / "sealed", layer["digest"])}
 
 
-def signed_image(payload: bytes, debug: bool = False) -> tuple[bytes, str]:
-    from inclavare.enclave import image
-    from tests.unit.sgx_helpers import rsa3072_e3_key
-
-    img = image.sign(image.build(payload, "native", image.EnclaveSettings(debug=debug)), rsa3072_e3_key(0))
-    return img, image.load(img).mrenclave.hex()
-
-
-BUSYBOX = Path("/bin/busybox").read_bytes() if os.path.exists("/bin/busybox") else b""
-
-
 @pytest.fixture
 def verdictd(world: Env, tmp_path: Path, owner: dict[str, Any]) -> Iterator[Daemon]:  # noqa: F811
-    d = Daemon(world, tmp_path / "vd-state")
+    d = start_verdictd(world, tmp_path / "vd-state", owner["private_pem"])
     try:
-        status, answer = d.admin("POST", f"/kbs/v0/resource/{KEY_PATH}", owner["private_pem"])
-        assert status == 200, answer
         yield d
     finally:
         assert d.stop() == 0
-
-
-def refs(d: Daemon, *mrenclaves: str) -> None:
-    status, answer = d.admin("POST", "/kbs/v0/reference-value",
-                             {"name": "mrenclave", "values": list(mrenclaves), "provenance": "test"})
-    assert status == 200, answer
 
 
 def bundle(make_bundle: Any, owner: dict[str, Any], img: bytes | None, url: str | None,
@@ -115,10 +98,6 @@ def no_plaintext_left(b: str, before: dict[str, int]) -> None:
 
 def run(rune: Any, cid: str, b: str, world: Env) -> subprocess.CompletedProcess[str]:  # noqa: F811
     return rune.run("run", "--bundle", b, cid, env={**os.environ, "INCLAVARE_SIM_STATE_DIR": world.sim_dir})
-
-
-def url_of(d: Daemon) -> str:
-    return f"http://127.0.0.1:{d.port('kbs')}"
 
 
 def test_the_measured_enclave_prints_the_secret(rune, cid, make_bundle, owner, verdictd, world):  # noqa: F811

@@ -134,7 +134,19 @@ class KbsClient:
         except ssl.SSLCertVerificationError as e:
             self.close()
             raise KbsClientError(f"{where}: TLS certificate not trusted ({e.verify_message})") from None
-        except (OSError, http.client.HTTPException) as e:
+        except http.client.RemoteDisconnected:  # before OSError: it is a ConnectionResetError too
+            self.close()
+            raise KbsClientError(f"{where}: the key broker closed the connection without answering") from None
+        except ssl.SSLError as e:
+            self.close()
+            raise KbsClientError(f"{where}: TLS failed: {e.reason or e}") from None
+        except TimeoutError:
+            self.close()
+            raise KbsClientError(f"{where}: the key broker did not answer in time") from None
+        except OSError as e:  # a broker killed mid-exchange: its kernel resets the connection
+            self.close()
+            raise KbsClientError(f"{where}: the connection to the key broker was lost: {e.strerror or e}") from None
+        except http.client.HTTPException as e:
             self.close()
             raise KbsClientError(f"{where}: {type(e).__name__}: {e}".rstrip(": ")) from None
         if len(raw) > MAX_ANSWER:

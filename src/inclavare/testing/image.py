@@ -24,7 +24,7 @@ DEFAULT_NAME = "localhost/busybox:latest"
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
-def _tar_tree(root: str) -> bytes:
+def tar_tree(root: str) -> bytes:
     """An uncompressed, reproducible tar of ``root`` (paths relative, no ./ prefix)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -75,14 +75,51 @@ def build_layout_tar(out_tar: str, rootfs: str, name: str, *, cmd: tuple[str, ..
                      entrypoint: tuple[str, ...] = (), created_by: str = "inclavare.testing.image") -> str:
     """Write an OCI image layout tar of a one-layer image called ``name`` whose layer is the tree ``rootfs``;
     returns its path. The layer and every JSON document are reproducible (see the module's docstring)."""
+    blobs, index = _image(name, [(tar_tree(rootfs), True)], cmd=cmd, entrypoint=entrypoint, created_by=created_by)
+    return _write_tar(out_tar, index, blobs)
+
+
+def write_layout(out_dir: str, name: str, layers: list[tuple[bytes, bool]], *, cmd: tuple[str, ...] = (),
+                 entrypoint: tuple[str, ...] = (), created_by: str = "inclavare.testing.image") -> str:
+    """Write an OCI image layout *directory* (``oci:DIR``, what ``inclavare-image`` and skopeo take) holding one
+    image called ``name``; ``layers`` are (uncompressed layer tar, gzip it?) bottom first. Returns ``out_dir``."""
+    blobs, index = _image(name, layers, cmd=cmd, entrypoint=entrypoint, created_by=created_by)
+    os.makedirs(os.path.join(out_dir, "blobs", "sha256"), exist_ok=True)
+    for path, data in _files(index, blobs):
+        with open(os.path.join(out_dir, path), "wb") as f:
+            f.write(data)
+    return out_dir
+
+
+def pack_layout(layout_dir: str, out_tar: str) -> str:
+    """Write the OCI image layout directory ``layout_dir`` as a tar (an OCI archive: what `ctr image import` and
+    `podman load` take); returns ``out_tar``."""
+    with open(os.path.join(layout_dir, "index.json"), "rb") as f:
+        index = json.loads(f.read())
+    blobs = {}
+    blob_dir = os.path.join(layout_dir, "blobs", "sha256")
+    for hexd in sorted(os.listdir(blob_dir)):
+        with open(os.path.join(blob_dir, hexd), "rb") as f:
+            blobs["sha256:" + hexd] = f.read()
+    return _write_tar(out_tar, index, blobs)
+
+
+def _image(name: str, layers: list[tuple[bytes, bool]], *, cmd: tuple[str, ...], entrypoint: tuple[str, ...],
+           created_by: str) -> tuple[dict[str, bytes], dict[str, object]]:
+    """The blobs and the index of an image called ``name`` made of ``layers`` ((tar, gzip it?), bottom first)."""
     arch = _ARCH.get(platform.machine(), platform.machine())
     blobs: dict[str, bytes] = {}
-    layer_tar = _tar_tree(rootfs)
-    diff_id = "sha256:" + hashlib.sha256(layer_tar).hexdigest()
-    gz = io.BytesIO()
-    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0) as g:
-        g.write(layer_tar)
-    layer_digest, layer_size = _blob(blobs, gz.getvalue())
+    diff_ids, descriptors = [], []
+    for layer_tar, compress in layers:
+        diff_ids.append("sha256:" + hashlib.sha256(layer_tar).hexdigest())
+        data, media = layer_tar, "application/vnd.oci.image.layer.v1.tar"
+        if compress:
+            gz = io.BytesIO()
+            with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0) as g:
+                g.write(layer_tar)
+            data, media = gz.getvalue(), media + "+gzip"
+        digest, size = _blob(blobs, data)
+        descriptors.append({"mediaType": media, "digest": digest, "size": size})
     image_config: dict[str, object] = {
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
         "WorkingDir": "/",
@@ -96,7 +133,7 @@ def build_layout_tar(out_tar: str, rootfs: str, name: str, *, cmd: tuple[str, ..
         "architecture": arch,
         "os": "linux",
         "config": image_config,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": created_by}],
     }
     cfg_digest, cfg_size = _blob(blobs, _canonical(config))
@@ -105,11 +142,10 @@ def build_layout_tar(out_tar: str, rootfs: str, name: str, *, cmd: tuple[str, ..
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest,
                    "size": cfg_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
-                    "size": layer_size}],
+        "layers": descriptors,
     }
     man_digest, man_size = _blob(blobs, _canonical(manifest))
-    index = {
+    index: dict[str, object] = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [{
@@ -120,9 +156,16 @@ def build_layout_tar(out_tar: str, rootfs: str, name: str, *, cmd: tuple[str, ..
             "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name},
         }],
     }
+    return blobs, index
+
+
+def _files(index: dict[str, object], blobs: dict[str, bytes]) -> list[tuple[str, bytes]]:
     files: list[tuple[str, bytes]] = [("oci-layout", _canonical({"imageLayoutVersion": "1.0.0"})),
                                       ("index.json", _canonical(index))]
-    files += [(f"blobs/sha256/{d.split(':', 1)[1]}", data) for d, data in sorted(blobs.items())]
+    return files + [(f"blobs/sha256/{d.split(':', 1)[1]}", data) for d, data in sorted(blobs.items())]
+
+
+def _write_tar(out_tar: str, index: dict[str, object], blobs: dict[str, bytes]) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(out_tar)), exist_ok=True)
     tmp_out = out_tar + ".tmp"
     with tarfile.open(tmp_out, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -131,7 +174,7 @@ def build_layout_tar(out_tar: str, rootfs: str, name: str, *, cmd: tuple[str, ..
             info.type = tarfile.DIRTYPE
             info.mode = 0o755
             tar.addfile(info)
-        for path, data in files:
+        for path, data in _files(index, blobs):
             info = tarfile.TarInfo(path)
             info.size = len(data)
             info.mode = 0o644

@@ -104,3 +104,41 @@ def test_resource_answer_must_open_with_the_tee_key(kbs: tuple[str, Script]) -> 
     with pytest.raises(KbsClientError, match=r"resource r/t/x: jwe response"):
         c.resource("r/t/x")
     assert [p for _, p, _, _ in script.seen] == ["/kbs/v0/auth", "/kbs/v0/attest", "/kbs/v0/resource/r/t/x"]
+
+
+@pytest.mark.parametrize("how, match", [
+    ("reset", r"^kbs http://127\.0\.0\.1:\d+/kbs/v0/auth \(auth\): the connection to the key broker was lost: "
+              r"Connection reset by peer$"),
+    ("close", r"^kbs http://127\.0\.0\.1:\d+/kbs/v0/auth \(auth\): the key broker closed the connection without "
+              r"answering$"),
+    ("silent", r"^kbs http://127\.0\.0\.1:\d+/kbs/v0/auth \(auth\): the key broker did not answer in time$"),
+])
+def test_a_key_broker_that_goes_away_mid_exchange(how: str, match: str) -> None:
+    """A broker killed while the enclave waits (its kernel resets the connection) or one that hangs up without an
+    answer: one plain sentence naming the step, not a Python exception's class name."""
+    import socket
+    import struct
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        if how == "silent":
+            done.wait(10)
+        if how == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        c = KbsClient(f"http://127.0.0.1:{srv.getsockname()[1]}", tee="sgx",
+                      evidence=lambda rd: pytest.fail("no evidence without an auth answer"), timeout=0.3)
+        with pytest.raises(KbsClientError, match=match):
+            c.attest()
+    finally:
+        done.set()
+        t.join(10)
+        srv.close()

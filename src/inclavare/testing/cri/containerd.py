@@ -166,16 +166,18 @@ class CriContainerd(PrivateContainerd):
             self.import_image(tar)
         return self.images()
 
-    def install_rune_shim(self, root: str | None = None) -> str:
+    def install_rune_shim(self, root: str | None = None, env: dict[str, str] | None = None) -> str:
         """Write a ``containerd-shim-rune-v2`` launcher for this checkout into BASE/bin (first on containerd's
         PATH), its state under ``root`` (default BASE/rune-shim-root; the shim adds ``/k8s.io``); returns the
-        root, also kept as :attr:`rune_shim_root`. Call before :meth:`start`."""
+        root, also kept as :attr:`rune_shim_root`. ``env``: more variables for the shim (e.g.
+        ``INCLAVARE_SIM_STATE_DIR``, the simulated platform its sim enclaves quote with). Call before
+        :meth:`start`."""
         from inclavare.testing.launcher import write_shim_launcher
 
         self.rune_shim_root = root or os.path.join(self.base, "rune-shim-root")
         os.makedirs(self.bin_dir, exist_ok=True)
         write_shim_launcher(os.path.join(self.bin_dir, "containerd-shim-rune-v2"),
-                            env={"RUNE_SHIM_ROOT": self.rune_shim_root})
+                            env={**(env or {}), "RUNE_SHIM_ROOT": self.rune_shim_root})
         return self.rune_shim_root
 
     def client(self, timeout: float = 30.0) -> CriClient:
