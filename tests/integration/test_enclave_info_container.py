@@ -1,0 +1,139 @@
+"""The sample confidential container under rune: a sim enclave container (detached) whose runtime serves
+inclavared's second hop from inside the enclave (ENCLAVE_INFO_LISTEN, a unix socket in a bind mount), the real
+inclavared relays, and shelter compares the measurement with the one `shelter mrverify` computes from the same
+image file: a match; a container running another image: a mismatch; the container stopped: a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import needs_busybox, needs_root
+from tests.integration.test_encrypted_image import BUSYBOX, signed_image
+from tests.integration.test_inclavared import TIMEOUT, Proc, env, inclavared, procs, shelter  # noqa: F401
+
+pytestmark = [needs_root, needs_busybox]
+
+INSIDE = "/run/enclave-info"
+
+
+def mrverify(env: dict[str, str], path: Path) -> str:  # noqa: F811
+    p = subprocess.run([sys.executable, "-m", "inclavare.cli.shelter", "mrverify", str(path), "--json"], env=env,
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    return str(json.loads(p.stdout)["mrenclave_computed"])
+
+
+def run_container(rune: Any, make_bundle: Any, cid: str, env: dict[str, str], img: bytes,  # noqa: F811
+                  shared: Path, mutual: bool = True) -> Path:
+    """`rune run -d` of a sim enclave container serving its identity on ``shared``/c.sock (a bind mount at
+    /run/enclave-info inside); returns the socket's host path."""
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg["process"]["env"] += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:sim",
+                                  f"ENCLAVE_INFO_LISTEN=unix://{INSIDE}/c.sock",
+                                  f"ENCLAVE_INFO_MUTUAL={int(mutual)}"]
+        cfg["mounts"].append({"destination": INSIDE, "type": "bind", "source": str(shared),
+                              "options": ["rbind", "rw"]})
+
+    shared.mkdir(exist_ok=True)
+    b = Path(make_bundle(["sleep", "600"], edit=edit))
+    (b / "rootfs" / "enclave").mkdir()
+    (b / "rootfs" / "enclave" / "enclave.img").write_bytes(img)
+    with open(shared.parent / f"{cid}.out", "ab") as out:
+        p = subprocess.run(rune.cmd("run", "-d", "--bundle", str(b), cid), stdin=subprocess.DEVNULL, stdout=out,
+                           stderr=out, env={**os.environ, "INCLAVARE_SIM_STATE_DIR": env["INCLAVARE_SIM_STATE_DIR"]},
+                           timeout=TIMEOUT)
+    assert p.returncode == 0, (shared.parent / f"{cid}.out").read_text()
+    sock = shared / "c.sock"
+    assert sock.is_socket()  # pal_init bound it before `create` returned
+    return sock
+
+
+def wait_stopped(rune: Any, cid: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while rune.state(cid)["status"] != "stopped":
+        assert time.monotonic() < deadline, "the container did not stop"
+        time.sleep(0.05)
+
+
+def test_shelter_checks_the_image_rune_loaded(rune, make_bundle, cid, env, procs, tmp_path):  # noqa: F811
+    img, _ = signed_image(BUSYBOX)
+    (tmp_path / "enclave.img").write_bytes(img)
+    expected = mrverify(env, tmp_path / "enclave.img")
+    sock = run_container(rune, make_bundle, cid, env, img, tmp_path / "shared")
+    d = inclavared(procs, env, f"unix://{sock}")
+
+    for _ in range(3):  # inclavared hangs up after each answer: the container goes on (SIGPIPE, runelet.py)
+        ok = shelter(env, d.address, "--mrenclave", expected)
+        assert ok.returncode == 0, ok.stderr
+        assert f"App Enclave mrenclave: {expected}" in ok.stdout
+        assert "Attested: yes (TEE sim, verifier sim)" in ok.stdout
+        assert ok.stdout.rstrip().endswith("Remote attestation is successful.")
+    assert rune.state(cid)["status"] == "running"
+
+    # another image, another container: its own measurement, which is not the first image's
+    other, other_mr = signed_image(BUSYBOX + b"\0another build")
+    (tmp_path / "other.img").write_bytes(other)
+    assert mrverify(env, tmp_path / "other.img") == other_mr != expected
+    sock2 = run_container(rune, make_bundle, cid + "-2", env, other, tmp_path / "shared2")
+    try:
+        d2 = inclavared(procs, env, f"unix://{sock2}")
+        bad = shelter(env, d2.address, "--mrenclave", expected)
+        assert bad.returncode == 1, bad.stdout
+        assert bad.stderr.strip() == (f"shelter: MRENCLAVE mismatch: the enclave's is {other_mr}, --mrenclave "
+                                      f"accepts {expected}")
+    finally:
+        rune.run("delete", "--force", cid + "-2")
+
+    # the container stopped: its runtime removed the socket, inclavared answers an error, shelter fails clearly
+    assert rune.run("kill", cid, "TERM").returncode == 0, (tmp_path / f"{cid}.out").read_text()
+    wait_stopped(rune, cid)
+    assert not sock.exists()
+    gone = shelter(env, d.address, "--mrenclave", expected)
+    assert gone.returncode == 1 and gone.stdout == "", gone.stdout
+    assert f"confidential container unix://{sock}: cannot connect: No such file or directory" in gone.stderr
+    assert len(gone.stderr.splitlines()) == 1, gone.stderr
+
+
+def test_a_killed_container_leaves_a_refusing_socket(rune, make_bundle, cid, env, procs, tmp_path):  # noqa: F811
+    """kill -9 gives the runtime no chance to clean up: the stale socket refuses, and the next container of the
+    same bind mount replaces it."""
+    img, mr = signed_image(BUSYBOX)
+    sock = run_container(rune, make_bundle, cid, env, img, tmp_path / "shared", mutual=False)
+    d = inclavared(procs, env, f"unix://{sock}")
+    assert shelter(env, d.address, "--mrenclave", mr).returncode == 0
+    assert rune.run("kill", cid, "KILL").returncode == 0
+    wait_stopped(rune, cid)
+    gone = shelter(env, d.address, "--mrenclave", mr)
+    assert gone.returncode == 1 and "cannot connect: Connection refused" in gone.stderr, gone.stderr
+    rune.run("delete", cid, check=True)
+    assert sock.is_socket()  # stale
+    run_container(rune, make_bundle, cid, env, img, tmp_path / "shared", mutual=False)
+    assert shelter(env, d.address, "--mrenclave", mr).returncode == 0
+
+
+def test_an_agent_client_that_hangs_up_does_not_end_the_payload(rune, make_bundle, cid, env, tmp_path):  # noqa: F811
+    """The init-runelet's answer to a `rune attest` client that is gone fails with EPIPE in the agent's thread; that
+    SIGPIPE was forwarded to the payload and ended the container."""
+    import socket
+
+    from inclavare.enclave import agent
+
+    img, _ = signed_image(BUSYBOX)
+    run_container(rune, make_bundle, cid, env, img, tmp_path / "shared", mutual=False)
+    pb = agent.load_codec()
+    req = pb.AgentServiceRequest()
+    req.attest.isRA = False
+    for _ in range(3):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(os.path.join(rune.root, cid, agent.SOCKET_NAME))
+        s.sendall(agent.frame(req))
+        s.close()  # before the answer
+    res = rune.run("attest", cid)  # the agent still answers, after the three failed writes
+    assert res.returncode == 0, res.stderr
+    assert rune.state(cid)["status"] == "running"
