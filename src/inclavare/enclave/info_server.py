@@ -152,12 +152,22 @@ class InfoServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
-    def _config(self, attester: Any, *, server: bool) -> Any:
-        from inclavare.ratls.tls import RatsTlsConfig
+    def _config(self, attester: Any) -> Any:
+        """The server's configuration: with ENCLAVE_INFO_MUTUAL, clients must present sim evidence that chains to
+        the pinned root (the ``sim`` verifier, named so that no other verifier is tried inside the enclave)."""
+        from inclavare.ratls.tls.config import RatsTlsConfig
 
-        mutual = self.settings.mutual or not server
+        mutual = self.settings.mutual
         return RatsTlsConfig(attester=attester, verifier="sim" if mutual else None, mutual=mutual,
                              trust_sim=mutual, sim_root_fingerprints=self._fingerprints if mutual else ())
+
+    def _warm_client(self, attester: Any) -> Any:
+        """The warm-up's client: it presents evidence only when the server verifies it, and checks nothing itself
+        (only the server's code paths must be warm)."""
+        from inclavare.ratls.tls.config import RatsTlsConfig
+
+        return RatsTlsConfig(attester=attester if self.settings.mutual else "nullattester", verifier="nullverifier",
+                             mutual=self.settings.mutual)
 
     @staticmethod
     def _limits() -> Any:
@@ -184,12 +194,12 @@ class InfoServer:
         try:
             listener.bind("")  # an autobound abstract name: nothing on disk
             listener.listen(1)
-            server = RatsTlsServer(self._config(warm, server=True), _handler(identity_answer(bytes(32), bytes(32),
-                                   "warm")), self._limits(), name="enclave-info warm-up")
+            server = RatsTlsServer(self._config(warm), _handler(identity_answer(bytes(32), bytes(32), "warm")),
+                                   self._limits(), name="enclave-info warm-up")
             thread = server.start(listener, connections=1)
             client.settimeout(30.0)
             client.connect(listener.getsockname())
-            tls = RatsTls(self._config(warm, server=False), server_side=False)
+            tls = RatsTls(self._warm_client(warm), server_side=False)
             try:
                 tls.negotiate(client)
                 tls.transmit(b"hello from inclavared")
@@ -213,7 +223,7 @@ class InfoServer:
         conf = self.settings
         answer = identity_answer(mrenclave, mrsigner, conf.message)
         try:
-            server = RatsTlsServer(self._config(QuoteAttester(quote), server=True), _handler(answer),
+            server = RatsTlsServer(self._config(QuoteAttester(quote)), _handler(answer),
                                    self._limits(), name="enclave-info")
         except InclavareError as e:
             raise InfoServerError(f"{LISTEN_ENV}: the RATS-TLS server: {e}") from None
