@@ -18,6 +18,10 @@ measured -- attests with this enclave's quote, fetches the key and unseals the i
 private tree (:mod:`inclavare.enclave.unseal`). Payloads find the files at ``$ENCLAVE_DECRYPTED_DIR``
 (``/decrypted`` for WebAssembly, a ``/proc/self/fd`` path for native payloads).
 
+Answering inclavared (docs/inclavared.md): with ``ENCLAVE_INFO_LISTEN`` in the container's env, ``load`` prepares
+and ``pal_init`` starts a RATS-TLS server in this process whose evidence is :meth:`SimRuntime.quote` of the loaded
+image and whose answer is its identity (:mod:`inclavare.enclave.info_server`); ``pal_destroy`` stops it.
+
 pal_init arguments (space separated; rune turns commas into spaces):
   image=PATH        the enclave image in the container (default /enclave/enclave.img)
   mrsigner=HEX      only run images signed by this MRSIGNER
