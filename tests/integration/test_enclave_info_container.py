@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -29,26 +30,34 @@ def mrverify(env: dict[str, str], path: Path) -> str:  # noqa: F811
     return str(json.loads(p.stdout)["mrenclave_computed"])
 
 
-def run_container(rune: Any, make_bundle: Any, cid: str, env: dict[str, str], img: bytes,  # noqa: F811
-                  shared: Path, mutual: bool = True) -> Path:
-    """`rune run -d` of a sim enclave container serving its identity on ``shared``/c.sock (a bind mount at
-    /run/enclave-info inside); returns the socket's host path."""
+def start_container(rune: Any, make_bundle: Any, cid: str, env: dict[str, str], img: bytes,  # noqa: F811
+                    listen: str, shared: Path | None, mutual: bool = True, **flags: Any) -> tuple[int, str]:
+    """`rune run -d` of a sim enclave container of ``img`` serving its identity on ``listen`` (``shared``: a host
+    directory bind-mounted at /run/enclave-info); (exit status, rune's output)."""
     def edit(cfg: dict[str, Any]) -> None:
         cfg["process"]["env"] += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:sim",
-                                  f"ENCLAVE_INFO_LISTEN=unix://{INSIDE}/c.sock",
-                                  f"ENCLAVE_INFO_MUTUAL={int(mutual)}"]
-        cfg["mounts"].append({"destination": INSIDE, "type": "bind", "source": str(shared),
-                              "options": ["rbind", "rw"]})
+                                  f"ENCLAVE_INFO_LISTEN={listen}", f"ENCLAVE_INFO_MUTUAL={int(mutual)}"]
+        if shared is not None:
+            cfg["mounts"].append({"destination": INSIDE, "type": "bind", "source": str(shared),
+                                  "options": ["rbind", "rw"]})
 
-    shared.mkdir(exist_ok=True)
-    b = Path(make_bundle(["sleep", "600"], edit=edit))
+    b = Path(make_bundle(["sleep", "600"], edit=edit, **flags))
     (b / "rootfs" / "enclave").mkdir()
     (b / "rootfs" / "enclave" / "enclave.img").write_bytes(img)
-    with open(shared.parent / f"{cid}.out", "ab") as out:
-        p = subprocess.run(rune.cmd("run", "-d", "--bundle", str(b), cid), stdin=subprocess.DEVNULL, stdout=out,
-                           stderr=out, env={**os.environ, "INCLAVARE_SIM_STATE_DIR": env["INCLAVARE_SIM_STATE_DIR"]},
+    out = b.parent / f"{cid}.out"  # a detached container keeps rune's stdio: a file, not a pipe
+    with open(out, "ab") as f:
+        p = subprocess.run(rune.cmd("run", "-d", "--bundle", str(b), cid), stdin=subprocess.DEVNULL, stdout=f,
+                           stderr=f, env={**os.environ, "INCLAVARE_SIM_STATE_DIR": env["INCLAVARE_SIM_STATE_DIR"]},
                            timeout=TIMEOUT)
-    assert p.returncode == 0, (shared.parent / f"{cid}.out").read_text()
+    return p.returncode, out.read_text()
+
+
+def run_container(rune: Any, make_bundle: Any, cid: str, env: dict[str, str], img: bytes,  # noqa: F811
+                  shared: Path, mutual: bool = True) -> Path:
+    """A container serving on ``shared``/c.sock; returns the socket's host path."""
+    shared.mkdir(exist_ok=True)
+    rc, out = start_container(rune, make_bundle, cid, env, img, f"unix://{INSIDE}/c.sock", shared, mutual)
+    assert rc == 0, out
     sock = shared / "c.sock"
     assert sock.is_socket()  # pal_init bound it before `create` returned
     return sock
@@ -91,7 +100,7 @@ def test_shelter_checks_the_image_rune_loaded(rune, make_bundle, cid, env, procs
         rune.run("delete", "--force", cid + "-2")
 
     # the container stopped: its runtime removed the socket, inclavared answers an error, shelter fails clearly
-    assert rune.run("kill", cid, "TERM").returncode == 0, (tmp_path / f"{cid}.out").read_text()
+    assert rune.run("kill", cid, "TERM").returncode == 0
     wait_stopped(rune, cid)
     assert not sock.exists()
     gone = shelter(env, d.address, "--mrenclave", expected)
@@ -120,8 +129,6 @@ def test_a_killed_container_leaves_a_refusing_socket(rune, make_bundle, cid, env
 def test_an_agent_client_that_hangs_up_does_not_end_the_payload(rune, make_bundle, cid, env, tmp_path):  # noqa: F811
     """The init-runelet's answer to a `rune attest` client that is gone fails with EPIPE in the agent's thread; that
     SIGPIPE was forwarded to the payload and ended the container."""
-    import socket
-
     from inclavare.enclave import agent
 
     img, _ = signed_image(BUSYBOX)
@@ -137,3 +144,26 @@ def test_an_agent_client_that_hangs_up_does_not_end_the_payload(rune, make_bundl
     res = rune.run("attest", cid)  # the agent still answers, after the three failed writes
     assert res.returncode == 0, res.stderr
     assert rune.state(cid)["status"] == "running"
+
+
+def test_the_host_network(rune, make_bundle, cid, env, procs, tmp_path):  # noqa: F811
+    """A container on the host's network serves on a TCP port that inclavared reaches directly."""
+    img, mr = signed_image(BUSYBOX)
+    with socket.socket() as probe:  # a port free a moment ago; the container binds it with SO_REUSEADDR
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rc, out = start_container(rune, make_bundle, cid, env, img, f"tcp://127.0.0.1:{port}", None, hostnet=True)
+    assert rc == 0, out
+    d = inclavared(procs, env, f"127.0.0.1:{port}")
+    ok = shelter(env, d.address, "--mrenclave", mr)
+    assert ok.returncode == 0 and f"App Enclave mrenclave: {mr}" in ok.stdout, ok.stderr
+
+
+def test_an_address_it_cannot_listen_on_fails_create(rune, make_bundle, cid, env, tmp_path):  # noqa: F811
+    img, _ = signed_image(BUSYBOX)
+    rc, out = start_container(rune, make_bundle, cid, env, img, "unix:///no/such/dir/c.sock", None)
+    assert rc != 0
+    lines = [x for x in out.splitlines() if not x.startswith("rune: warning")]
+    assert lines == ["rune: enclave runtime: pal_init() failed with -99: ENCLAVE_INFO_LISTEN=unix:///no/such/dir/"
+                     "c.sock: cannot listen: No such file or directory"], out
+    assert rune.run("state", cid).returncode != 0  # nothing left behind
