@@ -167,3 +167,16 @@ def test_an_address_it_cannot_listen_on_fails_create(rune, make_bundle, cid, env
     assert lines == ["rune: enclave runtime: pal_init() failed with -99: ENCLAVE_INFO_LISTEN=unix:///no/such/dir/"
                      "c.sock: cannot listen: No such file or directory"], out
     assert rune.run("state", cid).returncode != 0  # nothing left behind
+
+
+def test_payloads_start_with_no_signal_blocked(rune, make_bundle, cid, env, tmp_path):  # noqa: F811
+    """The init-runelet's worker threads block SIGPIPE; the payload and `rune exec`'s processes must not inherit
+    that (a `yes | head -1` would otherwise never see its SIGPIPE)."""
+    img, _ = signed_image(BUSYBOX)
+    run_container(rune, make_bundle, cid, env, img, tmp_path / "shared")
+    p = rune.run("exec", cid, "sh", "-c", "grep -H SigBlk /proc/[0-9]*/status; yes | head -1")
+    assert p.returncode == 0, p.stderr
+    masks = dict(line.split(":SigBlk:") for line in p.stdout.splitlines() if ":SigBlk:" in line)
+    assert len(masks) >= 3  # the init-runelet, the payload (sleep), this shell (and grep)
+    assert {m.strip() for m in masks.values()} == {"0000000000000000"}, masks
+    assert p.stdout.splitlines()[-1] == "y"
