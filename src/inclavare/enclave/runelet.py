@@ -16,6 +16,13 @@ agent reports, forwarding the signals it receives.
 Signals: Python runs signal handlers in the main thread only, so the PAL calls that block run in worker
 threads while the main thread waits on the wakeup fd (a handler could otherwise wait behind ``pal_exec``).
 v1 PALs have no ``pal_kill``: a signal whose default action ends a process then ends the container.
+
+SIGPIPE: the init-runelet's own threads write to sockets (the agent, an enclave runtime's in-enclave server or key
+broker client), and a write to a peer that went away raises SIGPIPE in the writing thread. Forwarded, it would kill
+the payload (rune exec's client or inclavared hanging up must not end the container). So every thread but the main
+one runs with SIGPIPE blocked: its own writes get EPIPE, while a SIGPIPE sent to the container (``rune kill``) is
+process-directed, reaches the main thread and is forwarded. PAL calls that start processes run with it unblocked,
+so payloads start with the mask they always had.
 """
 
 from __future__ import annotations
@@ -54,6 +61,30 @@ def _install(handler: Any) -> None:
             signal.signal(s, handler)
         except (OSError, ValueError):
             pass
+
+
+def _block_sigpipe() -> None:
+    """Block SIGPIPE in the calling thread (and in the threads it starts from now on)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+
+
+def _unblock_sigpipe() -> None:
+    """Unblock SIGPIPE in the calling thread, after discarding a SIGPIPE its own writes left pending: only one sent
+    to the container from outside should be forwarded."""
+    while signal.sigtimedwait({signal.SIGPIPE}, 0) is not None:
+        pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPIPE})
+
+
+class _SigpipeUnblocked:
+    """``with _SigpipeUnblocked():`` around a PAL call that starts processes from a worker thread: they inherit the
+    thread's signal mask, and must start with SIGPIPE unblocked as before."""
+
+    def __enter__(self) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPIPE})
+
+    def __exit__(self, *exc: object) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
 
 
 def _set_name(name: str) -> None:
@@ -130,6 +161,7 @@ class InitRunelet(Executor):
     def before_ready(self) -> None:
         """pal_get_version and pal_init: a failure here makes `rune create` fail."""
         _set_name("init-runelet")
+        _block_sigpipe()  # before pal_init: the threads a runtime starts there inherit it (module docstring)
         self.pal.get_version()
         self.pal.init(pal_args(self.enclave), self.enclave.get("loglevel") or "info")
         if self.listen_fd is not None:
@@ -171,13 +203,15 @@ class InitRunelet(Executor):
         def payload() -> None:
             try:
                 args = list(fin.process.get("args") or [])
-                result["code"] = pal.run(fin.path or args[0], args, list(fin.env), (0, 1, 2))
+                with _SigpipeUnblocked():
+                    result["code"] = pal.run(fin.path or args[0], args, list(fin.env), (0, 1, 2))
             except BaseException as e:  # noqa: BLE001
                 result["error"] = e
             finally:
                 os.write(done_w, b"x")
 
         threading.Thread(target=payload, name="payload", daemon=True).start()
+        _unblock_sigpipe()  # the main thread takes SIGPIPEs sent to the container, and forwards them
         while not ended:
             ready, _, _ = select.select([done_r, wake_r], [], [])
             if wake_r in ready:
@@ -243,12 +277,14 @@ class InitRunelet(Executor):
             path = _lookup(args[0], env)
             pal = self.pal
             if pal.version >= 2:
-                pid = pal.create_process(path, args, env, (fds[1], fds[2], fds[3]))
+                with _SigpipeUnblocked():
+                    pid = pal.create_process(path, args, env, (fds[1], fds[2], fds[3]))
                 threading.Thread(target=self._relay_kills, args=(fds[0], pid), daemon=True).start()
                 fds[0] = -1  # the relay owns it now
                 resp.exec.exitCode = pal.exec(pid)
             else:
-                resp.exec.exitCode = pal.run(path, args, env, (fds[1], fds[2], fds[3]))
+                with _SigpipeUnblocked():
+                    resp.exec.exitCode = pal.run(path, args, env, (fds[1], fds[2], fds[3]))
         except (PalError, agent.AgentError, OSError) as e:
             resp.exec.exitCode = 1
             resp.exec.error = str(e)

@@ -18,6 +18,10 @@ measured -- attests with this enclave's quote, fetches the key and unseals the i
 private tree (:mod:`inclavare.enclave.unseal`). Payloads find the files at ``$ENCLAVE_DECRYPTED_DIR``
 (``/decrypted`` for WebAssembly, a ``/proc/self/fd`` path for native payloads).
 
+Answering inclavared (docs/inclavared.md): with ``ENCLAVE_INFO_LISTEN`` in the container's env, ``load`` prepares
+and ``pal_init`` starts a RATS-TLS server in this process whose evidence is :meth:`SimRuntime.quote` of the loaded
+image and whose answer is its identity (:mod:`inclavare.enclave.info_server`); ``pal_destroy`` stops it.
+
 pal_init arguments (space separated; rune turns commas into spaces):
   image=PATH        the enclave image in the container (default /enclave/enclave.img)
   mrsigner=HEX      only run images signed by this MRSIGNER
@@ -76,6 +80,7 @@ class SimRuntime(api.EnclaveRuntime):
         self.quoting: Any = None
         self.kbs: Any = None  # the connection to the key broker, opened on the host (enclave.kbs_client.PreConnected)
         self.private: Any = None  # the private tree decrypted layers go to (enclave.privatefs.PrivateFs)
+        self.info: Any = None  # the RATS-TLS server answering inclavared (enclave.info_server.InfoServer)
         self.wasm: Any = None
         self._spec: dict[str, Any] = {}
         self._decrypted = False
@@ -101,6 +106,7 @@ class SimRuntime(api.EnclaveRuntime):
         url = kbs_url(spec)
         if url:
             self._prepare_kbs(spec, url)
+        self._prepare_info(spec)
         try:
             from inclavare.enclave.runtimes.wasm import WasmRuntime
         except ImportError:  # wasmtime missing: native payloads still work
@@ -149,6 +155,13 @@ class SimRuntime(api.EnclaveRuntime):
         elif rest:
             raise api.PalError("pal_init", -errno.EINVAL, f"{rest[0]}: only for WebAssembly payloads")
         self._unseal()
+        if self.info is not None:
+            from inclavare.enclave.info_server import InfoServerError
+
+            try:
+                self.info.start(self.quote, self.image.mrenclave, self.image.mrsigner)
+            except InfoServerError as e:
+                raise api.PalError("pal_init", -errno.EADDRNOTAVAIL, str(e)) from None
 
     def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
         if self.image is None:
@@ -201,6 +214,8 @@ class SimRuntime(api.EnclaveRuntime):
             self.wasm.kill(pid, sig)
 
     def destroy(self) -> None:
+        if self.info is not None:
+            self.info.stop()
         if self.wasm is not None:
             self.wasm.destroy()
         self.image = None
@@ -242,6 +257,29 @@ class SimRuntime(api.EnclaveRuntime):
         except BaseException:
             self.kbs.close()
             raise
+
+    def _prepare_info(self, spec: dict[str, Any]) -> None:
+        """Host side of an enclave that answers inclavared (``ENCLAVE_INFO_LISTEN``, enclave.info_server): the
+        quoting enclave, the pinned sim root, and one warm-up exchange on a throwaway identity (the server's
+        code must all be imported before pivot_root)."""
+        from inclavare.enclave import info_server
+
+        conf = info_server.settings(_env(spec))
+        if conf is None:
+            return
+        from inclavare.ratls.attesters.sim import sim_attester_identity
+
+        if self.quoting is None:
+            self.open_quoting()
+        warm = sim_attester_identity()
+        quoting, key = self.quoting, self.key
+
+        def warm_quote(report_data: bytes) -> bytes:
+            return bytes(quoting.get_quote(key.make_report(warm, report_data, quoting.qe_target_info())))
+
+        server = info_server.InfoServer(conf)
+        server.prepare(warm_quote, key.state_dir)
+        self.info = server
 
     def _unseal(self) -> None:
         """pal_init, after the image is measured: open the image's sealed layers (none: nothing to do)."""

@@ -31,7 +31,8 @@ nonce, so a certificate captured from an earlier connection is refused.
 
 from __future__ import annotations
 
-from inclavare.ratls.tls.aio import AsyncRatsTls
+from typing import TYPE_CHECKING, Any
+
 from inclavare.ratls.tls.blocking import RatsTls
 from inclavare.ratls.tls.config import CRYPTO as CRYPTO
 from inclavare.ratls.tls.config import NULLATTESTER as NULLATTESTER
@@ -66,3 +67,17 @@ __all__ = [
     "encode_freshness_hello",
     "wrap_socket",
 ]
+
+
+if TYPE_CHECKING:
+    from inclavare.ratls.tls.aio import AsyncRatsTls
+
+
+def __getattr__(name: str) -> Any:
+    """``AsyncRatsTls`` is imported on first use: asyncio costs ~70 ms that blocking users (rune's in-enclave
+    server, inclavared, shelter) never need."""
+    if name == "AsyncRatsTls":
+        from inclavare.ratls.tls.aio import AsyncRatsTls
+
+        return AsyncRatsTls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
