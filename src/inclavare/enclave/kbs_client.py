@@ -143,6 +143,9 @@ class KbsClient:
         except TimeoutError:
             self.close()
             raise KbsClientError(f"{where}: the key broker did not answer in time") from None
+        except ConnectionRefusedError as e:  # nothing listens there
+            self.close()
+            raise KbsClientError(f"{where}: cannot connect: {e.strerror or e}") from None
         except OSError as e:  # a broker killed mid-exchange: its kernel resets the connection
             self.close()
             raise KbsClientError(f"{where}: the connection to the key broker was lost: {e.strerror or e}") from None
