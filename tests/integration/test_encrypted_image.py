@@ -187,3 +187,20 @@ def test_seal_cli(tmp_path: Path, owner: dict[str, Any]) -> None:
                         str(tmp_path / "out")], capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.startswith("inclavare-image: ") and "no encrypted layer" in p.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_decrypted_dir_from_the_config_never_reaches_the_payload(rune, cid, make_bundle, world):  # noqa: F811
+    """$ENCLAVE_DECRYPTED_DIR is the runtime's word that the enclave decrypted those files with the owner's key. A
+    value in the container's config (the host's) is dropped, also when the image has no sealed layer: a host that
+    strips the sealed layers cannot point the payload at files of its own."""
+    img, _ = signed_image(BUSYBOX)
+
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg["process"]["env"] += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:sim", "ENCLAVE_DECRYPTED_DIR=/etc"]
+
+    b = make_bundle(["sh", "-c", 'echo "${ENCLAVE_DECRYPTED_DIR-unset}"'], edit=edit)
+    (Path(b) / "rootfs" / "enclave").mkdir()
+    (Path(b) / "rootfs" / "enclave" / "enclave.img").write_bytes(img)
+    p = run(rune, cid, b, world)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "unset\n"
