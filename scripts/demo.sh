@@ -122,7 +122,7 @@ os.makedirs("oci-plain/blobs/sha256")
 layers = [layer(*((n, f"{rootfs}/{n}") for n in sorted(os.listdir(rootfs)))),
           layer(("enclave", "app-files/enclave")),
           layer(("app", "app-files/app"))]
-app = 'read -r s < "${ENCLAVE_DECRYPTED_DIR:-}/app/secret.txt"; echo "app: my secret is \\"$s\\""'
+app = 'read -r s < "${ENCLAVE_DECRYPTED_DIR:?not decrypted}/app/secret.txt"; echo "app: my secret is \\"$s\\""'
 arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 config = {"architecture": arch, "os": "linux", "config": {
     "Cmd": ["sh", "-c", app], "WorkingDir": "/",
