@@ -6,6 +6,7 @@ its private tree and the payload prints the secret. Every denial fails `create` 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -121,7 +122,8 @@ def test_the_measured_enclave_prints_the_secret(rune, cid, make_bundle, owner, v
 
 
 @pytest.mark.parametrize("case", ["other enclave", "debug enclave", "revoked", "kbs down", "no key named",
-                                  "wrong key"])
+                                  "wrong key", "no such key", "no kbs named", "layer altered",
+                                  "descriptor altered"])
 def test_denials_fail_create_and_leave_nothing(rune, cid, make_bundle, owner, verdictd, world, case):  # noqa: F811
     img, mr = signed_image(BUSYBOX)
     url, key = url_of(verdictd), KEY_PATH
@@ -148,7 +150,28 @@ def test_denials_fail_create_and_leave_nothing(rune, cid, make_bundle, owner, ve
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         assert verdictd.admin("POST", "/kbs/v0/resource/owner/key/other", other)[0] == 200
         key, expect = "owner/key/other", "does not open it"
+    elif case == "no such key":
+        refs(verdictd, mr)
+        key, expect = "owner/key/nothing", "404 ResourceNotFound"
+    elif case == "no kbs named":
+        refs(verdictd, mr)
+        url, expect = None, "the container names no key broker (ENCLAVE_KBS_URL)"
+    elif case == "layer altered":
+        refs(verdictd, mr)
+        expect = "sealed layer 000: HMAC-SHA256 of the ciphertext does not match"
+    elif case == "descriptor altered":
+        refs(verdictd, mr)
+        expect = "sealed layer 000: layer.enc is not the blob its descriptor names"
     b = bundle(make_bundle, owner, img, url, key)
+    sealed = Path(b) / "rootfs/.inclavare/sealed/000"
+    if case == "layer altered":  # one bit of the ciphertext, as a host (or a registry) could change it
+        data = bytearray((sealed / "layer.enc").read_bytes())
+        data[len(data) // 2] ^= 1
+        (sealed / "layer.enc").write_bytes(bytes(data))
+    elif case == "descriptor altered":  # the size claimed for the blob
+        desc = json.loads((sealed / "descriptor.json").read_text())
+        desc["size"] += 1
+        (sealed / "descriptor.json").write_text(json.dumps(desc))
     before = files(b)
     p = run(rune, cid, b, world)
     assert p.returncode != 0 and p.stdout == "", (p.stdout, p.stderr)
@@ -172,3 +195,20 @@ def test_seal_cli(tmp_path: Path, owner: dict[str, Any]) -> None:
                         str(tmp_path / "out")], capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.startswith("inclavare-image: ") and "no encrypted layer" in p.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_decrypted_dir_from_the_config_never_reaches_the_payload(rune, cid, make_bundle, world):  # noqa: F811
+    """$ENCLAVE_DECRYPTED_DIR is the runtime's word that the enclave decrypted those files with the owner's key. A
+    value in the container's config (the host's) is dropped, also when the image has no sealed layer: a host that
+    strips the sealed layers cannot point the payload at files of its own."""
+    img, _ = signed_image(BUSYBOX)
+
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg["process"]["env"] += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:sim", "ENCLAVE_DECRYPTED_DIR=/etc"]
+
+    b = make_bundle(["sh", "-c", 'echo "${ENCLAVE_DECRYPTED_DIR-unset}"'], edit=edit)
+    (Path(b) / "rootfs" / "enclave").mkdir()
+    (Path(b) / "rootfs" / "enclave" / "enclave.img").write_bytes(img)
+    p = run(rune, cid, b, world)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "unset\n"

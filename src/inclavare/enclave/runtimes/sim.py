@@ -166,9 +166,12 @@ class SimRuntime(api.EnclaveRuntime):
     def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
         if self.image is None:
             raise api.PalError("pal_create_process", -errno.EINVAL, "the enclave is not initialized")
+        # The variable is the runtime's word that the files came from the owner's key: a value from the container's
+        # config (the host's) never reaches the payload, also when nothing was decrypted.
+        env = [e for e in env if not e.startswith(DECRYPTED_ENV + "=")]
         if self._decrypted:
             where = WASM_DECRYPTED if self.image.kind == "wasm" else self.private.path
-            env = [e for e in env if not e.startswith(DECRYPTED_ENV + "=")] + [f"{DECRYPTED_ENV}={where}"]
+            env.append(f"{DECRYPTED_ENV}={where}")
         if self.image.kind == "wasm":
             pid = self.wasm.create_process_from_module(self.image.payload, f"enclave:{path}", argv, env, stdio)
             with self._lock:
