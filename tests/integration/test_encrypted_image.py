@@ -65,17 +65,17 @@ def verdictd(world: Env, tmp_path: Path, owner: dict[str, Any]) -> Iterator[Daem
 
 
 def bundle(make_bundle: Any, owner: dict[str, Any], img: bytes | None, url: str | None,
-           key: str | None = KEY_PATH) -> str:
+           key: str | None = KEY_PATH, args: list[str] = CAT, runtime: str = "builtin:sim") -> str:
     def edit(cfg: dict[str, Any]) -> None:
         env = cfg["process"]["env"]
         if img is not None:
-            env += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:sim"]
+            env += ["ENCLAVE_TYPE=sim", f"ENCLAVE_RUNTIME_PATH={runtime}"]
         if url:
             env.append(f"ENCLAVE_KBS_URL={url}")
         if key:
             env.append(f"ENCLAVE_KBS_KEY={key}")
 
-    b = make_bundle(CAT, edit=edit)
+    b = make_bundle(args, edit=edit)
     rootfs = Path(b) / "rootfs"
     with tarfile.open(fileobj=io.BytesIO(owner["sealed_tar"])) as t:  # what containerd/podman unpack does
         t.extractall(rootfs)
@@ -212,3 +212,29 @@ def test_a_decrypted_dir_from_the_config_never_reaches_the_payload(rune, cid, ma
     p = run(rune, cid, b, world)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "unset\n"
+
+
+def test_exec_into_an_enclave_that_opened_secrets_is_refused(rune, cid, make_bundle, owner, verdictd,
+                                                             world):  # noqa: F811
+    """The host chooses `rune exec`'s command: in an enclave that holds the owner's files it would read them."""
+    img, mr = signed_image(BUSYBOX)
+    refs(verdictd, mr)
+    b = bundle(make_bundle, owner, img, url_of(verdictd), args=["sh", "-c", "sleep 300"])
+    env = {**os.environ, "INCLAVARE_SIM_STATE_DIR": world.sim_dir}
+    p = rune.run("run", "-d", "--bundle", b, cid, env=env)
+    assert p.returncode == 0, p.stderr
+    p = rune.run("exec", cid, "sh", "-c", 'cat "$ENCLAVE_DECRYPTED_DIR/app/secret.txt"', env=env)
+    assert p.returncode != 0 and SECRET.decode().strip() not in p.stdout, (p.stdout, p.stderr)
+    assert "exec is refused" in p.stderr, p.stderr
+    assert rune.run("kill", cid, "KILL").returncode == 0
+
+
+def test_an_enclave_runtime_that_cannot_open_sealed_layers_refuses_them(rune, cid, make_bundle, owner,
+                                                                       world):  # noqa: F811
+    """builtin:wasm knows nothing of sealed layers: it must not start the payload without its files."""
+    b = bundle(make_bundle, owner, b"", None, None, args=["/app/x.wasm"], runtime="builtin:wasm")
+    before = files(b)
+    p = run(rune, cid, b, world)
+    assert p.returncode != 0, p.stderr
+    assert "encrypted layers (.inclavare/sealed) and this enclave runtime does not open them" in p.stderr
+    assert files(b) == before and rune.run("state", cid).returncode != 0

@@ -28,6 +28,7 @@ so payloads start with the mask they always had.
 from __future__ import annotations
 
 import _signal as signal  # the C module: `signal` builds IntEnums (~7 ms on the start path)
+import errno
 import os
 import select
 import socket
@@ -118,6 +119,16 @@ def for_state(state: Any) -> ExecRunelet | None:
     return ExecRunelet() if state.extra.get("enclave") else None
 
 
+def _refuse_unopened_sealed(pal: Any) -> None:
+    """An image with sealed (encrypted) layers runs only in an enclave runtime that opened them: another one
+    (builtin:wasm, a native PAL) would start the payload without its files -- fail ``create`` instead."""
+    from inclavare.runtime.launch import SEALED_DIR
+
+    if os.path.lexists("/" + SEALED_DIR) and not getattr(getattr(pal, "runtime", None), "unsealed", False):
+        raise PalError("pal_init", -errno.EACCES, f"the image has encrypted layers ({SEALED_DIR}) and this enclave "
+                       "runtime does not open them (builtin:sim does, with ENCLAVE_KBS_URL and ENCLAVE_KBS_KEY)")
+
+
 class InitRunelet(Executor):
     """Executor of an enclave container's init process."""
 
@@ -164,6 +175,7 @@ class InitRunelet(Executor):
         _block_sigpipe()  # before pal_init: the threads a runtime starts there inherit it (module docstring)
         self.pal.get_version()
         self.pal.init(pal_args(self.enclave), self.enclave.get("loglevel") or "info")
+        _refuse_unopened_sealed(self.pal)
         if self.listen_fd is not None:
             # from now on: `rune exec` and `rune attest` work on a created container too, as runc's exec does
             threading.Thread(target=self._serve, name="agent", daemon=True).start()

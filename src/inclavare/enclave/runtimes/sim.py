@@ -84,6 +84,7 @@ class SimRuntime(api.EnclaveRuntime):
         self.wasm: Any = None
         self._spec: dict[str, Any] = {}
         self._decrypted = False
+        self._payload_started = False  # the first pal_create_process is the container's process; later ones exec
         self._native: dict[int, int] = {}  # our pid -> host pid (they are the same number)
         self._wasm_pids: set[int] = set()
         self._lock = threading.Lock()
@@ -169,6 +170,11 @@ class SimRuntime(api.EnclaveRuntime):
         # The variable is the runtime's word that the files came from the owner's key: a value from the container's
         # config (the host's) never reaches the payload, also when nothing was decrypted.
         env = [e for e in env if not e.startswith(DECRYPTED_ENV + "=")]
+        if self._decrypted and self._payload_started:
+            # `rune exec`: a command the host chose, running next to the owner's files -- refused
+            raise api.PalError("pal_create_process", -errno.EPERM, "this enclave opened encrypted layers: exec is "
+                               "refused (a command chosen on the host would run next to the owner's files)")
+        self._payload_started = True
         if self._decrypted:
             where = WASM_DECRYPTED if self.image.kind == "wasm" else self.private.path
             env.append(f"{DECRYPTED_ENV}={where}")
@@ -323,6 +329,11 @@ class SimRuntime(api.EnclaveRuntime):
         if self.wasm is not None:
             self.wasm.extra_preopens = [(self.private.path, WASM_DECRYPTED)]
         self._decrypted = True
+
+    @property
+    def unsealed(self) -> bool:
+        """Whether pal_init opened the image's sealed layers (the init-runelet refuses a sealed image otherwise)."""
+        return self._decrypted
 
     def open_quoting(self) -> None:
         """Load the simulated quoting enclave (host files: call before pivot_root). Only containers that attest
