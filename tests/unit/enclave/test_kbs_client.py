@@ -142,3 +142,19 @@ def test_a_key_broker_that_goes_away_mid_exchange(how: str, match: str) -> None:
         done.set()
         t.join(10)
         srv.close()
+
+
+def test_the_connection_opened_beforehand_disables_nagle(kbs: tuple[str, Script]) -> None:
+    """http.client's connect() sets TCP_NODELAY; a socket handed over bypasses it, and then a request written
+    in two parts (headers, attestation body) waits ~40 ms on the server's delayed ACK."""
+    import socket
+
+    from inclavare.enclave.kbs_client import PreConnected
+
+    url, _ = kbs
+    pre = PreConnected.open(url)
+    sock = pre()
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()

@@ -219,3 +219,15 @@ def test_unwrap_raises_only_its_error(doc: dict[str, Any]) -> None:
 
 
 _FUZZ_KEYS = (rsa.generate_private_key(65537, 2048), ec.generate_private_key(ec.SECP256R1()))
+
+
+def test_rsa_key_check_can_be_skipped_for_a_key_from_the_kbs() -> None:
+    """check_rsa=False loads the same key (used for keys the attested KBS session delivered); garbage is still
+    refused."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fast = jwe.load_private_key(pem, check_rsa=False)
+    assert fast.private_numbers() == jwe.load_private_key(pem).private_numbers()  # type: ignore[union-attr]
+    with pytest.raises(OcicryptError, match="not a PEM or DER private key"):
+        jwe.load_private_key(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", check_rsa=False)
