@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
+from inclavare.formats.enclave_info import encode_identity_answer
 from inclavare.ratls.server import RatsTlsServer, ServerConnection, ServerLimits
 from inclavare.ratls.tls import RatsTlsConfig
 from inclavare.services.inclavared.enclave_info import identity_of, sim_attester
-from inclavare.services.inclavared.protocol import encode_identity_answer
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TIMEOUT = 30.0  # an upper bound only, never a sleep

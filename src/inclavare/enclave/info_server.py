@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inclavare.errors import InclavareError
+from inclavare.formats.enclave_info import MAX_TEXT, encode_identity_answer
 
 if TYPE_CHECKING:
     from inclavare.ratls.server import RatsTlsServer
@@ -47,23 +48,11 @@ LISTEN_ENV = "ENCLAVE_INFO_LISTEN"
 MUTUAL_ENV = "ENCLAVE_INFO_MUTUAL"
 MESSAGE_ENV = "ENCLAVE_INFO_MESSAGE"
 HELLO = "Hello and welcome to RATS-TLS!\n"  # the greeting rats-tls' sample server appends
-MEASUREMENT = 32
-MAX_TEXT = 4096  # what inclavared accepts after the 64 bytes
 _UNIX_PATH_MAX = 107
 
 
 class InfoServerError(InclavareError):
     """The enclave's info server cannot be configured or started; the message names the variable or address."""
-
-
-def identity_answer(mrenclave: bytes, mrsigner: bytes, message: str) -> bytes:
-    """``MRENCLAVE (32 bytes) || MRSIGNER (32 bytes) || message``, rats-tls' sample server's answer."""
-    if len(mrenclave) != MEASUREMENT or len(mrsigner) != MEASUREMENT:
-        raise InfoServerError("identity answer: MRENCLAVE and MRSIGNER are 32 bytes each")
-    text = message.encode()
-    if len(text) > MAX_TEXT:
-        raise InfoServerError(f"identity answer: message longer than {MAX_TEXT} bytes")
-    return bytes(mrenclave) + bytes(mrsigner) + text
 
 
 @dataclass(frozen=True)
@@ -194,7 +183,7 @@ class InfoServer:
         try:
             listener.bind("")  # an autobound abstract name: nothing on disk
             listener.listen(1)
-            server = RatsTlsServer(self._config(warm), _handler(identity_answer(bytes(32), bytes(32), "warm")),
+            server = RatsTlsServer(self._config(warm), _handler(encode_identity_answer(bytes(32), bytes(32), "warm")),
                                    self._limits(), name="enclave-info warm-up")
             thread = server.start(listener, connections=1)
             client.settimeout(30.0)
@@ -221,7 +210,7 @@ class InfoServer:
         from inclavare.ratls.server import RatsTlsServer
 
         conf = self.settings
-        answer = identity_answer(mrenclave, mrsigner, conf.message)
+        answer = encode_identity_answer(mrenclave, mrsigner, conf.message)
         try:
             server = RatsTlsServer(self._config(QuoteAttester(quote)), _handler(answer),
                                    self._limits(), name="enclave-info")

@@ -11,9 +11,10 @@ import pytest
 
 from inclavare.enclave import image
 from inclavare.enclave.api import PalError
-from inclavare.enclave.info_server import HELLO, InfoServerError, identity_answer, settings
+from inclavare.enclave.info_server import HELLO, InfoServerError, settings
 from inclavare.enclave.runtimes.sim import SimRuntime
-from inclavare.services.inclavared.protocol import GREETING, InclavaredError, decode_identity_answer, parse_address
+from inclavare.formats.enclave_info import decode_identity_answer
+from inclavare.services.inclavared.protocol import GREETING, InclavaredError, parse_address
 from inclavare.services.inclavared.transport import round_trip
 from tests.unit.sgx_helpers import rsa3072_e3_key
 
@@ -104,10 +105,3 @@ def test_settings() -> None:
     assert s is not None and (s.host, s.port, s.unix, s.mutual, s.message) == ("::1", 1234, "", False, "hi\n")
     s = settings({"ENCLAVE_INFO_LISTEN": "unix:///run/c.sock", "ENCLAVE_INFO_MUTUAL": "1"})
     assert s is not None and (s.unix, s.mutual) == ("/run/c.sock", True)
-
-
-def test_the_answer_is_what_inclavared_reads() -> None:
-    got = decode_identity_answer(identity_answer(b"\1" * 32, b"\2" * 32, "hello"), "x")
-    assert (got.mrenclave, got.mrsigner, got.message) == (b"\1" * 32, b"\2" * 32, "hello")
-    with pytest.raises(InfoServerError, match="32 bytes each"):
-        identity_answer(b"\1" * 31, b"\2" * 32, "")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from inclavare.services.inclavared.protocol import InclavaredError, encode_identity_answer
+from inclavare.formats.enclave_info import encode_identity_answer
+from inclavare.services.inclavared.protocol import InclavaredError
 
 if TYPE_CHECKING:
     from inclavare.ratls.server import Handler, ServerConnection

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inclavare.errors import InclavareError
+from inclavare.formats.enclave_info import MAX_TEXT, MEASUREMENT_SIZE, IdentityAnswer
 
 __all__ = [
     "Address", "EnclaveInfo", "IdentityAnswer", "InclavaredError", "GETENCLAVEINFO", "ENCLAVEINFO", "ERROR",
-    "GREETING", "MAX_MESSAGE", "decode_enclave_info", "decode_identity_answer", "decode_request",
-    "encode_identity_answer", "encode_request", "parse_address",
+    "GREETING", "MAX_MESSAGE", "MAX_TEXT", "MEASUREMENT_SIZE", "decode_enclave_info", "decode_request",
+    "encode_request", "parse_address",
 ]
 
 GETENCLAVEINFO = "GETENCLAVEINFO"
@@ -33,9 +34,7 @@ ENCLAVEINFO = "ENCLAVEINFO"
 ERROR = "ERROR"
 VERSION = 1
 GREETING = b"hello from inclavared"
-MEASUREMENT_SIZE = 32
 MAX_MESSAGE = 64 * 1024  # any one message on either hop (upstream's buffers: 512 and 2048 bytes)
-MAX_TEXT = 4096  # the free-text ``message`` of an answer
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _UNIX_PATH_MAX = 107
 
@@ -166,43 +165,6 @@ def decode_enclave_info(data: bytes) -> EnclaveInfo:
 
 
 # -- inclavared -> confidential container
-
-
-@dataclass(frozen=True)
-class IdentityAnswer:
-    """What an SGX RATS-TLS server says about itself: MRENCLAVE, MRSIGNER (32 bytes each) and a greeting."""
-
-    mrenclave: bytes
-    mrsigner: bytes
-    message: str
-
-
-def encode_identity_answer(mrenclave: bytes, mrsigner: bytes, message: str) -> bytes:
-    if len(mrenclave) != MEASUREMENT_SIZE or len(mrsigner) != MEASUREMENT_SIZE:
-        raise InclavaredError("identity answer: MRENCLAVE and MRSIGNER are 32 bytes each")
-    text = message.encode()
-    if len(text) > MAX_TEXT:
-        raise InclavaredError(f"identity answer: message longer than {MAX_TEXT} bytes")
-    return bytes(mrenclave) + bytes(mrsigner) + text
-
-
-def decode_identity_answer(data: bytes, where: str) -> IdentityAnswer:
-    """The confidential container's answer; InclavaredError naming ``where`` when it is too short, too long or its
-    message is not UTF-8 text."""
-    size = 2 * MEASUREMENT_SIZE
-    if len(data) < size:
-        raise InclavaredError(f"the confidential container at {where} answered {len(data)} bytes, not "
-                              f"MRENCLAVE and MRSIGNER ({size} bytes) and a message")
-    if len(data) > size + MAX_TEXT:
-        raise InclavaredError(f"the confidential container at {where} answered {len(data)} bytes, more than "
-                              f"{size + MAX_TEXT}")
-    try:
-        text = bytes(data[size:]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InclavaredError(f"the confidential container at {where}: its message is not UTF-8 text") from None
-    if any(ord(c) < 0x20 and c not in "\t\n\r" for c in text):
-        raise InclavaredError(f"the confidential container at {where}: its message holds control characters")
-    return IdentityAnswer(bytes(data[:32]), bytes(data[32:64]), text)
 
 
 # -- addresses

@@ -17,6 +17,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
+from inclavare.formats.enclave_info import IdentityAnswerError, decode_identity_answer
 from inclavare.services.inclavared.protocol import (
     ERROR,
     GETENCLAVEINFO,
@@ -25,7 +26,6 @@ from inclavare.services.inclavared.protocol import (
     Address,
     EnclaveInfo,
     InclavaredError,
-    decode_identity_answer,
     decode_request,
 )
 from inclavare.services.inclavared.transport import round_trip
@@ -53,7 +53,10 @@ def enclave_info_from(answer: bytes, peer: PeerClaims | None, where: str) -> Enc
         return EnclaveInfo(message=text, id=secrets.token_hex(8), attested=True, tee=peer.tee if peer else None,
                            verifier=peer.verifier if peer else None, tcb_status=peer.tcb_status if peer else None,
                            claims=claims)
-    ident = decode_identity_answer(answer, where)
+    try:
+        ident = decode_identity_answer(answer, where)
+    except IdentityAnswerError as e:
+        raise InclavaredError(str(e)) from None
     mrenclave, mrsigner = ident.mrenclave.hex(), ident.mrsigner.hex()
     if sgx_claims:
         for name, said, attested in (("MRENCLAVE", mrenclave, claims["mrenclave"]),

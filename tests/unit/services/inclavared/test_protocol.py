@@ -7,15 +7,14 @@ import json
 
 import pytest
 
+from inclavare.formats.enclave_info import IdentityAnswerError, decode_identity_answer, encode_identity_answer
 from inclavare.ratls.verifiers import PeerClaims
 from inclavare.services.inclavared.protocol import (
     Address,
     EnclaveInfo,
     InclavaredError,
     decode_enclave_info,
-    decode_identity_answer,
     decode_request,
-    encode_identity_answer,
     encode_request,
     parse_address,
 )
@@ -101,10 +100,10 @@ def test_identity_answer_is_rats_tls_samples_layout() -> None:
     (MRE + MRS + b"x" * 5000, "more than"),
 ])
 def test_malformed_identity_answers(data: bytes, needle: str) -> None:
-    with pytest.raises(InclavaredError, match=needle) as e:
+    with pytest.raises(IdentityAnswerError, match=needle) as e:
         decode_identity_answer(data, "unix:///c.sock")
     assert "unix:///c.sock" in str(e.value)
-    with pytest.raises(InclavaredError):
+    with pytest.raises(IdentityAnswerError):
         encode_identity_answer(MRE[:31], MRS, "")
 
 
