@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import is_root, needs_busybox
+from tests.integration.cri_rig import start_with_test_images
 from tests.integration.test_containerd import processes_mentioning, unmounted_v1_hierarchies
 
 BUSYBOX = "localhost/busybox:latest"
@@ -130,21 +131,12 @@ class CriEnv:
 
 @pytest.fixture(scope="module")
 def ctrd(tmp_path_factory: pytest.TempPathFactory, rune_bin: str) -> Iterator[Any]:
-    from inclavare.testing.containerd import ContainerdError
     from inclavare.testing.cri.containerd import CriContainerd
-    from inclavare.testing.cri.pause import PauseBuildError
 
     base = tmp_path_factory.mktemp("cri")
     c = CriContainerd(str(base / "c"), handlers(rune_bin))
     try:
-        try:
-            c.start()
-        except ContainerdError as e:
-            pytest.skip(f"private containerd with the CRI plugin does not start here: {e}")
-        try:
-            c.import_test_images(str(base))
-        except PauseBuildError as e:
-            pytest.skip(str(e))
+        start_with_test_images(c, str(base))
         yield c
     finally:
         c.purge()

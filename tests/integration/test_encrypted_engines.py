@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import is_root, needs_busybox
+from tests.integration.cri_rig import start_with_test_images
 from tests.integration.encrypted_rig import (
     BUSYBOX,
     CAT,
@@ -365,22 +366,13 @@ def cri_ctrd(tmp_path_factory: pytest.TempPathFactory, owner: dict[str, Any], wo
     if shutil.which("gcc") is None and not os.environ.get("CC"):
         pytest.skip("gcc is needed to build the pod sandbox (pause) image (scripts/setup.sh installs it)")
     pytest.importorskip("inclavare.testing.cri.api_pb2", reason="grpcio/protobuf are not installed")
-    from inclavare.testing.containerd import ContainerdError
     from inclavare.testing.cri.containerd import CriContainerd, RuntimeHandler
-    from inclavare.testing.cri.pause import PauseBuildError
 
     base = tmp_path_factory.mktemp("enc-cri")
     c = CriContainerd(str(base / "c"), {"rune": RuntimeHandler.rune_shim()})
     c.install_rune_shim(str(base / "rune-shim-root"), env={"INCLAVARE_SIM_STATE_DIR": world.sim_dir})
     try:
-        try:
-            c.start()
-        except ContainerdError as e:
-            pytest.skip(f"private containerd with the CRI plugin does not start here: {e}")
-        try:
-            c.import_test_images(str(base))
-        except PauseBuildError as e:
-            pytest.skip(str(e))
+        start_with_test_images(c, str(base))
         assert NAME in c.import_image(owner["sealed"])
         yield c
     finally:

@@ -17,6 +17,7 @@ import pytest
 
 from inclavare.testing.shimprocs import shim_pids
 from tests.conftest import is_root, needs_busybox
+from tests.integration.cri_rig import start_with_test_images
 from tests.integration.test_containerd import unmounted_v1_hierarchies
 
 pytestmark = [
@@ -37,9 +38,7 @@ OPTS_HANDLER = "rune-shim-opts"  # its options: ConfigPath = BASE/rune-shim-opts
 
 @pytest.fixture(scope="module")
 def ctrd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from inclavare.testing.containerd import ContainerdError
     from inclavare.testing.cri.containerd import CriContainerd, RuntimeHandler
-    from inclavare.testing.cri.pause import PauseBuildError
 
     base = tmp_path_factory.mktemp("shimcri")
     # containerd 1.6's CRI sends a non-runc runtime_type runtimeoptions.v1.Options: runc's keys reach the shim
@@ -50,14 +49,7 @@ def ctrd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         OPTS_HANDLER: RuntimeHandler(RuntimeHandler.rune_shim().runtime_type, {"ConfigPath": opts_toml})})
     c.install_rune_shim(str(base / "rune-shim-root"))
     try:
-        try:
-            c.start()
-        except ContainerdError as e:
-            pytest.skip(f"private containerd with the CRI plugin does not start here: {e}")
-        try:
-            c.import_test_images(str(base))
-        except PauseBuildError as e:
-            pytest.skip(str(e))
+        start_with_test_images(c, str(base))
         yield c
     finally:
         c.purge()
