@@ -41,12 +41,15 @@ class Pools:
     def __init__(self, config: Config, store: Store) -> None:
         self.types = frozenset(config.pools)
         self.store = store
-        os.makedirs(config.root, 0o700, exist_ok=True)
         self.root = os.path.realpath(config.root)
         self.data = os.path.join(self.root, DATA_DIR)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self.data, 0o700)
-        os.chmod(self.data, 0o700)
+        try:
+            os.makedirs(self.root, 0o700, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.data, 0o700)
+            os.chmod(self.data, 0o700)
+        except OSError as e:
+            raise EpmError(f"epm root {config.root}: {e.strerror}", "FAILED_PRECONDITION") from None
         self._save_lock = threading.Lock()
         self.sweep()
 

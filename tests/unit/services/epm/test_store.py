@@ -183,3 +183,45 @@ def test_orphaned_data_is_swept_at_start(pools, cfg):
     again = Pools(cfg, pools.store)
     assert os.listdir(again.data) == [os.path.basename(kept.save_path)]
     assert again.healthy()
+
+
+def test_a_single_file_cache_and_loading_into_an_empty_directory(pools, tmp_path):
+    f = pools.root + "/module.wasm"
+    with open(f, "wb") as out:
+        out.write(b"\0asm")
+    rec = pools.save(CacheRecord("bundle-cache", "m"), f)
+    assert rec.size == 4 and os.path.isfile(rec.save_path)
+    target = tmp_path / "out.wasm"
+    pools.load("bundle-cache", "m", str(target))
+    assert target.read_bytes() == b"\0asm"
+    d = pools.root + "/tree"
+    os.makedirs(d)
+    with open(d + "/x", "w") as out:
+        out.write("x")
+    pools.save(CacheRecord("bundle-cache", "t"), d)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pools.load("bundle-cache", "t", str(empty))  # an empty work directory is filled
+    assert (empty / "x").read_text() == "x"
+    with pytest.raises(EpmError, match="does not exist") as e:
+        pools.load("bundle-cache", "t", str(tmp_path / "no" / "such"))
+    assert _code(e) == "FAILED_PRECONDITION"
+
+
+def test_loading_a_metadata_only_cache_is_refused(pools, tmp_path):
+    pools.save(CacheRecord("enclave-cache", "meta-only"))
+    with pytest.raises(EpmError, match="has no data to load") as e:
+        pools.load("enclave-cache", "meta-only", str(tmp_path / "t"))
+    assert _code(e) == "FAILED_PRECONDITION"
+
+
+def test_a_root_that_cannot_be_made_is_an_epm_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cfg = Config(root=str(blocker / "root"), db_path=str(tmp_path / "db" / "epm.db"))
+    store = Store(cfg.db_path)
+    try:
+        with pytest.raises(EpmError, match="epm root .*Not a directory"):
+            Pools(cfg, store)
+    finally:
+        store.close()
