@@ -225,3 +225,31 @@ def test_a_root_that_cannot_be_made_is_an_epm_error(tmp_path):
             Pools(cfg, store)
     finally:
         store.close()
+
+
+def test_concurrent_saves_of_one_id_keep_exactly_one(pools):
+    import threading
+
+    src = pools.root + "/src"
+    os.makedirs(src)
+    with open(src + "/f", "w") as out:
+        out.write("payload")
+    results: list[str] = []
+
+    def save() -> None:
+        try:
+            pools.save(CacheRecord("bundle-cache", "same"), src)
+            results.append("ok")
+        except EpmError as e:
+            results.append(e.code)
+
+    threads = [threading.Thread(target=save) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ALREADY_EXISTS"] * 5 + ["ok"]
+    rec = pools.get("bundle-cache", "same")
+    assert os.listdir(pools.data) == [os.path.basename(rec.save_path)]
+    with open(rec.save_path + "/f") as f:
+        assert f.read() == "payload"
