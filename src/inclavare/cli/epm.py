@@ -3,7 +3,7 @@ on its unix socket.
 
     epm [--config FILE]
 
-The configuration is upstream's TOML (default ``/etc/epm/config.toml``; a missing default file means the
+The configuration is upstream's TOML (default ``/var/epm/config.toml``, as upstream; a missing default file means the
 defaults; see :mod:`inclavare.services.epm.config`). Ignored keys are warned about on stderr. Once serving,
 one JSON line goes to stdout: ``{"ready": true, "address": "<socket>", "pools": [...]}``. SIGTERM / SIGINT stop
 it (exit 0). Bad flags: ``epm: <message>``, exit 2; a configuration or start-up failure: one line, exit 1.
@@ -23,7 +23,7 @@ from inclavare.cli._common import Parser
 from inclavare.errors import InclavareError, UsageError
 
 PROG = "epm"
-DEFAULT_CONFIG = "/etc/epm/config.toml"
+DEFAULT_CONFIG = "/var/epm/config.toml"  # upstream's default
 
 
 def build_parser() -> argparse.ArgumentParser:

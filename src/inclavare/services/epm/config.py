@@ -1,11 +1,12 @@
 """epm's configuration file, as upstream's (TOML): ``root`` (where cache data lives), ``db_path`` (the
 metadata database; SQLite here, boltdb upstream), ``db_timeout`` (seconds a writer waits for the lock),
-``[grpc] address`` (the unix socket), ``[grpc] max_recv_message_size`` / ``max_send_message_size`` and
+``[grpc] address`` (the unix socket), ``[grpc] uid`` / ``gid`` (the socket's owner; -1 or absent: epm's own),
+``[grpc] max_recv_message_size`` / ``max_send_message_size`` and
 ``[cache_pools.NAME] type = "..."`` (the pool types served, besides the built-in ``enclave-cache`` and
 ``bundle-cache``).
 
-Upstream keys this port does not implement (``[grpc] tcp_address``, ``tcp_tls_cert``, ``tcp_tls_key``, ``uid``,
-``gid``: epm serves only its owner-only unix socket) and unknown keys are warned about, not fatal; a known key
+Upstream keys this port does not implement (``[grpc] tcp_address``, ``tcp_tls_cert``, ``tcp_tls_key``: epm serves
+only its owner-only unix socket) and unknown keys are warned about, not fatal; a known key
 with the wrong type or a bad value is an :class:`~.errors.EpmError` naming the key and the file.
 """
 
@@ -29,7 +30,7 @@ MAX_CONFIG = 64 << 10
 DATA_DIR = "data"  # under root: the caches' data, managed by epm
 POOL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
-_UNSUPPORTED_GRPC = ("tcp_address", "tcp_tls_cert", "tcp_tls_key", "uid", "gid")
+_UNSUPPORTED_GRPC = ("tcp_address", "tcp_tls_cert", "tcp_tls_key")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Config:
     max_recv_message_size: int = MAX_MESSAGE
     max_send_message_size: int = MAX_MESSAGE
     pools: tuple[str, ...] = field(default=DEFAULT_POOLS)
+    uid: int = -1
+    gid: int = -1
 
 
 def _abs_path(value: object, key: str, where: str) -> str:
@@ -78,6 +81,8 @@ def parse(text: str, where: str = "epm config", warn: Callable[[str], None] | No
                 1024, 64 << 20)
     send = _int(grpc.pop("max_send_message_size", MAX_MESSAGE), "[grpc] max_send_message_size", where,
                 1024, 64 << 20)
+    uid = _int(grpc.pop("uid", -1), "[grpc] uid", where, -1, (1 << 32) - 2)
+    gid = _int(grpc.pop("gid", -1), "[grpc] gid", where, -1, (1 << 32) - 2)
     for key in _UNSUPPORTED_GRPC:
         if key in grpc:
             grpc.pop(key)
@@ -104,7 +109,7 @@ def parse(text: str, where: str = "epm config", warn: Callable[[str], None] | No
     for key, value in (("[grpc] address", address), ("db_path", db_path)):
         if _inside(value, data):
             raise EpmError(f"{where}: {key} {value}: inside the cache data directory {data}")
-    return Config(root, db_path, db_timeout, address, recv, send, tuple(pools))
+    return Config(root, db_path, db_timeout, address, recv, send, tuple(pools), uid, gid)
 
 
 def _inside(path: str, top: str) -> bool:

@@ -6,7 +6,8 @@ NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, PERMISSION_DENIED, RESOURCE_EXHA
 reason as details. Messages are capped (the config's sizes); connections get verdictd's handshake deadline and
 maximum age (services/verdictd/grpcopts.py) so a stalled client cannot hold a worker; at most
 :data:`MAX_CONCURRENT` calls run at once (more get RESOURCE_EXHAUSTED). The socket is bound under umask 077
-(never reachable by others, even for an instant) in a directory created 0700, and chmod'ed 0600.
+(never reachable by others, even for an instant) in a directory created 0700, chmod'ed 0600 and, when the
+config's ``[grpc] uid``/``gid`` name another owner, chown'ed to it.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ def serve(config: Config, pools: Pools) -> grpc.Server:
         os.umask(old)
     try:
         os.chmod(sock, 0o600)
+        if (config.uid, config.gid) != (-1, -1) and (config.uid, config.gid) != (os.geteuid(), os.getegid()):
+            os.chown(sock, config.uid, config.gid)  # upstream's [grpc] uid/gid: who may use the socket
     except OSError as e:
         server.stop(None)
         raise EpmError(f"epm socket {sock}: {e.strerror}", "FAILED_PRECONDITION") from None

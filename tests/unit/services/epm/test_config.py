@@ -61,3 +61,14 @@ def test_load_reads_a_file_and_names_it(tmp_path):
     p.write_bytes(b"\xff\xfe")
     with pytest.raises(EpmError, match="not UTF-8"):
         config.load(str(p))
+
+
+def test_upstreams_stock_config_needs_no_warning():
+    warned: list[str] = []
+    cfg = config.parse('root = "/var/local/epm"\ndb_path = "/etc/epm/epm.db"\ndb_timeout = 10\n[grpc]\n'
+                       'address = "/var/run/epm/epm.sock"\nuid = 0\ngid = 0\n'
+                       'max_recv_message_size = 16777216\nmax_send_message_size = 16777216\n', warn=warned.append)
+    assert warned == []
+    assert (cfg.uid, cfg.gid, cfg.max_send_message_size) == (0, 0, 16 << 20)
+    with pytest.raises(EpmError, match="uid -2"):
+        config.parse("[grpc]\nuid = -2\n")
