@@ -211,3 +211,18 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path):
     p = subprocess.run([sys.executable, "-m", "inclavare.cli.epm", "--bogus"], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(SRC)), timeout=60)
     assert p.returncode == 2 and p.stderr.startswith("epm: ")
+
+
+def test_a_second_epm_on_a_live_root_or_socket_is_refused(epm: Epm):
+    epm.start()
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    p = subprocess.run([sys.executable, "-m", "inclavare.cli.epm", "--config", epm.config], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode == 1 and "another epm is using it" in p.stderr  # same root: its sweep would eat copies
+    other = os.path.join(epm.top, "other.toml")
+    with open(other, "w") as f:
+        f.write(f'root = "{epm.top}/root2"\n[grpc]\naddress = "{epm.sock}"\n')
+    p = subprocess.run([sys.executable, "-m", "inclavare.cli.epm", "--config", other], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode == 1 and "another epm is serving it" in p.stderr
+    assert epm.stub.Healthz(pb.HealthzRequest(), timeout=10).ok  # the first one still has its socket

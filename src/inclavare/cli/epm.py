@@ -49,8 +49,10 @@ def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     store = Store(cfg.db_path, float(cfg.db_timeout))
+    pools = None
     try:
-        server = grpc_serve(cfg, Pools(cfg, store))
+        pools = Pools(cfg, store)
+        server = grpc_serve(cfg, pools)
         try:
             print(json.dumps({"ready": True, "address": cfg.address, "pools": sorted(cfg.pools)}), flush=True)
             stop.wait()
@@ -61,6 +63,8 @@ def serve(args: argparse.Namespace) -> int:
             except OSError:
                 pass
     finally:
+        if pools is not None:
+            pools.close()
         store.close()
     return 0
 

@@ -12,6 +12,7 @@
   payload is ``options``, e.g. an ``Enclave``). **GetCache**/**ListCache** read, **DeleteCache** removes the
   cache and the data epm owns, **LoadCache** copies the data to a target path (which must not exist, or be
   an empty directory; its parent must exist).
+* One epm per root (a lock file, ``root/.lock``).
 * Crash safety: data is copied to a temporary name, fsync'd and renamed before the row commits; rows are
   removed before their data. At start, data no row refers to (a crash between the two) is removed.
 """
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
@@ -50,8 +52,15 @@ class Pools:
             os.chmod(self.data, 0o700)
         except OSError as e:
             raise EpmError(f"epm root {config.root}: {e.strerror}", "FAILED_PRECONDITION") from None
+        self._lock_fd = _lock_root(self.root)  # one epm per root: the sweep below would eat another's copies
         self._save_lock = threading.Lock()
         self.sweep()
+
+    def close(self) -> None:
+        """Release the root (the store is the caller's to close)."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     # -- checks
 
@@ -178,8 +187,11 @@ class Pools:
     # -- housekeeping
 
     def _discard(self, rec: CacheRecord) -> None:
+        """Remove a removed row's data, unless a save of the same (type, ID) has already put new data there."""
         if rec.owned and os.path.dirname(rec.save_path) == self.data:
-            _remove(rec.save_path)
+            with self._save_lock:
+                if not self.store.path_in_use(rec.save_path):
+                    _remove(rec.save_path)
 
     def sweep(self) -> int:
         """Remove data no committed row refers to (temporary copies, a crash's leftovers); how many."""
@@ -191,6 +203,21 @@ class Pools:
                 _remove(path)
                 gone += 1
         return gone
+
+
+def _lock_root(root: str) -> int:
+    """An exclusive lock on ``root/.lock`` held as long as the returned descriptor is open."""
+    path = os.path.join(root, ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise EpmError(f"epm root lock {path}: {e.strerror}", "FAILED_PRECONDITION") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise EpmError(f"epm root {root}: another epm is using it", "FAILED_PRECONDITION") from None
+    return fd
 
 
 def _copy(src: str, dst: str, what: str) -> int:

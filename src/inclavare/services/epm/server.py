@@ -13,6 +13,8 @@ config's ``[grpc] uid``/``gid`` name another owner, chown'ed to it.
 from __future__ import annotations
 
 import os
+import socket
+import stat
 from concurrent import futures
 from typing import Any
 
@@ -103,6 +105,17 @@ class EnclavePoolManagerServicer(pb_grpc.EnclavePoolManagerServicer):
         return pb.HealthzResponse(ok=self.pools.healthy())
 
 
+def _answers(path: str) -> bool:
+    """Whether something accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+
+
 def serve(config: Config, pools: Pools) -> grpc.Server:
     """Start the server on ``config.address`` (a unix socket path); the started ``grpc.Server``."""
     sock = config.address
@@ -110,7 +123,9 @@ def serve(config: Config, pools: Pools) -> grpc.Server:
     try:
         os.makedirs(sock_dir, 0o700, exist_ok=True)
         if os.path.lexists(sock):
-            if not os.path.islink(sock) and os.stat(sock).st_mode & 0o170000 == 0o140000:
+            if not os.path.islink(sock) and stat.S_ISSOCK(os.stat(sock).st_mode):
+                if _answers(sock):
+                    raise EpmError(f"epm socket {sock}: another epm is serving it", "FAILED_PRECONDITION")
                 os.unlink(sock)  # a socket left by a previous epm
             else:
                 raise EpmError(f"epm socket {sock}: exists and is not a socket", "FAILED_PRECONDITION")

@@ -213,6 +213,11 @@ class Store:
         with self._tx("cannot read") as db:
             return {str(r[0]) for r in db.execute("SELECT save_path FROM caches WHERE owned = 1")}
 
+    def path_in_use(self, path: str) -> bool:
+        """Whether an owned cache's data is at ``path``."""
+        with self._tx("cannot read") as db:
+            return db.execute("SELECT 1 FROM caches WHERE owned = 1 AND save_path = ?", (path,)).fetchone() is not None
+
     def healthy(self) -> bool:
         """Whether the database answers a trivial query."""
         try:

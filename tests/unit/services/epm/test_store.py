@@ -23,7 +23,9 @@ def cfg(tmp_path):
 @pytest.fixture
 def pools(cfg):
     store = Store(cfg.db_path)
-    yield Pools(cfg, store)
+    p = Pools(cfg, store)
+    yield p
+    p.close()
     store.close()
 
 
@@ -180,9 +182,13 @@ def test_orphaned_data_is_swept_at_start(pools, cfg):
     kept = pools.save(CacheRecord("bundle-cache", "kept"), src)
     os.makedirs(pools.data + "/.tmp-deadbeef")  # a copy interrupted by a crash
     os.makedirs(pools.data + "/" + "0" * 64)  # data renamed in, its row never committed
+    with pytest.raises(EpmError, match="another epm is using it"):
+        Pools(cfg, pools.store)  # the root is locked while the first one is open
+    pools.close()
     again = Pools(cfg, pools.store)
     assert os.listdir(again.data) == [os.path.basename(kept.save_path)]
     assert again.healthy()
+    again.close()
 
 
 def test_a_single_file_cache_and_loading_into_an_empty_directory(pools, tmp_path):
