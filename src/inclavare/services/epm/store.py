@@ -1,0 +1,275 @@
+"""epm's cache metadata: one SQLite file (upstream keeps it in boltdb).
+
+Built as verdictd's store is (services/verdictd/store.py): WAL journal with ``synchronous=FULL`` so a
+committed change survives ``kill -9`` and power loss; every write one ``BEGIN IMMEDIATE`` transaction; the
+database's directory 0700 and the file 0600 (an existing one other users can reach is refused); a schema
+version in ``meta`` (a newer one is refused). Rows are keyed by (pool type, ID); ``state`` is ``saved``
+(SaveCache) or ``final`` (SaveFinalCache: ready to be picked); ``seq`` orders picks oldest first. ``parent``
+and ``options`` are the client's opaque bytes (a serialized parent Cache, a serialized Any), size-capped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from inclavare.services.epm.errors import EpmError
+
+SCHEMA_VERSION = 1
+MAX_ID = 256
+MAX_OPAQUE = 1 << 20  # parent / options bytes
+MAX_ROWS_PER_TYPE = 100_000
+MAX_LIST = 1000  # rows one list call returns at most
+STATE_SAVED = "saved"
+STATE_FINAL = "final"
+
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
+    "CREATE TABLE caches (type TEXT NOT NULL, id TEXT NOT NULL, subtype TEXT NOT NULL, save_path TEXT NOT NULL, "
+    "owned INTEGER NOT NULL, parent BLOB NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL, "
+    "options BLOB NOT NULL, state TEXT NOT NULL CHECK (state IN ('saved', 'final')), seq INTEGER NOT NULL, "
+    "PRIMARY KEY (type, id)) STRICT",
+    "CREATE INDEX caches_pick ON caches (type, state, seq)",
+)
+_COLUMNS = "type, id, subtype, save_path, owned, parent, size, created, options, state, seq"
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """One cache's metadata. ``owned``: epm copied the data into ``save_path`` and deletes it with the row."""
+
+    type: str
+    id: str
+    subtype: str = ""
+    save_path: str = ""
+    owned: bool = False
+    parent: bytes = b""
+    size: int = 0
+    created: int = 0
+    options: bytes = b""
+    state: str = STATE_SAVED
+    seq: int = 0
+
+
+def check_id(value: object, what: str = "cache ID") -> str:
+    """``value`` if it is a usable ID: 1..256 printable ASCII characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID:
+        raise EpmError(f"{what} {value!r}: expected 1..{MAX_ID} characters")
+    if any(not " " <= c <= "~" for c in value):
+        raise EpmError(f"{what} {value!r}: has a character that is not printable ASCII")
+    return value
+
+
+def _row(r: tuple[Any, ...]) -> CacheRecord:
+    t, i, sub, path, owned, parent, size, created, options, state, seq = r
+    return CacheRecord(str(t), str(i), str(sub), str(path), bool(owned), bytes(parent), int(size), int(created),
+                       bytes(options), str(state), int(seq))
+
+
+class Store:
+    """The metadata database at ``db_path`` (its directory created 0700 if absent). Thread-safe: one
+    connection, serialised by a lock (epm's calls are short)."""
+
+    def __init__(self, db_path: str, timeout: float = 10.0) -> None:
+        self.db_path = db_path
+        self._lock = threading.Lock()
+        _prepare_dir(os.path.dirname(db_path) or ".")
+        _prepare_file(db_path)
+        for suffix in ("-wal", "-shm"):
+            _check_private(db_path + suffix)
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = sqlite3.connect(db_path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA trusted_schema = OFF")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise EpmError(f"epm db {db_path}: cannot switch to WAL journaling (got {mode!r})", "INTERNAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._init_schema()
+        except sqlite3.Error as e:
+            self.close()
+            raise EpmError(f"epm db {db_path}: cannot open: {e}", "INTERNAL") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @contextlib.contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, fsync'd); rolled back if the block raises."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise EpmError(f"epm db {self.db_path}: closed", "UNAVAILABLE")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise EpmError(f"epm db {self.db_path}: {what}: {e}", "INTERNAL") from None
+
+    def _init_schema(self) -> None:
+        with self._tx("cannot initialise") as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                return
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() if "meta" in tables else None
+            if row is None or row[0] != str(SCHEMA_VERSION):
+                raise EpmError(f"epm db {self.db_path}: schema {row[0] if row else 'unknown'!s}, this epm "
+                               f"reads {SCHEMA_VERSION}", "FAILED_PRECONDITION")
+
+    # -- operations
+
+    def add(self, rec: CacheRecord) -> None:
+        """Record a new cache (state ``saved``); ALREADY_EXISTS if (type, ID) is taken."""
+        check_id(rec.id)
+        for what, blob in (("parent", rec.parent), ("options", rec.options)):
+            if len(blob) > MAX_OPAQUE:
+                raise EpmError(f"cache {rec.type}/{rec.id}: {what} is {len(blob)} bytes, more than {MAX_OPAQUE}")
+        with self._tx("cannot save") as db:
+            if db.execute("SELECT 1 FROM caches WHERE type = ? AND id = ?", (rec.type, rec.id)).fetchone():
+                raise EpmError(f"cache {rec.type}/{rec.id}: already exists", "ALREADY_EXISTS")
+            n = db.execute("SELECT count(*) FROM caches WHERE type = ?", (rec.type,)).fetchone()[0]
+            if n >= MAX_ROWS_PER_TYPE:
+                raise EpmError(f"pool {rec.type}: full ({n} caches)", "RESOURCE_EXHAUSTED")
+            seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM caches").fetchone()[0]
+            db.execute(f"INSERT INTO caches ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.type, rec.id, rec.subtype, rec.save_path, int(rec.owned), rec.parent, rec.size,
+                        rec.created, rec.options, STATE_SAVED, seq))
+
+    def get(self, ctype: str, cid: str) -> CacheRecord:
+        """The cache (type, ID); NOT_FOUND if there is none."""
+        with self._tx("cannot read") as db:
+            r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id = ?", (ctype, cid)).fetchone()
+        if r is None:
+            raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
+        return _row(r)
+
+    def finalize(self, ctype: str, cid: str) -> None:
+        """Mark a saved cache ready to be picked (SaveFinalCache); NOT_FOUND if there is none."""
+        with self._tx("cannot finalize") as db:
+            cur = db.execute("UPDATE caches SET state = ? WHERE type = ? AND id = ?", (STATE_FINAL, ctype, cid))
+            if cur.rowcount != 1:
+                raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
+
+    def pick(self, ctype: str, cid: str = "") -> CacheRecord:
+        """Remove and return a final cache: ``cid``, or with no ID the oldest final one of ``ctype``.
+        NOT_FOUND if there is none; FAILED_PRECONDITION if ``cid`` is saved but not final."""
+        with self._tx("cannot pick") as db:
+            if cid:
+                r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id = ?", (ctype, cid)).fetchone()
+                if r is None:
+                    raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
+                if r[9] != STATE_FINAL:
+                    raise EpmError(f"cache {ctype}/{cid}: not final (SaveFinalCache it first)", "FAILED_PRECONDITION")
+            else:
+                r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND state = ? ORDER BY seq LIMIT 1",
+                               (ctype, STATE_FINAL)).fetchone()
+                if r is None:
+                    raise EpmError(f"pool {ctype}: no final cache to pick", "NOT_FOUND")
+            db.execute("DELETE FROM caches WHERE type = ? AND id = ?", (r[0], r[1]))
+        return _row(r)
+
+    def list(self, ctype: str, after: str = "", limit: int = MAX_LIST) -> list[CacheRecord]:
+        """Caches of ``ctype`` with IDs after ``after`` (byte order), at most ``limit`` (capped at MAX_LIST)."""
+        limit = min(max(limit, 1), MAX_LIST)
+        with self._tx("cannot list") as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id > ? ORDER BY id LIMIT ?",
+                              (ctype, after, limit)).fetchall()
+        return [_row(r) for r in rows]
+
+    def delete(self, ctype: str, cid: str) -> CacheRecord:
+        """Remove and return the cache (type, ID); NOT_FOUND if there is none."""
+        with self._tx("cannot delete") as db:
+            r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id = ?", (ctype, cid)).fetchone()
+            if r is None:
+                raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
+            db.execute("DELETE FROM caches WHERE type = ? AND id = ?", (ctype, cid))
+        return _row(r)
+
+    def owned_paths(self) -> set[str]:
+        """The data paths of every cache epm owns (what the orphan sweep keeps)."""
+        with self._tx("cannot read") as db:
+            return {str(r[0]) for r in db.execute("SELECT save_path FROM caches WHERE owned = 1")}
+
+    def path_in_use(self, path: str) -> bool:
+        """Whether an owned cache's data is at ``path``."""
+        with self._tx("cannot read") as db:
+            return db.execute("SELECT 1 FROM caches WHERE owned = 1 AND save_path = ?", (path,)).fetchone() is not None
+
+    def healthy(self) -> bool:
+        """Whether the database answers a trivial query."""
+        try:
+            with self._tx("health check") as db:
+                db.execute("SELECT count(*) FROM meta").fetchone()
+            return True
+        except EpmError:
+            return False
+
+
+def _prepare_dir(path: str) -> None:
+    """Create the database's directory 0700, or check an existing one is ours and private."""
+    try:
+        os.makedirs(path, 0o700)
+        os.chmod(path, 0o700)
+        return
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise EpmError(f"epm db directory {path}: cannot create ({e.strerror})", "FAILED_PRECONDITION") from None
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise EpmError(f"epm db directory {path}: not a directory", "FAILED_PRECONDITION")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise EpmError(f"epm db directory {path}: others can write it (mode {st.st_mode & 0o777:04o}, "
+                       f"uid {st.st_uid})", "FAILED_PRECONDITION")
+
+
+def _prepare_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        _check_private(path)
+        return
+    except OSError as e:
+        raise EpmError(f"epm db {path}: cannot create ({e.strerror})", "FAILED_PRECONDITION") from None
+    try:
+        os.fchmod(fd, 0o600)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_private(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise EpmError(f"epm db {path}: not a regular file", "FAILED_PRECONDITION")
+    if st.st_uid != os.geteuid():
+        raise EpmError(f"epm db {path}: owned by uid {st.st_uid}, not by this user", "FAILED_PRECONDITION")
+    if st.st_mode & 0o077:
+        raise EpmError(f"epm db {path}: mode {st.st_mode & 0o777:04o} lets other users at it (chmod 600)",
+                       "FAILED_PRECONDITION")
