@@ -7,12 +7,13 @@ Layout under the root (0700, owned by the caller)::
     tmp/<key>.<random>/ a build in progress (renamed to entries/<key> when done)
     locks/<key>.lock    the key's lock file (flock)
 
-Concurrency: every step on a key (look up, verify, build, commit, evict) happens under an exclusive
-``flock`` on the key's lock file, so of two processes wanting one missing key one builds and the other waits
-and then finds a hit. ``flock`` is released by the kernel when its holder dies, so a builder killed with
-``kill -9`` leaves no stale lock, only a temp directory that the next holder of the key removes. Evicting an
-entry unlinks its lock file while holding it; a locker that finds its open file no longer the one at the path
-opens and locks again, so two holders never coexist.
+Concurrency: a hit is verified under a shared ``flock`` on the key's lock file; every change to a key (build,
+commit, repair, evict) happens under an exclusive one, so of two processes wanting one missing key one builds
+and the other waits and then finds a hit, and users of an entry never block each other. ``flock`` is released
+by the kernel when its holder dies, so a builder killed with ``kill -9`` leaves no stale lock, only a temp
+directory that the next holder of the key removes. Evicting an entry unlinks its lock file while holding it; a
+locker that finds its open file no longer the one at the path opens and locks again, so two holders never
+coexist.
 
 Commit order: the tree is built in a temp directory, its content digest computed (every file and directory
 fsync'd), the directory renamed to ``entries/<key>``, and only then is the index row (digest, bytes) written.
@@ -108,6 +109,10 @@ class BundleCache:
         nothing behind. The path stays valid until the entry is evicted; to keep eviction away while using
         it, use :meth:`use`."""
         key = derive_key(level, key_inputs)
+        with self._key_lock(key, shared=True):
+            if self._intact(key):
+                self._touch(key, "hits")
+                return self._entry_path(key)
         with self._key_lock(key) as fd:
             self._get_or_build_locked(key, level, key_inputs, build, fd)
         return self._entry_path(key)
@@ -115,9 +120,15 @@ class BundleCache:
     @contextlib.contextmanager
     def use(self, level: str, key_inputs: Mapping[str, object], build: Build) -> Iterator[str]:
         """Like :meth:`get_or_build`, but holds a shared lock on the entry while the ``with`` body runs, so
-        no process evicts it meanwhile (several users of one entry do not block each other)."""
+        no process evicts or rebuilds it meanwhile (users and hits of one entry do not block each other; a
+        rebuild of a corrupt entry waits for them)."""
         key = derive_key(level, key_inputs)
         while True:
+            with self._key_lock(key, shared=True):
+                if self._intact(key):
+                    self._touch(key, "hits")
+                    yield self._entry_path(key)
+                    return
             with self._key_lock(key) as fd:
                 self._get_or_build_locked(key, level, key_inputs, build, fd)
                 fcntl.flock(fd, fcntl.LOCK_SH)  # downgrade; not atomic, so check the entry survived it
@@ -128,8 +139,12 @@ class BundleCache:
     def lookup(self, level: str, key_inputs: Mapping[str, object]) -> str | None:
         """The path of the verified entry, or ``None`` (a corrupt entry is removed); counts a hit or a miss."""
         key = derive_key(level, key_inputs)
+        with self._key_lock(key, shared=True):
+            if self._intact(key):
+                self._touch(key, "hits")
+                return self._entry_path(key)
         with self._key_lock(key):
-            if self._verified(key):
+            if self._verified(key):  # repaired by another process meanwhile
                 self._touch(key, "hits")
                 return self._entry_path(key)
         self._bump("misses")
@@ -208,21 +223,28 @@ class BundleCache:
             db.execute("UPDATE counters SET value = value + 1 WHERE name = 'builds'")
         self._evict(self.max_bytes, protect=key)
 
-    def _verified(self, key: str) -> bool:
-        """Whether ``key`` has a committed entry whose tree matches its digest; an orphan tree or a corrupt
-        entry is removed (counted as ``corrupt``) so the caller rebuilds it."""
-        path = self._entry_path(key)
+    def _intact(self, key: str) -> bool:
+        """Whether ``key`` has a committed entry whose tree matches the digest recorded at commit (changes
+        nothing; a shared lock is enough)."""
         row = self._row(key)
         if row is None:
+            return False
+        try:
+            digest, _ = tree_digest(self._entry_path(key))
+        except (OSError, BundleCacheError):
+            return False
+        return digest == row[0]
+
+    def _verified(self, key: str) -> bool:
+        """Like :meth:`_intact`, with the exclusive lock held: an orphan tree or a corrupt entry is removed
+        (counted as ``corrupt``) so the caller rebuilds it."""
+        path = self._entry_path(key)
+        if self._intact(key):
+            return True
+        if self._row(key) is None:
             if os.path.lexists(path):
                 _remove_tree(path)  # renamed in but never committed: its content is unknown
             return False
-        try:
-            digest, _ = tree_digest(path)
-        except (OSError, BundleCacheError):
-            digest = None
-        if digest == row[0]:
-            return True
         self._drop_row(key)
         _remove_tree(path)
         self._bump("corrupt")
@@ -267,8 +289,8 @@ class BundleCache:
         return os.path.join(self._locks, key + ".lock")
 
     @contextlib.contextmanager
-    def _key_lock(self, key: str) -> Iterator[int]:
-        fd = self._lock(key, blocking=True)
+    def _key_lock(self, key: str, shared: bool = False) -> Iterator[int]:
+        fd = self._lock(key, blocking=True, shared=shared)
         assert fd is not None
         try:
             yield fd
@@ -284,10 +306,10 @@ class BundleCache:
             if fd is not None:
                 os.close(fd)
 
-    def _lock(self, key: str, blocking: bool) -> int | None:
-        """An fd holding an exclusive flock on the key's lock file, or ``None`` (not blocking, and busy). An
-        evicter unlinks the file while holding it, so after locking check the fd is still the file at the
-        path; if not, start over on the new file."""
+    def _lock(self, key: str, blocking: bool, shared: bool = False) -> int | None:
+        """An fd holding a flock (exclusive unless ``shared``) on the key's lock file, or ``None`` (not
+        blocking, and busy). An evicter unlinks the file while holding it, so after locking check the fd is
+        still the file at the path; if not, start over on the new file."""
         path = self._lock_path(key)
         while True:
             try:
@@ -295,7 +317,7 @@ class BundleCache:
             except OSError as e:
                 raise BundleCacheError(f"bundle cache lock {path}: {e.strerror}") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
             except OSError as e:
                 os.close(fd)
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
