@@ -15,6 +15,9 @@ What is done:
   kept in SQLite with a counter, not a clock), surviving restarts (entries and counters are on disk),
   corruption detected on every hit by a content digest recorded at commit (:mod:`.tree`) and rebuilt.
 
+For users: an entry is shared and verified on every hit, so treat it as read-only (copy it, or mount it
+read-only into a container); a write into it is seen as corruption and the entry is rebuilt.
+
 What is left (the next steps of issue 17):
 
 * Wiring into the shim's carriers (Create: L0 unpack, L1 carrier build, L2 signing) and into epm; a

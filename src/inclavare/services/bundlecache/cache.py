@@ -206,7 +206,11 @@ class BundleCache:
         tmp = tempfile.mkdtemp(prefix=key + ".", dir=self._tmp)  # 0700
         try:
             build(tmp)
-            digest, nbytes = tree_digest(tmp, sync=True)
+            try:
+                digest, nbytes = tree_digest(tmp, sync=True)
+            except OSError as e:
+                raise BundleCacheError(f"bundle cache {self.root}: the {level} entry built in {tmp} cannot be "
+                                       f"read back ({e.strerror}: {e.filename})") from None
             if nbytes > self.max_bytes:
                 raise BundleCacheError(f"bundle cache {self.root}: the {level} entry built is {nbytes} bytes, "
                                        f"more than the cache's bound of {self.max_bytes}")
@@ -460,17 +464,28 @@ def _fsync_dir(path: str) -> None:
 
 
 def _remove_tree(path: str) -> None:
-    """Remove a tree (or a stray file) if present; a tree a builder made read-only is made writable first."""
+    """Remove a tree (or a stray file) if present; directories a builder made read-only or unreadable are
+    opened up first (the cache's owner may always chmod its own tree)."""
     if not os.path.lexists(path):
         return
-    if os.path.isdir(path) and not os.path.islink(path):
-        def _onerror(func: Callable[..., Any], p: str, exc: Any) -> None:
-            parent = os.path.dirname(p)
-            with contextlib.suppress(OSError):
-                os.chmod(parent, 0o700)
-            with contextlib.suppress(FileNotFoundError):
-                func(p)
-
-        shutil.rmtree(path, onerror=_onerror)
-    else:
+    if not os.path.isdir(path) or os.path.islink(path):
         os.unlink(path)
+        return
+    try:
+        shutil.rmtree(path)
+    except OSError:
+        _open_up(path)
+        shutil.rmtree(path)
+
+
+def _open_up(root: str) -> None:
+    """Give every directory under ``root`` mode 0700, top down (a directory must be opened before its
+    children can be listed)."""
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(d, 0o700)
+            for entry in os.scandir(d):
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)

@@ -305,3 +305,41 @@ def test_user_does_not_block_another_process_hit(tmp_path: Path, ctl: Path) -> N
         assert not (ctl / "builds").exists()
     s = cache.stats()
     assert (s.hits, s.misses, s.builds) == (1, 1, 1)
+
+
+def test_read_only_and_unreadable_trees_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    cache = BundleCache(str(root), 1 << 20)
+
+    def read_only(tmp: str) -> None:
+        Path(tmp, "ro").mkdir()
+        Path(tmp, "ro", "f").write_bytes(b"x")
+        os.chmod(Path(tmp, "ro"), 0o500)
+
+    def closed(tmp: str) -> None:
+        Path(tmp, "shut").mkdir()
+        Path(tmp, "shut", "f").write_bytes(b"y")
+        os.chmod(Path(tmp, "shut"), 0)
+
+    cache.get_or_build(L0, img(0), read_only)
+    try:
+        cache.get_or_build(L0, img(1), closed)  # root reads it anyway; others cannot
+    except BundleCacheError as e:
+        assert os.geteuid() != 0 and "cannot be read back" in str(e)
+    cache.evict(0)
+    assert os.listdir(root / "entries") == [] and os.listdir(root / "tmp") == []
+    assert cache.stats().bytes == 0
+
+
+def test_open_up_gives_every_directory_0700(tmp_path: Path) -> None:
+    # As root rmtree needs no help; this checks the helper that removal falls back on for other users.
+    from inclavare.services.bundlecache.cache import _open_up
+
+    (tmp_path / "t" / "a" / "b").mkdir(parents=True)
+    os.symlink("/", tmp_path / "t" / "a" / "up")
+    for d, mode in (("t/a/b", 0), ("t/a", 0o500), ("t", 0o555)):
+        os.chmod(tmp_path / d, mode)
+    _open_up(str(tmp_path / "t"))
+    for d in ("t", "t/a", "t/a/b"):
+        assert stat.S_IMODE(os.lstat(tmp_path / d).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat("/").st_mode) != 0o700  # the link was not followed
