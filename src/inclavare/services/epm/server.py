@@ -4,7 +4,7 @@ only its owner can use.
 Every refusal ends the call with a gRPC status (the :class:`~.errors.EpmError`'s code: INVALID_ARGUMENT,
 NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, PERMISSION_DENIED, RESOURCE_EXHAUSTED, INTERNAL) and the one-line
 reason as details. Messages are capped (the config's sizes); connections get verdictd's handshake deadline and
-maximum age (services/verdictd/grpcopts.py) so a stalled client cannot hold a worker; at most
+maximum age (services/grpcopts.py) so a stalled client cannot hold a worker; at most
 :data:`MAX_CONCURRENT` calls run at once (more get RESOURCE_EXHAUSTED). The socket is bound under umask 077
 (never reachable by others, even for an instant) in a directory created 0700, chmod'ed 0600 and, when the
 config's ``[grpc] uid``/``gid`` name another owner, chown'ed to it.
@@ -21,13 +21,13 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 
+from inclavare.services import grpcopts
 from inclavare.services.epm.config import Config
 from inclavare.services.epm.errors import EpmError
 from inclavare.services.epm.pool import Pools
 from inclavare.services.epm.proto import epm_pb2 as pb
 from inclavare.services.epm.proto import epm_pb2_grpc as pb_grpc
 from inclavare.services.epm.store import CacheRecord
-from inclavare.services.verdictd import grpcopts
 
 WORKERS = 8
 MAX_CONCURRENT = 64

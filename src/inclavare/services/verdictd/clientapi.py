@@ -49,8 +49,7 @@ from typing import Any, Protocol
 import grpc
 
 from inclavare.formats import strictjson
-from inclavare.services import netaddr
-from inclavare.services.verdictd import grpcopts
+from inclavare.services import grpcopts, netaddr
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.proto import clientapi_pb2 as pb
 from inclavare.services.verdictd.proto import clientapi_pb2_grpc as pbg

@@ -371,8 +371,8 @@ class Verdictd:
         c = self.config
         if c.client_api is None and c.keyprovider_listen is None:
             return
+        from inclavare.services.grpcopts import IO_TIMEOUT
         from inclavare.services.verdictd import keyprovider_grpc
-        from inclavare.services.verdictd.grpcopts import IO_TIMEOUT
         from inclavare.services.verdictd.proto import keyprovider_pb2_grpc
 
         provider = self.key_provider()

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from inclavare.services.verdictd import grpcopts
+from inclavare.services import grpcopts
 from inclavare.services.verdictd.errors import VerdictdError
 from inclavare.services.verdictd.keyprovider import (
     OP_UNWRAP,

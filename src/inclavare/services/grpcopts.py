@@ -1,5 +1,5 @@
-"""The C-core options verdictd's gRPC servers (clientapi, key provider) share: message caps and the deadlines
-that keep a stalled client from holding a worker.
+"""The C-core options the services' gRPC servers (verdictd's client API and key provider, epm) share: message
+caps and the deadlines that keep a stalled client from holding a worker.
 
 grpcio reads a unary call's request message inside a worker thread of the server's fixed pool, so a client that
 opens a call and never sends its message holds that worker until the call ends; a handful of such calls would
@@ -11,19 +11,23 @@ cancelling what is still open on it, which frees the worker. ``io_timeout`` also
 
 from __future__ import annotations
 
-from inclavare.services.verdictd.errors import VerdictdError
+from inclavare.errors import InclavareError
 
 IO_TIMEOUT = 30.0
 CONNECTION_AGE = 300.0
 
 
+class GrpcOptionsError(InclavareError):
+    """A gRPC server option is unusable; the message names it."""
+
+
 def server_options(max_message: int, *, io_timeout: float = IO_TIMEOUT,
                    connection_age: float = CONNECTION_AGE) -> list[tuple[str, int]]:
     """``grpc.server`` options: messages at most ``max_message`` bytes, the handshake deadline, the connection age
-    and its grace (see the module docstring); VerdictdError if a time is not positive."""
+    and its grace (see the module docstring); GrpcOptionsError if a time is not positive."""
     for name, value in (("io_timeout", io_timeout), ("connection_age", connection_age)):
         if not value > 0:
-            raise VerdictdError(f"gRPC server: {name} {value!r}: expected a positive number of seconds")
+            raise GrpcOptionsError(f"gRPC server: {name} {value!r}: expected a positive number of seconds")
     return [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message),
             ("grpc.server_handshake_timeout_ms", max(1, int(io_timeout * 1000))),
             ("grpc.max_connection_age_ms", max(1, int(connection_age * 1000))),
