@@ -98,7 +98,11 @@ class EventPublisher:
             if self._closing:
                 raise RuntimeError("event publisher is closed")
             if len(self._queue) >= self.max_queue:
-                old = self._queue.popleft()
+                # the oldest event not in flight: the one being sent may still arrive, and counting it as dropped
+                # too would count it twice
+                at = 1 if len(self._queue) > 1 and self._queue[0] is self._busy else 0
+                old = self._queue[at]
+                del self._queue[at]
                 self.dropped += 1
                 log.error("events: queue full (%d), dropping the oldest event %s", self.max_queue, old.topic)
             self._queue.append(env)

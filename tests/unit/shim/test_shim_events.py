@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import empty_pb2
@@ -149,3 +150,33 @@ def test_close_reports_what_was_not_delivered(tmp_path: Path) -> None:
     pub.publish("ns", EVENTS[0])
     pub.publish("ns", EVENTS[1])
     assert pub.close(timeout=0.2) == 2
+
+
+def test_a_full_queue_never_drops_the_event_in_flight() -> None:
+    """The head being sent is skipped when the queue overflows: it may still be delivered, so dropping it would
+    count it both as dropped and as delivered (the sender is held inside its send while the queue fills)."""
+    sending, release = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    class HeldClient:
+        closed = False
+
+        def call(self, service: str, method: str, request: Any, reply: Any, **kw: Any) -> Any:
+            sending.set()
+            release.wait(10)
+            sent.append(request.envelope.topic)
+            return reply()
+
+        def close(self) -> None:
+            pass
+
+    pub = EventPublisher("/nonexistent", max_queue=3, connect=lambda address: HeldClient())
+    pub.publish("ns", EVENTS[0])
+    assert sending.wait(10)  # EVENTS[0] is in flight
+    for e in EVENTS[1:5]:
+        pub.publish("ns", e)
+    assert pub.dropped == 2
+    release.set()
+    assert pub.flush(10)
+    assert sent[0] == "/tasks/create" and pub.dropped + len(sent) == 5
+    pub.close()
