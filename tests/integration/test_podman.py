@@ -341,7 +341,10 @@ def test_enclave_container_by_annotation(podman: Engine, name: str, tmp_path_fac
     assert [x.split(" ")[0] for x in lines[1:]] == ["pal_get_version", "pal_init", "pal_create_process", "pal_exec"]
     cid = run_detached(podman, name + "-d", "sleep", "1000", opts=opts)
     try:
-        out = podman.ok("exec", name + "-d", "sh", "-c", "grep -c pal_create_process /tmp/pal.log")
+        # the test PAL logs pal_create_process after spawning, so the exec'd shell polls for its own line
+        out = podman.ok("exec", name + "-d", "sh", "-c", "for i in $(seq 100); do "
+                        "n=$(grep -c pal_create_process /tmp/pal.log); [ \"$n\" -ge 2 ] && break; sleep 0.05; done; "
+                        "echo $n")
         assert out.strip() == "2"
         podman.ok("stop", "--time", "5", cid)
         assert podman.inspect(cid, "{{.State.ExitCode}}") == str(128 + 15)
