@@ -1,5 +1,6 @@
 """Writing a file so that readers see the old content or the new, never a part: a private temporary file
-in the same directory, fsync, rename (and optionally fsync of the directory, so the rename survives a crash).
+in the same directory, fsync, rename (and optionally fsync of the directory, so the rename survives a crash);
+and :func:`fsync_dir`, the directory fsync every durable writer needs.
 
 The container state store keeps its own minimal writer (runtime/state.py): it sits on rune's start-up path,
 which avoids importing ``os``.
@@ -33,8 +34,13 @@ def write_atomic(path: str, data: bytes, *, mode: int = 0o600, sync_dir: bool = 
             pass
         raise
     if sync_dir:
-        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(d)
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory, so that names created, renamed or removed in it survive a crash."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from inclavare.atomicfile import write_atomic
+from inclavare.atomicfile import fsync_dir, write_atomic
 from inclavare.formats.dcap import SGX_EXTENSION_OID, PckConfiguration, PckExtension, SgxType
 from inclavare.formats.sgx import AttributeFlags, Attributes, SgxFormatError, Xfrm
 from inclavare.sim.report import (
@@ -113,13 +113,6 @@ def _read(path: str) -> bytes:
                                f"{os.path.dirname(path)} to recreate the simulated platform)")
     return data
 
-
-def _fsync_dir(path: str) -> None:
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _check_dir(path: str) -> None:
@@ -314,9 +307,9 @@ class SimPlatform:
             write_atomic(os.path.join(d, f"{name}.key"), _key_pem(key))
         for name, cert in certs.items():
             write_atomic(os.path.join(d, f"{name}.pem"), _pem(cert))
-        _fsync_dir(d)
+        fsync_dir(d)
         write_atomic(os.path.join(d, MANIFEST), cfg.to_json())  # last: marks the set complete
-        _fsync_dir(d)
+        fsync_dir(d)
 
     @staticmethod
     def _extension_of(cfg: _Config) -> PckExtension:

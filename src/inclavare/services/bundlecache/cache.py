@@ -33,16 +33,17 @@ import fcntl
 import os
 import shutil
 import sqlite3
-import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from inclavare.atomicfile import fsync_dir
 from inclavare.services.bundlecache.errors import BundleCacheError
 from inclavare.services.bundlecache.keys import canonical_inputs, derive_key, is_key
 from inclavare.services.bundlecache.tree import tree_digest
+from inclavare.services.statedb import PrivateStateError, connect_durable, prepare_private_db, prepare_private_dir
 
 DEFAULT_ROOT = "/var/lib/inclavare/bundle-cache"
 DB_NAME = "index.db"
@@ -91,8 +92,11 @@ class BundleCache:
         self._entries = os.path.join(self.root, "entries")
         self._tmp = os.path.join(self.root, "tmp")
         self._locks = os.path.join(self.root, "locks")
-        for d in (self.root, self._entries, self._tmp, self._locks):
-            _prepare_dir(d)
+        try:
+            for d in (self.root, self._entries, self._tmp, self._locks):
+                prepare_private_dir(d, "bundle cache directory")
+        except PrivateStateError as e:
+            raise BundleCacheError(str(e)) from None
         self._db_lock = threading.Lock()
         self._db = self._open_index(os.path.join(self.root, DB_NAME))
 
@@ -218,7 +222,7 @@ class BundleCache:
         except BaseException:
             _remove_tree(tmp)
             raise
-        _fsync_dir(self._entries)
+        fsync_dir(self._entries)
         inputs = canonical_inputs(level, key_inputs).decode("ascii")
         with self._write() as db:
             stamp = db.execute("SELECT COALESCE(MAX(last_used), 0) + 1 FROM entries").fetchone()[0]
@@ -339,15 +343,14 @@ class BundleCache:
     # The index
 
     def _open_index(self, path: str) -> sqlite3.Connection:
-        _prepare_file(path)
         try:
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            db.execute("PRAGMA trusted_schema = OFF")
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise BundleCacheError(f"bundle cache index {path}: cannot use WAL journaling (got {mode})")
-            db.execute("PRAGMA synchronous = FULL")
+            prepare_private_db(path, "bundle cache index")
+            db = connect_durable(path, BUSY_TIMEOUT, "bundle cache index")
+        except PrivateStateError as e:
+            raise BundleCacheError(str(e)) from None
+        except sqlite3.Error as e:
+            raise BundleCacheError(f"bundle cache index {path}: {e}") from None
+        try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -414,53 +417,7 @@ class BundleCache:
 # Files and permissions
 
 
-def _prepare_dir(path: str) -> None:
-    """Create ``path`` 0700, or check an existing one is a directory of ours nobody else can use."""
-    try:
-        os.mkdir(path, 0o700)
-        os.chmod(path, 0o700)  # whatever the umask said
-        return
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise BundleCacheError(f"bundle cache directory {path}: cannot create ({e.strerror})") from None
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise BundleCacheError(f"bundle cache directory {path}: not a directory")
-    if st.st_uid != os.geteuid():
-        raise BundleCacheError(f"bundle cache directory {path}: owned by uid {st.st_uid}, not by this user")
-    if st.st_mode & 0o077:
-        raise BundleCacheError(f"bundle cache directory {path}: mode {st.st_mode & 0o777:04o} lets other users "
-                               f"in (chmod 700)")
 
-
-def _prepare_file(path: str) -> None:
-    """Create the index file 0600, or check an existing one is a regular file of ours, private."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-        _fsync_dir(os.path.dirname(path))
-        return
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise BundleCacheError(f"bundle cache index {path}: cannot create ({e.strerror})") from None
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise BundleCacheError(f"bundle cache index {path}: not a regular file")
-    if st.st_uid != os.geteuid():
-        raise BundleCacheError(f"bundle cache index {path}: owned by uid {st.st_uid}, not by this user")
-    if st.st_mode & 0o077:
-        raise BundleCacheError(f"bundle cache index {path}: mode {st.st_mode & 0o777:04o} lets other users at it "
-                               f"(chmod 600)")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: str) -> None:

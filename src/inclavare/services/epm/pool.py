@@ -29,6 +29,7 @@ import stat
 import threading
 import time
 
+from inclavare.atomicfile import fsync_dir
 from inclavare.services.epm.config import DATA_DIR, Config
 from inclavare.services.epm.errors import EpmError
 from inclavare.services.epm.store import CacheRecord, Store, check_id
@@ -117,7 +118,7 @@ class Pools:
                     raise EpmError(f"cache {rec.type}/{rec.id}: already exists", "ALREADY_EXISTS")
                 _remove(final)  # data left by a crash before its row committed
                 os.rename(tmp, final)
-                _fsync_dir(self.data)
+                fsync_dir(self.data)
                 try:
                     self.store.add(stored)
                 except BaseException:
@@ -176,7 +177,7 @@ class Pools:
                 os.rename(tmp, target)
             except OSError as e:
                 raise EpmError(f"targetPath {target}: {e.strerror}", "FAILED_PRECONDITION") from None
-            _fsync_dir(parent)
+            fsync_dir(parent)
         finally:
             _remove(tmp)
 
@@ -253,7 +254,7 @@ def _copy(src: str, dst: str, what: str) -> int:
             path = os.path.join(top, name)
             if not os.path.islink(path):
                 _fsync_file(path)
-        _fsync_dir(top)
+        fsync_dir(top)
     return total
 
 
@@ -264,13 +265,6 @@ def _fsync_file(path: str) -> None:
     finally:
         os.close(fd)
 
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: str) -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from inclavare.services.epm.errors import EpmError
+from inclavare.services.statedb import PrivateStateError, connect_durable, prepare_private_db, prepare_private_dir
 
 SCHEMA_VERSION = 1
 MAX_ID = 256
@@ -79,23 +79,21 @@ class Store:
     def __init__(self, db_path: str, timeout: float = 10.0) -> None:
         self.db_path = db_path
         self._lock = threading.Lock()
-        _prepare_dir(os.path.dirname(db_path) or ".")
-        _prepare_file(db_path)
-        for suffix in ("-wal", "-shm"):
-            _check_private(db_path + suffix)
+        try:
+            prepare_private_dir(os.path.dirname(db_path) or ".", "epm db directory", parents=True)
+            prepare_private_db(db_path, "epm db")
+        except PrivateStateError as e:
+            raise EpmError(str(e), "FAILED_PRECONDITION") from None
         self._db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(db_path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA trusted_schema = OFF")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise EpmError(f"epm db {db_path}: cannot switch to WAL journaling (got {mode!r})", "INTERNAL")
-            self._db.execute("PRAGMA synchronous = FULL")
+            self._db = connect_durable(db_path, timeout, "epm db")
             self._init_schema()
         except sqlite3.Error as e:
             self.close()
             raise EpmError(f"epm db {db_path}: cannot open: {e}", "INTERNAL") from None
+        except PrivateStateError as e:
+            self.close()
+            raise EpmError(str(e), "INTERNAL") from None
         except BaseException:
             self.close()
             raise
@@ -228,48 +226,3 @@ class Store:
             return False
 
 
-def _prepare_dir(path: str) -> None:
-    """Create the database's directory 0700, or check an existing one is ours and private."""
-    try:
-        os.makedirs(path, 0o700)
-        os.chmod(path, 0o700)
-        return
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise EpmError(f"epm db directory {path}: cannot create ({e.strerror})", "FAILED_PRECONDITION") from None
-    st = os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise EpmError(f"epm db directory {path}: not a directory", "FAILED_PRECONDITION")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise EpmError(f"epm db directory {path}: others can write it (mode {st.st_mode & 0o777:04o}, "
-                       f"uid {st.st_uid})", "FAILED_PRECONDITION")
-
-
-def _prepare_file(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        _check_private(path)
-        return
-    except OSError as e:
-        raise EpmError(f"epm db {path}: cannot create ({e.strerror})", "FAILED_PRECONDITION") from None
-    try:
-        os.fchmod(fd, 0o600)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _check_private(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise EpmError(f"epm db {path}: not a regular file", "FAILED_PRECONDITION")
-    if st.st_uid != os.geteuid():
-        raise EpmError(f"epm db {path}: owned by uid {st.st_uid}, not by this user", "FAILED_PRECONDITION")
-    if st.st_mode & 0o077:
-        raise EpmError(f"epm db {path}: mode {st.st_mode & 0o777:04o} lets other users at it (chmod 600)",
-                       "FAILED_PRECONDITION")

@@ -39,6 +39,13 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from inclavare.services.statedb import (
+    PrivateStateError,
+    connect,
+    connect_durable,
+    prepare_private_db,
+    prepare_private_dir,
+)
 from inclavare.services.verdictd.errors import VerdictdError
 
 DB_NAME = "verdictd.db"
@@ -231,30 +238,27 @@ class Store:
         self._rdb: sqlite3.Connection | None = None
         self._pending_lock = threading.Lock()
         self._pending: list[_PendingAudit] = []
-        _prepare_dir(path)
-        _prepare_file(self.db_path)
-        for suffix in ("-wal", "-shm"):
-            _check_private_if_present(self.db_path + suffix)
         try:
-            self._db = self._connect()
-            self._configure()
+            prepare_private_dir(path, "state directory")
+            prepare_private_db(self.db_path, "state db")
+        except PrivateStateError as e:
+            raise VerdictdError(str(e)) from None
+        try:
+            self._db = connect_durable(self.db_path, BUSY_TIMEOUT, "state db")
             self._init_schema()
-            self._rdb = self._connect()
+            self._rdb = connect(self.db_path, BUSY_TIMEOUT)
             self._rdb.execute("PRAGMA query_only = ON")
         except sqlite3.Error as e:
             self.close()
             raise self._err("cannot open", e) from None
+        except PrivateStateError as e:
+            self.close()
+            raise VerdictdError(str(e)) from None
         except BaseException:
             self.close()
             raise
 
     # -- plumbing
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        db.execute("PRAGMA trusted_schema = OFF")
-        return db
 
     def _err(self, what: str, e: sqlite3.Error) -> VerdictdError:
         return VerdictdError(f"state db {self.db_path}: {what}: {e}")
@@ -297,13 +301,6 @@ class Store:
                 return self._rdb.execute(sql, args).fetchall()
             except sqlite3.Error as e:
                 raise self._err(what, e) from None
-
-    def _configure(self) -> None:
-        db = self._conn()
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        db.execute("PRAGMA synchronous = FULL")
-        if str(mode).lower() != "wal":
-            raise VerdictdError(f"state db {self.db_path}: cannot switch to WAL journaling (got {mode!r})")
 
     def _init_schema(self) -> None:
         with self._write("cannot initialise") as db:
@@ -575,62 +572,3 @@ class _PendingAudit:
 # Files and permissions
 
 
-def _prepare_dir(path: str) -> None:
-    """Create the state directory 0700, or check an existing one is a directory of ours nobody else can use."""
-    try:
-        os.mkdir(path, 0o700)
-        os.chmod(path, 0o700)  # whatever the umask said
-        return
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise VerdictdError(f"state directory {path}: cannot create ({e.strerror})") from None
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise VerdictdError(f"state directory {path}: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise VerdictdError(f"state directory {path}: not a directory")
-    if st.st_uid != os.geteuid():
-        raise VerdictdError(f"state directory {path}: owned by uid {st.st_uid}, not by this user")
-    if st.st_mode & 0o077:
-        raise VerdictdError(f"state directory {path}: mode {st.st_mode & 0o777:04o} lets other users in "
-                            f"(chmod 700)")
-
-
-def _prepare_file(path: str) -> None:
-    """Create the database file 0600 (an empty file is an empty SQLite database), or check an existing one."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)  # the new file's name survives a crash
-        finally:
-            os.close(dfd)
-        return
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise VerdictdError(f"state db {path}: cannot create ({e.strerror})") from None
-    _check_private_if_present(path)
-
-
-def _check_private_if_present(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise VerdictdError(f"state db {path}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise VerdictdError(f"state db {path}: not a regular file")
-    if st.st_uid != os.geteuid():
-        raise VerdictdError(f"state db {path}: owned by uid {st.st_uid}, not by this user")
-    if st.st_mode & 0o077:
-        raise VerdictdError(f"state db {path}: mode {st.st_mode & 0o777:04o} lets other users at it (chmod 600)")
