@@ -126,14 +126,14 @@ class Keeper:
             self.held[cid] = held
 
     def claim(self, cid: str) -> Held | None:
-        """Move a picked entry's descriptor to claimed; None if epm holds none or it is stale (closed)."""
+        """Move a picked entry's descriptor to claimed; None if epm holds none or it is stale (dropped)."""
         self.reap()
         with self.lock:
             held = self.held.pop(cid, None)
             if held is None:
                 return None
             if not held.fresh():
-                held.close()
+                held.fd = -1  # the number no longer names that file: not ours to close (it may be reused)
                 return None
             held.deadline = time.monotonic() + CLAIM_TTL
             self.claimed[cid] = held
@@ -248,6 +248,7 @@ class FdServer:
         old = os.umask(0o077)
         try:
             self.sock.bind(self.path)
+            os.chmod(self.path, 0o600)
             if (config.uid, config.gid) != (-1, -1):
                 os.chown(self.path, config.uid, config.gid)
             self.sock.listen(64)
@@ -336,7 +337,8 @@ class FdServer:
                 held = self.keeper.take(cid)
                 if held is None:
                     raise EpmError(f"TAKE {cid}: not picked (PickCache it first), or the claim expired", "NOT_FOUND")
-                return "OK", held.fd
+                fd, held.fd = held.fd, -1  # the handler sends it and closes epm's copy
+                return "OK", fd
             raise EpmError(f"unknown request {verb!r}")
         finally:
             for fd in fds:
