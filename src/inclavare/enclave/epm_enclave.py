@@ -383,27 +383,90 @@ def _pick(address: str, key: str, timeout: float) -> Any:
     return None
 
 
-def acquire(pal_path: str, address: str, timeout: float = DEFAULT_TIMEOUT) -> Handover:
-    """Take one pooled enclave for the PAL at ``pal_path`` from the epm at ``address`` and map it here.
-    EpmEnclaveError (one line) when there is none or it is not usable; a picked entry is consumed either way."""
-    if not address or not os.path.exists(address):
-        raise EpmEnclaveError(f"no epm socket at {address or '(disabled)'}", unavailable=True)
-    try:
-        key = pal_key(pal_path)
-    except OSError as e:
-        raise EpmEnclaveError(f"{pal_path}: {e.strerror}") from None
+def _take(address: str, key: str, timeout: float) -> tuple[Any, int]:
+    """PickCache + TAKE: (the picked Cache, its descriptor); EpmEnclaveError when there is none."""
     try:
         cache = _pick(address, key, timeout)
     except Exception as e:  # noqa: BLE001 -- grpc.RpcError and friends: epm is down or refused
         detail = e.details() if hasattr(e, "details") else str(e)
         raise EpmEnclaveError(f"epm {address}: {' '.join(str(detail).split())[:200]}", unavailable=True) from None
     if cache is None:
-        raise EpmEnclaveError(f"epm {address}: no pooled enclave for {os.path.basename(pal_path)} ({key})",
-                              unavailable=True)
+        raise EpmEnclaveError(f"epm {address}: no pooled enclave for this PAL ({key})", unavailable=True)
     fd = fd_request(fd_socket_path(address), f"TAKE {POOL_TYPE} {cache.ID}", timeout=timeout)
+    if fd < 0:
+        raise EpmEnclaveError(f"epm {address}: sent no descriptor for {cache.ID}")
+    return cache, fd
+
+
+def _take_in_child(address: str, key: str, timeout: float) -> tuple[Any, int]:
+    """:func:`_take` in a forked child that sends the result back (SCM_RIGHTS) and exits. gRPC's threads outlive
+    its channels, and rune's process must stay single-threaded: it unshares namespaces (a user namespace needs a
+    single thread; no thread can be created after unshare(CLONE_NEWPID)) and forks the container's init."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover -- runs in the child
+        try:
+            parent.close()
+            try:
+                cache, fd = _take(address, key, timeout)
+                socket.send_fds(child, [b"C" + cache.SerializeToString()], [fd])
+            except EpmEnclaveError as e:
+                child.send((b"U" if e.unavailable else b"R") + str(e).encode()[:MAX_LINE])
+            except BaseException as e:  # noqa: BLE001
+                child.send(b"R" + f"epm client: {type(e).__name__}: {e}".encode()[:MAX_LINE])
+        finally:
+            os._exit(0)
+    child.close()
     try:
-        if fd < 0:
-            raise EpmEnclaveError(f"epm {address}: sent no descriptor for {cache.ID}")
+        parent.settimeout(4 * timeout)
+        try:
+            data, fds, flags, _ = socket.recv_fds(parent, 1 << 16, 1, socket.MSG_CMSG_CLOEXEC)
+        except OSError as e:
+            raise EpmEnclaveError(f"epm client: {e.strerror or e}", unavailable=True) from None
+    finally:
+        parent.close()
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)  # done or stuck: either way it goes
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    if data[:1] == b"C" and len(fds) == 1 and not flags & socket.MSG_CTRUNC:
+        try:
+            return messages()["Cache"].FromString(data[1:]), fds[0]
+        except Exception:  # noqa: BLE001 -- DecodeError
+            pass
+    for fd in fds:
+        os.close(fd)
+    if data[:1] in (b"U", b"R"):
+        raise EpmEnclaveError(data[1:].decode(errors="replace"), unavailable=data[:1] == b"U")
+    raise EpmEnclaveError("epm client: no usable answer from the helper process", unavailable=True)
+
+
+def _answers(address: str) -> bool:
+    """Whether something accepts connections on the unix socket (no gRPC needed to tell a dead epm)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+        s.settimeout(DEFAULT_TIMEOUT)
+        try:
+            s.connect(address)
+            return True
+        except OSError:
+            return False
+
+
+def acquire(pal_path: str, address: str, timeout: float = DEFAULT_TIMEOUT, *, isolate: bool = True) -> Handover:
+    """Take one pooled enclave for the PAL at ``pal_path`` from the epm at ``address`` and map it here.
+    EpmEnclaveError (one line) when there is none or it is not usable; a picked entry is consumed either way.
+    ``isolate``: talk gRPC from a forked child (what rune needs, see :func:`_take_in_child`); False keeps it in
+    this process (for a process that already runs gRPC, where forking would not be safe)."""
+    if not address or not os.path.exists(address):
+        raise EpmEnclaveError(f"no epm socket at {address or '(disabled)'}", unavailable=True)
+    try:
+        key = pal_key(pal_path)
+    except OSError as e:
+        raise EpmEnclaveError(f"{pal_path}: {e.strerror}") from None
+    if not _answers(address):
+        raise EpmEnclaveError(f"epm {address}: not answering", unavailable=True)
+    cache, fd = _take_in_child(address, key, timeout) if isolate else _take(address, key, timeout)
+    try:
         if cache.options.type_url != ENCLAVE_TYPE_URL:
             raise EpmEnclaveError(f"cache {cache.ID}: options are {cache.options.type_url!r}, not an Enclave")
         enclave = messages()["Enclave"]()
@@ -415,8 +478,7 @@ def acquire(pal_path: str, address: str, timeout: float = DEFAULT_TIMEOUT) -> Ha
         kind = check_fd(fd, segments)
         map_layout(fd, kind, segments)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
         raise
     return Handover(fd, segments[0].addr, cache.ID, kind, segments)
 

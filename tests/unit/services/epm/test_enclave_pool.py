@@ -108,7 +108,7 @@ def test_a_filled_enclave_reaches_rune_mapped_at_its_address_and_is_consumed(epm
     cache.options.Unpack(enclave)
     held = epm.pools.keeper.held[cid]
     assert enclave.fd == held.fd and enclave.nr == 2 and enclave.layout[0].addr == BASE  # the fd in epm
-    h = ee.acquire(epm.pal, epm.address)
+    h = ee.acquire(epm.pal, epm.address, isolate=False)
     try:
         assert (h.cache_id, h.addr, h.kind) == (cid, BASE, "memfd")
         assert ee.fd_target(h.fd).startswith("/memfd:inclavare-enclave")
@@ -120,7 +120,7 @@ def test_a_filled_enclave_reaches_rune_mapped_at_its_address_and_is_consumed(epm
     assert epm.ids() == []  # consumed
     assert epm.pools.keeper.count() == 0
     with pytest.raises(EpmEnclaveError) as e:
-        ee.acquire(epm.pal, epm.address)
+        ee.acquire(epm.pal, epm.address, isolate=False)
     assert e.value.unavailable and "no pooled enclave" in str(e.value)
 
 
@@ -129,9 +129,9 @@ def test_entries_are_per_pal(epm, tmp_path):
     other.write_bytes(b"another PAL")
     ep.fill(epm.address, str(other), 1, base=BASE)
     with pytest.raises(EpmEnclaveError, match="no pooled enclave"):
-        ee.acquire(epm.pal, epm.address)
+        ee.acquire(epm.pal, epm.address, isolate=False)
     assert len(epm.ids()) == 1  # the other PAL's entry is untouched
-    h = ee.acquire(str(other), epm.address)
+    h = ee.acquire(str(other), epm.address, isolate=False)
     _release(h)
 
 
@@ -142,7 +142,7 @@ def test_a_stale_descriptor_is_never_handed_out(epm):
     stand_in = os.open("/dev/null", os.O_RDONLY)
     try:
         with pytest.raises(EpmEnclaveError, match="no pooled enclave"):
-            ee.acquire(epm.pal, epm.address)  # the pick is refused as stale; nothing else to pick
+            ee.acquire(epm.pal, epm.address, isolate=False)  # the pick is refused as stale; nothing else to pick
         assert os.fstat(stand_in)  # epm did not close a number that is no longer its own
     finally:
         os.close(stand_in)
@@ -157,7 +157,7 @@ def test_a_layout_that_cannot_be_mapped_is_not_used_and_the_entry_is_gone(epm):
     os.close(blocker)
     try:
         with pytest.raises(EpmEnclaveError, match="in use") as e:
-            ee.acquire(epm.pal, epm.address)
+            ee.acquire(epm.pal, epm.address, isolate=False)
         assert not e.value.unavailable
     finally:
         ee.unmap([ee.Segment(BASE, ee.PAGE)])
