@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,11 @@ def test_a_filled_enclave_reaches_rune_mapped_at_its_address_and_is_consumed(epm
         assert ee.fd_target(h.fd).startswith("/memfd:inclavare-enclave")
         assert os.fstat(h.fd).st_ino == held.ino  # the very file the producer made
         assert ctypes.string_at(BASE, len(ee.HEADER_MAGIC) + 1 + len(cid)) == ee.HEADER_MAGIC + b" " + cid.encode()
-        assert _open_fds_of(held.ino) == [h.fd]  # epm (same process here) closed its copy: one owner left
+        # epm (the same process here) closes its copy right after sending it: then one owner is left
+        deadline = time.monotonic() + 10
+        while _open_fds_of(held.ino) != [h.fd] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _open_fds_of(held.ino) == [h.fd]
     finally:
         _release(h)
     assert epm.ids() == []  # consumed
