@@ -402,8 +402,16 @@ def _take_in_child(address: str, key: str, timeout: float) -> tuple[Any, int]:
     """:func:`_take` in a forked child that sends the result back (SCM_RIGHTS) and exits. gRPC's threads outlive
     its channels, and rune's process must stay single-threaded: it unshares namespaces (a user namespace needs a
     single thread; no thread can be created after unshare(CLONE_NEWPID)) and forks the container's init."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    pid = os.fork()
+    try:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    except OSError as e:
+        raise EpmEnclaveError(f"epm client: {e.strerror}", unavailable=True) from None
+    try:
+        pid = os.fork()
+    except OSError as e:
+        parent.close()
+        child.close()
+        raise EpmEnclaveError(f"epm client: cannot fork ({e.strerror})", unavailable=True) from None
     if pid == 0:  # pragma: no cover -- runs in the child
         try:
             parent.close()

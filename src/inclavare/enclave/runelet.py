@@ -147,7 +147,9 @@ def _pool_enclave(pal: Any, enclave: dict[str, str]) -> Any:
     except epm_enclave.EpmEnclaveError as e:
         if not e.unavailable:
             _say(f"warning: epm: {e}; pal_init builds the enclave itself")
-        return None
+    except Exception as e:  # noqa: BLE001 -- the pool only speeds starts up: never a reason to fail one
+        _say(f"warning: epm: {type(e).__name__}: {e}; pal_init builds the enclave itself")
+    return None
 
 
 class InitRunelet(Executor):

@@ -379,3 +379,29 @@ def fill(address: str, pal_path: str, count: int = 1, *, data_pages: int = 3, ba
             stub.SaveFinalCache(pb.SaveCacheRequest(cache=pb.Cache(type=ee.POOL_TYPE, ID=cid)), timeout=timeout)
             ids.append(cid)
     return ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m inclavare.services.epm.enclave_pool --pal PATH [--count N] [--socket S]``: :func:`fill`, then
+    one JSON line ``{"ids": [...]}``; a failure is one line on stderr, exit 1."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="epm-enclave-fill", description="Pre-create PAL v3 enclaves into epm's pool.")
+    p.add_argument("--pal", required=True, help="the PAL v3 shared object the enclaves are for")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--socket", default=ee.DEFAULT_SOCKET, help=f"epm's gRPC socket (default {ee.DEFAULT_SOCKET})")
+    args = p.parse_args(argv)
+    try:
+        ids = fill(args.socket, args.pal, args.count)
+    except Exception as e:  # noqa: BLE001 -- grpc.RpcError, EpmEnclaveError, OSError: one line
+        detail = e.details() if hasattr(e, "details") else str(e)
+        sys.stderr.write(f"epm-enclave-fill: {' '.join(str(detail).split())[:300]}\n")
+        return 1
+    print(json.dumps({"ids": ids}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
