@@ -95,6 +95,17 @@ def test_a_user_namespaced_container_gets_its_pooled_enclave_too(rune, cid, make
     assert init["fd_open"] == "1" and init["addr_text"].endswith(cid_pool)
 
 
+def test_each_container_takes_its_own_entry_until_the_pool_is_empty(rune, make_bundle, pal_v3, epm):
+    epm.start()
+    filled = set(ep.fill(epm.sock, pal_v3, 2))
+    got = []
+    for n in range(3):
+        _p, init = _run(rune, f"t-pool-{os.getpid()}-{n}", make_bundle, pal_v3, epm.sock)
+        got.append(init.get("addr_text", "").rpartition(" ")[2] if init["fd"] != "-1" else None)
+    assert set(got[:2]) == filled and got[2] is None
+    assert _ids(epm) == []
+
+
 def test_no_epm_in_the_runtime_args_keeps_rune_away(rune, cid, make_bundle, pal_v3, epm):
     epm.start()
     ep.fill(epm.sock, pal_v3, 1)

@@ -5,6 +5,7 @@ the entry is consumed, and stale descriptors, missing hand-overs, bad layouts an
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import socket
@@ -251,3 +252,12 @@ def test_other_pools_are_untouched(epm):
     epm.pools.save(CacheRecord(type="enclave-cache", id="plain"))
     epm.pools.finalize("enclave-cache", "plain")
     assert epm.pools.pick("enclave-cache").id == "plain"
+
+
+def test_the_fill_cli_prints_the_ids_or_one_line(epm, capsys):
+    assert ep.main(["--pal", epm.pal, "--count", "2", "--socket", epm.address]) == 0
+    ids = json.loads(capsys.readouterr().out)["ids"]
+    assert sorted(ids) == sorted(epm.ids()) and len(ids) == 2
+    assert ep.main(["--pal", epm.pal, "--socket", epm.address + ".nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("epm-enclave-fill: ") and err.count("\n") == 1
