@@ -98,7 +98,7 @@ def _enclave_options() -> pb.Cache:
 def test_every_rpc_against_the_process(epm: Epm):
     ready = epm.start()
     assert ready["ready"] is True and ready["address"] == epm.sock
-    assert set(ready["pools"]) == {"enclave-cache", "bundle-cache", "wasm-cache"}  # type: ignore[arg-type]
+    assert set(ready["pools"]) == {"enclave-cache", "bundle-cache", "wasm-cache", "enclave-cache-pool"}  # type: ignore[arg-type]
     s = epm.stub
     assert s.Healthz(pb.HealthzRequest(), timeout=10).ok
 

@@ -5,7 +5,8 @@ on its unix socket.
 
 The configuration is upstream's TOML (default ``/var/epm/config.toml``, as upstream; a missing default file means the
 defaults; see :mod:`inclavare.services.epm.config`). Ignored keys are warned about on stderr. Once serving,
-one JSON line goes to stdout: ``{"ready": true, "address": "<socket>", "pools": [...]}``. SIGTERM / SIGINT stop
+one JSON line goes to stdout: ``{"ready": true, "address": "<socket>", "fd_address": "<socket>.fd", "pools":
+[...]}`` (``fd_address``: where PAL v3 enclave descriptors are handed over). SIGTERM / SIGINT stop
 it (exit 0). Bad flags: ``epm: <message>``, exit 2; a configuration or start-up failure: one line, exit 1.
 """
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(args: argparse.Namespace) -> int:
     from inclavare.services.epm import config as cfgmod
-    from inclavare.services.epm.pool import Pools
+    from inclavare.services.epm.enclave_pool import EnclavePools, FdServer, with_enclave_pool
     from inclavare.services.epm.server import serve as grpc_serve
     from inclavare.services.epm.store import Store
 
@@ -45,18 +46,24 @@ def serve(args: argparse.Namespace) -> int:
         cfg = cfgmod.Config()
     else:
         cfg = cfgmod.load(args.config or DEFAULT_CONFIG, warn)
+    cfg = with_enclave_pool(cfg)  # PAL v3 enclaves, their descriptors handed over on the fd socket
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     store = Store(cfg.db_path, float(cfg.db_timeout))
     pools = None
     try:
-        pools = Pools(cfg, store)
+        pools = EnclavePools(cfg, store)
         server = grpc_serve(cfg, pools)
+        fd_server = None
         try:
-            print(json.dumps({"ready": True, "address": cfg.address, "pools": sorted(cfg.pools)}), flush=True)
+            fd_server = FdServer(cfg, pools.keeper)
+            print(json.dumps({"ready": True, "address": cfg.address, "fd_address": fd_server.path,
+                              "pools": sorted(cfg.pools)}), flush=True)
             stop.wait()
         finally:
+            if fd_server is not None:
+                fd_server.close()
             server.stop(2).wait()
             try:
                 os.unlink(cfg.address)

@@ -285,6 +285,10 @@ class NativePal(Pal):
         c_args = _cstr("pal_init", "args", args)
         c_level = _cstr("pal_init", "log_level", log_level)
         if version >= 3:
+            if not (pool_fd == -1 or 0 <= pool_fd < 1 << 31) or not 0 <= pool_addr < 1 << 64 or \
+                    (pool_fd == -1) != (pool_addr == 0):
+                raise PalError("pal_init", -errno.EINVAL,
+                               f"enclave pool fd {pool_fd} / addr {pool_addr:#x}: expected both or neither")
             attr3 = _AttrV3(_AttrV1(c_args, c_level), pool_fd, pool_addr)
             ret = self._init_v3(ctypes.byref(attr3))
         else:

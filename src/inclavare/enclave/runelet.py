@@ -129,6 +129,29 @@ def _refuse_unopened_sealed(pal: Any) -> None:
                        "runtime does not open them (builtin:sim does, with ENCLAVE_KBS_URL and ENCLAVE_KBS_KEY)")
 
 
+def _pool_enclave(pal: Any, enclave: dict[str, str]) -> Any:
+    """For a PAL v3 shared object: a pre-created enclave taken from epm's pool (a
+    :class:`~inclavare.enclave.epm_enclave.Handover`, its fd then owned by the PAL), as upstream's pal Init does;
+    None without epm, with an empty pool, or when the entry is unusable (fd -1 / addr 0 then, as upstream)."""
+    from inclavare.enclave.pal import NativePal
+
+    if not isinstance(pal, NativePal) or pal.version < 3:
+        return None
+    from inclavare.enclave import epm_enclave
+
+    address = epm_enclave.epm_socket(enclave.get("args") or "")
+    if not address or not os.path.exists(address):
+        return None  # no epm on this node: nothing heavy imported
+    try:
+        return epm_enclave.acquire(pal.path, address)
+    except epm_enclave.EpmEnclaveError as e:
+        if not e.unavailable:
+            _say(f"warning: epm: {e}; pal_init builds the enclave itself")
+    except Exception as e:  # noqa: BLE001 -- the pool only speeds starts up: never a reason to fail one
+        _say(f"warning: epm: {type(e).__name__}: {e}; pal_init builds the enclave itself")
+    return None
+
+
 class InitRunelet(Executor):
     """Executor of an enclave container's init process."""
 
@@ -141,6 +164,7 @@ class InitRunelet(Executor):
         self.spec: dict[str, Any] = spec or {}
         self.listen_fd = listen_fd
         self.pal: Any = None
+        self.pool: Any = None  # a pre-created enclave from epm (PAL v3), see _pool_enclave
         self.lock = threading.Lock()
 
     # -- create, in the parent: the spec, the state, the agent socket
@@ -168,13 +192,16 @@ class InitRunelet(Executor):
 
         agent.load_codec()
         self.pal = open_pal(self.enclave["path"], self.spec)
+        self.pool = _pool_enclave(self.pal, self.enclave)  # on the host: epm's sockets are out of the container
 
     def before_ready(self) -> None:
         """pal_get_version and pal_init: a failure here makes `rune create` fail."""
         _set_name("init-runelet")
         _block_sigpipe()  # before pal_init: the threads a runtime starts there inherit it (module docstring)
         self.pal.get_version()
-        self.pal.init(pal_args(self.enclave), self.enclave.get("loglevel") or "info")
+        pool = self.pool
+        self.pal.init(pal_args(self.enclave), self.enclave.get("loglevel") or "info",
+                      pool_fd=pool.fd if pool else -1, pool_addr=pool.addr if pool else 0)
         _refuse_unopened_sealed(self.pal)
         if self.listen_fd is not None:
             # from now on: `rune exec` and `rune attest` work on a created container too, as runc's exec does

@@ -1,0 +1,150 @@
+"""rune's side of PAL v3's enclave hand-over (enclave/epm_enclave.py): the layout rules, the descriptor-kind checks,
+mapping at the recorded address without replacing anything, the socket setting, and the private messages'
+wire compatibility with epm's generated ones."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from inclavare.enclave import epm_enclave as ee
+from inclavare.enclave.epm_enclave import EpmEnclaveError, Segment
+
+P = ee.PAGE
+BASE = 0x3100_0000_0000  # apart from the producer's default base, which other tests map
+
+
+@pytest.fixture
+def memfd() -> Iterator[tuple[int, list[Segment]]]:
+    fd, segs = ee.create_memfd_enclave(b"header text", 2, BASE)
+    yield fd, segs
+    os.close(fd)
+
+
+def test_create_memfd_enclave_reads_its_layout_back_from_the_maps_and_unmaps(memfd):
+    fd, segs = memfd
+    assert segs == [Segment(BASE, P, True, False, False, True, False),
+                    Segment(BASE + P, 2 * P, True, True, False, True, False)]
+    assert ee.check_fd(fd, segs) == "memfd"
+    assert ee.fd_target(fd).startswith("/memfd:inclavare-enclave")
+    with open("/proc/self/maps") as f:
+        assert not any(line.startswith(f"{BASE:x}-") for line in f)  # the producer keeps no mapping
+    assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+
+
+def test_map_layout_maps_the_content_at_the_address_and_refuses_an_occupied_range(memfd):
+    fd, segs = memfd
+    ee.map_layout(fd, "memfd", segs)
+    try:
+        assert ctypes.string_at(BASE, 11) == b"header text"
+        with pytest.raises(EpmEnclaveError, match="range is in use"):
+            ee.map_layout(fd, "memfd", segs)
+    finally:
+        ee.unmap(segs)
+    # a failure part-way unmaps what it mapped: the first segment is free again afterwards
+    blocker = Segment(BASE + P, P)
+    ee.map_layout(fd, "memfd", [Segment(BASE, 2 * P)])  # occupies both pages
+    ee.unmap([Segment(BASE, P)])  # leaves only the second page mapped
+    try:
+        with pytest.raises(EpmEnclaveError, match="in use"):
+            ee.map_layout(fd, "memfd", segs)
+        ee.map_layout(fd, "memfd", [Segment(BASE, P)])  # would fail had the first attempt left it mapped
+        ee.unmap([Segment(BASE, P)])
+    finally:
+        ee.unmap([blocker])
+
+
+@pytest.mark.parametrize(("nr", "segs", "why"), [
+    (2, [Segment(BASE, P)], "nr is 2"),
+    (0, [], "0 segments"),
+    (1, [Segment(BASE + 1, P)], "page aligned"),
+    (1, [Segment(BASE, P + 7)], "page aligned"),
+    (1, [Segment(BASE, 0)], "page aligned"),
+    (2, [Segment(BASE, 2 * P), Segment(BASE + P, P)], "overlaps"),
+    (2, [Segment(BASE + P, P), Segment(BASE, P)], "overlaps or precedes"),
+    (1, [Segment(0x7FFF_FFFF_E000, 2 * P)], "beyond the user address space"),
+    (1, [Segment(BASE, P, share=True, private=True)], "shared or private"),
+    (1, [Segment(BASE, P, share=False, private=False)], "shared or private"),
+    (1, [Segment(BASE, 1 << 37)], "more than"),
+])
+def test_check_layout_refuses(nr, segs, why):
+    with pytest.raises(EpmEnclaveError, match=why):
+        ee.check_layout(nr, segs)
+
+
+def test_check_fd_refuses_other_files_unsealed_memfds_and_layouts_beyond_the_memfd(tmp_path, memfd):
+    fd, segs = memfd
+    with pytest.raises(EpmEnclaveError, match="spans"):
+        ee.check_fd(fd, [Segment(BASE, 4 * P)])
+    plain = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    os.ftruncate(plain, 4 * P)
+    other = os.memfd_create("something-else", os.MFD_ALLOW_SEALING)
+    unsealed = os.memfd_create(ee.MEMFD_NAME, os.MFD_ALLOW_SEALING)
+    try:
+        with pytest.raises(EpmEnclaveError, match="not an enclave memfd|neither"):
+            ee.check_fd(plain, segs)
+        os.ftruncate(other, 4 * P)
+        fcntl.fcntl(other, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+        with pytest.raises(EpmEnclaveError, match="not an enclave memfd"):
+            ee.check_fd(other, segs)
+        os.ftruncate(unsealed, 4 * P)
+        with pytest.raises(EpmEnclaveError, match="not sealed"):
+            ee.check_fd(unsealed, segs)
+    finally:
+        for x in (plain, other, unsealed):
+            os.close(x)
+    r, w = os.pipe()
+    os.close(w)
+    try:
+        with pytest.raises(EpmEnclaveError, match="neither"):
+            ee.check_fd(r, segs)
+    finally:
+        os.close(r)
+    with pytest.raises(EpmEnclaveError, match="Bad file descriptor"):
+        ee.check_fd(r, segs)  # closed: a stale number
+
+
+def test_epm_socket_default_env_and_no_epm(monkeypatch):
+    monkeypatch.delenv(ee.SOCKET_ENV, raising=False)
+    assert ee.epm_socket("debug") == "/var/run/epm/epm.sock"
+    monkeypatch.setenv(ee.SOCKET_ENV, "/tmp/x.sock")
+    assert ee.epm_socket("log=/l") == "/tmp/x.sock"
+    assert ee.epm_socket("debug no-epm") == ""
+    assert ee.epm_socket("debug,no-epm") == ""
+    assert ee.epm_socket("no-epmx") == "/tmp/x.sock"
+
+
+def test_acquire_without_an_epm_socket_is_unavailable(tmp_path):
+    with pytest.raises(EpmEnclaveError) as e:
+        ee.acquire(str(tmp_path / "pal.so"), str(tmp_path / "none.sock"))
+    assert e.value.unavailable
+
+
+def test_pal_key_is_the_content_digest(tmp_path):
+    a, b, c = tmp_path / "a.so", tmp_path / "b.so", tmp_path / "c.so"
+    a.write_bytes(b"one")
+    b.write_bytes(b"one")
+    c.write_bytes(b"two")
+    assert ee.pal_key(str(a)) == ee.pal_key(str(b)) != ee.pal_key(str(c))
+    assert len(ee.pal_key(str(a))) == 32
+    assert ee.new_cache_id("k").startswith("k/")
+
+
+def test_private_messages_are_wire_compatible_with_epm_proto(memfd):
+    from inclavare.services.epm.proto import epm_pb2 as pb
+
+    fd, segs = memfd
+    ours = ee.fill_enclave(ee.messages()["Enclave"](), 7, segs)
+    theirs = pb.Enclave.FromString(ours.SerializeToString())
+    assert ee.segments_of(theirs) == tuple(segs) and theirs.fd == 7
+    cache = pb.Cache(type="t", ID="i", subType="s")
+    cache.options.Pack(theirs)
+    back = ee.messages()["PickCacheResponse"].FromString(pb.PickCacheResponse(cache=cache).SerializeToString())
+    assert back.cache.ID == "i" and back.cache.options.type_url == ee.ENCLAVE_TYPE_URL
+    req = pb.ListCacheRequest.FromString(
+        ee.messages()["ListCacheRequest"](type="t", lastCacheID="k/", limit=3).SerializeToString())
+    assert (req.type, req.lastCacheID, req.limit) == ("t", "k/", 3)
