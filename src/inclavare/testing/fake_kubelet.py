@@ -2,10 +2,11 @@
 client side that treats registered plugins as kubelet's device manager does.
 
 On each RegisterRequest it checks the version (``v1beta1``, else INVALID_ARGUMENT, as kubelet refuses an
-unsupported one) and records the request; then, as kubelet does after a successful registration, it dials the
-plugin at ``<directory>/<endpoint>``, calls GetDevicePluginOptions and keeps a ListAndWatch stream open,
-recording every device list the plugin sends (:meth:`FakeKubelet.devices`). Tests call Allocate,
-GetPreferredAllocation and PreStartContainer through :meth:`FakeKubelet.stub`.
+unsupported one; :attr:`FakeKubelet.refuse` refuses the next N) and records the request; then, as kubelet does
+after a successful registration, it dials the plugin at ``<directory>/<endpoint>``, calls
+GetDevicePluginOptions and keeps a ListAndWatch stream open, recording every device list the plugin sends
+(:meth:`FakeKubelet.devices`). Tests call Allocate, GetPreferredAllocation and PreStartContainer through
+:meth:`FakeKubelet.stub`.
 
 :meth:`FakeKubelet.restart` imitates a kubelet restart: the server stops, every file in the directory is
 removed (kubelet's device manager empties it at start) and a new ``kubelet.sock`` is served.
@@ -42,6 +43,7 @@ class FakeKubelet:
         self.directory = directory
         self.socket = os.path.join(directory, "kubelet.sock")
         self.requests: list[Any] = []
+        self.refuse = 0  # refuse this many coming registrations (FAILED_PRECONDITION), as a busy kubelet might
         self.endpoints: dict[str, Endpoint] = {}
         self._cond = threading.Condition()
         self._server: grpc.Server | None = None
@@ -77,6 +79,10 @@ class FakeKubelet:
     def _register(self, request: Any, context: grpc.ServicerContext) -> Any:
         if request.version != "v1beta1":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported version {request.version!r}")
+        with self._cond:
+            refuse, self.refuse = self.refuse > 0, max(0, self.refuse - 1)
+        if refuse:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "registration refused by the test")
         channel = grpc.insecure_channel("unix:" + os.path.join(self.directory, request.endpoint))
         ep = Endpoint(request, channel)
         with self._cond:
