@@ -52,7 +52,7 @@ class FakeKubelet:
     def start(self) -> FakeKubelet:
         os.makedirs(self.directory, exist_ok=True)
         server = grpc.server(futures.ThreadPoolExecutor(4))
-        pb_grpc.add_RegistrationServicer_to_server(_Registration(self), server)
+        pb_grpc.add_RegistrationServicer_to_server(_Registration(self), server)  # type: ignore[no-untyped-call]
         server.add_insecure_port("unix:" + self.socket)
         server.start()
         self._server = server
@@ -96,7 +96,7 @@ class FakeKubelet:
         return pb.Empty()
 
     def _watch(self, ep: Endpoint) -> None:
-        stub = pb_grpc.DevicePluginStub(ep.channel)
+        stub = pb_grpc.DevicePluginStub(ep.channel)  # type: ignore[no-untyped-call]
         try:
             ep.options = stub.GetDevicePluginOptions(pb.Empty(), timeout=10)
             for resp in stub.ListAndWatch(pb.Empty()):
@@ -134,7 +134,7 @@ class FakeKubelet:
     def stub(self, resource: str) -> Any:
         """A DevicePlugin client on ``resource``'s registered endpoint."""
         with self._cond:
-            return pb_grpc.DevicePluginStub(self.endpoints[resource].channel)
+            return pb_grpc.DevicePluginStub(self.endpoints[resource].channel)  # type: ignore[no-untyped-call]
 
 
 class _Registration:
