@@ -111,8 +111,7 @@ def serve(args: argparse.Namespace) -> int:
                           names=names)
     kubelet = args.kubelet_socket or os.path.join(args.device_plugin_dir, "kubelet.sock")
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    saved = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     mgr = Manager(res, args.device_plugin_dir, kubelet, log)
     try:
         mgr.start()
@@ -127,6 +126,8 @@ def serve(args: argparse.Namespace) -> int:
                 log(str(e))
     finally:
         mgr.stop()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
     log("stopped")
     return 0
 
