@@ -95,7 +95,12 @@ class ResourceServer:
         else:
             if not stat.S_ISSOCK(st.st_mode):
                 raise DevicePluginError(f"{self.path}: exists and is not a socket; refusing to replace it")
-            os.unlink(self.path)
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise DevicePluginError(f"{self.path}: cannot remove the stale socket: {e.strerror or e}") from None
         server = grpc.server(futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="sgxdp"),
                              options=[("grpc.max_receive_message_length", MAX_RECEIVE),
                                       ("grpc.max_send_message_length", MAX_SEND),
@@ -116,8 +121,10 @@ class ResourceServer:
         with self._cond:
             self._stopping = False
         self._server = server
-        st = os.stat(self.path)
-        self._ident = _ident(st)
+        try:
+            self._ident = _ident(os.stat(self.path))
+        except OSError:
+            self._ident = None  # removed already: the next tick serves it again
 
     def stop(self, grace: float = 1.0) -> None:
         """End streams, stop serving and remove our socket (only if it is still ours)."""
@@ -148,6 +155,10 @@ class ResourceServer:
             self._generation += 1
             self._cond.notify_all()
 
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
     # --- ListAndWatch ---------------------------------------------------------------------------------------
     def watch(self, context: grpc.ServicerContext) -> Iterator[Any]:
         pb, _ = _pb()
@@ -156,7 +167,7 @@ class ResourceServer:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"ListAndWatch {self.resource.name}: {MAX_STREAMS} streams already open")
             self._streams += 1
-        context.add_callback(self.notify)  # a cancelled stream wakes its own wait
+        context.add_callback(self._wake)  # a cancelled stream wakes its own wait
         try:
             sent = -1
             while True:
