@@ -144,6 +144,7 @@ def test_stale_socket_replaced_foreign_file_refused_stop_removes_ours(top, plugi
     stale.close()
     plugin.mgr.start()
     assert plugin.mgr.servers[0].socket_present()
+    assert os.stat(path).st_mode & 0o077 == 0  # bound under umask 077: only its owner (root, as kubelet) connects
     with grpc.insecure_channel("unix:" + path) as ch:
         assert pb_grpc.DevicePluginStub(ch).GetDevicePluginOptions(pb.Empty(), timeout=10).\
             get_preferred_allocation_available
