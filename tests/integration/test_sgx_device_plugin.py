@@ -186,10 +186,19 @@ def test_hardware_mode_on_a_fake_dev(top, kubelet, start):
         open(os.path.join(top, "dev", node), "w").close()
     aesmd = os.path.join(top, "aesmd")
     os.mkdir(aesmd)
-    p = start("--resources", f"{ENCLAVE},{PROVISION}", "--enclave-limit", "3", "--provision-limit", "2",
-              "--aesmd-dir", aesmd)
-    assert p.ready["mode"] == "sgx"
-    kubelet.wait_registered({ENCLAVE, PROVISION})
+    sysfs = os.path.join(top, "sys")
+    for node, size in ((0, 3 << 20), (1, (2 << 20) + 4096)):  # the kernel's per-NUMA-node EPC bytes
+        os.makedirs(os.path.join(sysfs, f"node{node}", "x86"))
+        with open(os.path.join(sysfs, f"node{node}", "x86", "sgx_total_bytes"), "w") as f:
+            f.write(f"{size}\n")
+    p = start("--enclave-limit", "3", "--provision-limit", "2", "--aesmd-dir", aesmd, "--sysfs-nodes", sysfs)
+    assert (p.ready["mode"], p.ready["epc_bytes"]) == ("sgx", 5 << 20)  # whole MiB only
+    kubelet.wait_registered(ALL)
+    assert kubelet.devices(EPC) == [(str(i), "Healthy") for i in range(5)]
+    (c,) = kubelet.stub(EPC).Allocate(alloc(["4", "0"])).container_responses
+    assert dict(c.envs) == {"INCLAVARE_ENCLAVE_TYPE": "intelSgx", "INCLAVARE_SGX_EPC_MIB": "2"}
+    assert [d.host_path for d in c.devices] == [os.path.join(top, "dev", "sgx_enclave")]
+    assert [m.host_path for m in c.mounts] == [aesmd]
     assert kubelet.devices(ENCLAVE) == [(f"sgx-enclave-{i}", "Healthy") for i in range(3)]
     (c,) = kubelet.stub(ENCLAVE).Allocate(alloc(["sgx-enclave-0"])).container_responses
     assert dict(c.envs) == {"INCLAVARE_ENCLAVE_TYPE": "intelSgx"}
@@ -201,4 +210,23 @@ def test_hardware_mode_on_a_fake_dev(top, kubelet, start):
     os.unlink(os.path.join(top, "dev", "sgx_provision"))  # the driver goes away: re-sent as Unhealthy
     kubelet.wait(lambda: kubelet.endpoints[PROVISION].lists[-1][0][1] == "Unhealthy", what="Unhealthy devices")
     assert {h for _, h in kubelet.devices(ENCLAVE)} == {"Healthy"}
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.stub(PROVISION).Allocate(alloc(["sgx-provision-0"]), timeout=10)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert p.stop() == 0
+    assert "SGX host: 5 MiB of EPC" in p.stderr()
+    assert f"{PROVISION}: devices now Unhealthy" in p.stderr()
+
+
+def test_sgx_host_with_unknown_epc_advertises_none(top, kubelet, start):
+    open(os.path.join(top, "dev", "isgx"), "w").close()  # the out-of-tree driver's node
+    os.makedirs(os.path.join(top, "sys", "node0", "x86"))
+    with open(os.path.join(top, "sys", "node0", "x86", "sgx_total_bytes"), "w") as f:
+        f.write("garbage")
+    p = start("--resources", EPC, "--sysfs-nodes", os.path.join(top, "sys"))
+    assert (p.ready["mode"], p.ready["epc_bytes"]) == ("sgx", 0)
+    kubelet.wait(lambda: EPC in kubelet.endpoints and kubelet.endpoints[EPC].lists, what="a device list")
+    assert kubelet.devices(EPC) == []
+    assert p.stop() == 0
+    assert "warning: EPC size unknown (EPC size: " in p.stderr()
+    assert f"is not a byte count); {EPC} advertises no devices" in p.stderr()

@@ -2,7 +2,7 @@
 
     inclavare-sgx-device-plugin [--sim] [--sim-epc-mib N] [--resources LIST] [--enclave-limit N]
         [--provision-limit N] [--device-plugin-dir DIR] [--kubelet-socket PATH] [--dev-dir DIR]
-        [--aesmd-dir DIR] [--epc-nfd-file PATH] [--interval SECONDS]
+        [--aesmd-dir DIR] [--sysfs-nodes DIR] [--epc-nfd-file PATH] [--interval SECONDS]
 
 Serves one v1beta1 DevicePlugin per resource on its own socket in the device-plugin directory and keeps each
 registered with kubelet. Once serving, one JSON line goes to stdout: ``{"ready": true, "mode": "sgx"|"sim",
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-dir", default="/dev", metavar="DIR", help="where the SGX device nodes are (default /dev)")
     p.add_argument("--aesmd-dir", default="/var/run/aesmd", metavar="DIR",
                    help="host directory of aesmd's socket, mounted into SGX containers (default /var/run/aesmd)")
+    p.add_argument("--sysfs-nodes", default="/sys/devices/system/node", metavar="DIR",
+                   help="sysfs NUMA node directory read for x86/sgx_total_bytes (default /sys/devices/system/node)")
     p.add_argument("--epc-nfd-file", metavar="PATH", help=f"also write '{resources.EPC_BYTES}=<bytes>' to this "
                    "NFD feature file (e.g. /etc/kubernetes/node-feature-discovery/features.d/sgx-epc)")
     p.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
@@ -97,11 +99,14 @@ def serve(args: argparse.Namespace) -> int:
         log(f"SIMULATED SGX ({why}): advertising {epc_mib} MiB of simulated EPC; device IDs start with 'sim-', "
             f"containers get no SGX device and {resources.ENV_TYPE}=sim")
     else:
-        epc_mib = min(platform.epc_bytes() // platform.MIB, resources.MAX_DEVICES)
+        try:
+            epc_mib = min(platform.epc_bytes(args.sysfs_nodes) // platform.MIB, resources.MAX_DEVICES)
+            unknown_why = "no sgx_total_bytes in sysfs, no EPC in CPUID"
+        except DevicePluginError as e:  # under-reporting is the safe side: no EPC is advertised
+            epc_mib, unknown_why = 0, str(e)
         log(f"SGX host: {epc_mib} MiB of EPC, device nodes under {args.dev_dir}")
-        if epc_mib == 0 and resources.EPC_MIB in names:
-            log(f"warning: EPC size unknown (no sgx_total_bytes in sysfs, no EPC in CPUID); {resources.EPC_MIB} "
-                "advertises no devices")
+        if epc_mib == 0:
+            log(f"warning: EPC size unknown ({unknown_why}); {resources.EPC_MIB} advertises no devices")
     epc_bytes = epc_mib * platform.MIB
     if args.epc_nfd_file:
         platform.write_nfd_feature_file(args.epc_nfd_file, epc_bytes)
