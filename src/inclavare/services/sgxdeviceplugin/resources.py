@@ -90,8 +90,8 @@ class Resource:
     aesmd_dir: str = platform.AESMD_DIR
     epc_units: bool = False         # each device is one MiB of EPC (sets INCLAVARE_SGX_EPC_MIB)
     healthy: bool = True
-    _known: frozenset[str] = field(default=frozenset(), repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _known: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._known = frozenset(self.ids)
