@@ -72,6 +72,7 @@ install_launcher verdict inclavare.cli.verdict main
 install_launcher verdictd inclavare.cli.verdictd main
 install_launcher inclavare-image inclavare.cli.image main
 install_launcher epm inclavare.cli.epm main
+install_launcher inclavare-sgx-device-plugin inclavare.cli.sgx_device_plugin main
 echo "setup: $(/usr/local/bin/rune --version | head -1) installed at /usr/local/bin/rune"
 
 # --- demo -----------------------------------------------------------------------------------------------
