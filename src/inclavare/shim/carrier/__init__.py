@@ -1,0 +1,44 @@
+"""Carriers (issue 17): at Create the shim turns an ordinary image into a signed enclave image.
+
+Selection, as upstream shim-rune: ``RUNE_CARRIER`` in the container's process env (taken out of the workload's
+env), else the annotation ``enclave.carrier``, else the runtime handler's ``EnclaveCarrier`` (a key of the
+handler's options TOML, ours: see :func:`inclavare.shim.service.handler_carrier`). This module is all a plain
+container pays for (one env and annotation scan); the carriers themselves (:mod:`.carriers`), the signers
+(:mod:`.signers`), the node config (:mod:`.nodeconfig`) and the bundle cache are imported only once a carrier
+is selected (:mod:`.prepare`).
+
+What is done: ``wasm`` and ``sim`` carriers, ``client``/``server``/``local`` signing, bundle cache L0/L1/L2.
+What is left: ``occlum`` is an extension point (refused with what is missing); epm pools are not consulted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ENV = "RUNE_CARRIER"
+ANNOTATION = "enclave.carrier"
+HANDLER_KEY = "EnclaveCarrier"
+CARRIERS = ("wasm", "sim", "occlum")
+
+
+def select(config: dict[str, Any], handler: str = "") -> tuple[str, str]:
+    """(carrier name, where it came from) for an OCI config, or ("", "") when none is selected. Env wins over
+    annotation over handler. Does not change ``config`` (see :func:`strip_env`)."""
+    for item in (config.get("process") or {}).get("env") or []:
+        if isinstance(item, str) and item.startswith(ENV + "="):
+            return item[len(ENV) + 1:].strip(), f"process env {ENV}"
+    ann = (config.get("annotations") or {}).get(ANNOTATION)
+    if isinstance(ann, str) and ann:
+        return ann.strip(), f"annotation {ANNOTATION}"
+    if handler:
+        return handler.strip(), f"runtime handler option {HANDLER_KEY}"
+    return "", ""
+
+
+def strip_env(config: dict[str, Any]) -> None:
+    """Take ``RUNE_CARRIER`` out of the workload's environment (it is configuration for the shim)."""
+    process = config.get("process") or {}
+    env = process.get("env") or []
+    kept = [e for e in env if not (isinstance(e, str) and e.startswith(ENV + "="))]
+    if len(kept) != len(env):
+        process["env"] = kept
