@@ -38,9 +38,9 @@ class Payload:
     host_path: str
 
 
-def _resolve(rootfs: str, path: str, where: str) -> str:
-    """``path`` (absolute, as inside the container) resolved to a host path under ``rootfs``; symlinks are
-    followed within the rootfs; climbing above its root is refused."""
+def _resolve(rootfs: str, path: str, where: str) -> str | None:
+    """``path`` (absolute, as inside the container) resolved to a host path under ``rootfs`` (None if it does
+    not exist); symlinks are followed within the rootfs; climbing above its root is refused."""
     root = os.path.abspath(rootfs)
     parts = [p for p in path.split("/") if p not in ("", ".")]
     done: list[str] = []
@@ -56,8 +56,8 @@ def _resolve(rootfs: str, path: str, where: str) -> str:
         candidate = os.path.join(root, *done, part)
         try:
             st = os.lstat(candidate)
-        except FileNotFoundError:
-            raise CarrierError(f"{where}: {path} does not exist in the image", "invalid_argument") from None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
         except OSError as e:
             raise CarrierError(f"{where}: {path}: {e.strerror}", "invalid_argument") from None
         if stat.S_ISLNK(st.st_mode):
@@ -89,14 +89,9 @@ def entry_point(config: dict[str, Any], rootfs: str) -> tuple[str, str]:
         env_path = next((e[5:] for e in process.get("env") or [] if isinstance(e, str) and e.startswith("PATH=")),
                         DEFAULT_PATH)
         candidates = [os.path.join(d or "/", arg0) for d in env_path.split(":") if d.startswith("/")]
-    for i, cand in enumerate(candidates):
-        try:
-            host = _resolve(rootfs, cand, where)
-        except CarrierError:
-            if i == len(candidates) - 1:
-                raise
-            continue
-        if os.path.isfile(host):
+    for cand in candidates:
+        host = _resolve(rootfs, cand, where)
+        if host is not None and os.path.isfile(host):
             return cand, host
     raise CarrierError(f"{where}: not found in the image (looked in {', '.join(candidates)})", "invalid_argument")
 
@@ -223,15 +218,16 @@ def load_client_image(config: dict[str, Any], rootfs: str, carrier: Carrier) -> 
         payload = read_payload(config, rootfs)
     except CarrierError:
         payload = None
+    source: str | bytes
     if payload is not None and payload.data.startswith(ENCLAVE_MAGIC):
         path, source = payload.path, payload.data
     else:
         path = CLIENT_IMAGE
         host = _resolve(rootfs, CLIENT_IMAGE, "client-signed enclave image")
-        if not os.path.isfile(host):
+        if host is None or not os.path.isfile(host):
             raise CarrierError(f"signature_method client: the image has no signed enclave image (its entry point "
                                f"is not one and {CLIENT_IMAGE} is missing)", "invalid_argument")
-        source = host  # type: ignore[assignment]
+        source = host
     try:
         loaded = image.load(source)
     except image.EnclaveImageError as e:
