@@ -426,3 +426,16 @@ def test_server_returning_a_wrong_signature(tmp_path: Path) -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_rune_attest_checks_the_recorded_identity() -> None:
+    from inclavare.cli.runecmds import _check_recorded
+    from inclavare.errors import ContainerError
+
+    shown = {"mrenclave": "aa" * 32, "mrsigner": "bb" * 32}
+    _check_recorded("c", {}, shown)
+    assert "recorded" not in shown
+    _check_recorded("c", {"enclave.mrenclave": "AA" * 32, "enclave.mrsigner": "bb" * 32}, shown)
+    assert shown["recorded"] == {"mrenclave": "aa" * 32, "mrsigner": "bb" * 32}
+    with pytest.raises(ContainerError, match="reports MRENCLAVE a{64}, but c{64} was recorded"):
+        _check_recorded("c", {"enclave.mrenclave": "cc" * 32}, dict(shown))
