@@ -46,6 +46,7 @@ def test_selection_precedence_env_over_annotation_over_handler() -> None:
     del cfg["annotations"]
     assert sel.select(cfg, "occlum") == ("occlum", "runtime handler option EnclaveCarrier")
     assert sel.select(cfg) == ("", "")
+    assert sel.select({"annotations": {"io.kubernetes.cri.container-type": "sandbox"}}, "wasm") == ("", "")
     cfg["process"]["env"] = ["RUNE_CARRIER=wasm", "B=2"]
     sel.strip_env(cfg)
     assert cfg["process"]["env"] == ["B=2"]

@@ -19,15 +19,20 @@ ENV = "RUNE_CARRIER"
 ANNOTATION = "enclave.carrier"
 HANDLER_KEY = "EnclaveCarrier"
 CARRIERS = ("wasm", "sim", "occlum")
+CONTAINER_TYPE = "io.kubernetes.cri.container-type"  # "sandbox" for a pod's pause container: never carried
 
 
 def select(config: dict[str, Any], handler: str = "") -> tuple[str, str]:
     """(carrier name, where it came from) for an OCI config, or ("", "") when none is selected. Env wins over
-    annotation over handler. Does not change ``config`` (see :func:`strip_env`)."""
+    annotation over handler; a CRI pod sandbox (the pause container) is never carried, as upstream. Does not
+    change ``config`` (see :func:`strip_env`)."""
+    annotations = config.get("annotations") or {}
+    if annotations.get(CONTAINER_TYPE) == "sandbox":
+        return "", ""
     for item in (config.get("process") or {}).get("env") or []:
         if isinstance(item, str) and item.startswith(ENV + "="):
             return item[len(ENV) + 1:].strip(), f"process env {ENV}"
-    ann = (config.get("annotations") or {}).get(ANNOTATION)
+    ann = annotations.get(ANNOTATION)
     if isinstance(ann, str) and ann:
         return ann.strip(), f"annotation {ANNOTATION}"
     if handler:
