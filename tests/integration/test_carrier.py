@@ -171,3 +171,33 @@ def test_plain_container_is_untouched(rig: Rig, cid: str) -> None:
     p = rig.shim.ctr("run", "--rm", "--runtime", RUNTIME, "localhost/busybox:latest", cid, "sh", "-c",
                      "echo plain; env | grep -c ENCLAVE_ || true")
     assert ok(p) == "plain\n0\n"
+
+
+def test_evicting_the_entry_does_not_break_a_running_container(rig: Rig, cid: str, rune_bin: str) -> None:
+    """The signed image reaches the container as a bind mount of the entry's file: the container keeps the inode
+    when the cache evicts the entry (the shim holds the entry only until the container exists)."""
+    import subprocess
+
+    from inclavare.services.bundlecache import BundleCache
+
+    ok(rig.shim.ctr("run", "-d", "--runtime", RUNTIME, "--env", "RUNE_CARRIER=wasm", WASM_IMAGE, cid,
+                    "/app/spin.wasm"))
+    rig.shim.wait_status(cid, "RUNNING")
+    with BundleCache(rig.cache_root) as c:
+        assert c.evict(0)  # nothing holds the entries now
+        assert c.stats().entries == 0
+    state = json.loads(ok(subprocess.run([rune_bin, "--root", rig.shim.state_dir, "state", cid],
+                                         capture_output=True, text=True, timeout=30)))
+    assert state["status"] == "running"
+    env = dict(os.environ, INCLAVARE_SIM_STATE_DIR=rig.shim.sim_state_dir)
+    shown = json.loads(ok(subprocess.run([rune_bin, "--root", rig.shim.state_dir, "attest", cid],
+                                         capture_output=True, text=True, timeout=60, env=env)))
+    assert shown["mrenclave"] == state["annotations"]["enclave.mrenclave"]
+    ok(rig.shim.ctr("tasks", "kill", "-s", "KILL", cid))
+    rig.shim.wait_status(cid, "STOPPED")
+    # and the next run rebuilds
+    again = cid + "-r"
+    try:
+        assert ok(rig.run_rm(again, "--env", "RUNE_CARRIER=wasm")) == "hello from a carried enclave\n"
+    finally:
+        rig.shim.remove(again)

@@ -65,19 +65,40 @@ class LocalSigner:
     method = "local"
 
     def __init__(self, cfg: NodeConfig) -> None:
-        from inclavare.sgx.signing import SigningError, load_private_key
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
 
-        path = cfg.signature.local_key
-        if not path:
-            raise CarrierError(f"signature_method local needs [signature] local_key in {cfg.path}")
-        try:
-            self.key = load_private_key(_read_private(path, "signing key"))
-        except SigningError as e:
-            raise CarrierError(f"signing key {path}: {e}") from None
         from inclavare.formats.sgx.common import mrsigner_of
 
-        n = self.key.public_key().public_numbers().n
-        self.mrsigner = mrsigner_of(n.to_bytes(384, "little"))
+        self.path = cfg.signature.local_key
+        if not self.path:
+            raise CarrierError(f"signature_method local needs [signature] local_key in {cfg.path}")
+        self.pem = _read_private(self.path, "signing key")
+        self._key: Any = None
+        # the identity (a cache key) needs only the modulus: skip the RSA consistency check here (~0.2 s for
+        # RSA-3072); :meth:`sign` loads the key fully checked before it signs anything
+        try:
+            quick = serialization.load_pem_private_key(self.pem, password=None, unsafe_skip_rsa_key_validation=True)
+        except (ValueError, TypeError):
+            raise CarrierError(f"signing key {self.path}: not a readable, unencrypted PEM private key") from None
+        if not isinstance(quick, rsa.RSAPrivateKey):
+            raise CarrierError(f"signing key {self.path}: {type(quick).__name__} is not an RSA key")
+        nums = quick.public_key().public_numbers()
+        if nums.n.bit_length() != 3072 or nums.e != 3:
+            raise CarrierError(f"signing key {self.path}: SGX needs RSA-3072 with e=3 (got {nums.n.bit_length()} "
+                               f"bits, e={nums.e})")
+        self.mrsigner = mrsigner_of(nums.n.to_bytes(384, "little"))
+
+    @property
+    def key(self) -> Any:
+        from inclavare.sgx.signing import SigningError, load_private_key
+
+        if self._key is None:
+            try:
+                self._key = load_private_key(self.pem)
+            except SigningError as e:
+                raise CarrierError(f"signing key {self.path}: {e}") from None
+        return self._key
 
     def identity(self) -> dict[str, str]:
         return {"method": "local", "mrsigner": self.mrsigner.hex()}
