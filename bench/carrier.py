@@ -6,6 +6,9 @@ median of per-round ratios (paired).
   carrier cold   RUNE_CARRIER=wasm with an empty bundle cache (evicted before each run): build, measure, sign
                  (node-local key), commit L0/L1/L2, then the enclave runs
   carrier warm   RUNE_CARRIER=wasm with the cache filled: an L2 hit
+  builtin:sim    the same app's module as an enclave image signed beforehand and bind-mounted, ENCLAVE_TYPE=sim
+                 ENCLAVE_RUNTIME_PATH=builtin:sim, no carrier: what the carried container runs, minus the shim's
+                 carrier work (so warm - builtin:sim is the carrier's own cost)
   builtin:wasm   the same app without a carrier: ENCLAVE_TYPE=sim ENCLAVE_RUNTIME_PATH=builtin:wasm (a WebAssembly
                  sandbox, no enclave image, nothing signed)
   plain          busybox `echo` as an ordinary container through the same shim (the baseline of the ratios)
@@ -106,6 +109,13 @@ def main() -> int:
         for i in range(3):
             ctrd.import_image(app_image(work, i))
         app = APP.format(0)
+        from inclavare.enclave import image
+
+        with open(os.path.join(work, "app0", "app", "hello.wasm"), "rb") as f:
+            signed = image.sign(image.build(f.read(), "wasm"), rsa3072_e3_pem(0))
+        os.makedirs(os.path.join(work, "enclave"))
+        with open(os.path.join(work, "enclave", "enclave.img"), "wb") as f:
+            f.write(signed)
 
         def evict() -> None:
             with BundleCache(cache_root) as c:
@@ -123,6 +133,9 @@ def main() -> int:
         runners = {
             "carrier cold": run("cc", app, carrier, [], before=evict),
             "carrier warm": run("cw", app, carrier, []),
+            "builtin:sim": run("bs", app, ["--env", "ENCLAVE_TYPE=sim", "--env", "ENCLAVE_RUNTIME_PATH=builtin:sim",
+                                           "--mount", f"type=bind,src={work}/enclave,dst=/enclave,options=rbind:ro"],
+                               []),
             "builtin:wasm": run("bw", app, ["--env", "ENCLAVE_TYPE=sim", "--env",
                                             "ENCLAVE_RUNTIME_PATH=builtin:wasm"], []),
             "plain": run("pl", BUSYBOX, [], ["echo", "hello"]),

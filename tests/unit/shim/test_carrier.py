@@ -440,3 +440,12 @@ def test_rune_attest_checks_the_recorded_identity() -> None:
     assert shown["recorded"] == {"mrenclave": "aa" * 32, "mrsigner": "bb" * 32}
     with pytest.raises(ContainerError, match="reports MRENCLAVE a{64}, but c{64} was recorded"):
         _check_recorded("c", {"enclave.mrenclave": "cc" * 32}, dict(shown))
+
+
+def test_preload_only_where_a_node_config_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(nodeconfig.ENV_PATH, str(tmp_path / "absent.toml"))
+    assert sel.preload() is False
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.setenv(nodeconfig.ENV_PATH, str(tmp_path / "config.toml"))
+    assert sel.preload() is True
+    assert "inclavare.shim.carrier.prepare" in sys.modules

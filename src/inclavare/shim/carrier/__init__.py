@@ -47,3 +47,28 @@ def strip_env(config: dict[str, Any]) -> None:
     kept = [e for e in env if not (isinstance(e, str) and e.startswith(ENV + "="))]
     if len(kept) != len(env):
         process["env"] = kept
+
+
+def preload() -> bool:
+    """Import what a carrier's Create needs (TOML, SQLite, cryptography, the enclave image code), for a spare
+    shim while it waits for work -- off the Create's critical path. Only on a node that has a node config file
+    (see :mod:`.nodeconfig`): elsewhere no container is expected to be carried and shims stay small. Returns
+    whether it preloaded."""
+    import os
+
+    from inclavare.shim.carrier.nodeconfig import config_path
+
+    if not os.path.exists(config_path()):
+        return False
+    import sqlite3  # noqa: F401
+    import tomllib  # noqa: F401
+
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: F401
+
+    import inclavare.enclave.image  # noqa: F401
+    import inclavare.services.bundlecache  # noqa: F401
+    import inclavare.sgx.signing  # noqa: F401
+    import inclavare.shim.carrier.prepare  # noqa: F401
+
+    return True

@@ -105,6 +105,9 @@ def prepare(bundle: str, config: dict[str, Any], original: bytes, name: str, whe
             node_config: NodeConfig | None = None) -> Prepared:
     """Rewrite ``bundle``'s config.json for carrier ``name`` (selected by ``where``); ``config`` is its parsed
     content (changed in place), ``original`` its bytes. Raises :class:`CarrierError` (config.json untouched)."""
+    import time
+
+    t0 = time.perf_counter()
     try:
         cfg = node_config or load_config()
     except NodeConfigError as e:
@@ -146,8 +149,8 @@ def prepare(bundle: str, config: dict[str, Any], original: bytes, name: str, whe
     except BaseException:
         prep.release()
         raise
-    log.info("carrier %s: MRENCLAVE %s MRSIGNER %s (cache hits: %s)", name, prep.mrenclave, prep.mrsigner,
-             ",".join(prep.hits) or "none")
+    log.info("carrier %s: MRENCLAVE %s MRSIGNER %s (cache hits: %s; %.1f ms)", name, prep.mrenclave, prep.mrsigner,
+             ",".join(prep.hits) or "none", (time.perf_counter() - t0) * 1000)
     return prep
 
 
