@@ -335,11 +335,11 @@ class TaskService:
                             "(one shim serves one root)", "invalid_argument")
         rootfs = [{"type": m.type, "source": m.source, "options": list(m.options)} for m in req.rootfs]
         stdio = Stdio(req.stdin, req.stdout, req.stderr, req.terminal)
+        carrier = handler_carrier(req.options if req.HasField("options") else None)
         pid = self.core.create(req.id, req.bundle, stdio,
                                options={"no_pivot": opts.no_pivot_root, "no_new_keyring": opts.no_new_keyring,
                                         "io_uid": opts.io_uid, "io_gid": opts.io_gid},
-                               rootfs=rootfs, carrier=handler_carrier(req.options if req.HasField("options")
-                                                                       else None))
+                               rootfs=rootfs, **({"carrier": carrier} if carrier else {}))
         self._send(ev.TaskCreate(container_id=req.id, bundle=req.bundle, rootfs=req.rootfs,
                                  io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
                                               terminal=req.terminal), pid=pid))
