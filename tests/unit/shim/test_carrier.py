@@ -26,6 +26,7 @@ from inclavare.shim.carrier import nodeconfig
 from inclavare.shim.carrier.carriers import entry_point
 from inclavare.shim.carrier.prepare import MOUNT_POINT, prepare
 from inclavare.shim.carrier.signers import CarrierError
+from tests.unit.services.test_signature_server import TOKEN, pki, running, tokens_file  # noqa: F401 (fixtures)
 from tests.unit.sgx_helpers import public_pem, rsa3072_e3_pem
 
 REPO = Path(__file__).resolve().parents[3]
@@ -449,3 +450,63 @@ def test_preload_only_where_a_node_config_exists(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv(nodeconfig.ENV_PATH, str(tmp_path / "config.toml"))
     assert sel.preload() is True
     assert "inclavare.shim.carrier.prepare" in sys.modules
+
+
+def test_server_signing_over_https_with_a_token_and_with_mtls(tmp_path: Path, local_key: str, pki: dict[str, Any],
+                                                                 tokens_file: str) -> None:  # noqa: F811
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    pinned = tmp_path / "pinned.pem"
+    pinned.write_bytes(public_pem(rsa3072_e3_pem(0)))
+    with running(local_key, cert=pki["server"], tls_key=pki["server_key"], tokens_file=tokens_file) as srv:
+        url = f"https://127.0.0.1:{srv.server_address[1]}"
+        sig = nodeconfig.SignatureConfig(server_address=url, ca_cert=pki["ca"], token_file=str(token),
+                                         public_key=str(pinned))
+        cfg = nodeconfig.NodeConfig(signature_method="server", cache_root=str(tmp_path / "cache"), signature=sig)
+        run_prepare(make_bundle(tmp_path), cfg).release()
+        assert stats(cfg).builds == 3
+        token.write_text("not-the-token\n")
+        shutil.rmtree(tmp_path / "bundle")
+        cfg2 = nodeconfig.NodeConfig(signature_method="server", cache_root=str(tmp_path / "cache2"), signature=sig)
+        with pytest.raises(CarrierError, match="HTTP 401") as e:
+            run_prepare(make_bundle(tmp_path), cfg2)
+        assert "\n" not in str(e.value) and stats(cfg2).entries == 0
+    with running(local_key, cert=pki["server"], tls_key=pki["server_key"], client_ca=pki["ca"],
+                 allow_cns=("alice",)) as srv:
+        url = f"https://127.0.0.1:{srv.server_address[1]}"
+        sig = nodeconfig.SignatureConfig(server_address=url, ca_cert=pki["ca"], client_cert=pki["alice"],
+                                         client_key=pki["alice_key"])
+        cfg3 = nodeconfig.NodeConfig(signature_method="server", cache_root=str(tmp_path / "cache3"), signature=sig)
+        shutil.rmtree(tmp_path / "bundle")
+        run_prepare(make_bundle(tmp_path), cfg3).release()
+        assert stats(cfg3).builds == 3
+
+
+def test_two_pods_of_one_image_build_once(tmp_path: Path, local_key: str) -> None:
+    cfg = local_cfg(tmp_path, local_key)
+    bundles = []
+    for i in range(4):
+        d = tmp_path / f"pod{i}"
+        d.mkdir()
+        bundles.append(make_bundle(d))
+    preps: list[Any] = []
+    errors: list[BaseException] = []
+
+    def one(b: Path) -> None:
+        try:
+            preps.append(run_prepare(b, cfg))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(b,)) for b in bundles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for p in preps:
+        p.release()
+    assert not errors and len(preps) == 4
+    s = stats(cfg)
+    assert (s.builds, s.entries) == (3, 3)
+    assert len({p.mrenclave for p in preps}) == 1 and sum(p.hits == ["L2"] for p in preps) == 3
