@@ -452,8 +452,8 @@ def test_preload_only_where_a_node_config_exists(tmp_path: Path, monkeypatch: py
     assert "inclavare.shim.carrier.prepare" in sys.modules
 
 
-def test_server_signing_over_https_with_a_token_and_with_mtls(tmp_path: Path, local_key: str, pki: dict[str, Any],
-                                                                 tokens_file: str) -> None:  # noqa: F811
+def test_server_signing_over_https_with_a_token_and_with_mtls(  # noqa: F811 (pytest fixtures by name)
+        tmp_path: Path, local_key: str, pki: dict[str, Any], tokens_file: str) -> None:  # noqa: F811
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
