@@ -1,8 +1,10 @@
 """The node's Inclavare Containers config: upstream's ``/etc/inclavare-containers/config.toml``, parsed with
 tomllib, plus the keys this rebuild needs (marked *ours* below).
 
-Upstream's keys: ``log_level`` (debug|info|warn|error), ``sgx_tool_sign`` (path of sgx_sign; kept, unused:
-we sign in-process), ``[containerd] socket``, ``[epm] socket``, ``[enclave_runtime] signature_method``
+Upstream's keys: ``log_level`` (debug|info|warn|error; checked, not applied yet: the shim logs at
+containerd's level), ``sgx_tool_sign`` (path of sgx_sign; kept, unused: we sign in-process), ``[containerd]
+socket`` (unused: the cache's L0 key needs no image digest, see :mod:`.prepare`), ``[epm] socket`` (not
+consulted yet), ``[enclave_runtime] signature_method``
 (``server`` or ``client``, upstream's default ``server``; ``local`` is ours: a node-local key),
 ``[enclave_runtime.occlum] build_image / enclave_runtime_path / enclave_libos_path``, ``[signature]
 server_address``.
