@@ -201,3 +201,12 @@ def test_evicting_the_entry_does_not_break_a_running_container(rig: Rig, cid: st
         assert ok(rig.run_rm(again, "--env", "RUNE_CARRIER=wasm")) == "hello from a carried enclave\n"
     finally:
         rig.shim.remove(again)
+
+
+def test_sim_carrier_runs_a_native_entry_point(rig: Rig, cid: str) -> None:
+    """RUNE_CARRIER=sim: busybox (the entry point `echo`, resolved through PATH to the busybox binary) measured
+    and signed into a native sim enclave image, run by builtin:sim."""
+    p = rig.shim.ctr("run", "--rm", "--runtime", RUNTIME, "--env", "RUNE_CARRIER=sim", "localhost/busybox:latest",
+                     cid, "echo", "native", "payload")
+    assert ok(p) == "native payload\n"
+    rig.shim.assert_clean(cid)

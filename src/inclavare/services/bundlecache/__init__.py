@@ -7,7 +7,8 @@ What is done:
   the level and its inputs (:mod:`.keys` documents the encoding); a hit skips the level's work.
 * :class:`BundleCache` (``root``, ``max_bytes``): ``get_or_build(level, key_inputs, build)`` returns the
   path of a verified entry, calling ``build(tmpdir)`` only on a miss; ``use(...)`` does the same and keeps
-  the entry from eviction while a ``with`` body runs; ``lookup``, ``stats`` (hits, misses, builds, corrupt,
+  the entry from eviction while a ``with`` body runs; ``store`` commits what a caller built after a
+  ``lookup`` that counted the miss; ``lookup``, ``stats`` (hits, misses, builds, corrupt,
   evictions, entries, bytes, hit ratio), ``evict`` and ``clean``.
 * Shared by all processes on the node (root 0700, index 0600), safe under concurrency (per-key ``flock``:
   one builds, the others wait and hit), no stale locks after ``kill -9`` (the kernel drops ``flock``s; the
