@@ -145,6 +145,9 @@ def test_the_recorded_identity_matches_the_enclaves_report(rig: Rig, cid: str, r
                                          env=env)))
     assert shown["mrenclave"] == ann["enclave.mrenclave"] and shown["mrsigner"] == ann["enclave.mrsigner"]
     assert shown["recorded"] == {"mrenclave": ann["enclave.mrenclave"], "mrsigner": ann["enclave.mrsigner"]}
+    quoted = json.loads(ok(subprocess.run([*rune, "attest", "--isRA", cid], capture_output=True, text=True,
+                                          timeout=60, env=env)))
+    assert quoted["recorded"] == shown["recorded"] and "quote" in quoted
     ok(rig.shim.ctr("tasks", "kill", "-s", "KILL", cid))
     rig.shim.wait_status(cid, "STOPPED")
 

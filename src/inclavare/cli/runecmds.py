@@ -203,6 +203,12 @@ def cmd_attest(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
                 raise UsageError(f"--{flag} {opts[flag]}: {e.strerror}") from None
     shown = describe(res)
     _check_recorded(cid, state.annotations_dict(), shown)
+    if "quote" in res and "recorded" in shown:
+        from inclavare.formats.dcap import Quote3
+
+        body = Quote3.parse(res["quote"]).report_body
+        _check_recorded(cid, state.annotations_dict(), {"mrenclave": body.mrenclave.hex(),
+                                                         "mrsigner": body.mrsigner.hex()})
     _print_json(shown)
     return 0
 
