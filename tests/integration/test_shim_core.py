@@ -534,3 +534,44 @@ def test_an_enclave_sim_container(core, cid, make_bundle, tmp_path):
     core.kill(cid + "x", "", signal.SIGKILL)
     core.wait(cid + "x", timeout=30)
     core.delete(cid + "x")
+
+
+def test_a_create_failing_after_the_carrier_puts_the_bundle_back(core, cid, make_bundle, tmp_path, monkeypatch):
+    """A carrier rewrote config.json, then the runtime refused the container: the original config.json is back,
+    the request's rootfs is unmounted, and the container is not known."""
+    import shutil
+
+    from inclavare.shim.rootfs import is_mount_point, unmount_all
+    from tests.unit.sgx_helpers import rsa3072_e3_pem
+    from tests.unit.shim.test_carrier import WASM
+
+    key = tmp_path / "signing.pem"
+    key.write_bytes(rsa3072_e3_pem(0))
+    key.chmod(0o600)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[enclave_runtime]\nsignature_method = "local"\n[signature]\nlocal_key = "{key}"\n'
+                    f'[bundle_cache]\nroot = "{tmp_path / "cache"}"\n')
+    monkeypatch.setenv("INCLAVARE_SHIM_CONFIG", str(conf))
+
+    def edit(cfg):
+        cfg["process"]["env"].append("RUNE_CARRIER=wasm")
+        cfg["linux"]["namespaces"].append({"type": "bogus"})
+
+    b = Path(make_bundle(["/app.wasm"], edit=edit))
+    snapshot = tmp_path / "snapshot"
+    shutil.move(str(b / "rootfs"), snapshot)
+    (snapshot / "app.wasm").write_bytes(WASM)
+    before = (b / "config.json").read_bytes()
+    try:
+        with pytest.raises(ShimError, match="bogus"):
+            core.create(cid, str(b), Stdio(), rootfs=[{"type": "bind", "source": str(snapshot),
+                                                       "options": ["rbind", "rw"]}])
+        assert (b / "config.json").read_bytes() == before
+        assert not is_mount_point(str(b / "rootfs")) and cid not in core.ids()
+        assert sorted(os.listdir(b)) == ["config.json", "rootfs"]
+        from inclavare.services.bundlecache import BundleCache
+
+        with BundleCache(str(tmp_path / "cache")) as cache:
+            assert cache.stats().builds == 3  # the carrier did run (its valid result stays cached)
+    finally:
+        unmount_all(str(b / "rootfs"))

@@ -201,8 +201,30 @@ def cmd_attest(rt: Any, opts: dict[str, Any], pos: list[str]) -> int:
                     f.write(res[key])
             except OSError as e:
                 raise UsageError(f"--{flag} {opts[flag]}: {e.strerror}") from None
-    _print_json(describe(res))
+    shown = describe(res)
+    _check_recorded(cid, state.annotations_dict(), shown)
+    if "quote" in res and "recorded" in shown:
+        from inclavare.formats.dcap import Quote3
+
+        body = Quote3.parse(res["quote"]).report_body
+        _check_recorded(cid, state.annotations_dict(), {"mrenclave": body.mrenclave.hex(),
+                                                         "mrsigner": body.mrsigner.hex()})
+    _print_json(shown)
     return 0
+
+
+def _check_recorded(cid: str, annotations: dict[str, Any], shown: dict[str, Any]) -> None:
+    """A carrier (issue 17) recorded the signed image's identity in the annotations ``enclave.mrenclave`` /
+    ``enclave.mrsigner``: show it, and refuse a report whose MRENCLAVE or MRSIGNER is not the recorded one."""
+    recorded = {k: str(annotations[f"enclave.{k}"]).lower() for k in ("mrenclave", "mrsigner")
+                if f"enclave.{k}" in annotations}
+    if not recorded:
+        return
+    shown["recorded"] = recorded
+    for k, want in recorded.items():
+        if k in shown and shown[k] != want:
+            raise ContainerError(f'container "{cid}": the enclave reports {k.upper()} {shown[k]}, but '
+                                 f"{want} was recorded at create (enclave.{k})")
 
 
 def cmd_list(rt: Any, opts: dict[str, Any]) -> int:

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 PROG = "containerd-shim-rune-v2"
 RUNTIME_ID = "io.containerd.rune.v2"
 DELETED_FILE = "rune-deleted"  # in the bundle: written by the shim at Task.Delete (service.write_deleted)
-SHIM_ENV = ("TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", "RUNE_SHIM_ROOT")  # what a resident shim inherits
+SHIM_ENV = ("TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", "RUNE_SHIM_ROOT",
+            "INCLAVARE_SHIM_CONFIG")  # what a resident shim inherits (the last: the carriers' node config)
 
 # Go flag names of containerd 1.6's shim.go: name -> takes a value
 FLAGS = {"debug": False, "v": False, "namespace": True, "id": True, "socket": True, "bundle": True,

@@ -54,6 +54,7 @@ __all__ = [
     "build",
     "layout_for",
     "load",
+    "load_unsigned",
     "measure",
     "sign",
 ]
@@ -446,6 +447,19 @@ def _split(data: bytes, where: str) -> _Parts:
     except EnclaveImageError as e:
         raise EnclaveImageError(where, str(e)) from None
     return _Parts(kind, settings, payload, data[fixed + payload_size:])
+
+
+def load_unsigned(source: str | os.PathLike[str] | bytes | bytearray) -> UnsignedImage:
+    """An image written by :meth:`UnsignedImage.to_bytes` (its SIGSTRUCT a template), read back to be signed.
+    MRENCLAVE is taken from the template's ENCLAVEHASH, not re-measured: for a caller that kept the file
+    somewhere verified (the bundle cache); whatever gets signed is re-measured by :func:`load` anyway."""
+    data, where = _read(source)
+    p = _split(data, where)
+    try:
+        sig = SigStruct.parse(p.sigstruct)
+    except SgxFormatError as e:
+        raise EnclaveImageError(where, str(e)) from None
+    return UnsignedImage(p.payload, p.kind, p.settings, sig.enclavehash, sig)
 
 
 def measure(source: str | os.PathLike[str] | bytes | bytearray) -> bytes:

@@ -59,19 +59,41 @@ class _Container:
         self.io_owner: tuple[int, int] | None = None  # IoUid/IoGid of every process's pipes (init and exec)
 
 
-def _check_terminal(bundle: str, terminal: bool) -> None:
-    """The request's terminal flag and the bundle's process.terminal must agree (containerd writes both)."""
+def _check_terminal(bundle: str, terminal: bool) -> tuple[dict[str, Any], bytes] | None:
+    """The request's terminal flag and the bundle's process.terminal must agree (containerd writes both).
+    Returns config.json (parsed, and its bytes) for the carrier selection, or None when it is unreadable."""
     import json
 
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            cfg = json.load(f)
+            raw = f.read()
+        cfg = json.loads(raw)
         want = bool((cfg.get("process") or {}).get("terminal"))
     except (OSError, ValueError, AttributeError):
-        return  # the runtime reports a missing or bad config.json in its own words
+        return None  # the runtime reports a missing or bad config.json in its own words
     if want != terminal:
         raise ShimError(f"{bundle}/config.json: process.terminal is {str(want).lower()} but the request's "
                         f"terminal is {str(terminal).lower()}", "invalid_argument")
+    return cfg, raw
+
+
+def _carrier(bundle: str, doc: tuple[dict[str, Any], bytes] | None, handler: str) -> Any:
+    """The carrier's rewrite of the bundle (:mod:`inclavare.shim.carrier.prepare`) when one is selected; else
+    None, after one env and annotation scan."""
+    if doc is None:
+        return None
+    from inclavare.shim.carrier import select
+
+    name, where = select(doc[0], handler)
+    if not where:
+        return None
+    from inclavare.shim.carrier.prepare import prepare
+    from inclavare.shim.carrier.signers import CarrierError
+
+    try:
+        return prepare(bundle, doc[0], doc[1], name, where)
+    except CarrierError as e:
+        raise ShimError(f"container create: {e}", e.code) from None
 
 
 ExitListener = Callable[[str, str, int, int, int], None]  # (id, exec_id, pid, status, exited_at_ns)
@@ -219,19 +241,22 @@ class ShimCore:
     # ------------------------------------------------------------------ lifecycle
 
     def create(self, cid: str, bundle: str, stdio: Stdio, options: dict[str, Any] | None = None,
-               rootfs: list[dict[str, Any]] | None = None) -> int:
+               rootfs: list[dict[str, Any]] | None = None, carrier: str = "") -> int:
         """Create container ``cid`` from ``bundle`` (its init waits for :meth:`start`); returns the init's pid.
         ``options``: no_pivot, no_new_keyring, io_uid, io_gid (runc's Options; the ids own the pipes of the
         container's processes, exec'd ones too, as runc's shim does). ``rootfs``: the request's mounts
-        (``{"type", "source", "options"}``), mounted on BUNDLE/rootfs now and unmounted at delete."""
+        (``{"type", "source", "options"}``), mounted on BUNDLE/rootfs now and unmounted at delete. ``carrier``:
+        the runtime handler's default carrier (see :mod:`inclavare.shim.carrier`); a carrier selected by it,
+        the env or the annotations rewrites the bundle into an enclave container once the rootfs is mounted."""
         from inclavare.formats import oci
 
         try:
             oci.validate_container_id(cid)
         except InclavareError as e:
             raise ShimError(str(e), "invalid_argument") from None
-        _check_terminal(bundle, stdio.terminal)
+        doc = _check_terminal(bundle, stdio.terminal)
         opts = options or {}
+        prep: Any = None
         p = _Process(cid, "", stdio)
         c = _Container(cid, bundle, p)
         if opts.get("io_uid") or opts.get("io_gid"):
@@ -246,6 +271,7 @@ class ShimCore:
 
                 mount_all(rootfs, os.path.join(bundle, "rootfs"))
                 c.rootfs_mounted = True
+            prep = _carrier(bundle, doc, carrier)
             p.io = self._open_io(c, p)
             with self.supervisor.watch() as w:
                 try:
@@ -267,7 +293,14 @@ class ShimCore:
                 self._forkserver_quiet("delete", {"id": cid, "force": True})
             self._close_io(p)
             self._unmount(c)
+            if prep is not None:
+                try:
+                    prep.restore()
+                finally:
+                    prep.release()
             raise
+        if prep is not None:
+            prep.release()  # the container has its own mount of the signed image now
         return p.pid
 
     @staticmethod

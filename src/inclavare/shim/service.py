@@ -144,6 +144,10 @@ def options_from_toml(text: bytes, where: str) -> oci_pb2.Options:
     for key, value in doc.items():
         if key in ("TypeUrl", "ConfigPath"):  # containerd 1.7 puts the handler's whole table in ConfigBody
             continue
+        if key == HANDLER_CARRIER_KEY:  # ours: the handler's default carrier (see handler_carrier)
+            if not isinstance(value, str):
+                raise ShimError(f"runtime options: {where}: {key} = {value!r}: want a string", "invalid_argument")
+            continue
         f = fields.get(key.lower())
         if f is None:
             raise ShimError(f"runtime options: {where}: unknown option {key!r} (runc's option names are "
@@ -155,6 +159,33 @@ def options_from_toml(text: bytes, where: str) -> oci_pb2.Options:
             raise ShimError(f"runtime options: {where}: {key} = {value!r}: want {kind}", "invalid_argument")
         setattr(opts, f.name, value)
     return opts
+
+
+HANDLER_CARRIER_KEY = "EnclaveCarrier"
+
+
+def handler_carrier(value: any_pb2.Any | None) -> str:
+    """The runtime handler's default carrier: ``EnclaveCarrier = "wasm"`` in the TOML of CRI's generic
+    options (the handler's ConfigPath file, or its options table in ConfigBody); "" when there is none.
+    The TOML was already checked by :func:`parse_options`."""
+    if value is None or value.type_url.rsplit("/", 1)[-1] != RUNTIMEOPTIONS_TYPE or not value.value:
+        return ""
+    import tomllib
+
+    from inclavare.shim.proto.runtimeoptions import api_pb2
+
+    ro = api_pb2.Options()
+    try:
+        ro.ParseFromString(value.value)
+        if ro.config_path:
+            with open(ro.config_path, "rb") as f:
+                text = f.read()
+        else:
+            text = ro.config_body
+        found = tomllib.loads(text.decode()).get(HANDLER_CARRIER_KEY, "") if text else ""
+    except (DecodeError, OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ""
+    return found if isinstance(found, str) else ""
 
 
 def _go_name(field: Any) -> str:
@@ -304,10 +335,11 @@ class TaskService:
                             "(one shim serves one root)", "invalid_argument")
         rootfs = [{"type": m.type, "source": m.source, "options": list(m.options)} for m in req.rootfs]
         stdio = Stdio(req.stdin, req.stdout, req.stderr, req.terminal)
+        carrier = handler_carrier(req.options if req.HasField("options") else None)
         pid = self.core.create(req.id, req.bundle, stdio,
                                options={"no_pivot": opts.no_pivot_root, "no_new_keyring": opts.no_new_keyring,
                                         "io_uid": opts.io_uid, "io_gid": opts.io_gid},
-                               rootfs=rootfs)
+                               rootfs=rootfs, **({"carrier": carrier} if carrier else {}))
         self._send(ev.TaskCreate(container_id=req.id, bundle=req.bundle, rootfs=req.rootfs,
                                  io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
                                               terminal=req.terminal), pid=pid))

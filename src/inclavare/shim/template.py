@@ -352,6 +352,9 @@ def _spare_main(chan: socket.socket, namespace: str, root: str) -> int:
     detach()
     set_comm(COMM_SPARE)
     resident = Resident(namespace, root)
+    from inclavare.shim.carrier import preload
+
+    preload()  # while idle: a carried Create then finds its modules loaded (only where a node config exists)
     fds: list[int] = []
     try:
         msg, fds, _, _ = socket.recv_fds(chan, MAX_REQUEST, 1)

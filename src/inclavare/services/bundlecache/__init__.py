@@ -7,7 +7,8 @@ What is done:
   the level and its inputs (:mod:`.keys` documents the encoding); a hit skips the level's work.
 * :class:`BundleCache` (``root``, ``max_bytes``): ``get_or_build(level, key_inputs, build)`` returns the
   path of a verified entry, calling ``build(tmpdir)`` only on a miss; ``use(...)`` does the same and keeps
-  the entry from eviction while a ``with`` body runs; ``lookup``, ``stats`` (hits, misses, builds, corrupt,
+  the entry from eviction while a ``with`` body runs; ``store`` commits what a caller built after a
+  ``lookup`` that counted the miss; ``lookup``, ``stats`` (hits, misses, builds, corrupt,
   evictions, entries, bytes, hit ratio), ``evict`` and ``clean``.
 * Shared by all processes on the node (root 0700, index 0600), safe under concurrency (per-key ``flock``:
   one builds, the others wait and hit), no stale locks after ``kill -9`` (the kernel drops ``flock``s; the
@@ -20,8 +21,8 @@ read-only into a container); a write into it is seen as corruption and the entry
 
 What is left (the next steps of issue 17):
 
-* Wiring into the shim's carriers (Create: L0 unpack, L1 carrier build, L2 signing) and into epm; a
-  config key for the root and bound (upstream's config.toml has none; ``[bundle_cache]`` is a proposal).
+* Wiring into epm. (The shim's carriers use it: :mod:`inclavare.shim.carrier.prepare`, with the root and
+  bound from the node config's ``[bundle_cache]`` table, ours: upstream's config.toml has none.)
 * Verification re-hashes the whole entry on every hit: right for correctness, but it costs a read of the
   entry (measured on this 2-CPU machine, page cache warm: 3 ms for 1 MB in 50 files, 37 ms for 20 MB in
   500, 147 ms for 100 MB in 2000). Against the warm-start goal (issue 17: <= 1.3x a plain start) a cheaper

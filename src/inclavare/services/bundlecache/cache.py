@@ -121,6 +121,14 @@ class BundleCache:
             self._get_or_build_locked(key, level, key_inputs, build, fd)
         return self._entry_path(key)
 
+    def store(self, level: str, key_inputs: Mapping[str, object], build: Build) -> str:
+        """Commit an entry whose content the caller already made (after a :meth:`lookup` that counted the
+        miss, so a failed pipeline caches nothing): like :meth:`get_or_build`, counting only the build."""
+        key = derive_key(level, key_inputs)
+        with self._key_lock(key) as fd:
+            self._get_or_build_locked(key, level, key_inputs, build, fd, counting=False)
+        return self._entry_path(key)
+
     @contextlib.contextmanager
     def use(self, level: str, key_inputs: Mapping[str, object], build: Build) -> Iterator[str]:
         """Like :meth:`get_or_build`, but holds a shared lock on the entry while the ``with`` body runs, so
@@ -201,11 +209,13 @@ class BundleCache:
     # Building and verifying (the caller holds the key's lock)
 
     def _get_or_build_locked(self, key: str, level: str, key_inputs: Mapping[str, object], build: Build,
-                             lock_fd: int) -> None:
+                             lock_fd: int, counting: bool = True) -> None:
         if self._verified(key):
-            self._touch(key, "hits")
+            if counting:
+                self._touch(key, "hits")
             return
-        self._bump("misses")
+        if counting:
+            self._bump("misses")
         self._clear_tmp(key)
         tmp = tempfile.mkdtemp(prefix=key + ".", dir=self._tmp)  # 0700
         try:

@@ -148,7 +148,7 @@ class CriClient:
     def create_container(self, pod: Pod, name: str, image: str, command: Iterable[str] = (), args: Iterable[str] = (),
                          *, env: Mapping[str, str] | None = None, log_path: str = "", working_dir: str = "",
                          labels: Mapping[str, str] | None = None, tty: bool = False,
-                         timeout: float | None = None) -> str:
+                         timeout: float | None = None, annotations: Mapping[str, str] | None = None) -> str:
         """CreateContainer in ``pod``; ``command``/``args`` empty keep the image's entrypoint/cmd. The container
         gets the pod's namespace options, as a kubelet gives it (else its PID namespace would be the pod's)."""
         sec = pb.LinuxContainerSecurityContext(namespace_options=pod.config.linux.security_context.namespace_options)
@@ -156,7 +156,8 @@ class CriClient:
             metadata=pb.ContainerMetadata(name=name, attempt=0), image=pb.ImageSpec(image=image),
             command=list(command), args=list(args), working_dir=working_dir,
             envs=[pb.KeyValue(key=k, value=v) for k, v in (env or {}).items()], labels=dict(labels or {}),
-            log_path=log_path, tty=tty, linux=pb.LinuxContainerConfig(security_context=sec))
+            log_path=log_path, tty=tty, linux=pb.LinuxContainerConfig(security_context=sec),
+            annotations=dict(annotations or {}))
         req = pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg, sandbox_config=pod.config)
         return self._rt("CreateContainer", req, pb.CreateContainerResponse, timeout).container_id
 

@@ -57,6 +57,7 @@ class RuntimeHandler:
 
     runtime_type: str
     options: dict[str, str | bool | int] = field(default_factory=dict)
+    container_annotations: tuple[str, ...] = ()  # CRI annotations passed into the OCI spec (e.g. "enclave.*")
 
     @classmethod
     def runc_shim(cls, binary: str, root: str | None = None) -> RuntimeHandler:
@@ -94,7 +95,8 @@ class CriContainerd(PrivateContainerd):
         self.handlers: dict[str, RuntimeHandler] = {}
         for name, h in handlers.items():
             if h.runtime_type == RUNC_SHIM and "Root" not in h.options:
-                h = RuntimeHandler(h.runtime_type, {**h.options, "Root": os.path.join(self.base, f"{name}-root")})
+                h = RuntimeHandler(h.runtime_type, {**h.options, "Root": os.path.join(self.base, f"{name}-root")},
+                                   h.container_annotations)
             self.handlers[name] = h
         self.default_handler = default_handler or next(iter(self.handlers))
         self.sandbox_image = sandbox_image or PAUSE_IMAGE
@@ -127,6 +129,8 @@ class CriContainerd(PrivateContainerd):
         for name, h in self.handlers.items():
             table = f"{cri[:-1]}.containerd.runtimes.{_toml_str(name)}]"
             lines += [table, f"  runtime_type = {_toml_str(h.runtime_type)}"]
+            if h.container_annotations:
+                lines.append(f"  container_annotations = [{', '.join(_toml_str(a) for a in h.container_annotations)}]")
             if h.options:
                 lines.append(f"{table[:-1]}.options]")
                 lines += [f"  {k} = {_toml_value(v)}" for k, v in h.options.items()]
