@@ -24,7 +24,7 @@ from inclavare.services.nodeinstall import containerdconf, kube
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with the dev dependency kubernetes")
 k8s = pytest.importorskip("kubernetes.client", reason="the kubernetes client is a dev dependency (uv sync)")
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+DEPLOY = Path(__file__).resolve().parents[4] / "deploy" / "kubernetes"
 KUSTOMIZATIONS = [".", "samples", "verdictd"]
 KUBECTL = os.environ.get("KUBECTL") or shutil.which("kubectl")
 NAMESPACE = "inclavare-system"
