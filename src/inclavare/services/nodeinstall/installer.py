@@ -107,8 +107,13 @@ def _grpc_address(config: bytes | None) -> str:
 
 
 def _api(o: Options) -> tuple[kube.Api | None, str | None]:
+    """The API server and this node's name (checked with a GET), or (None, None) outside a cluster."""
     api = kube.in_cluster(o.kube_api, o.kube_token_file, o.kube_ca)
-    return (api, kube.node_name(o.node)) if api else (None, None)
+    if api is None:
+        return None, None
+    node = kube.node_name(o.node)
+    kube.get_node(api, node)
+    return api, node
 
 
 def _restart_plan(o: Options) -> restart.Plan | None:

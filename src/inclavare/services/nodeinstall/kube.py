@@ -67,13 +67,29 @@ def node_name(flag: str | None) -> str:
     return name
 
 
+def get_node(api: Api, node: str, timeout: float = 15.0) -> dict[str, object]:
+    """GET the node: the installer's check, before it changes anything, that the API server, its certificate,
+    the token and the node's name all work."""
+    obj = _call(api, node, "GET", None, None, timeout, "reading")
+    if not isinstance(obj, dict) or obj.get("kind") != "Node":
+        raise NodeInstallError(f"reading node {node}: the API server's answer is not a Node")
+    return obj
+
+
 def set_labels(api: Api, node: str, labels: dict[str, str | None], timeout: float = 15.0) -> None:
     """Strategic-merge ``labels`` into the node's metadata (None: remove the label)."""
     body = json.dumps({"metadata": {"labels": labels}}).encode()
-    req = urllib.request.Request(f"{api.url}/api/v1/nodes/{urllib.parse.quote(node)}", data=body, method="PATCH",
-                                 headers={"Authorization": f"Bearer {api.token}",
-                                          "Content-Type": "application/strategic-merge-patch+json",
-                                          "Accept": "application/json"})
+    _call(api, node, "PATCH", body, "application/strategic-merge-patch+json", timeout, "labelling")
+
+
+def _call(api: Api, node: str, method: str, body: bytes | None, content_type: str | None, timeout: float,
+          doing: str) -> object:
+    """One request on /api/v1/nodes/NODE; the decoded JSON answer."""
+    headers = {"Authorization": f"Bearer {api.token}", "Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    req = urllib.request.Request(f"{api.url}/api/v1/nodes/{urllib.parse.quote(node)}", data=body, method=method,
+                                 headers=headers)
     ctx = None
     if api.url.startswith("https:"):
         try:
@@ -82,13 +98,17 @@ def set_labels(api: Api, node: str, labels: dict[str, str | None], timeout: floa
             raise NodeInstallError(f"API server CA {api.ca_file}: {e.strerror}") from None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
-            r.read(MAX_RESPONSE)
+            data = r.read(MAX_RESPONSE)
     except urllib.error.HTTPError as e:
-        raise NodeInstallError(f"labelling node {node}: the API server answered {e.code}: "
+        raise NodeInstallError(f"{doing} node {node}: the API server answered {e.code}: "
                                f"{_status_message(e.read(MAX_RESPONSE))}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise NodeInstallError(f"labelling node {node}: {api.url}: {reason}") from None
+        raise NodeInstallError(f"{doing} node {node}: {api.url}: {reason}") from None
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise NodeInstallError(f"{doing} node {node}: the API server's answer is not JSON") from None
 
 
 def _status_message(body: bytes) -> str:

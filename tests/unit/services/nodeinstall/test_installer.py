@@ -4,8 +4,10 @@ decision, and the node label against a fake API server."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import ssl
 import stat
 import sys
 import threading
@@ -235,18 +237,32 @@ class FakeApi:
 
     TOKEN = "s3cret-token"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
         self.labels: dict[str, str] = {"kubernetes.io/hostname": "node-1"}
+        self.gets = 0
         api = self
 
         class H(BaseHTTPRequestHandler):
+            def _refused(self) -> bool:
+                if self.headers["Authorization"] != f"Bearer {api.TOKEN}":
+                    self._answer(401, {"kind": "Status", "message": "Unauthorized"})
+                elif self.path != "/api/v1/nodes/node-1":
+                    name = self.path.rsplit("/", 1)[-1]
+                    self._answer(404, {"kind": "Status", "message": f'nodes "{name}" not found'})
+                else:
+                    return False
+                return True
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                api.gets += 1
+                if not self._refused():
+                    self._answer(200, {"kind": "Node", "metadata": {"name": "node-1", "labels": api.labels}})
+
             def do_PATCH(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers["Authorization"] != f"Bearer {api.TOKEN}":
-                    return self._answer(401, {"kind": "Status", "message": "Unauthorized"})
-                if self.path != "/api/v1/nodes/node-1":
-                    return self._answer(404, {"kind": "Status", "message": f'nodes "{self.path}" not found'})
+                if self._refused():
+                    return
                 patch = json.loads(body)
                 api.patches.append((self.path, self.headers["Content-Type"], patch))
                 for k, v in patch["metadata"]["labels"].items():  # a strategic merge of a map: null deletes
@@ -268,7 +284,13 @@ class FakeApi:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:  # (cert file, key file)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
@@ -307,7 +329,66 @@ def test_label_errors_are_one_line(host: Path, tmp_path: Path, fake_api: FakeApi
     assert main(_args(host, *kube)) == 1  # no node name: refused before anything changes
     assert "the node's name is needed" in capsys.readouterr().err
     assert _tree(host) == before
-    assert main(_args(host, *kube, "--node", "node-1")) == 1
-    assert capsys.readouterr().err == ("inclavare-node-install: labelling node node-1: the API server answered "
+    assert main(_args(host, *kube, "--node", "node-1")) == 1  # a wrong token: found by the GET, before changes
+    assert capsys.readouterr().err == ("inclavare-node-install: reading node node-1: the API server answered "
                                        "401: Unauthorized\n")
-    assert fake_api.patches == []
+    token.write_text(FakeApi.TOKEN)
+    assert main(_args(host, *kube, "--node", "node-2")) == 1
+    assert capsys.readouterr().err == ("inclavare-node-install: reading node node-2: the API server answered "
+                                       "404: nodes \"node-2\" not found\n")
+    assert fake_api.patches == [] and fake_api.gets == 2
+    assert _tree(host) == before
+
+
+def _self_signed(d: Path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA), as files (cert, key)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (d / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    return str(d / f"{name}.crt"), str(d / f"{name}.key")
+
+
+def test_in_cluster_over_https_checks_the_ca(host: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-cluster path: KUBERNETES_SERVICE_HOST/PORT, https, the API server's certificate checked against the
+    service account's CA; a certificate from another CA is refused (one line) before anything changes."""
+    cert, key = _self_signed(tmp_path, "apiserver")
+    other, _ = _self_signed(tmp_path, "other")
+    api = FakeApi(tls=(cert, key))
+    try:
+        token = tmp_path / "token"
+        token.write_text(FakeApi.TOKEN)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
+        monkeypatch.setenv("NODE_NAME", "node-1")
+        before = _tree(host)
+        assert main(_args(host, "--kube-token-file", str(token), "--kube-ca", other)) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("inclavare-node-install: reading node node-1: https://127.0.0.1:") and \
+            "CERTIFICATE_VERIFY_FAILED" in err and err.count("\n") == 1, err
+        assert api.patches == [] and _tree(host) == before  # nothing changed
+        assert main(_args(host, "--kube-token-file", str(token), "--kube-ca", cert)) == 0
+        assert api.labels["inclavare-containers.io/rune"] == "true"
+        assert main(_args(host, "--uninstall", "--kube-token-file", str(token), "--kube-ca", cert)) == 0
+        assert "inclavare-containers.io/rune" not in api.labels
+        assert _tree(host) == before
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
