@@ -129,6 +129,8 @@ def test_install_run_a_rune_pod_uninstall(rig: tuple[Any, Path]) -> None:
         spec_annotations = cri.container_info(cid)["runtimeSpec"]["annotations"]
         assert spec_annotations["enclave.runtime.loglevel"] == "debug"  # pod_annotations = ["enclave.*"]
         assert "other.example/x" not in spec_annotations
+        # the restarted containerd kept its environment: the shim's state root is the one it was given
+        assert pod.id in os.listdir(os.path.join(c.rune_shim_root, "k8s.io"))
         cri.stop_pod(pod.id, timeout=20)
         cri.remove_pod(pod.id, timeout=20)
     # a second install changes nothing and does not restart containerd

@@ -186,10 +186,10 @@ def _spawn(argv: list[bytes], env: dict[bytes, bytes], cwd: str, outs: list[str 
             for _, fd in nsfds:
                 setns(fd)
             os.chdir(cwd)
-            null = os.open("/dev/null", os.O_RDWR)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # dup2's copies stay open, these close
             os.dup2(null, 0)
             for target, fd in zip(outs, (1, 2), strict=True):
-                out = os.open(target, os.O_WRONLY | os.O_APPEND) if target else null
+                out = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if target else null
                 os.dup2(out, fd)
             grandchild = os.fork()
             if grandchild:
