@@ -234,3 +234,26 @@ def test_the_samples(rendered: dict[str, list[dict[str, Any]]]) -> None:
     svc = _one(rendered["verdictd"], "Service", "verdictd")
     port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "kbs")
     assert env["ENCLAVE_KBS_URL"] == f"https://verdictd.{NAMESPACE}.svc:{port}"
+
+
+@needs_kubectl
+def test_verdictd_state_and_secrets_pass_its_privacy_checks(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """verdictd refuses a state directory or a secret file that other users can reach (services.statedb,
+    verdictd.store.read_secret_file): the state directory must be one it makes below the volume's root (a
+    mount's root is not 0700), the Secret's files 0400 and readable by the uid it runs as (Kubernetes makes them
+    root's), and the KEK outside the state directory."""
+    dep = _one(rendered["verdictd"], "Deployment", "verdictd")
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    flags = dict(a[2:].split("=", 1) for a in c["args"])
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    state_mount = next(mounts[n] for n, v in volumes.items() if "persistentVolumeClaim" in v)
+    assert os.path.dirname(flags["state-dir"]) == state_mount
+    secret_mount = next(mounts[n] for n, v in volumes.items() if "secret" in v)
+    secret = next(v["secret"] for v in volumes.values() if "secret" in v)
+    assert secret["defaultMode"] & 0o077 == 0
+    assert c["securityContext"]["runAsUser"] == 0 and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    for f in ("kek-file", "admin-token-file", "kbs-key"):
+        assert os.path.dirname(flags[f]) == secret_mount
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
