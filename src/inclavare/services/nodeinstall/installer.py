@@ -135,6 +135,8 @@ def install(o: Options) -> int:
     # -- checks: nothing is changed until all pass
     if st is not None and st["config"]["path"] != o.config:
         raise NodeInstallError(f"already installed with config {st['config']['path']}; uninstall first")
+    if os.path.islink(cfg_here):  # replacing it would turn the link into a file; uninstall could not undo that
+        raise NodeInstallError(f"{o.config} is a symbolic link: pass --containerd-config with the file it names")
     old = _read(cfg_here)
     shim_opts = os.path.join(o.install_dir, "etc", "rune-shim.toml")
     rt = containerdconf.Runtime(config_path=o.seen(shim_opts))
@@ -174,7 +176,7 @@ def install(o: Options) -> int:
             backup = None
             if os.path.lexists(here):  # someone else's: kept, and put back on uninstall
                 backup = os.path.join("backup", "bin", name)
-                os.rename(here, os.path.join(inst, backup))
+                _move(here, os.path.join(inst, backup))
             rec = st["files"][host_path] = {"sha256": "", "backup": backup}
             _save_state(o, st)
         write_atomic(here, data, mode=0o755)
@@ -251,7 +253,7 @@ def uninstall(o: Options) -> int:
             o.say(f"{host_path} was changed since the install: left as it is")
             continue
         if rec["backup"]:
-            os.rename(os.path.join(inst, rec["backup"]), here)
+            _move(os.path.join(inst, rec["backup"]), here)
             o.say(f"put back the previous {host_path}")
     _remove_tree(inst)
     o.say(f"removed {o.install_dir}")
@@ -274,6 +276,18 @@ def _missing_dirs(o: Options, host_dirs: list[str]) -> list[str]:
             d = os.path.dirname(d)
     out.discard(os.path.normpath(o.install_dir))
     return sorted(out)
+
+
+def _move(src: str, dst: str) -> None:
+    """Rename, or copy (a link as a link, mode and times kept) and unlink: in the DaemonSet the host's bin
+    directory and INSTALL_DIR are separate mounts, and rename(2) does not cross mounts (EXDEV)."""
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        shutil.copy2(src, dst, follow_symlinks=False)
+        os.unlink(src)
 
 
 def _remove_tree(path: str) -> None:

@@ -196,11 +196,14 @@ def test_no_config_before_means_none_after(host: Path, monkeypatch: pytest.Monke
     (CFG_V2, ["--restart", "auto"], "cannot restart containerd: the host does not run systemd"),
     (CFG_V2, ["--restart", "auto", "--containerd-pid-file", "/run/none.pid"], "containerd pid file"),
     (CFG_V2, ["--install-dir", "opt"], "--install-dir 'opt': a host path must be absolute"),
+    (CFG_V2, ["--containerd-config", "/etc/containerd/link.toml"],
+     "/etc/containerd/link.toml is a symbolic link: pass --containerd-config with the file it names"),
 ])
 def test_bad_input_changes_nothing(host: Path, config: bytes, extra: list[str], message: str,
                                    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     (host / "etc/containerd/config.toml").write_bytes(config)
+    (host / "etc/containerd/link.toml").symlink_to("config.toml")
     before = _tree(host)
     args = _args(host, *extra)
     if "--restart" in extra:
@@ -392,3 +395,28 @@ def test_in_cluster_over_https_checks_the_ca(host: Path, tmp_path: Path, capsys:
     finally:
         api.server.shutdown()
         api.server.server_close()
+
+
+def test_backups_cross_mounts(host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the DaemonSet, /host/usr/local/bin and /host/opt/inclavare are separate mounts: rename(2) between them
+    fails with EXDEV, so someone else's launcher is copied into the backup and back (a link stays a link)."""
+    import errno
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    (host / "usr/local/bin/epm").symlink_to("/bin/true")
+    before = _tree(host)
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        if Path(src).parent.parent != Path(dst).parent.parent:  # another "mount"
+            raise OSError(errno.EXDEV, "Invalid cross-device link", src)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert main(_args(host)) == 0
+    assert (host / "opt/inclavare/backup/bin/epm").is_symlink()
+    assert (host / "opt/inclavare/backup/bin/rune").read_bytes() == before["usr/local/bin/rune"]
+    assert main(_args(host, "--uninstall")) == 0
+    assert _tree(host) == before
+    assert os.readlink(host / "usr/local/bin/epm") == "/bin/true"
+    assert stat.S_IMODE(os.stat(host / "usr/local/bin/rune").st_mode) == 0o755
