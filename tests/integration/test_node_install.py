@@ -51,6 +51,12 @@ def _install(host: Path, *more: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
 
 
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup: controllers -> path."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+
+
 def _reap(c: Any) -> None:
     """The installer restarted containerd: our Popen's process is gone (reap it); the pid file names the new one."""
     if c._proc is not None:
@@ -77,11 +83,29 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     old_env = {k: os.environ.get(k) for k in ("RUNE_SHIM_ROOT", "INCLAVARE_SIM_STATE_DIR")}
     os.environ["RUNE_SHIM_ROOT"] = c.rune_shim_root  # containerd's environment goes to its shims
     os.environ["INCLAVARE_SIM_STATE_DIR"] = str(base / "sim")
+    # containerd runs in a cgroup of its own, as a service does (not the installer's): the restart must keep it
+    from tests.integration.test_shim_cri import _make_cgroup
+
+    cgroup = "/inclavare-nodeinstall-" + uuid.uuid4().hex[:8]
+    dirs = _make_cgroup(cgroup)
     try:
         start_with_test_images(c, str(base))
+        pid = c.pid()
+        for d in dirs:
+            Path(d, "cgroup.procs").write_text(str(pid))
+        c.cgroup_for_test = cgroup
         yield c, host
     finally:
         c.purge()
+        deadline = time.monotonic() + 10
+        for d in dirs:
+            while os.path.isdir(d):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -108,11 +132,14 @@ def test_install_run_a_rune_pod_uninstall(rig: tuple[Any, Path]) -> None:
     original = Path(c.config).read_bytes()
     before = _tree(host)
     old_pid = c.pid()
+    old_cgroups = _cgroups_of(old_pid)
+    assert c.cgroup_for_test in old_cgroups.values()
     r = _install(host)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     _reap(c)
     assert c.pid() != old_pid
+    assert _cgroups_of(c.pid()) == old_cgroups  # the restarted containerd is where the old one was
     assert "restarted containerd (pid" in r.stdout
     cfg = Path(c.config).read_bytes()
     kept = cfg.decode().splitlines()
@@ -142,6 +169,7 @@ def test_install_run_a_rune_pod_uninstall(rig: tuple[Any, Path]) -> None:
     r = _install(host, "--uninstall")
     assert r.returncode == 0, r.stderr
     assert c.pid() != pid and c.running()
+    assert _cgroups_of(c.pid()) == old_cgroups
     assert Path(c.config).read_bytes() == original
     after = _tree(host)
     after.pop("run/containerd.pid")

@@ -4,12 +4,17 @@
   ``systemctl restart UNIT``, run in PID 1's mount namespace through ``nsenter`` when the installer runs in a
   container (the DaemonSet has ``hostPID``), directly when the host root is ``/``.
 - **pid**: a containerd started by a script or by hand, known by ``--containerd-pid`` or a pid file: its argv,
-  environment and working directory are read from /proc, it is stopped (SIGTERM, SIGKILL after a timeout) and
-  started again with the same, in its own namespaces (setns to the old process's, when they differ from ours)
-  and in a new session, its output appended to the files its stdout/stderr were. The new pid goes into the pid
-  file. It is ready when its gRPC socket (``[grpc] address``, default /run/containerd/containerd.sock) accepts,
-  as seen through ``/proc/PID/root``.
+  environment and working directory are read from /proc, and a helper process is prepared where it runs: its
+  namespaces (setns to the old process's, when they differ from ours: the installer in a pod with hostPID), its
+  cgroups (a containerd left in the installer pod's cgroup would be killed with that pod), a new session, its
+  stdout/stderr appended to the files the old one's were. Only then is the old one stopped (SIGTERM, SIGKILL
+  after a timeout) and the helper starts containerd with the same. The new pid goes into the pid file. It is
+  ready when its gRPC socket (``[grpc] address``, default /run/containerd/containerd.sock) accepts, as seen
+  through ``/proc/PID/root``.
 - neither: the installer says so and exits non-zero *before* changing anything.
+
+Tested: the pid path on a private containerd in a cgroup of its own, from the same namespaces (the setns branch
+is not exercised: no pod runs here); the systemd path only as the command it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from inclavare.services.nodeinstall import NodeInstallError
 
@@ -150,8 +156,15 @@ def _foreign_namespaces(pid: int) -> list[tuple[str, int]]:
 
 
 def _restart_pid(p: Plan, grpc_address: str, timeout: float) -> int:
+    """Prepare the new containerd's parent in the old one's namespaces and cgroups first (an error there leaves
+    containerd running), then stop the old one and let the new one start."""
     argv, env, cwd, outs = _read_proc(p.pid)
     nsfds = _foreign_namespaces(p.pid)
+    try:
+        child, to_child, from_child = _prepare(argv, env, cwd, outs, nsfds, p.pid)
+    finally:
+        for _, fd in nsfds:
+            os.close(fd)
     try:
         os.kill(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -160,10 +173,18 @@ def _restart_pid(p: Plan, grpc_address: str, timeout: float) -> int:
                 os.kill(p.pid, signal.SIGKILL)
                 deadline = time.monotonic() + 10
             time.sleep(0.05)
-        new = _spawn(argv, env, cwd, outs, nsfds)
+        os.write(to_child, b"go")
+        os.close(to_child)
+        to_child = -1
+        msg = from_child.readline().decode(errors="replace").strip()
     finally:
-        for _, fd in nsfds:
-            os.close(fd)
+        if to_child >= 0:
+            os.close(to_child)  # the child sees EOF and exits without starting anything
+        from_child.close()
+        os.waitpid(child, 0)
+    if not msg.isdigit():
+        raise NodeInstallError(f"starting containerd again ({argv[0].decode(errors='replace')}): {msg or 'no pid'}")
+    new = int(msg)
     if p.pid_file:
         from inclavare.atomicfile import write_atomic
 
@@ -172,41 +193,83 @@ def _restart_pid(p: Plan, grpc_address: str, timeout: float) -> int:
     return new
 
 
-def _spawn(argv: list[bytes], env: dict[bytes, bytes], cwd: str, outs: list[str | None],
-           nsfds: list[tuple[str, int]]) -> int:
-    """Start containerd again: a double fork so that it is nobody's child here (the installer exits)."""
+def _prepare(argv: list[bytes], env: dict[bytes, bytes], cwd: str, outs: list[str | None],
+             nsfds: list[tuple[str, int]], old: int) -> tuple[int, int, Any]:
+    """Fork the new containerd's parent: in a new session, in ``old``'s namespaces, working directory and cgroups
+    (a containerd left in the installer pod's cgroup would die with that pod), its stdio on ``old``'s log files.
+    It says ``ok`` (or the error) and waits for ``go`` before it forks containerd, so that the old one can stop
+    in between; then it reports the new pid. Returns (child pid, fd to write ``go`` to, reader of its lines)."""
     from inclavare.linux.syscalls import setns
 
-    r, w = os.pipe()
+    up_r, up_w = os.pipe()
+    down_r, down_w = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
         try:
-            os.close(r)
+            os.close(up_r)
+            os.close(down_w)
             os.setsid()
             for _, fd in nsfds:
                 setns(fd)
             os.chdir(cwd)
+            _join_cgroups_of(old)
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # dup2's copies stay open, these close
             os.dup2(null, 0)
             for target, fd in zip(outs, (1, 2), strict=True):
                 out = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC) if target else null
                 os.dup2(out, fd)
+            os.write(up_w, b"ok\n")
+            if os.read(down_r, 2) != b"go":
+                os._exit(0)
             grandchild = os.fork()
             if grandchild:
-                os.write(w, f"{grandchild}".encode())
+                os.write(up_w, f"{grandchild}\n".encode())
                 os._exit(0)
-            os.close(w)
+            os.close(up_w)
             os.execvpe(argv[0], argv, env)
         except BaseException as e:
-            os.write(w, f"error {e}".encode())
+            os.write(up_w, f"{e}\n".replace("\n", " ").strip().encode() + b"\n")
         os._exit(127)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        msg = f.read().decode(errors="replace")
-    os.waitpid(child, 0)
-    if not msg.isdigit():
-        raise NodeInstallError(f"starting containerd again ({argv[0].decode(errors='replace')}): {msg}")
-    return int(msg)
+    os.close(up_w)
+    os.close(down_r)
+    reader = os.fdopen(up_r, "rb")
+    first = reader.readline().decode(errors="replace").strip()
+    if first != "ok":
+        reader.close()
+        os.close(down_w)
+        os.waitpid(child, 0)
+        raise NodeInstallError(f"preparing containerd's restart: {first or 'the helper process died'}")
+    return child, down_w, reader
+
+
+def _join_cgroups_of(pid: int) -> None:
+    """Move this process into ``pid``'s cgroups: each line of /proc/PID/cgroup (read in ``pid``'s cgroup
+    namespace, so the paths are from that namespace's root) matched to a cgroup mount of this mount namespace
+    (v2: the cgroup2 mount; v1: the hierarchy whose options carry the line's controllers)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    mounts: list[tuple[str, str, str, set[str]]] = []  # (fstype, root, mount point, options)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if len(fields) >= 5 and len(rfields) >= 3 and rfields[0] in ("cgroup", "cgroup2"):
+                mounts.append((rfields[0], fields[3], fields[4], set(rfields[2].split(","))))
+    me = str(os.getpid()).encode()
+    for _hid, controllers, path in lines:
+        want = set(controllers.split(",")) if controllers else set()
+        for fstype, root, mountpoint, options in mounts:
+            if (fstype == "cgroup2") != (not want) or (want and not want <= options):
+                continue
+            if not (path == root or path.startswith(root.rstrip("/") + "/")):
+                continue
+            rel = path[len(root.rstrip("/")):].lstrip("/")
+            fd = os.open(os.path.join(mountpoint, rel, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, me)
+            finally:
+                os.close(fd)
+            break
 
 
 def _wait_ready(pid: int, address: str, timeout: float) -> None:
