@@ -7,9 +7,10 @@ Modules: :mod:`.containerdconf` (the config.toml merge, with tomlkit so comments
 :mod:`.kube` (the node label through the API server), :mod:`.installer` (the steps, their order, the state file
 that makes uninstall exact).
 
-Done: everything above, tested on a temp host root with a private containerd and a fake API server. Left: the
-systemd restart path is exercised only through its command line (no systemd on our machines); containerd 2.x
-(config version 3) is merged into its new plugin name but never run here.
+Done: everything above, tested on a temp host root with a private containerd (restarted by pid file, in its
+own cgroup) and a fake API server (http and https). Left: the systemd restart path is exercised only through
+its command line (no systemd on our machines), and the pid path's setns into the host's namespaces only runs
+from a pod; containerd 2.x (config version 3) is merged into its new plugin name but never run here.
 """
 
 from __future__ import annotations
