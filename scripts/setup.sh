@@ -18,6 +18,9 @@ demo=true
 pkgs=(busybox-static runc crun jq hyperfine procps util-linux iproute2 libseccomp2 python3 python3-venv git
       containerd podman skopeo conmon uidmap fuse-overlayfs slirp4netns containernetworking-plugins docker.io
       gcc libc6-dev openssl)
+# kubectl renders deploy/kubernetes offline (`kubectl kustomize`); Debian's is kubernetes-client. A kubectl
+# already on PATH (from elsewhere) is kept.
+command -v kubectl >/dev/null || pkgs+=(kubernetes-client)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -73,6 +76,7 @@ install_launcher verdictd inclavare.cli.verdictd main
 install_launcher inclavare-image inclavare.cli.image main
 install_launcher epm inclavare.cli.epm main
 install_launcher inclavare-sgx-device-plugin inclavare.cli.sgx_device_plugin main
+install_launcher inclavare-node-install inclavare.cli.node_install main
 echo "setup: $(/usr/local/bin/rune --version | head -1) installed at /usr/local/bin/rune"
 
 # --- demo -----------------------------------------------------------------------------------------------
