@@ -35,6 +35,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -113,12 +114,11 @@ class BundleCache:
         nothing behind. The path stays valid until the entry is evicted; to keep eviction away while using
         it, use :meth:`use`."""
         key = derive_key(level, key_inputs)
-        with self._key_lock(key, shared=True):
-            if self._intact(key):
+        with self._hit_or_exclusive(key) as fd:
+            if fd is None:
                 self._touch(key, "hits")
-                return self._entry_path(key)
-        with self._key_lock(key) as fd:
-            self._get_or_build_locked(key, level, key_inputs, build, fd)
+            else:
+                self._get_or_build_locked(key, level, key_inputs, build, fd)
         return self._entry_path(key)
 
     def store(self, level: str, key_inputs: Mapping[str, object], build: Build) -> str:
@@ -136,12 +136,11 @@ class BundleCache:
         rebuild of a corrupt entry waits for them)."""
         key = derive_key(level, key_inputs)
         while True:
-            with self._key_lock(key, shared=True):
-                if self._intact(key):
+            with self._hit_or_exclusive(key) as fd:
+                if fd is None:
                     self._touch(key, "hits")
                     yield self._entry_path(key)
                     return
-            with self._key_lock(key) as fd:
                 self._get_or_build_locked(key, level, key_inputs, build, fd)
                 fcntl.flock(fd, fcntl.LOCK_SH)  # downgrade; not atomic, so check the entry survived it
                 if self._row(key) is not None and os.path.isdir(self._entry_path(key)):
@@ -151,12 +150,8 @@ class BundleCache:
     def lookup(self, level: str, key_inputs: Mapping[str, object]) -> str | None:
         """The path of the verified entry, or ``None`` (a corrupt entry is removed); counts a hit or a miss."""
         key = derive_key(level, key_inputs)
-        with self._key_lock(key, shared=True):
-            if self._intact(key):
-                self._touch(key, "hits")
-                return self._entry_path(key)
-        with self._key_lock(key):
-            if self._verified(key):  # repaired by another process meanwhile
+        with self._hit_or_exclusive(key) as fd:
+            if fd is None or self._verified(key):  # (repaired by another process meanwhile)
                 self._touch(key, "hits")
                 return self._entry_path(key)
         self._bump("misses")
@@ -305,6 +300,28 @@ class BundleCache:
 
     def _lock_path(self, key: str) -> str:
         return os.path.join(self._locks, key + ".lock")
+
+    @contextlib.contextmanager
+    def _hit_or_exclusive(self, key: str) -> Iterator[int | None]:
+        """``None`` with a shared lock held if the entry is intact, else the fd of an exclusive lock on the key.
+
+        Never *waits* for the exclusive lock: users of an entry hold shared locks for as long as they use it (a
+        container's life, through :meth:`use`), so a blocked exclusive request made just before the entry was
+        committed would wait for all of them. Instead: wait on a shared lock (that waits out a builder, who
+        downgrades or releases when done), check, and try the exclusive lock without blocking; when it is busy,
+        someone is building or using the key: back off briefly and look again."""
+        delay = 0.002
+        while True:
+            with self._key_lock(key, shared=True):
+                if self._intact(key):
+                    yield None
+                    return
+            with self._try_key_lock(key) as fd:
+                if fd is not None:
+                    yield fd
+                    return
+            time.sleep(delay)  # a corrupt entry still in use, or another locker between our two steps
+            delay = min(delay * 2, 0.1)
 
     @contextlib.contextmanager
     def _key_lock(self, key: str, shared: bool = False) -> Iterator[int]:

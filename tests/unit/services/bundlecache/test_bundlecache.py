@@ -258,6 +258,35 @@ def test_use_keeps_entry_from_eviction(tmp_path: Path) -> None:
     assert cache.stats().bytes == 0
 
 
+def test_miss_racing_a_commit_does_not_wait_for_the_entrys_users(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller whose shared-lock check ran just before another builder committed (simulated: its first check
+    says "not intact") must then find the hit, not queue for the exclusive lock behind the entry's users, who
+    hold their shared locks for a container's life (found as a hang of four pods starting at once)."""
+    import threading
+
+    cache = BundleCache(str(tmp_path / "c"), 1 << 20)
+    real = BundleCache._intact
+    first = [True]
+
+    def stale_once(self: BundleCache, key: str) -> bool:
+        if first[0] and threading.current_thread().name == "late":
+            first[0] = False
+            return False
+        return real(self, key)
+
+    monkeypatch.setattr(BundleCache, "_intact", stale_once)
+    got: list[str] = []
+    with cache.use(L0, img(0), writer(b"a")) as held:  # a user, holding its shared lock throughout
+        late = threading.Thread(target=lambda: got.append(cache.get_or_build(L0, img(0), writer(b"never"))),
+                                name="late", daemon=True)
+        late.start()
+        late.join(60)
+        assert not late.is_alive(), "the late caller waited for the entry's user"
+        assert got == [held] and not first[0]
+    assert cache.stats().builds == 1
+
+
 def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     root = tmp_path / "c"
     cache = BundleCache(str(root), 1000)
