@@ -24,6 +24,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "ra_type": ("ENCLAVE_RA_TYPE", "enclave.attestation.ra_type"),
 }
 ENV_NAMES = frozenset(env for env, _ in KEYS.values())
+# the annotation (and value "sandbox") that marks a pod's sandbox: containerd's CRI, CRI-O
+SANDBOX_MARKS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
 TYPE_SGX = "intelSgx"
 TYPE_SIM = "sim"
 TYPES = (TYPE_SGX, TYPE_SIM)
@@ -40,9 +42,18 @@ def _name(field: str) -> str:
     return f"{env} / {ann}"
 
 
+def is_pod_sandbox(annotations: dict[str, str] | None) -> bool:
+    """A Kubernetes pod's sandbox (pause) container, as containerd's CRI and CRI-O mark it."""
+    ann = annotations or {}
+    return any(ann.get(key) == "sandbox" for key in SANDBOX_MARKS)
+
+
 def resolve(process: dict[str, Any], annotations: dict[str, str] | None) -> dict[str, str] | None:
     """The effective config, or None when no enclave type is set. Removes ``ENCLAVE_*`` from
-    ``process["env"]`` (in place). Raises EnclaveConfigError for unusable values."""
+    ``process["env"]`` (in place). Raises EnclaveConfigError for unusable values.
+
+    A pod's sandbox container ignores the ``enclave.*`` annotations: CRI runtimes hand it the pod's annotations,
+    and the pause process is not the workload."""
     env_values: dict[str, str] = {}
     kept: list[str] = []
     for item in process.get("env") or []:
@@ -51,7 +62,7 @@ def resolve(process: dict[str, Any], annotations: dict[str, str] | None) -> dict
             env_values[name] = value
         else:
             kept.append(item)
-    ann = annotations or {}
+    ann = {} if is_pod_sandbox(annotations) else (annotations or {})
     out: dict[str, str] = {}
     for field, (env, key) in KEYS.items():
         if env in env_values:

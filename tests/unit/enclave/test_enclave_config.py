@@ -112,3 +112,13 @@ def test_intel_sgx_injects_devices_and_mounts(monkeypatch: pytest.MonkeyPatch, t
             "access": "rwm"} in spec["linux"]["resources"]["devices"]
     assert spec["mounts"] == [{"destination": str(aesmd), "type": "bind", "source": str(aesmd),
                                "options": ["rbind", "rprivate"]}]
+
+
+@pytest.mark.parametrize("mark", ["io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"])
+def test_pod_sandbox_ignores_the_pods_enclave_annotations(mark: str) -> None:
+    """CRI runtimes give a pod's annotations to its pause container too: it stays a plain container, while the
+    pod's workload containers (marked "container") become enclaves."""
+    ann = {"enclave.type": "sim", "enclave.runtime.path": "builtin:sim"}
+    assert ec.resolve({"env": []}, {**ann, mark: "sandbox"}) is None
+    got = ec.resolve({"env": []}, {**ann, mark: "container"})
+    assert got is not None and got["type"] == "sim"

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from inclavare.enclave.config import is_pod_sandbox
+
 ENV = "RUNE_CARRIER"
 ANNOTATION = "enclave.carrier"
 HANDLER_KEY = "EnclaveCarrier"
 CARRIERS = ("wasm", "sim", "occlum")
-CONTAINER_TYPE = "io.kubernetes.cri.container-type"  # "sandbox" for a pod's pause container: never carried
 
 
 def select(config: dict[str, Any], handler: str = "") -> tuple[str, str]:
@@ -27,7 +28,7 @@ def select(config: dict[str, Any], handler: str = "") -> tuple[str, str]:
     annotation over handler; a CRI pod sandbox (the pause container) is never carried, as upstream. Does not
     change ``config`` (see :func:`strip_env`)."""
     annotations = config.get("annotations") or {}
-    if annotations.get(CONTAINER_TYPE) == "sandbox":
+    if is_pod_sandbox(annotations):
         return "", ""
     for item in (config.get("process") or {}).get("env") or []:
         if isinstance(item, str) and item.startswith(ENV + "="):
