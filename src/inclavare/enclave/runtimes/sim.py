@@ -22,6 +22,11 @@ Answering inclavared (docs/inclavared.md): with ``ENCLAVE_INFO_LISTEN`` in the c
 and ``pal_init`` starts a RATS-TLS server in this process whose evidence is :meth:`SimRuntime.quote` of the loaded
 image and whose answer is its identity (:mod:`inclavare.enclave.info_server`); ``pal_destroy`` stops it.
 
+epm's sim pool (inclavare.enclave.epm.warm, docs/epm.md): ``warm`` (on the host, after ``load``) asks epm for the
+measurement it recorded for this exact image file (SHA-256), and for a WebAssembly payload its precompiled module;
+``pal_init`` then skips re-measuring and the RSA check when the file it reads hashes the same, and still checks
+ENCLAVEHASH against the recorded measurement and every policy.
+
 pal_init arguments (space separated; rune turns commas into spaces):
   image=PATH        the enclave image in the container (default /enclave/enclave.img)
   mrsigner=HEX      only run images signed by this MRSIGNER
@@ -83,6 +88,7 @@ class SimRuntime(api.EnclaveRuntime):
         self.info: Any = None  # the RATS-TLS server answering inclavared (enclave.info_server.InfoServer)
         self.wasm: Any = None
         self._spec: dict[str, Any] = {}
+        self._premeasured: dict[str, bytes] = {}  # image SHA-256 -> MRENCLAVE, from epm's sim pool
         self._decrypted = False
         self._payload_started = False  # the first pal_create_process is the container's process; later ones exec
         self._native: dict[int, int] = {}  # our pid -> host pid (they are the same number)
@@ -115,6 +121,33 @@ class SimRuntime(api.EnclaveRuntime):
         self.wasm = WasmRuntime()
         self.wasm.load(spec)
 
+    def warm(self, args: str, spec: dict[str, Any]) -> None:
+        """On the host, after ``load``: the sim pool's measurement of the container's image (and the wasm pool's
+        precompiled payload). Does nothing without epm; never fails."""
+        import hashlib
+
+        from inclavare.enclave.epm import client, warm
+
+        if not client.available():
+            return
+        path = warm.arg_value(args, "image") or DEFAULT_IMAGE
+        data = warm.host_file(spec, path)
+        if data is None:
+            client.no_pool(f"the enclave image {path} is not readable on the host before start")
+            return
+        fuel = warm.fuel_of(args)
+        got = warm.in_helper(warm.sim_prefetch, data, fuel)
+        if not isinstance(got, tuple) or len(got) != 2 or not isinstance(got[0], bytes):
+            return
+        mrenclave, serialized = got
+        self._premeasured[hashlib.sha256(data).hexdigest()] = mrenclave
+        if isinstance(serialized, bytes) and self.wasm is not None:
+            from inclavare.enclave import image as img
+
+            payload = img.payload_of(data)
+            if payload is not None:
+                self.wasm.prime(hashlib.sha256(payload[1]).hexdigest(), fuel, serialized)
+
     # -- PAL calls
 
     def init(self, args: str, log_level: str) -> None:
@@ -143,7 +176,8 @@ class SimRuntime(api.EnclaveRuntime):
                 raise api.PalError("pal_init", -errno.EINVAL, f"unknown argument {word!r} "
                                    "(known: image=PATH, mrsigner=HEX, production, preopen=DIR, fuel=N)")
         try:
-            self.image = img.load(path, expected_mrsigner=mrsigner, allow_debug=allow_debug)
+            self.image = img.load(path, expected_mrsigner=mrsigner, allow_debug=allow_debug,
+                                  premeasured=self._premeasured)
         except img.EnclaveImageError as e:
             raise api.PalError("pal_init", -errno.EACCES, str(e)) from None
         except OSError as e:

@@ -23,7 +23,7 @@ from inclavare.services.epm.errors import EpmError
 DEFAULT_ROOT = "/var/local/epm"
 DEFAULT_DB_PATH = "/var/local/epm/epm.db"
 DEFAULT_ADDRESS = "/var/run/epm/epm.sock"
-DEFAULT_POOLS = ("enclave-cache", "bundle-cache")
+DEFAULT_POOLS = ("enclave-cache", "bundle-cache", "wasm-module", "sim-image")  # the last two: enclave/epm/warm.py
 DEFAULT_DB_TIMEOUT = 10
 MAX_MESSAGE = 4 << 20
 MAX_CONFIG = 64 << 10
