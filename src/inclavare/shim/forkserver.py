@@ -11,6 +11,11 @@ of the server forked ahead of need, which is exactly a `rune create` / `rune exe
 never calls the runtime, so a create that changes the working directory or stdio, or a runtime that
 starts a thread (the cgroup priming), never touches it, and requests run in parallel.
 
+Enclave containers: the server imports the enclave runtimes' modules once it knows enclaves run on this node
+(after the first enclave create, or at once when epm's socket exists), while idle, and then re-forks its idle
+workers so that later creates inherit them (:mod:`inclavare.shim.warmup`). ``ForkServer(root, warm=False)``
+turns that off (benchmarks compare both).
+
 The server forwards each worker's answer when the worker has exited (a pidfd per worker says when), so
 every request gets exactly one answer, also when a worker dies. Workers are the server's children and it
 reaps them; the container processes are not (see :mod:`inclavare.shim.supervisor`).
@@ -39,8 +44,9 @@ FD_NAMES = ("stdin", "stdout", "stderr", "console", "logout", "logerr", "logread
 class ForkServer:
     """The shim's side: starts the server and sends it requests (thread-safe, concurrent)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, warm: bool = True) -> None:
         self.root = root
+        self.warm = warm
         self.pid = 0
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
@@ -64,7 +70,7 @@ class ForkServer:
             code = 0
             try:
                 ours.close()
-                _serve(theirs, self.root)
+                _serve(theirs, self.root, self.warm)
             except BaseException:  # noqa: BLE001 - nothing may unwind into the shim's code in this child
                 code = 1
             os._exit(code)
@@ -190,8 +196,11 @@ class _Server:
 
     POOL = 2
 
-    def __init__(self, sock: socket.socket, root: str) -> None:
+    def __init__(self, sock: socket.socket, root: str, warm: bool = True) -> None:
         self.sock, self.root = sock, root
+        self.warm = warm  # whether the enclave modules may be imported (shim.warmup)
+        self.want_warm = False  # enclaves run here: import them when idle
+        self.warmed = False
         self.named = False
         self.idle: list[_Worker] = []
         self.workers: dict[int, _Worker] = {}  # every live worker, by pidfd
@@ -207,10 +216,19 @@ class _Server:
             os.dup2(null, fd)  # nothing of the shim's stdio reaches a container
         os.close(null)
         self.poller.register(self.sock.fileno(), select.POLLIN)
+        if self.warm:
+            from inclavare.shim.warmup import enclaves_expected
+
+            self.want_warm = enclaves_expected()
         self._fill()
         accepting = True
         while accepting or any(w.rid is not None for w in self.workers.values()):
-            for fd, _events in self.poller.poll():
+            pending = self.want_warm and not self.warmed and accepting
+            events = self.poller.poll(int(_idle_ms()) if pending else None)
+            if not events and pending and not self.replies:
+                self._warm_up()
+                continue
+            for fd, _events in events:
                 if fd == self.sock.fileno():
                     if not self._accept():
                         accepting = False
@@ -225,6 +243,16 @@ class _Server:
                     self._reap(w)
             if accepting and not self.replies:
                 self._fill()  # between requests: a fork now would slow the worker that is answering
+
+    def _warm_up(self) -> None:
+        """Import the enclave modules (idle: no request for a moment), then replace the idle workers, which were
+        forked without them."""
+        from inclavare.shim.warmup import import_enclave_modules
+
+        self.warmed = True
+        import_enclave_modules()
+        self._retire_idle()
+        self._fill()
 
     def _fill(self) -> None:
         while len(self.idle) < self.POOL:
@@ -270,6 +298,8 @@ class _Server:
             how = f" (status {exit_status(status)})" if status is not None else ""
             _answer(self.sock, w.rid, False, error=f"fork server: the worker died{how}")
             return
+        if answer.pop("enclave", False) and self.warm:
+            self.want_warm = True  # a worker created an enclave container: enclaves run on this node
         answer["id"] = w.rid
         try:
             self.sock.send(json.dumps(answer).encode())
@@ -398,8 +428,14 @@ def _take_parent_name() -> bool:
     return True
 
 
-def _serve(sock: socket.socket, root: str) -> None:
-    _Server(sock, root).run()
+def _serve(sock: socket.socket, root: str, warm: bool = True) -> None:
+    _Server(sock, root, warm).run()
+
+
+def _idle_ms() -> float:
+    from inclavare.shim.warmup import IDLE_SECONDS
+
+    return IDLE_SECONDS * 1000
 
 
 def _answer(sock: socket.socket, rid: int, ok: bool, **rest: Any) -> None:
@@ -442,6 +478,8 @@ def _work(root: str, req: dict[str, Any], fds: dict[str, int], reply_fd: int) ->
             raise ShimError(f"fork server: unknown operation {req.get('op')!r}", "invalid_argument")
         result = op(root, req.get("args") or {}, fds, log)
         answer = {"ok": True, "result": result, "warnings": warnings}
+        if result.pop("_enclave", False):
+            answer["enclave"] = True  # for the server (taken out before the answer reaches the shim)
     except InclavareError as e:
         answer = {"ok": False, "error": str(e), "code": error_code(e), "warnings": warnings}
     except Exception as e:  # noqa: BLE001 - reported, never raised into the server
@@ -492,10 +530,16 @@ def _op_create(root: str, args: dict[str, Any], fds: dict[str, int], log: Any) -
 
     _stdio(fds)
     rt = _runtime(root, log)
+    made: list[Any] = []
+
+    def executor(cfg: dict[str, Any]) -> Any:
+        made.append(for_config(cfg))
+        return made[-1]
+
     state = rt.create(str(args["id"]), str(args["bundle"]), console_fd=fds.get("console"),
                       no_pivot=bool(args.get("no_pivot")), no_new_keyring=bool(args.get("no_new_keyring")),
-                      executor=for_config)
-    return {"pid": int(state.pid)}
+                      executor=executor)
+    return {"pid": int(state.pid), "_enclave": any(e is not None for e in made)}
 
 
 def _op_exec(root: str, args: dict[str, Any], fds: dict[str, int], log: Any) -> dict[str, Any]:

@@ -25,7 +25,6 @@ DEFAULT_SOCKET = "/var/run/epm/epm.sock"  # upstream's [grpc] address
 DEFAULT_ROOT = "/var/local/epm"  # upstream's root
 TRUSTED_UID = 0  # epm runs as root; tests that run as another user may change it
 CALL_TIMEOUT = 1.0  # seconds per RPC
-CONNECT_TIMEOUT = 0.5
 INCOMING = "incoming"  # under epm's root: where a client puts data for SaveCache to copy in
 
 _said = False
@@ -86,11 +85,10 @@ class EpmClient:
         client = cls()
         client._pb = epm_pb2
         try:
+            # no wait for "ready": the first call connects (a dead epm fails it at once: UNAVAILABLE)
             client._channel = grpc.insecure_channel("unix:" + socket_path())
-            grpc.channel_ready_future(client._channel).result(timeout=CONNECT_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - any failure is "no pool"
-            client.close()
-            no_pool(f"cannot connect to {socket_path()} ({type(e).__name__})")
+            no_pool(f"cannot open a channel to {socket_path()} ({type(e).__name__})")
             return None
         client._stub = epm_pb2_grpc.EnclavePoolManagerStub(client._channel)  # type: ignore[no-untyped-call]
         return client
