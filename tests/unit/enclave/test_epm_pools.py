@@ -334,7 +334,7 @@ def _fresh(scenario: str, top: Path) -> dict[str, Any]:
     """Run ``scenario(top)`` of this module in a fresh interpreter; its JSON result. The forked helper's gRPC
     must not be forked from a process where gRPC threads are busy (this test process ran an epm server; rune's
     container init never has any)."""
-    env = dict(os.environ, PYTHONPATH=f"{SRC}:{SRC.parent}")
+    env = dict(os.environ, PYTHONPATH=f"{SRC}:{SRC.parent}", **{warm.MIN_BYTES_ENV: "0"})
     code = (f"import json, sys; from tests.unit.enclave import test_epm_pools as t; "
             f"print(json.dumps(t.{scenario}(sys.argv[1])))")
     out = subprocess.run([sys.executable, "-c", code, str(top)], env=env, cwd=SRC.parent, capture_output=True,
@@ -410,8 +410,19 @@ def test_sim_runtime_warm_then_init_uses_the_record(key: Any, tmp_path: Path) ->
     assert got["saved"] == [got["sha"]]
 
 
+def test_small_files_skip_the_pools(epm: Epm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _bundle(tmp_path, {"app.wat": exit_module(1), "enclave/enclave.img": b"x" * 100}, ["/app.wat"])
+    monkeypatch.setattr(warm, "in_helper", lambda *_a, **_k: pytest.fail("asked epm for a small file"))
+    rt = WasmRuntime()
+    rt.load(spec)
+    rt.warm("", spec)
+    SimRuntime().warm("", spec)
+    assert rt._precompiled == {}
+
+
 def test_warm_without_epm_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(client.SOCKET_ENV, str(tmp_path / "none.sock"))
+    monkeypatch.setenv(warm.MIN_BYTES_ENV, "0")
     spec = _bundle(tmp_path, {"app.wat": exit_module(1)}, ["/app.wat"])
     monkeypatch.setattr(warm, "in_helper", lambda *_a, **_k: pytest.fail("forked without epm"))
     rt = WasmRuntime()

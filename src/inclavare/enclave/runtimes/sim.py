@@ -135,6 +135,8 @@ class SimRuntime(api.EnclaveRuntime):
         if data is None:
             client.no_pool(f"the enclave image {path} is not readable on the host before start")
             return
+        if len(data) < warm.min_bytes():
+            return  # checking it costs less than asking epm
         fuel = warm.fuel_of(args)
         got = warm.in_helper(warm.sim_prefetch, data, fuel)
         if not isinstance(got, tuple) or len(got) != 2 or not isinstance(got[0], bytes):

@@ -252,6 +252,8 @@ class WasmRuntime(api.EnclaveRuntime):
         if module is None:
             client.no_pool(f"the module {argv[0] if argv else '?'} is not readable on the host before start")
             return
+        if len(module) < warm.min_bytes():
+            return  # compiling it costs less than asking epm
         fuel = warm.fuel_of(args)
         serialized = warm.in_helper(warm.wasm_prefetch, module, fuel)
         if isinstance(serialized, bytes):
