@@ -1,16 +1,20 @@
 """epm, the Enclave Pool Manager (issue 17): upstream Inclavare's ``v1alpha1.EnclavePoolManager`` gRPC service.
 
-Done: the API (proto/epm.proto: upstream's package, service, messages and field numbers, plus a Healthz RPC),
-the config file (:mod:`.config`: upstream's ``root``, ``db_path``, ``[grpc] address``, ...), cache metadata in
-SQLite (:mod:`.store`, kill -9 safe), the typed pools with upstream's SaveCache / SaveFinalCache / PickCache /
-GetCache / ListCache / DeleteCache / LoadCache semantics and data kept under ``root`` (:mod:`.pool`), the server
-on an owner-only unix socket with message caps and connection deadlines (:mod:`.server`; one epm per root
+Done: the API (enclave/epm/proto/epm.proto, in the enclave layer so that rune can be a client: upstream's
+package, service, messages and field numbers, plus a Healthz RPC), the config file (:mod:`.config`: upstream's
+``root``, ``db_path``, ``[grpc] address``, ...), cache metadata in SQLite (:mod:`.store`, kill -9 safe), the
+typed pools with upstream's SaveCache / SaveFinalCache / PickCache / GetCache / ListCache / DeleteCache /
+LoadCache semantics and data kept under ``root`` (:mod:`.pool`; saved data is never group/other writable), the
+server on an owner-only unix socket with message caps and connection deadlines (:mod:`.server`; one epm per root
 and per socket) and the ``epm`` CLI (cli/epm.py, launcher in scripts/setup.sh).
 
-Left for later (issue 17): the shim and rune as clients (not wired yet), the pools that make starts warm
-(wasmtime-precompiled modules, pre-measured sim enclave images), PAL v3's enclave ``fd``/``addr`` hand-over
-(upstream passes the fd over a side socket; ``Enclave`` messages are stored but no fd is held), a size bound
-with eviction, a check against upstream's Go client (only the descriptor is compared with upstream's field
-numbers), a ListCache page that would exceed the send cap (1000 caches with large options) fails with
-RESOURCE_EXHAUSTED rather than being shortened.
+Warm pools (docs/epm.md): ``wasm-module`` (modules precompiled by wasmtime) and ``sim-image`` (pre-measured,
+pre-verified sim enclave images) are built-in pool types; rune's builtin:wasm / builtin:sim fill and read them
+through :mod:`inclavare.enclave.epm` (client, trust rule, forked helper).
+
+Left for later (issue 17): the shim as a client (the bundle cache's own use of epm), PAL v3's enclave
+``fd``/``addr`` hand-over (upstream passes the fd over a side socket; ``Enclave`` messages are stored but no fd
+is held), a size bound with eviction, a check against upstream's Go client (only the descriptor is compared with
+upstream's field numbers), a ListCache page that would exceed the send cap (1000 caches with large options)
+fails with RESOURCE_EXHAUSTED rather than being shortened.
 """
