@@ -4,10 +4,10 @@
 Three fork servers side by side, requests rotating between them round by round (paired):
   cold     ForkServer(warm=False) and no epm: every enclave create imports the enclave runtimes' modules,
            measures and checks the sim image; the wasm module is compiled at start;
-  imports  ForkServer(warm=True), no epm: the server imports the enclave modules after the first enclave create
-           (round 0), so its workers inherit them; no pools;
-  warm     ForkServer(warm=True) with an epm on a private root and socket: the server imports the enclave
-           modules at once (epm's socket exists; shim/warmup.py) and the pools are filled in round 0 (a
+  imports  ForkServer(warm=True), no epm: after the first enclave create (round 0) the server starts its
+           enclave server (shim/warmup.py), which has the enclave modules imported; no pools;
+  warm     ForkServer(warm=True) with an epm on a private root and socket: the enclave server starts at once
+           (epm's socket exists) and the pools are filled in round 0 (a
            precompiled module, the image's measurement), so every timed create is a pool hit.
 Variants: plain (`true`), builtin:wasm with a tiny module (under the 16 KiB threshold: no pool, only the warm
 imports) and with a ~40 KB one (1000 functions: compilation is what the wasm pool saves), builtin:sim with a
@@ -15,7 +15,9 @@ signed image of that module. Timed: ``create``, the fork server's create call (r
 waiting for start; for the warm enclave variants also the epm helper), and ``run``, create + start + the
 payload (which exits at once) + delete. Reported: medians, and ratios to plain of the same server.
 
-usage: bench/epm.py [--rounds N] [--markdown]     (root; a few rounds check that it works)
+--only NAME (repeatable) times only the named variants and plain (round 0 still runs them all: it warms up).
+
+usage: bench/epm.py [--rounds N] [--only NAME]... [--markdown]     (root; a few rounds check that it works)
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def reap() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--only", action="append", default=[], help="time only this variant (and plain)")
     ap.add_argument("--markdown", action="store_true")
     opts = ap.parse_args()
     if os.geteuid() != 0:
@@ -110,9 +113,11 @@ def main() -> int:
         }
         res: dict[str, dict[str, dict[str, list[float]]]] = {
             m: {k: {"create": [], "run": []} for k in variants} for m in servers}
-        time.sleep(1.0)  # the warm server imports while idle (shim/warmup.py IDLE_SECONDS)
+        time.sleep(2.0)  # the warm server starts its enclave server while idle (shim/warmup.py IDLE_SECONDS)
         for i in range(opts.rounds + 1):  # round 0 fills the pools and warms the page cache
             for name, b in variants.items():
+                if i and opts.only and name != "plain" and name not in opts.only:
+                    continue
                 order = list(servers)
                 order = order[i % 3:] + order[:i % 3]
                 for mode in order:
@@ -133,7 +138,11 @@ def main() -> int:
                     if i:
                         res[mode][name]["create"].append(t1 - t0)
                         res[mode][name]["run"].append(t3 - t2)
-        med = {m: {k: {w: statistics.median(v) * 1000 for w, v in ws.items()} for k, ws in r.items()}
+            if i == 0:
+                time.sleep(2.0)  # idle: the "imports" server starts its enclave server now
+        if opts.only:
+            variants = {k: v for k, v in variants.items() if k == "plain" or k in opts.only}
+        med = {m: {k: {w: statistics.median(v) * 1000 for w, v in ws.items()} for k, ws in r.items() if k in variants}
                for m, r in res.items()}
         for what in ("create", "run"):
             if opts.markdown:

@@ -1,6 +1,7 @@
-"""The fork server's pre-warmed enclave imports (shim/warmup.py): imported when epm's socket says enclaves run
-here (and only then), while idle, and inherited by the workers forked afterwards. Checked by what the server's
-idle workers have mapped (wasmtime's native library), in a fresh interpreter that never imported it."""
+"""The fork server's enclave server (shim/warmup.py): started when epm's socket says enclaves run here (and only
+then), while idle; it and its workers have the enclave modules (seen in their memory maps: wasmtime's native
+library), the plain server and its workers do not; an enclave create is served by it, and if it dies creates
+are served by the plain server again. Run in fresh interpreters that never imported wasmtime themselves."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from inclavare.shim.warmup import is_enclave_create
 from tests.conftest import SRC
 
 SCENARIO = r"""
-import json, os, sys, time
+import json, os, signal, sys, time
 from inclavare.shim.forkserver import ForkServer
 
 def mapped(pid):
@@ -26,30 +28,55 @@ def mapped(pid):
         return False
 
 def children(pid):
-    return open(f"/proc/{pid}/task/{pid}/children").read().split()
+    try:
+        return set(open(f"/proc/{pid}/task/{pid}/children").read().split())
+    except OSError:
+        return set()
 
-fs = ForkServer(sys.argv[1], warm=sys.argv[2] == "1")
+root, warm, wait, bundle = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3]), sys.argv[4]
+fs = ForkServer(root, warm=warm)
 pid = fs.start()
 fs.start_reader()
-deadline = time.monotonic() + float(sys.argv[3])
-warm = []
+deadline = time.monotonic() + wait
+sub = None
 while time.monotonic() < deadline:
-    kids = children(pid)
-    warm = [k for k in kids if mapped(k)]
-    if len(kids) >= 2 and len(warm) == len(kids):
+    subs = [k for k in children(pid) if mapped(k)]
+    if subs and len(children(subs[0])) >= 2 and all(mapped(w) for w in children(subs[0])):
+        sub = subs[0]
         break
     time.sleep(0.05)
-out = {"server": mapped(pid), "workers": len(children(pid)), "warm_workers": len(warm), "self": mapped(os.getpid())}
+plain_workers = sorted(k for k in children(pid) if k != sub)
+out = {"server": mapped(pid), "plain_workers": len(plain_workers),
+       "plain_mapped": any(mapped(k) for k in plain_workers), "sub": sub is not None,
+       "sub_workers": len(children(sub)) if sub else 0, "self": mapped(os.getpid())}
+if bundle and sub:
+    before = children(sub)
+    res = fs.call("create", {"id": "e1", "bundle": bundle})
+    out["created"] = bool(res.get("pid"))
+    until = time.monotonic() + 10
+    while children(sub) == before and time.monotonic() < until:  # the used worker exits, a new one is forked
+        time.sleep(0.02)
+    out["served_by_sub"] = children(sub) != before
+    time.sleep(0.5)  # had the plain server served it, its worker would be gone by now
+    out["plain_untouched"] = sorted(k for k in children(pid) if k != sub) == plain_workers
+    fs.call("delete", {"id": "e1", "force": True})
+    os.kill(int(sub), signal.SIGKILL)
+    time.sleep(0.5)
+    res = fs.call("create", {"id": "e2", "bundle": bundle})
+    fs.call("delete", {"id": "e2", "force": True})
+    out["created_after_death"] = bool(res.get("pid"))
+    out["sub_after_death"] = any(mapped(k) for k in children(pid))
 fs.close()
 os.waitpid(pid, 0)
 print(json.dumps(out))
 """
 
 
-def _run(tmp_path: Path, warm: bool, epm_socket: str, wait: float) -> dict[str, object]:
-    env = dict(os.environ, PYTHONPATH=str(SRC), INCLAVARE_EPM_SOCKET=epm_socket)
-    out = subprocess.run([sys.executable, "-c", SCENARIO, str(tmp_path / "root"), "1" if warm else "0", str(wait)],
-                         env=env, capture_output=True, text=True, timeout=120)
+def _run(tmp_path: Path, warm: bool, epm_socket: str, wait: float, bundle: str = "") -> dict[str, object]:
+    env = dict(os.environ, PYTHONPATH=str(SRC), INCLAVARE_EPM_SOCKET=epm_socket,
+               INCLAVARE_SIM_STATE_DIR=str(tmp_path / "sim"))
+    out = subprocess.run([sys.executable, "-c", SCENARIO, str(tmp_path / "root"), "1" if warm else "0", str(wait),
+                          bundle], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -59,63 +86,51 @@ def _run(tmp_path: Path, warm: bool, epm_socket: str, wait: float) -> dict[str, 
 def epm_socket(tmp_path: Path) -> str:
     path = str(tmp_path / "epm.sock")
     s = socket.socket(socket.AF_UNIX)
-    s.bind(path)  # only its existence and owner matter to the warm-up
+    s.bind(path)  # only its existence and owner matter here
     s.close()
     if os.stat(path).st_uid != 0:
         pytest.skip("epm's socket must be root's")
     return path
 
 
-def test_epm_socket_warms_the_server_and_its_workers(tmp_path: Path, epm_socket: str) -> None:
-    got = _run(tmp_path, True, epm_socket, 60)
-    assert got == {"server": True, "workers": 2, "warm_workers": 2, "self": False}
+def wasm_bundle(tmp_path: Path) -> str:
+    from inclavare.testing.bundle import make_bundle
+
+    b = make_bundle(str(tmp_path / "bundle"), ["/exit.wat"])
+    cfg = json.loads(Path(b, "config.json").read_text())
+    cfg["process"]["env"] += ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=builtin:wasm"]
+    Path(b, "config.json").write_text(json.dumps(cfg))
+    Path(b, "rootfs", "exit.wat").write_text('(module (memory (export "memory") 1) (func (export "_start")))')
+    return b
 
 
-def test_no_warm_up_without_enclaves_or_when_turned_off(tmp_path: Path, epm_socket: str) -> None:
+def test_enclave_server_has_the_modules_and_serves_enclave_creates(tmp_path: Path, epm_socket: str) -> None:
+    got = _run(tmp_path, True, epm_socket, 60, wasm_bundle(tmp_path))
+    assert got["sub"] and got["sub_workers"] == 2
+    assert not got["server"] and not got["plain_mapped"] and got["plain_workers"] == 2 and not got["self"]
+    assert got["created"] and got["served_by_sub"] and got["plain_untouched"]
+    # the enclave server killed: its successor is not started, the plain server creates enclave containers again
+    assert got["created_after_death"] and not got["sub_after_death"]
+
+
+def test_no_enclave_server_without_enclaves_or_when_turned_off(tmp_path: Path, epm_socket: str) -> None:
     got = _run(tmp_path, True, str(tmp_path / "no-epm.sock"), 2)
-    assert got["server"] is False and got["warm_workers"] == 0 and got["workers"] == 2
+    assert not got["sub"] and not got["server"] and not got["plain_mapped"] and got["plain_workers"] == 2
     got = _run(tmp_path, False, epm_socket, 2)
-    assert got["server"] is False and got["warm_workers"] == 0
+    assert not got["sub"] and not got["server"] and not got["plain_mapped"]
 
 
-@pytest.mark.parametrize("warm", [True, False])
-def test_an_enclave_create_answer_asks_for_the_warm_up_and_is_forwarded_without_the_flag(tmp_path: Path,
-                                                                                        warm: bool) -> None:
-    import select
+def test_is_enclave_create_reads_the_bundles_enclave_type(tmp_path: Path) -> None:
+    def bundle(cfg: object) -> dict[str, str]:
+        d = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(cfg))
+        return {"bundle": str(d)}
 
-    from inclavare.shim.forkserver import _Server, _Worker
-
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    r, w = os.pipe()
-    try:
-        srv = _Server(ours, str(tmp_path), warm)
-        worker = _Worker(1, -1, r, None)
-        worker.rid = 5
-        worker.buf = b'{"ok": true, "result": {"pid": 3}, "warnings": [], "enclave": true}\n'
-        srv.poller.register(r, select.POLLIN)
-        srv.replies[r] = worker
-        srv._forward(worker)
-        assert json.loads(theirs.recv(65536)) == {"ok": True, "result": {"pid": 3}, "warnings": [], "id": 5}
-        assert srv.want_warm is warm
-    finally:
-        for fd in (r, w):
-            os.close(fd)
-        ours.close()
-        theirs.close()
-
-
-def test_the_worker_says_when_it_created_an_enclave_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inclavare.shim import forkserver
-
-    def fake_create(root: str, args: dict[str, object], fds: dict[str, int], log: object) -> dict[str, object]:
-        return {"pid": 7, "_enclave": args["enclave"]}
-
-    monkeypatch.setitem(forkserver._OPS, "create", fake_create)
-    for enclave in (True, False):
-        r, w = os.pipe()
-        forkserver._work(str(tmp_path), {"op": "create", "args": {"enclave": enclave}}, {}, w)
-        os.close(w)
-        answer = json.loads(os.read(r, 65536))
-        os.close(r)
-        assert answer["result"] == {"pid": 7}
-        assert answer.get("enclave", False) is enclave
+    assert is_enclave_create(bundle({"process": {"env": ["PATH=/bin", "ENCLAVE_TYPE=sim"]}}))
+    assert is_enclave_create(bundle({"process": {"env": []}, "annotations": {"enclave.type": "intelSgx"}}))
+    assert not is_enclave_create(bundle({"process": {"env": ["ENCLAVE_TYPE="]}}))
+    assert not is_enclave_create(bundle({"process": {"env": ["PATH=/bin"]}, "annotations": {"x": "y"}}))
+    assert not is_enclave_create(bundle(["not", "an", "object"]))
+    assert not is_enclave_create({"bundle": str(tmp_path / "missing")})
+    assert not is_enclave_create({"id": "x"}) and not is_enclave_create(None)
