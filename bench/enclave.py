@@ -10,9 +10,9 @@ Two measures per variant:
 With --epm, an epm (issue 17) runs on a private root and socket and two more variants use it: builtin:wasm and
 builtin:sim "(epm warm)", the same bundles with rune pointed at that epm (INCLAVARE_EPM_SOCKET/ROOT); round 0
 fills the pools (a precompiled module, the image's measurement), so every timed round is a pool hit (the
-16 KiB threshold below which rune skips the pools is set to 0 for them: the modules here are tiny). rune here
+size threshold below which rune skips the pools is set to 0 for them: the modules here are tiny). rune here
 is a fresh interpreter per command, so a warm create also pays for importing grpc in the epm helper; the shim's
-fork server (which preloads it) is where the pools pay off -- bench/shim_create.py --enclave measures that.
+fork server (its enclave server imports it) is where the pools pay off -- bench/epm.py measures that.
 
 With --also PATH (repeatable), other rune builds run in the same rounds, the builds alternating round by round
 and variant by variant (paired comparisons, e.g. before and after a change); each is printed with its ratio to

@@ -446,3 +446,15 @@ def test_host_file_stays_inside_the_containers_root(tmp_path: Path) -> None:
     (root / "bin").mkdir()
     (root / "bin" / "tool").write_bytes(b"x")
     assert warm.find_in_container(spec, "tool") == "/bin/tool"
+
+
+def test_the_size_threshold_depends_on_whether_grpc_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.delenv(warm.MIN_BYTES_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "grpc", sys.modules.get("grpc") or object())
+    assert warm.min_bytes() == 16 << 10
+    monkeypatch.delitem(sys.modules, "grpc")
+    assert warm.min_bytes() == 256 << 10  # the helper would import it first
+    monkeypatch.setenv(warm.MIN_BYTES_ENV, "123")
+    assert warm.min_bytes() == 123

@@ -10,4 +10,8 @@
   container's init stays single-threaded.
 
 See docs/epm.md (config, pools, keys, trust, CLI).
+
+Left: no size bound or eviction for the warm pools (entries stay until DeleteCache); files the host cannot see
+before the container's mounts exist (a module in a bind mount) never use the pools; PAL v3's enclave fd/addr
+hand-over (upstream's enclave-cache) is not done; native PALs do not use epm.
 """

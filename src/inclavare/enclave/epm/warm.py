@@ -21,9 +21,11 @@ measurement, attributes). On a hit the sim runtime skips re-measuring and the RS
 SIGSTRUCT and checks ENCLAVEHASH equals the recorded measurement and every policy (attributes, debug, MRSIGNER,
 production). For a WebAssembly payload the helper also fills / reads the wasm pool for the payload.
 
-**Small files skip the pools.** The helper costs a fork, gRPC's start and two calls: ~30-100 ms. Compiling a
-tiny module or measuring a small image costs less, so files under :func:`min_bytes` (16 KiB, or
-``INCLAVARE_EPM_MIN_BYTES``) are not worth it: compiling a ~40 KB module takes ~0.4 s, a ~400 KB one seconds.
+**Small files skip the pools.** The helper costs a fork, gRPC's start and two calls: ~30-100 ms when gRPC is
+already imported (the shim's enclave fork server imports it), and a few hundred more when the helper has to import
+it (a `rune` started from the command line). Compiling a ~40 KB module takes ~0.4 s, a ~400 KB one seconds; a tiny
+module or a small image costs less than asking. So files under :func:`min_bytes` skip the pools: 16 KiB with gRPC
+imported, 256 KiB without; ``INCLAVARE_EPM_MIN_BYTES`` sets it.
 
 The helper never fails the container: any trouble (epm down, a refusal, a timeout, a bad artifact, a module that
 does not compile -- the runtime reports that itself) is "no pool".
@@ -52,13 +54,18 @@ MAX_ARTIFACT = 1 << 30  # bytes: a serialized module taken from the pool
 HELPER_TIMEOUT = 60.0  # seconds: a miss compiles, which takes long for big modules
 _CPUINFO = "/proc/cpuinfo"
 MIN_BYTES_ENV = "INCLAVARE_EPM_MIN_BYTES"
-MIN_BYTES = 16 << 10
+MIN_BYTES = 16 << 10  # gRPC already imported
+MIN_BYTES_COLD = 256 << 10  # the helper imports gRPC first
 
 
 def min_bytes() -> int:
     """Files smaller than this do not use the pools (module docstring)."""
+    import sys
+
     value = os.environ.get(MIN_BYTES_ENV, "")
-    return int(value) if value.isdigit() else MIN_BYTES
+    if value.isdigit():
+        return int(value)
+    return MIN_BYTES if "grpc" in sys.modules else MIN_BYTES_COLD
 
 
 # ---------------------------------------------------------------------------------------------------- keys
