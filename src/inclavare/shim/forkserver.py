@@ -12,11 +12,12 @@ never calls the runtime, so a create that changes the working directory or stdio
 starts a thread (the cgroup priming), never touches it, and requests run in parallel.
 
 Enclave containers: once the server knows enclaves run on this node (after an enclave create, or at once when
-epm's socket exists) it forks, while idle, an *enclave server*: a second server (its child) that imports the
-enclave runtimes' modules and forks its own workers from there (:mod:`inclavare.shim.warmup`). From then on an
-enclave container's create (its bundle names an enclave type) goes to the enclave server, whose answer is relayed;
-every other request stays here, so plain containers keep forking from the small server. If the enclave server
-dies, its requests in flight are answered with an error and creates go back to this server.
+epm's socket exists or another shim saw an enclave create in the same state root) it forks, while idle, an
+*enclave server*: a second server (its child) that imports the enclave runtimes' modules and forks its own
+workers from there (:mod:`inclavare.shim.warmup`). From then on an enclave container's create (its bundle names
+an enclave type) goes to the enclave server, whose answer is relayed; every other request stays here, so plain
+containers keep forking from the small server. If the enclave server dies, its requests in flight are answered
+with an error and creates go back to this server.
 ``ForkServer(root, warm=False)`` turns it off (benchmarks compare both).
 
 The server forwards each worker's answer when the worker has exited (a pidfd per worker says when), so
@@ -214,6 +215,7 @@ class _Server:
         self.want_sub = False  # enclaves run here: start the enclave server when idle
         self.sub: _Sub | None = None
         self.sub_failed = False
+        self.noted = False  # the state root's marker says enclaves run here (shim.warmup.note_enclaves)
         self.named = False
         self.idle: list[_Worker] = []
         self.workers: dict[int, _Worker] = {}  # every live worker, by pidfd
@@ -232,7 +234,7 @@ class _Server:
         if self.warm:
             from inclavare.shim.warmup import enclaves_expected
 
-            self.want_sub = enclaves_expected()
+            self.want_sub = enclaves_expected(self.root)
         self._fill()
         accepting = True
         while accepting or self.sub is not None or any(w.rid is not None for w in self.workers.values()):
@@ -482,12 +484,14 @@ class _Server:
                 os.close(fd)
             _answer(self.sock, rid, False, error=f"fork server: bad request: {e}")
             return True
-        if self.warm and not self.sub_failed and req.get("op") == "create":
-            from inclavare.shim.warmup import is_enclave_create
+        if self.warm and req.get("op") == "create":
+            from inclavare.shim.warmup import is_enclave_create, note_enclaves
 
             if is_enclave_create(req.get("args")):
                 self.want_sub = True  # the first one is served here: the enclave server starts when idle
-                if self._to_sub(rid, msg, fds):
+                if not self.noted:
+                    self.noted = note_enclaves(self.root)  # later shims of this root start theirs at once
+                if not self.sub_failed and self._to_sub(rid, msg, fds):
                     for fd in fds:
                         os.close(fd)
                     return True

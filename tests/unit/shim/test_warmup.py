@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from inclavare.shim.warmup import is_enclave_create
+from inclavare.shim.warmup import MARKER, is_enclave_create
 from tests.conftest import SRC
 
 SCENARIO = r"""
@@ -111,6 +111,14 @@ def test_enclave_server_has_the_modules_and_serves_enclave_creates(tmp_path: Pat
     assert got["created"] and got["served_by_sub"] and got["plain_untouched"]
     # the enclave server killed: its successor is not started, the plain server creates enclave containers again
     assert got["created_after_death"] and not got["sub_after_death"]
+    assert (tmp_path / "root" / MARKER).is_file()  # the next shims of this state root start theirs at once
+
+
+def test_another_shims_enclave_create_starts_the_enclave_server(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / MARKER).touch()
+    got = _run(tmp_path, True, str(tmp_path / "no-epm.sock"), 60)
+    assert got["sub"] and got["sub_workers"] == 2 and not got["server"]
 
 
 def test_no_enclave_server_without_enclaves_or_when_turned_off(tmp_path: Path, epm_socket: str) -> None:
