@@ -235,6 +235,10 @@ def test_epm_down_or_not_roots_means_no_pool(epm: Epm, monkeypatch: pytest.Monke
     os.chown(epm.config.address, 1000, 1000)  # a socket someone else owns is not epm
     assert not client.available() and client.EpmClient.open() is None
     os.chown(epm.config.address, 0, 0)
+    os.chmod(epm.config.address, 0o666)  # others could save records rune would trust
+    assert not client.available()
+    os.chmod(epm.config.address, 0o600)
+    assert client.available()
     epm.server.stop(None).wait()  # the socket file is left, nobody answers
     assert client.EpmClient.open() is None
     assert warm.wasm_prefetch(exit_module(1), 0) is None

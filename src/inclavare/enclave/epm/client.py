@@ -1,9 +1,9 @@
 """A small epm client for rune's enclave runtimes: GetCache and SaveCache over epm's unix socket.
 
-Used only when the socket exists and is root's (``INCLAVARE_EPM_SOCKET`` overrides upstream's default
-``/var/run/epm/epm.sock``, for tests). Calls have short deadlines. Any failure -- no socket, a socket someone
-else owns, epm down, a refusal, a timeout -- is "no pool": the call returns ``None`` / ``False``, the first such
-failure of the process is logged at debug, and the caller runs correctly without the pool.
+Used only when the socket exists, is root's and only root may connect (``INCLAVARE_EPM_SOCKET`` overrides
+upstream's default ``/var/run/epm/epm.sock``, for tests). Calls have short deadlines. Any failure -- no socket,
+a socket others could use, epm down, a refusal, a timeout -- is "no pool": the call returns ``None`` /
+``False``, the first such failure of the process is logged at debug, and the caller runs correctly without it.
 
 grpc is imported by :meth:`EpmClient.open`, never at module import (rune's plain path stays light); it starts
 threads, so a process that must stay single-threaded (a container's init before its namespaces are set up) talks
@@ -47,7 +47,8 @@ def no_pool(why: str) -> None:
 
 
 def available() -> bool:
-    """Whether epm's socket exists and belongs to the trusted user (a cheap stat: the plain path's cost)."""
+    """Whether epm's socket exists, belongs to the trusted user and only that user may connect to it (a cheap
+    stat: what the path without epm costs)."""
     path = socket_path()
     try:
         st = os.stat(path)
@@ -56,8 +57,10 @@ def available() -> bool:
     if not stat.S_ISSOCK(st.st_mode):
         no_pool(f"{path} is not a socket")
         return False
-    if st.st_uid != TRUSTED_UID:
-        no_pool(f"{path} is owned by uid {st.st_uid}, not {TRUSTED_UID}")
+    if st.st_uid != TRUSTED_UID or st.st_mode & 0o022:
+        # whoever can connect can save records and artifacts that rune would trust: only root may
+        no_pool(f"{path} is uid {st.st_uid}'s with mode {stat.S_IMODE(st.st_mode):04o} (must be uid "
+                f"{TRUSTED_UID}'s and not writable by group or others)")
         return False
     return True
 
