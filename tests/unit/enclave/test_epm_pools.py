@@ -21,10 +21,7 @@ from inclavare.enclave.epm import client, trust, warm
 from inclavare.enclave.image import EnclaveImageError, EnclaveSettings
 from inclavare.enclave.runtimes.sim import SimRuntime
 from inclavare.enclave.runtimes.wasm import WasmRuntime
-from inclavare.services.epm import server as epm_server
-from inclavare.services.epm.config import Config
-from inclavare.services.epm.pool import Pools
-from inclavare.services.epm.store import Store
+from inclavare.services.epm.store import CacheRecord, Store
 from tests.conftest import SRC
 from tests.unit.sgx_helpers import rsa3072_e3_key
 
@@ -41,27 +38,6 @@ def binary(text: bytes) -> bytes:
     import wasmtime
 
     return bytes(wasmtime.wat2wasm(text.decode()))
-
-
-class Epm:
-    """An epm server in this process on a private root and socket (the env points the client at it)."""
-
-    def __init__(self, top: Path) -> None:
-        self.config = Config(root=str(top / "root"), db_path=str(top / "db" / "epm.db"),
-                             address=str(top / "run" / "epm.sock"))
-        self.store = Store(self.config.db_path)
-        self.pools = Pools(self.config, self.store)
-        self.server: Any = epm_server.serve(self.config, self.pools)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop(None)
-            self.server = None
-            self.pools.close()
-            self.store.close()
-
-    def data_path(self, ctype: str, cid: str) -> str:
-        return self.pools.get(ctype, cid).save_path
 
 
 class EpmProcess:
@@ -85,19 +61,55 @@ class EpmProcess:
         return [cache.ID for cache in reply.caches]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
+
+
+class Epm(EpmProcess):
+    """The real ``epm`` in a child process (no gRPC server threads in the test process: later tests fork) and a
+    read-only look at its metadata."""
+
+    def __init__(self, top: Path) -> None:
+        super().__init__(top)
+        self.db_path = str(top / "db" / "epm.db")
+
+    def record(self, ctype: str, cid: str) -> CacheRecord:
+        store = Store(self.db_path)
+        try:
+            return store.get(ctype, cid)
+        finally:
+            store.close()
+
+    def records(self, ctype: str) -> list[CacheRecord]:
+        store = Store(self.db_path)
+        try:
+            return store.list(ctype)
+        finally:
+            store.close()
 
 
 @pytest.fixture
 def epm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Epm]:
     e = Epm(tmp_path / "epm")
-    monkeypatch.setenv(client.SOCKET_ENV, e.config.address)
-    monkeypatch.setenv(client.ROOT_ENV, e.config.root)
+    monkeypatch.setenv(client.SOCKET_ENV, e.address)
+    monkeypatch.setenv(client.ROOT_ENV, e.root)
     monkeypatch.setattr(client, "_said", False)
+    opened: list[client.EpmClient] = []
+    real_open = client.EpmClient.open
+
+    def tracked() -> client.EpmClient | None:
+        c = real_open()
+        if c is not None:
+            opened.append(c)
+        return c
+
+    monkeypatch.setattr(client.EpmClient, "open", staticmethod(tracked))
     yield e
+    for c in opened:  # the pools leave theirs open (the helper exits); the test process must end with none
+        c.close()
     e.stop()
 
 
@@ -120,10 +132,10 @@ def test_wasm_miss_compiles_and_saves_then_hits(epm: Epm, monkeypatch: pytest.Mo
     assert isinstance(first, bytes) and first
     sha = hashlib.sha256(module).hexdigest()
     key = warm.wasm_key(sha, 0)
-    rec = epm.pools.get(warm.POOL_WASM, key)
-    assert rec.state == "final" and os.path.dirname(rec.save_path) == os.path.join(epm.pools.root, "data")
+    rec = epm.record(warm.POOL_WASM, key)
+    assert rec.state == "final" and os.path.dirname(rec.save_path) == os.path.join(os.path.realpath(epm.root), "data")
     assert Path(rec.save_path).read_bytes() == first
-    assert not os.listdir(os.path.join(epm.config.root, client.INCOMING))  # the staged copy is gone
+    assert not os.listdir(os.path.join(epm.root, client.INCOMING))  # the staged copy is gone
 
     def no_compile(*_a: Any) -> bytes:
         raise AssertionError("a hit must not compile")
@@ -180,7 +192,7 @@ def test_a_precompiled_module_that_does_not_load_is_compiled(tmp_path: Path) -> 
 def test_a_tampered_artifact_is_ignored(epm: Epm, how: str) -> None:
     module = exit_module(4)
     assert warm.wasm_prefetch(module, 0)
-    path = epm.data_path(warm.POOL_WASM, warm.wasm_key(hashlib.sha256(module).hexdigest(), 0))
+    path = epm.record(warm.POOL_WASM, warm.wasm_key(hashlib.sha256(module).hexdigest(), 0)).save_path
     if how == "corrupted":
         data = bytearray(Path(path).read_bytes())
         data[len(data) // 2] ^= 0xFF
@@ -206,17 +218,17 @@ def test_the_trust_rule_wants_epms_root_and_a_safe_directory_chain(epm: Epm, tmp
     outside.mkdir()
     (outside / "x").write_bytes(blob)
     assert trust.read_trusted(str(outside / "x"), digest, 100) is None  # not in epm's data directory
-    data = os.path.join(os.path.realpath(epm.config.root), "data")
+    data = os.path.join(os.path.realpath(epm.root), "data")
     Path(data, "x").write_bytes(blob)
     os.chmod(os.path.join(data, "x"), 0o644)
     assert trust.read_trusted(os.path.join(data, "x"), digest, 100) == blob
     assert trust.read_trusted(os.path.join(data, "x"), "0" * 64, 100) is None  # not the recorded digest
     assert trust.read_trusted(os.path.join(data, "x"), digest, 4) is None  # too big
-    os.chmod(epm.config.root, 0o777)  # a directory on the way others could write
+    os.chmod(epm.root, 0o777)  # a directory on the way others could write
     try:
         assert trust.read_trusted(os.path.join(data, "x"), digest, 100) is None
     finally:
-        os.chmod(epm.config.root, 0o700)
+        os.chmod(epm.root, 0o700)
 
 
 def test_another_wasmtime_version_is_a_miss(epm: Epm, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,15 +244,17 @@ def test_another_wasmtime_version_is_a_miss(epm: Epm, monkeypatch: pytest.Monkey
 
 def test_epm_down_or_not_roots_means_no_pool(epm: Epm, monkeypatch: pytest.MonkeyPatch) -> None:
     assert client.available()
-    os.chown(epm.config.address, 1000, 1000)  # a socket someone else owns is not epm
+    os.chown(epm.address, 1000, 1000)  # a socket someone else owns is not epm
     assert not client.available() and client.EpmClient.open() is None
-    os.chown(epm.config.address, 0, 0)
-    os.chmod(epm.config.address, 0o666)  # others could save records rune would trust
+    os.chown(epm.address, 0, 0)
+    os.chmod(epm.address, 0o666)  # others could save records rune would trust
     assert not client.available()
-    os.chmod(epm.config.address, 0o600)
+    os.chmod(epm.address, 0o600)
     assert client.available()
-    epm.server.stop(None).wait()  # the socket file is left, nobody answers
-    assert client.EpmClient.open() is None
+    epm.proc.kill()  # the socket file is left, nobody answers
+    epm.proc.wait(20)
+    c = client.EpmClient.open()
+    assert c is not None and c.get(warm.POOL_WASM, "x") is None and c.down
     assert warm.wasm_prefetch(exit_module(1), 0) is None
     assert warm.sim_prefetch(b"anything", 0) == (None, None)
     monkeypatch.setenv(client.SOCKET_ENV, "/nonexistent/epm.sock")
@@ -265,10 +279,10 @@ def test_sim_miss_verifies_and_saves_then_hits(epm: Epm, key: Any, monkeypatch: 
     data = signed_image(key)
     mrenclave, serialized = warm.sim_prefetch(data, 0)
     assert mrenclave == image.load(data).mrenclave and isinstance(serialized, bytes)
-    rec = epm.pools.get(warm.POOL_SIM, hashlib.sha256(data).hexdigest())
+    rec = epm.record(warm.POOL_SIM, hashlib.sha256(data).hexdigest())
     assert rec.save_path == "" and rec.state == "final"
     # the payload's wasm module went to the wasm pool too
-    epm.pools.get(warm.POOL_WASM, warm.wasm_key(hashlib.sha256(binary(exit_module(9))).hexdigest(), 0))
+    epm.record(warm.POOL_WASM, warm.wasm_key(hashlib.sha256(binary(exit_module(9))).hexdigest(), 0))
 
     def no_check(*_a: Any) -> bytes:
         raise AssertionError("a hit must not re-check the image")
@@ -282,7 +296,7 @@ def test_a_bad_image_is_not_saved(epm: Epm, key: Any) -> None:
     data = bytearray(signed_image(key))
     data[image.HEADER_SIZE + image.SETTINGS_SIZE + 3] ^= 1  # payload changed after signing
     assert warm.sim_prefetch(bytes(data), 0) == (None, None)
-    assert epm.pools.list(warm.POOL_SIM) == []
+    assert epm.records(warm.POOL_SIM) == []
 
 
 def test_premeasured_load_skips_measuring_and_rsa_but_not_policy(key: Any, monkeypatch: pytest.MonkeyPatch) -> None:

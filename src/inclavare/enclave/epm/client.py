@@ -69,6 +69,7 @@ class EpmClient:
     """One connection to epm. Methods never raise: a failure returns None / False (see the module docstring)."""
 
     def __init__(self) -> None:
+        self.down = False  # a call failed for another reason than "not found": epm is not usable
         self._channel: Any = None
         self._stub: Any = None
         self._pb: Any = None
@@ -114,6 +115,7 @@ class EpmClient:
             code = getattr(e, "code", None)
             name = code().name if callable(code) else type(e).__name__
             if name != "NOT_FOUND":
+                self.down = True
                 no_pool(f"{what}: {name}")
             return None
 

@@ -177,7 +177,10 @@ def wasm_prefetch(module: bytes, fuel: int) -> bytes | None:
     epm = client.EpmClient.open()  # not closed: the helper exits (closing a grpc channel takes ~0.2 s)
     if epm is None:
         return None
-    return wasm_from_pool(epm, module, fuel) or wasm_compile_and_save(epm, module, fuel)
+    found = wasm_from_pool(epm, module, fuel)
+    if found is None and epm.down:
+        return None  # epm does not answer: the container compiles at start, as without epm
+    return found or wasm_compile_and_save(epm, module, fuel)
 
 
 def sim_from_pool(epm: client.EpmClient, image: bytes) -> bytes | None:
@@ -217,7 +220,10 @@ def sim_prefetch(image: bytes, fuel: int) -> tuple[bytes | None, bytes | None]:
     epm = client.EpmClient.open()  # not closed: the helper exits (see wasm_prefetch)
     if epm is None:
         return None, None
-    mrenclave = sim_from_pool(epm, image) or sim_verify_and_save(epm, image)
+    mrenclave = sim_from_pool(epm, image)
+    if mrenclave is None and epm.down:
+        return None, None  # epm does not answer: the runtime checks the image itself, as without epm
+    mrenclave = mrenclave or sim_verify_and_save(epm, image)
     if mrenclave is None:
         return None, None
     from inclavare.enclave import image as img
