@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -224,11 +225,23 @@ def test_the_trust_rule_wants_epms_root_and_a_safe_directory_chain(epm: Epm, tmp
     assert trust.read_trusted(os.path.join(data, "x"), digest, 100) == blob
     assert trust.read_trusted(os.path.join(data, "x"), "0" * 64, 100) is None  # not the recorded digest
     assert trust.read_trusted(os.path.join(data, "x"), digest, 4) is None  # too big
-    os.chmod(epm.root, 0o777)  # a directory on the way others could write
+    for mode in (0o770, 0o707):  # epm's own directory: neither group nor others may write it
+        os.chmod(epm.root, mode)
+        try:
+            assert trust.read_trusted(os.path.join(data, "x"), digest, 100) is None
+        finally:
+            os.chmod(epm.root, 0o700)
+    above = os.path.dirname(os.path.realpath(epm.root))
+    old = os.stat(above).st_mode
     try:
+        os.chmod(above, 0o2775)  # like Debian's /var/local (root:staff 2775): group write above epm's root is fine
+        assert trust.read_trusted(os.path.join(data, "x"), digest, 100) == blob
+        os.chmod(above, 0o757)  # others could replace epm's root
         assert trust.read_trusted(os.path.join(data, "x"), digest, 100) is None
+        os.chmod(above, 0o1777)  # unless sticky
+        assert trust.read_trusted(os.path.join(data, "x"), digest, 100) == blob
     finally:
-        os.chmod(epm.root, 0o700)
+        os.chmod(above, stat.S_IMODE(old))
 
 
 def test_another_wasmtime_version_is_a_miss(epm: Epm, monkeypatch: pytest.MonkeyPatch) -> None:

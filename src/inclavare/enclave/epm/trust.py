@@ -5,8 +5,11 @@ when all of these hold, and otherwise ignored (the caller compiles) with the rea
 
 * the path epm gave is ``ROOT/data/NAME`` for epm's root (``INCLAVARE_EPM_ROOT``, default ``/var/local/epm``),
   with no symlink on the way;
-* every directory from ``/`` down to it is owned by root (:data:`~.client.TRUSTED_UID`) and not writable by
-  group or others -- or is root's and sticky (``/tmp``: others may add names there, but not replace root's);
+* every directory from ``/`` down to it is owned by root (:data:`~.client.TRUSTED_UID`); epm's root and its
+  data directory are not writable by group or others (epm makes them 0700); the directories above are not
+  writable by others unless sticky (``/tmp``: others may add names there, but not replace root's). Group write
+  is allowed above epm's root: Debian's ``/var/local`` is ``root:staff 2775``, and whoever could swap a
+  directory there still cannot make root-owned files with the recorded digest's content;
 * the file is a regular file owned by root, not writable by group or others, at most ``max_size`` bytes;
 * the SHA-256 of the bytes read is the digest epm recorded for the cache (so a corrupted, truncated or swapped
   file is caught: the digest check is over the very bytes that are used, no time-of-check gap).
@@ -26,10 +29,14 @@ log = logging.getLogger(__name__)
 DATA_DIR = "data"  # epm keeps the data it owns in ROOT/data (services/epm/config.py)
 
 
-def _dir_ok(st: os.stat_result) -> bool:
+def _dir_ok(st: os.stat_result, epms: bool) -> bool:
+    """A directory on the way: root's; epm's own (``epms``) not writable by group or others; one above not
+    writable by others unless sticky."""
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != client.TRUSTED_UID:
         return False
-    return not st.st_mode & 0o022 or bool(st.st_mode & stat.S_ISVTX)
+    if epms:
+        return not st.st_mode & 0o022
+    return not st.st_mode & 0o002 or bool(st.st_mode & stat.S_ISVTX)
 
 
 def read_trusted(path: str, digest_hex: str, max_size: int) -> bytes | None:
@@ -52,7 +59,7 @@ def read_trusted(path: str, digest_hex: str, max_size: int) -> bytes | None:
             st = os.lstat(walk)
         except OSError as e:
             return refuse(f"{walk}: {e.strerror}")
-        if not _dir_ok(st):
+        if not _dir_ok(st, walk in (root, data)):
             return refuse(f"{walk}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o} (must be "
                           f"uid {client.TRUSTED_UID}'s and not writable by others)")
     try:
