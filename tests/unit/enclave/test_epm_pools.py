@@ -353,6 +353,25 @@ def test_in_helper_returns_the_childs_result_or_none() -> None:
     assert warm.in_helper(lambda: __import__("time").sleep(30), timeout=0.2) is None
 
 
+def test_a_helper_keeps_only_its_pipe_and_a_descendant_reads_its_result(tmp_path: Path) -> None:
+    """The container's init (a grandchild of the process that started the helper) reads the answer; the helper
+    holds none of the caller's descriptors (a channel it kept open would hide the caller's death)."""
+    keep = os.open(str(tmp_path), os.O_RDONLY)
+    os.set_inheritable(keep, True)
+    try:
+        helper = warm.Helper.start(lambda: sorted(int(f) for f in os.listdir("/proc/self/fd")))
+        assert helper is not None
+        pid = os.fork()
+        if pid == 0:
+            fds = helper.result(10)
+            os._exit(0 if fds is not None and keep not in fds and len([f for f in fds if f > 2]) <= 2 else 1)
+        _, status = os.waitpid(pid, 0)
+        helper.close(kill=False)
+    finally:
+        os.close(keep)
+    assert status == 0
+
+
 def _bundle(tmp_path: Path, files: dict[str, bytes], args: list[str]) -> dict[str, Any]:
     root = tmp_path / "rootfs"
     for name, data in files.items():
@@ -386,20 +405,21 @@ def scenario_wasm_warm(top: str) -> dict[str, Any]:
         rt.load(spec)
         rt.warm("", spec)
         sha = hashlib.sha256(module).hexdigest()
+        started = rt._pending is not None and not rt._precompiled  # read when the module is compiled
         rt.init(f"preopen={tmp}", "info")
         try:
             status = _run(rt, str(tmp / "rootfs" / "bin" / "app.wat"))
         finally:
             rt.destroy()
         return {"primed": (sha, 0) in rt._precompiled, "status": status, "key": warm.wasm_key(sha, 0),
-                "saved": e.caches(warm.POOL_WASM)}
+                "started": started, "saved": e.caches(warm.POOL_WASM)}
     finally:
         e.stop()
 
 
 def test_wasm_runtime_warm_fetches_through_the_helper(tmp_path: Path) -> None:
     got = _fresh("scenario_wasm_warm", tmp_path)
-    assert got["primed"] and got["status"] == 7
+    assert got["started"] and got["primed"] and got["status"] == 7
     assert got["saved"] == [got["key"]]  # saved by the helper
 
 
@@ -416,8 +436,7 @@ def scenario_sim_warm(top: str) -> dict[str, Any]:
         rt.wasm = WasmRuntime()
         rt.wasm.load(spec)
         rt.warm("", spec)
-        premeasured = {k: v.hex() for k, v in rt._premeasured.items()}
-        primed = bool(rt.wasm._precompiled)
+        started = rt._pending is not None and not rt._premeasured  # read by pal_init, not before
 
         def fail(*_a: Any) -> Any:
             raise AssertionError("measured or RSA-checked")
@@ -425,9 +444,11 @@ def scenario_sim_warm(top: str) -> dict[str, Any]:
         signing.verify, image._measure = fail, fail  # this interpreter ends with the scenario
         rt.init(f"image={tmp / 'rootfs' / 'enclave' / 'enclave.img'}", "info")
         loaded = rt.image.mrenclave.hex()
+        premeasured = {k: v.hex() for k, v in rt._premeasured.items()}
+        primed = bool(rt.wasm._precompiled)
         rt.destroy()
         return {"premeasured": premeasured, "primed": primed, "loaded": loaded, "sha": hashlib.sha256(data).hexdigest(),
-                "saved": e.caches(warm.POOL_SIM)}
+                "saved": e.caches(warm.POOL_SIM), "started": started}
     finally:
         e.stop()
 
@@ -435,7 +456,7 @@ def scenario_sim_warm(top: str) -> dict[str, Any]:
 def test_sim_runtime_warm_then_init_uses_the_record(key: Any, tmp_path: Path) -> None:
     got = _fresh("scenario_sim_warm", tmp_path)
     mrenclave = image.load(signed_image(key)).mrenclave.hex()
-    assert got["premeasured"] == {got["sha"]: mrenclave}
+    assert got["started"] and got["premeasured"] == {got["sha"]: mrenclave}
     assert got["primed"]  # the payload, precompiled
     assert got["loaded"] == mrenclave  # init took the recorded measurement: verify and _measure were disabled
     assert got["saved"] == [got["sha"]]
@@ -443,7 +464,7 @@ def test_sim_runtime_warm_then_init_uses_the_record(key: Any, tmp_path: Path) ->
 
 def test_small_files_skip_the_pools(epm: Epm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _bundle(tmp_path, {"app.wat": exit_module(1), "enclave/enclave.img": b"x" * 100}, ["/app.wat"])
-    monkeypatch.setattr(warm, "in_helper", lambda *_a, **_k: pytest.fail("asked epm for a small file"))
+    monkeypatch.setattr(warm.Helper, "start", lambda *_a, **_k: pytest.fail("asked epm for a small file"))
     rt = WasmRuntime()
     rt.load(spec)
     rt.warm("", spec)
@@ -455,7 +476,7 @@ def test_warm_without_epm_does_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(client.SOCKET_ENV, str(tmp_path / "none.sock"))
     monkeypatch.setenv(warm.MIN_BYTES_ENV, "0")
     spec = _bundle(tmp_path, {"app.wat": exit_module(1)}, ["/app.wat"])
-    monkeypatch.setattr(warm, "in_helper", lambda *_a, **_k: pytest.fail("forked without epm"))
+    monkeypatch.setattr(warm.Helper, "start", lambda *_a, **_k: pytest.fail("forked without epm"))
     rt = WasmRuntime()
     rt.load(spec)
     rt.warm("", spec)

@@ -242,72 +242,108 @@ def sim_prefetch(image: bytes, fuel: int) -> tuple[bytes | None, bytes | None]:
 # ---------------------------------------------------------------------------------------------------- helper
 
 
-def in_helper(fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
-    """``fn(*args)`` run in a forked child (its threads die with it); its result, or None on any failure.
+class Helper:
+    """``fn(*args)`` running in a forked child (its threads die with it), its result to be read later -- also by a
+    descendant that inherited the pipe: the runtime starts the helper on the host and the container's init reads
+    the result, so the epm work overlaps with the rest of ``create``.
 
-    The caller stays single-threaded. The child's result comes back pickled on a pipe (our own process image
-    on both ends). A child that overruns ``timeout`` is killed."""
-    timeout = HELPER_TIMEOUT if timeout is None else timeout
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        pid = os.fork()
-    except OSError as e:
-        os.close(r)
-        os.close(w)
-        client.no_pool(f"cannot fork the epm helper ({e.strerror})")
-        return None
-    if pid == 0:  # the helper
-        code = 0
+    The child keeps only its stdio and the pipe's write end (nothing of the caller's channels stays open in it),
+    sends its result pickled (our own process image on both ends) and exits; it sends nothing when ``fn`` fails."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid, self.fd, self.parent = pid, fd, os.getpid()
+
+    @classmethod
+    def start(cls, fn: Callable[..., Any], *args: Any) -> Helper | None:
+        r, w = os.pipe2(os.O_CLOEXEC)
         try:
+            pid = os.fork()
+        except OSError as e:
             os.close(r)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            out = pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(out)
-            while view:
-                view = view[os.write(w, view):]
-        except BaseException:  # noqa: BLE001 - nothing may unwind into the caller's code in this child
-            code = 1
-        os._exit(code)
-    os.close(w)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    killed = False
-    try:
-        poller = select.poll()
-        poller.register(r, select.POLLIN)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(int(left * 1000) + 1):
-                if time.monotonic() >= deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    killed = True
+            os.close(w)
+            client.no_pool(f"cannot fork the epm helper ({e.strerror})")
+            return None
+        if pid == 0:  # the helper
+            code = 0
+            try:
+                import resource
+
+                os.closerange(3, w)
+                os.closerange(w + 1, max(w + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a reader that gave up ends us
+                out = pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
+                view = memoryview(out)
+                while view:
+                    view = view[os.write(w, view):]
+            except BaseException:  # noqa: BLE001 - nothing may unwind into the caller's code in this child
+                code = 1
+            os._exit(code)
+        os.close(w)
+        return cls(pid, r)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The helper's result, or None (it failed, or took longer than ``timeout``: then it is abandoned)."""
+        if self.fd < 0:
+            return None
+        timeout = HELPER_TIMEOUT if timeout is None else timeout
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        late = False
+        try:
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    late = True
                     break
-                continue
-            chunk = os.read(r, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
+                if not poller.poll(int(left * 1000) + 1):
+                    continue
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except InterruptedError:
+            late = True
+        finally:
+            self.close(kill=late)
+        if late:
+            client.no_pool(f"the epm helper took more than {timeout:.0f} s")
+            return None
+        if not chunks:
+            client.no_pool("the epm helper failed")
+            return None
+        try:
+            return pickle.loads(b"".join(chunks))
+        except Exception:  # noqa: BLE001
+            return None
+
+    def close(self, kill: bool = True) -> None:
+        """Stop reading (an unread helper ends on SIGPIPE); reap it if it is our child."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if os.getpid() != self.parent:
+            return  # not our child (the container's init reads what its host side started)
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         while True:
             try:
-                _, status = os.waitpid(pid, 0)
-                break
+                os.waitpid(self.pid, 0)
+                return
             except InterruptedError:
                 continue
             except ChildProcessError:
-                status = -1
-                break
-    if killed:
-        client.no_pool(f"the epm helper took more than {timeout:.0f} s")
-        return None
-    if status != 0 or not chunks:
-        client.no_pool("the epm helper failed")
-        return None
-    try:
-        return pickle.loads(b"".join(chunks))
-    except Exception:  # noqa: BLE001
-        return None
+                return
+
+
+def in_helper(fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    """``fn(*args)`` in a :class:`Helper`, waited for: its result, or None on any failure."""
+    helper = Helper.start(fn, *args)
+    return helper.result(timeout) if helper is not None else None
 
 
 # ---------------------------------------------------------------------------------------------------- host side

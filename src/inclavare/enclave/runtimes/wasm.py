@@ -14,9 +14,10 @@ Design notes:
   through ``/proc/self/fd/N`` (same pipe / device, the caller's fd is neither closed nor truncated). Regular files
   and sockets go through a private pipe and a copying thread, so writes land at the caller's file offset (append
   mode kept) and sockets work. Without ``/proc`` output goes through wasmtime's write callback.
-* epm's wasm pool (inclavare.enclave.epm.warm): ``warm`` (called on the host after ``load``) asks epm for the
-  container's module precompiled; ``_serialize`` then deserializes it instead of compiling when the bytes the
-  container holds hash to the same SHA-256 and the fuel setting matches (a failed deserialize compiles).
+* epm's wasm pool (inclavare.enclave.epm.warm): ``warm`` (called on the host after ``load``) starts a helper that
+  asks epm for the container's module precompiled; ``_serialize`` (at start, in the container) takes its answer
+  and deserializes it instead of compiling when the bytes the container holds hash to the same SHA-256 and the
+  fuel setting matches (a failed deserialize compiles).
 * Known limit: a module blocked inside a host call (e.g. ``fd_read`` on an idle stdin) only sees a kill once
   that call returns.
 """
@@ -228,6 +229,7 @@ class WasmRuntime(api.EnclaveRuntime):
         self._initialized = False
         self._modules: dict[tuple[Any, ...], bytes] = {}
         self._precompiled: dict[tuple[str, int], bytes] = {}  # (module SHA-256, fuel) -> serialized, from epm
+        self._pending: tuple[str, int, Any] | None = None  # (module SHA-256, fuel, epm.warm.Helper) not yet read
         self._procs: dict[int, _Process] = {}
         self._lock = threading.Lock()
         self._pids = itertools.count(1)
@@ -255,9 +257,19 @@ class WasmRuntime(api.EnclaveRuntime):
         if len(module) < warm.min_bytes():
             return  # compiling it costs less than asking epm
         fuel = warm.fuel_of(args)
-        serialized = warm.in_helper(warm.wasm_prefetch, module, fuel)
+        helper = warm.Helper.start(warm.wasm_prefetch, module, fuel)
+        if helper is not None:  # read when the module is compiled: the epm work overlaps the rest of create
+            self._pending = (hashlib.sha256(module).hexdigest(), fuel, helper)
+
+    def _collect(self, module_sha256: str) -> None:
+        """Take the warm-up helper's answer if it is about this module (waiting for it)."""
+        pending = self._pending
+        if pending is None or pending[0] != module_sha256:
+            return
+        self._pending = None
+        serialized = pending[2].result()
         if isinstance(serialized, bytes):
-            self.prime(hashlib.sha256(module).hexdigest(), fuel, serialized)
+            self.prime(pending[0], pending[1], serialized)
 
     def prime(self, module_sha256: str, fuel: int, serialized: bytes) -> None:
         """Offer a precompiled module: used for a module whose bytes hash to ``module_sha256`` when the
@@ -416,6 +428,9 @@ class WasmRuntime(api.EnclaveRuntime):
                 self._procs.pop(proc.pid, None)
         for proc in idle:
             self._release(proc, join_timeout=5.0)
+        if self._pending is not None:
+            self._pending[2].close()  # never needed: the helper is abandoned
+            self._pending = None
         self._modules.clear()
         self._engine = None
         self._initialized = False
@@ -486,7 +501,10 @@ class WasmRuntime(api.EnclaveRuntime):
             except UnicodeDecodeError:
                 raise api.PalError(func, -errno.ENOEXEC, f"{path}: neither a wasm binary nor WAT text") from None
         wt = self._wt
-        pre = self._precompiled.get((hashlib.sha256(data).hexdigest(), self._fuel)) if self._precompiled else None
+        sha = hashlib.sha256(data).hexdigest() if self._precompiled or self._pending else ""
+        if self._pending is not None:
+            self._collect(sha)
+        pre = self._precompiled.get((sha, self._fuel)) if self._precompiled else None
         if pre is not None:
             try:
                 module = wt.Module.deserialize(self._engine, pre)
