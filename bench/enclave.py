@@ -7,11 +7,18 @@ Two measures per variant:
   create   `rune create` (for enclaves this includes loading the PAL and pal_init: image checks, etc.)
   run      `rune run` of a payload that exits at once (create, start, payload, wait, delete)
 
+With --epm, an epm (issue 17) runs on a private root and socket and two more variants use it: builtin:wasm and
+builtin:sim "(epm warm)", the same bundles with rune pointed at that epm (INCLAVARE_EPM_SOCKET/ROOT); round 0
+fills the pools (a precompiled module, the image's measurement), so every timed round is a pool hit (the
+size threshold below which rune skips the pools is set to 0 for them: the modules here are tiny). rune here
+is a fresh interpreter per command, so a warm create also pays for importing grpc in the epm helper; the shim's
+fork server (its enclave server imports it) is where the pools pay off -- bench/epm.py measures that.
+
 With --also PATH (repeatable), other rune builds run in the same rounds, the builds alternating round by round
 and variant by variant (paired comparisons, e.g. before and after a change); each is printed with its ratio to
 --rune's medians. --only NAME (repeatable) keeps the named variants (and plain).
 
-usage: bench/enclave.py [--rounds N] [--rune PATH] [--also PATH]... [--only NAME]... [--markdown]
+usage: bench/enclave.py [--rounds N] [--rune PATH] [--also PATH]... [--only NAME]... [--epm] [--markdown]
 """
 
 from __future__ import annotations
@@ -56,12 +63,29 @@ def variant_bundle(work: str, name: str, args: list[str], env: list[str], files:
     return b
 
 
+def start_epm(work: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """An epm on a private root and socket (this checkout's code); the env that points rune at it."""
+    top = os.path.join(work, "epm")
+    os.makedirs(top, 0o700)
+    conf = os.path.join(top, "epm.toml")
+    with open(conf, "w") as f:
+        f.write(f'root = "{top}/root"\ndb_path = "{top}/db/epm.db"\n[grpc]\naddress = "{top}/run/epm.sock"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "inclavare.cli.epm", "--config", conf], stdout=subprocess.PIPE,
+                            stderr=DEVNULL, env=dict(os.environ, PYTHONPATH=os.path.join(TOP, "src")))
+    assert proc.stdout is not None
+    if not proc.stdout.readline():
+        raise SystemExit("bench: epm did not start")
+    return proc, {"INCLAVARE_EPM_SOCKET": f"{top}/run/epm.sock", "INCLAVARE_EPM_ROOT": f"{top}/root",
+                  "INCLAVARE_EPM_MIN_BYTES": "0"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--rune", default=shutil.which("rune") or "/usr/local/bin/rune")
     ap.add_argument("--also", action="append", default=[], help="another rune build, alternated with --rune")
     ap.add_argument("--only", action="append", default=[], help="keep only this variant (and plain)")
+    ap.add_argument("--epm", action="store_true", help="add epm-warm variants (an epm on a private root)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -69,6 +93,7 @@ def main() -> int:
         return 1
     work = tempfile.mkdtemp(prefix="rune-enclave-bench-")
     env = dict(os.environ, INCLAVARE_SIM_STATE_DIR=os.path.join(work, "sim"))
+    epm: subprocess.Popen[bytes] | None = None
     try:
         sim = ["ENCLAVE_TYPE=sim"]
         variants: dict[str, str] = {"plain": variant_bundle(work, "plain", ["true"], [], {})}
@@ -96,6 +121,13 @@ def main() -> int:
             img = image.sign(image.build(wasmtime.wat2wasm(EXIT_WAT), "wasm"), key)
             variants["builtin:sim (wasm image)"] = variant_bundle(
                 work, "sim", ["exit"], sim + ["ENCLAVE_RUNTIME_PATH=builtin:sim"], {"enclave/enclave.img": img})
+        envs = {k: env for k in variants}
+        if args.epm:
+            epm, epm_env = start_epm(work)
+            for k in ("builtin:wasm", "builtin:sim (wasm image)"):
+                if k in variants:
+                    name = k.split(" ")[0] + " (epm warm)"
+                    variants[name], envs[name] = variants[k], dict(env, **epm_env)
         if args.only:
             variants = {k: v for k, v in variants.items() if k == "plain" or k in args.only}
         builds = [args.rune, *args.also]
@@ -107,11 +139,12 @@ def main() -> int:
                     rune = [build, "--root", os.path.join(work, f"root{builds.index(build)}")]
                     cid = f"c{i}-{j}-{abs(hash(name)) % 1000}"
                     t0 = time.perf_counter()
-                    call(rune + ["create", "--bundle", b, cid], env)
+                    e = envs[name]
+                    call(rune + ["create", "--bundle", b, cid], e)
                     t1 = time.perf_counter()
-                    call(rune + ["delete", "--force", cid], env)
+                    call(rune + ["delete", "--force", cid], e)
                     t2 = time.perf_counter()
-                    call(rune + ["run", "--bundle", b, cid + "r"], env)
+                    call(rune + ["run", "--bundle", b, cid + "r"], e)
                     t3 = time.perf_counter()
                     if i:
                         res[build][name]["create"].append(t1 - t0)
@@ -137,6 +170,9 @@ def main() -> int:
                 print(f"  {k:24s} create {o['create']:7.1f} ms ({o['create'] / med[k]['create']:.2f}x)   "
                       f"run {o['run']:7.1f} ms ({o['run'] / med[k]['run']:.2f}x)")
     finally:
+        if epm is not None:
+            epm.terminate()
+            epm.wait(20)
         for j, build in enumerate([args.rune, *args.also]):
             subprocess.run([build, "--root", os.path.join(work, f"root{j}"), "list", "-q"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from inclavare.services.epm.proto import epm_pb2 as pb
-from inclavare.services.epm.proto import epm_pb2_grpc as pb_grpc
+from inclavare.enclave.epm.proto import epm_pb2 as pb
+from inclavare.enclave.epm.proto import epm_pb2_grpc as pb_grpc
 from tests.conftest import SRC
 
 
@@ -98,7 +98,8 @@ def _enclave_options() -> pb.Cache:
 def test_every_rpc_against_the_process(epm: Epm):
     ready = epm.start()
     assert ready["ready"] is True and ready["address"] == epm.sock
-    assert set(ready["pools"]) == {"enclave-cache", "bundle-cache", "wasm-cache", "enclave-cache-pool"}  # type: ignore[arg-type]
+    assert set(ready["pools"]) == {"enclave-cache", "bundle-cache", "wasm-module", "sim-image", "wasm-cache",  # type: ignore[arg-type]
+                                   "enclave-cache-pool"}
     s = epm.stub
     assert s.Healthz(pb.HealthzRequest(), timeout=10).ok
 

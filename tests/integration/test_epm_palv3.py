@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from inclavare.enclave import epm_enclave as ee
+from inclavare.enclave.epm.proto import epm_pb2 as pb
 from inclavare.services.epm import enclave_pool as ep
-from inclavare.services.epm.proto import epm_pb2 as pb
 from tests.conftest import needs_busybox, needs_root
 from tests.integration.test_enclave_pal import enclave_bundle, errors, read_log
 from tests.integration.test_epm import Epm

@@ -193,6 +193,14 @@ class InitRunelet(Executor):
         agent.load_codec()
         self.pal = open_pal(self.enclave["path"], self.spec)
         self.pool = _pool_enclave(self.pal, self.enclave)  # on the host: epm's sockets are out of the container
+        warm = getattr(getattr(self.pal, "runtime", None), "warm", None)
+        if warm is not None:  # a builtin runtime with epm pools (enclave/epm/warm.py); a no-op without epm
+            try:
+                warm(pal_args(self.enclave), self.spec)
+            except Exception as e:  # noqa: BLE001 - a pool is an optimisation: never a failed container
+                from inclavare.enclave.epm.client import no_pool
+
+                no_pool(f"warm-up failed: {type(e).__name__}: {e}")
 
     def before_ready(self) -> None:
         """pal_get_version and pal_init: a failure here makes `rune create` fail."""

@@ -11,6 +11,15 @@ of the server forked ahead of need, which is exactly a `rune create` / `rune exe
 never calls the runtime, so a create that changes the working directory or stdio, or a runtime that
 starts a thread (the cgroup priming), never touches it, and requests run in parallel.
 
+Enclave containers: once the server knows enclaves run on this node (after an enclave create, or at once when
+epm's socket exists or another shim saw an enclave create in the same state root) it forks, while idle, an
+*enclave server*: a second server (its child) that imports the enclave runtimes' modules and forks its own
+workers from there (:mod:`inclavare.shim.warmup`). From then on an enclave container's create (its bundle names
+an enclave type) goes to the enclave server, whose answer is relayed; every other request stays here, so plain
+containers keep forking from the small server. If the enclave server dies, its requests in flight are answered
+with an error and creates go back to this server.
+``ForkServer(root, warm=False)`` turns it off (benchmarks compare both).
+
 The server forwards each worker's answer when the worker has exited (a pidfd per worker says when), so
 every request gets exactly one answer, also when a worker dies. Workers are the server's children and it
 reaps them; the container processes are not (see :mod:`inclavare.shim.supervisor`).
@@ -18,6 +27,7 @@ reaps them; the container processes are not (see :mod:`inclavare.shim.supervisor
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -39,8 +49,9 @@ FD_NAMES = ("stdin", "stdout", "stderr", "console", "logout", "logerr", "logread
 class ForkServer:
     """The shim's side: starts the server and sends it requests (thread-safe, concurrent)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, warm: bool = True) -> None:
         self.root = root
+        self.warm = warm
         self.pid = 0
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
@@ -64,7 +75,7 @@ class ForkServer:
             code = 0
             try:
                 ours.close()
-                _serve(theirs, self.root)
+                _serve(theirs, self.root, self.warm)
             except BaseException:  # noqa: BLE001 - nothing may unwind into the shim's code in this child
                 code = 1
             os._exit(code)
@@ -172,6 +183,14 @@ def _preload() -> None:
 # ----------------------------------------------------------------------------------------------- server
 
 
+class _Sub:
+    """The enclave server (a child ``_Server`` with the enclave modules imported) and the requests it holds."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid, self.pidfd, self.sock = pid, pidfd, sock
+        self.pending: set[int] = set()
+
+
 class _Worker:
     """A forked worker: idle (``rid`` None, waiting on ``sock`` for its one request) or busy."""
 
@@ -190,8 +209,13 @@ class _Server:
 
     POOL = 2
 
-    def __init__(self, sock: socket.socket, root: str) -> None:
+    def __init__(self, sock: socket.socket, root: str, warm: bool = True) -> None:
         self.sock, self.root = sock, root
+        self.warm = warm  # whether an enclave server may be started (shim.warmup)
+        self.want_sub = False  # enclaves run here: start the enclave server when idle
+        self.sub: _Sub | None = None
+        self.sub_failed = False
+        self.noted = False  # the state root's marker says enclaves run here (shim.warmup.note_enclaves)
         self.named = False
         self.idle: list[_Worker] = []
         self.workers: dict[int, _Worker] = {}  # every live worker, by pidfd
@@ -207,15 +231,30 @@ class _Server:
             os.dup2(null, fd)  # nothing of the shim's stdio reaches a container
         os.close(null)
         self.poller.register(self.sock.fileno(), select.POLLIN)
+        if self.warm:
+            from inclavare.shim.warmup import enclaves_expected
+
+            self.want_sub = enclaves_expected(self.root)
         self._fill()
         accepting = True
-        while accepting or any(w.rid is not None for w in self.workers.values()):
-            for fd, _events in self.poller.poll():
+        while accepting or self.sub is not None or any(w.rid is not None for w in self.workers.values()):
+            waiting = accepting and self.want_sub and self.sub is None and not self.sub_failed
+            events = self.poller.poll(_idle_ms() if waiting else None)
+            if not events and waiting and not self.replies:
+                self._start_sub()
+                continue
+            for fd, _events in events:
                 if fd == self.sock.fileno():
                     if not self._accept():
                         accepting = False
                         self.poller.unregister(self.sock.fileno())
                         self._retire_idle()
+                        if self.sub is not None:
+                            self.sub.sock.shutdown(socket.SHUT_WR)  # it finishes its requests and exits
+                elif self.sub is not None and fd == self.sub.sock.fileno():
+                    self._relay()
+                elif self.sub is not None and fd == self.sub.pidfd:
+                    self._sub_gone()
                 elif fd in self.replies:
                     self._read_answer(self.replies[fd])
                 elif fd in self.workers:
@@ -225,6 +264,100 @@ class _Server:
                     self._reap(w)
             if accepting and not self.replies:
                 self._fill()  # between requests: a fork now would slow the worker that is answering
+
+    # -- the enclave server
+
+    def _start_sub(self) -> None:
+        """Fork the enclave server (idle: no request for a moment): it imports the enclave modules, then serves
+        like this one."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE * 2)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            self.sub_failed = True
+            return
+        if pid == 0:
+            code = 0
+            try:
+                self.sock.close()
+                ours.close()
+                for w in self.workers.values():
+                    os.close(w.pidfd)
+                    os.close(w.reply_fd)
+                    if w.sock is not None:
+                        w.sock.close()
+                from inclavare.shim.warmup import import_enclave_modules
+
+                import_enclave_modules()
+                _Server(theirs, self.root, warm=False).run()
+            except BaseException:  # noqa: BLE001 - nothing may unwind into the server's loop in this child
+                code = 1
+            os._exit(code)
+        theirs.close()
+        self.sub = _Sub(pid, os.pidfd_open(pid), ours)
+        self.poller.register(ours.fileno(), select.POLLIN)
+        self.poller.register(self.sub.pidfd, select.POLLIN)
+
+    def _to_sub(self, rid: int, msg: bytes, fds: list[int]) -> bool:
+        """Hand a request to the enclave server; False if it cannot take it (then it is served here)."""
+        sub = self.sub
+        if sub is None:
+            return False
+        try:
+            socket.send_fds(sub.sock, [msg], fds)
+        except OSError:
+            return False
+        sub.pending.add(rid)
+        return True
+
+    def _relay(self) -> None:
+        """An answer from the enclave server: pass it on to the shim as it is."""
+        assert self.sub is not None
+        try:
+            data = self.sub.sock.recv(MAX_MESSAGE)
+        except OSError:
+            data = b""
+        if not data:
+            self._sub_gone()
+            return
+        try:
+            self.sub.pending.discard(int(json.loads(data)["id"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+        try:
+            self.sock.send(data)
+        except OSError:
+            pass  # the shim is gone: nobody to tell
+
+    def _sub_gone(self) -> None:
+        """The enclave server has ended: answer what it had not, reap it; creates are served here again."""
+        sub, self.sub = self.sub, None
+        assert sub is not None
+        self.poller.unregister(sub.sock.fileno())
+        self.poller.unregister(sub.pidfd)
+        while True:  # answers it sent before it ended
+            try:
+                data = sub.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except OSError:
+                break
+            if not data:
+                break
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                sub.pending.discard(int(json.loads(data)["id"]))
+            with contextlib.suppress(OSError):
+                self.sock.send(data)
+        for rid in sorted(sub.pending):
+            _answer(self.sock, rid, False, error="fork server: the enclave fork server died")
+        sub.sock.close()
+        os.close(sub.pidfd)
+        _, status = os.waitpid(sub.pid, 0)
+        if status != 0:
+            self.sub_failed = True  # not restarted: creates go to this server's workers
+            log.warning("fork server: the enclave fork server ended (status %s)", status)
 
     def _fill(self) -> None:
         while len(self.idle) < self.POOL:
@@ -351,6 +484,17 @@ class _Server:
                 os.close(fd)
             _answer(self.sock, rid, False, error=f"fork server: bad request: {e}")
             return True
+        if self.warm and req.get("op") == "create":
+            from inclavare.shim.warmup import is_enclave_create, note_enclaves
+
+            if is_enclave_create(req.get("args")):
+                self.want_sub = True  # the first one is served here: the enclave server starts when idle
+                if not self.noted:
+                    self.noted = note_enclaves(self.root)  # later shims of this root start theirs at once
+                if not self.sub_failed and self._to_sub(rid, msg, fds):
+                    for fd in fds:
+                        os.close(fd)
+                    return True
         try:
             w = self._hand_over(msg, fds)
         except OSError as e:
@@ -398,8 +542,14 @@ def _take_parent_name() -> bool:
     return True
 
 
-def _serve(sock: socket.socket, root: str) -> None:
-    _Server(sock, root).run()
+def _serve(sock: socket.socket, root: str, warm: bool = True) -> None:
+    _Server(sock, root, warm).run()
+
+
+def _idle_ms() -> int:
+    from inclavare.shim.warmup import IDLE_SECONDS
+
+    return int(IDLE_SECONDS * 1000)
 
 
 def _answer(sock: socket.socket, rid: int, ok: bool, **rest: Any) -> None:

@@ -135,7 +135,7 @@ def test_pal_key_is_the_content_digest(tmp_path):
 
 
 def test_private_messages_are_wire_compatible_with_epm_proto(memfd):
-    from inclavare.services.epm.proto import epm_pb2 as pb
+    from inclavare.enclave.epm.proto import epm_pb2 as pb
 
     fd, segs = memfd
     ours = ee.fill_enclave(ee.messages()["Enclave"](), 7, segs)

@@ -22,6 +22,11 @@ Answering inclavared (docs/inclavared.md): with ``ENCLAVE_INFO_LISTEN`` in the c
 and ``pal_init`` starts a RATS-TLS server in this process whose evidence is :meth:`SimRuntime.quote` of the loaded
 image and whose answer is its identity (:mod:`inclavare.enclave.info_server`); ``pal_destroy`` stops it.
 
+epm's sim pool (inclavare.enclave.epm.warm, docs/epm.md): ``warm`` (on the host, after ``load``) starts a helper
+that asks epm for the measurement it recorded for this exact image file (SHA-256), and for a WebAssembly payload
+its precompiled module; ``pal_init`` takes the answer and skips re-measuring and the RSA check when the file it
+reads hashes the same, and still checks ENCLAVEHASH against the recorded measurement and every policy.
+
 pal_init arguments (space separated; rune turns commas into spaces):
   image=PATH        the enclave image in the container (default /enclave/enclave.img)
   mrsigner=HEX      only run images signed by this MRSIGNER
@@ -83,6 +88,8 @@ class SimRuntime(api.EnclaveRuntime):
         self.info: Any = None  # the RATS-TLS server answering inclavared (enclave.info_server.InfoServer)
         self.wasm: Any = None
         self._spec: dict[str, Any] = {}
+        self._premeasured: dict[str, bytes] = {}  # image SHA-256 -> MRENCLAVE, from epm's sim pool
+        self._pending: tuple[str, int, str | None, Any] | None = None  # the warm-up helper, not yet read
         self._decrypted = False
         self._payload_started = False  # the first pal_create_process is the container's process; later ones exec
         self._native: dict[int, int] = {}  # our pid -> host pid (they are the same number)
@@ -115,6 +122,45 @@ class SimRuntime(api.EnclaveRuntime):
         self.wasm = WasmRuntime()
         self.wasm.load(spec)
 
+    def warm(self, args: str, spec: dict[str, Any]) -> None:
+        """On the host, after ``load``: the sim pool's measurement of the container's image (and the wasm pool's
+        precompiled payload). Does nothing without epm; never fails."""
+        import hashlib
+
+        from inclavare.enclave.epm import client, warm
+
+        if not client.available():
+            return
+        path = warm.arg_value(args, "image") or DEFAULT_IMAGE
+        data = warm.host_file(spec, path)
+        if data is None:
+            client.no_pool(f"the enclave image {path} is not readable on the host before start")
+            return
+        if len(data) < warm.min_bytes():
+            return  # checking it costs less than asking epm
+        from inclavare.enclave import image as img
+
+        fuel = warm.fuel_of(args)
+        payload = img.payload_of(data)
+        helper = warm.Helper.start(warm.sim_prefetch, data, fuel)
+        if helper is not None:  # read by pal_init: the epm work overlaps the rest of create
+            self._pending = (hashlib.sha256(data).hexdigest(), fuel,
+                             hashlib.sha256(payload[1]).hexdigest() if payload else None, helper)
+
+    def _collect(self) -> None:
+        """Take the warm-up helper's answer (waiting for it): the recorded measurement, the precompiled payload."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        image_sha, fuel, payload_sha, helper = pending
+        got = helper.result()
+        if not isinstance(got, tuple) or len(got) != 2 or not isinstance(got[0], bytes):
+            return
+        mrenclave, serialized = got
+        self._premeasured[image_sha] = mrenclave
+        if isinstance(serialized, bytes) and self.wasm is not None and payload_sha:
+            self.wasm.prime(payload_sha, fuel, serialized)
+
     # -- PAL calls
 
     def init(self, args: str, log_level: str) -> None:
@@ -142,8 +188,10 @@ class SimRuntime(api.EnclaveRuntime):
             else:
                 raise api.PalError("pal_init", -errno.EINVAL, f"unknown argument {word!r} "
                                    "(known: image=PATH, mrsigner=HEX, production, preopen=DIR, fuel=N)")
+        self._collect()
         try:
-            self.image = img.load(path, expected_mrsigner=mrsigner, allow_debug=allow_debug)
+            self.image = img.load(path, expected_mrsigner=mrsigner, allow_debug=allow_debug,
+                                  premeasured=self._premeasured)
         except img.EnclaveImageError as e:
             raise api.PalError("pal_init", -errno.EACCES, str(e)) from None
         except OSError as e:
@@ -223,6 +271,9 @@ class SimRuntime(api.EnclaveRuntime):
             self.wasm.kill(pid, sig)
 
     def destroy(self) -> None:
+        if self._pending is not None:
+            self._pending[3].close()  # never read: the helper is abandoned
+            self._pending = None
         if self.info is not None:
             self.info.stop()
         if self.wasm is not None:

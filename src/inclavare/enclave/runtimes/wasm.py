@@ -14,6 +14,10 @@ Design notes:
   through ``/proc/self/fd/N`` (same pipe / device, the caller's fd is neither closed nor truncated). Regular files
   and sockets go through a private pipe and a copying thread, so writes land at the caller's file offset (append
   mode kept) and sockets work. Without ``/proc`` output goes through wasmtime's write callback.
+* epm's wasm pool (inclavare.enclave.epm.warm): ``warm`` (called on the host after ``load``) starts a helper that
+  asks epm for the container's module precompiled; ``_serialize`` (at start, in the container) takes its answer
+  and deserializes it instead of compiling when the bytes the container holds hash to the same SHA-256 and the
+  fuel setting matches (a failed deserialize compiles).
 * Known limit: a module blocked inside a host call (e.g. ``fd_read`` on an idle stdin) only sees a kill once
   that call returns.
 """
@@ -224,6 +228,8 @@ class WasmRuntime(api.EnclaveRuntime):
         self.extra_preopens: list[tuple[str, str]] = []  # (host, guest) the embedding runtime adds (sim: decrypted)
         self._initialized = False
         self._modules: dict[tuple[Any, ...], bytes] = {}
+        self._precompiled: dict[tuple[str, int], bytes] = {}  # (module SHA-256, fuel) -> serialized, from epm
+        self._pending: tuple[str, int, Any] | None = None  # (module SHA-256, fuel, epm.warm.Helper) not yet read
         self._procs: dict[int, _Process] = {}
         self._lock = threading.Lock()
         self._pids = itertools.count(1)
@@ -234,6 +240,41 @@ class WasmRuntime(api.EnclaveRuntime):
         self._memory_limit = _memory_limit(spec)
         self._import_wasmtime()
         self._engine = self._new_engine()
+
+    def warm(self, args: str, spec: dict[str, Any]) -> None:
+        """On the host, after ``load``: fetch the container's module precompiled from epm's pool (or compile and
+        save it there). Does nothing without epm; never fails."""
+        from inclavare.enclave.epm import client, warm
+
+        if not client.available():
+            return
+        argv = (spec.get("process") or {}).get("args") or []
+        path = warm.find_in_container(spec, str(argv[0])) if argv else None
+        module = warm.host_file(spec, path) if path else None
+        if module is None:
+            client.no_pool(f"the module {argv[0] if argv else '?'} is not readable on the host before start")
+            return
+        if len(module) < warm.min_bytes():
+            return  # compiling it costs less than asking epm
+        fuel = warm.fuel_of(args)
+        helper = warm.Helper.start(warm.wasm_prefetch, module, fuel)
+        if helper is not None:  # read when the module is compiled: the epm work overlaps the rest of create
+            self._pending = (hashlib.sha256(module).hexdigest(), fuel, helper)
+
+    def _collect(self, module_sha256: str) -> None:
+        """Take the warm-up helper's answer if it is about this module (waiting for it)."""
+        pending = self._pending
+        if pending is None or pending[0] != module_sha256:
+            return
+        self._pending = None
+        serialized = pending[2].result()
+        if isinstance(serialized, bytes):
+            self.prime(pending[0], pending[1], serialized)
+
+    def prime(self, module_sha256: str, fuel: int, serialized: bytes) -> None:
+        """Offer a precompiled module: used for a module whose bytes hash to ``module_sha256`` when the
+        runtime's fuel setting is ``fuel``."""
+        self._precompiled[(module_sha256, fuel)] = serialized
 
     def init(self, args: str, log_level: str) -> None:
         if self._initialized:
@@ -387,6 +428,9 @@ class WasmRuntime(api.EnclaveRuntime):
                 self._procs.pop(proc.pid, None)
         for proc in idle:
             self._release(proc, join_timeout=5.0)
+        if self._pending is not None:
+            self._pending[2].close()  # never needed: the helper is abandoned
+            self._pending = None
         self._modules.clear()
         self._engine = None
         self._initialized = False
@@ -457,16 +501,35 @@ class WasmRuntime(api.EnclaveRuntime):
             except UnicodeDecodeError:
                 raise api.PalError(func, -errno.ENOEXEC, f"{path}: neither a wasm binary nor WAT text") from None
         wt = self._wt
+        sha = hashlib.sha256(data).hexdigest() if self._precompiled or self._pending else ""
+        if self._pending is not None:
+            self._collect(sha)
+        pre = self._precompiled.get((sha, self._fuel)) if self._precompiled else None
+        if pre is not None:
+            try:
+                module = wt.Module.deserialize(self._engine, pre)
+            except wt.WasmtimeError as exc:
+                log.debug("wasm: %s: the pool's precompiled module does not load (%s); compiling", path,
+                          _one_line(str(exc)))
+            else:
+                self._check_start(path, module)
+                return pre
         try:
             module = wt.Module(self._engine, source)
         except wt.WasmtimeError as exc:
             raise api.PalError(func, -errno.ENOEXEC, f"{path}: {_one_line(str(exc))}") from None
+        self._check_start(path, module)
+        return bytes(module.serialize())
+
+    def _check_start(self, path: str, module: Any) -> None:
+        """A WASI command exports ``_start: [] -> []``."""
+        func = "pal_create_process"
+        wt = self._wt
         start = [e.type for e in module.exports if e.name == "_start"]
         if not start or not isinstance(start[0], wt.FuncType):
             raise api.PalError(func, -errno.ENOEXEC, f"{path}: no exported function _start (not a WASI command)")
         if start[0].params or start[0].results:
             raise api.PalError(func, -errno.ENOEXEC, f"{path}: _start must take and return nothing")
-        return bytes(module.serialize())
 
     def _wire_stdio(self, wasi: Any, stdio: tuple[int, int, int], wiring: _Stdio) -> None:
         have_proc = os.path.isdir(_PROC_FD)

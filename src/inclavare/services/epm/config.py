@@ -3,7 +3,7 @@ metadata database; SQLite here, boltdb upstream), ``db_timeout`` (seconds a writ
 ``[grpc] address`` (the unix socket), ``[grpc] uid`` / ``gid`` (the socket's owner; -1 or absent: epm's own),
 ``[grpc] max_recv_message_size`` / ``max_send_message_size`` and
 ``[cache_pools.NAME] type = "..."`` (the pool types served, besides the built-in ``enclave-cache`` and
-``bundle-cache``).
+``bundle-cache`` (upstream's) and ``wasm-module`` and ``sim-image`` (the warm pools, inclavare.enclave.epm.warm)).
 
 Upstream keys this port does not implement (``[grpc] tcp_address``, ``tcp_tls_cert``, ``tcp_tls_key``: epm serves
 only its owner-only unix socket) and unknown keys are warned about, not fatal; a known key
@@ -23,7 +23,7 @@ from inclavare.services.epm.errors import EpmError
 DEFAULT_ROOT = "/var/local/epm"
 DEFAULT_DB_PATH = "/var/local/epm/epm.db"
 DEFAULT_ADDRESS = "/var/run/epm/epm.sock"
-DEFAULT_POOLS = ("enclave-cache", "bundle-cache")
+DEFAULT_POOLS = ("enclave-cache", "bundle-cache", "wasm-module", "sim-image")
 DEFAULT_DB_TIMEOUT = 10
 MAX_MESSAGE = 4 << 20
 MAX_CONFIG = 64 << 10

@@ -189,7 +189,7 @@ class EnclavePools(Pools):
             raise EpmError(f"cache {rec.type}/{rec.id}: an enclave entry has no data (no sourcePath/savePath)")
         from google.protobuf import any_pb2
 
-        from inclavare.services.epm.proto import epm_pb2 as pb
+        from inclavare.enclave.epm.proto import epm_pb2 as pb
 
         opts = any_pb2.Any()
         enclave = pb.Enclave()
@@ -357,8 +357,8 @@ def fill(address: str, pal_path: str, count: int = 1, *, data_pages: int = 3, ba
     import grpc
     from google.protobuf import any_pb2
 
-    from inclavare.services.epm.proto import epm_pb2 as pb
-    from inclavare.services.epm.proto import epm_pb2_grpc as pb_grpc
+    from inclavare.enclave.epm.proto import epm_pb2 as pb
+    from inclavare.enclave.epm.proto import epm_pb2_grpc as pb_grpc
 
     key = ee.pal_key(pal_path)
     ids = []

@@ -107,6 +107,8 @@ class Pools:
         tmp = os.path.join(self.data, _TMP_PREFIX + secrets.token_hex(8))
         try:
             size = _copy(src, tmp, f"sourcePath {source_path}")
+            if not os.path.islink(tmp):  # whatever epm's umask: nobody but root may change its data
+                os.chmod(tmp, stat.S_IMODE(os.lstat(tmp).st_mode) & ~0o022)
             final = self._data_path(rec.type, rec.id)
             stored = CacheRecord(rec.type, rec.id, rec.subtype, final, True, rec.parent, size, created, rec.options)
             with self._save_lock:

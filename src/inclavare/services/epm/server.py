@@ -21,12 +21,12 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 
+from inclavare.enclave.epm.proto import epm_pb2 as pb
+from inclavare.enclave.epm.proto import epm_pb2_grpc as pb_grpc
 from inclavare.services import grpcopts
 from inclavare.services.epm.config import Config
 from inclavare.services.epm.errors import EpmError
 from inclavare.services.epm.pool import Pools
-from inclavare.services.epm.proto import epm_pb2 as pb
-from inclavare.services.epm.proto import epm_pb2_grpc as pb_grpc
 from inclavare.services.epm.store import CacheRecord
 
 WORKERS = 8

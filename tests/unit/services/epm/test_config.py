@@ -16,7 +16,7 @@ def test_upstream_keys_are_read():
     assert (cfg.root, cfg.db_path, cfg.db_timeout, cfg.address) == ("/srv/epm", "/var/lib/epm/epm.db", 5,
                                                                     "/run/epm/epm.sock")
     assert cfg.max_recv_message_size == 65536
-    assert cfg.pools == ("enclave-cache", "bundle-cache", "occlum-cache")
+    assert cfg.pools == ("enclave-cache", "bundle-cache", "wasm-module", "sim-image", "occlum-cache")
     assert warned == []
 
 

@@ -19,12 +19,12 @@ import grpc
 import pytest
 
 from inclavare.enclave import epm_enclave as ee
+from inclavare.enclave.epm.proto import epm_pb2 as pb
+from inclavare.enclave.epm.proto import epm_pb2_grpc as pb_grpc
 from inclavare.enclave.epm_enclave import EpmEnclaveError
 from inclavare.services.epm import enclave_pool as ep
 from inclavare.services.epm.config import Config
 from inclavare.services.epm.errors import EpmError
-from inclavare.services.epm.proto import epm_pb2 as pb
-from inclavare.services.epm.proto import epm_pb2_grpc as pb_grpc
 from inclavare.services.epm.server import serve
 from inclavare.services.epm.store import CacheRecord, Store
 

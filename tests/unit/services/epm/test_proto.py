@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor as F
 
-from inclavare.services.epm.proto import epm_pb2 as pb
+from inclavare.enclave.epm.proto import epm_pb2 as pb
 
 S, I64, I32, B, M = F.TYPE_STRING, F.TYPE_INT64, F.TYPE_INT32, F.TYPE_BOOL, F.TYPE_MESSAGE
 UPSTREAM = {

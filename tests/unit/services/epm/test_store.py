@@ -259,3 +259,15 @@ def test_concurrent_saves_of_one_id_keep_exactly_one(pools):
     assert os.listdir(pools.data) == [os.path.basename(rec.save_path)]
     with open(rec.save_path + "/f") as f:
         assert f.read() == "payload"
+
+
+def test_saved_data_is_never_writable_by_others_whatever_the_umask(pools, cfg):
+    src = os.path.join(cfg.root, "incoming-file")
+    with open(src, "wb") as f:
+        f.write(b"module")
+    old = os.umask(0)
+    try:
+        rec = pools.save(CacheRecord("wasm-module", "m1"), src)
+    finally:
+        os.umask(old)
+    assert not os.stat(rec.save_path).st_mode & 0o022

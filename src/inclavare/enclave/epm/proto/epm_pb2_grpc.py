@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from inclavare.services.epm.proto import epm_pb2 as inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2
+from inclavare.enclave.epm.proto import epm_pb2 as inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in inclavare/services/epm/proto/epm_pb2_grpc.py depends on'
+        + ' but the generated code in inclavare/enclave/epm/proto/epm_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,43 +36,43 @@ class EnclavePoolManagerStub:
         """
         self.GetCache = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/GetCache',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.GetCacheRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.GetCacheResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.GetCacheRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.GetCacheResponse.FromString,
                 _registered_method=True)
         self.PickCache = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/PickCache',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.PickCacheRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.PickCacheResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.PickCacheRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.PickCacheResponse.FromString,
                 _registered_method=True)
         self.SaveCache = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/SaveCache',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
                 _registered_method=True)
         self.SaveFinalCache = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/SaveFinalCache',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
                 _registered_method=True)
         self.ListCache = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/ListCache',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.ListCacheRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.ListCacheResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.ListCacheRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.ListCacheResponse.FromString,
                 _registered_method=True)
         self.DeleteCache = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/DeleteCache',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheResponse.FromString,
                 _registered_method=True)
         self.LoadCache = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/LoadCache',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.LoadCacheRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.LoadCacheResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.LoadCacheRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.LoadCacheResponse.FromString,
                 _registered_method=True)
         self.Healthz = channel.unary_unary(
                 '/v1alpha1.EnclavePoolManager/Healthz',
-                request_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.HealthzRequest.SerializeToString,
-                response_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.HealthzResponse.FromString,
+                request_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.HealthzRequest.SerializeToString,
+                response_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.HealthzResponse.FromString,
                 _registered_method=True)
 
 
@@ -132,43 +132,43 @@ def add_EnclavePoolManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetCache': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCache,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.GetCacheRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.GetCacheResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.GetCacheRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.GetCacheResponse.SerializeToString,
             ),
             'PickCache': grpc.unary_unary_rpc_method_handler(
                     servicer.PickCache,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.PickCacheRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.PickCacheResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.PickCacheRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.PickCacheResponse.SerializeToString,
             ),
             'SaveCache': grpc.unary_unary_rpc_method_handler(
                     servicer.SaveCache,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.SerializeToString,
             ),
             'SaveFinalCache': grpc.unary_unary_rpc_method_handler(
                     servicer.SaveFinalCache,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.SerializeToString,
             ),
             'ListCache': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCache,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.ListCacheRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.ListCacheResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.ListCacheRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.ListCacheResponse.SerializeToString,
             ),
             'DeleteCache': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteCache,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheResponse.SerializeToString,
             ),
             'LoadCache': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadCache,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.LoadCacheRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.LoadCacheResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.LoadCacheRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.LoadCacheResponse.SerializeToString,
             ),
             'Healthz': grpc.unary_unary_rpc_method_handler(
                     servicer.Healthz,
-                    request_deserializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.HealthzRequest.FromString,
-                    response_serializer=inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.HealthzResponse.SerializeToString,
+                    request_deserializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.HealthzRequest.FromString,
+                    response_serializer=inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.HealthzResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -196,8 +196,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/GetCache',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.GetCacheRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.GetCacheResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.GetCacheRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.GetCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -223,8 +223,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/PickCache',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.PickCacheRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.PickCacheResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.PickCacheRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.PickCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -250,8 +250,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/SaveCache',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -277,8 +277,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/SaveFinalCache',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.SaveCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -304,8 +304,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/ListCache',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.ListCacheRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.ListCacheResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.ListCacheRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.ListCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -331,8 +331,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/DeleteCache',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.DeleteCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -358,8 +358,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/LoadCache',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.LoadCacheRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.LoadCacheResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.LoadCacheRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.LoadCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -385,8 +385,8 @@ class EnclavePoolManager:
             request,
             target,
             '/v1alpha1.EnclavePoolManager/Healthz',
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.HealthzRequest.SerializeToString,
-            inclavare_dot_services_dot_epm_dot_proto_dot_epm__pb2.HealthzResponse.FromString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.HealthzRequest.SerializeToString,
+            inclavare_dot_enclave_dot_epm_dot_proto_dot_epm__pb2.HealthzResponse.FromString,
             options,
             channel_credentials,
             insecure,
