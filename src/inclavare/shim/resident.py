@@ -25,10 +25,15 @@ HANGUP_WAIT = 1.0  # seconds to wait at exit for containerd to close its connect
 EVENTS_CLOSE_TIMEOUT = 5.0  # seconds to deliver queued events at exit (containerd's shims wait as long)
 
 
-def _open_log(bundle: str, debug: bool) -> None:
-    """Log to BUNDLE/log (a FIFO containerd reads) if a reader is there; else nowhere."""
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def _open_log(bundle: str, debug: bool, level: str = "") -> None:
+    """Log to BUNDLE/log (a FIFO containerd reads) if a reader is there; else nowhere. containerd's ``-debug``
+    wins over the node config's ``log_level``."""
     root = logging.getLogger("inclavare")
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.setLevel(logging.DEBUG if debug else _LEVELS.get(level, logging.INFO))
     try:
         fd = os.open(os.path.join(bundle, "log"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -88,9 +93,11 @@ class Resident:
 
     def __init__(self, namespace: str, root: str, listener_fd: int = -1) -> None:
         """``listener_fd``: a listening socket this process already holds, which the fork server must not keep."""
+        from inclavare.shim.carrier.nodeconfig import shim_settings
         from inclavare.shim.core import ShimCore
 
         global _listener_fd
+        self.log_level, self.config_error = shim_settings()  # before the fork server inherits the environment
         self.namespace, self.root = namespace, root
         self.done = threading.Event()
         self.events = _Relay()
@@ -112,7 +119,9 @@ class Resident:
         from inclavare.shim.ttrpc import TtrpcServer
 
         set_comm(COMM_SHIM)
-        _open_log(bundle, debug)
+        _open_log(bundle, debug, self.log_level)
+        if self.config_error:
+            log.warning("node config: %s", self.config_error)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         address = os.environ.get("TTRPC_ADDRESS", "")
         if address:

@@ -135,6 +135,26 @@ def test_node_config_bad_values_name_key_and_file(tmp_path: Path, text: str, exp
     assert str(p) in str(e.value) and expected in str(e.value) and "\n" not in str(e.value)
 
 
+def test_shim_settings_from_the_node_config(tmp_path: Path) -> None:
+    """A shim takes [epm] socket into the environment its fork server and rune's runtimes inherit (unless one is
+    set already), and log_level for its own log; no file costs nothing; a bad file is an error to log."""
+    p = tmp_path / "config.toml"
+    env = {nodeconfig.ENV_PATH: str(p)}
+    assert nodeconfig.shim_settings(env) == ("", "") and nodeconfig.EPM_SOCKET_ENV not in env
+    p.write_text('log_level = "warn"\n[epm]\nsocket = "/run/epm/x.sock"\n')
+    assert nodeconfig.shim_settings(env) == ("warn", "")
+    assert env[nodeconfig.EPM_SOCKET_ENV] == "/run/epm/x.sock"
+    env[nodeconfig.EPM_SOCKET_ENV] = "/elsewhere.sock"
+    nodeconfig.shim_settings(env)
+    assert env[nodeconfig.EPM_SOCKET_ENV] == "/elsewhere.sock"
+    p.write_text("log_level = 3\n")
+    level, error = nodeconfig.shim_settings(env)
+    assert level == "" and str(p) in error and "log_level" in error
+    from inclavare.enclave.epm.client import SOCKET_ENV
+
+    assert nodeconfig.EPM_SOCKET_ENV == SOCKET_ENV  # the name rune's client reads
+
+
 # --------------------------------------------------------------------------------------------------
 # bundles
 

@@ -3,8 +3,8 @@ tomllib, plus the keys this rebuild needs (marked *ours* below).
 
 Upstream's keys: ``log_level`` (debug|info|warn|error; checked, not applied yet: the shim logs at
 containerd's level), ``sgx_tool_sign`` (path of sgx_sign; kept, unused: we sign in-process), ``[containerd]
-socket`` (unused: the cache's L0 key needs no image digest, see :mod:`.prepare`), ``[epm] socket`` (not
-consulted yet), ``[enclave_runtime] signature_method``
+socket`` (unused: the cache's L0 key needs no image digest, see :mod:`.prepare`), ``[epm] socket`` (the
+epm rune's runtimes in this shim use: :func:`shim_settings`), ``[enclave_runtime] signature_method``
 (``server`` or ``client``, upstream's default ``server``; ``local`` is ours: a node-local key),
 ``[enclave_runtime.occlum] build_image / enclave_runtime_path / enclave_libos_path``, ``[signature]
 server_address``.
@@ -31,6 +31,7 @@ from inclavare.errors import InclavareError
 
 DEFAULT_PATH = "/etc/inclavare-containers/config.toml"
 ENV_PATH = "INCLAVARE_SHIM_CONFIG"
+EPM_SOCKET_ENV = "INCLAVARE_EPM_SOCKET"  # what rune's epm client reads (inclavare.enclave.epm.client)
 DEFAULT_CACHE_ROOT = "/var/lib/inclavare/bundle-cache"
 DEFAULT_CACHE_BYTES = 10 << 30
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
@@ -92,6 +93,24 @@ _KNOWN_EMPTY = ("enclave_runtime.graphene",)  # upstream's sample has it, empty
 
 def config_path() -> str:
     return os.environ.get(ENV_PATH) or DEFAULT_PATH
+
+
+def shim_settings(environ: dict[str, str] | None = None) -> tuple[str, str]:
+    """What a shim process takes from the node config when it starts, before its fork server forks: sets
+    ``INCLAVARE_EPM_SOCKET`` from ``[epm] socket`` (unless the environment already names one), so rune's
+    runtimes in this shim use that epm; returns (``log_level``, error). No file: ("", "") after one stat; an
+    unusable file: ("", its one-line error), for the shim to log (a carrier's Create reports it too)."""
+    env = os.environ if environ is None else environ
+    path = env.get(ENV_PATH) or DEFAULT_PATH
+    if not os.path.exists(path):
+        return "", ""
+    try:
+        cfg = load(path)
+    except NodeConfigError as e:
+        return "", str(e)
+    if cfg.epm_socket:
+        env.setdefault(EPM_SOCKET_ENV, cfg.epm_socket)
+    return cfg.log_level, ""
 
 
 def load(path: str | None = None) -> NodeConfig:
