@@ -3,9 +3,10 @@
 prints one line), one private containerd, rows interleaved round by round (order rotating), medians and the
 median of per-round ratios (paired).
 
-  carrier cold   RUNE_CARRIER=wasm with an empty bundle cache (evicted before each run): build, measure, sign
-                 (node-local key), commit L0/L1/L2, then the enclave runs
-  carrier warm   RUNE_CARRIER=wasm with the cache filled: an L2 hit
+  carrier cold   RUNE_CARRIER=wasm with an empty bundle cache and empty epm pools (both emptied before each run):
+                 build, measure, sign (node-local key), commit L0/L1/L2, then the enclave runs
+  carrier warm   RUNE_CARRIER=wasm with the cache filled and epm running (the node config's [epm] socket): an L2
+                 hit, the shim's pre-warmed enclave server, epm's pools where the files are big enough to gain
   builtin:sim    the same app's module as an enclave image signed beforehand and bind-mounted, ENCLAVE_TYPE=sim
                  ENCLAVE_RUNTIME_PATH=builtin:sim, no carrier: what the carried container runs, minus the shim's
                  carrier work (so warm - builtin:sim is the carrier's own cost)
@@ -58,6 +59,20 @@ def timed(argv: list[str]) -> float:
     return dt
 
 
+def empty_pools(sock: str) -> None:
+    """Delete every entry of epm's warm pools (a cold start must not find a precompiled module or a measurement)."""
+    import grpc
+
+    from inclavare.enclave.epm.proto import epm_pb2 as pb
+    from inclavare.enclave.epm.proto import epm_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"unix:{sock}") as ch:
+        stub = pb_grpc.EnclavePoolManagerStub(ch)
+        for kind in ("wasm-module", "sim-image"):
+            for c in stub.ListCache(pb.ListCacheRequest(type=kind), timeout=10).caches:
+                stub.DeleteCache(pb.DeleteCacheRequest(type=kind, ID=c.ID), timeout=10)
+
+
 def app_image(work: str, i: int) -> str:
     import wasmtime
 
@@ -93,17 +108,22 @@ def main() -> int:
     with open(key, "wb") as f:
         f.write(rsa3072_e3_pem(0))
     os.chmod(key, 0o600)
+    from enclave import start_epm  # bench/enclave.py
+
+    epm, epm_env = start_epm(work)
+    epm_env.pop("INCLAVARE_EPM_MIN_BYTES")  # the default threshold
     conf = os.path.join(work, "config.toml")
     with open(conf, "w") as f:
         f.write(f'[enclave_runtime]\nsignature_method = "local"\n[signature]\nlocal_key = "{key}"\n'
-                f'[bundle_cache]\nroot = "{cache_root}"\n')
+                f'[bundle_cache]\nroot = "{cache_root}"\n[epm]\nsocket = "{epm_env["INCLAVARE_EPM_SOCKET"]}"\n')
     ctrd = PrivateContainerd(os.path.join(work, "c"), namespace="bench-carrier")
     rt = ["--runtime", "io.containerd.rune.v2"]
     try:
         os.makedirs(ctrd.bin_dir, exist_ok=True)
         write_shim_launcher(os.path.join(ctrd.bin_dir, "containerd-shim-rune-v2"),
                             env={"RUNE_SHIM_ROOT": os.path.join(work, "rune-shim-root"),
-                                 "INCLAVARE_SIM_STATE_DIR": os.path.join(work, "sim"), "INCLAVARE_SHIM_CONFIG": conf})
+                                 "INCLAVARE_SIM_STATE_DIR": os.path.join(work, "sim"), "INCLAVARE_SHIM_CONFIG": conf,
+                                 "INCLAVARE_EPM_ROOT": epm_env["INCLAVARE_EPM_ROOT"]})
         ctrd.start()
         ctrd.import_image(build_image_tar(os.path.join(work, "busybox.tar"), name=BUSYBOX))
         for i in range(3):
@@ -120,6 +140,7 @@ def main() -> int:
         def evict() -> None:
             with BundleCache(cache_root) as c:
                 c.evict(0)
+            empty_pools(epm_env["INCLAVARE_EPM_SOCKET"])
 
         def run(name: str, image: str, flags: list[str], cmd: list[str], before: Callable[[], None] | None = None
                 ) -> Callable[[str], float]:
@@ -160,6 +181,8 @@ def main() -> int:
             s1 = c.stats()
     finally:
         ctrd.purge()
+        epm.terminate()
+        epm.wait(20)
         shutil.rmtree(work, ignore_errors=True)
     base = times["plain"]
     rows = []

@@ -258,6 +258,9 @@ def _measure(kind: str, settings: EnclaveSettings, payload: bytes, keep_log: boo
     m = Measurement(keep_log=keep_log)
     m.ecreate(SSAFRAMESIZE, lay.size)
     for r in lay.regions:
+        if r.measured is False and r.pages > 1:
+            m.eadd_pages(r.offset, r.pages, r.flags)  # zero pages, EADD only (the heap): in one piece
+            continue
         for i, page in enumerate(_region_pages(lay, r, kind, settings, payload)):
             m.add_page(r.offset + i * PAGE_SIZE, page, r.flags, r.measured)
     return m

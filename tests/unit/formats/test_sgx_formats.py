@@ -316,3 +316,23 @@ def test_read_sgxs_rejects_malformed_streams(edit: object, needle: str) -> None:
     with pytest.raises(SgxFormatError, match=needle) as e:
         read_sgxs(data)
     assert str(e.value).startswith("SGXS: ")
+
+
+def test_eadd_pages_is_the_same_as_one_eadd_per_page() -> None:
+    """The heap's EADDs in one piece: the same SGXS records (so the same MRENCLAVE) as page by page, and the
+    same refusals."""
+    flags = int(sgx.SecInfo.PT_REG) | 0x3
+    one, many = Measurement(keep_log=True), Measurement(keep_log=True)
+    for m in (one, many):
+        m.ecreate(1, 1 << 20)
+        m.add_page(0, b"x", int(sgx.SecInfo.PT_REG) | 0x1)
+    for off in range(0x2000, 0x2000 + 37 * 4096, 4096):
+        one.eadd(off, flags)
+    many.eadd_pages(0x2000, 37, flags)
+    assert one.log() == many.log() and one.digest() == many.digest()
+    with pytest.raises(SgxFormatError, match="page 0x2000 was already added"):
+        many.eadd_pages(0x1000, 3, flags)
+    with pytest.raises(SgxFormatError, match="not inside the enclave"):
+        many.eadd_pages((1 << 20) - 4096, 2, flags)
+    with pytest.raises(SgxFormatError, match="not an addable page"):
+        many.eadd_pages(0x40000, 2, 0x7 << 8)
