@@ -75,6 +75,7 @@ class ForkServer:
             code = 0
             try:
                 ours.close()
+                _close_inherited(theirs.fileno())
                 _serve(theirs, self.root, self.warm)
             except BaseException:  # noqa: BLE001 - nothing may unwind into the shim's code in this child
                 code = 1
@@ -162,6 +163,14 @@ class ForkServer:
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
+
+
+def _close_inherited(keep: int) -> None:
+    """In the new server: close every descriptor but stdio and its channel. Whatever the shim process held when it
+    forked (a listening socket, a template's connections, descriptors a library opened in a process that embeds
+    the core) must not live on in the server, its workers and its enclave server."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
 
 
 def _preload() -> None:
