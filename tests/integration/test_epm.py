@@ -102,6 +102,7 @@ def test_every_rpc_against_the_process(epm: Epm):
                                    "enclave-cache-pool"}
     s = epm.stub
     assert s.Healthz(pb.HealthzRequest(), timeout=10).ok
+    assert s.Healthz(pb.HealthzRequest(type="enclave-cache"), timeout=10).ok  # upstream's rune names its pool
 
     opts = _enclave_options().options
     for cid in ("e1", "e2"):
@@ -112,12 +113,15 @@ def test_every_rpc_against_the_process(epm: Epm):
     enclave = pb.Enclave()
     assert got.options.Unpack(enclave) and enclave.layout[0].addr == 0x7f0000000000 and enclave.layout[0].prot.execute
 
-    final = pb.SaveCacheRequest(cache=pb.Cache(type="enclave-cache", ID="e2"))
+    final = pb.SaveCacheRequest(cache=pb.Cache(type="enclave-cache", subType="sgx", ID="e2"))
     assert s.SaveFinalCache(final, timeout=10).ok
-    picked = s.PickCache(pb.PickCacheRequest(type="enclave-cache"), timeout=10).cache
-    assert picked.ID == "e2"
-    code, detail = _status(s.PickCache, pb.PickCacheRequest(type="enclave-cache"))
-    assert code == grpc.StatusCode.NOT_FOUND and "no final cache" in detail
+    assert list(s.PickCache(pb.PickCacheRequest(type="enclave-cache", subType="other"), timeout=10).caches) == []
+    picked = s.PickCache(pb.PickCacheRequest(type="enclave-cache", subType="sgx"), timeout=10).caches
+    assert [c.ID for c in picked] == ["e2"] and picked[0].options.Unpack(pb.Enclave())
+    assert list(s.PickCache(pb.PickCacheRequest(type="enclave-cache"), timeout=10).caches) == []  # e1: not final
+    assert s.SaveFinalCache(pb.SaveCacheRequest(cache=pb.Cache(type="enclave-cache", ID="e1")), timeout=10).ok
+    picked = s.PickCache(pb.PickCacheRequest(type="enclave-cache", filters={"ID": "e1"}), timeout=10).caches
+    assert [c.ID for c in picked] == ["e1"]
 
     src = Path(epm.root) / "incoming"
     src.mkdir()
@@ -128,12 +132,16 @@ def test_every_rpc_against_the_process(epm: Epm):
     assert s.SaveCache(pb.SaveCacheRequest(cache=child, sourcePath=str(src)), timeout=10).ok
     listed = s.ListCache(pb.ListCacheRequest(type="bundle-cache", limit=10), timeout=10).caches
     assert [c.ID for c in listed] == ["l0", "l1"] and listed[0].size == 1000
+    assert list(s.ListCache(pb.ListCacheRequest(type="bundle-cache", subType="occlum"), timeout=10).caches) == []
     assert listed[1].parent.ID == "l0"
     assert [c.ID for c in s.ListCache(pb.ListCacheRequest(type="bundle-cache", lastCacheID="l0"), timeout=10).caches] \
         == ["l1"]
 
     work = Path(epm.top) / "work"
     work.mkdir()
+    code, _ = _status(s.LoadCache, pb.LoadCacheRequest(type="bundle-cache", subType="occlum", ID="l0",
+                                                        targetPath=str(work / "b")))
+    assert code == grpc.StatusCode.NOT_FOUND and not (work / "b").exists()
     assert s.LoadCache(pb.LoadCacheRequest(type="bundle-cache", ID="l0", targetPath=str(work / "b")), timeout=10).ok
     assert (work / "b" / "payload").read_bytes() == b"P" * 1000
 
@@ -161,6 +169,10 @@ def test_every_rpc_against_the_process(epm: Epm):
     ("DeleteCache", pb.DeleteCacheRequest(type="bundle-cache", ID="zz"), grpc.StatusCode.NOT_FOUND, "not found"),
     ("LoadCache", pb.LoadCacheRequest(type="bundle-cache", ID="zz", targetPath="/tmp/x"),
      grpc.StatusCode.NOT_FOUND, "not found"),
+    ("PickCache", pb.PickCacheRequest(type="bundle-cache", filters={"parent": "x"}), grpc.StatusCode.INVALID_ARGUMENT,
+     "filter 'parent': not supported"),
+    ("PickCache", pb.PickCacheRequest(type="nope"), grpc.StatusCode.INVALID_ARGUMENT, "no such pool"),
+    ("Healthz", pb.HealthzRequest(type="nope"), grpc.StatusCode.INVALID_ARGUMENT, "no such pool"),
 ])
 def test_bad_input_is_a_status_with_a_one_line_detail(epm: Epm, rpc, request_, code, needle):
     epm.start()
@@ -199,7 +211,7 @@ def test_kill_9_keeps_committed_caches(epm: Epm):
     s = epm.stub
     kept = s.GetCache(pb.GetCacheRequest(type="bundle-cache", ID="kept"), timeout=10).cache
     assert Path(kept.savePath, "f").read_text() == "data"
-    assert s.PickCache(pb.PickCacheRequest(type="enclave-cache"), timeout=10).cache.ID == "ready"
+    assert [c.ID for c in s.PickCache(pb.PickCacheRequest(type="enclave-cache"), timeout=10).caches] == ["ready"]
     assert sorted(os.listdir(os.path.join(epm.root, "data"))) == [os.path.basename(kept.savePath)]
 
 

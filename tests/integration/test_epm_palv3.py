@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from inclavare.enclave import epm_enclave as ee
+from inclavare.enclave.epm import client
+from inclavare.enclave.epm import enclave as ee
 from inclavare.enclave.epm.proto import epm_pb2 as pb
 from inclavare.services.epm import enclave_pool as ep
 from tests.conftest import needs_busybox, needs_root
@@ -54,7 +55,7 @@ def _run(rune, cid, make_bundle, pal: str, sock: str, pal_args: str = "", userns
         cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
         cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 65536}]
         Path(b, "config.json").write_text(json.dumps(cfg))
-    p = rune.run("run", "--bundle", b, cid, env=dict(os.environ, **{ee.SOCKET_ENV: sock}))
+    p = rune.run("run", "--bundle", b, cid, env=dict(os.environ, **{client.SOCKET_ENV: sock}))
     assert p.returncode == 0, p.stderr
     init = dict(read_log(b))["pal_init"]
     return p, init

@@ -131,13 +131,13 @@ def _refuse_unopened_sealed(pal: Any) -> None:
 
 def _pool_enclave(pal: Any, enclave: dict[str, str]) -> Any:
     """For a PAL v3 shared object: a pre-created enclave taken from epm's pool (a
-    :class:`~inclavare.enclave.epm_enclave.Handover`, its fd then owned by the PAL), as upstream's pal Init does;
+    :class:`~inclavare.enclave.epm.enclave.Handover`, its fd then owned by the PAL), as upstream's pal Init does;
     None without epm, with an empty pool, or when the entry is unusable (fd -1 / addr 0 then, as upstream)."""
     from inclavare.enclave.pal import NativePal
 
     if not isinstance(pal, NativePal) or pal.version < 3:
         return None
-    from inclavare.enclave import epm_enclave
+    from inclavare.enclave.epm import enclave as epm_enclave
 
     address = epm_enclave.epm_socket(enclave.get("args") or "")
     if not address or not os.path.exists(address):

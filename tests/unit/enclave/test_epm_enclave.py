@@ -1,6 +1,6 @@
-"""rune's side of PAL v3's enclave hand-over (enclave/epm_enclave.py): the layout rules, the descriptor-kind checks,
-mapping at the recorded address without replacing anything, the socket setting, and the private messages'
-wire compatibility with epm's generated ones."""
+"""rune's side of PAL v3's enclave hand-over (enclave/epm/enclave.py): the layout rules, the descriptor-kind checks,
+mapping at the recorded address without replacing anything, the socket setting (the one client's), the socket
+trust check, and the descriptor coming back from the forked helper."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from inclavare.enclave import epm_enclave as ee
-from inclavare.enclave.epm_enclave import EpmEnclaveError, Segment
+from inclavare.enclave.epm import client
+from inclavare.enclave.epm import enclave as ee
+from inclavare.enclave.epm.enclave import EpmEnclaveError, Segment
 
 P = ee.PAGE
 BASE = 0x3100_0000_0000  # apart from the producer's default base, which other tests map
@@ -109,9 +110,9 @@ def test_check_fd_refuses_other_files_unsealed_memfds_and_layouts_beyond_the_mem
 
 
 def test_epm_socket_default_env_and_no_epm(monkeypatch):
-    monkeypatch.delenv(ee.SOCKET_ENV, raising=False)
+    monkeypatch.delenv(client.SOCKET_ENV, raising=False)
     assert ee.epm_socket("debug") == "/var/run/epm/epm.sock"
-    monkeypatch.setenv(ee.SOCKET_ENV, "/tmp/x.sock")
+    monkeypatch.setenv(client.SOCKET_ENV, "/tmp/x.sock")
     assert ee.epm_socket("log=/l") == "/tmp/x.sock"
     assert ee.epm_socket("debug no-epm") == ""
     assert ee.epm_socket("debug,no-epm") == ""
@@ -131,20 +132,51 @@ def test_pal_key_is_the_content_digest(tmp_path):
     c.write_bytes(b"two")
     assert ee.pal_key(str(a)) == ee.pal_key(str(b)) != ee.pal_key(str(c))
     assert len(ee.pal_key(str(a))) == 32
-    assert ee.new_cache_id("k").startswith("k/")
+    assert ee.new_cache_id() != ee.new_cache_id()
 
 
-def test_private_messages_are_wire_compatible_with_epm_proto(memfd):
+def test_the_enclave_message_keeps_the_layout(memfd):
     from inclavare.enclave.epm.proto import epm_pb2 as pb
 
     fd, segs = memfd
-    ours = ee.fill_enclave(ee.messages()["Enclave"](), 7, segs)
-    theirs = pb.Enclave.FromString(ours.SerializeToString())
-    assert ee.segments_of(theirs) == tuple(segs) and theirs.fd == 7
-    cache = pb.Cache(type="t", ID="i", subType="s")
-    cache.options.Pack(theirs)
-    back = ee.messages()["PickCacheResponse"].FromString(pb.PickCacheResponse(cache=cache).SerializeToString())
-    assert back.cache.ID == "i" and back.cache.options.type_url == ee.ENCLAVE_TYPE_URL
-    req = pb.ListCacheRequest.FromString(
-        ee.messages()["ListCacheRequest"](type="t", lastCacheID="k/", limit=3).SerializeToString())
-    assert (req.type, req.lastCacheID, req.limit) == ("t", "k/", 3)
+    enclave = pb.Enclave.FromString(ee.fill_enclave(pb.Enclave(), 7, segs).SerializeToString())
+    assert ee.segments_of(enclave) == tuple(segs) and enclave.fd == 7
+
+
+def test_acquire_refuses_an_epm_socket_others_could_use(tmp_path, monkeypatch):
+    """The same trust rule as the warm pools': a socket not root's (here: not the trusted uid's) is no pool."""
+    import socket
+
+    pal = tmp_path / "pal.so"
+    pal.write_bytes(b"pal")
+    path = str(tmp_path / "epm.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(path)
+        s.listen(1)
+        os.chmod(path, 0o600)
+        monkeypatch.setattr(client, "TRUSTED_UID", os.geteuid() + 1)
+        with pytest.raises(EpmEnclaveError, match="not root's") as e:
+            ee.acquire(str(pal), path)
+        assert e.value.unavailable
+
+
+def test_the_helper_hands_back_a_descriptor():
+    from inclavare.enclave.epm.helper import Helper, WithFds
+
+    def make() -> WithFds:
+        fd = os.memfd_create("handed-over")
+        os.write(fd, b"from the helper")
+        return WithFds(("C", b"payload"), [fd])
+
+    helper = Helper.start(make)
+    assert helper is not None
+    value, fds = helper.result_with_fds(10)
+    try:
+        assert value == ("C", b"payload") and len(fds) == 1
+        assert os.pread(fds[0], 100, 0) == b"from the helper"
+        assert fcntl.fcntl(fds[0], fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    finally:
+        for fd in fds:
+            os.close(fd)
+    helper = Helper.start(make)
+    assert helper is not None and helper.result(10) == ("C", b"payload")  # result() closes what came with it

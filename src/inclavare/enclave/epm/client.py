@@ -1,4 +1,5 @@
-"""A small epm client for rune's enclave runtimes: GetCache and SaveCache over epm's unix socket.
+"""rune's one epm client (the warm pools and PAL v3's enclave hand-over): GetCache, SaveCache and PickCache over
+epm's unix socket.
 
 Used only when the socket exists, is root's and only root may connect (``INCLAVARE_EPM_SOCKET`` overrides
 upstream's default ``/var/run/epm/epm.sock``, for tests). Calls have short deadlines. Any failure -- no socket,
@@ -46,10 +47,10 @@ def no_pool(why: str) -> None:
         log.debug("epm: no pool: %s", why)
 
 
-def available() -> bool:
-    """Whether epm's socket exists, belongs to the trusted user and only that user may connect to it (a cheap
-    stat: what the path without epm costs)."""
-    path = socket_path()
+def available(path: str | None = None) -> bool:
+    """Whether epm's socket (``path``, default :func:`socket_path`) exists, belongs to the trusted user and only
+    that user may connect to it (a cheap stat: what the path without epm costs)."""
+    path = path or socket_path()
     try:
         st = os.stat(path)
     except OSError:
@@ -70,14 +71,17 @@ class EpmClient:
 
     def __init__(self) -> None:
         self.down = False  # a call failed for another reason than "not found": epm is not usable
+        self.error = ""  # the last failure, one line (for callers that report it)
         self._channel: Any = None
         self._stub: Any = None
         self._pb: Any = None
 
     @classmethod
-    def open(cls) -> EpmClient | None:
-        """A connected client, or None when epm is not there (or does not answer in time)."""
-        if not available():
+    def open(cls, address: str | None = None) -> EpmClient | None:
+        """A client of the epm at ``address`` (default :func:`socket_path`), or None when epm is not there or its
+        socket is not trusted (:func:`available`)."""
+        address = address or socket_path()
+        if not available(address):
             return None
         try:
             import grpc
@@ -90,9 +94,9 @@ class EpmClient:
         client._pb = epm_pb2
         try:
             # no wait for "ready": the first call connects (a dead epm fails it at once: UNAVAILABLE)
-            client._channel = grpc.insecure_channel("unix:" + socket_path())
+            client._channel = grpc.insecure_channel("unix:" + address, options=[("grpc.enable_http_proxy", 0)])
         except Exception as e:  # noqa: BLE001 - any failure is "no pool"
-            no_pool(f"cannot open a channel to {socket_path()} ({type(e).__name__})")
+            no_pool(f"cannot open a channel to {address} ({type(e).__name__})")
             return None
         client._stub = epm_pb2_grpc.EnclavePoolManagerStub(client._channel)  # type: ignore[no-untyped-call]
         return client
@@ -108,21 +112,38 @@ class EpmClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, what: str, method: str, request: Any) -> Any:
+    @property
+    def pb(self) -> Any:
+        """The generated message module (``epm_pb2``)."""
+        return self._pb
+
+    def _call(self, what: str, method: str, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT)
+            return getattr(self._stub, method)(request, timeout=timeout)
         except Exception as e:  # noqa: BLE001 - grpc.RpcError, or anything else: no pool
             code = getattr(e, "code", None)
             name = code().name if callable(code) else type(e).__name__
+            details = getattr(e, "details", None)
+            detail = " ".join(str(details() if callable(details) else e).split())[:200]
+            self.error = f"{what}: {name}: {detail}" if detail else f"{what}: {name}"
             if name != "NOT_FOUND":
                 self.down = True
                 no_pool(f"{what}: {name}")
             return None
 
-    def get(self, ctype: str, cid: str) -> Any:
+    def get(self, ctype: str, cid: str, subtype: str = "") -> Any:
         """GetCache: the ``v1alpha1.Cache`` (type, ID), or None (absent, or any failure)."""
-        reply = self._call(f"GetCache {ctype}/{cid}", "GetCache", self._pb.GetCacheRequest(type=ctype, ID=cid))
+        reply = self._call(f"GetCache {ctype}/{cid}", "GetCache",
+                           self._pb.GetCacheRequest(type=ctype, subType=subtype, ID=cid))
         return reply.cache if reply is not None else None
+
+    def pick(self, ctype: str, subtype: str = "", filters: dict[str, str] | None = None,
+             timeout: float = CALL_TIMEOUT) -> Any:
+        """PickCache: the picked (consumed) ``v1alpha1.Cache`` of ``subtype``, or None (none ready, or any failure:
+        then ``down`` is set)."""
+        reply = self._call(f"PickCache {ctype}/{subtype or '*'}", "PickCache",
+                           self._pb.PickCacheRequest(type=ctype, subType=subtype, filters=filters or {}), timeout)
+        return reply.caches[0] if reply is not None and reply.caches else None
 
     def save(self, ctype: str, cid: str, subtype: str, options: Any, data: bytes | None = None) -> bool:
         """SaveCache + SaveFinalCache of (type, ID) with ``options`` (a protobuf message, packed in an Any) and,

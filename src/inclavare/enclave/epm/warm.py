@@ -1,13 +1,14 @@
 """The pools that make enclave starts warm, and the helper process that talks to epm for a container's init.
 
-**Where it runs.** An enclave runtime's ``load`` runs in the container's first init stage, on the host, before
-the namespaces are joined: that process must stay single-threaded (``unshare(CLONE_NEWUSER)`` and the next fork
-need it) and grpc starts threads. So the runtime's ``warm`` hook reads the file the container will run from the
-host's view of its root file system and hands the epm work to :func:`in_helper`, a forked child that does it and
-sends the result back on a pipe. Only when epm's socket exists (:func:`~.client.available`, one stat): without
-epm nothing is forked and nothing changes. Later, inside the container, the runtime re-reads the file and uses
-the result only if the bytes hash to the same SHA-256 (what the host read and what the container runs are the
-same bytes). A file the host cannot see (e.g. one in a bind mount, which is not mounted yet) has no pool.
+**Where it runs.** An enclave runtime's ``load`` runs in the container's first init stage, on the host, before the
+namespaces are joined: that process must stay single-threaded (``unshare(CLONE_NEWUSER)`` and the next fork need
+it) and grpc starts threads. So the runtime's ``warm`` hook reads the file the container will run from the host's
+view of its root file system and hands the epm work to :func:`in_helper`, a forked child that does it and sends the
+result back (:mod:`.helper`, shared with PAL v3's enclave hand-over). Only when epm's socket exists
+(:func:`~.client.available`, one stat): without epm nothing is forked and nothing changes. Later, inside the
+container, the runtime re-reads the file and uses the result only if the bytes hash to the same SHA-256 (what the
+host read and what the container runs are the same bytes). A file the host cannot see (e.g. one in a bind mount,
+which is not mounted yet) has no pool.
 
 **wasm pool** (type ``wasm-module``): a module compiled by wasmtime and serialized (``Module.serialize``), keyed by
 :func:`wasm_key` = the module's SHA-256, the wasmtime version, the machine and a digest of the CPU's feature flags
@@ -36,14 +37,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
-import select
-import signal
-import time
-from collections.abc import Callable
 from typing import Any
 
 from inclavare.enclave.epm import client, trust
+from inclavare.enclave.epm.helper import HELPER_TIMEOUT as HELPER_TIMEOUT
+from inclavare.enclave.epm.helper import Helper as Helper
+from inclavare.enclave.epm.helper import in_helper as in_helper
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ POOL_WASM = "wasm-module"
 POOL_SIM = "sim-image"
 MAX_MODULE = 256 << 20  # bytes: a module (or image) read on the host
 MAX_ARTIFACT = 1 << 30  # bytes: a serialized module taken from the pool
-HELPER_TIMEOUT = 60.0  # seconds: a miss compiles, which takes long for big modules
 _CPUINFO = "/proc/cpuinfo"
 MIN_BYTES_ENV = "INCLAVARE_EPM_MIN_BYTES"
 MIN_BYTES = 16 << 10  # gRPC already imported
@@ -242,108 +240,7 @@ def sim_prefetch(image: bytes, fuel: int) -> tuple[bytes | None, bytes | None]:
 # ---------------------------------------------------------------------------------------------------- helper
 
 
-class Helper:
-    """``fn(*args)`` running in a forked child (its threads die with it), its result to be read later -- also by a
-    descendant that inherited the pipe: the runtime starts the helper on the host and the container's init reads
-    the result, so the epm work overlaps with the rest of ``create``.
-
-    The child keeps only its stdio and the pipe's write end (nothing of the caller's channels stays open in it),
-    sends its result pickled (our own process image on both ends) and exits; it sends nothing when ``fn`` fails."""
-
-    def __init__(self, pid: int, fd: int) -> None:
-        self.pid, self.fd, self.parent = pid, fd, os.getpid()
-
-    @classmethod
-    def start(cls, fn: Callable[..., Any], *args: Any) -> Helper | None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        try:
-            pid = os.fork()
-        except OSError as e:
-            os.close(r)
-            os.close(w)
-            client.no_pool(f"cannot fork the epm helper ({e.strerror})")
-            return None
-        if pid == 0:  # the helper
-            code = 0
-            try:
-                import resource
-
-                os.closerange(3, w)
-                os.closerange(w + 1, max(w + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
-                signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a reader that gave up ends us
-                out = pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
-                view = memoryview(out)
-                while view:
-                    view = view[os.write(w, view):]
-            except BaseException:  # noqa: BLE001 - nothing may unwind into the caller's code in this child
-                code = 1
-            os._exit(code)
-        os.close(w)
-        return cls(pid, r)
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The helper's result, or None (it failed, or took longer than ``timeout``: then it is abandoned)."""
-        if self.fd < 0:
-            return None
-        timeout = HELPER_TIMEOUT if timeout is None else timeout
-        chunks: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        late = False
-        try:
-            poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    late = True
-                    break
-                if not poller.poll(int(left * 1000) + 1):
-                    continue
-                chunk = os.read(self.fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except InterruptedError:
-            late = True
-        finally:
-            self.close(kill=late)
-        if late:
-            client.no_pool(f"the epm helper took more than {timeout:.0f} s")
-            return None
-        if not chunks:
-            client.no_pool("the epm helper failed")
-            return None
-        try:
-            return pickle.loads(b"".join(chunks))
-        except Exception:  # noqa: BLE001
-            return None
-
-    def close(self, kill: bool = True) -> None:
-        """Stop reading (an unread helper ends on SIGPIPE); reap it if it is our child."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if os.getpid() != self.parent:
-            return  # not our child (the container's init reads what its host side started)
-        if kill:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        while True:
-            try:
-                os.waitpid(self.pid, 0)
-                return
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                return
-
-
-def in_helper(fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
-    """``fn(*args)`` in a :class:`Helper`, waited for: its result, or None on any failure."""
-    helper = Helper.start(fn, *args)
-    return helper.result(timeout) if helper is not None else None
+# Helper, in_helper: the forked helper, shared with PAL v3's enclave hand-over (enclave/epm/helper.py)
 
 
 # ---------------------------------------------------------------------------------------------------- host side

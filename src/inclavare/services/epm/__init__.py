@@ -12,7 +12,7 @@ Pools that make starts warm (docs/epm.md): ``wasm-module`` (modules precompiled 
 (pre-measured, pre-verified sim enclave images), filled and read by rune's builtin:wasm / builtin:sim through
 :mod:`inclavare.enclave.epm` (client, trust rule, forked helper); and PAL v3's enclave ``fd``/``addr`` hand-over
 (:mod:`.enclave_pool`: the ``enclave-cache-pool`` pool, whose descriptors epm holds and passes over a side
-socket; rune's side is inclavare.enclave.epm_enclave).
+socket; rune's side is inclavare.enclave.epm.enclave).
 
 Left for later: a size bound with eviction, a check against upstream's Go client (only the descriptor is
 compared with upstream's field numbers), a ListCache page that would exceed the send cap (1000 caches with large

@@ -1,6 +1,6 @@
 """epm's pool of pre-created enclaves for PAL v3 runtimes (issue 17): epm holds each enclave's file descriptor
 and hands it to the rune that picks the entry. The upstream facts and the hand-over protocol are described in
-:mod:`inclavare.enclave.epm_enclave` (rune's side); this is epm's side and a producer.
+:mod:`inclavare.enclave.epm.enclave` (rune's side); this is epm's side and a producer.
 
 * Pool type ``enclave-cache-pool`` (upstream's name), added to the pools epm serves (:func:`with_enclave_pool`).
   An entry is a Cache whose ``options`` is an ``Enclave`` (fd, nr, layout); it has no data (no sourcePath).
@@ -9,10 +9,12 @@ and hands it to the rune that picks the entry. The upstream facts and the hand-o
   ``PUT enclave-cache-pool ID`` with one descriptor (SCM_RIGHTS): held as *pending* for ``PENDING_TTL`` seconds,
   until a SaveCache of that ID adopts it; ``TAKE enclave-cache-pool ID``: the descriptor of an entry picked within
   ``CLAIM_TTL`` seconds is sent back and epm closes its copy. Answers: ``OK`` or ``ERR <reason>``.
-* SaveCache checks the Enclave (the layout rules of :func:`~inclavare.enclave.epm_enclave.check_layout`, the
+* SaveCache checks the Enclave (the layout rules of :func:`~inclavare.enclave.epm.enclave.check_layout`, the
   descriptor's kind and size) and records epm's descriptor number in ``Enclave.fd`` (as upstream, the fd "in the
-  holding process"). PickCache consumes the row and moves the descriptor to *claimed*; a descriptor that is no
-  longer the file it was (fstat device/inode) is stale: closed, the pick refused. DeleteCache closes it.
+  holding process"). An entry's ``subType`` says which PAL it is for (rune's PickCache asks for its PAL's key).
+  PickCache consumes the row and moves the descriptor to *claimed*; a descriptor that is no longer the file it
+  was (fstat device/inode) is stale: its row is dropped and the next ready entry of the subtype is picked (a
+  pick of a named ID finds nothing). DeleteCache closes it.
 * Descriptors live in memory only (as upstream's maps): rows of this pool found at start-up are stale and deleted.
 
 Left: a size bound per PAL, refilling the pool automatically (the producer is :func:`fill`, run by hand or by a
@@ -30,7 +32,9 @@ import struct
 import threading
 import time
 
-from inclavare.enclave import epm_enclave as ee
+from inclavare.enclave.epm import client
+from inclavare.enclave.epm import enclave as ee
+from inclavare.enclave.epm.helper import recv_fds
 from inclavare.services.epm.config import Config
 from inclavare.services.epm.errors import EpmError
 from inclavare.services.epm.pool import Pools
@@ -216,18 +220,20 @@ class EnclavePools(Pools):
             self.keeper.keep(rec.id, held)
         return stored
 
-    def pick(self, ctype: str, cid: str = "") -> CacheRecord:
+    def pick(self, ctype: str, cid: str = "", subtype: str = "") -> CacheRecord:
         if ctype != ee.POOL_TYPE:
-            return super().pick(ctype, cid)
+            return super().pick(ctype, cid, subtype)
         with self._enclave_lock:
-            rec = super().pick(ctype, cid)
-            if self.keeper.claim(rec.id) is None:
-                raise EpmError(f"cache {ctype}/{rec.id}: stale (epm no longer holds its enclave descriptor); "
-                               "dropped", "NOT_FOUND")
-        return rec
+            while True:  # each stale entry picked is consumed: this ends when the subtype has no ready entry
+                rec = super().pick(ctype, cid, subtype)
+                if self.keeper.claim(rec.id) is not None:
+                    return rec
+                if cid:
+                    raise EpmError(f"cache {ctype}/{rec.id}: stale (epm no longer holds its enclave descriptor); "
+                                   "dropped", "NOT_FOUND")
 
-    def delete(self, ctype: str, cid: str) -> None:
-        super().delete(ctype, cid)
+    def delete(self, ctype: str, cid: str, subtype: str = "") -> None:
+        super().delete(ctype, cid, subtype)
         if ctype == ee.POOL_TYPE:
             self.keeper.drop(cid)
 
@@ -294,7 +300,7 @@ class FdServer:
                 conn.settimeout(ee.DEFAULT_TIMEOUT)
                 try:
                     uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
-                    data, fds, flags, _ = socket.recv_fds(conn, ee.MAX_LINE, 1, socket.MSG_CMSG_CLOEXEC)
+                    data, fds, flags = recv_fds(conn, ee.MAX_LINE, 1)
                 except OSError:
                     return
                 owned, fds = fds, []
@@ -352,8 +358,8 @@ class FdServer:
 def fill(address: str, pal_path: str, count: int = 1, *, data_pages: int = 3, base: int = ee.DEFAULT_BASE,
          timeout: float = 10.0) -> list[str]:
     """Pre-create ``count`` memfd enclaves for the PAL at ``pal_path`` and put them in the epm at ``address``
-    (PUT the descriptor, SaveCache, SaveFinalCache); their IDs. Each header page holds
-    ``inclavare-epm-enclave <ID>`` so a PAL can tell which one it received."""
+    (PUT the descriptor, SaveCache, SaveFinalCache), each with the PAL's key as its ``subType``; their IDs. Each
+    header page holds ``inclavare-epm-enclave <ID>`` so a PAL can tell which one it received."""
     import grpc
     from google.protobuf import any_pb2
 
@@ -365,7 +371,7 @@ def fill(address: str, pal_path: str, count: int = 1, *, data_pages: int = 3, ba
     with grpc.insecure_channel("unix:" + address) as ch:
         stub = pb_grpc.EnclavePoolManagerStub(ch)  # type: ignore[no-untyped-call]
         for _ in range(count):
-            cid = ee.new_cache_id(key)
+            cid = ee.new_cache_id()
             fd, segments = ee.create_memfd_enclave(ee.HEADER_MAGIC + b" " + cid.encode() + b"\0", data_pages, base)
             try:
                 ee.fd_request(ee.fd_socket_path(address), f"PUT {ee.POOL_TYPE} {cid}", fd, timeout)
@@ -373,10 +379,11 @@ def fill(address: str, pal_path: str, count: int = 1, *, data_pages: int = 3, ba
                 os.close(fd)
             opts = any_pb2.Any()
             opts.Pack(ee.fill_enclave(pb.Enclave(), -1, segments))
-            cache = pb.Cache(type=ee.POOL_TYPE, subType=f"{os.path.basename(pal_path)}@{key}", ID=cid,
+            cache = pb.Cache(type=ee.POOL_TYPE, subType=key, ID=cid,
                              size=sum(s.size for s in segments), created=int(time.time()), options=opts)
             stub.SaveCache(pb.SaveCacheRequest(cache=cache), timeout=timeout)
-            stub.SaveFinalCache(pb.SaveCacheRequest(cache=pb.Cache(type=ee.POOL_TYPE, ID=cid)), timeout=timeout)
+            stub.SaveFinalCache(pb.SaveCacheRequest(cache=pb.Cache(type=ee.POOL_TYPE, subType=key, ID=cid)),
+                                timeout=timeout)
             ids.append(cid)
     return ids
 
@@ -391,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="epm-enclave-fill", description="Pre-create PAL v3 enclaves into epm's pool.")
     p.add_argument("--pal", required=True, help="the PAL v3 shared object the enclaves are for")
     p.add_argument("--count", type=int, default=1)
-    p.add_argument("--socket", default=ee.DEFAULT_SOCKET, help=f"epm's gRPC socket (default {ee.DEFAULT_SOCKET})")
+    p.add_argument("--socket", default=client.socket_path(),
+                   help=f"epm's gRPC socket (default ${client.SOCKET_ENV} or {client.DEFAULT_SOCKET})")
     args = p.parse_args(argv)
     try:
         ids = fill(args.socket, args.pal, args.count)

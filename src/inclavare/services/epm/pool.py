@@ -8,10 +8,12 @@
   must resolve inside ``root`` (symlinks followed): epm runs privileged and must not be made to read or
   publish files elsewhere.
 * **SaveFinalCache** marks a saved cache ready to be handed out; **PickCache** removes one ready cache (the
-  given ID, or the oldest of the type) and returns it: the pick consumes it, its data is discarded (its
-  payload is ``options``, e.g. an ``Enclave``). **GetCache**/**ListCache** read, **DeleteCache** removes the
-  cache and the data epm owns, **LoadCache** copies the data to a target path (which must not exist, or be
-  an empty directory; its parent must exist).
+  one its ``ID`` filter names, or the oldest of the type and subtype) and returns it: the pick consumes it, its
+  data is discarded (its payload is ``options``, e.g. an ``Enclave``). **GetCache**/**ListCache** read,
+  **DeleteCache** removes the cache and the data epm owns, **LoadCache** copies the data to a target path
+  (which must not exist, or be an empty directory; its parent must exist).
+* Subtypes (upstream's finer-grained pools inside a type): every request's ``subType`` narrows it to caches of
+  that subtype; "" means any subtype (upstream leaves that open).
 * One epm per root (a lock file, ``root/.lock``).
 * Crash safety: data is copied to a temporary name, fsync'd and renamed before the row commits; rows are
   removed before their data. At start, data no row refers to (a crash between the two) is removed.
@@ -28,6 +30,7 @@ import shutil
 import stat
 import threading
 import time
+from collections.abc import Mapping
 
 from inclavare.atomicfile import fsync_dir
 from inclavare.services.epm.config import DATA_DIR, Config
@@ -35,6 +38,7 @@ from inclavare.services.epm.errors import EpmError
 from inclavare.services.epm.store import CacheRecord, Store, check_id
 
 MAX_SUBTYPE = 256
+PICK_FILTERS = frozenset({"ID"})  # the PickCache filters epm understands (docs/epm.md); others are refused
 _TMP_PREFIX = ".tmp-"
 
 
@@ -130,33 +134,54 @@ class Pools:
         finally:
             _remove(tmp)
 
-    def finalize(self, ctype: str, cid: str) -> None:
+    def finalize(self, ctype: str, cid: str, subtype: str = "") -> None:
         """SaveFinalCache."""
-        self.store.finalize(self._type(ctype), check_id(cid))
+        self.store.finalize(self._type(ctype), check_id(cid), subtype)
 
-    def get(self, ctype: str, cid: str) -> CacheRecord:
+    def get(self, ctype: str, cid: str, subtype: str = "") -> CacheRecord:
         """GetCache."""
-        return self.store.get(self._type(ctype), check_id(cid))
+        return self.store.get(self._type(ctype), check_id(cid), subtype)
 
-    def pick(self, ctype: str, cid: str = "") -> CacheRecord:
-        """PickCache: the picked record (removed, its owned data discarded)."""
-        rec = self.store.pick(self._type(ctype), check_id(cid) if cid else "")
+    def pick(self, ctype: str, cid: str = "", subtype: str = "") -> CacheRecord:
+        """One pick: the record (removed, its owned data discarded); NOT_FOUND when there is none."""
+        rec = self.store.pick(self._type(ctype), check_id(cid) if cid else "", subtype)
         self._discard(rec)
         return rec
 
-    def list(self, ctype: str, after: str = "", limit: int = 0) -> list[CacheRecord]:
+    def pick_matching(self, ctype: str, subtype: str = "",
+                      filters: Mapping[str, str] | None = None) -> list[CacheRecord]:
+        """PickCache: the picked cache of ``subtype`` matching ``filters`` (at most one: a pick hands out one
+        ready cache, as upstream's enclave pool hands out one enclave), or [] when none matches. Filters:
+        ``ID`` (that cache); another key is refused."""
+        filters = dict(filters or {})
+        unknown = sorted(set(filters) - PICK_FILTERS)
+        if unknown:
+            raise EpmError(f"PickCache filter {unknown[0]!r}: not supported (supported: "
+                           f"{', '.join(sorted(PICK_FILTERS))})")
+        self._type(ctype)
+        cid = filters.get("ID", "")
+        if "ID" in filters:
+            check_id(cid, "PickCache filter ID")
+        try:
+            return [self.pick(ctype, cid, subtype)]
+        except EpmError as e:
+            if e.code == "NOT_FOUND":
+                return []
+            raise
+
+    def list(self, ctype: str, after: str = "", limit: int = 0, subtype: str = "") -> list[CacheRecord]:
         """ListCache; ``limit`` 0 means the store's cap."""
         if limit < 0:
             raise EpmError(f"ListCache limit {limit}: must not be negative")
-        return self.store.list(self._type(ctype), after, limit or 1 << 30)
+        return self.store.list(self._type(ctype), after, limit or 1 << 30, subtype)
 
-    def delete(self, ctype: str, cid: str) -> None:
+    def delete(self, ctype: str, cid: str, subtype: str = "") -> None:
         """DeleteCache."""
-        self._discard(self.store.delete(self._type(ctype), check_id(cid)))
+        self._discard(self.store.delete(self._type(ctype), check_id(cid), subtype))
 
-    def load(self, ctype: str, cid: str, target: str) -> None:
+    def load(self, ctype: str, cid: str, target: str, subtype: str = "") -> None:
         """LoadCache: copy the cache's data to ``target``."""
-        rec = self.get(ctype, cid)
+        rec = self.get(ctype, cid, subtype)
         if not rec.save_path:
             raise EpmError(f"cache {ctype}/{cid}: has no data to load", "FAILED_PRECONDITION")
         src = rec.save_path if rec.owned else self._inside_root(rec.save_path, f"cache {ctype}/{cid} savePath")
@@ -183,8 +208,11 @@ class Pools:
         finally:
             _remove(tmp)
 
-    def healthy(self) -> bool:
-        """Healthz: the database answers and the data directory is there."""
+    def healthy(self, ctype: str = "") -> bool:
+        """Healthz: the database answers and the data directory is there (``ctype``, when given, must be a pool:
+        INVALID_ARGUMENT otherwise, as upstream)."""
+        if ctype:
+            self._type(ctype)
         return self.store.healthy() and os.path.isdir(self.data)
 
     # -- housekeeping

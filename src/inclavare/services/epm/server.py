@@ -70,12 +70,12 @@ class EnclavePoolManagerServicer(pb_grpc.EnclavePoolManagerServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"epm: {e.strerror or e}"[:300])
 
     def GetCache(self, request: Any, context: grpc.ServicerContext) -> pb.GetCacheResponse:  # noqa: N802
-        rec = self._run(context, self.pools.get, request.type, request.ID)
+        rec = self._run(context, self.pools.get, request.type, request.ID, request.subType)
         return pb.GetCacheResponse(cache=record_to_pb(rec))
 
     def PickCache(self, request: Any, context: grpc.ServicerContext) -> pb.PickCacheResponse:  # noqa: N802
-        rec = self._run(context, self.pools.pick, request.type, request.ID)
-        return pb.PickCacheResponse(cache=record_to_pb(rec))
+        recs = self._run(context, self.pools.pick_matching, request.type, request.subType, dict(request.filters))
+        return pb.PickCacheResponse(caches=[record_to_pb(r) for r in recs])
 
     def SaveCache(self, request: Any, context: grpc.ServicerContext) -> pb.SaveCacheResponse:  # noqa: N802
         if not request.HasField("cache"):
@@ -86,23 +86,24 @@ class EnclavePoolManagerServicer(pb_grpc.EnclavePoolManagerServicer):
     def SaveFinalCache(self, request: Any, context: grpc.ServicerContext) -> pb.SaveCacheResponse:  # noqa: N802
         if not request.HasField("cache"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SaveFinalCache: no cache in the request")
-        self._run(context, self.pools.finalize, request.cache.type, request.cache.ID)
+        self._run(context, self.pools.finalize, request.cache.type, request.cache.ID, request.cache.subType)
         return pb.SaveCacheResponse(ok=True)
 
     def ListCache(self, request: Any, context: grpc.ServicerContext) -> pb.ListCacheResponse:  # noqa: N802
-        recs = self._run(context, self.pools.list, request.type, request.lastCacheID, request.limit)
+        recs = self._run(context, self.pools.list, request.type, request.lastCacheID, request.limit,
+                         request.subType)
         return pb.ListCacheResponse(caches=[record_to_pb(r) for r in recs])
 
     def DeleteCache(self, request: Any, context: grpc.ServicerContext) -> pb.DeleteCacheResponse:  # noqa: N802
-        self._run(context, self.pools.delete, request.type, request.ID)
+        self._run(context, self.pools.delete, request.type, request.ID, request.subType)
         return pb.DeleteCacheResponse(ok=True)
 
     def LoadCache(self, request: Any, context: grpc.ServicerContext) -> pb.LoadCacheResponse:  # noqa: N802
-        self._run(context, self.pools.load, request.type, request.ID, request.targetPath)
+        self._run(context, self.pools.load, request.type, request.ID, request.targetPath, request.subType)
         return pb.LoadCacheResponse(ok=True)
 
     def Healthz(self, request: Any, context: grpc.ServicerContext) -> pb.HealthzResponse:  # noqa: N802
-        return pb.HealthzResponse(ok=self.pools.healthy())
+        return pb.HealthzResponse(ok=self._run(context, self.pools.healthy, request.type))
 
 
 def _answers(path: str) -> bool:

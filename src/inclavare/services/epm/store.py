@@ -4,8 +4,10 @@ Built as verdictd's store is (services/verdictd/store.py): WAL journal with ``sy
 committed change survives ``kill -9`` and power loss; every write one ``BEGIN IMMEDIATE`` transaction; the
 database's directory 0700 and the file 0600 (an existing one other users can reach is refused); a schema
 version in ``meta`` (a newer one is refused). Rows are keyed by (pool type, ID); ``state`` is ``saved``
-(SaveCache) or ``final`` (SaveFinalCache: ready to be picked); ``seq`` orders picks oldest first. ``parent``
-and ``options`` are the client's opaque bytes (a serialized parent Cache, a serialized Any), size-capped.
+(SaveCache) or ``final`` (SaveFinalCache: ready to be picked); ``seq`` orders picks oldest first. A
+``subtype`` argument of "" matches every subtype; another value only rows of that subtype (a row of another one
+is "not found"). ``parent`` and ``options`` are the client's opaque bytes (a serialized parent Cache, a
+serialized Any), size-capped.
 """
 
 from __future__ import annotations
@@ -156,53 +158,59 @@ class Store:
                        (rec.type, rec.id, rec.subtype, rec.save_path, int(rec.owned), rec.parent, rec.size,
                         rec.created, rec.options, STATE_SAVED, seq))
 
-    def get(self, ctype: str, cid: str) -> CacheRecord:
-        """The cache (type, ID); NOT_FOUND if there is none."""
-        with self._tx("cannot read") as db:
-            r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id = ?", (ctype, cid)).fetchone()
+    @staticmethod
+    def _one(db: sqlite3.Connection, ctype: str, cid: str, subtype: str) -> tuple[Any, ...]:
+        """The row (type, ID) of ``subtype`` ("" any); NOT_FOUND if there is none."""
+        r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id = ? AND (? = '' OR subtype = ?)",
+                       (ctype, cid, subtype, subtype)).fetchone()
         if r is None:
-            raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
-        return _row(r)
+            raise EpmError(f"cache {ctype}/{cid}{f' of subType {subtype!r}' if subtype else ''}: not found",
+                           "NOT_FOUND")
+        return tuple(r)
 
-    def finalize(self, ctype: str, cid: str) -> None:
-        """Mark a saved cache ready to be picked (SaveFinalCache); NOT_FOUND if there is none."""
+    def get(self, ctype: str, cid: str, subtype: str = "") -> CacheRecord:
+        """The cache (type, ID); NOT_FOUND if there is none (of ``subtype``)."""
+        with self._tx("cannot read") as db:
+            return _row(self._one(db, ctype, cid, subtype))
+
+    def finalize(self, ctype: str, cid: str, subtype: str = "") -> None:
+        """Mark a saved cache ready to be picked (SaveFinalCache); NOT_FOUND if there is none (of ``subtype``)."""
         with self._tx("cannot finalize") as db:
-            cur = db.execute("UPDATE caches SET state = ? WHERE type = ? AND id = ?", (STATE_FINAL, ctype, cid))
-            if cur.rowcount != 1:
-                raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
+            self._one(db, ctype, cid, subtype)
+            db.execute("UPDATE caches SET state = ? WHERE type = ? AND id = ?", (STATE_FINAL, ctype, cid))
 
-    def pick(self, ctype: str, cid: str = "") -> CacheRecord:
-        """Remove and return a final cache: ``cid``, or with no ID the oldest final one of ``ctype``.
+    def pick(self, ctype: str, cid: str = "", subtype: str = "") -> CacheRecord:
+        """Remove and return a final cache of ``subtype``: ``cid``, or with no ID the oldest final one.
         NOT_FOUND if there is none; FAILED_PRECONDITION if ``cid`` is saved but not final."""
         with self._tx("cannot pick") as db:
             if cid:
-                r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id = ?", (ctype, cid)).fetchone()
-                if r is None:
-                    raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
+                r = self._one(db, ctype, cid, subtype)
                 if r[9] != STATE_FINAL:
                     raise EpmError(f"cache {ctype}/{cid}: not final (SaveFinalCache it first)", "FAILED_PRECONDITION")
             else:
-                r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND state = ? ORDER BY seq LIMIT 1",
-                               (ctype, STATE_FINAL)).fetchone()
-                if r is None:
-                    raise EpmError(f"pool {ctype}: no final cache to pick", "NOT_FOUND")
+                found = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND state = ? "
+                                   "AND (? = '' OR subtype = ?) ORDER BY seq LIMIT 1",
+                                   (ctype, STATE_FINAL, subtype, subtype)).fetchone()
+                if found is None:
+                    raise EpmError(f"pool {ctype}{f' subType {subtype!r}' if subtype else ''}: no final cache to "
+                                   "pick", "NOT_FOUND")
+                r = tuple(found)
             db.execute("DELETE FROM caches WHERE type = ? AND id = ?", (r[0], r[1]))
         return _row(r)
 
-    def list(self, ctype: str, after: str = "", limit: int = MAX_LIST) -> list[CacheRecord]:
-        """Caches of ``ctype`` with IDs after ``after`` (byte order), at most ``limit`` (capped at MAX_LIST)."""
+    def list(self, ctype: str, after: str = "", limit: int = MAX_LIST, subtype: str = "") -> list[CacheRecord]:
+        """Caches of ``ctype`` (and ``subtype``) with IDs after ``after`` (byte order), at most ``limit`` (capped at
+        MAX_LIST)."""
         limit = min(max(limit, 1), MAX_LIST)
         with self._tx("cannot list") as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id > ? ORDER BY id LIMIT ?",
-                              (ctype, after, limit)).fetchall()
+            rows = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id > ? AND (? = '' OR subtype = ?) "
+                              "ORDER BY id LIMIT ?", (ctype, after, subtype, subtype, limit)).fetchall()
         return [_row(r) for r in rows]
 
-    def delete(self, ctype: str, cid: str) -> CacheRecord:
-        """Remove and return the cache (type, ID); NOT_FOUND if there is none."""
+    def delete(self, ctype: str, cid: str, subtype: str = "") -> CacheRecord:
+        """Remove and return the cache (type, ID); NOT_FOUND if there is none (of ``subtype``)."""
         with self._tx("cannot delete") as db:
-            r = db.execute(f"SELECT {_COLUMNS} FROM caches WHERE type = ? AND id = ?", (ctype, cid)).fetchone()
-            if r is None:
-                raise EpmError(f"cache {ctype}/{cid}: not found", "NOT_FOUND")
+            r = self._one(db, ctype, cid, subtype)
             db.execute("DELETE FROM caches WHERE type = ? AND id = ?", (ctype, cid))
         return _row(r)
 

@@ -1,10 +1,11 @@
-"""epm's PAL v3 enclave pool (services/epm/enclave_pool.py) with rune's client (enclave/epm_enclave.py), in one
+"""epm's PAL v3 enclave pool (services/epm/enclave_pool.py) with rune's client (enclave/epm/enclave.py), in one
 process over real sockets: a producer's enclave reaches the client as a live descriptor mapped at its address,
 the entry is consumed, and stale descriptors, missing hand-overs, bad layouts and epm restarts fail closed."""
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -18,10 +19,10 @@ from typing import Any
 import grpc
 import pytest
 
-from inclavare.enclave import epm_enclave as ee
+from inclavare.enclave.epm import enclave as ee
+from inclavare.enclave.epm.enclave import EpmEnclaveError
 from inclavare.enclave.epm.proto import epm_pb2 as pb
 from inclavare.enclave.epm.proto import epm_pb2_grpc as pb_grpc
-from inclavare.enclave.epm_enclave import EpmEnclaveError
 from inclavare.services.epm import enclave_pool as ep
 from inclavare.services.epm.config import Config
 from inclavare.services.epm.errors import EpmError
@@ -104,8 +105,12 @@ def _release(h: ee.Handover) -> None:
 
 def test_a_filled_enclave_reaches_rune_mapped_at_its_address_and_is_consumed(epm):
     (cid,) = ep.fill(epm.address, epm.pal, 1, base=BASE)
-    assert cid.startswith(ee.pal_key(epm.pal) + "/")
+    key = ee.pal_key(epm.pal)
     cache = epm.stub().GetCache(pb.GetCacheRequest(type=ee.POOL_TYPE, ID=cid), timeout=5).cache
+    assert cache.subType == key  # the entry's PAL: its subType (upstream's way), not a prefix of its ID
+    with pytest.raises(grpc.RpcError) as err:
+        epm.stub().GetCache(pb.GetCacheRequest(type=ee.POOL_TYPE, subType="another PAL", ID=cid), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
     enclave = pb.Enclave()
     cache.options.Unpack(enclave)
     held = epm.pools.keeper.held[cid]
@@ -115,6 +120,7 @@ def test_a_filled_enclave_reaches_rune_mapped_at_its_address_and_is_consumed(epm
         assert (h.cache_id, h.addr, h.kind) == (cid, BASE, "memfd")
         assert ee.fd_target(h.fd).startswith("/memfd:inclavare-enclave")
         assert os.fstat(h.fd).st_ino == held.ino  # the very file the producer made
+        assert fcntl.fcntl(h.fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # not leaked into what rune execs
         assert ctypes.string_at(BASE, len(ee.HEADER_MAGIC) + 1 + len(cid)) == ee.HEADER_MAGIC + b" " + cid.encode()
         # epm (the same process here) closes its copy right after sending it: then one owner is left
         deadline = time.monotonic() + 10
@@ -153,6 +159,17 @@ def test_a_stale_descriptor_is_never_handed_out(epm):
     finally:
         os.close(stand_in)
     assert epm.ids() == [] and cid not in epm.pools.keeper.held
+
+
+def test_a_stale_entry_is_skipped_for_the_next_one_of_the_same_pal(epm):
+    first, second = ep.fill(epm.address, epm.pal, 2, base=BASE)
+    os.close(epm.pools.keeper.held[first].fd)  # the older entry's descriptor is gone
+    h = ee.acquire(epm.pal, epm.address, isolate=False)
+    try:
+        assert h.cache_id == second
+    finally:
+        _release(h)
+    assert epm.ids() == []  # the stale one was consumed on the way
 
 
 def test_a_layout_that_cannot_be_mapped_is_not_used_and_the_entry_is_gone(epm):
@@ -227,7 +244,8 @@ def test_the_fd_socket_refuses_bad_requests(epm):
 
 def test_a_picked_but_unclaimed_descriptor_expires(epm, monkeypatch):
     (cid,) = ep.fill(epm.address, epm.pal, 1, base=BASE)
-    epm.stub().PickCache(pb.PickCacheRequest(type=ee.POOL_TYPE, ID=cid), timeout=5)
+    picked = epm.stub().PickCache(pb.PickCacheRequest(type=ee.POOL_TYPE, filters={"ID": cid}), timeout=5).caches
+    assert [c.ID for c in picked] == [cid]
     held = epm.pools.keeper.claimed[cid]
     held.deadline = 0  # as if CLAIM_TTL had passed
     with pytest.raises(EpmEnclaveError, match="not picked"):

@@ -99,6 +99,59 @@ def test_pick_takes_only_final_caches_oldest_first_and_removes_them(pools):
     assert _code(e) == "NOT_FOUND"
 
 
+def test_a_subtype_narrows_every_request_and_an_empty_one_matches_all(pools, tmp_path):
+    """Upstream HEAD's requests all carry a subType (a finer-grained pool inside the type)."""
+    src = tmp_path / "root" / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    pools.save(CacheRecord("bundle-cache", "a", subtype="occlum"), str(src))
+    pools.save(CacheRecord("bundle-cache", "b", subtype="graphene"))
+    pools.save(CacheRecord("bundle-cache", "c", subtype="occlum"))
+    assert [r.id for r in pools.list("bundle-cache", subtype="occlum")] == ["a", "c"]
+    assert [r.id for r in pools.list("bundle-cache", "a", subtype="occlum")] == ["c"]
+    assert [r.id for r in pools.list("bundle-cache")] == ["a", "b", "c"]
+    assert pools.get("bundle-cache", "a", "occlum").id == pools.get("bundle-cache", "a").id == "a"
+    for call in (lambda: pools.get("bundle-cache", "a", "graphene"),
+                 lambda: pools.finalize("bundle-cache", "a", "graphene"),
+                 lambda: pools.load("bundle-cache", "a", str(tmp_path / "out"), "graphene"),
+                 lambda: pools.delete("bundle-cache", "a", "graphene")):
+        with pytest.raises(EpmError, match="of subType 'graphene': not found") as e:
+            call()
+        assert _code(e) == "NOT_FOUND"
+    assert not (tmp_path / "out").exists()
+    pools.load("bundle-cache", "a", str(tmp_path / "out"), "occlum")
+    assert (tmp_path / "out" / "f").read_text() == "x"
+    for cid in ("a", "b", "c"):
+        pools.finalize("bundle-cache", cid)
+    assert pools.pick_matching("bundle-cache", "graphene") and not pools.pick_matching("bundle-cache", "graphene")
+    assert [r.id for r in pools.pick_matching("bundle-cache", "occlum")] == ["a"]  # oldest of the subtype
+    pools.delete("bundle-cache", "c", "occlum")
+    assert pools.list("bundle-cache") == []
+
+
+def test_pick_matching_returns_at_most_one_and_refuses_unknown_filters(pools):
+    for cid in ("p1", "p2", "p3"):
+        pools.save(CacheRecord("enclave-cache", cid, subtype="s"))
+    pools.finalize("enclave-cache", "p1")
+    pools.finalize("enclave-cache", "p2")
+    assert pools.pick_matching("enclave-cache", filters={"ID": "p9"}) == []  # nothing matches: nothing picked
+    assert [r.id for r in pools.pick_matching("enclave-cache", "s", {"ID": "p2"})] == ["p2"]
+    with pytest.raises(EpmError, match="not final") as e:
+        pools.pick_matching("enclave-cache", filters={"ID": "p3"})
+    assert _code(e) == "FAILED_PRECONDITION"
+    for filters, needle in [({"size": "1"}, "filter 'size': not supported"), ({"ID": ""}, "filter ID")]:
+        with pytest.raises(EpmError, match=needle) as e:
+            pools.pick_matching("enclave-cache", filters=filters)
+        assert _code(e) == "INVALID_ARGUMENT"
+    with pytest.raises(EpmError, match="no such pool"):
+        pools.pick_matching("nope")
+    assert [r.id for r in pools.pick_matching("enclave-cache")] == ["p1"]
+    assert pools.pick_matching("enclave-cache") == []  # p3 is not final
+    assert pools.healthy() and pools.healthy("enclave-cache")
+    with pytest.raises(EpmError, match="no such pool"):
+        pools.healthy("nope")
+
+
 def test_list_pages_in_id_order(pools):
     for cid in ("b", "a", "d", "c"):
         pools.save(CacheRecord("bundle-cache", cid))

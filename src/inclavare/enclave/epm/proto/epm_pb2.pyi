@@ -28,12 +28,14 @@ class Cache(_message.Message):
     def __init__(self, type: _Optional[str] = ..., subType: _Optional[str] = ..., ID: _Optional[str] = ..., savePath: _Optional[str] = ..., parent: _Optional[_Union[Cache, _Mapping]] = ..., size: _Optional[int] = ..., created: _Optional[int] = ..., options: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
 
 class GetCacheRequest(_message.Message):
-    __slots__ = ("type", "ID")
+    __slots__ = ("type", "subType", "ID")
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBTYPE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     type: str
+    subType: str
     ID: str
-    def __init__(self, type: _Optional[str] = ..., ID: _Optional[str] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., subType: _Optional[str] = ..., ID: _Optional[str] = ...) -> None: ...
 
 class GetCacheResponse(_message.Message):
     __slots__ = ("cache",)
@@ -42,18 +44,27 @@ class GetCacheResponse(_message.Message):
     def __init__(self, cache: _Optional[_Union[Cache, _Mapping]] = ...) -> None: ...
 
 class PickCacheRequest(_message.Message):
-    __slots__ = ("type", "ID")
+    __slots__ = ("type", "subType", "filters")
+    class FiltersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TYPE_FIELD_NUMBER: _ClassVar[int]
-    ID_FIELD_NUMBER: _ClassVar[int]
+    SUBTYPE_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
     type: str
-    ID: str
-    def __init__(self, type: _Optional[str] = ..., ID: _Optional[str] = ...) -> None: ...
+    subType: str
+    filters: _containers.ScalarMap[str, str]
+    def __init__(self, type: _Optional[str] = ..., subType: _Optional[str] = ..., filters: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PickCacheResponse(_message.Message):
-    __slots__ = ("cache",)
-    CACHE_FIELD_NUMBER: _ClassVar[int]
-    cache: Cache
-    def __init__(self, cache: _Optional[_Union[Cache, _Mapping]] = ...) -> None: ...
+    __slots__ = ("caches",)
+    CACHES_FIELD_NUMBER: _ClassVar[int]
+    caches: _containers.RepeatedCompositeFieldContainer[Cache]
+    def __init__(self, caches: _Optional[_Iterable[_Union[Cache, _Mapping]]] = ...) -> None: ...
 
 class SaveCacheRequest(_message.Message):
     __slots__ = ("cache", "sourcePath")
@@ -70,14 +81,16 @@ class SaveCacheResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ...) -> None: ...
 
 class ListCacheRequest(_message.Message):
-    __slots__ = ("type", "lastCacheID", "limit")
+    __slots__ = ("type", "subType", "lastCacheID", "limit")
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBTYPE_FIELD_NUMBER: _ClassVar[int]
     LASTCACHEID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     type: str
+    subType: str
     lastCacheID: str
     limit: int
-    def __init__(self, type: _Optional[str] = ..., lastCacheID: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., subType: _Optional[str] = ..., lastCacheID: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListCacheResponse(_message.Message):
     __slots__ = ("caches",)
@@ -86,12 +99,14 @@ class ListCacheResponse(_message.Message):
     def __init__(self, caches: _Optional[_Iterable[_Union[Cache, _Mapping]]] = ...) -> None: ...
 
 class DeleteCacheRequest(_message.Message):
-    __slots__ = ("type", "ID")
+    __slots__ = ("type", "subType", "ID")
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBTYPE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     type: str
+    subType: str
     ID: str
-    def __init__(self, type: _Optional[str] = ..., ID: _Optional[str] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., subType: _Optional[str] = ..., ID: _Optional[str] = ...) -> None: ...
 
 class DeleteCacheResponse(_message.Message):
     __slots__ = ("ok",)
@@ -100,14 +115,16 @@ class DeleteCacheResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ...) -> None: ...
 
 class LoadCacheRequest(_message.Message):
-    __slots__ = ("type", "ID", "targetPath")
+    __slots__ = ("type", "subType", "ID", "targetPath")
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBTYPE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     TARGETPATH_FIELD_NUMBER: _ClassVar[int]
     type: str
+    subType: str
     ID: str
     targetPath: str
-    def __init__(self, type: _Optional[str] = ..., ID: _Optional[str] = ..., targetPath: _Optional[str] = ...) -> None: ...
+    def __init__(self, type: _Optional[str] = ..., subType: _Optional[str] = ..., ID: _Optional[str] = ..., targetPath: _Optional[str] = ...) -> None: ...
 
 class LoadCacheResponse(_message.Message):
     __slots__ = ("ok",)
@@ -116,8 +133,10 @@ class LoadCacheResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ...) -> None: ...
 
 class HealthzRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("type",)
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    def __init__(self, type: _Optional[str] = ...) -> None: ...
 
 class HealthzResponse(_message.Message):
     __slots__ = ("ok",)

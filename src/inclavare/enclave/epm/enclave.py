@@ -29,8 +29,9 @@ How this port differs, and why:
   instead of a per-request socket rune binds: rune picks the entry with upstream's gRPC ``PickCache`` (which
   consumes it, as issue 17 asks), then claims the descriptor of that ID with ``TAKE``; a producer hands one over
   with ``PUT`` before its ``SaveCache``. No listener races, and epm never connects to a path a client chose.
-* The entry is chosen per PAL: IDs are ``<pal key>/<random>`` (:func:`pal_key`: the PAL file's SHA-256), found
-  with ``ListCache`` (this project's PickCache request has no subType). Upstream hard-codes one subtype.
+* The entry is chosen per PAL with upstream's own means: its ``subType`` is the PAL's key (:func:`pal_key`: the
+  PAL file's SHA-256), and rune's ``PickCache`` asks for that subType (upstream's rune passes a subtype to its
+  GetCache the same way). epm picks the oldest ready entry of it, skipping entries whose descriptor went stale.
 * Fail closed. rune uses the descriptor only if it is of the expected kind (a sealed memfd named
   :data:`MEMFD_NAME`, or an SGX enclave device), the layout is sane (``nr`` segments, page aligned, ascending,
   not overlapping, inside the memfd) and every segment maps at its recorded address without replacing anything
@@ -46,14 +47,14 @@ producer to derive the layout as upstream does. It is measured by nothing and pr
 hand-over (the PAL sees a live descriptor of the right kind, mapped at ``addr`` with the producer's content). The
 SGX-device branch of :func:`check_fd` is written from upstream's facts and untested here.
 
-The gRPC messages come from a private descriptor pool built here from this project's epm.proto field numbers:
-the enclave layer may not import services/epm's generated modules (the integrator may switch this to the shared
-client once the proto moves down).
+rune talks to epm through the one client (:mod:`.client`: the socket from ``INCLAVARE_EPM_SOCKET`` or upstream's
+default, used only if it is root's and only root may connect; the fd side socket must pass the same check) with
+the messages generated from epm.proto, from the forked helper the warm pools use too (:mod:`.helper`: rune's
+process must stay single-threaded); the picked descriptor comes back from the helper with SCM_RIGHTS.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -65,14 +66,15 @@ import socket
 import stat
 from dataclasses import dataclass
 
+from inclavare.enclave.epm import client
+from inclavare.enclave.epm.helper import Helper, WithFds, recv_fds
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from typing import Any
 
 POOL_TYPE = "enclave-cache-pool"  # upstream's EnclavePoolType
-DEFAULT_SOCKET = "/var/run/epm/epm.sock"  # upstream rune's hard-coded address
-SOCKET_ENV = "INCLAVARE_EPM_SOCKET"  # rune's own environment: another epm socket ("" disables epm)
 NO_EPM_ARG = "no-epm"  # upstream: this word in the runtime args keeps rune away from epm
 FD_SOCKET_SUFFIX = ".fd"
 ENCLAVE_TYPE_URL = "type.googleapis.com/v1alpha1.Enclave"
@@ -135,10 +137,10 @@ def fd_socket_path(address: str) -> str:
 
 
 def epm_socket(args: str = "") -> str:
-    """The epm socket rune uses: ``$INCLAVARE_EPM_SOCKET`` or upstream's path; "" when disabled (``no-epm``)."""
+    """The epm socket rune uses (:func:`.client.socket_path`); "" when the runtime args say ``no-epm``."""
     if NO_EPM_ARG in args.replace(",", " ").split():
         return ""
-    return os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
+    return client.socket_path()
 
 
 def pal_key(path: str) -> str:
@@ -150,8 +152,9 @@ def pal_key(path: str) -> str:
     return h.hexdigest()[:32]
 
 
-def new_cache_id(key: str) -> str:
-    return f"{key}/{secrets.token_hex(8)}"
+def new_cache_id() -> str:
+    """A fresh entry ID (the PAL's key is the entry's subType, not part of its ID)."""
+    return secrets.token_hex(16)
 
 
 # ---- layout checks (shared with epm, which checks the same at SaveCache) ----
@@ -256,47 +259,11 @@ def map_layout(fd: int, kind: str, segments: Sequence[Segment]) -> None:
         raise
 
 
-# ---- protobuf messages (a private pool with epm.proto's names and numbers) ----
-
-
-@functools.cache
-def messages() -> dict[str, Any]:
-    """Message classes for the calls rune makes: Cache, Enclave, Enclavelayout, EnclavePerms, ListCache*,
-    PickCache*, Healthz*."""
-    from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
-
-    fdp = descriptor_pb2.FileDescriptorProto(name="inclavare/enclave/epm_enclave.proto", package="v1alpha1",
-                                             syntax="proto3", dependency=["google/protobuf/any.proto"])
-    f = descriptor_pb2.FieldDescriptorProto
-    string, int64, int32, boolean, message = f.TYPE_STRING, f.TYPE_INT64, f.TYPE_INT32, f.TYPE_BOOL, f.TYPE_MESSAGE
-    spec: dict[str, list[tuple[str, int, int, str]]] = {
-        "Cache": [("type", 1, string, ""), ("subType", 2, string, ""), ("ID", 3, string, ""),
-                  ("savePath", 4, string, ""), ("parent", 5, message, ".v1alpha1.Cache"), ("size", 6, int64, ""),
-                  ("created", 7, int64, ""), ("options", 8, message, ".google.protobuf.Any")],
-        "PickCacheRequest": [("type", 1, string, ""), ("ID", 2, string, "")],
-        "PickCacheResponse": [("cache", 1, message, ".v1alpha1.Cache")],
-        "ListCacheRequest": [("type", 1, string, ""), ("lastCacheID", 2, string, ""), ("limit", 3, int32, "")],
-        "ListCacheResponse": [("caches", 1, message, ".v1alpha1.Cache")],
-        "Enclave": [("fd", 1, int64, ""), ("nr", 2, int64, ""), ("layout", 3, message, ".v1alpha1.Enclavelayout")],
-        "Enclavelayout": [("addr", 1, int64, ""), ("size", 2, int64, ""),
-                          ("prot", 3, message, ".v1alpha1.EnclavePerms")],
-        "EnclavePerms": [("read", 1, boolean, ""), ("write", 2, boolean, ""), ("execute", 3, boolean, ""),
-                         ("share", 4, boolean, ""), ("private", 5, boolean, "")],
-    }
-    repeated = {("ListCacheResponse", "caches"), ("Enclave", "layout")}
-    for name, fields in spec.items():
-        m = fdp.message_type.add(name=name)
-        for fname, number, ftype, type_name in fields:
-            label = f.LABEL_REPEATED if (name, fname) in repeated else f.LABEL_OPTIONAL
-            m.field.add(name=fname, number=number, type=ftype, label=label, type_name=type_name or None)
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(fdp)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"v1alpha1.{name}")) for name in spec}
+# ---- the Enclave message (epm.proto's v1alpha1.Enclave)
 
 
 def segments_of(enclave: Any) -> tuple[Segment, ...]:
-    """The layout of an ``Enclave`` message (either pool's class), checked with its ``nr``."""
+    """The layout of an ``Enclave`` message, checked with its ``nr``."""
     segs = tuple(Segment(int(lay.addr), int(lay.size), lay.prot.read, lay.prot.write, lay.prot.execute,
                          lay.prot.share, lay.prot.private) for lay in enclave.layout)
     check_layout(int(enclave.nr), segs)
@@ -304,7 +271,7 @@ def segments_of(enclave: Any) -> tuple[Segment, ...]:
 
 
 def fill_enclave(enclave: Any, fd: int, segments: Sequence[Segment]) -> Any:
-    """Set an ``Enclave`` message (either pool's class) to ``fd``, ``nr`` and ``segments``; returns it."""
+    """Set an ``Enclave`` message to ``fd``, ``nr`` and ``segments``; returns it."""
     enclave.fd = fd
     enclave.nr = len(segments)
     del enclave.layout[:]
@@ -329,7 +296,7 @@ def fd_request(path: str, line: str, fd: int = -1, timeout: float = DEFAULT_TIME
                 socket.send_fds(s, [line.encode()], [fd])
             else:
                 s.sendall(line.encode())
-            data, fds, flags, _ = socket.recv_fds(s, MAX_LINE, 1, socket.MSG_CMSG_CLOEXEC)
+            data, fds, flags = recv_fds(s, MAX_LINE, 1)
         except OSError as e:
             raise EpmEnclaveError(f"epm fd socket {path}: {e.strerror or e}") from None
     text = data.decode(errors="replace").strip()
@@ -343,109 +310,54 @@ def fd_request(path: str, line: str, fd: int = -1, timeout: float = DEFAULT_TIME
 # ---- rune's side: take a pooled enclave for a PAL ----
 
 
-@contextlib.contextmanager
-def _channel(address: str) -> Iterator[Any]:
-    import grpc
-
-    ch = grpc.insecure_channel("unix:" + address, options=[("grpc.enable_http_proxy", 0)])
-    try:
-        yield ch
-    finally:
-        ch.close()
-
-
-def _pick(address: str, key: str, timeout: float) -> Any:
-    """PickCache one final entry whose ID starts with ``key/``; None when the pool has none."""
-    import grpc
-
-    m = messages()
-    with _channel(address) as ch:
-        list_call = ch.unary_unary("/v1alpha1.EnclavePoolManager/ListCache",
-                                   request_serializer=m["ListCacheRequest"].SerializeToString,
-                                   response_deserializer=m["ListCacheResponse"].FromString)
-        pick_call = ch.unary_unary("/v1alpha1.EnclavePoolManager/PickCache",
-                                   request_serializer=m["PickCacheRequest"].SerializeToString,
-                                   response_deserializer=m["PickCacheResponse"].FromString)
-        prefix = key + "/"
-        after = prefix
-        for _ in range(4):  # pages of candidates: saved-but-not-final ones and lost races are skipped
-            page = list_call(m["ListCacheRequest"](type=POOL_TYPE, lastCacheID=after, limit=16), timeout=timeout)
-            ids = [c.ID for c in page.caches if c.ID.startswith(prefix)]
-            for cid in ids:
-                try:
-                    return pick_call(m["PickCacheRequest"](type=POOL_TYPE, ID=cid), timeout=timeout).cache
-                except grpc.RpcError as e:
-                    if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                        raise
-            if len(ids) < len(page.caches) or len(page.caches) < 16:
-                return None
-            after = ids[-1]
-    return None
-
-
 def _take(address: str, key: str, timeout: float) -> tuple[Any, int]:
-    """PickCache + TAKE: (the picked Cache, its descriptor); EpmEnclaveError when there is none."""
-    try:
-        cache = _pick(address, key, timeout)
-    except Exception as e:  # noqa: BLE001 -- grpc.RpcError and friends: epm is down or refused
-        detail = e.details() if hasattr(e, "details") else str(e)
-        raise EpmEnclaveError(f"epm {address}: {' '.join(str(detail).split())[:200]}", unavailable=True) from None
-    if cache is None:
-        raise EpmEnclaveError(f"epm {address}: no pooled enclave for this PAL ({key})", unavailable=True)
-    fd = fd_request(fd_socket_path(address), f"TAKE {POOL_TYPE} {cache.ID}", timeout=timeout)
+    """PickCache (subType ``key``) + TAKE: (the picked Cache, its descriptor); EpmEnclaveError when there is none."""
+    fd_path = fd_socket_path(address)
+    if not client.available(fd_path):
+        raise EpmEnclaveError(f"epm fd socket {fd_path}: missing, or not root's and owner-only", unavailable=True)
+    epm = client.EpmClient.open(address)
+    if epm is None:
+        raise EpmEnclaveError(f"epm {address}: missing, not root's and owner-only, or no gRPC", unavailable=True)
+    with epm:
+        cache = epm.pick(POOL_TYPE, key, timeout=timeout)
+        if cache is None:
+            why = epm.error if epm.down else f"no pooled enclave for this PAL ({key})"
+            raise EpmEnclaveError(f"epm {address}: {why}", unavailable=True)
+    fd = fd_request(fd_path, f"TAKE {POOL_TYPE} {cache.ID}", timeout=timeout)
     if fd < 0:
         raise EpmEnclaveError(f"epm {address}: sent no descriptor for {cache.ID}")
     return cache, fd
 
 
+def _take_for_helper(address: str, key: str, timeout: float) -> Any:
+    """:func:`_take` in the helper: ``WithFds(("C", serialized Cache), [fd])``, or ("U"|"R", reason) for an
+    unavailable / refused entry."""
+    try:
+        cache, fd = _take(address, key, timeout)
+    except EpmEnclaveError as e:
+        return ("U" if e.unavailable else "R", str(e))
+    except BaseException as e:  # noqa: BLE001 -- reported as a refusal, one line
+        return ("R", f"epm client: {type(e).__name__}: {e}")
+    return WithFds(("C", cache.SerializeToString()), [fd])
+
+
 def _take_in_child(address: str, key: str, timeout: float) -> tuple[Any, int]:
-    """:func:`_take` in a forked child that sends the result back (SCM_RIGHTS) and exits. gRPC's threads outlive
-    its channels, and rune's process must stay single-threaded: it unshares namespaces (a user namespace needs a
-    single thread; no thread can be created after unshare(CLONE_NEWPID)) and forks the container's init."""
-    try:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    except OSError as e:
-        raise EpmEnclaveError(f"epm client: {e.strerror}", unavailable=True) from None
-    try:
-        pid = os.fork()
-    except OSError as e:
-        parent.close()
-        child.close()
-        raise EpmEnclaveError(f"epm client: cannot fork ({e.strerror})", unavailable=True) from None
-    if pid == 0:  # pragma: no cover -- runs in the child
+    """:func:`_take` in the forked helper (:mod:`.helper`): gRPC's threads must not start in rune's process."""
+    from inclavare.enclave.epm.proto import epm_pb2 as pb
+
+    helper = Helper.start(_take_for_helper, address, key, timeout)
+    if helper is None:
+        raise EpmEnclaveError("epm client: cannot start the helper process", unavailable=True)
+    value, fds = helper.result_with_fds(4 * timeout)
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "C" and len(fds) == 1:
         try:
-            parent.close()
-            try:
-                cache, fd = _take(address, key, timeout)
-                socket.send_fds(child, [b"C" + cache.SerializeToString()], [fd])
-            except EpmEnclaveError as e:
-                child.send((b"U" if e.unavailable else b"R") + str(e).encode()[:MAX_LINE])
-            except BaseException as e:  # noqa: BLE001
-                child.send(b"R" + f"epm client: {type(e).__name__}: {e}".encode()[:MAX_LINE])
-        finally:
-            os._exit(0)
-    child.close()
-    try:
-        parent.settimeout(4 * timeout)
-        try:
-            data, fds, flags, _ = socket.recv_fds(parent, 1 << 16, 1, socket.MSG_CMSG_CLOEXEC)
-        except OSError as e:
-            raise EpmEnclaveError(f"epm client: {e.strerror or e}", unavailable=True) from None
-    finally:
-        parent.close()
-        with contextlib.suppress(OSError):
-            os.kill(pid, 9)  # done or stuck: either way it goes
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-    if data[:1] == b"C" and len(fds) == 1 and not flags & socket.MSG_CTRUNC:
-        try:
-            return messages()["Cache"].FromString(data[1:]), fds[0]
+            return pb.Cache.FromString(value[1]), fds[0]
         except Exception:  # noqa: BLE001 -- DecodeError
             pass
     for fd in fds:
         os.close(fd)
-    if data[:1] in (b"U", b"R"):
-        raise EpmEnclaveError(data[1:].decode(errors="replace"), unavailable=data[:1] == b"U")
+    if isinstance(value, tuple) and len(value) == 2 and value[0] in ("U", "R"):
+        raise EpmEnclaveError(str(value[1])[:MAX_LINE], unavailable=value[0] == "U")
     raise EpmEnclaveError("epm client: no usable answer from the helper process", unavailable=True)
 
 
@@ -467,6 +379,8 @@ def acquire(pal_path: str, address: str, timeout: float = DEFAULT_TIMEOUT, *, is
     this process (for a process that already runs gRPC, where forking would not be safe)."""
     if not address or not os.path.exists(address):
         raise EpmEnclaveError(f"no epm socket at {address or '(disabled)'}", unavailable=True)
+    if not client.available(address):
+        raise EpmEnclaveError(f"epm socket {address}: not root's and owner-only", unavailable=True)
     try:
         key = pal_key(pal_path)
     except OSError as e:
@@ -474,10 +388,12 @@ def acquire(pal_path: str, address: str, timeout: float = DEFAULT_TIMEOUT, *, is
     if not _answers(address):
         raise EpmEnclaveError(f"epm {address}: not answering", unavailable=True)
     cache, fd = _take_in_child(address, key, timeout) if isolate else _take(address, key, timeout)
+    from inclavare.enclave.epm.proto import epm_pb2 as pb
+
     try:
         if cache.options.type_url != ENCLAVE_TYPE_URL:
             raise EpmEnclaveError(f"cache {cache.ID}: options are {cache.options.type_url!r}, not an Enclave")
-        enclave = messages()["Enclave"]()
+        enclave = pb.Enclave()
         try:
             enclave.ParseFromString(cache.options.value)
         except Exception:  # noqa: BLE001 -- protobuf's DecodeError
