@@ -123,7 +123,9 @@ def main() -> int:
         write_shim_launcher(os.path.join(ctrd.bin_dir, "containerd-shim-rune-v2"),
                             env={"RUNE_SHIM_ROOT": os.path.join(work, "rune-shim-root"),
                                  "INCLAVARE_SIM_STATE_DIR": os.path.join(work, "sim"), "INCLAVARE_SHIM_CONFIG": conf,
-                                 "INCLAVARE_EPM_ROOT": epm_env["INCLAVARE_EPM_ROOT"]})
+                                 "INCLAVARE_EPM_ROOT": epm_env["INCLAVARE_EPM_ROOT"],
+                                 **({"RUNE_TRACE_FILE": os.environ["RUNE_TRACE_FILE"]}
+                                    if os.environ.get("RUNE_TRACE_FILE") else {})})
         ctrd.start()
         ctrd.import_image(build_image_tar(os.path.join(work, "busybox.tar"), name=BUSYBOX))
         for i in range(3):

@@ -75,6 +75,7 @@ class ForkServer:
             code = 0
             try:
                 ours.close()
+                gc.freeze()  # the shim's objects are never collected here, so no finalizer closes a reused fd
                 _close_inherited(theirs.fileno())
                 _serve(theirs, self.root, self.warm)
             except BaseException:  # noqa: BLE001 - nothing may unwind into the shim's code in this child
@@ -232,9 +233,9 @@ class _Server:
         self.poller = select.poll()
 
     def run(self) -> None:
-        # fork copied every fd of the shim; they are left open (closing an fd a Python object of the shim
-        # still owns would let its finalizer close a later, unrelated fd) and never reach a workload: the
-        # runtime marks everything above 2 (plus preserved fds) close-on-exec before it execs
+        # the shim's fds were closed at fork (_close_inherited; the shim's Python objects that owned them are
+        # frozen out of this process's collections, so no finalizer closes a reused number); and the runtime
+        # marks everything above 2 (plus preserved fds) close-on-exec before it execs a workload
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)  # nothing of the shim's stdio reaches a container
