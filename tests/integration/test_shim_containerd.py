@@ -537,6 +537,34 @@ def test_a_spare_shim_serves_the_next_start_and_ends_with_the_template(shim: Shi
     assert not os.path.exists(f"/proc/{after[0]}") or Path(f"/proc/{after[0]}/stat").read_text().split()[2] == "Z"
 
 
+def test_spares_are_born_warm_once_enclaves_run_in_the_root(shim: Shim, cid: str) -> None:
+    """When enclave containers run in a shim's state root (the marker an enclave create leaves there), the template
+    imports the enclave runtimes once, so the next spares -- and their fork servers -- are born with them (no
+    shim pays the imports on its first enclave Create); before that, spares stay small."""
+    pytest.importorskip("wasmtime")
+    from inclavare.shim.warmup import MARKER
+    from inclavare.testing.shimprocs import kill_templates
+
+    def spare_maps() -> str:
+        deadline = time.monotonic() + 20
+        while not (found := _spares(shim)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(found) == 1
+        return Path(f"/proc/{found[0]}/maps").read_text()
+
+    kill_templates(shim.ctrd.address)  # a fresh template: one that has not warmed up yet
+    marker = Path(shim.state_dir) / MARKER
+    marker.unlink(missing_ok=True)
+    ok(shim.run(cid + "-a", "true", flags=("--rm",)))
+    ok(shim.run(cid + "-b", "true", flags=("--rm",)))
+    assert "wasmtime" not in spare_maps()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch(mode=0o600)  # what an enclave create in this root leaves (shim.warmup.note_enclaves)
+    ok(shim.run(cid + "-c", "true", flags=("--rm",)))  # takes the small spare; the next one is built warm
+    assert "wasmtime" in spare_maps()
+    marker.unlink()
+
+
 def test_oom_kill_is_published(shim: Shim, cid: str) -> None:
     if unmounted_v1_hierarchies():
         pytest.skip("cgroup v1 controllers listed but not mounted")

@@ -242,9 +242,10 @@ class _Server:
         os.close(null)
         self.poller.register(self.sock.fileno(), select.POLLIN)
         if self.warm:
-            from inclavare.shim.warmup import enclaves_expected
+            from inclavare.shim.warmup import enclaves_expected, modules_imported
 
-            self.want_sub = enclaves_expected(self.root)
+            self.warm = not modules_imported()  # born warm (a template's spare): no enclave server needed
+            self.want_sub = self.warm and enclaves_expected(self.root)
         self._fill()
         accepting = True
         while accepting or self.sub is not None or any(w.rid is not None for w in self.workers.values()):

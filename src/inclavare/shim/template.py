@@ -166,6 +166,9 @@ def run(path: str, containerd_address: str, idle: float = IDLE_SECONDS) -> int:
     from inclavare.shim.forkserver import _preload
 
     _preload()
+    from inclavare.shim.carrier.nodeconfig import shim_settings
+
+    shim_settings()  # [epm] socket: the spares' (and the template's own warm-up) test for enclaves on this node
     gc.freeze()  # the imported code is never scanned by the shims' collections: fewer copy-on-write faults
     set_comm(COMM_TEMPLATE)
     sock = _bind(path)
@@ -281,13 +284,26 @@ class _Spares:
         self.key: tuple[str, str] | None = None
         self.pid = 0
         self.chan: socket.socket | None = None
+        self.warm = False  # the enclave runtimes' modules are imported here (then in every spare)
 
     def keep(self, key: tuple[str, str]) -> None:
-        """Have a spare for ``key`` (a spare for another namespace or root is dropped)."""
+        """Have a spare for ``key`` (a spare for another namespace or root is dropped). Once enclaves run in
+        that root (shim.warmup), the template first imports the enclave runtimes' modules, once: every later
+        spare, its fork server and its workers are born with them, and no shim pays for them again."""
         if self.chan is not None and self.key == key:
             return
         self.drop()
         import socket
+
+        if not self.warm:
+            from inclavare.shim.warmup import enclaves_expected, import_enclave_modules
+
+            if enclaves_expected(key[1]):
+                import gc
+
+                import_enclave_modules()
+                gc.freeze()
+                self.warm = True
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:

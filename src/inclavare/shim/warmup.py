@@ -77,6 +77,13 @@ def note_enclaves(root: str) -> bool:
     return True
 
 
+def modules_imported() -> bool:
+    """Whether this process already has the enclave runtimes' modules (inherited from a warm shim template)."""
+    import sys
+
+    return "wasmtime" in sys.modules and "inclavare.enclave.runtimes.sim" in sys.modules
+
+
 def import_enclave_modules() -> int:
     """Import :data:`MODULES` (the missing ones are skipped: e.g. no wasmtime installed); how many loaded."""
     done = 0
