@@ -25,12 +25,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def run_program(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
-                argv: Sequence[str] | None = None, *, error_status: int = 1) -> int:
+                argv: Sequence[str] | None = None, *, error_status: int = 1, usage_status: int | None = None) -> int:
     """Parse ``argv`` (default: the process's arguments) and return what ``run`` returns. An InclavareError
-    becomes ``PROG: message`` on stderr (after what was printed on stdout) and ``error_status``; Ctrl-C exits
-    130 and a closed stdout (BrokenPipeError) 1, without a traceback."""
+    becomes ``PROG: message`` on stderr (after what was printed on stdout) and ``error_status`` (a bad flag,
+    UsageError, ``usage_status`` if given: the daemons exit 2 as Go's flag package does); Ctrl-C exits 130 and
+    a closed stdout (BrokenPipeError) 1, without a traceback."""
     try:
         return run(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
+    except UsageError as e:
+        sys.stderr.write(f"{prog}: {e}\n")
+        return error_status if usage_status is None else usage_status
     except InclavareError as e:
         try:
             sys.stdout.flush()  # the error line comes after the program's output

@@ -20,8 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from inclavare.cli._common import Parser
-from inclavare.errors import InclavareError, UsageError
+from inclavare.cli._common import Parser, run_program
 
 PROG = "epm"
 DEFAULT_CONFIG = "/var/epm/config.toml"  # upstream's default
@@ -77,17 +76,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return serve(build_parser().parse_args(args))
-    except UsageError as e:
-        sys.stderr.write(f"{PROG}: {e}\n")
-        return 2
-    except InclavareError as e:
-        sys.stderr.write(f"{PROG}: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_program(PROG, build_parser(), serve, argv, usage_status=2)
 
 
 if __name__ == "__main__":

@@ -153,8 +153,10 @@ def statfs_flags(path: str) -> int:
     return out
 
 
-def secure_join(root: str, unsafe: str) -> str:
-    """Resolve ``unsafe`` inside ``root`` as if root were '/', following symlinks without escaping."""
+def secure_join(root: str, unsafe: str, *, strict: bool = False) -> str:
+    """Resolve ``unsafe`` inside ``root`` as if root were '/', following symlinks without escaping: a ``..`` at
+    the root stays there, as the kernel does at '/', or with ``strict`` is refused (SysError EXDEV: a path that
+    tries to climb out is suspect)."""
     root = os.path.abspath(root)
     parts = [p for p in unsafe.split("/") if p not in ("", ".")]
     resolved: list[str] = []
@@ -164,6 +166,8 @@ def secure_join(root: str, unsafe: str) -> str:
         if part == "..":
             if resolved:
                 resolved.pop()
+            elif strict:
+                raise SysError(f"{unsafe} climbs out of {root}", errno.EXDEV)
             continue
         candidate = os.path.join(root, *resolved, part)
         try:

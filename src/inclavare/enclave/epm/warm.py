@@ -246,31 +246,6 @@ def sim_prefetch(image: bytes, fuel: int) -> tuple[bytes | None, bytes | None]:
 # ---------------------------------------------------------------------------------------------------- host side
 
 
-def _in_root(root: str, path: str) -> str:
-    """``path`` resolved inside ``root`` as if root were '/': symlinks followed without leaving it."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = os.path.join(root, *done, part)
-        if os.path.islink(here):
-            links += 1
-            if links > 40:
-                raise OSError(40, "too many symlinks")
-            target = os.readlink(here)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        done.append(part)
-    return os.path.join(root, *done)
-
-
 def host_file(spec: dict[str, Any], path: str) -> bytes | None:
     """The container's file ``path`` as the host sees it in the container's root (symlinks resolved inside
     it), before the container's mounts exist; None if it is not there or not a regular file."""
@@ -280,7 +255,9 @@ def host_file(spec: dict[str, Any], path: str) -> bytes | None:
     if not isinstance(root, str) or not root or not path.startswith("/"):
         return None
     try:
-        host = _in_root(os.path.abspath(root), path)
+        from inclavare.linux.rootfs import secure_join
+
+        host = secure_join(root, path)
         fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except Exception:  # noqa: BLE001 - no file, no pool
         return None
@@ -307,6 +284,8 @@ def find_in_container(spec: dict[str, Any], arg0: str) -> str | None:
         return arg0
     if "/" in arg0 or not arg0:
         return None
+    from inclavare.linux.rootfs import secure_join
+
     root = os.path.abspath(str((spec.get("root") or {}).get("path") or "/"))
     env = (spec.get("process") or {}).get("env") or []
     path = next((e[5:] for e in env if isinstance(e, str) and e.startswith("PATH=")), "/usr/bin:/bin")
@@ -314,7 +293,7 @@ def find_in_container(spec: dict[str, Any], arg0: str) -> str | None:
         if d.startswith("/"):
             cand = os.path.join(d, arg0)
             try:
-                if os.path.isfile(_in_root(root, cand)):
+                if os.path.isfile(secure_join(root, cand)):
                     return cand
             except Exception:  # noqa: BLE001
                 continue

@@ -16,6 +16,7 @@ that climbs out of the rootfs is refused.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -41,36 +42,19 @@ class Payload:
 def _resolve(rootfs: str, path: str, where: str) -> str | None:
     """``path`` (absolute, as inside the container) resolved to a host path under ``rootfs`` (None if it does
     not exist); symlinks are followed within the rootfs; climbing above its root is refused."""
-    root = os.path.abspath(rootfs)
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if not done:
-                raise CarrierError(f"{where}: {path} climbs out of the container's root filesystem",
-                                   "invalid_argument")
-            done.pop()
-            continue
-        candidate = os.path.join(root, *done, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as e:
-            raise CarrierError(f"{where}: {path}: {e.strerror}", "invalid_argument") from None
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 40:
-                raise CarrierError(f"{where}: {path}: too many symlinks", "invalid_argument")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        done.append(part)
-    return os.path.join(root, *done)
+    from inclavare.errors import SysError
+    from inclavare.linux.rootfs import secure_join
+
+    try:
+        host = secure_join(rootfs, path, strict=True)
+    except SysError as e:
+        if e.errno == errno.EXDEV:
+            raise CarrierError(f"{where}: {path} climbs out of the container's root filesystem",
+                               "invalid_argument") from None
+        raise CarrierError(f"{where}: {path}: {e}", "invalid_argument") from None
+    except OSError as e:
+        raise CarrierError(f"{where}: {path}: {e.strerror}", "invalid_argument") from None
+    return host if os.path.lexists(host) else None
 
 
 def entry_point(config: dict[str, Any], rootfs: str) -> tuple[str, str]:
