@@ -6,6 +6,8 @@ verdictd's store, epm's metadata and the bundle cache's index share.
 * :func:`prepare_private_file` creates a file 0600 (fsync'd, and its name fsync'd into the directory), or accepts
   an existing one only if it is a regular file (not a symlink) owned by this user and private;
   :func:`check_private_file` checks a file that may be absent (SQLite's ``-wal`` / ``-shm``).
+* :func:`read_secret_file` reads a secret kept in a file (a key, a token): a regular file no other user can
+  read, of a bounded size.
 * :func:`connect_durable` opens a database as these services want it: autocommit mode (callers BEGIN
   IMMEDIATE themselves), a busy timeout, ``trusted_schema = OFF`` (a tampered schema cannot run SQL functions
   with side effects), WAL journaling (refused if the file system cannot do it) and ``synchronous = FULL`` (a
@@ -87,6 +89,34 @@ def check_private_file(path: str, what: str) -> None:
         raise PrivateStateError(f"{what} {path}: owned by uid {st.st_uid}, not by this user")
     if st.st_mode & 0o077:
         raise PrivateStateError(f"{what} {path}: mode {st.st_mode & 0o777:04o} lets other users at it (chmod 600)")
+
+
+def read_secret_file(path: str, what: str, limit: int, expected: str, *, follow: bool = True,
+                     owners: tuple[int, ...] | None = None) -> bytes:
+    """The bytes of a secret kept in a file: a regular file no other user can read (group/other bits clear), at
+    most ``limit`` bytes (``expected`` says what it should hold), owned by one of ``owners`` if given; ``follow``
+    False refuses a symlink. One-line errors start with ``what`` and the path."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    except OSError as e:
+        raise PrivateStateError(f"{what} {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PrivateStateError(f"{what} {path}: not a regular file")
+        if st.st_mode & 0o077:
+            raise PrivateStateError(f"{what} {path}: mode {st.st_mode & 0o777:04o} lets other users at it "
+                                    "(chmod 600)")
+        if owners is not None and st.st_uid not in owners:
+            raise PrivateStateError(f"{what} {path}: owned by uid {st.st_uid}, not by root")
+        if st.st_size > limit:
+            raise PrivateStateError(f"{what} {path}: {st.st_size} bytes; {expected}")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise PrivateStateError(f"{what} {path}: more than {limit} bytes; {expected}")
+    return data
 
 
 def prepare_private_db(path: str, what: str) -> None:

@@ -15,6 +15,7 @@ from inclavare.services.statedb import (
     prepare_private_db,
     prepare_private_dir,
     prepare_private_file,
+    read_secret_file,
 )
 
 
@@ -113,3 +114,24 @@ def test_connect_durable_not_a_database(tmp_path):
     p.write_bytes(b"not sqlite at all, certainly not a database header" * 10)
     with pytest.raises(sqlite3.DatabaseError):
         connect_durable(str(p), 1.0, "state db")
+
+
+def test_read_secret_file_rules(tmp_path):
+    p = tmp_path / "key"
+    p.write_bytes(b"s" * 10)
+    os.chmod(p, 0o600)
+    assert read_secret_file(str(p), "key file", 10, "10 bytes") == b"s" * 10
+    with pytest.raises(PrivateStateError, match=r"^key file .*: 10 bytes; at most 9"):
+        read_secret_file(str(p), "key file", 9, "at most 9")
+    with pytest.raises(PrivateStateError, match=r"owned by uid \d+, not by root"):
+        read_secret_file(str(p), "key file", 10, "", owners=(os.geteuid() + 1,))
+    link = tmp_path / "link"
+    link.symlink_to(p)
+    assert read_secret_file(str(link), "key file", 10, "") == b"s" * 10
+    with pytest.raises(PrivateStateError, match="key file .*/link: "):
+        read_secret_file(str(link), "key file", 10, "", follow=False)
+    os.chmod(p, 0o640)
+    with pytest.raises(PrivateStateError, match="mode 0640 lets other users at it"):
+        read_secret_file(str(p), "key file", 10, "")
+    with pytest.raises(PrivateStateError, match="not a regular file"):
+        read_secret_file(str(tmp_path), "key file", 10, "")

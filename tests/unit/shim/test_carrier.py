@@ -307,7 +307,7 @@ def test_local_key_must_be_private(tmp_path: Path) -> None:
     key = tmp_path / "k.pem"
     key.write_bytes(rsa3072_e3_pem(0))
     key.chmod(0o644)
-    with pytest.raises(CarrierError, match="mode 0644 lets other users read it"):
+    with pytest.raises(CarrierError, match="mode 0644 lets other users at it"):
         run_prepare(make_bundle(tmp_path), local_cfg(tmp_path, str(key)))
 
 

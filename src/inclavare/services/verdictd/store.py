@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +44,9 @@ from inclavare.services.statedb import (
     connect_durable,
     prepare_private_db,
     prepare_private_dir,
+)
+from inclavare.services.statedb import (
+    read_secret_file as _read_secret,
 )
 from inclavare.services.verdictd.errors import VerdictdError
 
@@ -117,26 +119,11 @@ def load_kek(path: str | None = None, *, state_dir: str | None = None) -> bytes:
 
 
 def read_secret_file(path: str, what: str, limit: int, expected: str, follow: bool = True) -> bytes:
-    """The bytes of a secret kept in a file (a KEK, a token): a regular file no other user can read, at most
-    ``limit`` bytes (``expected`` says what it should hold); one-line errors starting with ``what`` and the path."""
+    """:func:`inclavare.services.statedb.read_secret_file` with verdictd's error type."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
-    except OSError as e:
-        raise VerdictdError(f"{what} {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise VerdictdError(f"{what} {path}: not a regular file")
-        if st.st_mode & 0o077:
-            raise VerdictdError(f"{what} {path}: mode {st.st_mode & 0o777:04o} lets other users at it (chmod 600)")
-        if st.st_size > limit:
-            raise VerdictdError(f"{what} {path}: {st.st_size} bytes; {expected}")
-        data = os.read(fd, limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise VerdictdError(f"{what} {path}: more than {limit} bytes; {expected}")
-    return data
+        return _read_secret(path, what, limit, expected, follow=follow)
+    except PrivateStateError as e:
+        raise VerdictdError(str(e)) from None
 
 
 def _parse_hex_kek(text: str, where: str) -> bytes:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from typing import Any
 
 from inclavare.errors import InclavareError
@@ -34,22 +33,12 @@ class CarrierError(InclavareError):
 
 
 def _read_private(path: str, what: str) -> bytes:
+    from inclavare.services.statedb import PrivateStateError, read_secret_file
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise CarrierError(f"{what} {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CarrierError(f"{what} {path}: not a regular file")
-        if st.st_mode & 0o077:
-            raise CarrierError(f"{what} {path}: mode {st.st_mode & 0o777:04o} lets other users read it (chmod 600)")
-        if st.st_uid not in (0, os.geteuid()):
-            raise CarrierError(f"{what} {path}: owned by uid {st.st_uid}, not by root")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(1 << 20)
-    finally:
-        os.close(fd)
+        return read_secret_file(path, what, 1 << 20, "expected at most 1 MiB", follow=False, owners=(0, os.geteuid()))
+    except PrivateStateError as e:
+        raise CarrierError(str(e)) from None
 
 
 def _spki_digest(key: Any) -> str:
