@@ -21,8 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"linux", "formats"},
     "sgx": {"formats"},
     "sim": {"formats"},
-    # an enclave runtime attests from inside: the sim runtime serves RATS-TLS with its own quotes (info_server)
-    "enclave": {"runtime", "formats", "sgx", "sim", "ratls"},
+    # an enclave runtime attests from inside: the sim runtime serves RATS-TLS with its own quotes (info_server);
+    # it reads the container's files on the host side through the syscall layer's rootfs resolver (secure_join)
+    "enclave": {"runtime", "linux", "formats", "sgx", "sim", "ratls"},
     "attestation": {"formats"},
     # attesters produce evidence through the platform packages below them (sgx: AESM/DCAP, sim: the sim TEE)
     "ratls": {"attestation", "formats", "sgx", "sim"},
