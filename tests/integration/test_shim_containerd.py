@@ -542,7 +542,6 @@ def test_spares_are_born_warm_once_enclaves_run_in_the_root(shim: Shim, cid: str
     imports the enclave runtimes once, so the next spares -- and their fork servers -- are born with them (no
     shim pays the imports on its first enclave Create); before that, spares stay small."""
     pytest.importorskip("wasmtime")
-    from inclavare.shim.warmup import MARKER
     from inclavare.testing.shimprocs import kill_templates
 
     def spare_maps() -> str:
@@ -553,7 +552,9 @@ def test_spares_are_born_warm_once_enclaves_run_in_the_root(shim: Shim, cid: str
         return Path(f"/proc/{found[0]}/maps").read_text()
 
     kill_templates(shim.ctrd.address)  # a fresh template: one that has not warmed up yet
-    marker = Path(shim.state_dir) / MARKER
+    from inclavare.shim.warmup import marker_path
+
+    marker = Path(marker_path(shim.state_dir))
     marker.unlink(missing_ok=True)
     ok(shim.run(cid + "-a", "true", flags=("--rm",)))
     ok(shim.run(cid + "-b", "true", flags=("--rm",)))

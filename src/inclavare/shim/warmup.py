@@ -4,7 +4,7 @@ one a `rune create` -- start an enclave container without paying for the enclave
 An enclave create imports wasmtime's bindings (~60 ms), cryptography and the SGX structure modules (~55 ms), the
 agent's protobuf messages, and with epm the gRPC runtime its helper uses. A plain container needs none of it. So
 the fork server (shim/forkserver.py) forks a second server for enclave creates once enclaves run on this node
-(after an enclave create, or from the start when epm's socket exists or another shim of the same state root has
+(after an enclave create, or from the start when epm's socket exists or another shim of the same shim root has
 seen an enclave create: :data:`MARKER`) -- while idle (:data:`IDLE_SECONDS`
 without a request), so neither the shim's start nor a request waits for it. The enclave server imports
 :data:`MODULES` and forks its workers from there; the plain server stays as small as before, so plain
@@ -54,21 +54,27 @@ MODULES = (
 )
 
 
-MARKER = ".enclaves-here"  # in rune's state root: a fork server saw an enclave create there
+MARKER = ".enclaves-here"  # beside rune's state roots: a fork server saw an enclave create under them
+
+
+def marker_path(root: str) -> str:
+    """Where :data:`MARKER` is for the state root ``root`` (``/run/containerd/rune/<namespace>``): in its parent,
+    the shim's root for every namespace, so that no namespace's state directory holds anything but containers."""
+    return os.path.join(os.path.dirname(os.path.normpath(root)) or "/", MARKER)
 
 
 def enclaves_expected(root: str) -> bool:
     """Whether enclaves run on this node before this shim has seen one: epm's socket is there, or another shim's
-    fork server saw an enclave create in the same state root (:func:`note_enclaves`)."""
+    fork server saw an enclave create under the same shim root (:func:`note_enclaves`)."""
     from inclavare.enclave.epm import client
 
-    return client.available() or os.path.exists(os.path.join(root, MARKER))
+    return client.available() or os.path.exists(marker_path(root))
 
 
 def note_enclaves(root: str) -> bool:
-    """Leave :data:`MARKER` in the state root (an empty root-only file; rune ignores what is not a container's
-    directory), so that later shims start their enclave server at once; whether it is there."""
-    path = os.path.join(root, MARKER)
+    """Leave :data:`MARKER` beside the state root (an empty root-only file), so that later shims start warm;
+    whether it is there."""
+    path = marker_path(root)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:

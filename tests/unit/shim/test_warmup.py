@@ -111,12 +111,13 @@ def test_enclave_server_has_the_modules_and_serves_enclave_creates(tmp_path: Pat
     assert got["created"] and got["served_by_sub"] and got["plain_untouched"]
     # the enclave server killed: its successor is not started, the plain server creates enclave containers again
     assert got["created_after_death"] and not got["sub_after_death"]
-    assert (tmp_path / "root" / MARKER).is_file()  # the next shims of this state root start theirs at once
+    assert (tmp_path / MARKER).is_file()  # the next shims under this shim root start theirs at once
+    assert not (tmp_path / "root" / MARKER).exists()  # the namespace's state directory holds only containers
 
 
 def test_another_shims_enclave_create_starts_the_enclave_server(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
-    (tmp_path / "root" / MARKER).touch()
+    (tmp_path / MARKER).touch()
     got = _run(tmp_path, True, str(tmp_path / "no-epm.sock"), 60)
     assert got["sub"] and got["sub_workers"] == 2 and not got["server"]
 
