@@ -75,8 +75,6 @@ class ForkServer:
             code = 0
             try:
                 ours.close()
-                gc.freeze()  # the shim's objects are never collected here, so no finalizer closes a reused fd
-                _close_inherited(theirs.fileno())
                 _serve(theirs, self.root, self.warm)
             except BaseException:  # noqa: BLE001 - nothing may unwind into the shim's code in this child
                 code = 1
@@ -166,14 +164,6 @@ class ForkServer:
                 self._sock = None
 
 
-def _close_inherited(keep: int) -> None:
-    """In the new server: close every descriptor but stdio and its channel. Whatever the shim process held when it
-    forked (a listening socket, a template's connections, descriptors a library opened in a process that embeds
-    the core) must not live on in the server, its workers and its enclave server."""
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
-
-
 def _preload() -> None:
     """Import what every worker uses, once, so that a worker starts with it loaded."""
     import inclavare.enclave.runelet  # noqa: F401
@@ -233,9 +223,10 @@ class _Server:
         self.poller = select.poll()
 
     def run(self) -> None:
-        # the shim's fds were closed at fork (_close_inherited; the shim's Python objects that owned them are
-        # frozen out of this process's collections, so no finalizer closes a reused number); and the runtime
-        # marks everything above 2 (plus preserved fds) close-on-exec before it execs a workload
+        # fork copied every fd of the shim; they are left open (closing an fd a Python object of the shim
+        # still owns would let its finalizer close a later, unrelated fd; and a library that runs fork handlers,
+        # as gRPC does, restarts its threads in this child on the fds it had) and never reach a workload: the
+        # runtime marks everything above 2 (plus preserved fds) close-on-exec before it execs
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)  # nothing of the shim's stdio reaches a container

@@ -144,32 +144,3 @@ def test_is_enclave_create_reads_the_bundles_enclave_type(tmp_path: Path) -> Non
     assert not is_enclave_create({"bundle": str(tmp_path / "missing")})
     assert not is_enclave_create({"id": "x"}) and not is_enclave_create(None)
 
-
-FD_SCRIPT = r"""
-import json, os, sys, time
-from inclavare.shim.forkserver import ForkServer
-
-stray = os.open("/dev/null", os.O_RDONLY)  # a descriptor the embedding process holds when the server forks
-fs = ForkServer(sys.argv[1], warm=False)
-pid = fs.start()
-fs.start_reader()
-time.sleep(0.3)
-targets = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-fs.close()
-print(json.dumps({"stray": stray, "server_fds": targets}))
-"""
-
-
-def test_fork_server_keeps_no_descriptor_of_the_process_that_forked_it(tmp_path) -> None:
-    """Whatever the shim process held (a listener, a template's connections, a library's files) is closed in the
-    fork server: only stdio, its channel and what it opens itself (its workers' pidfds and pipes) remain."""
-    import json
-    import subprocess
-
-    out = subprocess.run([sys.executable, "-c", FD_SCRIPT, str(tmp_path / "root")], capture_output=True, text=True,
-                         timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
-    fds = {int(k): v for k, v in got["server_fds"].items()}
-    assert got["stray"] not in fds or fds[got["stray"]] != "/dev/null"
-    assert not [v for k, v in fds.items() if k > 2 and v == "/dev/null"]
