@@ -132,7 +132,7 @@ def main() -> int:
                 order = order[i % len(order):] + order[:i % len(order)]
                 for mode in order:
                     fs = servers[mode]
-                    cid = f"c{i}-{abs(hash(name)) % 1000}-{mode}"
+                    cid = f"c{i}-{abs(hash(name)) % 1000}-{mode.replace(' ', '_')}"
                     t0 = time.perf_counter()
                     fs.call("create", {"id": cid, "bundle": b})
                     t1 = time.perf_counter()
