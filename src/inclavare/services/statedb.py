@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 
 from inclavare.atomicfile import fsync_dir
 from inclavare.errors import InclavareError
@@ -146,7 +147,7 @@ def connect_durable(path: str, timeout: float, what: str) -> sqlite3.Connection:
     ``synchronous = FULL``."""
     db = connect(path, timeout)
     try:
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _journal_mode_wal(db, timeout)
         if str(mode).lower() != "wal":
             raise PrivateStateError(f"{what} {path}: cannot switch to WAL journaling (got {mode!r})")
         db.execute("PRAGMA synchronous = FULL")
@@ -154,3 +155,20 @@ def connect_durable(path: str, timeout: float, what: str) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _journal_mode_wal(db: sqlite3.Connection, timeout: float) -> str:
+    """Switch to WAL and return the journal mode now in force. Connections switching a new (rollback-journal)
+    database at the same moment each hold the read lock the others must see released; SQLite answers one of them
+    SQLITE_BUSY at once instead of calling the busy handler (waiting could deadlock). So a busy answer is retried
+    here, with backoff, until ``timeout``; once one connection has switched the file, the switch is a no-op."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 
 import pytest
 
@@ -107,6 +108,52 @@ def test_connect_durable_settings(tmp_path):
         assert ro.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
     finally:
         ro.close()
+
+
+def _writer_on_a_new_database(path):
+    """A connection in the middle of a write transaction on a new, still rollback-journal database: what a
+    second service process opening the same new database at the same moment looks like."""
+    prepare_private_db(path, "state db")
+    w = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    w.execute("CREATE TABLE t (x)")
+    w.execute("BEGIN IMMEDIATE")
+    w.execute("INSERT INTO t VALUES (1)")
+    return w
+
+
+def test_connect_durable_waits_for_a_concurrent_writer_of_a_new_database(tmp_path):
+    # SQLite answers the switch to WAL "database is locked" at once here, without its busy handler
+    p = str(tmp_path / "db")
+    w = _writer_on_a_new_database(p)
+    done = threading.Event()
+
+    def commit_when_waited_for():
+        done.wait(0.2)
+        w.execute("COMMIT")
+
+    t = threading.Thread(target=commit_when_waited_for)
+    t.start()
+    try:
+        db = connect_durable(p, 30.0, "state db")
+    finally:
+        done.set()
+        t.join()
+        w.close()
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        db.close()
+
+
+def test_connect_durable_gives_up_busy_at_its_timeout(tmp_path):
+    p = str(tmp_path / "db")
+    w = _writer_on_a_new_database(p)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            connect_durable(p, 0.3, "state db")
+    finally:
+        w.close()
 
 
 def test_connect_durable_not_a_database(tmp_path):
