@@ -69,10 +69,7 @@ class Helper:
         if pid == 0:  # the helper
             code = 0
             try:
-                import resource
-
-                os.closerange(3, w)
-                os.closerange(w + 1, max(w + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+                _close_inherited(w)
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a reader that gave up ends us
                 out = fn(*args)
                 fds = out.fds if isinstance(out, WithFds) else []
@@ -159,6 +156,31 @@ class Helper:
                 continue
             except ChildProcessError:
                 return
+
+
+def _close_inherited(keep: int) -> None:
+    """In the helper: close the caller's descriptors, all but stdio, ``keep`` and anonymous inodes. An anonymous
+    inode (epoll, eventfd, pidfd, timerfd) is no channel, so keeping it cannot hide the caller's death from a peer;
+    and a library with fork handlers -- gRPC, in a caller that had run it (tests do; rune does not) -- restarts its
+    poller in this child on its epoll and eventfd descriptors: closing those kills the helper."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: close them all
+        import resource
+
+        os.closerange(3, keep)
+        os.closerange(keep + 1, max(keep + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+        return
+    for name in names:
+        fd = int(name)
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("anon_inode:"):
+                continue
+            os.close(fd)
+        except OSError:  # the listing's own descriptor, already gone
+            pass
 
 
 def recv_fds(sock: socket.socket, size: int, maxfds: int) -> tuple[bytes, list[int], int]:
