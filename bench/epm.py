@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Warm enclave starts (issue 17): `create` through the shim's fork server, cold against warm, same run.
 
-Three fork servers side by side, requests rotating between them round by round (paired):
+Four fork servers side by side, requests rotating between them round by round (paired):
   cold     ForkServer(warm=False) and no epm: every enclave create imports the enclave runtimes' modules,
            measures and checks the sim image; the wasm module is compiled at start;
   imports  ForkServer(warm=True), no epm: after the first enclave create (round 0) the server starts its

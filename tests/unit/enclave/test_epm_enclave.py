@@ -184,8 +184,8 @@ print("ok")
 
 
 def test_the_helper_hands_back_a_descriptor():
-    """In a fresh process, as rune forks it (the helper closes every inherited descriptor: in this test process a
-    library used by earlier tests, gRPC, would restart its threads in the child on descriptors it then loses)."""
+    """From a fresh process, as rune starts it: no gRPC has run in the caller (the helper forked from a process
+    where it has is covered by test_epm_pools)."""
     import subprocess
     import sys
 
